@@ -1,0 +1,5 @@
+"""`strongroom` command line: serve, administer users, tokens and keys, and manage credentials."""
+
+from strongroom.cli.main import app
+
+__all__ = ["app"]

@@ -1,0 +1,181 @@
+"""The `strongroom` command: server and local administration commands; credentials live in credentials.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from strongroom.cli.credentials import app as credentials_app
+from strongroom.config import Settings
+from strongroom.errors import StrongroomError
+from strongroom.service import SCOPES, Strongroom, iso
+
+app = typer.Typer(help="Strongroom: a credential store with the DataRobot Credentials API.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage users (local administration, talks to the database directly).")
+tokens_app = typer.Typer(help="Manage API tokens (local administration).")
+keys_app = typer.Typer(help="Master keys.")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
+app.add_typer(credentials_app, name="credentials")
+
+out = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+@contextmanager
+def store() -> Iterator[Strongroom]:
+    """Open the store as the server would (same settings, same key checks); errors become clean exits."""
+    service = None
+    try:
+        service = Strongroom.open(Settings())
+        yield service
+    except StrongroomError as exc:
+        err.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        if service is not None:
+            service.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8484).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the API server (SQLite and a generated master key in the data directory unless configured)."""
+    import uvicorn
+
+    from strongroom.server import create_app
+
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings().model_copy(update=updates)
+    with store() as service:  # migrate and verify keys once, before any worker starts
+        has_users = bool(service.list_users())
+        database = service.db.engine.url.render_as_string(hide_password=True)
+    out.print(f"Strongroom listening on [bold]http://{settings.host}:{settings.port}/api/v2[/bold]")
+    out.print(f"  database: {database}")
+    key_source = "STRONGROOM_MASTER_KEY" if settings.master_key else str(settings.resolved_key_file)
+    out.print(f"  master key: {key_source}")
+    out.print(f"  API docs: http://{settings.host}:{settings.port}/api/v2/docs")
+    if not has_users:
+        out.print("  No users yet. Create one and a token (shown once):")
+        out.print("    strongroom users create alice && strongroom tokens create alice")
+    log_config = uvicorn.config.LOGGING_CONFIG
+    if workers > 1:
+        os.environ.update({f"STRONGROOM_{k.upper()}": str(v) for k, v in updates.items()})
+        uvicorn.run(
+            "strongroom.server:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            log_config=log_config,
+        )
+    else:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=log_config,
+        )
+
+
+@users_app.command("create")
+def users_create(username: str, as_json: JsonOpt = False) -> None:
+    """Create a user."""
+    with store() as service:
+        user = service.create_user(username)
+    if as_json:
+        out.print_json(json.dumps({"id": user.id, "username": user.username, "createdAt": iso(user.created_at)}))
+    else:
+        out.print(f"Created user [bold]{user.username}[/bold] ({user.id})")
+
+
+@users_app.command("list")
+def users_list(as_json: JsonOpt = False) -> None:
+    """List users."""
+    with store() as service:
+        users = service.list_users()
+    rows = [{"id": u.id, "username": u.username, "createdAt": iso(u.created_at)} for u in users]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "username", "created")
+    for r in rows:
+        table.add_row(r["id"], r["username"], r["createdAt"])
+    out.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    username: str,
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "default",
+    scope: Annotated[list[str] | None, typer.Option(help=f"Scopes (repeat): {', '.join(SCOPES)}. Default: all.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token for a user. The token is shown once and stored only as a hash."""
+    with store() as service:
+        token, raw = service.create_token(username, name, tuple(scope or SCOPES))
+    if as_json:
+        out.print_json(json.dumps({"id": token.id, "name": token.name, "scopes": token.scopes.split(), "token": raw}))
+        return
+    err.print(f"Token {token.id} for {username} (scopes: {token.scopes}). It is shown only now:")
+    print(raw)
+
+
+@tokens_app.command("list")
+def tokens_list(username: str, as_json: JsonOpt = False) -> None:
+    """List a user's tokens (never their values)."""
+    with store() as service:
+        tokens = service.list_tokens(username)
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "prefix": t.prefix,
+            "scopes": t.scopes,
+            "createdAt": iso(t.created_at),
+            "revoked": t.revoked_at is not None,
+        }
+        for t in tokens
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "name", "prefix", "scopes", "created", "revoked")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["prefix"] + "…", r["scopes"], r["createdAt"], "yes" if r["revoked"] else "")
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str) -> None:
+    """Revoke a token; it stops working at once."""
+    with store() as service:
+        service.revoke_token(token_id)
+    out.print(f"Revoked token {token_id}")
+
+
+@keys_app.command("status")
+def keys_status(as_json: JsonOpt = False) -> None:
+    """Show the active master-key version and how many credentials each version seals."""
+    with store() as service:
+        status = service.key_status()
+    if as_json:
+        out.print_json(json.dumps(status))
+        return
+    out.print(f"Active master key version: {status['active']}")
+    for version, count in sorted(status["credentialsByVersion"].items()):
+        out.print(f"  version {version}: {count} credential(s)")

@@ -1,0 +1,39 @@
+"""Server settings from the environment (STRONGROOM_*): everything has a working default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """XDG data home, so a first start needs no configuration at all."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "strongroom"
+
+
+class Settings(BaseSettings):
+    """Where data and keys live and how the server listens."""
+
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None  # default: SQLite in data_dir
+    master_key: str | None = Field(default=None, repr=False)  # keyring JSON or base64 key; else the key file
+    master_key_file: Path | None = None  # default: data_dir/master.key
+    host: str = "127.0.0.1"
+    port: int = 8484
+    max_body_bytes: int = 1_048_576
+    sqlite_synchronous: str = "FULL"  # FULL: an acknowledged write survives power loss, not only a crash
+    log_level: str = "info"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'strongroom.db'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"

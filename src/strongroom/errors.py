@@ -1,0 +1,66 @@
+"""Domain errors raised by the service; the server maps each to one HTTP status and a JSON message."""
+
+from __future__ import annotations
+
+
+class StrongroomError(Exception):
+    """Base for errors a caller can act on; `message` must never contain a secret value."""
+
+    status_code = 400
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+
+class InvalidInput(StrongroomError):
+    """The request is well-formed JSON but a field breaks a rule; `errors` names each field."""
+
+    status_code = 422
+
+
+class MalformedRequest(StrongroomError):
+    """The body is not JSON or not an object."""
+
+    status_code = 400
+
+
+class Unauthorized(StrongroomError):
+    """Missing, unknown or revoked API token."""
+
+    status_code = 401
+
+
+class Forbidden(StrongroomError):
+    """The token is valid but lacks the scope for this action."""
+
+    status_code = 403
+
+
+class NotFound(StrongroomError):
+    """Unknown id, or an id the caller may not see: both answer the same, so ids cannot be probed."""
+
+    status_code = 404
+
+
+class Conflict(StrongroomError):
+    """A uniqueness rule (such as one name per owner) would be broken."""
+
+    status_code = 409
+
+
+class Unavailable(StrongroomError):
+    """A dependency (the database) is down; the client may retry after `retry_after` seconds."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MasterKeyError(StrongroomError):
+    """The master key needed to open stored secrets is missing or wrong; raised at start, not per request."""
+
+    status_code = 500

@@ -1,0 +1,263 @@
+"""Routes under /api/v2, wire-compatible with DataRobot's Credentials API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from strongroom import __version__, types
+from strongroom.config import Settings
+from strongroom.errors import InvalidInput, MalformedRequest
+from strongroom.server import errors
+from strongroom.server.errors import JSONResponse
+from strongroom.service import DEFAULT_PAGE, Strongroom
+
+API_VERSION = {"major": 2, "minor": 49, "versionString": "2.49.0", "releasedVersion": f"strongroom-{__version__}"}
+T = TypeVar("T")
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` (or `Token <token>`)")
+_CREDENTIAL = {"$ref": "#/components/schemas/Credential"}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _token(request: Request) -> str | None:
+    """Accept both `Bearer` (OAuth style) and `Token` (the DataRobot client's default) schemes."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() in ("bearer", "token") else None
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """Read the body within the size limit; 422 (not 413, which the DataRobot client retries) when over."""
+    declared = request.headers.get("content-length")
+    too_big = InvalidInput(f"request body exceeds the limit of {limit} bytes", {"body": f"over {limit} bytes"})
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedRequest("request body is not valid JSON", {"body": "not valid JSON"}) from None
+
+
+def _object(body: Any, *, empty_message: str) -> dict[str, Any]:
+    if body is None:
+        raise InvalidInput(empty_message, {"body": "empty"})
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object", {"body": "must be a JSON object"})
+    return body
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Malformed JSON", 401: "Missing or invalid token", 404: "Not found", 409: "Name in use", 422: "Invalid"}
+    return {c: {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/api/v2", dependencies=[Security(_bearer)])
+
+    async def call(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Authenticate and run the use case in one worker-thread hop (the store is synchronous)."""
+        service = app_state()
+        token = _token(request)
+
+        def run() -> T:
+            return fn(service.authenticate(token), *args, **kwargs)
+
+        return await run_in_threadpool(run)
+
+    @router.get("/version/", summary="API version (also verifies the token)", responses=_responses(401))
+    async def version(request: Request) -> Response:
+        await call(request, lambda who: who)
+        return JSONResponse(API_VERSION)
+
+    @router.get(
+        "/credentials/",
+        summary="List the caller's credentials",
+        responses={
+            200: {
+                "description": "A page of credentials",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CredentialList"}}},
+            },
+            **_responses(401, 422),
+        },
+    )
+    async def list_credentials(
+        request: Request,
+        offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = DEFAULT_PAGE,
+        types_: Annotated[
+            list[str] | None, Query(alias="types", description="Type filter; repeat or comma-separate")
+        ] = None,
+        order_by: Annotated[str, Query(alias="orderBy", pattern="^-?creationDate$")] = "-creationDate",
+    ) -> Response:
+        wanted = [t for value in types_ or () for t in value.split(",") if t] or None
+        page = await call(
+            request,
+            lambda who: app_state().list_credentials(
+                who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by
+            ),
+        )
+
+        def link(at: int) -> str:
+            return str(request.url.include_query_params(offset=at, limit=limit))
+
+        return JSONResponse(
+            {
+                "count": len(page.items),
+                "next": link(offset + limit) if page.has_next else None,
+                "previous": link(max(offset - limit, 0)) if offset > 0 else None,
+                "data": page.items,
+                "totalCount": page.total,
+            }
+        )
+
+    @router.post(
+        "/credentials/",
+        status_code=201,
+        summary="Create a credential",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _create_body()}}}},
+        responses={
+            201: {"description": "Created", "content": {"application/json": {"schema": _CREDENTIAL}}},
+            **_responses(400, 401, 409, 422),
+        },
+    )
+    async def create_credential(request: Request) -> Response:
+        body = _object(await _read_json(request, settings.max_body_bytes), empty_message="request body is empty")
+        created = await call(request, lambda who: app_state().create_credential(who, body))
+        return JSONResponse(created, status_code=201)
+
+    @router.get(
+        "/credentials/{credentialId}/",
+        summary="Get one credential (never its secrets)",
+        responses={
+            200: {"description": "The credential", "content": {"application/json": {"schema": _CREDENTIAL}}},
+            **_responses(401, 404),
+        },
+    )
+    async def get_credential(request: Request, credentialId: str) -> Response:  # noqa: N803
+        return JSONResponse(await call(request, lambda who: app_state().get_credential(who, credentialId)))
+
+    @router.patch(
+        "/credentials/{credentialId}/",
+        summary="Update name, description or secret fields",
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": types.update_schema()}}}},
+        responses={
+            200: {"description": "Updated", "content": {"application/json": {"schema": _CREDENTIAL}}},
+            **_responses(400, 401, 404, 409, 422),
+        },
+    )
+    async def update_credential(request: Request, credentialId: str) -> Response:  # noqa: N803
+        body = _object(
+            await _read_json(request, settings.max_body_bytes),
+            empty_message="Must specify at least one field to update",
+        )
+        updated = await call(request, lambda who: app_state().update_credential(who, credentialId, body))
+        return JSONResponse(updated)
+
+    @router.delete(
+        "/credentials/{credentialId}/",
+        status_code=204,
+        summary="Delete a credential",
+        responses={204: {"description": "Deleted"}, **_responses(401, 404)},
+    )
+    async def delete_credential(request: Request, credentialId: str) -> Response:  # noqa: N803
+        await call(request, lambda who: app_state().delete_credential(who, credentialId))
+        return Response(status_code=204)
+
+    return router
+
+
+def _create_body() -> dict[str, Any]:
+    names = {t.name: f"#/components/schemas/{_schema_name(t.name)}" for t in types.TYPES.values()}
+    return {
+        "oneOf": [{"$ref": ref} for ref in names.values()],
+        "discriminator": {"propertyName": "credentialType", "mapping": names},
+    }
+
+
+def _schema_name(type_name: str) -> str:
+    return "".join(p.capitalize() for p in type_name.split("_")) + "CredentialCreate"
+
+
+def _openapi_components() -> dict[str, Any]:
+    schemas: dict[str, Any] = {_schema_name(t.name): types.create_schema(t) for t in types.TYPES.values()}
+    schemas["Credential"] = types.credential_schema()
+    schemas["CredentialList"] = {
+        "type": "object",
+        "required": ["count", "next", "previous", "data", "totalCount"],
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "format": "uri", "nullable": True},
+            "previous": {"type": "string", "format": "uri", "nullable": True},
+            "data": {"type": "array", "items": _CREDENTIAL},
+            "totalCount": {"type": "integer"},
+        },
+    }
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string"}, "errors": {"type": "object"}},
+    }
+    return schemas
+
+
+def create_app(settings: Settings | None = None, service: Strongroom | None = None) -> FastAPI:
+    """Build the ASGI app. The store opens at startup so a bad key or database fails before serving."""
+    settings = settings or Settings()
+    holder: dict[str, Strongroom] = {}
+    if service is not None:
+        holder["service"] = service
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if "service" not in holder:
+            holder["service"] = Strongroom.open(settings)
+        yield
+        holder["service"].close()
+
+    app = FastAPI(
+        title="Strongroom",
+        version=__version__,
+        summary="Credential store with the DataRobot Credentials API (v2)",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+        openapi_url="/api/v2/openapi.json",
+        docs_url="/api/v2/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.include_router(build_router(lambda: holder["service"], settings))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(_openapi_components())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,88 @@
+"""Every error is JSON `{"message": …}` with `Content-Type: application/json`; no client mistake is a 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from strongroom.errors import StrongroomError, Unavailable
+
+log = logging.getLogger("strongroom.server")
+
+
+class JSONResponse(Response):
+    """orjson-rendered JSON, always with the exact media type the DataRobot client checks for."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(status: int, message: str, errors: dict[str, str] | None = None, **headers: str) -> JSONResponse:
+    body: dict[str, Any] = {"message": message}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, dict[str, str]]:
+    """Name the parameter in the message; never echo the input (pydantic's `input` may hold a secret)."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body", "header")]
+        errors[".".join(loc) or "request"] = str(err.get("msg", "invalid"))
+    return "; ".join(f"{k}: {v}" for k, v in errors.items()), errors
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StrongroomError)
+    async def _domain(_: Request, exc: StrongroomError) -> Response:
+        if isinstance(exc, Unavailable):
+            return error_response(exc.status_code, exc.message, **{"Retry-After": str(exc.retry_after)})
+        headers = {"WWW-Authenticate": 'Bearer realm="strongroom"'} if exc.status_code == 401 else {}
+        return error_response(exc.status_code, exc.message, exc.errors, **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        message, errors = _validation_message(exc)
+        return error_response(422, message, errors)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = "not found"
+        return error_response(exc.status_code, message, **(exc.headers or {}))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> Response:
+        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "OperationalError")
+        return error_response(503, "the database is unavailable; retry shortly", **{"Retry-After": "5"})
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_: Request, exc: DBAPIError) -> Response:
+        if exc.connection_invalidated:
+            return error_response(503, "the database connection was lost; retry shortly", **{"Retry-After": "5"})
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "DBAPIError")
+        return error_response(500, "internal error")
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> Response:
+        # Log the type and location only: an exception's text could in theory carry data we must not log.
+        log.error("unhandled %s at %s", type(exc).__name__, _where(exc))
+        return error_response(500, "internal error")
+
+
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"

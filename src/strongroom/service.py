@@ -1,0 +1,415 @@
+"""Use cases: authenticate, create/list/get/update/delete credentials, manage users and tokens.
+
+The server and the CLI call only this module; it owns authorisation, validation and encryption so no
+route can forget one of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from strongroom import types
+from strongroom.config import Settings
+from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_key_provider
+from strongroom.errors import Conflict, Forbidden, InvalidInput, MasterKeyError, NotFound, Unauthorized
+from strongroom.store import Database
+from strongroom.store.models import ApiToken, Credential, KeyVersion, User, new_id, utcnow
+
+SCOPES = ("read", "write", "use", "admin")
+TOKEN_PREFIX = "sr_"
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+_ID = re.compile(r"^[0-9a-f]{24}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_KEY_CHECK = b"strongroom key check v1"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, from a verified token."""
+
+    user_id: str
+    username: str
+    token_id: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise Forbidden(f"this token lacks the {scope!r} scope")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def iso(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as DataRobot emits."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def credential_aad(credential_id: str, owner_id: str, credential_type: str) -> bytes:
+    """Associated data binding a ciphertext to its row: copied elsewhere, it no longer decrypts."""
+    return f"strongroom/credential/v1|{credential_id}|{owner_id}|{credential_type}".encode()
+
+
+def _key_check_aad(version: int) -> bytes:
+    return f"strongroom/key-check/v1|{version}".encode()
+
+
+_LIST_COLUMNS = (
+    Credential.id,
+    Credential.name,
+    Credential.credential_type,
+    Credential.description,
+    Credential.public_data,
+    Credential.created_at,
+)
+
+
+def _wire(row: Any) -> dict[str, Any]:
+    """A credential as the API returns it: DataRobot's five keys plus the type's public fields."""
+    out = {
+        "credentialId": row.id,
+        "name": row.name,
+        "credentialType": row.credential_type,
+        "description": row.description or "",
+        "creationDate": iso(row.created_at),
+    }
+    if row.public_data and row.public_data != "{}":
+        out.update(json.loads(row.public_data))
+    return out
+
+
+class Strongroom:
+    """The application: one instance per process, shared by all requests."""
+
+    def __init__(self, db: Database, keys: KeyProvider) -> None:
+        self.db = db
+        self.keys = keys
+        self.envelope = Envelope(keys)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Strongroom:
+        """Connect, migrate, load the master key and verify it against the database; fail fast if wrong."""
+        db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        db.migrate()
+        with db.read() as s:
+            sealed_before = s.scalar(select(func.count()).select_from(KeyVersion)) or 0
+        keys = load_key_provider(
+            env_value=settings.master_key, key_file=settings.resolved_key_file, create=sealed_before == 0
+        )
+        app = cls(db, keys)
+        app.verify_keys()
+        return app
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # ---- keys -------------------------------------------------------------------------------------
+
+    def verify_keys(self) -> None:
+        """Every key version the data needs must be present and be the very key that sealed it."""
+        source = getattr(self.keys, "source", type(self.keys).__name__)
+        available = self.keys.versions()
+        with self.db.write() as s:
+            stored = {kv.version: kv for kv in s.scalars(select(KeyVersion))}
+            counts = dict(
+                s.execute(select(Credential.key_version, func.count()).group_by(Credential.key_version)).all()
+            )
+            for version, count in sorted(counts.items()):
+                if version not in available:
+                    raise MasterKeyError(
+                        f"master key version {version} is missing from {source}; "
+                        f"{count} credential(s) are sealed with it"
+                    )
+            for version in sorted(available & stored.keys()):
+                try:
+                    ok = self.keys.unwrap(version, stored[version].check_value, _key_check_aad(version)) == _KEY_CHECK
+                except DecryptionError:
+                    ok = False
+                if not ok:
+                    raise MasterKeyError(
+                        f"master key version {version} from {source} is not the key this database was sealed with"
+                    )
+            active = self.keys.active_version()
+            if active not in stored:
+                version, check = self.keys.wrap(_KEY_CHECK, _key_check_aad(active))
+                s.add(KeyVersion(version=version, check_value=check))
+
+    def key_status(self) -> dict[str, Any]:
+        with self.db.read() as s:
+            counts = dict(
+                s.execute(select(Credential.key_version, func.count()).group_by(Credential.key_version)).all()
+            )
+        return {"active": self.keys.active_version(), "credentialsByVersion": counts}
+
+    # ---- users and tokens (local administration) ----------------------------------------------------
+
+    def create_user(self, username: str) -> User:
+        if not _USERNAME.match(username):
+            raise InvalidInput(
+                "username: 1-64 characters of letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
+                {"username": "invalid"},
+            )
+        with self.db.write() as s:
+            if s.scalar(select(User.id).where(User.username == username)):
+                raise Conflict(f"username: user {username!r} already exists")
+            user = User(id=new_id(), username=username, created_at=utcnow())
+            s.add(user)
+        return user
+
+    def list_users(self) -> list[User]:
+        with self.db.read() as s:
+            return list(s.scalars(select(User).order_by(User.created_at, User.id)))
+
+    def _user(self, s: Session, username: str) -> User:
+        user = s.scalar(select(User).where(User.username == username))
+        if user is None:
+            raise NotFound(f"user {username!r} not found")
+        return user
+
+    def create_token(
+        self, username: str, name: str = "default", scopes: tuple[str, ...] = SCOPES, expires_at: datetime | None = None
+    ) -> tuple[ApiToken, str]:
+        """Mint a token; the raw value is returned once and only its hash is stored."""
+        unknown = set(scopes) - set(SCOPES)
+        if unknown or not scopes:
+            raise InvalidInput(f"scopes: expected some of {', '.join(SCOPES)}", {"scopes": "invalid"})
+        raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.db.write() as s:
+            user = self._user(s, username)
+            token = ApiToken(
+                id=new_id(),
+                user_id=user.id,
+                name=types.check_name(name),
+                token_hash=hash_token(raw),
+                prefix=raw[:8],
+                scopes=" ".join(sc for sc in SCOPES if sc in scopes),
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
+            s.add(token)
+        return token, raw
+
+    def list_tokens(self, username: str) -> list[ApiToken]:
+        with self.db.read() as s:
+            user = self._user(s, username)
+            return list(s.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at)))
+
+    def revoke_token(self, token_id: str) -> None:
+        with self.db.write() as s:
+            token = s.get(ApiToken, token_id)
+            if token is None:
+                raise NotFound(f"token {token_id!r} not found")
+            if token.revoked_at is None:
+                token.revoked_at = utcnow()
+
+    def authenticate(self, raw: str | None) -> Principal:
+        """Resolve a bearer token; every failure reads the same so tokens cannot be probed."""
+        if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128:
+            raise Unauthorized("missing or invalid API token")
+        now = utcnow()
+        with self.db.read() as s:
+            row = s.execute(
+                select(ApiToken.id, ApiToken.scopes, ApiToken.expires_at, User.id, User.username)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.token_hash == hash_token(raw), ApiToken.revoked_at.is_(None))
+            ).first()
+        if row is None or (row[2] is not None and row[2] <= now):
+            raise Unauthorized("missing or invalid API token")
+        return Principal(user_id=row[3], username=row[4], token_id=row[0], scopes=frozenset(row[1].split()))
+
+    # ---- credentials ----------------------------------------------------------------------------------
+
+    def list_credentials(
+        self,
+        who: Principal,
+        *,
+        offset: int = 0,
+        limit: int = DEFAULT_PAGE,
+        types_filter: list[str] | None = None,
+        order_by: str = "-creationDate",
+    ) -> Page:
+        who.require("read")
+        if offset < 0:
+            raise InvalidInput("offset: must be 0 or more", {"offset": "must be 0 or more"})
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}", {"limit": f"must be 1 to {MAX_PAGE}"})
+        if order_by not in ("creationDate", "-creationDate"):
+            msg = "must be creationDate or -creationDate"
+            raise InvalidInput(f"orderBy: {msg}", {"orderBy": msg})
+        for name in types_filter or ():
+            if name not in types.TYPES:
+                types.get_type(name)  # raises, naming the valid types
+        where = [Credential.owner_id == who.user_id]
+        if types_filter:
+            where.append(Credential.credential_type.in_(types_filter))
+        if order_by.startswith("-"):
+            ordering = (Credential.created_at.desc(), Credential.id.desc())
+        else:
+            ordering = (Credential.created_at.asc(), Credential.id.asc())
+        query: Select[Any] = select(*_LIST_COLUMNS).where(*where).order_by(*ordering).offset(offset).limit(limit)
+        with self.db.read() as s:
+            rows = s.execute(query).all()
+            total = s.scalar(select(func.count()).select_from(Credential).where(*where)) or 0
+        return Page([_wire(r) for r in rows], total, offset, limit)
+
+    def get_credential(self, who: Principal, credential_id: str) -> dict[str, Any]:
+        who.require("read")
+        with self.db.read() as s:
+            row = s.execute(select(*_LIST_COLUMNS).where(*self._mine(who, credential_id))).first()
+        if row is None:
+            raise self._not_found()
+        return _wire(row)
+
+    def create_credential(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        who.require("write")
+        data = dict(body)
+        if "name" not in data:
+            raise InvalidInput("name: is required", {"name": "is required"})
+        name = types.check_name(data.pop("name"))
+        description = data.pop("description", None)
+        description = "" if description is None else types.check_description(description)
+        type_name = data.pop("credentialType", None)
+        ctype = types.get_type(types.DEFAULT_TYPE if type_name is None else type_name)
+        values = types.parse_fields(ctype, data)
+        types.check_complete(ctype, values)
+        public, secret = ctype.split(values)
+        now = utcnow()
+        cred = Credential(
+            id=new_id(),
+            owner_id=who.user_id,
+            name=name,
+            credential_type=ctype.name,
+            description=description,
+            public_data=json.dumps(public, separators=(",", ":")),
+            revision=1,
+            created_at=now,
+            updated_at=now,
+        )
+        self._seal(cred, secret)
+        try:
+            with self.db.write() as s:
+                self._check_name_free(s, who, name)
+                s.add(cred)
+        except IntegrityError:
+            raise self._name_taken(name) from None
+        return _wire(cred)
+
+    def update_credential(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply a PATCH. DataRobot semantics: a new name without a description clears the description."""
+        who.require("write")
+        data = dict(body)
+        if not data:
+            raise InvalidInput("Must specify at least one field to update", {"body": "empty"})
+        try:
+            with self.db.write() as s:
+                cred = s.scalar(select(Credential).where(*self._mine(who, credential_id)).with_for_update())
+                if cred is None:
+                    raise self._not_found()
+                ctype = types.TYPES[cred.credential_type]
+                if "credentialType" in data and data.pop("credentialType") != cred.credential_type:
+                    msg = "cannot be changed; create a new credential instead"
+                    raise InvalidInput(f"credentialType: {msg}", {"credentialType": msg})
+                if "name" in data:
+                    new_name = types.check_name(data.pop("name"))
+                    if new_name != cred.name:
+                        self._check_name_free(s, who, new_name)
+                    cred.name = new_name
+                    if "description" not in data:
+                        cred.description = ""
+                if "description" in data:
+                    value = data.pop("description")
+                    cred.description = "" if value is None else types.check_description(value)
+                patch = types.parse_fields(ctype, data, allow_null=True)
+                if patch:
+                    current = {**json.loads(cred.public_data), **self._open(cred)}
+                    merged = _merge(ctype, current, patch)
+                    types.check_complete(ctype, merged)
+                    public, secret = ctype.split(merged)
+                    cred.public_data = json.dumps(public, separators=(",", ":"))
+                    self._seal(cred, secret)
+                cred.revision += 1
+                cred.updated_at = utcnow()
+        except IntegrityError:
+            raise self._name_taken(str(body.get("name"))) from None
+        return _wire(cred)
+
+    def delete_credential(self, who: Principal, credential_id: str) -> None:
+        who.require("write")
+        with self.db.write() as s:
+            cred = s.scalar(select(Credential).where(*self._mine(who, credential_id)))
+            if cred is None:
+                raise self._not_found()
+            s.delete(cred)
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _mine(who: Principal, credential_id: str) -> list[Any]:
+        if not _ID.match(credential_id):
+            raise Strongroom._not_found()
+        return [Credential.id == credential_id, Credential.owner_id == who.user_id]
+
+    @staticmethod
+    def _not_found() -> NotFound:
+        return NotFound("credential not found")
+
+    @staticmethod
+    def _name_taken(name: str) -> Conflict:
+        return Conflict(f"name: the name {name[:80]!r} is already in use", {"name": "already in use"})
+
+    def _check_name_free(self, s: Session, who: Principal, name: str) -> None:
+        taken = s.scalar(select(Credential.id).where(Credential.owner_id == who.user_id, Credential.name == name))
+        if taken:
+            raise self._name_taken(name)
+
+    def _seal(self, cred: Credential, secret: Mapping[str, Any]) -> None:
+        plaintext = json.dumps(secret, separators=(",", ":")).encode()
+        sealed = self.envelope.seal(plaintext, credential_aad(cred.id, cred.owner_id, cred.credential_type))
+        cred.key_version, cred.wrapped_key, cred.ciphertext = sealed.key_version, sealed.wrapped_key, sealed.ciphertext
+
+    def _open(self, cred: Credential) -> dict[str, Any]:
+        sealed = Sealed(cred.key_version, cred.wrapped_key, cred.ciphertext)
+        plaintext = self.envelope.open(sealed, credential_aad(cred.id, cred.owner_id, cred.credential_type))
+        result: dict[str, Any] = json.loads(plaintext)
+        return result
+
+
+def _merge(ctype: types.CredentialType, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Patch field values; switching between a configId and explicit secrets replaces the other mode."""
+    merged = dict(current)
+    ref = ctype.exclusive
+    if ref and patch.get(ref) is not None:
+        merged = {k: v for k, v in merged.items() if k == ref}
+    elif ref and any(v is not None for k, v in patch.items() if k != ref):
+        merged.pop(ref, None)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,92 @@
+"""Engine and sessions for SQLite (default, WAL) and PostgreSQL, with migrations applied at start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
+
+
+def _sqlite_setup(engine: Engine, synchronous: str) -> None:
+    """WAL for concurrent readers, and explicit BEGIN so writers can take the lock up front."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers use BEGIN IMMEDIATE: a deferred transaction that later writes can fail with SQLITE_BUSY
+        # without waiting, while IMMEDIATE queues on busy_timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writer") else "BEGIN")
+
+
+class Database:
+    """Owns the engine; hands out read and write sessions."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> None:
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 32
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 20
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            if sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+                raise ValueError("STRONGROOM_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+            _sqlite_setup(self.engine, sqlite_synchronous.upper())
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, if that is the backend."""
+        db = self.engine.url.database
+        return Path(db) if self.is_sqlite and db and db != ":memory:" else None
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent, safe with several processes)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._reader() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._writer() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

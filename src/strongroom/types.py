@@ -1,0 +1,417 @@
+"""Credential types, declared once: each declaration drives validation, the OpenAPI schema, the SDK's
+`create_*` methods and the split between public (queryable) and secret (encrypted) fields."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from strongroom.errors import InvalidInput
+
+FieldKind = Literal["string", "string_list", "object"]
+
+NAME_MAX = 255
+DESCRIPTION_MAX = 4096
+VALUE_MAX = 32768  # a 4096-bit RSA private key in PEM is about 3.3 KB; leave room for chains
+LIST_MAX = 100
+DEFAULT_TYPE = "basic"  # DataRobot documents `basic` as the default credentialType
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def snake(name: str) -> str:
+    """camelCase -> snake_case, as the DataRobot client converts keyword arguments the other way."""
+    return _CAMEL_BOUNDARY.sub("_", name).lower()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One type-specific field, named as on the wire (camelCase)."""
+
+    name: str
+    secret: bool
+    doc: str
+    kind: FieldKind = "string"
+    allow_empty: bool = False
+    sdk_param: str | None = None  # where the DataRobot SDK's keyword differs from snake(name)
+
+    @property
+    def param(self) -> str:
+        return self.sdk_param or snake(self.name)
+
+
+@dataclass(frozen=True)
+class CredentialType:
+    """A credential type: its fields, which combinations are complete, and its SDK method."""
+
+    name: str
+    sdk_method: str
+    doc: str
+    fields: tuple[Field, ...]
+    # Alternatives: a credential is complete when every field of at least one alternative is present.
+    requires: tuple[tuple[str, ...], ...]
+    # A reference field (configId) that stands for all the others: when set, no other field may be.
+    exclusive: str | None = None
+
+    def field(self, name: str) -> Field | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def always_required(self) -> tuple[str, ...]:
+        """Fields present in every alternative: required in the SDK signature and the schema."""
+        common = set(self.requires[0]).intersection(*map(set, self.requires[1:]))
+        return tuple(f.name for f in self.fields if f.name in common)
+
+    def split(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return (public, secret) parts of already validated field values."""
+        public = {k: v for k, v in values.items() if not self._field(k).secret}
+        secret = {k: v for k, v in values.items() if self._field(k).secret}
+        return public, secret
+
+    def _field(self, name: str) -> Field:
+        found = self.field(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+
+def _s(name: str, doc: str, **kw: Any) -> Field:
+    return Field(name=name, secret=True, doc=doc, **kw)
+
+
+def _p(name: str, doc: str, **kw: Any) -> Field:
+    return Field(name=name, secret=False, doc=doc, **kw)
+
+
+_CONFIG_ID = _p("configId", "Id of a secure configuration that holds the secret fields instead.")
+_CLIENT_ID = _s("clientId", "OAuth client id.")
+_CLIENT_SECRET = _s("clientSecret", "OAuth client secret.")
+
+TYPES: dict[str, CredentialType] = {
+    t.name: t
+    for t in (
+        CredentialType(
+            name="basic",
+            sdk_method="create_basic",
+            doc="A user name and password, e.g. for a JDBC database.",
+            fields=(
+                _s("user", "User name."),
+                _s("password", "Password (may be empty).", allow_empty=True),
+                _p("snowflakeAccountName", "Snowflake account name, when the database is Snowflake."),
+            ),
+            requires=(("user", "password"),),
+        ),
+        CredentialType(
+            name="oauth",
+            sdk_method="create_oauth",
+            doc="An OAuth access token and its refresh token.",
+            fields=(_s("token", "OAuth access token."), _s("refreshToken", "OAuth refresh token.")),
+            requires=(("token", "refreshToken"),),
+        ),
+        CredentialType(
+            name="s3",
+            sdk_method="create_s3",
+            doc="AWS keys for S3: an access key id and secret (optionally a session token), or a configId.",
+            fields=(
+                _s("awsAccessKeyId", "AWS access key id."),
+                _s("awsSecretAccessKey", "AWS secret access key."),
+                _s("awsSessionToken", "AWS session token for temporary credentials."),
+                _CONFIG_ID,
+            ),
+            requires=(("awsAccessKeyId", "awsSecretAccessKey"), ("configId",)),
+            exclusive="configId",
+        ),
+        CredentialType(
+            name="azure",
+            sdk_method="create_azure",
+            doc="An Azure storage connection string.",
+            fields=(_s("azureConnectionString", "Azure storage connection string."),),
+            requires=(("azureConnectionString",),),
+        ),
+        CredentialType(
+            name="gcp",
+            sdk_method="create_gcp",
+            doc="A Google Cloud service-account key (the JSON object; snake_case or camelCase keys).",
+            fields=(_s("gcpKey", "Service-account key object.", kind="object"),),
+            requires=(("gcpKey",),),
+        ),
+        CredentialType(
+            name="snowflake_key_pair_user_account",
+            sdk_method="create_snowflake_key_pair",
+            doc="A Snowflake user with a key pair (PEM private key, optional passphrase), or a configId.",
+            fields=(
+                _s("user", "Snowflake user name."),
+                _s("privateKeyStr", "PEM private key.", sdk_param="private_key"),
+                _s("passphrase", "Passphrase of the private key.", allow_empty=True),
+                _CONFIG_ID,
+            ),
+            requires=(("user", "privateKeyStr"), ("configId",)),
+            exclusive="configId",
+        ),
+        CredentialType(
+            name="databricks_access_token_account",
+            sdk_method="create_databricks_access_token",
+            doc="A Databricks personal access token.",
+            fields=(_s("databricksAccessToken", "Databricks personal access token."),),
+            requires=(("databricksAccessToken",),),
+        ),
+        CredentialType(
+            name="databricks_service_principal_account",
+            sdk_method="create_databricks_service_principal",
+            doc="A Databricks service principal (client id and secret), or a configId.",
+            fields=(_CLIENT_ID, _CLIENT_SECRET, _CONFIG_ID),
+            requires=(("clientId", "clientSecret"), ("configId",)),
+            exclusive="configId",
+        ),
+        CredentialType(
+            name="azure_service_principal",
+            sdk_method="create_azure_service_principal",
+            doc="An Azure service principal (client id, secret and tenant id), or a configId.",
+            fields=(_CLIENT_ID, _CLIENT_SECRET, _p("azureTenantId", "Azure tenant id."), _CONFIG_ID),
+            requires=(("clientId", "clientSecret", "azureTenantId"), ("configId",)),
+            exclusive="configId",
+        ),
+        CredentialType(
+            name="adls_gen2_oauth",
+            sdk_method="create_adls_oauth",
+            doc="Azure Data Lake Gen2 OAuth (client id, secret, optional scopes), or a configId.",
+            fields=(
+                _CLIENT_ID,
+                _CLIENT_SECRET,
+                _p("oauthScopes", "OAuth scopes.", kind="string_list"),
+                _CONFIG_ID,
+            ),
+            requires=(("clientId", "clientSecret"), ("configId",)),
+            exclusive="configId",
+        ),
+        CredentialType(
+            name="external_oauth_provider",
+            sdk_method="create_external_oauth_provider",
+            doc="A reference to an authorization made with an external OAuth provider.",
+            fields=(_p("authenticationId", "Id of the external OAuth authorization."),),
+            requires=(("authenticationId",),),
+        ),
+        CredentialType(
+            name="box_jwt",
+            sdk_method="create_box_jwt",
+            doc="A Box JWT application: client id and secret, enterprise id, public key id, private key.",
+            fields=(
+                _CLIENT_ID,
+                _CLIENT_SECRET,
+                _p("enterpriseId", "Box enterprise id."),
+                _p("publicKeyId", "Id of the public key registered with Box."),
+                _s("privateKeyStr", "PKCS#8 PEM private key."),
+                _s("passphrase", "Passphrase of the private key.", allow_empty=True),
+            ),
+            requires=(("clientId", "clientSecret", "enterpriseId", "publicKeyId", "privateKeyStr", "passphrase"),),
+        ),
+        CredentialType(
+            name="api_token",
+            sdk_method="create_api_token",
+            doc="A bare API token (as the DataRobot Terraform provider creates).",
+            fields=(_s("apiToken", "The API token."),),
+            requires=(("apiToken",),),
+        ),
+    )
+}
+
+
+def get_type(name: Any) -> CredentialType:
+    """Look a type up by its wire name, or fail naming the valid ones."""
+    if not isinstance(name, str) or name not in TYPES:
+        shown = name if isinstance(name, str) and len(name) <= 64 and not _CONTROL.search(name) else "value"
+        raise InvalidInput(
+            f"credentialType: unknown type {shown!r}; expected one of {', '.join(TYPES)}",
+            {"credentialType": "unknown credential type"},
+        )
+    return TYPES[name]
+
+
+def check_name(value: Any) -> str:
+    """A name is a non-blank single-line string of at most NAME_MAX characters."""
+    if not isinstance(value, str):
+        raise InvalidInput("name: must be a string", {"name": "must be a string"})
+    if not value.strip():
+        raise InvalidInput("name: must not be empty", {"name": "must not be empty"})
+    if len(value) > NAME_MAX:
+        raise InvalidInput(f"name: at most {NAME_MAX} characters", {"name": f"at most {NAME_MAX} characters"})
+    if _CONTROL.search(value):
+        raise InvalidInput("name: must not contain control characters", {"name": "contains control characters"})
+    return value
+
+
+def check_description(value: Any) -> str:
+    """A description is free text (line breaks allowed) of at most DESCRIPTION_MAX characters."""
+    if not isinstance(value, str):
+        raise InvalidInput("description: must be a string", {"description": "must be a string"})
+    if len(value) > DESCRIPTION_MAX:
+        msg = f"at most {DESCRIPTION_MAX} characters"
+        raise InvalidInput(f"description: {msg}", {"description": msg})
+    if _CONTROL_EXCEPT_WHITESPACE.search(value):
+        msg = "must not contain control characters"
+        raise InvalidInput(f"description: {msg}", {"description": msg})
+    return value
+
+
+def _gcp_key(value: Any) -> dict[str, str]:
+    """Normalise a service-account key: accept a JSON string, camelCase or snake_case keys; store snake_case."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("must be a JSON object (or a string holding one)") from None
+    if not isinstance(value, dict) or not value:
+        raise ValueError("must be a non-empty JSON object")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(item, str) or len(item) > VALUE_MAX or len(key) > 128:
+            raise ValueError("every key must map to a string of reasonable length")
+        out[snake(key)] = item
+    return out
+
+
+def _check_value(f: Field, value: Any) -> Any:
+    """Validate one field value; the message never contains the value, which may be secret."""
+    if f.kind == "object":
+        return _gcp_key(value)
+    if f.kind == "string_list":
+        if not isinstance(value, list) or len(value) > LIST_MAX:
+            raise ValueError(f"must be a list of at most {LIST_MAX} strings")
+        if not all(isinstance(v, str) and v and len(v) <= NAME_MAX for v in value):
+            raise ValueError(f"every item must be a non-empty string of at most {NAME_MAX} characters")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if not value and not f.allow_empty:
+        raise ValueError("must not be empty")
+    if len(value) > VALUE_MAX:
+        raise ValueError(f"at most {VALUE_MAX} characters")
+    return value
+
+
+def parse_fields(ctype: CredentialType, data: Mapping[str, Any], *, allow_null: bool = False) -> dict[str, Any]:
+    """Validate the type-specific fields in `data` (common keys already removed).
+
+    With allow_null (PATCH), a null value means "clear this field" and is returned as None.
+    """
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        f = ctype.field(key)
+        if f is None:
+            shown = key if len(key) <= 64 and not _CONTROL.search(key) else "(unprintable)"
+            errors[shown[:64]] = f"unknown field for credential type {ctype.name!r}"
+            continue
+        if value is None:
+            if allow_null:
+                values[key] = None
+            else:
+                errors[key] = "must not be null"
+            continue
+        try:
+            values[key] = _check_value(f, value)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    if errors:
+        raise InvalidInput(_summary(errors), errors)
+    return values
+
+
+def check_complete(ctype: CredentialType, values: Mapping[str, Any]) -> None:
+    """Enforce the alternatives (which fields make the credential usable) and the exclusive reference."""
+    present = {k for k, v in values.items() if v is not None}
+    if ctype.exclusive and ctype.exclusive in present and len(present) > 1:
+        others = sorted(present - {ctype.exclusive})
+        msg = f"cannot be combined with {', '.join(others)}"
+        raise InvalidInput(f"{ctype.exclusive}: {msg}", {ctype.exclusive: msg})
+    if any(set(alt) <= present for alt in ctype.requires):
+        return
+    # Name the missing fields of the alternative the caller seems to be using (else the first one).
+    started = [alt for alt in ctype.requires if set(alt) & present]
+    closest = started[0] if started else ctype.requires[0]
+    reason = "is required"
+    if len(ctype.requires) > 1:
+        choices = " or ".join("+".join(alt) for alt in ctype.requires)
+        reason = f"is required (credential type {ctype.name!r} needs {choices})"
+    errors = {name: reason for name in closest if name not in present}
+    raise InvalidInput(_summary(errors), errors)
+
+
+def _summary(errors: Mapping[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in errors.items())
+
+
+# ---- OpenAPI / JSON Schema, generated from the declarations ------------------------------------------
+
+
+def _field_schema(f: Field) -> dict[str, Any]:
+    if f.kind == "object":
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "minProperties": 1,
+        }
+    elif f.kind == "string_list":
+        schema = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": LIST_MAX}
+    else:
+        schema = {"type": "string", "maxLength": VALUE_MAX, "minLength": 0 if f.allow_empty else 1}
+    schema["description"] = f.doc + (" Secret: encrypted, never returned." if f.secret else "")
+    return schema
+
+
+def create_schema(ctype: CredentialType) -> dict[str, Any]:
+    """JSON Schema of a POST body for one type."""
+    props: dict[str, Any] = {
+        "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+        "description": {"type": "string", "maxLength": DESCRIPTION_MAX},
+        "credentialType": {"type": "string", "enum": [ctype.name]},
+    }
+    props.update({f.name: _field_schema(f) for f in ctype.fields})
+    schema: dict[str, Any] = {
+        "title": f"{ctype.name} credential",
+        "description": ctype.doc,
+        "type": "object",
+        "properties": props,
+        "required": ["name", "credentialType", *ctype.always_required],
+        "additionalProperties": False,
+    }
+    if len(ctype.requires) > 1:
+        schema["anyOf"] = [{"required": list(alt)} for alt in ctype.requires]
+    return schema
+
+
+def update_schema() -> dict[str, Any]:
+    """JSON Schema of a PATCH body: name, description and any field of the credential's own type."""
+    props: dict[str, Any] = {
+        "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
+        "description": {"type": "string", "maxLength": DESCRIPTION_MAX},
+    }
+    for ctype in TYPES.values():
+        for f in ctype.fields:
+            props.setdefault(f.name, {**_field_schema(f), "nullable": True})
+    return {"type": "object", "properties": props, "minProperties": 1}
+
+
+def credential_schema() -> dict[str, Any]:
+    """JSON Schema of a credential as returned: the DataRobot keys plus any public fields."""
+    props: dict[str, Any] = {
+        "credentialId": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+        "name": {"type": "string"},
+        "credentialType": {"type": "string", "enum": list(TYPES)},
+        "description": {"type": "string"},
+        "creationDate": {"type": "string", "format": "date-time"},
+    }
+    for ctype in TYPES.values():
+        for f in ctype.fields:
+            if not f.secret:
+                props.setdefault(f.name, _field_schema(f))
+    return {
+        "type": "object",
+        "properties": props,
+        "required": ["credentialId", "name", "credentialType", "description", "creationDate"],
+    }
