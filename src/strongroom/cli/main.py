@@ -27,7 +27,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 

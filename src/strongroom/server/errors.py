@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from strongroom.crypto import DecryptionError
 from strongroom.errors import StrongroomError, Unavailable
 
 log = logging.getLogger("strongroom.server")
@@ -61,6 +62,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = "not found"
         return error_response(exc.status_code, message, **(exc.headers or {}))
+
+    @app.exception_handler(DecryptionError)
+    async def _tampered(_: Request, exc: DecryptionError) -> Response:
+        log.error("a stored secret failed authentication (tampered, copied, or sealed under another key)")
+        return error_response(500, "the stored secret of this credential failed its integrity check")
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> Response:

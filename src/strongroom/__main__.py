@@ -1,0 +1,5 @@
+"""`python -m strongroom` runs the CLI."""
+
+from strongroom.cli import app
+
+app()

@@ -1,0 +1,5 @@
+"""Placeholder until the credentials CLI lands."""
+
+import typer
+
+app = typer.Typer()

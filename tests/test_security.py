@@ -1,0 +1,262 @@
+"""Secrets never leak: not to disk in plaintext, not to logs or responses; keys are checked before serving."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from strongroom import types
+from strongroom.config import Settings
+from strongroom.crypto import DecryptionError
+from strongroom.service import Strongroom
+from strongroom.store.models import Credential
+from tests.conftest import PgDatabase, Server
+
+
+def canary() -> str:
+    return "canary-" + secrets.token_hex(12)
+
+
+def complete_body(ctype: types.CredentialType, planted: list[str]) -> dict[str, Any]:
+    """A valid create body whose every secret value is a fresh canary (recorded in `planted`)."""
+    body: dict[str, Any] = {"name": f"{ctype.name}-{secrets.token_hex(3)}", "credentialType": ctype.name}
+    for f in ctype.fields:
+        if f.name == ctype.exclusive:
+            continue
+        if f.kind == "object":
+            value: Any = {"type": "service_account", "private_key": canary(), "client_email": canary()}
+            planted.extend([value["private_key"], value["client_email"]])
+        elif f.kind == "string_list":
+            value = ["scope.read"]
+        else:
+            value = canary() if f.secret else f"public-{f.name}"
+            if f.secret:
+                planted.append(value)
+        body[f.name] = value
+    return body
+
+
+def stored_bytes(server: Server, tmp_path: Path) -> bytes:
+    """Everything the database holds on disk (SQLite file + WAL + SHM) or a full dump (PostgreSQL)."""
+    if server.database_url is None:
+        db = server.data_dir / "strongroom.db"
+        return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        pytest.skip("pg_dump not installed: cannot scan the PostgreSQL database")
+    url = server.database_url.replace("postgresql+psycopg://", "postgresql://")
+    return subprocess.run([pg_dump, "--data-only", url], capture_output=True, check=True).stdout
+
+
+def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path: Path) -> None:
+    planted: list[str] = []
+    token = server.new_user("canary")
+    responses: list[bytes] = []
+    headers = {"Authorization": f"Token {token}"}
+    with httpx.Client(base_url=server.api, headers=headers, timeout=30) as api:
+
+        def call(method: str, url: str, **kw: Any) -> httpx.Response:
+            resp = api.request(method, url, **kw)
+            assert resp.status_code < 500, resp.text
+            responses.append(resp.content)
+            return resp
+
+        ids = []
+        for ctype in types.TYPES.values():
+            resp = call("POST", "credentials/", json=complete_body(ctype, planted))
+            assert resp.status_code == 201, resp.text
+            ids.append(resp.json()["credentialId"])
+        call("GET", "version/")
+        call("GET", "credentials/", params={"limit": 5})
+        call("GET", "credentials/", params={"types": "basic,s3"})
+        for cid in ids:
+            call("GET", f"credentials/{cid}/")
+        # Updates of secrets, valid and invalid: neither may echo or store the value in plaintext.
+        new_password, bad_value = canary(), canary()
+        planted += [new_password, bad_value]
+        basic_id = ids[0]
+        assert call("PATCH", f"credentials/{basic_id}/", json={"password": new_password}).status_code == 200
+        assert call("PATCH", f"credentials/{basic_id}/", json={"nonsense": bad_value}).status_code == 422
+        assert call("POST", "credentials/", json={"name": "x", "password": bad_value, "bogus": 1}).status_code == 422
+        assert call("POST", "credentials/", json={"name": "y", "user": "u", "password": [bad_value]}).status_code == 422
+        assert call("POST", "credentials/", content=b'{"password": "' + bad_value.encode()).status_code == 400
+        assert call("DELETE", f"credentials/{ids[-1]}/").status_code == 204
+
+    assert len(planted) >= 20
+    on_disk = stored_bytes(server, tmp_path)
+    log = server.log_path.read_bytes()
+    assert b"credentials/" in log  # the access log is really being captured and scanned
+    for value in planted:
+        needle = value.encode()
+        assert needle not in on_disk, "plaintext secret found in the database"
+        assert needle not in log, "secret found in the server log"
+        assert not any(needle in body for body in responses), "secret echoed in a response"
+    assert token.encode() not in on_disk and token.encode() not in log
+
+
+def test_user_isolation(server: Server, api: httpx.Client) -> None:
+    created = api.post("credentials/", json={"name": "mine", "user": "u", "password": "p"})
+    assert created.status_code == 201
+    cid = created.json()["credentialId"]
+    unknown = "0" * 24
+    other = httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {server.new_user('other')}"})
+    with other:
+        assert other.get("credentials/").json()["data"] == []
+        for method, kw in (("GET", {}), ("PATCH", {"json": {"name": "stolen"}}), ("DELETE", {})):
+            theirs = other.request(method, f"credentials/{cid}/", **kw)
+            nothing = other.request(method, f"credentials/{unknown}/", **kw)
+            assert theirs.status_code == nothing.status_code == 404
+            assert theirs.json() == nothing.json()
+        # The same name is free for another user: names are per owner.
+        assert other.post("credentials/", json={"name": "mine", "user": "u", "password": "p"}).status_code == 201
+    assert api.get(f"credentials/{cid}/").json()["name"] == "mine"
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Strongroom:
+    service = Strongroom.open(Settings(data_dir=tmp_path / "data"))
+    yield service
+    service.close()
+
+
+def test_copied_ciphertext_does_not_decrypt(local_store: Strongroom) -> None:
+    s = local_store
+    s.create_user("alice"), s.create_user("mallory")
+    alice = s.authenticate(s.create_token("alice")[1])
+    mallory = s.authenticate(s.create_token("mallory")[1])
+    source = s.create_credential(alice, {"name": "prod", "user": "admin", "password": "hunter2"})
+    targets = [
+        s.create_credential(mallory, {"name": "mine", "user": "m", "password": "m"}),  # another owner
+        s.create_credential(alice, {"name": "other", "user": "a", "password": "a"}),  # same owner, other row
+    ]
+    with s.db.write() as db:
+        row = db.get(Credential, source["credentialId"])
+        sealed = {"key_version": row.key_version, "wrapped_key": row.wrapped_key, "ciphertext": row.ciphertext}
+        for target in targets:
+            db.execute(update(Credential).where(Credential.id == target["credentialId"]).values(**sealed))
+    with s.db.read() as db:
+        assert s._open(db.get(Credential, source["credentialId"])) == {"user": "admin", "password": "hunter2"}
+        for target in targets:
+            with pytest.raises(DecryptionError):
+                s._open(db.get(Credential, target["credentialId"]))
+    # A secret update on the tampered row is refused instead of re-sealing someone else's secrets.
+    with pytest.raises(DecryptionError):
+        s.update_credential(mallory, targets[0]["credentialId"], {"password": "new"})
+
+
+def test_secrets_are_aes_gcm_sealed_per_credential(local_store: Strongroom) -> None:
+    s = local_store
+    s.create_user("alice")
+    who = s.authenticate(s.create_token("alice")[1])
+    a = s.create_credential(who, {"name": "a", "user": "same", "password": "same"})
+    b = s.create_credential(who, {"name": "b", "user": "same", "password": "same"})
+    with s.db.read() as db:
+        rows = db.scalars(select(Credential).where(Credential.id.in_([a["credentialId"], b["credentialId"]]))).all()
+    # Fresh data key and nonce per credential: equal plaintexts give unrelated ciphertexts.
+    assert rows[0].ciphertext != rows[1].ciphertext and rows[0].wrapped_key != rows[1].wrapped_key
+    assert all(len(r.wrapped_key) == 12 + 32 + 16 for r in rows)  # nonce + AES-256 key + GCM tag
+    assert all(b"same" not in r.ciphertext for r in rows)
+
+
+def _serve_once(server: Server) -> subprocess.CompletedProcess[str]:
+    """Run `strongroom serve` expecting it to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "strongroom", "serve"], env=server.env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Server:
+    """A stopped server whose store holds one sealed credential."""
+    srv = Server(data_dir=tmp_path / "data")
+    srv.start()
+    token = srv.new_user()
+    resp = httpx.post(
+        f"{srv.api}/credentials/",
+        json={"name": "c", "user": "u", "password": "p"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status_code == 201
+    srv.stop()
+    return srv
+
+
+def test_key_file_is_private_and_world_readable_refused(seeded: Server) -> None:
+    key_file = seeded.data_dir / "master.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_file.chmod(0o644)
+    result = _serve_once(seeded)
+    assert result.returncode != 0
+    assert "accessible to other users" in result.stderr + result.stdout
+
+
+def test_wrong_master_key_refused_at_start(seeded: Server) -> None:
+    seeded.extra_env["STRONGROOM_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    result = _serve_once(seeded)
+    assert result.returncode != 0
+    assert "master key version 1" in result.stdout + result.stderr
+    assert "not the key this database was sealed with" in result.stdout + result.stderr
+
+
+def test_missing_key_file_refused_not_regenerated(seeded: Server) -> None:
+    key_file = seeded.data_dir / "master.key"
+    key_file.unlink()
+    result = _serve_once(seeded)
+    assert result.returncode != 0
+    assert "is missing" in result.stdout + result.stderr
+    assert not key_file.exists()  # a new key over old data would make every secret unreadable
+
+
+def test_right_key_from_environment_starts(seeded: Server) -> None:
+    """The same key given through STRONGROOM_MASTER_KEY (keyring JSON) is accepted."""
+    seeded.extra_env["STRONGROOM_MASTER_KEY"] = (seeded.data_dir / "master.key").read_text()
+    (seeded.data_dir / "master.key").unlink()
+    seeded.start()
+    seeded.stop()
+
+
+def test_tokens_stored_only_as_hash(tmp_path: Path) -> None:
+    service = Strongroom.open(Settings(data_dir=tmp_path))
+    service.create_user("alice")
+    _, raw = service.create_token("alice")
+    service.close()
+    with sqlite3.connect(tmp_path / "strongroom.db") as conn:
+        dump = "\n".join(conn.iterdump())
+    assert raw not in dump and raw.startswith("sr_") and len(raw) > 40
+
+
+@pytest.mark.postgres
+def test_postgres_backend_seals_too(tmp_path: Path) -> None:
+    """The envelope and key check behave the same on PostgreSQL."""
+    from tests.conftest import pg_unreachable_reason
+
+    reason = pg_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    pg = PgDatabase()
+    pg.create()
+    try:
+        settings = Settings(data_dir=tmp_path, database_url=pg.url)
+        service = Strongroom.open(settings)
+        service.create_user("alice")
+        who = service.authenticate(service.create_token("alice")[1])
+        cred = service.create_credential(who, {"name": "pg", "user": "u", "password": "p"})
+        with service.db.read() as db:
+            assert service._open(db.get(Credential, cred["credentialId"])) == {"user": "u", "password": "p"}
+        service.close()
+        wrong = Settings(data_dir=tmp_path, database_url=pg.url, master_key=base64.b64encode(os.urandom(32)).decode())
+        with pytest.raises(Exception, match="not the key this database was sealed with"):
+            Strongroom.open(wrong)
+    finally:
+        pg.drop()
