@@ -27,7 +27,7 @@ from strongroom.store import Database
 from strongroom.store.models import ApiToken, Credential, KeyVersion, User, new_id, utcnow
 
 SCOPES = ("read", "write", "use", "admin")
-TOKEN_PREFIX = "sr_"
+TOKEN_PREFIX = "sr_"  # noqa: S105 (a public prefix, not a secret)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 _ID = re.compile(r"^[0-9a-f]{24}$")

@@ -122,7 +122,9 @@ def users_list(as_json: JsonOpt = False) -> None:
 def tokens_create(
     username: str,
     name: Annotated[str, typer.Option(help="A label for the token.")] = "default",
-    scope: Annotated[list[str] | None, typer.Option(help=f"Scopes (repeat): {', '.join(SCOPES)}. Default: all.")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help=f"Scopes (repeat): {', '.join(SCOPES)}. Default: all.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API token for a user. The token is shown once and stored only as a hash."""

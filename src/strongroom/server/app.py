@@ -66,7 +66,13 @@ def _object(body: Any, *, empty_message: str) -> dict[str, Any]:
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "Malformed JSON", 401: "Missing or invalid token", 404: "Not found", 409: "Name in use", 422: "Invalid"}
+    text = {
+        400: "Malformed JSON",
+        401: "Missing or invalid token",
+        404: "Not found",
+        409: "Name in use",
+        422: "Invalid",
+    }
     return {c: {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
@@ -152,7 +158,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
             **_responses(401, 404),
         },
     )
-    async def get_credential(request: Request, credentialId: str) -> Response:  # noqa: N803
+    async def get_credential(request: Request, credentialId: str) -> Response:
         return JSONResponse(await call(request, lambda who: app_state().get_credential(who, credentialId)))
 
     @router.patch(
@@ -164,7 +170,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
             **_responses(400, 401, 404, 409, 422),
         },
     )
-    async def update_credential(request: Request, credentialId: str) -> Response:  # noqa: N803
+    async def update_credential(request: Request, credentialId: str) -> Response:
         body = _object(
             await _read_json(request, settings.max_body_bytes),
             empty_message="Must specify at least one field to update",
@@ -178,7 +184,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         summary="Delete a credential",
         responses={204: {"description": "Deleted"}, **_responses(401, 404)},
     )
-    async def delete_credential(request: Request, credentialId: str) -> Response:  # noqa: N803
+    async def delete_credential(request: Request, credentialId: str) -> Response:
         await call(request, lambda who: app_state().delete_credential(who, credentialId))
         return Response(status_code=204)
 
