@@ -7,8 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request, Security
-from fastapi.security import HTTPBearer
+from fastapi import APIRouter, FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -22,7 +21,6 @@ from strongroom.service import DEFAULT_PAGE, Strongroom
 API_VERSION = {"major": 2, "minor": 49, "versionString": "2.49.0", "releasedVersion": f"strongroom-{__version__}"}
 T = TypeVar("T")
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` (or `Token <token>`)")
 _CREDENTIAL = {"$ref": "#/components/schemas/Credential"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -77,7 +75,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/api/v2", dependencies=[Security(_bearer)])
+    router = APIRouter(prefix="/api/v2")
 
     async def call(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Authenticate and run the use case in one worker-thread hop (the store is synchronous)."""
@@ -261,7 +259,17 @@ def create_app(settings: Settings | None = None, service: Strongroom | None = No
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original_openapi()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(_openapi_components())
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(_openapi_components())
+            # Declared here rather than as a FastAPI dependency: a per-request dependency costs ~20% throughput.
+            components["securitySchemes"] = {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <token>`; `Token <token>` is accepted too",
+                }
+            }
+            schema["security"] = [{"token": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
