@@ -134,9 +134,8 @@ def test_other_types_round_trip(sdk: str, ctype: types.CredentialType, server: S
     )
     assert [c.credential_id for c in dr.Credential.list()] == [cred.credential_id]
 
-    secret = next(f for f in ctype.fields if f.secret)
-    new_value = sample_values(ctype, "v2")[secret.param]
-    cred.update(**{secret.param: new_value})
+    changed = next((f for f in ctype.fields if f.secret), ctype.fields[0])  # external_oauth_provider: no secret
+    cred.update(**{changed.param: sample_values(ctype, "v2")[changed.param]})
     cred.update(name=f"{ctype.name}-renamed", description="changed")
     assert dr.Credential.get(cred.credential_id).name == f"{ctype.name}-renamed"
     assert dr.Credential.get(cred.credential_id).description == "changed"

@@ -1,5 +1,356 @@
-"""Placeholder until the credentials CLI lands."""
+"""`strongroom credentials …`: manage credentials through the SDK, with secrets kept off the command line.
 
+Secret values can be given as options, but the safe routes are a hidden prompt (used whenever a needed field is
+missing) and `--from-json FILE|-`, so passwords need not reach shell history or `ps`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import click
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-app = typer.Typer()
+from strongroom.client import Client, Credential, StrongroomSDKError
+from strongroom.types import TYPES, CredentialType, Field, snake
+
+app = typer.Typer(
+    help="Manage credentials on a Strongroom server (endpoint and token from options, "
+    "STRONGROOM_ENDPOINT / STRONGROOM_API_TOKEN, or ~/.config/strongroom/config.yaml).",
+    no_args_is_help=True,
+)
+create_app = typer.Typer(
+    help="Create a credential. Missing secrets are prompted for without echo; --from-json reads fields "
+    "(camelCase keys, also name and description) from a file or stdin, which suits multi-line PEM keys.",
+    no_args_is_help=True,
+)
+app.add_typer(create_app, name="create")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+FromJsonOpt = Annotated[
+    str | None,
+    typer.Option("--from-json", metavar="FILE|-", help="Read fields from a JSON object in FILE, or stdin with -."),
+]
+_COMMON = ("name", "description")
+
+
+def fail(message: str) -> NoReturn:
+    """Report an error the user can act on, without a traceback."""
+    err.print(f"[red]Error: {escape(message)}[/red]")
+    raise typer.Exit(1)
+
+
+@app.callback()
+def connection(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", metavar="URL", help="API root, e.g. http://127.0.0.1:8484/api/v2.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="API token (prefer STRONGROOM_API_TOKEN: options show up in `ps`)."),
+    ] = None,
+) -> None:
+    """Remember the connection options for the subcommand (the SDK resolves what is not given)."""
+    ctx.ensure_object(dict).update(endpoint=endpoint, token=token)
+
+
+@contextmanager
+def session(ctx: click.Context) -> Iterator[Client]:
+    """Connect with the group options and turn every SDK error into a clean `Error: …` exit."""
+    options = ctx.find_object(dict) or {}
+    try:
+        with Client(endpoint=options.get("endpoint"), token=options.get("token")) as client:
+            yield client
+    except StrongroomSDKError as exc:
+        fail(exc.message)
+
+
+def kebab(f: Field) -> str:
+    """The option spelling of a field, from its wire name so docs, JSON and flags agree."""
+    return "--" + snake(f.name).replace("_", "-")
+
+
+def _date(cred: Credential) -> str:
+    """Seconds are enough for humans; --json keeps the full timestamp."""
+    return cred.creation_date.strftime("%Y-%m-%d %H:%M:%S") if cred.creation_date else ""
+
+
+def show(cred: Credential, as_json: bool) -> None:
+    """Print one credential as a field/value table, or as JSON."""
+    if as_json:
+        print(json.dumps(cred.as_dict(), indent=2, default=str))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in cred.as_dict().items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        table.add_row(escape(key), escape(_date(cred) if key == "creationDate" else text))
+    out.print(table)
+
+
+def read_json_object(source: str) -> dict[str, Any]:
+    """Load a JSON object from a file or stdin; errors name the position, never the (secret) content."""
+    try:
+        with click.open_file(source, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        fail(f"cannot read {source}: {exc.strerror or type(exc).__name__}")
+    except UnicodeDecodeError:
+        fail(f"{source} is not UTF-8 text")
+    except json.JSONDecodeError as exc:
+        fail(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    if not isinstance(data, dict):
+        fail(f"{source} must hold a JSON object")
+    return data
+
+
+def find_field(ctype: CredentialType, key: str) -> Field | None:
+    """Accept a field by its wire name (privateKeyStr), SDK name (private_key) or option name (private-key-str)."""
+    key = key.strip().lstrip("-")
+    for f in ctype.fields:
+        if key in (f.name, f.param, snake(f.name), f.param.replace("_", "-"), kebab(f)[2:]):
+            return f
+    return None
+
+
+def _unknown(ctype: CredentialType, key: str) -> NoReturn:
+    """Fail before any request, listing the keys this type accepts."""
+    valid = ", ".join([*_COMMON, *(f.name for f in ctype.fields)])
+    fail(f"unknown field {key!r} for credential type {ctype.name!r}; expected one of {valid}")
+
+
+def split_json(ctype: CredentialType, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a --from-json object into (name/description, wire-named fields), rejecting unknown keys."""
+    common: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _COMMON:
+            common[key] = value
+        elif key == "credentialType":
+            if value != ctype.name:
+                fail(f"credentialType in the JSON is {value!r}, but this command creates {ctype.name!r}")
+        elif (f := find_field(ctype, key)) is not None:
+            fields[f.name] = value
+        else:
+            _unknown(ctype, key)
+    return common, fields
+
+
+def prompt_value(f: Field) -> Any:
+    """Ask for one field; secrets are read without echo."""
+    if f.kind == "object":
+        return read_json_object(typer.prompt(f"{f.name} (path of a JSON file, or - for stdin)"))
+    label = f"{f.name} (comma-separated)" if f.kind == "string_list" else f.name
+    default = "" if f.allow_empty else None
+    value = typer.prompt(label, hide_input=f.secret, default=default, show_default=False)
+    return [v.strip() for v in value.split(",") if v.strip()] if f.kind == "string_list" else value
+
+
+def missing_fields(ctype: CredentialType, present: set[str]) -> list[Field]:
+    """The fields still needed to complete the alternative the user has started (else the first one)."""
+    if any(set(alt) <= present for alt in ctype.requires) or (ctype.exclusive and ctype.exclusive in present):
+        return []
+    started = [alt for alt in ctype.requires if set(alt) & present]
+    closest = started[0] if started else ctype.requires[0]
+    return [f for f in ctype.fields if f.name in closest and f.name not in present]
+
+
+def _field_option(f: Field) -> Any:
+    """The typer option for one field: wire-name flag, plus the SDK keyword spelling when it differs."""
+    names = [kebab(f)]
+    alias = "--" + f.param.replace("_", "-")
+    if alias not in names and alias[2:] not in ("name", "description", "json", "from-json"):
+        names.append(alias)
+    if f.kind == "object":
+        return typer.Option(None, *names, metavar="FILE|-", help=f"{f.doc} A JSON file, or - for stdin.")
+    hint = " Secret: omit it to be prompted without echo." if f.secret else ""
+    return typer.Option(None, *names, help=f"{f.doc}{hint}")
+
+
+def _field_annotation(f: Field) -> Any:
+    """List fields become repeatable options; objects are given as a file path."""
+    return list[str] | None if f.kind == "string_list" else str | None
+
+
+def make_create_command(ctype: CredentialType) -> Callable[..., None]:
+    """Build `credentials create <type>` from the type declaration, with one option per field."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    field_params = {f"field_{f.param}": f for f in ctype.fields}
+    params = [
+        inspect.Parameter("ctx", keyword, annotation=typer.Context),
+        inspect.Parameter(
+            "name", keyword, annotation=str | None, default=typer.Option(None, "--name", help="Credential name.")
+        ),
+        inspect.Parameter("description", keyword, annotation=str | None, default=typer.Option(None, "--description")),
+        *(
+            inspect.Parameter(pname, keyword, annotation=_field_annotation(f), default=_field_option(f))
+            for pname, f in field_params.items()
+        ),
+        inspect.Parameter("from_json", keyword, annotation=FromJsonOpt, default=None),
+        inspect.Parameter("as_json", keyword, annotation=JsonOpt, default=False),
+    ]
+
+    def command(**kwargs: Any) -> None:
+        ctx: click.Context = kwargs.pop("ctx")
+        common, values = split_json(ctype, read_json_object(kwargs["from_json"])) if kwargs["from_json"] else ({}, {})
+        for key in _COMMON:
+            if kwargs[key] is not None:
+                common[key] = kwargs[key]
+        for pname, f in field_params.items():
+            value = kwargs[pname]
+            if value is not None and value != []:
+                values[f.name] = read_json_object(value) if f.kind == "object" else value
+        if not common.get("name"):
+            fail('a name is required: --name NAME (or "name" in --from-json)')
+        for f in missing_fields(ctype, {k for k, v in values.items() if v is not None}):
+            values[f.name] = prompt_value(f)
+        create = getattr(Credential, ctype.sdk_method)
+        by_name = {f.name: f.param for f in ctype.fields}
+        with session(ctx):
+            cred = create(**common, **{by_name[k]: v for k, v in values.items()})
+        if not kwargs["as_json"]:
+            err.print(f"Created credential [bold]{escape(str(cred.credential_id))}[/bold]")
+        show(cred, kwargs["as_json"])
+
+    command.__name__ = f"create_{ctype.name}"
+    command.__doc__ = f"Create a credential of type {ctype.name}: {ctype.doc}"
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return command
+
+
+def _register_create_commands() -> None:
+    """One subcommand per type (snowflake-key-pair-user-account), plus the SDK's shorter name as a hidden alias."""
+    for ctype in TYPES.values():
+        command = make_create_command(ctype)
+        name = ctype.name.replace("_", "-")
+        create_app.command(name)(command)
+        alias = ctype.sdk_method.removeprefix("create_").replace("_", "-")
+        if alias != name:
+            create_app.command(alias, hidden=True)(command)
+
+
+_register_create_commands()
+
+
+@app.command("list")
+def list_credentials(
+    ctx: typer.Context,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", metavar="TYPE", help="Only this credential type (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List every credential you can see, across all pages."""
+    with session(ctx):
+        creds = Credential.list(types=types or None)
+    if as_json:
+        print(json.dumps([c.as_dict() for c in creds], indent=2, default=str))
+        return
+    table = Table("id", "name", "type", "description", "created")
+    table.columns[0].no_wrap = table.columns[4].no_wrap = True
+    for c in creds:
+        table.add_row(
+            *(escape(str(v or "")) for v in (c.credential_id, c.name, c.credential_type, c.description)), _date(c)
+        )
+    out.print(table)
+
+
+@app.command("get")
+def get_credential(
+    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Show one credential (secret values are never returned)."""
+    with session(ctx):
+        cred = Credential.get(credential_id)
+    show(cred, as_json)
+
+
+def _set_pairs(ctype: CredentialType, pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse `--set FIELD=VALUE` (or `FIELD` alone, to be prompted) into (name/description, fields)."""
+    common: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        key, has_value, value = pair.partition("=")
+        key = key.strip()
+        if key in _COMMON:
+            common[key] = value if has_value else typer.prompt(key)
+            continue
+        f = find_field(ctype, key)
+        if f is None:
+            _unknown(ctype, key)
+        if not has_value:
+            fields[f.name] = prompt_value(f)
+        elif f.kind == "string_list":
+            fields[f.name] = [v.strip() for v in value.split(",") if v.strip()]
+        elif f.kind == "object":
+            try:
+                fields[f.name] = json.loads(value)
+            except json.JSONDecodeError:
+                fail(f"--set {f.name}= needs a JSON object (or use --from-json)")
+        else:
+            fields[f.name] = value
+    return common, fields
+
+
+@app.command("update")
+def update_credential(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    name: Annotated[str | None, typer.Option("--name", help="New name.")] = None,
+    description: Annotated[str | None, typer.Option("--description", help="New description ('' clears it).")] = None,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="FIELD[=VALUE]",
+            help="Set a type-specific field (repeatable); give FIELD alone to be prompted without echo.",
+        ),
+    ] = None,
+    from_json: FromJsonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a credential's name, description or fields. As in DataRobot, a new name alone clears the description."""
+    with session(ctx):
+        cred = Credential.get(credential_id)
+        ctype = TYPES.get(cred.credential_type or "")
+        if ctype is None:
+            fail(f"credential type {cred.credential_type!r} is not known to this client")
+        common, fields = split_json(ctype, read_json_object(from_json)) if from_json else ({}, {})
+        set_common, set_fields = _set_pairs(ctype, pairs or [])
+        common.update(set_common)
+        fields.update(set_fields)
+        if name is not None:
+            common["name"] = name
+        if description is not None:
+            common["description"] = description
+        by_name = {f.name: f.param for f in ctype.fields}
+        cred.update(**common, **{by_name[k]: v for k, v in fields.items()})
+    show(cred, as_json)
+
+
+@app.command("delete")
+def delete_credential(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a credential (asks first unless --yes)."""
+    with session(ctx):
+        cred = Credential.get(credential_id)
+        if not yes and not typer.confirm(f"Delete credential {cred.credential_id} ({cred.name!r})?"):
+            err.print("Not deleted.")
+            raise typer.Exit(1)
+        cred.delete()
+    err.print(f"Deleted credential {escape(str(cred.credential_id))}")

@@ -17,7 +17,11 @@ from strongroom.config import Settings
 from strongroom.errors import StrongroomError
 from strongroom.service import SCOPES, Strongroom, iso
 
-app = typer.Typer(help="Strongroom: a credential store with the DataRobot Credentials API.", no_args_is_help=True)
+app = typer.Typer(
+    help="Strongroom: a credential store with the DataRobot Credentials API.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never print local variables holding secrets
+)
 users_app = typer.Typer(help="Manage users (local administration, talks to the database directly).")
 tokens_app = typer.Typer(help="Manage API tokens (local administration).")
 keys_app = typer.Typer(help="Master keys.")
