@@ -37,7 +37,7 @@ def statements_with_comments(src: str) -> list[tuple[ast.stmt, str]]:
     out = []
     for i, node in enumerate(tree.body):
         end = tree.body[i + 1].lineno - 1 if i + 1 < len(tree.body) else len(lines)
-        tail = [lines[node.end_lineno - 1][node.end_col_offset:], *lines[node.end_lineno:end]]
+        tail = [lines[node.end_lineno - 1][node.end_col_offset :], *lines[node.end_lineno : end]]
         comment = " ".join(part.split("#", 1)[1].strip() for part in tail if "#" in part)
         out.append((node, comment))
     return out
