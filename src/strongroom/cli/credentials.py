@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
@@ -214,8 +215,9 @@ def make_create_command(ctype: CredentialType) -> Callable[..., None]:
                 values[f.name] = read_json_object(value) if f.kind == "object" else value
         if not common.get("name"):
             fail('a name is required: --name NAME (or "name" in --from-json)')
-        for f in missing_fields(ctype, {k for k, v in values.items() if v is not None}):
-            values[f.name] = prompt_value(f)
+        if sys.stdin.isatty():  # with no terminal, send what we have and let the server name what is missing
+            for f in missing_fields(ctype, {k for k, v in values.items() if v is not None}):
+                values[f.name] = prompt_value(f)
         create = getattr(Credential, ctype.sdk_method)
         by_name = {f.name: f.param for f in ctype.fields}
         with session(ctx):
