@@ -35,6 +35,12 @@ err = Console(stderr=True, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
+@app.callback()
+def _private_files() -> None:
+    """Files Strongroom creates (database, WAL, keys, backups) are readable by their owner only."""
+    os.umask(0o077)
+
+
 @contextmanager
 def store() -> Iterator[Strongroom]:
     """Open the store as the server would (same settings, same key checks); errors become clean exits."""
