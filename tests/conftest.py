@@ -67,6 +67,7 @@ class Server:
     database_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    launcher: list[str] = field(default_factory=list)  # e.g. ["taskset", "-c", "1"] for benchmarks
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,7 +95,10 @@ class Server:
     def start(self, timeout: float = 30) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "strongroom", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [*self.launcher, sys.executable, "-m", "strongroom", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
