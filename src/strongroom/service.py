@@ -29,6 +29,7 @@ from strongroom.store.models import ApiToken, Credential, KeyVersion, User, new_
 SCOPES = ("read", "write", "use", "admin")
 TOKEN_PREFIX = "sr_"  # noqa: S105 (a public prefix, not a secret)
 MAX_PAGE = 1000
+MAX_OFFSET = 2**31 - 1  # beyond any store; keeps OFFSET within the databases' integer range
 DEFAULT_PAGE = 100
 _ID = re.compile(r"^[0-9a-f]{24}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -254,16 +255,16 @@ class Strongroom:
         order_by: str = "-creationDate",
     ) -> Page:
         who.require("read")
-        if offset < 0:
-            raise InvalidInput("offset: must be 0 or more", {"offset": "must be 0 or more"})
+        if not 0 <= offset <= MAX_OFFSET:
+            msg = f"must be between 0 and {MAX_OFFSET}"
+            raise InvalidInput(f"offset: {msg}", {"offset": msg})
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}", {"limit": f"must be 1 to {MAX_PAGE}"})
         if order_by not in ("creationDate", "-creationDate"):
             msg = "must be creationDate or -creationDate"
             raise InvalidInput(f"orderBy: {msg}", {"orderBy": msg})
         for name in types_filter or ():
-            if name not in types.TYPES:
-                types.get_type(name)  # raises, naming the valid types
+            types.get_type(name, field="types")  # raises for an unknown type, naming the valid ones
         where = [Credential.owner_id == who.user_id]
         if types_filter:
             where.append(Credential.credential_type.in_(types_filter))

@@ -19,8 +19,8 @@ VALUE_MAX = 32768  # a 4096-bit RSA private key in PEM is about 3.3 KB; leave ro
 LIST_MAX = 100
 DEFAULT_TYPE = "basic"  # DataRobot documents `basic` as the default credentialType
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (NEL, CSI…): Unicode category Cc
+_CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -221,13 +221,13 @@ TYPES: dict[str, CredentialType] = {
 }
 
 
-def get_type(name: Any) -> CredentialType:
-    """Look a type up by its wire name, or fail naming the valid ones."""
+def get_type(name: Any, field: str = "credentialType") -> CredentialType:
+    """Look a type up by its wire name, or fail naming the valid ones (and the field or parameter at fault)."""
     if not isinstance(name, str) or name not in TYPES:
         shown = name if isinstance(name, str) and len(name) <= 64 and not _CONTROL.search(name) else "value"
         raise InvalidInput(
-            f"credentialType: unknown type {shown!r}; expected one of {', '.join(TYPES)}",
-            {"credentialType": "unknown credential type"},
+            f"{field}: unknown type {shown!r}; expected one of {', '.join(TYPES)}",
+            {field: "unknown credential type"},
         )
     return TYPES[name]
 
@@ -287,6 +287,8 @@ def _check_value(f: Field, value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if not f.secret and _CONTROL.search(value):  # public values are echoed back; secrets may hold anything
+        raise ValueError("must not contain control characters")
     if not value and not f.allow_empty:
         raise ValueError("must not be empty")
     if len(value) > VALUE_MAX:

@@ -16,7 +16,7 @@ from strongroom.config import Settings
 from strongroom.errors import InvalidInput, MalformedRequest
 from strongroom.server import errors
 from strongroom.server.errors import JSONResponse
-from strongroom.service import DEFAULT_PAGE, Strongroom
+from strongroom.service import DEFAULT_PAGE, MAX_OFFSET, Principal, Strongroom
 
 API_VERSION = {"major": 2, "minor": 49, "versionString": "2.49.0", "releasedVersion": f"strongroom-{__version__}"}
 T = TypeVar("T")
@@ -34,30 +34,30 @@ def _token(request: Request) -> str | None:
     return value.strip() if scheme.lower() in ("bearer", "token") else None
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """Read the body within the size limit; 422 (not 413, which the DataRobot client retries) when over."""
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """Read the body, stopping at the size limit; None means "over the limit" (reported after auth)."""
     declared = request.headers.get("content-length")
-    too_big = InvalidInput(f"request body exceeds the limit of {limit} bytes", {"body": f"over {limit} bytes"})
     if declared and declared.isdigit() and int(declared) > limit:
-        raise too_big
+        return None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_big
+            return None
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _json_object(raw: bytes | None, limit: int, *, empty_message: str) -> dict[str, Any]:
+    """Parse a request body into a JSON object; 422 (not 413, which the DataRobot client retries) when too big."""
+    if raw is None:
+        raise InvalidInput(f"request body exceeds the limit of {limit} bytes", {"body": f"over {limit} bytes"})
     if not raw.strip():
-        return None
+        raise InvalidInput(empty_message, {"body": "empty"})
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise MalformedRequest("request body is not valid JSON", {"body": "not valid JSON"}) from None
-
-
-def _object(body: Any, *, empty_message: str) -> dict[str, Any]:
-    if body is None:
-        raise InvalidInput(empty_message, {"body": "empty"})
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", {"body": "must be a JSON object"})
     return body
@@ -77,13 +77,23 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api/v2")
 
-    async def call(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(request: Request, fn: Callable[[Principal], T]) -> T:
         """Authenticate and run the use case in one worker-thread hop (the store is synchronous)."""
         service = app_state()
         token = _token(request)
+        return await run_in_threadpool(lambda: fn(service.authenticate(token)))
+
+    async def call_with_body(
+        request: Request, fn: Callable[[Principal, dict[str, Any]], T], *, empty_message: str
+    ) -> T:
+        """Like `call`, but authenticates before the body is parsed: anonymous callers only ever see 401."""
+        service = app_state()
+        token = _token(request)
+        raw = await _read_body(request, settings.max_body_bytes)
 
         def run() -> T:
-            return fn(service.authenticate(token), *args, **kwargs)
+            who = service.authenticate(token)
+            return fn(who, _json_object(raw, settings.max_body_bytes, empty_message=empty_message))
 
         return await run_in_threadpool(run)
 
@@ -105,7 +115,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
     )
     async def list_credentials(
         request: Request,
-        offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = DEFAULT_PAGE,
         types_: Annotated[
             list[str] | None, Query(alias="types", description="Type filter; repeat or comma-separate")
@@ -144,8 +154,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         },
     )
     async def create_credential(request: Request) -> Response:
-        body = _object(await _read_json(request, settings.max_body_bytes), empty_message="request body is empty")
-        created = await call(request, lambda who: app_state().create_credential(who, body))
+        created = await call_with_body(request, app_state().create_credential, empty_message="request body is empty")
         return JSONResponse(created, status_code=201)
 
     @router.get(
@@ -169,11 +178,11 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         },
     )
     async def update_credential(request: Request, credentialId: str) -> Response:
-        body = _object(
-            await _read_json(request, settings.max_body_bytes),
+        updated = await call_with_body(
+            request,
+            lambda who, body: app_state().update_credential(who, credentialId, body),
             empty_message="Must specify at least one field to update",
         )
-        updated = await call(request, lambda who: app_state().update_credential(who, credentialId, body))
         return JSONResponse(updated)
 
     @router.delete(
@@ -248,6 +257,7 @@ def create_app(settings: Settings | None = None, service: Strongroom | None = No
         redoc_url=None,
     )
     errors.install(app)
+    app.add_middleware(errors.CatchAll)
     app.include_router(build_router(lambda: holder["service"], settings))
 
     @app.get("/healthz", include_in_schema=False)

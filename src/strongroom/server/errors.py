@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.crypto import DecryptionError
 from strongroom.errors import StrongroomError, Unavailable
@@ -80,11 +81,34 @@ def install(app: FastAPI) -> None:
         log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "DBAPIError")
         return error_response(500, "internal error")
 
-    @app.exception_handler(Exception)
-    async def _crash(_: Request, exc: Exception) -> Response:
-        # Log the type and location only: an exception's text could in theory carry data we must not log.
-        log.error("unhandled %s at %s", type(exc).__name__, _where(exc))
-        return error_response(500, "internal error")
+
+class CatchAll:
+    """Turn any unhandled exception into a JSON 500 without re-raising it.
+
+    Starlette's own last-resort handler re-raises so the server logs the full traceback and exception text,
+    which could carry request data; this logs only the exception type and where it was raised.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error("unhandled %s at %s", type(exc).__name__, _where(exc))
+            if not started:
+                await error_response(500, "internal error")(scope, receive, send)
 
 
 def _where(exc: BaseException) -> str:
