@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None  # default: data_dir/master.key
     host: str = "127.0.0.1"
     port: int = 8484
+    workers: int = 1  # server processes; use PostgreSQL when running more than one
     max_body_bytes: int = 1_048_576
     sqlite_synchronous: str = "FULL"  # FULL: an acknowledged write survives power loss, not only a crash
     log_level: str = "info"

@@ -60,15 +60,16 @@ def store() -> Iterator[Strongroom]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8484).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
 ) -> None:
     """Run the API server (SQLite and a generated master key in the data directory unless configured)."""
     import uvicorn
 
     from strongroom.server import create_app
 
-    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = Settings().model_copy(update=updates)
+    workers = settings.workers
     with store() as service:  # migrate and verify keys once, before any worker starts
         has_users = bool(service.list_users())
         database = service.db.engine.url.render_as_string(hide_password=True)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Executable, Row, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,8 +33,11 @@ def _sqlite_setup(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Writers use BEGIN IMMEDIATE: a deferred transaction that later writes can fail with SQLITE_BUSY
-        # without waiting, while IMMEDIATE queues on busy_timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("writer") else "BEGIN")
+        # without waiting, while IMMEDIATE queues on busy_timeout. Autocommit reads need no BEGIN at all.
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("writer") else "BEGIN")
 
 
 class Database:
@@ -60,6 +63,8 @@ class Database:
                 raise ValueError("STRONGROOM_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
             _sqlite_setup(self.engine, sqlite_synchronous.upper())
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        # Single-statement reads skip BEGIN/COMMIT: on PostgreSQL that saves two round trips per request.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
 
     @property
@@ -77,6 +82,11 @@ class Database:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def fetch(self, statement: Executable, params: Mapping[str, Any]) -> list[Row[Any]]:
+        """Run one prebuilt read statement outside a transaction (the hot path: no ORM, no BEGIN)."""
+        with self._autocommit.connect() as conn:
+            return list(conn.execute(statement, params))
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -95,6 +95,17 @@ class Credential(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class CredentialCount(Base):
+    """Credentials per owner and type, changed in the same transaction as every create and delete, so a
+    list page's `totalCount` is a key lookup instead of a scan of the owner's credentials."""
+
+    __tablename__ = "credential_counts"
+
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    credential_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class KeyVersion(Base):
     """One row per master-key version ever used, with a check value to detect a wrong key at start."""
 

@@ -1,0 +1,1 @@
+"""Strongroom benchmarks (see run.py)."""

@@ -1,0 +1,256 @@
+"""Benchmark: a real server process, a real load generator (wrk), ratios against a floor measured in the same run.
+
+The server is pinned to one core and wrk to the other so they do not fight. Every figure that matters is a
+ratio to the "floor" (a trivial route of the same app under the same server), so results compare across
+machines. Usage: `python -m bench [--backend sqlite|postgres|all] [--duration 10] [--sizes 1000,10000,100000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import insert
+from tests.conftest import PgDatabase, Server, pg_unreachable_reason
+
+from strongroom.config import Settings
+from strongroom.service import Strongroom
+from strongroom.store.models import Credential, new_id, utcnow
+
+HERE = Path(__file__).parent
+LUA = HERE / "lua"
+RESULTS = HERE / "results"
+TARGETS = {"get": 0.60, "list": 0.40, "create": 0.25}
+
+
+@dataclass
+class Result:
+    scenario: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    ratio: float = 0.0
+    store_size: int = 0
+
+
+def wrk(script: str, url: str, env: dict[str, str], seconds: float, connections: int, core: str) -> dict[str, float]:
+    """Run wrk pinned to `core` and return the JSON summary its Lua `done` hook prints."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(LUA / script), url]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", core, *cmd]
+    out = subprocess.run(
+        cmd, env={**os.environ, **env, "BENCH_LUA_DIR": str(LUA)}, capture_output=True, text=True, check=True
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))
+    return json.loads(line.removeprefix("BENCH_JSON "))
+
+
+def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str]:
+    """Insert `count` sealed basic credentials quickly (bulk insert; each still gets its own data key)."""
+    ids: list[str] = []
+    batch = 5000
+    for start in range(0, count, batch):
+        rows = []
+        for i in range(start, min(start + batch, count)):
+            cred = Credential(id=new_id(), owner_id=user_id, credential_type="basic")
+            service._seal(cred, {"user": f"user{i}", "password": f"pw-{i}"})
+            now = utcnow()
+            rows.append(
+                {
+                    "id": cred.id,
+                    "owner_id": user_id,
+                    "name": f"{prefix}-{i}",
+                    "credential_type": "basic",
+                    "description": "",
+                    "public_data": "{}",
+                    "key_version": cred.key_version,
+                    "wrapped_key": cred.wrapped_key,
+                    "ciphertext": cred.ciphertext,
+                    "revision": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        with service.db.write() as s:
+            s.execute(insert(Credential), rows)
+        ids.extend(r["id"] for r in rows)
+    return ids
+
+
+def measure(name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace) -> Result:
+    url = srv.base
+    wrk(script, url, env, min(2, args.duration), args.connections, args.load_core)  # warm-up, discarded
+    s = wrk(script, url, env, args.duration, args.connections, args.load_core)
+    rps = s["requests"] / (s["duration_us"] / 1e6)
+    errors = int(s["errors_status"] + s["errors_socket"])
+    return Result(name, rps, s["p50_us"] / 1000, s["p99_us"] / 1000, errors)
+
+
+def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
+    pg = None
+    database_url = None
+    if backend == "postgres":
+        pg = PgDatabase()
+        pg.create()
+        database_url = pg.url
+    srv = Server(
+        data_dir=workdir / backend,
+        database_url=database_url,
+        launcher=["taskset", "-c", args.server_core] if shutil.which("taskset") else [],
+        extra_env={"STRONGROOM_LOG_LEVEL": "warning", "STRONGROOM_WORKERS": str(args.workers)},
+    )
+    srv.start()
+    service = Strongroom.open(Settings(data_dir=srv.data_dir, database_url=database_url))
+    try:
+        username = "bench"
+        service.create_user(username)
+        token = service.create_token(username)[1]
+        user_id = service.authenticate(token).user_id
+        results: list[Result] = []
+        base_env = {"BENCH_TOKEN": token, "BENCH_PREFIX": "load"}
+
+        ids = seed(service, user_id, 1000, "seed")
+        id_env = {**base_env, "BENCH_IDS": ",".join(ids[:1000])}
+        scenarios = [
+            ("floor", "path.lua", {**base_env, "BENCH_PATH": "/healthz"}),
+            ("get", "get.lua", id_env),
+            ("list", "path.lua", {**base_env, "BENCH_PATH": "/api/v2/credentials/?limit=100"}),
+            ("create", "create.lua", base_env),
+            ("update", "update.lua", id_env),
+        ]
+        for name, script, env in scenarios:
+            results.append(measure(name, script, srv, env, args))
+            print(f"  {backend:8} {name:8} {results[-1].rps:8.0f} req/s  p99 {results[-1].p99_ms:6.2f} ms", flush=True)
+        floor = results[0].rps
+        for r in results:
+            r.ratio = r.rps / floor
+            r.store_size = 1000
+
+        # Store-size scaling: a second user whose store grows; GET and list-page latency at each size.
+        scale_token_user = "bench-scale"
+        service.create_user(scale_token_user)
+        scale_token = service.create_token(scale_token_user)[1]
+        scale_user = service.authenticate(scale_token).user_id
+        have: list[str] = []
+        for size in args.sizes:
+            have += seed(service, scale_user, size - len(have), f"s{size}")
+            env = {"BENCH_TOKEN": scale_token, "BENCH_PREFIX": "scale"}
+            for name, script, extra in (
+                ("get", "get.lua", {"BENCH_IDS": ",".join(have[:: max(1, len(have) // 1000)][:1000])}),
+                ("list", "path.lua", {"BENCH_PATH": "/api/v2/credentials/?limit=100"}),
+            ):
+                short = argparse.Namespace(**{**vars(args), "duration": args.scale_duration})
+                r = measure(f"{name}@{size}", script, srv, {**env, **extra}, short)
+                r.ratio, r.store_size = r.rps / floor, size
+                results.append(r)
+                print(f"  {backend:8} {r.scenario:12} p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms", flush=True)
+        return results
+    finally:
+        service.close()
+        srv.stop()
+        if pg:
+            pg.drop()
+
+
+def report(backend: str, results: list[Result], args: argparse.Namespace) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stem = f"{date.today().isoformat()}-{backend}"
+    lines = [
+        f"# Strongroom benchmark: {backend}",
+        "",
+        f"{args.connections} connections, {args.duration} s per scenario (scaling rows {args.scale_duration} s), "
+        f"wrk on core {args.load_core}, server on core {args.server_core}, {args.workers} worker(s). "
+        "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run.",
+        "",
+        "| scenario | store size | requests/s | p50 ms | p99 ms | non-2xx/errors | ratio to floor | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        target = TARGETS.get(r.scenario)
+        verdict = "" if target is None else f"≥ {target:.0%} {'✅' if r.ratio >= target else '❌'}"
+        lines.append(
+            f"| {r.scenario} | {r.store_size} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
+            f"| {r.ratio:.0%} | {verdict} |"
+        )
+    by = {r.scenario: r for r in results}
+    small, large = min(args.sizes), max(args.sizes)
+    for kind in ("get", "list"):
+        a, b = by.get(f"{kind}@{small}"), by.get(f"{kind}@{large}")
+        if a and b:
+            growth = b.p50_ms / a.p50_ms
+            lines.append(f"\n{kind}: p50 at {large} is {growth:.2f}x the p50 at {small} (target <= 1.5x)")
+    get = by.get("get")
+    if get:
+        lines.append(f"\nGET p99 at {args.connections} connections: {get.p99_ms:.2f} ms (target < 20 ms)")
+    path = RESULTS / f"{stem}.md"
+    path.write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    plot(backend, results, args, RESULTS / f"{stem}.png")
+    print("\n".join(lines))
+    return path
+
+
+def plot(backend: str, results: list[Result], args: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in results if "@" not in r.scenario]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    bars = left.bar([r.scenario for r in main], [r.rps for r in main], color="#4c72b0")
+    for bar, r in zip(bars, main, strict=True):
+        left.annotate(f"{r.ratio:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+    left.set_title(f"Throughput ({backend}, {args.connections} conns); label = ratio to floor")
+    left.set_ylabel("requests/s")
+    for kind, color in (("get", "#55a868"), ("list", "#c44e52")):
+        pts = sorted((r.store_size, r.p50_ms, r.p99_ms) for r in results if r.scenario.startswith(f"{kind}@"))
+        if pts:
+            sizes = [p[0] for p in pts]
+            right.plot(sizes, [p[1] for p in pts], "o-", color=color, label=f"{kind} p50")
+            right.plot(sizes, [p[2] for p in pts], "o--", color=color, alpha=0.6, label=f"{kind} p99")
+    right.set_xscale("log")
+    right.set_xlabel("credentials in the store")
+    right.set_ylabel("latency (ms)")
+    right.set_title("Latency against store size")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all")
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--scale-duration", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000, 100000])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server-core", default="1")
+    parser.add_argument("--load-core", default="0")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: `apt-get install wrk` (make bench does this)", file=sys.stderr)
+        return 2
+    backends = ["sqlite", "postgres"] if args.backend == "all" else [args.backend]
+    if "postgres" in backends and (reason := pg_unreachable_reason()):
+        print(f"skipping PostgreSQL: {reason}")
+        backends.remove("postgres")
+    with tempfile.TemporaryDirectory(prefix="strongroom-bench-") as tmp:
+        for backend in backends:
+            started = time.monotonic()
+            print(f"== {backend}", flush=True)
+            results = run_backend(backend, args, Path(tmp))
+            print(f"wrote {report(backend, results, args)} ({time.monotonic() - started:.0f} s)")
+    return 0
