@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -92,6 +92,10 @@ _LIST_COLUMNS = (
 )
 
 
+def _wire_model(cred: Credential) -> dict[str, Any]:
+    return _wire(tuple(getattr(cred, column.key) for column in _LIST_COLUMNS))
+
+
 # Hot-path statements are built once: constructing a SQLAlchemy statement costs more than running it.
 _AUTH = (
     select(ApiToken.id, ApiToken.scopes, ApiToken.expires_at, User.id.label("user_id"), User.username)
@@ -118,17 +122,18 @@ def _page(newest_first: bool, filtered: bool) -> Select[Any]:
     )
 
 
-def _wire(row: Any) -> dict[str, Any]:
-    """A credential as the API returns it: DataRobot's five keys plus the type's public fields."""
+def _wire(row: Sequence[Any]) -> dict[str, Any]:
+    """A credential as the API returns it (from a `_LIST_COLUMNS` row): DataRobot's keys plus public fields."""
+    credential_id, name, credential_type, description, public_data, created_at = row
     out = {
-        "credentialId": row.id,
-        "name": row.name,
-        "credentialType": row.credential_type,
-        "description": row.description or "",
-        "creationDate": iso(row.created_at),
+        "credentialId": credential_id,
+        "name": name,
+        "credentialType": credential_type,
+        "description": description or "",
+        "creationDate": Database.as_wire_date(created_at),
     }
-    if row.public_data and row.public_data != "{}":
-        out.update(json.loads(row.public_data))
+    if public_data and public_data != "{}":
+        out.update(json.loads(public_data))
     return out
 
 
@@ -261,12 +266,12 @@ class Strongroom:
         if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128:
             raise Unauthorized("missing or invalid API token")
         rows = self.db.fetch(_AUTH, {"token_hash": hash_token(raw)})
-        if not rows or (rows[0].expires_at is not None and rows[0].expires_at <= utcnow()):
+        if not rows:
             raise Unauthorized("missing or invalid API token")
-        row = rows[0]
-        return Principal(
-            user_id=row.user_id, username=row.username, token_id=row.id, scopes=frozenset(row.scopes.split())
-        )
+        token_id, scopes, expires_at, user_id, username = rows[0]
+        if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
+            raise Unauthorized("missing or invalid API token")
+        return Principal(user_id=user_id, username=username, token_id=token_id, scopes=frozenset(scopes.split()))
 
     # ---- credentials ----------------------------------------------------------------------------------
 
@@ -342,7 +347,7 @@ class Strongroom:
                 self._count(s, who.user_id, ctype.name, +1)
         except IntegrityError:
             raise self._name_taken(name) from None
-        return _wire(cred)
+        return _wire_model(cred)
 
     def update_credential(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a PATCH. DataRobot semantics: a new name without a description clears the description."""
@@ -381,7 +386,7 @@ class Strongroom:
                 cred.updated_at = utcnow()
         except IntegrityError:
             raise self._name_taken(str(body.get("name"))) from None
-        return _wire(cred)
+        return _wire_model(cred)
 
     def delete_credential(self, who: Principal, credential_id: str) -> None:
         who.require("write")
