@@ -129,6 +129,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             ("update", "update.lua", id_env),
         ]
         for name, script, env in scenarios:
+            if args.only and name != "floor" and name not in args.only:
+                continue
             results.append(measure(name, script, srv, env, args))
             print(f"  {backend:8} {name:8} {results[-1].rps:8.0f} req/s  p99 {results[-1].p99_ms:6.2f} ms", flush=True)
         floor = results[0].rps
@@ -142,7 +144,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
         scale_token = service.create_token(scale_token_user)[1]
         scale_user = service.authenticate(scale_token).user_id
         have: list[str] = []
-        for size in args.sizes:
+        for size in args.sizes if not args.only else []:
             have += seed(service, scale_user, size - len(have), f"s{size}")
             env = {"BENCH_TOKEN": scale_token, "BENCH_PREFIX": "scale"}
             for name, script, extra in (
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000, 100000])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", type=lambda v: v.split(","), default=[], help="scenarios to run, e.g. get,create")
     parser.add_argument("--server-core", default="1")
     parser.add_argument("--load-core", default="0")
     args = parser.parse_args(argv)

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,7 +25,7 @@ from strongroom import types
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_key_provider
 from strongroom.errors import Conflict, Forbidden, InvalidInput, MasterKeyError, NotFound, Unauthorized
-from strongroom.store import Database
+from strongroom.store import Database, Tx
 from strongroom.store.models import ApiToken, Credential, CredentialCount, KeyVersion, User, new_id, utcnow
 
 SCOPES = ("read", "write", "use", "admin")
@@ -92,7 +92,7 @@ _LIST_COLUMNS = (
 )
 
 
-def _wire_model(cred: Credential) -> dict[str, Any]:
+def _wire_model(cred: Any) -> dict[str, Any]:
     return _wire(tuple(getattr(cred, column.key) for column in _LIST_COLUMNS))
 
 
@@ -105,6 +105,17 @@ _AUTH = (
 _GET = select(*_LIST_COLUMNS).where(Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner"))
 _COUNT = select(func.coalesce(func.sum(CredentialCount.n), 0)).where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
+_ALL_COLUMNS = tuple(Credential.__table__.c)
+_MINE = (Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner"))
+_INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in _ALL_COLUMNS})
+_FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
+_LOCK = select(*_ALL_COLUMNS).where(*_MINE).with_for_update()
+_UPDATE = (
+    update(Credential)
+    .where(Credential.id == bindparam("target"))
+    .values({c.name: bindparam(f"new_{c.name}") for c in _ALL_COLUMNS if c.name not in _FIXED})
+)
+_DELETE = delete(Credential).where(*_MINE).returning(Credential.credential_type)
 
 
 @cache
@@ -328,7 +339,7 @@ class Strongroom:
         types.check_complete(ctype, values)
         public, secret = ctype.split(values)
         now = utcnow()
-        cred = Credential(
+        cred = SimpleNamespace(  # a plain record: an ORM instance costs more to build than the insert
             id=new_id(),
             owner_id=who.user_id,
             name=name,
@@ -340,14 +351,18 @@ class Strongroom:
             updated_at=now,
         )
         self._seal(cred, secret)
+
+        row = {c.name: getattr(cred, c.key) for c in _ALL_COLUMNS}
+
+        def insert_row(tx: Tx) -> dict[str, Any]:
+            tx.run(_INSERT, row)  # a duplicate name fails here, on the (owner, name) unique index
+            tx.count(who.user_id, ctype.name, +1)
+            return _wire_model(cred)
+
         try:
-            with self.db.write() as s:
-                self._check_name_free(s, who, name)
-                s.add(cred)
-                self._count(s, who.user_id, ctype.name, +1)
-        except IntegrityError:
-            raise self._name_taken(name) from None
-        return _wire_model(cred)
+            return self.db.transact(insert_row)
+        except IntegrityError as exc:
+            raise self._name_taken(name) if _is_name_clash(exc) else exc from None
 
     def update_credential(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a PATCH. DataRobot semantics: a new name without a description clears the description."""
@@ -355,55 +370,59 @@ class Strongroom:
         data = dict(body)
         if not data:
             raise InvalidInput("Must specify at least one field to update", {"body": "empty"})
+
+        if not _ID.match(credential_id):
+            raise self._not_found()
+
+        def apply(tx: Tx) -> dict[str, Any]:
+            found = tx.rows(_LOCK, {"id": credential_id, "owner": who.user_id})
+            if not found:
+                raise self._not_found()
+            cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
+            ctype = types.TYPES[cred.credential_type]
+            if "credentialType" in data and data.pop("credentialType") != cred.credential_type:
+                msg = "cannot be changed; create a new credential instead"
+                raise InvalidInput(f"credentialType: {msg}", {"credentialType": msg})
+            if "name" in data:
+                cred.name = types.check_name(data.pop("name"))
+                if "description" not in data:
+                    cred.description = ""
+            if "description" in data:
+                value = data.pop("description")
+                cred.description = "" if value is None else types.check_description(value)
+            patch = types.parse_fields(ctype, data, allow_null=True)
+            if patch:
+                current = {**json.loads(cred.public_data), **self._open(cred)}
+                merged = _merge(ctype, current, patch)
+                types.check_complete(ctype, merged)
+                public, secret = ctype.split(merged)
+                cred.public_data = json.dumps(public, separators=(",", ":"))
+                self._seal(cred, secret)
+            cred.revision += 1
+            cred.updated_at = utcnow()
+            new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
+            tx.run(_UPDATE, {"target": cred.id, **new})
+            return _wire_model(cred)
+
         try:
-            with self.db.write() as s:
-                cred = s.scalar(select(Credential).where(*self._mine(who, credential_id)).with_for_update())
-                if cred is None:
-                    raise self._not_found()
-                ctype = types.TYPES[cred.credential_type]
-                if "credentialType" in data and data.pop("credentialType") != cred.credential_type:
-                    msg = "cannot be changed; create a new credential instead"
-                    raise InvalidInput(f"credentialType: {msg}", {"credentialType": msg})
-                if "name" in data:
-                    new_name = types.check_name(data.pop("name"))
-                    if new_name != cred.name:
-                        self._check_name_free(s, who, new_name)
-                    cred.name = new_name
-                    if "description" not in data:
-                        cred.description = ""
-                if "description" in data:
-                    value = data.pop("description")
-                    cred.description = "" if value is None else types.check_description(value)
-                patch = types.parse_fields(ctype, data, allow_null=True)
-                if patch:
-                    current = {**json.loads(cred.public_data), **self._open(cred)}
-                    merged = _merge(ctype, current, patch)
-                    types.check_complete(ctype, merged)
-                    public, secret = ctype.split(merged)
-                    cred.public_data = json.dumps(public, separators=(",", ":"))
-                    self._seal(cred, secret)
-                cred.revision += 1
-                cred.updated_at = utcnow()
-        except IntegrityError:
-            raise self._name_taken(str(body.get("name"))) from None
-        return _wire_model(cred)
+            return self.db.transact(apply)
+        except IntegrityError as exc:
+            raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
 
     def delete_credential(self, who: Principal, credential_id: str) -> None:
         who.require("write")
-        with self.db.write() as s:
-            cred = s.scalar(select(Credential).where(*self._mine(who, credential_id)))
-            if cred is None:
+        if not _ID.match(credential_id):
+            raise self._not_found()
+
+        def remove(tx: Tx) -> None:
+            gone = tx.rows(_DELETE, {"id": credential_id, "owner": who.user_id})
+            if not gone:
                 raise self._not_found()
-            s.delete(cred)
-            self._count(s, who.user_id, cred.credential_type, -1)
+            tx.count(who.user_id, gone[0][0], -1)
+
+        self.db.transact(remove)
 
     # ---- helpers ----------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _mine(who: Principal, credential_id: str) -> list[Any]:
-        if not _ID.match(credential_id):
-            raise Strongroom._not_found()
-        return [Credential.id == credential_id, Credential.owner_id == who.user_id]
 
     @staticmethod
     def _not_found() -> NotFound:
@@ -412,16 +431,6 @@ class Strongroom:
     @staticmethod
     def _name_taken(name: str) -> Conflict:
         return Conflict(f"name: the name {name[:80]!r} is already in use", {"name": "already in use"})
-
-    def _count(self, s: Session, owner_id: str, credential_type: str, delta: int) -> None:
-        """Adjust the owner's per-type count in the caller's transaction (an upsert on both backends)."""
-        dialect = sqlite if self.db.is_sqlite else postgresql
-        stmt = dialect.insert(CredentialCount).values(owner_id=owner_id, credential_type=credential_type, n=delta)
-        s.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["owner_id", "credential_type"], set_={"n": CredentialCount.n + delta}
-            )
-        )
 
     def rebuild_counts(self) -> None:
         """Recompute every count from the credentials (after a bulk import that bypassed create)."""
@@ -432,21 +441,22 @@ class Strongroom:
             )
             s.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
 
-    def _check_name_free(self, s: Session, who: Principal, name: str) -> None:
-        taken = s.scalar(select(Credential.id).where(Credential.owner_id == who.user_id, Credential.name == name))
-        if taken:
-            raise self._name_taken(name)
-
-    def _seal(self, cred: Credential, secret: Mapping[str, Any]) -> None:
+    def _seal(self, cred: Any, secret: Mapping[str, Any]) -> None:
         plaintext = json.dumps(secret, separators=(",", ":")).encode()
         sealed = self.envelope.seal(plaintext, credential_aad(cred.id, cred.owner_id, cred.credential_type))
         cred.key_version, cred.wrapped_key, cred.ciphertext = sealed.key_version, sealed.wrapped_key, sealed.ciphertext
 
-    def _open(self, cred: Credential) -> dict[str, Any]:
+    def _open(self, cred: Any) -> dict[str, Any]:
         sealed = Sealed(cred.key_version, cred.wrapped_key, cred.ciphertext)
         plaintext = self.envelope.open(sealed, credential_aad(cred.id, cred.owner_id, cred.credential_type))
         result: dict[str, Any] = json.loads(plaintext)
         return result
+
+
+def _is_name_clash(exc: IntegrityError) -> bool:
+    """Whether a failed write hit the (owner, name) uniqueness rule, as SQLite or PostgreSQL words it."""
+    text = str(exc.orig)
+    return "uq_credentials_owner_name" in text or "credentials.owner_id, credentials.name" in text
 
 
 def _merge(ctype: types.CredentialType, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Persistence: SQLAlchemy models, engine setup with automatic Alembic migrations."""
 
-from strongroom.store.db import Database
+from strongroom.store.db import Database, Tx
 
-__all__ = ["Database"]
+__all__ = ["Database", "Tx"]

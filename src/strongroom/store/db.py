@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import queue
+import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Executable, create_engine, event, text
+from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from strongroom.store.models import CredentialCount
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
+_GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at most
+T = TypeVar("T")
 
 
 def _sqlite_setup(engine: Engine, synchronous: str) -> None:
@@ -77,8 +86,11 @@ class Database:
             self._fetch_engine = create_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
         self._local = threading.local()
         self._thread_conns: list[Any] = []
-        self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any] | None, Future[Any] | None]] = queue.SimpleQueue()
+        self._committer: threading.Thread | None = None
+        self._committer_lock = threading.Lock()
 
     @property
     def path(self) -> Path | None:
@@ -105,16 +117,31 @@ class Database:
         (dates as 'YYYY-MM-DD HH:MM:SS.ffffff' text); callers read dates through `as_wire_date`.
         """
         if self.is_sqlite:
-            compiled = self._compiled.get(statement)
-            if compiled is None:
-                c = statement.compile(dialect=self.engine.dialect)
-                compiled = self._compiled[statement] = (str(c), tuple(c.positiontup or ()), c.params)
-            sql, names, literals = compiled
-            if "POSTCOMPILE" not in sql:  # expanding IN lists need SQLAlchemy to render them
-                values = [params[n] if n in params else literals[n] for n in names]
-                return self._thread_sqlite().execute(sql, values).fetchall()
+            sql, values = self._sqlite_bind(statement, params)
+            if sql is not None:
+                try:
+                    return self._thread_sqlite().execute(sql, values).fetchall()
+                except sqlite3.Error as exc:
+                    raise _wrap(exc, sql) from exc
         with self._fetch_engine.connect() as conn:
             return conn.execute(statement, params).all()
+
+    def _sqlite_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, list[Any]]:
+        """SQL text compiled once per statement, and its positional values (None: let SQLAlchemy run it)."""
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            c = statement.compile(dialect=self.engine.dialect)
+            names = tuple(c.positiontup or ())
+            processors = c._bind_processors  # type conversions (dates); SQLAlchemy applies these itself
+            procs = tuple(processors.get(n) for n in names) if processors else None
+            compiled = self._compiled[statement] = (str(c), names, c.params, procs)
+        sql, names, literals, procs = compiled
+        if "POSTCOMPILE" in sql:  # expanding IN lists need SQLAlchemy to render them
+            return None, []
+        values = [params[n] if n in params else literals[n] for n in names]
+        if procs:
+            values = [v if proc is None or v is None else proc(v) for v, proc in zip(values, procs, strict=True)]
+        return sql, values
 
     def _thread_sqlite(self) -> Any:
         """This thread's raw sqlite3 connection (pragmas applied, autocommit), opened on first use."""
@@ -135,6 +162,53 @@ class Database:
         with self._writer() as session, session.begin():
             yield session
 
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in a write transaction and return its result once the transaction is durable.
+
+        On SQLite, writes are serialised by the database anyway and each commit costs an fsync (~4 ms here),
+        so concurrent writes are group-committed: one thread runs the queued writes in one transaction,
+        each in its own SAVEPOINT (a failing write rolls back alone), and one COMMIT makes them all durable.
+        PostgreSQL already groups WAL flushes across concurrent transactions, so there `fn` runs in its own
+        transaction in the calling thread. Either way `fn` must do all its database work through `Tx`.
+        """
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                tx = _ConnectionTx(conn)
+                result = fn(tx)
+                _apply_counts(tx, "postgresql", tx.counts)
+                return result
+        future: Future[T] = Future()
+        self._jobs.put((fn, future))
+        if self._committer is None:
+            self._start_committer()
+        return future.result()
+
+    def _start_committer(self) -> None:
+        with self._committer_lock:
+            if self._committer is None:
+                self._committer = threading.Thread(target=self._commit_loop, name="strongroom-commit", daemon=True)
+                self._committer.start()
+
+    def _commit_loop(self) -> None:
+        """Take every queued write, run them in one transaction, then acknowledge them together."""
+        proxy = self._fetch_engine.raw_connection()  # pragmas applied, autocommit: we issue BEGIN ourselves
+        tx = _SqliteTx(self, proxy.driver_connection)
+        stopping = False
+        try:
+            while not stopping:
+                batch = [self._jobs.get()]
+                while len(batch) < _GROUP_MAX:
+                    try:
+                        batch.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = any(fn is None for fn, _ in batch)
+                batch = [job for job in batch if job[0] is not None]
+                if batch:
+                    tx.commit_batch(batch)
+        finally:
+            proxy.close()
+
     @staticmethod
     def as_datetime(value: datetime | str | None) -> datetime | None:
         """A date column from `fetch`, as an aware UTC datetime, whichever backend produced it."""
@@ -150,8 +224,141 @@ class Database:
         return value.isoformat(timespec="microseconds")[:26] + "Z"
 
     def dispose(self) -> None:
+        """Close every connection; queued writes are finished first."""
+        if self._committer is not None:
+            self._jobs.put((None, None))  # the committer finishes what is queued, then exits
+            self._committer.join()
+            self._committer = None
         for conn in self._thread_conns:
             conn.close()
         self._thread_conns.clear()
         self.engine.dispose()
         self._fetch_engine.dispose()
+
+
+class Tx(Protocol):
+    """The database work of one write: prebuilt Core statements only, so SQLite can run them unwrapped."""
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]: ...
+
+    def run(self, statement: Executable, params: Mapping[str, Any]) -> int: ...
+
+    def count(self, owner_id: str, credential_type: str, delta: int) -> None:
+        """Adjust an owner's per-type credential count when this write commits (summed per transaction)."""
+
+
+def _count_upsert(dialect: Any) -> Executable:
+    """Add `delta` to one (owner, type) count, creating the row on first use."""
+    stmt = dialect.insert(CredentialCount).values(
+        owner_id=bindparam("owner"), credential_type=bindparam("type"), n=bindparam("delta")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["owner_id", "credential_type"], set_={"n": CredentialCount.n + stmt.excluded.n}
+    )
+
+
+_COUNT_UPSERT = {"sqlite": _count_upsert(sqlite), "postgresql": _count_upsert(postgresql)}
+
+
+def _apply_counts(tx: Tx, dialect: str, counts: Mapping[tuple[str, str], int]) -> None:
+    for (owner_id, credential_type), delta in counts.items():
+        if delta:
+            tx.run(_COUNT_UPSERT[dialect], {"owner": owner_id, "type": credential_type, "delta": delta})
+
+
+class _ConnectionTx:
+    """A write on a SQLAlchemy connection inside `engine.begin()` (PostgreSQL)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        return self._conn.execute(statement, params).all()
+
+    def run(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        return int(self._conn.execute(statement, params).rowcount)
+
+    def count(self, owner_id: str, credential_type: str, delta: int) -> None:
+        key = (owner_id, credential_type)
+        self.counts[key] = self.counts.get(key, 0) + delta
+
+
+class _SqliteTx:
+    """The committer's writes on its raw sqlite3 connection.
+
+    Each queued write gets a SAVEPOINT, opened lazily before its first change, so a write that fails
+    rolls back alone; count changes are summed and applied once per batch, just before COMMIT.
+    """
+
+    def __init__(self, db: Database, conn: sqlite3.Connection) -> None:
+        self._db = db
+        self._conn = conn
+        self._savepoint = False
+        self._pending: dict[tuple[str, str], int] = {}
+
+    def _execute(self, statement: Executable, params: Mapping[str, Any]) -> sqlite3.Cursor:
+        sql, values = self._db._sqlite_bind(statement, params)
+        if sql is None:
+            raise ValueError("write statements with expanding IN lists are not supported on this path")
+        try:
+            if not self._savepoint and getattr(statement, "is_dml", False):
+                self._conn.execute("SAVEPOINT w")
+                self._savepoint = True
+            return self._conn.execute(sql, values)
+        except sqlite3.Error as exc:
+            raise _wrap(exc, sql) from exc
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        return self._execute(statement, params).fetchall()
+
+    def run(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        return self._execute(statement, params).rowcount
+
+    def count(self, owner_id: str, credential_type: str, delta: int) -> None:
+        key = (owner_id, credential_type)
+        self._pending[key] = self._pending.get(key, 0) + delta
+
+    def _run_one(self, fn: Callable[[Tx], Any], counts: dict[tuple[str, str], int]) -> tuple[bool, Any]:
+        self._savepoint = False
+        self._pending = {}
+        try:
+            result = fn(self)
+        except Exception as exc:  # handed to its caller, who raises it
+            if self._savepoint:
+                self._conn.execute("ROLLBACK TO w")
+                self._conn.execute("RELEASE w")
+            return False, exc
+        if self._savepoint:
+            self._conn.execute("RELEASE w")
+        for key, delta in self._pending.items():
+            counts[key] = counts.get(key, 0) + delta
+        return True, result
+
+    def commit_batch(self, batch: list[tuple[Any, Any]]) -> None:
+        """One transaction for the batch; futures resolve only after COMMIT returned (the data is on disk)."""
+        conn = self._conn
+        counts: dict[tuple[str, str], int] = {}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [self._run_one(fn, counts) for fn, _ in batch]
+            self._savepoint = True  # count upserts need no savepoint of their own
+            _apply_counts(self, "sqlite", counts)
+            conn.execute("COMMIT")
+        except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing in the batch is durable
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _wrap(exc, "COMMIT") if isinstance(exc, sqlite3.Error) else exc
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+def _wrap(exc: sqlite3.Error, sql: str) -> DBAPIError:
+    """The SQLAlchemy exception class for a raw sqlite3 error, so callers handle one family of errors."""
+    return DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True)

@@ -1,0 +1,130 @@
+"""Writes: group commit on SQLite, one transaction per write on PostgreSQL; a failing write never takes others
+down, and the per-owner counts always match the rows."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, func, select, update
+
+from strongroom.config import Settings
+from strongroom.errors import Conflict
+from strongroom.service import Principal, Strongroom
+from strongroom.store import Tx
+from strongroom.store.models import Credential, CredentialCount
+from tests.conftest import PgDatabase, pg_unreachable_reason
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Strongroom]:
+    pg = None
+    if request.param == "postgres":
+        if reason := pg_unreachable_reason():
+            pytest.skip(reason)
+        pg = PgDatabase()
+        pg.create()
+    svc = Strongroom.open(Settings(data_dir=tmp_path, database_url=pg.url if pg else None))
+    yield svc
+    svc.close()
+    if pg:
+        pg.drop()
+
+
+def _user(svc: Strongroom, name: str) -> Principal:
+    svc.create_user(name)
+    return svc.authenticate(svc.create_token(name)[1])
+
+
+def _in_threads(n: int, work: object) -> None:
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]  # type: ignore[arg-type]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_concurrent_creates_with_clashing_names(service: Strongroom) -> None:
+    """32 writers, every name wanted by 4 of them: exactly one wins each name, the rest get 409."""
+    who = _user(service, "alice")
+    wins: Counter[str] = Counter()
+    clashes: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        for i in range(25):
+            name = f"n{(k % 8)}-{i}"
+            try:
+                service.create_credential(who, {"name": name, "user": "u", "password": f"p{k}-{i}"})
+                with lock:
+                    wins[name] += 1
+            except Conflict:
+                with lock:
+                    clashes[name] += 1
+            except BaseException as exc:  # any other outcome fails the test below
+                errors.append(exc)
+
+    _in_threads(32, work)
+    assert errors == []
+    assert set(wins.values()) == {1} and len(wins) == 8 * 25
+    assert set(clashes.values()) == {3}
+    page = service.list_credentials(who, offset=0, limit=1)
+    assert page.total == 200
+    with service.db.read() as s:
+        rows = s.scalars(select(Credential).where(Credential.owner_id == who.user_id)).all()
+        counted = s.scalar(select(func.sum(CredentialCount.n)).where(CredentialCount.owner_id == who.user_id))
+    assert len(rows) == 200 == counted
+    for row in rows:  # every acknowledged write decrypts, and holds one of the values its writers sent
+        assert service._open(row)["password"].startswith("p")
+
+
+def test_a_failing_write_rolls_back_alone(service: Strongroom) -> None:
+    """A write that changes a row and then fails leaves no trace; the writes around it commit."""
+    who = _user(service, "bob")
+    victim = service.create_credential(who, {"name": "victim", "user": "u", "password": "p"})
+    rename = update(Credential).where(Credential.id == bindparam("target")).values(name=bindparam("new_name"))
+    barrier = threading.Barrier(3)
+
+    def rename_then_fail(tx: Tx) -> None:
+        assert tx.run(rename, {"target": victim["credentialId"], "new_name": "half-done"}) == 1
+        raise RuntimeError("fails after its first change")
+
+    outcomes: dict[int, object] = {}
+
+    def work(k: int) -> None:
+        barrier.wait()
+        try:
+            if k == 1:
+                service.db.transact(rename_then_fail)
+            else:
+                outcomes[k] = service.create_credential(who, {"name": f"ok{k}", "user": "u", "password": "p"})
+        except RuntimeError as exc:
+            outcomes[k] = exc
+
+    _in_threads(3, work)
+    assert isinstance(outcomes[1], RuntimeError)
+    assert service.get_credential(who, victim["credentialId"])["name"] == "victim"
+    names = {c["name"] for c in service.list_credentials(who, offset=0, limit=10).items}
+    assert names == {"victim", "ok0", "ok2"}
+
+
+def test_update_and_delete_keep_counts(service: Strongroom) -> None:
+    who = _user(service, "carol")
+    made = [service.create_credential(who, {"name": f"c{i}", "user": "u", "password": "p"}) for i in range(6)]
+    service.create_credential(
+        who, {"name": "s3", "credentialType": "s3", "awsAccessKeyId": "a", "awsSecretAccessKey": "b"}
+    )
+    for c in made[:3]:
+        service.delete_credential(who, c["credentialId"])
+    service.update_credential(who, made[3]["credentialId"], {"name": "renamed", "password": "new"})
+    with pytest.raises(Conflict):
+        service.update_credential(who, made[4]["credentialId"], {"name": "renamed"})
+    assert service.list_credentials(who, offset=0, limit=1).total == 4
+    assert service.list_credentials(who, offset=0, limit=1, types_filter=["s3"]).total == 1
+    with service.db.read() as s:
+        row = s.get(Credential, made[3]["credentialId"])
+        assert row is not None and service._open(row)["password"] == "new"
