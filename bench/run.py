@@ -41,6 +41,7 @@ class Result:
     errors: int
     ratio: float = 0.0
     store_size: int = 0
+    cpu_us: float = 0.0  # server CPU time per request (all its processes): steadier than req/s on a busy machine
 
 
 def wrk(script: str, url: str, env: dict[str, str], seconds: float, connections: int, core: str) -> dict[str, float]:
@@ -87,13 +88,36 @@ def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str
     return ids
 
 
+def cpu_seconds(root: int) -> float:
+    """User+system CPU time of a process and all its descendants (uvicorn workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, frontier = 0.0, [root]
+    while frontier:
+        pid = frontier.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        frontier += [child for child, (parent, _) in stats.items() if parent == pid]
+    return total
+
+
 def measure(name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace) -> Result:
     url = srv.base
     wrk(script, url, env, min(2, args.duration), args.connections, args.load_core)  # warm-up, discarded
+    assert srv.proc is not None
+    cpu_before = cpu_seconds(srv.proc.pid)
     s = wrk(script, url, env, args.duration, args.connections, args.load_core)
+    cpu = cpu_seconds(srv.proc.pid) - cpu_before
     rps = s["requests"] / (s["duration_us"] / 1e6)
     errors = int(s["errors_status"] + s["errors_socket"])
-    return Result(name, rps, s["p50_us"] / 1000, s["p99_us"] / 1000, errors)
+    cpu_us = cpu / max(1, s["requests"]) * 1e6
+    return Result(name, rps, s["p50_us"] / 1000, s["p99_us"] / 1000, errors, cpu_us=cpu_us)
 
 
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
@@ -132,7 +156,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             if args.only and name != "floor" and name not in args.only:
                 continue
             results.append(measure(name, script, srv, env, args))
-            print(f"  {backend:8} {name:8} {results[-1].rps:8.0f} req/s  p99 {results[-1].p99_ms:6.2f} ms", flush=True)
+            r = results[-1]
+            print(f"  {backend:8} {name:8} {r.rps:6.0f} req/s p99 {r.p99_ms:6.2f} ms {r.cpu_us:5.0f} us", flush=True)
         floor = results[0].rps
         for r in results:
             r.ratio = r.rps / floor
@@ -172,17 +197,21 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
         "",
         f"{args.connections} connections, {args.duration} s per scenario (scaling rows {args.scale_duration} s), "
         f"wrk on core {args.load_core}, server on core {args.server_core}, {args.workers} worker(s). "
-        "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run.",
+        "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run. "
+        "CPU ratio = the floor's server CPU time per request over the scenario's: what the ratio would be on a "
+        "quiet machine where the server's core is the bottleneck (PostgreSQL's own processes not counted).",
         "",
-        "| scenario | store size | requests/s | p50 ms | p99 ms | non-2xx/errors | ratio to floor | target |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | store size | requests/s | p50 ms | p99 ms | non-2xx/errors | ratio to floor | target "
+        "| server CPU µs/req | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         target = TARGETS.get(r.scenario)
         verdict = "" if target is None else f"≥ {target:.0%} {'✅' if r.ratio >= target else '❌'}"
+        cpu_ratio = results[0].cpu_us / r.cpu_us if r.cpu_us else 0.0
         lines.append(
             f"| {r.scenario} | {r.store_size} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
-            f"| {r.ratio:.0%} | {verdict} |"
+            f"| {r.ratio:.0%} | {verdict} | {r.cpu_us:.0f} | {cpu_ratio:.0%} |"
         )
     by = {r.scenario: r for r in results}
     small, large = min(args.sizes), max(args.sizes)

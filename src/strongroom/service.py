@@ -141,9 +141,12 @@ def _wire(row: Sequence[Any]) -> dict[str, Any]:
         "name": name,
         "credentialType": credential_type,
         "description": description or "",
-        "creationDate": Database.as_wire_date(created_at),
+        # SQLite hands back its stored text; inlined because it runs for every row of every page.
+        "creationDate": f"{created_at[:10]}T{created_at[11:26]}Z"
+        if created_at.__class__ is str
+        else Database.as_wire_date(created_at),
     }
-    if public_data and public_data != "{}":
+    if public_data != "{}" and public_data:
         out.update(json.loads(public_data))
     return out
 
