@@ -55,6 +55,19 @@ _LIST_PARAMETERS = [
 ]
 
 
+# Path parameters are read from `request.path_params`: a typed argument costs FastAPI's parameter
+# validation on every call, a fifth of a GET. The OpenAPI document still declares it.
+_CREDENTIAL_ID = {
+    "parameters": [
+        {
+            "name": "credentialId",
+            "in": "path",
+            "required": True,
+            "description": "The credential's id (24 hex digits)",
+            "schema": {"type": "string"},
+        }
+    ]
+}
 _INTEGER = re.compile(r"-?[0-9]{1,19}\Z")
 
 
@@ -222,27 +235,33 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
     @router.get(
         "/credentials/{credentialId}/",
         summary="Get one credential (never its secrets)",
+        openapi_extra=_CREDENTIAL_ID,
         responses={
             200: {"description": "The credential", "content": {"application/json": {"schema": _CREDENTIAL}}},
             **_responses(401, 404),
         },
     )
-    async def get_credential(request: Request, credentialId: str) -> Response:
-        return JSONResponse(await read(request, lambda who: app_state().get_credential(who, credentialId)))
+    async def get_credential(request: Request) -> Response:
+        credential_id = request.path_params["credentialId"]
+        return JSONResponse(await read(request, lambda who: app_state().get_credential(who, credential_id)))
 
     @router.patch(
         "/credentials/{credentialId}/",
         summary="Update name, description or secret fields",
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": types.update_schema()}}}},
+        openapi_extra={
+            **_CREDENTIAL_ID,
+            "requestBody": {"content": {"application/json": {"schema": types.update_schema()}}},
+        },
         responses={
             200: {"description": "Updated", "content": {"application/json": {"schema": _CREDENTIAL}}},
             **_responses(400, 401, 404, 409, 422),
         },
     )
-    async def update_credential(request: Request, credentialId: str) -> Response:
+    async def update_credential(request: Request) -> Response:
+        credential_id = request.path_params["credentialId"]
         updated = await call_with_body(
             request,
-            lambda who, body: app_state().update_credential(who, credentialId, body),
+            lambda who, body: app_state().update_credential(who, credential_id, body),
             empty_message="Must specify at least one field to update",
         )
         return JSONResponse(updated)
@@ -251,10 +270,12 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         "/credentials/{credentialId}/",
         status_code=204,
         summary="Delete a credential",
+        openapi_extra=_CREDENTIAL_ID,
         responses={204: {"description": "Deleted"}, **_responses(401, 404)},
     )
-    async def delete_credential(request: Request, credentialId: str) -> Response:
-        await call(request, lambda who: app_state().delete_credential(who, credentialId))
+    async def delete_credential(request: Request) -> Response:
+        credential_id = request.path_params["credentialId"]
+        await call(request, lambda who: app_state().delete_credential(who, credential_id))
         return Response(status_code=204)
 
     return router
