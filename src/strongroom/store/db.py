@@ -123,8 +123,38 @@ class Database:
                     return self._thread_sqlite().execute(sql, values).fetchall()
                 except sqlite3.Error as exc:
                     raise _wrap(exc, sql) from exc
+        else:
+            sql, named = self._pg_bind(statement, params)
+            if sql is not None:
+                return self._pg_fetch(sql, named)
         with self._fetch_engine.connect() as conn:
             return conn.execute(statement, params).all()
+
+    def _pg_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """PostgreSQL: SQL text compiled once, and its named values (None: let SQLAlchemy run it)."""
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            c = statement.compile(dialect=self._fetch_engine.dialect)
+            compiled = self._compiled[statement] = (str(c), (), c.params, c._bind_processors or None)
+        sql, _, literals, procs = compiled
+        if "POSTCOMPILE" in sql or procs:
+            return None, {}
+        return sql, {**literals, **params}
+
+    def _pg_fetch(self, sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """Run on a pooled autocommit psycopg connection; psycopg prepares statements it sees repeatedly."""
+        import psycopg
+
+        proxy = self._fetch_engine.raw_connection()
+        try:
+            with proxy.driver_connection.cursor() as cur:
+                return cur.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            if proxy.driver_connection.broken:  # the server went away: never hand this connection out again
+                proxy.invalidate(exc)
+            raise DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True) from exc
+        finally:
+            proxy.close()
 
     def _sqlite_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, list[Any]]:
         """SQL text compiled once per statement, and its positional values (None: let SQLAlchemy run it)."""
@@ -214,6 +244,8 @@ class Database:
         """A date column from `fetch`, as an aware UTC datetime, whichever backend produced it."""
         if isinstance(value, str):
             return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        if value is not None and value.tzinfo is None:  # stored as naive UTC
+            return value.replace(tzinfo=UTC)
         return value
 
     @staticmethod
