@@ -17,7 +17,8 @@ from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,6 +117,20 @@ _UPDATE = (
     .values({c.name: bindparam(f"new_{c.name}") for c in _ALL_COLUMNS if c.name not in _FIXED})
 )
 _DELETE = delete(Credential).where(*_MINE).returning(Credential.credential_type)
+
+
+def _pg_counted(change: Any, delta: int) -> Any:
+    """PostgreSQL: a create or delete and its count change in one statement (a data-modifying CTE)."""
+    changed = change.returning(Credential.owner_id, Credential.credential_type).cte("changed")
+    rows = select(changed.c.owner_id, changed.c.credential_type, literal(delta))
+    stmt = postgresql.insert(CredentialCount).from_select(["owner_id", "credential_type", "n"], rows)
+    return stmt.on_conflict_do_update(
+        index_elements=["owner_id", "credential_type"], set_={"n": CredentialCount.n + stmt.excluded.n}
+    ).returning(CredentialCount.n)
+
+
+_PG_CREATE = _pg_counted(_INSERT, +1)
+_PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)
 
 
 @cache
@@ -363,7 +378,10 @@ class Strongroom:
             return _wire_model(cred)
 
         try:
-            return self.db.transact(insert_row)
+            if self.db.is_sqlite:
+                return self.db.transact(insert_row)
+            self.db.write_one(_PG_CREATE, row)
+            return _wire_model(cred)
         except IntegrityError as exc:
             raise self._name_taken(name) if _is_name_clash(exc) else exc from None
 
@@ -423,7 +441,10 @@ class Strongroom:
                 raise self._not_found()
             tx.count(who.user_id, gone[0][0], -1)
 
-        self.db.transact(remove)
+        if self.db.is_sqlite:
+            self.db.transact(remove)
+        elif not self.db.write_one(_PG_DELETE, {"id": credential_id, "owner": who.user_id}):
+            raise self._not_found()
 
     # ---- helpers ----------------------------------------------------------------------------------------
 

@@ -126,9 +126,24 @@ class Database:
         else:
             sql, named = self._pg_bind(statement, params)
             if sql is not None:
-                return self._pg_fetch(sql, named)
+                return self._pg_execute(sql, named)
         with self._fetch_engine.connect() as conn:
             return conn.execute(statement, params).all()
+
+    def write_one(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """PostgreSQL: run one self-contained write statement (atomic by itself) in autocommit.
+
+        A data-modifying CTE does a create or delete and its count change in one statement: one round
+        trip instead of BEGIN, two statements and COMMIT. SQLite has no such CTEs; it uses `transact`.
+        """
+        if self.is_sqlite:
+            raise TypeError("write_one is for PostgreSQL; SQLite writes go through transact")
+        sql, named = self._pg_bind(statement, params)
+        if sql is None:
+            with self._fetch_engine.connect() as conn:
+                result = conn.execute(statement, params)
+                return result.all() if result.returns_rows else []
+        return self._pg_execute(sql, named)
 
     def _pg_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """PostgreSQL: SQL text compiled once, and its named values (None: let SQLAlchemy run it)."""
@@ -137,18 +152,24 @@ class Database:
             c = statement.compile(dialect=self._fetch_engine.dialect)
             compiled = self._compiled[statement] = (str(c), (), c.params, c._bind_processors or None)
         sql, _, literals, procs = compiled
-        if "POSTCOMPILE" in sql or procs:
+        if "POSTCOMPILE" in sql:
             return None, {}
-        return sql, {**literals, **params}
+        named = {**literals, **params}
+        if procs:
+            for name, proc in procs.items():
+                if named.get(name) is not None:
+                    named[name] = proc(named[name])
+        return sql, named
 
-    def _pg_fetch(self, sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    def _pg_execute(self, sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """Run on a pooled autocommit psycopg connection; psycopg prepares statements it sees repeatedly."""
         import psycopg
 
         proxy = self._fetch_engine.raw_connection()
         try:
             with proxy.driver_connection.cursor() as cur:
-                return cur.execute(sql, params).fetchall()
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             if proxy.driver_connection.broken:  # the server went away: never hand this connection out again
                 proxy.invalidate(exc)
