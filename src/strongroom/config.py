@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     sqlite_synchronous: str = "FULL"  # FULL: an acknowledged write survives power loss, not only a crash
     log_level: str = "info"
+    store_threads: int | None = None  # threads running store calls; default 8 on PostgreSQL, 40 on SQLite
+
+    @property
+    def resolved_store_threads(self) -> int:
+        """SQLite writers mostly wait on a group commit, so more of them fill each commit."""
+        if self.store_threads:
+            return self.store_threads
+        return 40 if self.resolved_database_url.startswith("sqlite") else 8
 
     @property
     def resolved_database_url(self) -> str:
