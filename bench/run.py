@@ -191,7 +191,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
 
 def report(backend: str, results: list[Result], args: argparse.Namespace) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    stem = f"{date.today().isoformat()}-{backend}"
+    stem = f"{date.today().isoformat()}-{backend}" + (f"-{args.workers}workers" if args.workers > 1 else "")
     lines = [
         f"# Strongroom benchmark: {backend}",
         "",
