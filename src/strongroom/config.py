@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     workers: int = 1  # server processes; use PostgreSQL when running more than one
     max_body_bytes: int = 1_048_576
     sqlite_synchronous: str = "FULL"  # FULL: an acknowledged write survives power loss, not only a crash
+    db_timeout: float = 30  # seconds a statement may wait: PostgreSQL statement_timeout, SQLite busy_timeout
+    db_connect_timeout: int = 3  # seconds to reach PostgreSQL before answering 503 (libpq's minimum is 2)
     log_level: str = "info"
     store_threads: int | None = None  # threads running store calls; default 8 on PostgreSQL, 40 on SQLite
 

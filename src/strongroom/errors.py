@@ -50,8 +50,8 @@ class Conflict(StrongroomError):
     status_code = 409
 
 
-class Unavailable(StrongroomError):
-    """A dependency (the database) is down; the client may retry after `retry_after` seconds."""
+class ServiceUnavailable(StrongroomError):
+    """The database is unreachable, locked or timing out; the client may retry after `retry_after` seconds."""
 
     status_code = 503
 

@@ -177,7 +177,12 @@ class Strongroom:
     @classmethod
     def open(cls, settings: Settings) -> Strongroom:
         """Connect, migrate, load the master key and verify it against the database; fail fast if wrong."""
-        db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        db = Database(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            timeout=settings.db_timeout,
+            connect_timeout=settings.db_connect_timeout,
+        )
         db.migrate()
         with db.read() as s:
             sealed_before = s.scalar(select(func.count()).select_from(KeyVersion)) or 0

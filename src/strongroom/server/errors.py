@@ -8,13 +8,15 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.crypto import DecryptionError
-from strongroom.errors import StrongroomError, Unavailable
+from strongroom.errors import ServiceUnavailable, StrongroomError
+from strongroom.store.db import unavailable
 
 log = logging.getLogger("strongroom.server")
 
@@ -47,7 +49,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, dict[str, str
 def install(app: FastAPI) -> None:
     @app.exception_handler(StrongroomError)
     async def _domain(_: Request, exc: StrongroomError) -> Response:
-        if isinstance(exc, Unavailable):
+        if isinstance(exc, ServiceUnavailable):
             return error_response(exc.status_code, exc.message, **{"Retry-After": str(exc.retry_after)})
         headers = {"WWW-Authenticate": 'Bearer realm="strongroom"'} if exc.status_code == 401 else {}
         return error_response(exc.status_code, exc.message, exc.errors, **headers)
@@ -69,16 +71,15 @@ def install(app: FastAPI) -> None:
         log.error("a stored secret failed authentication (tampered, copied, or sealed under another key)")
         return error_response(500, "the stored secret of this credential failed its integrity check")
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> Response:
-        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "OperationalError")
-        return error_response(503, "the database is unavailable; retry shortly", **{"Retry-After": "5"})
-
     @app.exception_handler(DBAPIError)
-    async def _db_error(_: Request, exc: DBAPIError) -> Response:
-        if exc.connection_invalidated:
-            return error_response(503, "the database connection was lost; retry shortly", **{"Retry-After": "5"})
-        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else "DBAPIError")
+    @app.exception_handler(PoolTimeoutError)
+    async def _db_error(_: Request, exc: Exception) -> Response:
+        """A driver error that escaped `Database`'s own mapping: an outage is still a 503, anything else a 500."""
+        error = unavailable(exc)
+        if error is not None:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response(error.status_code, error.message, **{"Retry-After": str(error.retry_after)})
+        log.error("database error: %s", type(getattr(exc, "orig", None) or exc).__name__)
         return error_response(500, "internal error")
 
 

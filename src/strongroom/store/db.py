@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -16,20 +17,51 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from strongroom.errors import ServiceUnavailable
 from strongroom.store.models import CredentialCount
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
 _GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at most
 T = TypeVar("T")
+# SQLite primary result codes that mean "the file is busy or unusable right now", not "the query is wrong":
+# BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14, 15})
+log = logging.getLogger("strongroom.store")
 
 
-def _sqlite_setup(engine: Engine, synchronous: str) -> None:
+def unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 for a driver error that means "the database cannot serve now" (down, lost, locked), else None."""
+    if isinstance(exc, PoolTimeoutError):
+        return ServiceUnavailable("the database is busy (no free connection); retry shortly")
+    orig: BaseException | None = exc
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return ServiceUnavailable("the database connection was lost; retry shortly")
+        orig = exc.orig
+        if isinstance(exc, OperationalError) and not isinstance(orig, sqlite3.Error):
+            return ServiceUnavailable("the database is unavailable; retry shortly")
+    if isinstance(orig, sqlite3.OperationalError) and (orig.sqlite_errorcode & 0xFF) in _SQLITE_UNAVAILABLE:
+        if orig.sqlite_errorcode & 0xFF in (5, 6):
+            return ServiceUnavailable("the database is locked by another writer; retry shortly")
+        return ServiceUnavailable("the database file cannot be used; retry shortly")
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's error class and code, for logs: never its message, which could quote query parameters."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None) or ""
+    return f"{type(orig).__name__} {code}".strip()
+
+
+def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
     """WAL for concurrent readers, and explicit BEGIN so writers can take the lock up front."""
 
     @event.listens_for(engine, "connect")
@@ -39,7 +71,7 @@ def _sqlite_setup(engine: Engine, synchronous: str) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -53,27 +85,52 @@ def _sqlite_setup(engine: Engine, synchronous: str) -> None:
 
 
 class Database:
-    """Owns the engine; hands out read and write sessions."""
+    """Owns the engine; hands out read and write sessions.
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> None:
+    Driver errors meaning "cannot serve now" (server down, connection lost, file locked past `timeout`) leave
+    this class as `ServiceUnavailable`, so callers answer 503 instead of 500 and need not know the driver.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        timeout: float = 30,
+        connect_timeout: int = 3,
+        echo: bool = False,
+    ) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.where = self._where(url)
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": timeout}
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 32
         else:
+            # No pre-ping (a round trip per checkout on the hot path): a dead connection is noticed when used,
+            # which invalidates the pools, and `fetch` retries once. Short connect timeout: an outage is a
+            # quick 503, not a hung worker. statement_timeout bounds a query on a stuck server.
             kwargs["pool_pre_ping"] = False
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
+            defaults = {
+                "connect_timeout": connect_timeout,
+                "options": f"-c statement_timeout={int(timeout * 1000)}",
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            }
+            kwargs["connect_args"] = {k: v for k, v in defaults.items() if k not in parsed.query}
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             if sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
                 raise ValueError("STRONGROOM_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
-            _sqlite_setup(self.engine, sqlite_synchronous.upper())
+            _sqlite_setup(self.engine, sqlite_synchronous.upper(), int(timeout * 1000))
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         # Single-statement reads (`fetch`) use an engine of their own. PostgreSQL: a pool in autocommit, as
         # switching a pooled connection in and out of autocommit per checkout doubled a read (317 -> 160 us).
@@ -81,9 +138,12 @@ class Database:
         if self.is_sqlite:
             unpooled = {k: v for k, v in kwargs.items() if k not in ("pool_size", "max_overflow")}
             self._fetch_engine = create_engine(url, poolclass=NullPool, **unpooled)
-            _sqlite_setup(self._fetch_engine, sqlite_synchronous.upper())
+            _sqlite_setup(self._fetch_engine, sqlite_synchronous.upper(), int(timeout * 1000))
         else:
             self._fetch_engine = create_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
+            # A lost connection invalidates its own engine's pool; the other pool's connections died with it.
+            for engine, other in ((self.engine, self._fetch_engine), (self._fetch_engine, self.engine)):
+                event.listen(engine, "handle_error", self._discard_pool_on_disconnect(other))
         self._local = threading.local()
         self._thread_conns: list[Any] = []
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
@@ -91,6 +151,34 @@ class Database:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any] | None, Future[Any] | None]] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         self._committer_lock = threading.Lock()
+
+    @staticmethod
+    def _where(url: str) -> str:
+        """The database as host:port/name or file path, for messages: never the password."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            return parsed.database or ":memory:"
+        return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+    def _discard_pools(self) -> None:
+        """Drop every pooled connection of both engines (after a disconnect: they all died with the server)."""
+        self.engine.dispose(close=False)
+        self._fetch_engine.dispose(close=False)
+
+    @staticmethod
+    def _discard_pool_on_disconnect(other: Engine) -> Any:
+        def on_error(ctx: ExceptionContext) -> None:
+            if ctx.is_disconnect:
+                other.dispose(close=False)
+
+        return on_error
+
+    def _unavailable(self, exc: BaseException) -> ServiceUnavailable | None:
+        """Classify and log a driver error (class and code only); None means it is not an outage."""
+        error = unavailable(exc)
+        if error is not None:
+            log.warning("database %s unavailable: %s", self.where, _describe(exc))
+        return error
 
     @property
     def path(self) -> Path | None:
@@ -102,11 +190,23 @@ class Database:
         """Bring the schema to the newest Alembic revision (idempotent, safe with several processes)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
-            if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        try:
+            with self.engine.begin() as conn:
+                if not self.is_sqlite:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if unavailable(exc) is None:
+                raise
+            raise ServiceUnavailable(f"cannot use the database at {self.where}: {self._reason(exc)}") from exc
+
+    def _reason(self, exc: BaseException) -> str:
+        """The driver's first line of explanation (libpq names host and port), with any password masked."""
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        password = self.engine.url.password
+        return first.replace(str(password), "***") if password else first
 
     def fetch(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Run one prebuilt read statement outside a transaction and return its rows as tuples.
@@ -116,19 +216,42 @@ class Database:
         costs about three times the query itself. Column values then come back as SQLite stores them
         (dates as 'YYYY-MM-DD HH:MM:SS.ffffff' text); callers read dates through `as_wire_date`.
         """
-        if self.is_sqlite:
+        try:
+            if not self.is_sqlite:
+                return self._pg_fetch(statement, params)
             sql, values = self._sqlite_bind(statement, params)
             if sql is not None:
                 try:
                     return self._thread_sqlite().execute(sql, values).fetchall()
                 except sqlite3.Error as exc:
                     raise _wrap(exc, sql) from exc
-        else:
-            sql, named = self._pg_bind(statement, params)
-            if sql is not None:
-                return self._pg_execute(sql, named)
+            with self._fetch_engine.connect() as conn:
+                return conn.execute(statement, params).all()
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated and not self.is_sqlite:
+                return self._fetch_again(statement, params)
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _pg_fetch(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """PostgreSQL: a prebuilt read on a raw pooled connection (SQLAlchemy only for expanding IN lists)."""
+        sql, named = self._pg_bind(statement, params)
+        if sql is not None:
+            return self._pg_execute(sql, named)
         with self._fetch_engine.connect() as conn:
             return conn.execute(statement, params).all()
+
+    def _fetch_again(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """Retry a read once on a fresh connection: a pooled one went stale (the server restarted)."""
+        try:
+            return self._pg_fetch(statement, params)
+        except (DBAPIError, PoolTimeoutError) as exc:
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def write_one(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """PostgreSQL: run one self-contained write statement (atomic by itself) in autocommit.
@@ -171,9 +294,13 @@ class Database:
                 cur.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
-            if proxy.driver_connection.broken:  # the server went away: never hand this connection out again
+            broken = bool(proxy.driver_connection.broken)
+            if broken:  # the server went away: this connection and every pooled sibling are dead
                 proxy.invalidate(exc)
-            raise DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True) from exc
+                self._discard_pools()
+            raise DBAPIError.instance(
+                sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=broken
+            ) from exc
         finally:
             proxy.close()
 
@@ -205,13 +332,26 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._reader() as session, session.begin():
-            yield session
+        try:
+            with self._reader() as session, session.begin():
+                yield session
+        except (DBAPIError, PoolTimeoutError) as exc:
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._writer() as session, session.begin():
-            yield session
+        """A transaction committed on exit; an outage (even at commit) is ServiceUnavailable, so unacknowledged."""
+        try:
+            with self._writer() as session, session.begin():
+                yield session
+        except (DBAPIError, PoolTimeoutError) as exc:
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a write transaction and return its result once the transaction is durable.
@@ -221,18 +361,25 @@ class Database:
         each in its own SAVEPOINT (a failing write rolls back alone), and one COMMIT makes them all durable.
         PostgreSQL already groups WAL flushes across concurrent transactions, so there `fn` runs in its own
         transaction in the calling thread. Either way `fn` must do all its database work through `Tx`.
+        An outage (even at COMMIT) raises ServiceUnavailable: the write was not acknowledged.
         """
-        if not self.is_sqlite:
-            with self.engine.begin() as conn:
-                tx = _ConnectionTx(conn)
-                result = fn(tx)
-                _apply_counts(tx, "postgresql", tx.counts)
-                return result
-        future: Future[T] = Future()
-        self._jobs.put((fn, future))
-        if self._committer is None:
-            self._start_committer()
-        return future.result()
+        try:
+            if not self.is_sqlite:
+                with self.engine.begin() as conn:
+                    tx = _ConnectionTx(conn)
+                    result = fn(tx)
+                    _apply_counts(tx, "postgresql", tx.counts)
+                    return result
+            future: Future[T] = Future()
+            self._jobs.put((fn, future))
+            if self._committer is None:
+                self._start_committer()
+            return future.result()
+        except (DBAPIError, PoolTimeoutError) as exc:
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def _start_committer(self) -> None:
         with self._committer_lock:
