@@ -158,7 +158,8 @@ class Database:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             return parsed.database or ":memory:"
-        return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+        host = parsed.host or parsed.query.get("host") or "localhost"  # ?host=/run/postgresql: a socket dir
+        return f"{host}:{parsed.port or 5432}/{parsed.database or ''}"
 
     def _discard_pools(self) -> None:
         """Drop every pooled connection of both engines (after a disconnect: they all died with the server)."""
