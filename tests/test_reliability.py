@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from strongroom.config import Settings
 from strongroom.crypto import Sealed
 from strongroom.service import Strongroom, credential_aad
+from strongroom.store.db import unavailable
 from strongroom.store.models import Credential, CredentialCount
 from tests.conftest import PgDatabase, Server, free_port, pg_unreachable_reason
 
@@ -314,3 +316,30 @@ def test_sqlite_file_that_cannot_be_opened_fails_start_clearly(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="server exited") as failed:
         srv.start()
     assert f"cannot use the database at {blocked}" in str(failed.value), str(failed.value)
+
+
+def test_only_outage_errors_become_503(tmp_path: Path) -> None:
+    """A wrong query or a broken constraint must stay a 500/409, never hide behind a retryable 503."""
+    path = tmp_path / "x.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    with pytest.raises(OperationalError) as wrong_query, engine.connect() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    assert unavailable(wrong_query.value) is None
+    with pytest.raises(IntegrityError) as duplicate, engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    assert unavailable(duplicate.value) is None
+    engine.dispose()
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        waiter.execute("BEGIN IMMEDIATE")
+    holder.rollback()
+    holder.close()
+    waiter.close()
+    error = unavailable(locked.value)
+    assert error is not None and error.status_code == 503 and error.retry_after > 0
