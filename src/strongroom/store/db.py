@@ -47,9 +47,10 @@ def unavailable(exc: BaseException) -> ServiceUnavailable | None:
         orig = exc.orig
         if isinstance(exc, OperationalError) and not isinstance(orig, sqlite3.Error):
             return ServiceUnavailable("the database is unavailable; retry shortly")
-    if isinstance(orig, sqlite3.OperationalError) and (orig.sqlite_errorcode & 0xFF) in _SQLITE_UNAVAILABLE:
-        if orig.sqlite_errorcode & 0xFF in (5, 6):
-            return ServiceUnavailable("the database is locked by another writer; retry shortly")
+    primary = orig.sqlite_errorcode & 0xFF if isinstance(orig, sqlite3.OperationalError) else None
+    if primary in (5, 6):
+        return ServiceUnavailable("the database is locked by another writer; retry shortly")
+    if primary in _SQLITE_UNAVAILABLE:
         return ServiceUnavailable("the database file cannot be used; retry shortly")
     return None
 
@@ -181,6 +182,17 @@ class Database:
             log.warning("database %s unavailable: %s", self.where, _describe(exc))
         return error
 
+    @contextmanager
+    def _outage_is_unavailable(self) -> Iterator[None]:
+        """Re-raise an outage-class driver error as ServiceUnavailable; any other error passes unchanged."""
+        try:
+            yield
+        except (DBAPIError, PoolTimeoutError) as exc:
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
+
     @property
     def path(self) -> Path | None:
         """The SQLite file, if that is the backend."""
@@ -246,13 +258,8 @@ class Database:
 
     def _fetch_again(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Retry a read once on a fresh connection: a pooled one went stale (the server restarted)."""
-        try:
+        with self._outage_is_unavailable():
             return self._pg_fetch(statement, params)
-        except (DBAPIError, PoolTimeoutError) as exc:
-            error = self._unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
 
     def write_one(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """PostgreSQL: run one self-contained write statement (atomic by itself) in autocommit.
@@ -333,26 +340,14 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        try:
-            with self._reader() as session, session.begin():
-                yield session
-        except (DBAPIError, PoolTimeoutError) as exc:
-            error = self._unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
+        with self._outage_is_unavailable(), self._reader() as session, session.begin():
+            yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction committed on exit; an outage (even at commit) is ServiceUnavailable, so unacknowledged."""
-        try:
-            with self._writer() as session, session.begin():
-                yield session
-        except (DBAPIError, PoolTimeoutError) as exc:
-            error = self._unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
+        with self._outage_is_unavailable(), self._writer() as session, session.begin():
+            yield session
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a write transaction and return its result once the transaction is durable.
