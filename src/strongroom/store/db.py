@@ -359,7 +359,7 @@ class Database:
         transaction in the calling thread. Either way `fn` must do all its database work through `Tx`.
         An outage (even at COMMIT) raises ServiceUnavailable: the write was not acknowledged.
         """
-        try:
+        with self._outage_is_unavailable():
             if not self.is_sqlite:
                 with self.engine.begin() as conn:
                     tx = _ConnectionTx(conn)
@@ -371,11 +371,6 @@ class Database:
             if self._committer is None:
                 self._start_committer()
             return future.result()
-        except (DBAPIError, PoolTimeoutError) as exc:
-            error = self._unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
 
     def _start_committer(self) -> None:
         with self._committer_lock:
