@@ -25,9 +25,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from strongroom.config import Settings
 from strongroom.crypto import Sealed
+from strongroom.errors import ServiceUnavailable
 from strongroom.service import Strongroom, credential_aad
-from strongroom.store.db import unavailable
-from strongroom.store.models import Credential, CredentialCount
+from strongroom.store.db import Database, unavailable
+from strongroom.store.models import Credential, CredentialCount, User
 from tests.conftest import PgDatabase, Server, free_port, pg_unreachable_reason
 
 PG_BIN = Path(os.environ.get("STRONGROOM_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -343,3 +344,21 @@ def test_only_outage_errors_become_503(tmp_path: Path) -> None:
     waiter.close()
     error = unavailable(locked.value)
     assert error is not None and error.status_code == 503 and error.retry_after > 0
+
+
+def test_sqlite_writes_fail_with_503_while_the_file_cannot_be_opened_then_recover(tmp_path: Path) -> None:
+    """The group committer opens its connection lazily; failing to must fail that write, not hang every write."""
+    path = tmp_path / "strongroom.db"
+    db = Database(f"sqlite:///{path}", timeout=1)
+    db.migrate()
+    users = select(func.count()).select_from(User)
+    try:
+        path.rename(tmp_path / "moved.db")
+        path.mkdir()  # a directory where the database file should be: SQLITE_CANTOPEN
+        with pytest.raises(ServiceUnavailable):
+            db.transact(lambda tx: tx.rows(users, {}))
+        path.rmdir()
+        (tmp_path / "moved.db").rename(path)
+        assert db.transact(lambda tx: tx.rows(users, {}))[0][0] == 0
+    finally:
+        db.dispose()

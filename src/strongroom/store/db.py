@@ -379,9 +379,13 @@ class Database:
                 self._committer.start()
 
     def _commit_loop(self) -> None:
-        """Take every queued write, run them in one transaction, then acknowledge them together."""
-        proxy = self._fetch_engine.raw_connection()  # pragmas applied, autocommit: we issue BEGIN ourselves
-        tx = _SqliteTx(self, proxy.driver_connection)
+        """Take every queued write, run them in one transaction, then acknowledge them together.
+
+        The loop must outlive any database error: were it to die, every later write would wait forever. A
+        connection that cannot be opened (or fails beyond a rollback) fails its batch and is reopened for
+        the next one.
+        """
+        proxy: Any = None
         stopping = False
         try:
             while not stopping:
@@ -393,10 +397,24 @@ class Database:
                         break
                 stopping = any(fn is None for fn, _ in batch)
                 batch = [job for job in batch if job[0] is not None]
-                if batch:
+                if not batch:
+                    continue
+                try:
+                    if proxy is None:  # pragmas applied, autocommit: BEGIN is issued by the batch itself
+                        proxy = self._fetch_engine.raw_connection()
+                        tx = _SqliteTx(self, proxy.driver_connection)
                     tx.commit_batch(batch)
+                except Exception as exc:
+                    error = _wrap(exc, "BEGIN") if isinstance(exc, sqlite3.Error) else exc
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    if proxy is not None:
+                        proxy.invalidate()
+                        proxy = None
         finally:
-            proxy.close()
+            if proxy is not None:
+                proxy.close()
 
     @staticmethod
     def as_datetime(value: datetime | str | None) -> datetime | None:
