@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,22 @@ def cluster() -> Iterator[ThrowawayCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _fill_pools(srv: Server, token: str, cid: str) -> None:
+    """Concurrent reads and updates, so the server's pools hold several connections for an outage to kill."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def work(n: int) -> None:
+        with httpx.Client(base_url=srv.api, headers=headers, timeout=30) as http:
+            for _ in range(5):
+                assert http.get(f"/credentials/{cid}/").status_code == 200
+                assert http.get("/credentials/").status_code == 200
+            assert http.patch(f"/credentials/{cid}/", json={"description": f"d{n}"}).status_code == 200
+
+    with ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(work, n) for n in range(8)]:
+            done.result()  # re-raises a failed assertion from the thread
+
+
 def _assert_503(r: httpx.Response, what: str) -> None:
     assert r.status_code == 503, f"{what}: {r.status_code} {r.text}"
     assert r.headers["content-type"] == "application/json"
@@ -222,9 +239,7 @@ def test_postgres_outage_is_503_and_recovers_without_restart(cluster: ThrowawayC
             cid = http.post("/credentials/", json={"name": "before", "user": "u", "password": "p"}).json()[
                 "credentialId"
             ]
-            for _ in range(5):  # warm both pools, so the outage leaves stale connections in them
-                assert http.get(f"/credentials/{cid}/").status_code == 200
-                assert http.get("/credentials/").status_code == 200
+            _fill_pools(srv, token, cid)
             requests: list[tuple[str, str, dict[str, Any]]] = [
                 ("auth", "/version/", {}),
                 ("get", f"/credentials/{cid}/", {}),
@@ -256,11 +271,17 @@ def test_postgres_outage_is_503_and_recovers_without_restart(cluster: ThrowawayC
             assert first.status_code == 200, first.text
             assert http.post("/credentials/", json={"name": "after", "user": "u", "password": "p"}).status_code == 201
 
-            # An outage nobody noticed: the pools hold only dead connections; the next request (a write) succeeds.
+            # An outage nobody noticed: the pools hold only dead connections; the next requests (writes first)
+            # all succeed, whichever pool they draw from.
+            later = http.post("/credentials/", json={"name": "later", "user": "u", "password": "p"}).json()
+            _fill_pools(srv, token, later["credentialId"])
             cluster.stop()
             cluster.start()
             assert http.post("/credentials/", json={"name": "unseen", "user": "u", "password": "p"}).status_code == 201
-            assert http.get("/credentials/").json()["totalCount"] == 3
+            assert http.patch(f"/credentials/{later['credentialId']}/", json={"name": "later2"}).status_code == 200
+            for _ in range(12):
+                assert http.get(f"/credentials/{cid}/").status_code == 200
+            assert http.get("/credentials/").json()["totalCount"] == 4
         print(
             f"\noutage: {answered} requests during the outage, all 503 (slowest {slowest * 1000:.0f} ms); "
             f"first request after restart succeeded in {recovered * 1000:.0f} ms"

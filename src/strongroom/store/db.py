@@ -270,11 +270,12 @@ class Database:
         if self.is_sqlite:
             raise TypeError("write_one is for PostgreSQL; SQLite writes go through transact")
         sql, named = self._pg_bind(statement, params)
-        if sql is None:
-            with self._fetch_engine.connect() as conn:
-                result = conn.execute(statement, params)
-                return result.all() if result.returns_rows else []
-        return self._pg_execute(sql, named)
+        with self._outage_is_unavailable():  # never retried: a lost reply may hide a committed write
+            if sql is None:
+                with self._fetch_engine.connect() as conn:
+                    result = conn.execute(statement, params)
+                    return result.all() if result.returns_rows else []
+            return self._pg_execute(sql, named)
 
     def _pg_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """PostgreSQL: SQL text compiled once, and its named values (None: let SQLAlchemy run it)."""
@@ -296,7 +297,10 @@ class Database:
         """Run on a pooled autocommit psycopg connection; psycopg prepares statements it sees repeatedly."""
         import psycopg
 
-        proxy = self._fetch_engine.raw_connection()
+        try:
+            proxy = self._fetch_engine.raw_connection()
+        except psycopg.Error as exc:  # a failed connect leaves the pool as the driver's own error: wrap it too
+            raise DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True) from exc
         try:
             with proxy.driver_connection.cursor() as cur:
                 cur.execute(sql, params)
