@@ -323,3 +323,16 @@ def test_concurrent_revocations_of_many_tokens(server: Server) -> None:
     for _, raw in minted:
         with client(server, raw) as api:
             assert_error(api.get("version/"), 401)
+
+
+def test_openapi_documents_etag_if_match_412_and_429(server: Server) -> None:
+    """Clients generated from the OpenAPI document learn about If-Match, 412, ETag and 429 + Retry-After."""
+    paths = httpx.get(f"{server.api}/openapi.json", timeout=30).json()["paths"]
+    one = paths["/api/v2/credentials/{credentialId}/"]
+    for method in ("patch", "delete"):
+        assert "If-Match" in {p["name"] for p in one[method]["parameters"] if p["in"] == "header"}
+        assert "412" in one[method]["responses"]
+    assert "ETag" in one["get"]["responses"]["200"]["headers"]
+    assert "ETag" in one["patch"]["responses"]["200"]["headers"]
+    for route in (one["get"], one["patch"], one["delete"], paths["/api/v2/credentials/"]["post"]):
+        assert "Retry-After" in route["responses"]["429"]["headers"]
