@@ -492,6 +492,8 @@ class Strongroom:
             if if_match is None or found[0][0] not in if_match:
                 raise self._stale(if_match or (), found[0][0])
             gone = tx.rows(_DELETE_AT, {**mine, "revision": found[0][0]})
+            if not gone:
+                raise self._stale(if_match, None)
             tx.count(who.user_id, gone[0][0], -1)
 
         if if_match is not None:
@@ -509,9 +511,12 @@ class Strongroom:
 
     @staticmethod
     def _stale(expected: Collection[int], current: int | None) -> PreconditionFailed:
-        sent = ", ".join(str(r) for r in sorted(expected)) or "(none: only weak ETags were sent)"
         now = f" (it is now at {current})" if current is not None else ""
-        msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        if expected:
+            sent = ", ".join(str(r) for r in sorted(expected))
+            msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        else:
+            msg = f"weak ETags never match{now}; send the strong ETag from a GET"
         return PreconditionFailed(f"If-Match: {msg}", {"If-Match": "stale revision"}, current_revision=current)
 
     @staticmethod
