@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from strongroom.errors import Conflict
 from tests.conftest import Server
 from tests.test_api import assert_error, client, create_basic, open_service, unique
 
@@ -344,3 +345,25 @@ def test_openapi_documents_etag_if_match_412_and_429(server: Server) -> None:
     assert "ETag" in one["patch"]["responses"]["200"]["headers"]
     for route in (one["get"], one["patch"], one["delete"], paths["/api/v2/credentials/"]["post"]):
         assert "Retry-After" in route["responses"]["429"]["headers"]
+
+
+def test_concurrent_user_creates_with_one_name(server: Server) -> None:
+    """`strongroom users create` racing itself (PostgreSQL reads the name before the insert commits): one
+    user is created, every other attempt is a clean Conflict, never a raw database error."""
+    racers, username = 8, unique("twin")
+    barrier = threading.Barrier(racers)
+    with open_service(server) as service:
+
+        def attempt(_: int) -> str:
+            barrier.wait()
+            try:
+                service.create_user(username)
+            except Conflict as exc:
+                assert "already exists" in exc.message
+                return "conflict"
+            return "created"
+
+        outcomes = Counter(in_threads(racers, attempt))
+        names = [u.username for u in service.list_users()]
+    assert outcomes == Counter(created=1, conflict=racers - 1), outcomes
+    assert names.count(username) == 1

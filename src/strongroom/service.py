@@ -262,11 +262,15 @@ class Strongroom:
                 "username: 1-64 characters of letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
                 {"username": "invalid"},
             )
-        with self.db.write() as s:
-            if s.scalar(select(User.id).where(User.username == username)):
-                raise Conflict(f"username: user {username!r} already exists")
-            user = User(id=new_id(), username=username, created_at=utcnow())
-            s.add(user)
+        taken = Conflict(f"username: user {username!r} already exists")
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(User.id).where(User.username == username)):
+                    raise taken
+                user = User(id=new_id(), username=username, created_at=utcnow())
+                s.add(user)
+        except IntegrityError:  # a concurrent create of the same name committed between the check and ours
+            raise taken from None
         return user
 
     def list_users(self) -> list[User]:
