@@ -265,17 +265,13 @@ def other_key() -> str:
 
 
 KEY_CASES: dict[str, tuple[str, str | None, str | None, str]] = {
-    # archive, passphrase given, target's master key ("none": no key at all), expected refusal
+    # archive, passphrase given, target's master key ("none": no key, "v2": only a version 2), expected refusal
     "wrong passphrase": ("pass", "not the passphrase at all", None, "wrong passphrase"),
     "passphrase missing": ("pass", None, None, "protected by a passphrase"),
     "passphrase for a key archive": ("key", PASSPHRASE, None, "sealed with the store's master key, not a passphrase"),
     "another master key": ("key", None, "other", "not the key of the store that made this backup"),
-    "right passphrase, another master key": (
-        "pass",
-        PASSPHRASE,
-        "other",
-        "does not decrypt under master key version 1",
-    ),
+    "right passphrase, another master key": ("pass", PASSPHRASE, "other", "version 1 from .* is not the key of"),
+    "right passphrase, version missing": ("pass", PASSPHRASE, "v2", "sealed with master key version 1, which"),
     "no master key at all": ("key", None, "none", "restore needs the master key"),
 }
 
@@ -288,6 +284,9 @@ def test_wrong_key_or_passphrase_refused(case: str, archives: dict[str, bytes], 
     target = empty_target(tmp_path / "target", source)
     if master == "other":
         target.extra_env["STRONGROOM_MASTER_KEY"] = other_key()
+    elif master == "v2":
+        keyring = {"format": "strongroom-keyring-1", "active": 2, "keys": {"2": other_key()}}
+        target.extra_env["STRONGROOM_MASTER_KEY"] = json.dumps(keyring)
     elif master == "none":
         (target.data_dir / "master.key").unlink()
     settings = settings_of(target)
@@ -346,8 +345,13 @@ def test_cli_refusals_are_one_clean_line(archives: dict[str, bytes], source: Sou
         "chunk 2 fails authentication": target.cli("restore", str(damaged), check=False),
         "protected by a passphrase": target.cli("restore", str(locked), input="", check=False),
         "already exists": source.server.cli("backup", str(damaged), check=False),
+        "cannot write": source.server.cli("backup", str(tmp_path / "no-such-dir" / "x.srb"), check=False),
+        "at least 10 characters": source.server.cli(
+            "backup", str(tmp_path / "weak.srb"), "--passphrase-file", "-", input="short", check=False
+        ),
     }
     for expected, result in refusals.items():
         assert result.returncode == 1, result.stderr
         assert expected in result.stderr and "Error:" in result.stderr and "Traceback" not in result.stderr
     assert_still_empty(settings_of(target))
+    assert not (tmp_path / "weak.srb").exists() and not (tmp_path / "no-such-dir").exists()

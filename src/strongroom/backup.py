@@ -35,9 +35,9 @@ from strongroom import __version__
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_key_provider
 from strongroom.errors import MasterKeyError, StrongroomError
-from strongroom.service import Strongroom, credential_aad, recount_credentials
+from strongroom.service import _KEY_CHECK, Strongroom, _key_check_aad, credential_aad
 from strongroom.store import Database
-from strongroom.store.models import Base
+from strongroom.store.models import Base, Credential, CredentialCount
 
 MAGIC = b"STRONGROOM-BACKUP\n"
 FORMAT_VERSION = 1
@@ -160,6 +160,8 @@ def backup(
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        raise ArchiveError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return Summary(counts, path.stat().st_size, doc["createdAt"])
@@ -464,7 +466,7 @@ def restore(
                 _require_empty(conn)
                 conn.execute(Base.metadata.tables["key_versions"].delete())  # a first start's check row
                 _insert(conn, _rows(fh, header, key), reporter)
-                recount_credentials(s)
+                _recount(conn)
     finally:
         db.dispose()
     return Summary(header.rows, path.stat().st_size, str(header.doc.get("createdAt", "")))
@@ -519,9 +521,24 @@ def _verify(
         seen[table.name] += 1
         if table.name == "credentials":
             _check_credential(envelope, row, source)
+        elif table.name == "key_versions":
+            _check_key_version(keys, row, source)
         reporter.advance(1)
     if seen != header.rows:
         raise ArchiveError("the archive's rows do not match its header's counts; the archive is damaged")
+
+
+def _check_key_version(keys: KeyProvider, row: Mapping[str, Any], source: str) -> None:
+    """A version the target has must be the very key the archive's check value was made with (as at start)."""
+    version = row["version"]
+    if version not in keys.versions():
+        return  # credentials that need it are refused by name; an unused old version may be absent
+    try:
+        ok = keys.unwrap(version, row["check_value"], _key_check_aad(version)) == _KEY_CHECK
+    except DecryptionError:
+        ok = False
+    if not ok:
+        raise ArchiveError(f"master key version {version} from {source} is not the key of the store that was backed up")
 
 
 def _check_credential(envelope: Envelope, row: Mapping[str, Any], source: str) -> None:
@@ -539,6 +556,15 @@ def _check_credential(envelope: Envelope, row: Mapping[str, Any], source: str) -
             f"credential {row['id']} does not decrypt under master key version {version} from {source}: "
             "it is not the master key of the store that was backed up"
         ) from None
+
+
+def _recount(conn: Connection) -> None:
+    """The derived per-owner counts, from the restored credentials, in the same transaction."""
+    totals = select(Credential.owner_id, Credential.credential_type, func.count()).group_by(
+        Credential.owner_id, Credential.credential_type
+    )
+    conn.execute(CredentialCount.__table__.delete())
+    conn.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
 
 
 def _insert(conn: Connection, rows: Iterator[tuple[Table, dict[str, Any]]], reporter: Reporter) -> None:

@@ -464,7 +464,11 @@ class Strongroom:
     def rebuild_counts(self) -> None:
         """Recompute every count from the credentials (after a bulk import that bypassed create)."""
         with self.db.write() as s:
-            recount_credentials(s)
+            s.execute(CredentialCount.__table__.delete())
+            totals = select(Credential.owner_id, Credential.credential_type, func.count()).group_by(
+                Credential.owner_id, Credential.credential_type
+            )
+            s.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
 
     def _seal(self, cred: Any, secret: Mapping[str, Any]) -> None:
         plaintext = json.dumps(secret, separators=(",", ":")).encode()
@@ -476,15 +480,6 @@ class Strongroom:
         plaintext = self.envelope.open(sealed, credential_aad(cred.id, cred.owner_id, cred.credential_type))
         result: dict[str, Any] = json.loads(plaintext)
         return result
-
-
-def recount_credentials(s: Session) -> None:
-    """Recompute every per-owner, per-type count from the credentials, inside the caller's transaction."""
-    s.execute(CredentialCount.__table__.delete())
-    totals = select(Credential.owner_id, Credential.credential_type, func.count()).group_by(
-        Credential.owner_id, Credential.credential_type
-    )
-    s.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
 
 
 def _is_name_clash(exc: IntegrityError) -> bool:
