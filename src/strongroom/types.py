@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from strongroom.errors import InvalidInput
 
@@ -261,9 +262,9 @@ def check_description(value: Any) -> str:
 def _gcp_key(value: Any) -> dict[str, str]:
     """Normalise a service-account key: accept a JSON string, camelCase or snake_case keys; store snake_case."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
+        try:  # orjson, not json: it stops at 1024 levels where json.loads raises RecursionError (a 500)
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
             raise ValueError("must be a JSON object (or a string holding one)") from None
     if not isinstance(value, dict) or not value:
         raise ValueError("must be a non-empty JSON object")

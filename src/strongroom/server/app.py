@@ -23,6 +23,7 @@ from strongroom.service import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, Page, Princip
 
 API_VERSION = {"major": 2, "minor": 49, "versionString": "2.49.0", "releasedVersion": f"strongroom-{__version__}"}
 T = TypeVar("T")
+JSON_MAX_DEPTH = 1024  # orjson's nesting limit: deeper documents fail to parse instead of exhausting the stack
 
 _CREDENTIAL = {"$ref": "#/components/schemas/Credential"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -113,11 +114,20 @@ def _json_object(raw: bytes | None, limit: int, *, empty_message: str) -> dict[s
         raise InvalidInput(empty_message, {"body": "empty"})
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedRequest("request body is not valid JSON", {"body": "not valid JSON"}) from None
+    except orjson.JSONDecodeError as exc:
+        raise _malformed(exc) from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", {"body": "must be a JSON object"})
     return body
+
+
+def _malformed(exc: orjson.JSONDecodeError) -> MalformedRequest:
+    """Say what is wrong and where; orjson's messages are fixed phrases that never quote the input."""
+    if "depth" in exc.msg:
+        msg = f"nested more than {JSON_MAX_DEPTH} levels deep"
+    else:
+        msg = f"not valid JSON ({exc.msg} at character {exc.pos})"
+    return MalformedRequest(f"request body is {msg}", {"body": msg})
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
