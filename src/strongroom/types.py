@@ -225,11 +225,11 @@ TYPES: dict[str, CredentialType] = {
 def get_type(name: Any, field: str = "credentialType") -> CredentialType:
     """Look a type up by its wire name, or fail naming the valid ones (and the field or parameter at fault)."""
     if not isinstance(name, str) or name not in TYPES:
-        shown = name if isinstance(name, str) and len(name) <= 64 and not _CONTROL.search(name) else "value"
-        raise InvalidInput(
-            f"{field}: unknown type {shown!r}; expected one of {', '.join(TYPES)}",
-            {field: "unknown credential type"},
-        )
+        printable = isinstance(name, str) and len(name) <= 64 and not _CONTROL.search(name)
+        shown = f"unknown type {name!r}" if printable else "unknown type"
+        if not isinstance(name, str):
+            shown = "must be a string naming a type"
+        raise InvalidInput(f"{field}: {shown}; expected one of {', '.join(TYPES)}", {field: "unknown credential type"})
     return TYPES[name]
 
 
@@ -272,6 +272,8 @@ def _gcp_key(value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str) or len(item) > VALUE_MAX or len(key) > 128:
             raise ValueError("every key must map to a string of reasonable length")
+        if snake(key) in out:  # e.g. clientEmail and client_email: one value would silently replace the other
+            raise ValueError(f"has two keys for {snake(key)!r} (camelCase and snake_case spellings)")
         out[snake(key)] = item
     return out
 
