@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.crypto import DecryptionError
-from strongroom.errors import ServiceUnavailable, StrongroomError
+from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests
 from strongroom.store.db import unavailable
 
 log = logging.getLogger("strongroom.server")
@@ -53,9 +53,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, dict[str, str
 def install(app: FastAPI) -> None:
     @app.exception_handler(StrongroomError)
     async def _domain(_: Request, exc: StrongroomError) -> Response:
-        if isinstance(exc, ServiceUnavailable):
+        if isinstance(exc, ServiceUnavailable | TooManyRequests):
             return error_response(exc.status_code, exc.message, **{"Retry-After": str(exc.retry_after)})
         headers = {"WWW-Authenticate": 'Bearer realm="strongroom"'} if exc.status_code == 401 else {}
+        if isinstance(exc, PreconditionFailed) and exc.current_revision is not None:
+            headers["ETag"] = f'"{exc.current_revision}"'
         return error_response(exc.status_code, exc.message, exc.errors, **headers)
 
     @app.exception_handler(RequestValidationError)
