@@ -332,8 +332,9 @@ class Strongroom:
         batch_size: int = 500,
         pause: float = 0.0,
         max_passes: int = 20,
+        settle: float = 2 * _KEY_REFRESH_SECONDS,
         on_batch: Callable[[int, int], None] | None = None,
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         """Re-wrap every data key still under another version with the active one, in short batches.
 
         Only the wrapped data keys change; ciphertexts are untouched. Each batch is one short transaction whose
@@ -344,8 +345,14 @@ class Strongroom:
         if batch_size < 1:
             raise InvalidInput("batch-size: must be at least 1", {"batchSize": "must be at least 1"})
         target = self.keys.active_version()
+        with self.db.read() as s:
+            activated = s.scalar(select(KeyVersion.created_at).where(KeyVersion.version == target))
+        age = (utcnow() - activated).total_seconds() if activated is not None else 0.0
+        waited = max(0.0, settle - age)
+        time.sleep(waited)  # let running servers adopt the version before judging what is left
         rewrapped = conflicts = passes = 0
         failed: set[str] = set()
+        settled = age > 2 * settle  # activated long ago: no request can still be sealing under the old version
         while passes < max_passes:
             passes += 1
             after = ""
@@ -380,9 +387,22 @@ class Strongroom:
                 if pause:
                     time.sleep(pause)
             if self._count_not_on(target) <= len(failed):
-                break
+                if settled:
+                    break
+                # A request that sealed under the old version just before its server re-read the keys may
+                # commit after this pass: look once more after it must have landed.
+                time.sleep(settle)
+                waited += settle
+                settled = True
         left = self._count_not_on(target)
-        return {"rewrapped": rewrapped, "retried": conflicts, "failed": len(failed), "left": left, "passes": passes}
+        return {
+            "rewrapped": rewrapped,
+            "retried": conflicts,
+            "failed": len(failed),
+            "left": left,
+            "passes": passes,
+            "settleSeconds": round(waited, 3),
+        }
 
     def retire_key(self, version: int) -> None:
         """Forget an old master-key version; refused while it is active or any credential still uses it."""
@@ -663,6 +683,7 @@ def _key_provider(settings: Settings, db: Database) -> KeyProvider:
     """The configured master-key source: AWS KMS when STRONGROOM_KMS_KEY_ID is set, else the built-in keyrings."""
     with db.read() as s:
         stored = s.execute(select(KeyVersion.version, KeyVersion.key_ref, KeyVersion.retired_at)).all()
+        used = set(s.scalars(select(Credential.key_version).distinct()))
     if settings.kms_key_id:
         from strongroom.crypto.kms import KmsKeyProvider, kms_client
 
@@ -677,7 +698,8 @@ def _key_provider(settings: Settings, db: Database) -> KeyProvider:
 
         client = kms_client(endpoint_url=settings.kms_endpoint_url, region=settings.kms_region)
         return KmsKeyProvider(client, load_refs, settings.kms_key_id)
-    for version, key_ref, retired_at in stored:
+    # Name the version the data needs first: that is the one whose absence would stop the server.
+    for version, key_ref, retired_at in sorted(stored, key=lambda row: (row[0] not in used, -row[0])):
         if key_ref and retired_at is None:
             raise MasterKeyError(
                 f"master key version {version} is missing from the configured keys: it is the AWS KMS key "

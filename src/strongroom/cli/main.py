@@ -206,6 +206,9 @@ def keys_rotate(
     kms_key_id: Annotated[
         str | None, typer.Option(help="AWS KMS: the key for the new version (default: the active one again).")
     ] = None,
+    settle: Annotated[
+        float, typer.Option(help="Seconds for running servers to adopt the new version (0 if none are running).")
+    ] = 2.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Only finish an interrupted rotation; never add a version.")
     ] = False,
@@ -228,7 +231,7 @@ def keys_rotate(
             if not as_json:
                 err.print(f"  re-wrapped {done}")
 
-        report = service.rewrap(batch_size=batch_size, pause=pause, on_batch=progress)
+        report = service.rewrap(batch_size=batch_size, pause=pause, settle=settle, on_batch=progress)
         report_out = {
             "active": active,
             "newVersion": version,
