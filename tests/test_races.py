@@ -150,8 +150,8 @@ def test_patch_and_delete_race_on_the_same_credentials(server: Server, token: st
     with client(server, token) as api:
         bystanders = {create_basic(api, name=unique("keep"))["credentialId"] for _ in range(3)}
         ids = [create_basic(api, name=unique("victim"))["credentialId"] for _ in range(victims)]
+    started = {cid: threading.Barrier(patchers + 2) for cid in ids}  # every racer has read the credential
     busy = {cid: threading.Event() for cid in ids}  # set once the victim's patchers have 3 successes
-    ready = threading.Barrier(victims * (patchers + 2))  # everyone has read the first ETag
     patched: Counter[str] = Counter()
     deletes: Counter[str] = Counter()
     seen: Counter[int] = Counter()
@@ -161,7 +161,7 @@ def test_patch_and_delete_race_on_the_same_credentials(server: Server, token: st
         url, codes = f"credentials/{cid}/", []
         with client(server, token) as api:
             tag = etag(api.get(url))
-            ready.wait()
+            started[cid].wait(120)
             for i in range(200):
                 resp = api.patch(
                     url,
@@ -187,7 +187,7 @@ def test_patch_and_delete_race_on_the_same_credentials(server: Server, token: st
         url = f"credentials/{cid}/"
         with client(server, token) as api:
             tag = etag(api.get(url))
-            ready.wait()
+            started[cid].wait(120)
             assert busy[cid].wait(120)
             resp = api.delete(url, headers={"If-Match": tag} if conditional else {})
             codes = [resp.status_code]

@@ -24,6 +24,7 @@ from strongroom.service import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, Page, Princip
 
 API_VERSION = {"major": 2, "minor": 49, "versionString": "2.49.0", "releasedVersion": f"strongroom-{__version__}"}
 T = TypeVar("T")
+JSON_MAX_DEPTH = 1024  # orjson's nesting limit: deeper documents fail to parse instead of exhausting the stack
 
 _CREDENTIAL = {"$ref": "#/components/schemas/Credential"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -143,31 +144,43 @@ def _json_object(raw: bytes | None, limit: int, *, empty_message: str) -> dict[s
         raise InvalidInput(empty_message, {"body": "empty"})
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedRequest("request body is not valid JSON", {"body": "not valid JSON"}) from None
+    except orjson.JSONDecodeError as exc:
+        raise _malformed(exc) from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", {"body": "must be a JSON object"})
     return body
 
 
+def _malformed(exc: orjson.JSONDecodeError) -> MalformedRequest:
+    """Say what is wrong and where; orjson's messages are fixed phrases that never quote the input."""
+    if "depth" in exc.msg:
+        msg = f"nested more than {JSON_MAX_DEPTH} levels deep"
+    else:
+        msg = f"not valid JSON ({exc.msg} at character {exc.pos})"
+    return MalformedRequest(f"request body is {msg}", {"body": msg})
+
+
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Error answers of a route; 503 (database unreachable) can meet every route that reaches the store."""
     text = {
         400: "Malformed JSON",
         401: "Missing or invalid token",
+        403: "The token lacks the scope",
         404: "Not found",
         409: "Name in use",
         412: "If-Match names a revision that is no longer current: GET the credential again",
         422: "Invalid",
         429: "Too many failed authentications from this client; retry after `Retry-After` seconds",
+        503: "Database unavailable; retry after `Retry-After` seconds",
     }
     retry = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
     return {
         c: {
             "description": text[c],
             "content": {"application/json": {"schema": _ERROR}},
-            **({"headers": retry} if c == 429 else {}),
+            **({"headers": retry} if c in (429, 503) else {}),
         }
-        for c in codes
+        for c in (*codes, 503)
     }
 
 
@@ -226,7 +239,17 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
 
         return await run_in_threadpool(run)
 
-    @router.get("/version/", summary="API version (also verifies the token)", responses=_responses(401, 429))
+    @router.get(
+        "/version/",
+        summary="API version (also verifies the token)",
+        responses={
+            200: {
+                "description": "The API version",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Version"}}},
+            },
+            **_responses(401, 429),
+        },
+    )
     async def version(request: Request) -> Response:
         await read(request, lambda who: who)
         return JSONResponse(API_VERSION)
@@ -240,7 +263,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
                 "description": "A page of credentials",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CredentialList"}}},
             },
-            **_responses(401, 422, 429),
+            **_responses(401, 403, 422, 429),
         },
     )
     async def list_credentials(request: Request) -> Response:
@@ -284,7 +307,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _create_body()}}}},
         responses={
             201: {"description": "Created", "content": {"application/json": {"schema": _CREDENTIAL}}},
-            **_responses(400, 401, 409, 422, 429),
+            **_responses(400, 401, 403, 409, 422, 429),
         },
     )
     async def create_credential(request: Request) -> Response:
@@ -301,7 +324,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
                 "headers": _ETAG,
                 "content": {"application/json": {"schema": _CREDENTIAL}},
             },
-            **_responses(401, 404, 429),
+            **_responses(401, 403, 404, 429),
         },
     )
     async def get_credential(request: Request) -> Response:
@@ -322,7 +345,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
                 "headers": _ETAG,
                 "content": {"application/json": {"schema": _CREDENTIAL}},
             },
-            **_responses(400, 401, 404, 409, 412, 422, 429),
+            **_responses(400, 401, 403, 404, 409, 412, 422, 429),
         },
     )
     async def update_credential(request: Request) -> Response:
@@ -339,7 +362,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         status_code=204,
         summary="Delete a credential",
         openapi_extra={"parameters": [*_CREDENTIAL_ID["parameters"], _IF_MATCH]},
-        responses={204: {"description": "Deleted"}, **_responses(400, 401, 404, 412, 429)},
+        responses={204: {"description": "Deleted"}, **_responses(400, 401, 403, 404, 412, 429)},
     )
     async def delete_credential(request: Request) -> Response:
         credential_id = request.path_params["credentialId"]
@@ -378,7 +401,20 @@ def _openapi_components() -> dict[str, Any]:
     schemas["Error"] = {
         "type": "object",
         "required": ["message"],
-        "properties": {"message": {"type": "string"}, "errors": {"type": "object"}},
+        "properties": {
+            "message": {"type": "string", "minLength": 1},
+            "errors": {"type": "object", "additionalProperties": {"type": "string"}, "description": "field: problem"},
+        },
+    }
+    schemas["Version"] = {
+        "type": "object",
+        "required": ["major", "minor", "versionString"],
+        "properties": {
+            "major": {"type": "integer"},
+            "minor": {"type": "integer"},
+            "versionString": {"type": "string"},
+            "releasedVersion": {"type": "string"},
+        },
     }
     return schemas
 

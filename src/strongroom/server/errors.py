@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import orjson
+import starlette.responses
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
@@ -21,8 +22,11 @@ from strongroom.store.db import unavailable
 log = logging.getLogger("strongroom.server")
 
 
-class JSONResponse(Response):
-    """orjson-rendered JSON, always with the exact media type the DataRobot client checks for."""
+class JSONResponse(starlette.responses.JSONResponse):
+    """orjson-rendered JSON, always with the exact media type the DataRobot client checks for.
+
+    A subclass of Starlette's JSONResponse so FastAPI documents routes answering it as JSON, not as a string.
+    """
 
     media_type = "application/json"
 
