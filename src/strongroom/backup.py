@@ -337,7 +337,7 @@ def read_header(fh: IO[bytes]) -> Header:
     try:
         doc = json.loads(raw)
         tables = doc["tables"]
-        if not isinstance(tables, dict) or not isinstance(doc["key"], dict) or doc.get("compression") != "zlib":
+        if not isinstance(tables, dict) or not isinstance(doc["key"]["mode"], str) or doc["compression"] != "zlib":
             raise ValueError
         for spec in tables.values():
             int(spec["rows"]), list(spec["columns"])
