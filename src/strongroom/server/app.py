@@ -45,8 +45,8 @@ _LIST_PARAMETERS = [
     {
         "name": "types",
         "in": "query",
-        "description": "Type filter; repeat or comma-separate",
-        "schema": {"type": "array", "items": {"type": "string"}},
+        "description": "Type filter; repeat or comma-separate (an empty value is ignored)",
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*types.TYPES, ""]}},
     },
     {
         "name": "orderBy",
@@ -279,7 +279,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         summary="Update name, description or secret fields",
         openapi_extra={
             **_CREDENTIAL_ID,
-            "requestBody": {"content": {"application/json": {"schema": types.update_schema()}}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": types.update_schema()}}},
         },
         responses={
             200: {"description": "Updated", "content": {"application/json": {"schema": _CREDENTIAL}}},
