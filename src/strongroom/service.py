@@ -451,11 +451,15 @@ class Strongroom:
                 "username: 1-64 characters of letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
                 {"username": "invalid"},
             )
-        with self.db.write() as s:
-            if s.scalar(select(User.id).where(User.username == username)):
-                raise Conflict(f"username: user {username!r} already exists")
-            user = User(id=new_id(), username=username, created_at=utcnow())
-            s.add(user)
+        taken = Conflict(f"username: user {username!r} already exists")
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(User.id).where(User.username == username)):
+                    raise taken
+                user = User(id=new_id(), username=username, created_at=utcnow())
+                s.add(user)
+        except IntegrityError:  # a concurrent create of the same name committed between the check and ours
+            raise taken from None
         return user
 
     def list_users(self) -> list[User]:
@@ -613,7 +617,7 @@ class Strongroom:
     ) -> tuple[dict[str, Any], int]:
         """Apply a PATCH and return the new revision. DataRobot semantics: a new name without a description
         clears the description. With `if_match`, the change applies only if the stored revision is one of
-        them (checked under the row lock, and again by the UPDATE itself), else 412: no lost update."""
+        them, else 412: the UPDATE's own `WHERE revision =` makes the check and the write one step."""
         who.require("write")
         data = dict(body)
         if not data:
@@ -688,6 +692,8 @@ class Strongroom:
             if if_match is None or found[0][0] not in if_match:
                 raise self._stale(if_match or (), found[0][0])
             gone = tx.rows(_DELETE_AT, {**mine, "revision": found[0][0]})
+            if not gone:
+                raise self._stale(if_match, None)
             tx.count(who.user_id, gone[0][0], -1)
 
         if if_match is not None:
@@ -705,9 +711,12 @@ class Strongroom:
 
     @staticmethod
     def _stale(expected: Collection[int], current: int | None) -> PreconditionFailed:
-        sent = ", ".join(str(r) for r in sorted(expected)) or "(none: only weak ETags were sent)"
         now = f" (it is now at {current})" if current is not None else ""
-        msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        if expected:
+            sent = ", ".join(str(r) for r in sorted(expected))
+            msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        else:
+            msg = f"weak ETags never match{now}; send the strong ETag from a GET"
         return PreconditionFailed(f"If-Match: {msg}", {"If-Match": "stale revision"}, current_revision=current)
 
     @staticmethod
