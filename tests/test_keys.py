@@ -193,7 +193,8 @@ def test_rotation_under_concurrent_load(store_server: Server) -> None:
     )
     assert traffic.errors == []
     assert report["newVersion"] == 2 and report["active"] == 2 and report["left"] == 0 and report["failed"] == 0
-    assert report["rewrapped"] >= 200  # the seeded rows (some were patched or deleted meanwhile)
+    # At least the 60 read-only rows; others may have been re-sealed under version 2 by a PATCH meanwhile.
+    assert report["rewrapped"] >= 60, report
     assert {"get", "create", "patch"} <= {kind for kind, _ in during}, "no traffic ran during the rotation"
 
     with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:

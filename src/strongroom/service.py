@@ -40,7 +40,7 @@ _ID = re.compile(r"^[0-9a-f]{24}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _KEY_CHECK = b"strongroom key check v1"
 _KEY_REFRESH_SECONDS = 1.0  # how soon a running server writes with a version added by `keys rotate`
-_UPDATE_TRIES = 5  # optimistic PATCH attempts against concurrent changes to the same credential
+_UPDATE_TRIES = 3  # optimistic PATCH attempts before falling back to sealing under the row lock
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ _MINE = (Credential.id == bindparam("id"), Credential.owner_id == bindparam("own
 _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in _ALL_COLUMNS})
 _FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
 _CURRENT = select(*_ALL_COLUMNS).where(*_MINE)
+_LOCK = _CURRENT.with_for_update()
 _UPDATE = (
     update(Credential)
     .where(Credential.id == bindparam("target"))
@@ -604,7 +605,22 @@ class Strongroom:
                     return _wire_model(cred)
             except IntegrityError as exc:
                 raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
-        raise Conflict("credential: changed by other requests during this update; retry", {"credential": "busy"})
+
+        def apply_locked(tx: Tx) -> dict[str, Any]:
+            """Still racing after a few tries: read and seal under the row lock, so the PATCH always lands."""
+            found = tx.rows(_LOCK, {"id": credential_id, "owner": who.user_id})
+            if not found:
+                raise self._not_found()
+            cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
+            self._apply_patch(cred, dict(data))
+            new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
+            tx.run(_UPDATE, {"target": cred.id, **new})
+            return _wire_model(cred)
+
+        try:
+            return self.db.transact(apply_locked)
+        except IntegrityError as exc:
+            raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
 
     def _apply_patch(self, cred: SimpleNamespace, data: dict[str, Any]) -> None:
         """Validate a PATCH body and apply it to a credential record, re-sealing its secrets if they change."""
