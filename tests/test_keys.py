@@ -219,9 +219,16 @@ def test_running_server_writes_with_the_new_version_without_restart(tmp_path: Pa
         assert cli_json(srv, "keys", "rotate")["newVersion"] == 2
         resp = client.post("credentials/", json={"name": "after", "user": "u", "password": "after"})
         assert resp.status_code == 201
+        # A key file gone from under a running server: it keeps the keys it has, no failing requests.
+        key_file = srv.data_dir / "master.key"
+        key_file.rename(key_file.with_name("moved.key"))
+        time.sleep(1.2)  # past the re-read interval, so the next write looks at the file
+        assert client.post("credentials/", json={"name": "unusable", "user": "u", "password": "p"}).status_code == 201
+        key_file.with_name("moved.key").rename(key_file)
     srv.stop()
+    assert "keeping the master keys already loaded" in srv.log_path.read_text()
     assert opened(srv)[resp.json()["credentialId"]] == (2, {"user": "u", "password": "after"})
-    assert version_counts(srv) == {2: 4}
+    assert version_counts(srv) == {2: 5}
 
 
 def test_rewrap_never_undoes_a_concurrent_patch(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import stat
 import threading
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from strongroom.errors import MasterKeyError
 
 KEYRING_FORMAT = "strongroom-keyring-1"
+log = logging.getLogger("strongroom.keys")
 _NONCE = 12
 
 
@@ -124,13 +126,18 @@ class FileKeyring(Keyring):
         super().__init__(keys, active, f"key file {path}")
 
     def refresh(self) -> None:
-        stamp = _stamp(self.path)
-        if stamp == self._stamp:
-            return
-        with self._lock:
-            keyring = load_key_file(self.path, create=False)
-            self._keys = keyring._keys
-            self._state, self._stamp = keyring._state, keyring._stamp
+        """Adopt the file's keys if it changed; a file gone or unusable meanwhile keeps the keys already loaded
+        (logged), so requests go on being served instead of failing one by one."""
+        try:
+            if _stamp(self.path) == self._stamp:
+                return
+            with self._lock:
+                keyring = load_key_file(self.path, create=False)
+                self._keys = keyring._keys
+                self._state, self._stamp = keyring._state, keyring._stamp
+        except (OSError, MasterKeyError) as exc:
+            message = exc.message if isinstance(exc, MasterKeyError) else f"{type(exc).__name__} on {self.path}"
+            log.warning("keeping the master keys already loaded: %s", message)
 
     def add_version(self, version: int, key_ref: str | None) -> str | None:
         with self._lock:
