@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, func, select, update
 
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
+from strongroom.errors import MasterKeyError
 from strongroom.service import Strongroom, credential_aad
 from strongroom.store.models import Credential, KeyVersion
 from tests.conftest import BACKENDS, PgDatabase, Server, free_port, pg_unreachable_reason
@@ -334,6 +335,24 @@ def test_retire_only_once_nothing_uses_the_version(tmp_path: Path) -> None:
     assert {cid: secret["password"] for cid, (_, secret) in opened(srv).items()} == passwords
     srv.start()  # the start check no longer needs version 1
     srv.stop()
+
+
+def test_two_rotations_at_once_never_put_two_keys_under_one_version(tmp_path: Path) -> None:
+    """Both processes picked version 2: the second to reach the key file is refused and the first key stays."""
+    srv = Server(data_dir=tmp_path / "data")
+    _, passwords = seed(srv, 3)
+    first, second = Strongroom.open(settings_of(srv)), Strongroom.open(settings_of(srv))
+    try:
+        first.keys.add_version(2, None)
+        written = (srv.data_dir / "master.key").read_text()
+        with pytest.raises(MasterKeyError, match="already holds master key version 2"):
+            second.keys.add_version(2, None)
+        assert (srv.data_dir / "master.key").read_text() == written
+    finally:
+        first.close()
+        second.close()
+    assert cli_json(srv, "keys", "rotate")["rewrapped"] == 3  # the first rotation is finished by a rerun
+    assert {c: (v, s["password"]) for c, (v, s) in opened(srv).items()} == {c: (2, p) for c, p in passwords.items()}
 
 
 def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(tmp_path: Path) -> None:
