@@ -264,11 +264,8 @@ def test_rewrap_never_undoes_a_concurrent_patch(tmp_path: Path) -> None:
 # ---- crash and resume --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("store_server", BACKENDS, indirect=True)
-def test_rotation_killed_midway_resumes(store_server: Server) -> None:
-    """SIGKILL the rotate process mid-run: the rerun adds no version, finishes, and every secret decrypts."""
-    srv = store_server
-    _, passwords = seed(srv, 600)
+def interrupt_rotation(srv: Server, sig: int, once_rewrapped: int) -> dict[int, int]:
+    """Start a slow `keys rotate`, send it `sig` once that many data keys are on version 2; the counts then."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "strongroom", "keys", "rotate", "--batch-size", "10", "--pause", "0.02"],
         env=srv.env,
@@ -276,12 +273,23 @@ def test_rotation_killed_midway_resumes(store_server: Server) -> None:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while version_counts(srv).get(2, 0) < 50 and proc.poll() is None and time.monotonic() < deadline:
+    while version_counts(srv).get(2, 0) < once_rewrapped and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    midway = version_counts(srv)
-    assert midway.get(1, 0) > 0 and midway.get(2, 0) > 0, f"not killed midway: {midway}"
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) != 0, "the rotation finished before it could be interrupted"
+    return version_counts(srv)
+
+
+@pytest.mark.parametrize("store_server", BACKENDS, indirect=True)
+def test_rotation_interrupted_then_killed_midway_resumes(store_server: Server) -> None:
+    """Ctrl-C, then SIGKILL, the rotate process mid-run: each rerun adds no version and carries on; the last
+    one finishes, and every secret decrypts to its value."""
+    srv = store_server
+    _, passwords = seed(srv, 600)
+    after_ctrl_c = interrupt_rotation(srv, signal.SIGINT, 50)
+    assert after_ctrl_c.get(1, 0) > 0 and after_ctrl_c.get(2, 0) >= 50, f"not stopped midway: {after_ctrl_c}"
+    midway = interrupt_rotation(srv, signal.SIGKILL, after_ctrl_c[2] + 50)
+    assert midway.get(1, 0) > 0 and midway.get(2, 0) >= after_ctrl_c[2] + 50, f"not killed midway: {midway}"
     assert cli_json(srv, "keys", "status")["onOlderVersions"] == midway[1]
 
     report = cli_json(srv, "keys", "rotate")
@@ -304,7 +312,10 @@ def test_rotate_of_a_quiet_store(tmp_path: Path) -> None:
     srv = Server(data_dir=tmp_path / "data")
     seed(srv, 5000)
     report = cli_json(srv, "keys", "rotate")
-    print(f"\nquiet rotate: {report['rewrapped']} data keys re-wrapped in {report['seconds']}s")
+    print(
+        f"\nquiet rotate: {report['rewrapped']} data keys re-wrapped in {report['seconds']}s "
+        f"(of which {report['settleSeconds']}s waiting for servers to adopt the version)"
+    )
     assert report["rewrapped"] == 5000 and report["left"] == 0
     assert version_counts(srv) == {2: 5000}
 
