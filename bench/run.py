@@ -131,7 +131,11 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
         data_dir=workdir / backend,
         database_url=database_url,
         launcher=["taskset", "-c", args.server_core] if shutil.which("taskset") else [],
-        extra_env={"STRONGROOM_LOG_LEVEL": "warning", "STRONGROOM_WORKERS": str(args.workers)},
+        extra_env={
+            "STRONGROOM_LOG_LEVEL": "warning",
+            "STRONGROOM_WORKERS": str(args.workers),
+            **dict(item.split("=", 1) for item in args.env),
+        },
     )
     srv.start()
     service = Strongroom.open(Settings(data_dir=srv.data_dir, database_url=database_url))
@@ -269,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000, 100000])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", type=lambda v: v.split(","), default=[], help="scenarios to run, e.g. get,create")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="server setting, e.g. STRONGROOM_STORE_THREADS=4",
+    )
     parser.add_argument("--server-core", default="1")
     parser.add_argument("--load-core", default="0")
     args = parser.parse_args(argv)

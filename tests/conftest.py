@@ -87,6 +87,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STRONGROOM_", "DATAROBOT_"))}
         env["STRONGROOM_DATA_DIR"] = str(self.data_dir)
         env["STRONGROOM_PORT"] = str(self.port)
+        # Every test client shares 127.0.0.1, so the suite's deliberate bad tokens would add up to a 429;
+        # the limit is still counted on every 401, and test_abuse.py sets a small one to test it.
+        env["STRONGROOM_AUTH_FAILURE_LIMIT"] = "1000000"
         if self.database_url:
             env["STRONGROOM_DATABASE_URL"] = self.database_url
         env.update(self.extra_env)

@@ -526,23 +526,33 @@ def test_empty_body_on_post_is_422(api: httpx.Client, content: bytes) -> None:
     ids=["garbage", "trailing comma", "truncated", "single quotes", "invalid utf-8", "lone surrogate"],
 )
 def test_malformed_json_is_400(api: httpx.Client, content: bytes) -> None:
-    assert_error(api.post("credentials/", content=content, headers={"Content-Type": "application/json"}), 400)
+    """400 saying what is wrong and where, without quoting the body (it may hold a secret)."""
+    resp = api.post("credentials/", content=content, headers={"Content-Type": "application/json"})
+    body = assert_error(resp, 400, "body")
+    assert re.search(r"not valid JSON \(.+ at character \d+\)", body["message"]), body["message"]
+    assert b"name" not in resp.content
 
 
 @pytest.mark.parametrize(
     "content",
     [
+        b"[" * 100_000,
         b"[" * 5000 + b"]" * 5000,
         b'{"a":' * 5000 + b"1" + b"}" * 5000,
         b'{"name": "deep", "user": "u", "password": "p", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        orjson.dumps({"name": unique(), "credentialType": "gcp", "gcpKey": "[" * 100_000}),
     ],
-    ids=["arrays", "objects", "inside a valid body"],
+    ids=["100000 open brackets", "arrays", "objects", "inside a valid body", "inside the gcpKey string"],
 )
 def test_deeply_nested_json_is_4xx(api: httpx.Client, content: bytes) -> None:
-    """5000 levels must not exhaust the stack or reach the store: a client error, never a 5xx."""
+    """Deep nesting must not exhaust the stack or reach the store: a 400 saying so (422 for the gcpKey
+    string, which is parsed as a field value), never a 5xx."""
     resp = api.post("credentials/", content=content, headers={"Content-Type": "application/json"})
-    assert 400 <= resp.status_code < 500, resp.status_code
-    assert_error(resp, resp.status_code)
+    if b"gcpKey" in content:
+        assert_error(resp, 422, "gcpKey")
+    else:
+        body = assert_error(resp, 400, "body")
+        assert "nested more than 1024 levels" in body["message"]
     assert api.get("credentials/").json()["totalCount"] == 0
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from strongroom import types
+from strongroom import backup, types
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
 from strongroom.service import Strongroom
@@ -103,6 +103,34 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
         assert needle not in log, "secret found in the server log"
         assert not any(needle in body for body in responses), "secret echoed in a response"
     assert token.encode() not in on_disk and token.encode() not in log
+
+    # A backup and its restore: the archive, the restored database and both commands' output hold no
+    # planted secret, no token and not the archive's passphrase.
+    passphrase = canary()
+    (tmp_path / "passphrase").write_text(passphrase)
+    archive = tmp_path / "store.srb"
+    made = server.cli("backup", str(archive), "--passphrase-file", str(tmp_path / "passphrase"))
+    master_key = (server.data_dir / "master.key").read_text()
+    restored = Server(data_dir=tmp_path / "restored", extra_env={"STRONGROOM_MASTER_KEY": master_key})
+    loaded = restored.cli("restore", str(archive), "--passphrase-file", str(tmp_path / "passphrase"))
+    service = Strongroom.open(Settings(data_dir=restored.data_dir, master_key=master_key))
+    try:  # the archive really carries this user's credentials, so scanning it means something
+        assert service.list_credentials(service.authenticate(token), limit=1000).total == len(ids) - 1
+    finally:
+        service.close()
+    with archive.open("rb") as fh:  # opened with the passphrase, the archive still holds only sealed secrets
+        header = backup.read_header(fh)
+        inner = b"".join(backup._chunks(fh, header, backup._archive_key(header, service.keys, passphrase)))
+    assert all(cid.encode() in inner for cid in ids[:-1])  # these rows are really in there
+    scanned = {
+        "backup archive": archive.read_bytes(),
+        "archive's decrypted content": inner,
+        "restored database": stored_bytes(restored, tmp_path),
+        "backup/restore output": (made.stdout + made.stderr + loaded.stdout + loaded.stderr).encode(),
+    }
+    for value in [*planted, token, passphrase]:
+        for where, content in scanned.items():
+            assert value.encode() not in content, f"plaintext secret found in the {where}"
 
 
 def test_user_isolation(server: Server, api: httpx.Client) -> None:

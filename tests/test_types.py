@@ -108,3 +108,18 @@ def test_schemas_follow_declarations() -> None:
     secrets = {f.name for t in types.TYPES.values() for f in t.fields if f.secret}
     publics = {f.name for t in types.TYPES.values() for f in t.fields if not f.secret}
     assert not (returned & (secrets - publics))  # no field that is only ever secret is in a response
+
+
+def test_gcp_key_with_both_spellings_of_a_key_is_invalid() -> None:
+    """clientEmail and client_email normalise to one key: keeping either would silently drop the other."""
+    err = invalid("gcp", {"gcpKey": {"clientEmail": "e", "client_email": "f"}})
+    assert set(err.errors) == {"gcpKey"} and "client_email" in err.message
+
+
+@pytest.mark.parametrize("value", [5, None, ["basic"], "bad\x00type", "x" * 65])
+def test_unprintable_or_non_string_type_is_not_quoted(value: Any) -> None:
+    """An odd value is described, not shown (it used to read "unknown type 'value'")."""
+    with pytest.raises(InvalidInput) as info:
+        types.get_type(value)
+    assert "'value'" not in info.value.message and "basic" in info.value.message
+    assert "\x00" not in info.value.message and "x" * 65 not in info.value.message

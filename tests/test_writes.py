@@ -128,25 +128,3 @@ def test_update_and_delete_keep_counts(service: Strongroom) -> None:
     with service.db.read() as s:
         row = s.get(Credential, made[3]["credentialId"])
         assert row is not None and service._open(row)["password"] == "new"
-
-
-def test_concurrent_patches_of_one_credential_all_land(service: Strongroom) -> None:
-    """PATCH seals outside the transaction and writes only if the revision is unchanged; racing PATCHes of one
-    credential retry, then fall back to sealing under the row lock: every one lands, none is lost."""
-    who = _user(service, "patcher")
-    cid = service.create_credential(who, {"name": "shared", "user": "u", "password": "p0"})["credentialId"]
-    written = [f"p{k + 1}" for k in range(16)]
-    failures: list[Exception] = []
-
-    def patch(k: int) -> None:
-        try:
-            service.update_credential(who, cid, {"password": written[k]})
-        except Exception as exc:  # collected: any failure is the bug under test
-            failures.append(exc)
-
-    _in_threads(16, patch)
-    assert failures == []
-    with service.db.read() as s:
-        row = s.get(Credential, cid)
-        assert row.revision == 1 + 16
-        assert service._open(row)["password"] in written

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     port: int = 8484
     workers: int = 1  # server processes; use PostgreSQL when running more than one
     max_body_bytes: int = 1_048_576
+    auth_failure_limit: int = 20  # failed authentications per client address and window before 429; 0: off
+    auth_failure_window: float = 60  # seconds
     sqlite_synchronous: str = "FULL"  # FULL: an acknowledged write survives power loss, not only a crash
     db_timeout: float = 30  # seconds a statement may wait: PostgreSQL statement_timeout, SQLite busy_timeout
     db_connect_timeout: int = 3  # seconds to reach PostgreSQL before answering 503 (libpq's minimum is 2)

@@ -50,6 +50,26 @@ class Conflict(StrongroomError):
     status_code = 409
 
 
+class PreconditionFailed(StrongroomError):
+    """An If-Match revision is no longer current: someone else changed the credential since it was read."""
+
+    status_code = 412
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None, *, current_revision: int | None) -> None:
+        super().__init__(message, errors)
+        self.current_revision = current_revision
+
+
+class TooManyRequests(StrongroomError):
+    """This client failed authentication too often; it may try again after `retry_after` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(StrongroomError):
     """The database is unreachable, locked or timing out; the client may retry after `retry_after` seconds."""
 

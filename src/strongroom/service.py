@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -27,7 +28,15 @@ from sqlalchemy.orm import Session
 from strongroom import types
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_keyring
-from strongroom.errors import Conflict, Forbidden, InvalidInput, MasterKeyError, NotFound, Unauthorized
+from strongroom.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MasterKeyError,
+    NotFound,
+    PreconditionFailed,
+    Unauthorized,
+)
 from strongroom.store import Database, Tx
 from strongroom.store.models import ApiToken, Credential, CredentialCount, KeyVersion, User, new_id, utcnow
 
@@ -40,7 +49,7 @@ _ID = re.compile(r"^[0-9a-f]{24}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _KEY_CHECK = b"strongroom key check v1"
 _KEY_REFRESH_SECONDS = 1.0  # how soon a running server writes with a version added by `keys rotate`
-_UPDATE_TRIES = 3  # optimistic PATCH attempts before falling back to sealing under the row lock
+_UPDATE_TRIES = 20  # optimistic PATCH attempts (with jitter) against concurrent changes to one credential
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,9 @@ _AUTH = (
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
-_GET = select(*_LIST_COLUMNS).where(Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner"))
+_GET = select(*_LIST_COLUMNS, Credential.revision).where(
+    Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner")
+)
 _COUNT = select(func.coalesce(func.sum(CredentialCount.n), 0)).where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
 _ALL_COLUMNS = tuple(Credential.__table__.c)
@@ -115,14 +126,22 @@ _MINE = (Credential.id == bindparam("id"), Credential.owner_id == bindparam("own
 _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in _ALL_COLUMNS})
 _FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
 _CURRENT = select(*_ALL_COLUMNS).where(*_MINE)
-_LOCK = _CURRENT.with_for_update()
-_UPDATE = (
+_UPDATE = (  # compare-and-swap on the revision read: a concurrent change makes it match no row
     update(Credential)
-    .where(Credential.id == bindparam("target"))
+    .where(Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
     .values({c.name: bindparam(f"new_{c.name}") for c in _ALL_COLUMNS if c.name not in _FIXED})
 )
-_UPDATE_IF_UNCHANGED = _UPDATE.where(Credential.revision == bindparam("expected"))
 _DELETE = delete(Credential).where(*_MINE).returning(Credential.credential_type)
+_DELETE_AT = (
+    delete(Credential).where(*_MINE, Credential.revision == bindparam("revision")).returning(Credential.credential_type)
+)
+_REVISION = select(Credential.revision).where(*_MINE).with_for_update()
+_REVOKE = (
+    update(ApiToken)
+    .where(ApiToken.id == bindparam("token_id"), ApiToken.revoked_at.is_(None))
+    .values(revoked_at=bindparam("revoked_at"))
+)
+_TOKEN_EXISTS = select(ApiToken.id).where(ApiToken.id == bindparam("id"))
 _STALE = (
     select(
         Credential.id, Credential.owner_id, Credential.credential_type, Credential.key_version, Credential.wrapped_key
@@ -478,12 +497,11 @@ class Strongroom:
             return list(s.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at)))
 
     def revoke_token(self, token_id: str) -> None:
+        """Revoke in one conditional UPDATE: concurrent revocations agree on the first revocation time."""
         with self.db.write() as s:
-            token = s.get(ApiToken, token_id)
-            if token is None:
+            revoked = s.execute(_REVOKE, {"token_id": token_id, "revoked_at": utcnow()}).rowcount  # type: ignore[attr-defined]
+            if not revoked and s.scalar(_TOKEN_EXISTS, {"id": token_id}) is None:
                 raise NotFound(f"token {token_id!r} not found")
-            if token.revoked_at is None:
-                token.revoked_at = utcnow()
 
     def authenticate(self, raw: str | None) -> Principal:
         """Resolve a bearer token; every failure reads the same so tokens cannot be probed."""
@@ -530,13 +548,18 @@ class Strongroom:
         return Page([_wire(r) for r in rows], total, offset, limit)
 
     def get_credential(self, who: Principal, credential_id: str) -> dict[str, Any]:
+        return self.get_versioned(who, credential_id)[0]
+
+    def get_versioned(self, who: Principal, credential_id: str) -> tuple[dict[str, Any], int]:
+        """The credential and its revision, which the server sends as the ETag for a later If-Match."""
         who.require("read")
         if not _ID.match(credential_id):
             raise self._not_found()
         rows = self.db.fetch(_GET, {"id": credential_id, "owner": who.user_id})
         if not rows:
             raise self._not_found()
-        return _wire(rows[0])
+        *columns, revision = rows[0]
+        return _wire(columns), int(revision)
 
     def create_credential(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
         who.require("write")
@@ -580,8 +603,17 @@ class Strongroom:
         except IntegrityError as exc:
             raise self._name_taken(name) if _is_name_clash(exc) else exc from None
 
-    def update_credential(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply a PATCH. DataRobot semantics: a new name without a description clears the description."""
+    def update_credential(
+        self, who: Principal, credential_id: str, body: Mapping[str, Any], *, if_match: Collection[int] | None = None
+    ) -> dict[str, Any]:
+        return self.update_versioned(who, credential_id, body, if_match=if_match)[0]
+
+    def update_versioned(
+        self, who: Principal, credential_id: str, body: Mapping[str, Any], *, if_match: Collection[int] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Apply a PATCH and return the new revision. DataRobot semantics: a new name without a description
+        clears the description. With `if_match`, the change applies only if the stored revision is one of
+        them (checked under the row lock, and again by the UPDATE itself), else 412: no lost update."""
         who.require("write")
         data = dict(body)
         if not data:
@@ -591,36 +623,26 @@ class Strongroom:
             raise self._not_found()
         # Optimistic: read, decrypt, merge and re-seal outside any transaction (a KMS round trip must not hold
         # SQLite's write lock for the whole group commit), then write only if the revision is still the one read.
-        for _ in range(_UPDATE_TRIES):
+        for attempt in range(_UPDATE_TRIES):
             found = self.db.fetch(_CURRENT, {"id": credential_id, "owner": who.user_id})
             if not found:
                 raise self._not_found()
             cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
-            expected = cred.revision
+            read_revision = cred.revision
+            if if_match is not None and read_revision not in if_match:
+                raise self._stale(if_match, read_revision)
             self._apply_patch(cred, dict(data))
             new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
-            params = {"target": cred.id, "expected": expected, **new}
+            params = {"target": cred.id, "read_revision": read_revision, **new}
             try:
-                if self.db.transact(lambda tx, params=params: tx.run(_UPDATE_IF_UNCHANGED, params)):
-                    return _wire_model(cred)
+                if self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params)):
+                    return _wire_model(cred), cred.revision
             except IntegrityError as exc:
                 raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
-
-        def apply_locked(tx: Tx) -> dict[str, Any]:
-            """Still racing after a few tries: read and seal under the row lock, so the PATCH always lands."""
-            found = tx.rows(_LOCK, {"id": credential_id, "owner": who.user_id})
-            if not found:
-                raise self._not_found()
-            cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
-            self._apply_patch(cred, dict(data))
-            new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
-            tx.run(_UPDATE, {"target": cred.id, **new})
-            return _wire_model(cred)
-
-        try:
-            return self.db.transact(apply_locked)
-        except IntegrityError as exc:
-            raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
+            if if_match is not None:  # changed between our read and our write: the client's revision is stale
+                raise self._stale(if_match, None)
+            time.sleep(random.uniform(0, 0.002 * (1 + attempt)))
+        raise Conflict("credential: changed by other requests during this update; retry", {"credential": "busy"})
 
     def _apply_patch(self, cred: SimpleNamespace, data: dict[str, Any]) -> None:
         """Validate a PATCH body and apply it to a credential record, re-sealing its secrets if they change."""
@@ -646,20 +668,33 @@ class Strongroom:
         cred.revision += 1
         cred.updated_at = utcnow()
 
-    def delete_credential(self, who: Principal, credential_id: str) -> None:
+    def delete_credential(self, who: Principal, credential_id: str, *, if_match: Collection[int] | None = None) -> None:
+        """Delete; with `if_match`, only while the stored revision is one of them (else 412)."""
         who.require("write")
         if not _ID.match(credential_id):
             raise self._not_found()
+        mine = {"id": credential_id, "owner": who.user_id}
 
         def remove(tx: Tx) -> None:
-            gone = tx.rows(_DELETE, {"id": credential_id, "owner": who.user_id})
+            gone = tx.rows(_DELETE, mine)
             if not gone:
                 raise self._not_found()
             tx.count(who.user_id, gone[0][0], -1)
 
-        if self.db.is_sqlite:
+        def remove_at_revision(tx: Tx) -> None:
+            found = tx.rows(_REVISION, mine)
+            if not found:
+                raise self._not_found()
+            if if_match is None or found[0][0] not in if_match:
+                raise self._stale(if_match or (), found[0][0])
+            gone = tx.rows(_DELETE_AT, {**mine, "revision": found[0][0]})
+            tx.count(who.user_id, gone[0][0], -1)
+
+        if if_match is not None:
+            self.db.transact(remove_at_revision)
+        elif self.db.is_sqlite:
             self.db.transact(remove)
-        elif not self.db.write_one(_PG_DELETE, {"id": credential_id, "owner": who.user_id}):
+        elif not self.db.write_one(_PG_DELETE, mine):
             raise self._not_found()
 
     # ---- helpers ----------------------------------------------------------------------------------------
@@ -667,6 +702,13 @@ class Strongroom:
     @staticmethod
     def _not_found() -> NotFound:
         return NotFound("credential not found")
+
+    @staticmethod
+    def _stale(expected: Collection[int], current: int | None) -> PreconditionFailed:
+        sent = ", ".join(str(r) for r in sorted(expected)) or "(none: only weak ETags were sent)"
+        now = f" (it is now at {current})" if current is not None else ""
+        msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        return PreconditionFailed(f"If-Match: {msg}", {"If-Match": "stale revision"}, current_revision=current)
 
     @staticmethod
     def _name_taken(name: str) -> Conflict:

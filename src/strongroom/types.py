@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from strongroom.errors import InvalidInput
 
@@ -224,11 +225,11 @@ TYPES: dict[str, CredentialType] = {
 def get_type(name: Any, field: str = "credentialType") -> CredentialType:
     """Look a type up by its wire name, or fail naming the valid ones (and the field or parameter at fault)."""
     if not isinstance(name, str) or name not in TYPES:
-        shown = name if isinstance(name, str) and len(name) <= 64 and not _CONTROL.search(name) else "value"
-        raise InvalidInput(
-            f"{field}: unknown type {shown!r}; expected one of {', '.join(TYPES)}",
-            {field: "unknown credential type"},
-        )
+        printable = isinstance(name, str) and len(name) <= 64 and not _CONTROL.search(name)
+        shown = f"unknown type {name!r}" if printable else "unknown type"
+        if not isinstance(name, str):
+            shown = "must be a string naming a type"
+        raise InvalidInput(f"{field}: {shown}; expected one of {', '.join(TYPES)}", {field: "unknown credential type"})
     return TYPES[name]
 
 
@@ -261,9 +262,9 @@ def check_description(value: Any) -> str:
 def _gcp_key(value: Any) -> dict[str, str]:
     """Normalise a service-account key: accept a JSON string, camelCase or snake_case keys; store snake_case."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
+        try:  # orjson, not json: it stops at 1024 levels where json.loads raises RecursionError (a 500)
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
             raise ValueError("must be a JSON object (or a string holding one)") from None
     if not isinstance(value, dict) or not value:
         raise ValueError("must be a non-empty JSON object")
@@ -271,6 +272,8 @@ def _gcp_key(value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str) or len(item) > VALUE_MAX or len(key) > 128:
             raise ValueError("every key must map to a string of reasonable length")
+        if snake(key) in out:  # e.g. clientEmail and client_email: one value would silently replace the other
+            raise ValueError(f"has two keys for {snake(key)!r} (camelCase and snake_case spellings)")
         out[snake(key)] = item
     return out
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom.cli import archive
 from strongroom.cli.credentials import app as credentials_app
 from strongroom.config import Settings
 from strongroom.errors import StrongroomError
@@ -30,6 +31,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(keys_app, name="keys")
 app.add_typer(credentials_app, name="credentials")
+app.command("backup")(archive.backup)
+app.command("restore")(archive.restore)
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)

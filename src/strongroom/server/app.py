@@ -16,13 +16,15 @@ from starlette.responses import Response
 
 from strongroom import __version__, types
 from strongroom.config import Settings
-from strongroom.errors import InvalidInput, MalformedRequest
+from strongroom.errors import InvalidInput, MalformedRequest, TooManyRequests, Unauthorized
 from strongroom.server import errors
 from strongroom.server.errors import JSONResponse
+from strongroom.server.ratelimit import AuthFailureLimiter
 from strongroom.service import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, Page, Principal, Strongroom
 
 API_VERSION = {"major": 2, "minor": 49, "versionString": "2.49.0", "releasedVersion": f"strongroom-{__version__}"}
 T = TypeVar("T")
+JSON_MAX_DEPTH = 1024  # orjson's nesting limit: deeper documents fail to parse instead of exhausting the stack
 
 _CREDENTIAL = {"$ref": "#/components/schemas/Credential"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -69,6 +71,35 @@ _CREDENTIAL_ID = {
     ]
 }
 _INTEGER = re.compile(r"-?[0-9]{1,19}\Z")
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([0-9]{1,18})"\s*\Z')
+_IF_MATCH_FORMAT = 'expected "*" or quoted revisions from an ETag, such as "3"'
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'Apply only if the credential is still at this revision (its ETag, such as `"3"`); else 412',
+    "schema": {"type": "string"},
+}
+_ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "schema": {"type": "string"}}}
+
+
+def _if_match(request: Request) -> frozenset[int] | None:
+    """The revisions an If-Match header accepts; None for none or `*` (any). Weak tags never match (RFC 9110)."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    revisions = set()
+    for part in header.split(","):
+        tag = _ENTITY_TAG.match(part)
+        if tag is None:
+            raise MalformedRequest(f"If-Match: {_IF_MATCH_FORMAT}", {"If-Match": _IF_MATCH_FORMAT})
+        if not tag.group(1):
+            revisions.add(int(tag.group(2)))
+    return frozenset(revisions)
+
+
+def _etag(revision: int) -> dict[str, str]:
+    return {"ETag": f'"{revision}"'}
 
 
 def _int_param(query: QueryParams, name: str, default: int) -> int:
@@ -113,22 +144,44 @@ def _json_object(raw: bytes | None, limit: int, *, empty_message: str) -> dict[s
         raise InvalidInput(empty_message, {"body": "empty"})
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedRequest("request body is not valid JSON", {"body": "not valid JSON"}) from None
+    except orjson.JSONDecodeError as exc:
+        raise _malformed(exc) from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", {"body": "must be a JSON object"})
     return body
 
 
+def _malformed(exc: orjson.JSONDecodeError) -> MalformedRequest:
+    """Say what is wrong and where; orjson's messages are fixed phrases that never quote the input."""
+    if "depth" in exc.msg:
+        msg = f"nested more than {JSON_MAX_DEPTH} levels deep"
+    else:
+        msg = f"not valid JSON ({exc.msg} at character {exc.pos})"
+    return MalformedRequest(f"request body is {msg}", {"body": msg})
+
+
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Error answers of a route; 503 (database unreachable) can meet every route that reaches the store."""
     text = {
         400: "Malformed JSON",
         401: "Missing or invalid token",
+        403: "The token lacks the scope",
         404: "Not found",
         409: "Name in use",
+        412: "If-Match names a revision that is no longer current: GET the credential again",
         422: "Invalid",
+        429: "Too many failed authentications from this client; retry after `Retry-After` seconds",
+        503: "Database unavailable; retry after `Retry-After` seconds",
     }
-    return {c: {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+    retry = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+    return {
+        c: {
+            "description": text[c],
+            "content": {"application/json": {"schema": _ERROR}},
+            **({"headers": retry} if c in (429, 503) else {}),
+        }
+        for c in (*codes, 503)
+    }
 
 
 def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> APIRouter:
@@ -136,6 +189,19 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
     # A few store threads, not anyio's default 40: more threads than the database can keep busy only
     # fight over the GIL (measured on PostgreSQL at 32 connections: 40 threads spent most CPU switching).
     limiter = anyio.CapacityLimiter(settings.resolved_store_threads)
+    auth_failures = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window)
+
+    def authenticate(service: Strongroom, token: str | None, request: Request) -> Principal:
+        """Resolve the token; past the failure limit a bad token is 429 (a valid one is never limited)."""
+        try:
+            return service.authenticate(token)
+        except Unauthorized:
+            wait = auth_failures.failed(request.client.host if request.client else "unknown")
+            if wait is None:
+                raise
+            raise TooManyRequests(
+                f"too many failed authentications from this client; retry in {wait} s", wait
+            ) from None
 
     async def run_in_threadpool(fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=limiter)
@@ -150,14 +216,14 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         service = app_state()
         token = _token(request)
         if service.db.is_sqlite:
-            return fn(service.authenticate(token))
-        return await run_in_threadpool(lambda: fn(service.authenticate(token)))
+            return fn(authenticate(service, token, request))
+        return await run_in_threadpool(lambda: fn(authenticate(service, token, request)))
 
     async def call(request: Request, fn: Callable[[Principal], T]) -> T:
         """Authenticate and run a writing use case in one worker-thread hop (the store is synchronous)."""
         service = app_state()
         token = _token(request)
-        return await run_in_threadpool(lambda: fn(service.authenticate(token)))
+        return await run_in_threadpool(lambda: fn(authenticate(service, token, request)))
 
     async def call_with_body(
         request: Request, fn: Callable[[Principal, dict[str, Any]], T], *, empty_message: str
@@ -168,12 +234,22 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         raw = await _read_body(request, settings.max_body_bytes)
 
         def run() -> T:
-            who = service.authenticate(token)
+            who = authenticate(service, token, request)
             return fn(who, _json_object(raw, settings.max_body_bytes, empty_message=empty_message))
 
         return await run_in_threadpool(run)
 
-    @router.get("/version/", summary="API version (also verifies the token)", responses=_responses(401))
+    @router.get(
+        "/version/",
+        summary="API version (also verifies the token)",
+        responses={
+            200: {
+                "description": "The API version",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Version"}}},
+            },
+            **_responses(401, 429),
+        },
+    )
     async def version(request: Request) -> Response:
         await read(request, lambda who: who)
         return JSONResponse(API_VERSION)
@@ -187,7 +263,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
                 "description": "A page of credentials",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CredentialList"}}},
             },
-            **_responses(401, 422),
+            **_responses(401, 403, 422, 429),
         },
     )
     async def list_credentials(request: Request) -> Response:
@@ -231,7 +307,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _create_body()}}}},
         responses={
             201: {"description": "Created", "content": {"application/json": {"schema": _CREDENTIAL}}},
-            **_responses(400, 401, 409, 422),
+            **_responses(400, 401, 403, 409, 422, 429),
         },
     )
     async def create_credential(request: Request) -> Response:
@@ -243,45 +319,54 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         summary="Get one credential (never its secrets)",
         openapi_extra=_CREDENTIAL_ID,
         responses={
-            200: {"description": "The credential", "content": {"application/json": {"schema": _CREDENTIAL}}},
-            **_responses(401, 404),
+            200: {
+                "description": "The credential",
+                "headers": _ETAG,
+                "content": {"application/json": {"schema": _CREDENTIAL}},
+            },
+            **_responses(401, 403, 404, 429),
         },
     )
     async def get_credential(request: Request) -> Response:
         credential_id = request.path_params["credentialId"]
-        return JSONResponse(await read(request, lambda who: app_state().get_credential(who, credential_id)))
+        found, revision = await read(request, lambda who: app_state().get_versioned(who, credential_id))
+        return JSONResponse(found, headers=_etag(revision))
 
     @router.patch(
         "/credentials/{credentialId}/",
         summary="Update name, description or secret fields",
         openapi_extra={
-            **_CREDENTIAL_ID,
+            "parameters": [*_CREDENTIAL_ID["parameters"], _IF_MATCH],
             "requestBody": {"content": {"application/json": {"schema": types.update_schema()}}},
         },
         responses={
-            200: {"description": "Updated", "content": {"application/json": {"schema": _CREDENTIAL}}},
-            **_responses(400, 401, 404, 409, 422),
+            200: {
+                "description": "Updated",
+                "headers": _ETAG,
+                "content": {"application/json": {"schema": _CREDENTIAL}},
+            },
+            **_responses(400, 401, 403, 404, 409, 412, 422, 429),
         },
     )
     async def update_credential(request: Request) -> Response:
         credential_id = request.path_params["credentialId"]
-        updated = await call_with_body(
+        updated, revision = await call_with_body(
             request,
-            lambda who, body: app_state().update_credential(who, credential_id, body),
+            lambda who, body: app_state().update_versioned(who, credential_id, body, if_match=_if_match(request)),
             empty_message="Must specify at least one field to update",
         )
-        return JSONResponse(updated)
+        return JSONResponse(updated, headers=_etag(revision))
 
     @router.delete(
         "/credentials/{credentialId}/",
         status_code=204,
         summary="Delete a credential",
-        openapi_extra=_CREDENTIAL_ID,
-        responses={204: {"description": "Deleted"}, **_responses(401, 404)},
+        openapi_extra={"parameters": [*_CREDENTIAL_ID["parameters"], _IF_MATCH]},
+        responses={204: {"description": "Deleted"}, **_responses(400, 401, 403, 404, 412, 429)},
     )
     async def delete_credential(request: Request) -> Response:
         credential_id = request.path_params["credentialId"]
-        await call(request, lambda who: app_state().delete_credential(who, credential_id))
+        await call(request, lambda who: app_state().delete_credential(who, credential_id, if_match=_if_match(request)))
         return Response(status_code=204)
 
     return router
@@ -316,7 +401,20 @@ def _openapi_components() -> dict[str, Any]:
     schemas["Error"] = {
         "type": "object",
         "required": ["message"],
-        "properties": {"message": {"type": "string"}, "errors": {"type": "object"}},
+        "properties": {
+            "message": {"type": "string", "minLength": 1},
+            "errors": {"type": "object", "additionalProperties": {"type": "string"}, "description": "field: problem"},
+        },
+    }
+    schemas["Version"] = {
+        "type": "object",
+        "required": ["major", "minor", "versionString"],
+        "properties": {
+            "major": {"type": "integer"},
+            "minor": {"type": "integer"},
+            "versionString": {"type": "string"},
+            "releasedVersion": {"type": "string"},
+        },
     }
     return schemas
 

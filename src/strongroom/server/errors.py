@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import orjson
+import starlette.responses
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
@@ -15,14 +16,17 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.crypto import DecryptionError
-from strongroom.errors import ServiceUnavailable, StrongroomError
+from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests
 from strongroom.store.db import unavailable
 
 log = logging.getLogger("strongroom.server")
 
 
-class JSONResponse(Response):
-    """orjson-rendered JSON, always with the exact media type the DataRobot client checks for."""
+class JSONResponse(starlette.responses.JSONResponse):
+    """orjson-rendered JSON, always with the exact media type the DataRobot client checks for.
+
+    A subclass of Starlette's JSONResponse so FastAPI documents routes answering it as JSON, not as a string.
+    """
 
     media_type = "application/json"
 
@@ -49,9 +53,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, dict[str, str
 def install(app: FastAPI) -> None:
     @app.exception_handler(StrongroomError)
     async def _domain(_: Request, exc: StrongroomError) -> Response:
-        if isinstance(exc, ServiceUnavailable):
+        if isinstance(exc, ServiceUnavailable | TooManyRequests):
             return error_response(exc.status_code, exc.message, **{"Retry-After": str(exc.retry_after)})
         headers = {"WWW-Authenticate": 'Bearer realm="strongroom"'} if exc.status_code == 401 else {}
+        if isinstance(exc, PreconditionFailed) and exc.current_revision is not None:
+            headers["ETag"] = f'"{exc.current_revision}"'
         return error_response(exc.status_code, exc.message, exc.errors, **headers)
 
     @app.exception_handler(RequestValidationError)

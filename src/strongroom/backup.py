@@ -1,0 +1,583 @@
+"""Encrypted, versioned backups of a whole store, and their restore into an empty store on any backend.
+
+An archive is MAGIC, a 2-byte format version, a 4-byte length and a JSON header (schema revision, tables
+and row counts, how the archive key is protected), then chunks: a 4-byte length, then a nonce and the
+AES-256-GCM sealing of zlib-compressed JSON lines, one table row each. Every chunk authenticates the
+header's SHA-256, its own index and whether it is the last, so an altered header, reordered or missing
+chunks, a cut-off end and trailing bytes are all detected. Rows are taken generically from the SQLAlchemy
+metadata, so columns added by later migrations travel without changes here; credentials stay sealed by
+the master key and tokens stay hashed, the archive key only adds a layer around them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from sqlalchemy import Column, Connection, Table, TypeDecorator, func, select, text
+
+from strongroom import __version__
+from strongroom.config import Settings
+from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_keyring
+from strongroom.errors import MasterKeyError, StrongroomError
+from strongroom.service import _KEY_CHECK, Strongroom, _key_check_aad, credential_aad
+from strongroom.store import Database
+from strongroom.store.models import Base, Credential, CredentialCount
+
+MAGIC = b"STRONGROOM-BACKUP\n"
+FORMAT_VERSION = 1
+CHUNK_BYTES = 1 << 20  # plaintext per chunk before compression (a chunk ends after the row that crosses it)
+DERIVED = frozenset({"credential_counts"})  # rebuilt from the credentials on restore, not archived
+SCRYPT = {"n": 2**15, "r": 8, "p": 1}  # about 32 MiB and a tenth of a second per derivation
+MIN_PASSPHRASE = 10
+_PREFIX = struct.Struct(">HI")  # format version, header length
+_CHUNK = struct.Struct(">I")
+_NONCE = 12
+_MAX_HEADER = 1 << 20
+_MAX_CHUNK = 256 << 20  # refuse absurd lengths before allocating (a single row is at most a few MiB)
+_BATCH = 500
+
+
+class ArchiveError(StrongroomError):
+    """A backup cannot be written or an archive cannot be restored; the message says why and what to do."""
+
+
+class Reporter(Protocol):
+    """Progress of a long backup or restore (the CLI draws a bar; library callers may ignore it)."""
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, rows: int) -> None: ...
+
+
+class _Silent:
+    def start(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an archive says about itself; authenticated by every chunk."""
+
+    raw: bytes
+    doc: dict[str, Any]
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(_PREFIX.pack(FORMAT_VERSION, len(self.raw)) + self.raw).digest()
+
+    @property
+    def key_mode(self) -> str:
+        return str(self.doc["key"]["mode"])
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: int(t["rows"]) for name, t in self.doc["tables"].items()}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Rows per table written or restored, and the archive's size."""
+
+    rows: dict[str, int]
+    size: int
+    created_at: str
+
+
+def archived_tables() -> list[Table]:
+    """Every table of the schema in foreign-key order, except those rebuilt from others."""
+    return [t for t in Base.metadata.sorted_tables if t.name not in DERIVED]
+
+
+# ---- backup ---------------------------------------------------------------------------------------------
+
+
+def backup(
+    service: Strongroom,
+    path: Path,
+    *,
+    passphrase: str | None = None,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Summary:
+    """Write a consistent snapshot of the store to `path` (0600, atomically: a failure leaves no file)."""
+    reporter = reporter or _Silent()
+    if path.exists() and not overwrite:
+        raise ArchiveError(f"{path} already exists; choose another file or pass --force to replace it")
+    if passphrase is not None:
+        check_passphrase(passphrase)
+    archive_key = AESGCM.generate_key(bit_length=256)
+    archive_id = secrets.token_hex(16)
+    tables = archived_tables()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with _snapshot(service.db) as conn:
+            counts = {t.name: conn.scalar(select(func.count()).select_from(t)) or 0 for t in tables}
+            doc = {
+                "format": FORMAT_VERSION,
+                "archiveId": archive_id,
+                "createdAt": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "strongroomVersion": __version__,
+                "schemaRevision": _revision(conn),
+                "sourceBackend": "sqlite" if service.db.is_sqlite else "postgresql",
+                "compression": "zlib",
+                "tables": {t.name: {"columns": [c.name for c in t.columns], "rows": counts[t.name]} for t in tables},
+                "key": _protect_key(archive_key, archive_id, service.keys, passphrase),
+            }
+            header = Header(json.dumps(doc, separators=(",", ":")).encode(), doc)
+            reporter.start("Backing up", sum(counts.values()))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(MAGIC + _PREFIX.pack(FORMAT_VERSION, len(header.raw)) + header.raw)
+                writer = _ChunkWriter(fh, AESGCM(archive_key), header.digest, chunk_bytes)
+                for table in tables:
+                    ordered = select(table).order_by(*table.primary_key.columns).execution_options(yield_per=_BATCH)
+                    for batch in conn.execute(ordered).partitions():
+                        for row in batch:
+                            writer.add(_encode_row(table, row))
+                        reporter.advance(len(batch))
+                writer.close()
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise ArchiveError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Summary(counts, path.stat().st_size, doc["createdAt"])
+
+
+@contextmanager
+def _snapshot(db: Database) -> Iterator[Connection]:
+    """A read-only transaction that sees one consistent state of every table while the server runs on."""
+    with db.engine.connect() as conn:
+        if not db.is_sqlite:
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin() as tx:  # SQLite in WAL mode: the first read fixes the snapshot
+            yield conn
+            tx.rollback()
+
+
+def _revision(conn: Connection) -> str:
+    return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+def _kind(column: Column[Any]) -> type:
+    """The Python type a column holds: bytes and datetimes need an encoding in JSON."""
+    kind = column.type.impl_instance if isinstance(column.type, TypeDecorator) else column.type
+    try:
+        return kind.python_type
+    except NotImplementedError:
+        return object
+
+
+def _encode_row(table: Table, row: Sequence[Any]) -> bytes:
+    values: list[Any] = []
+    for column, value in zip(table.columns, row, strict=True):
+        kind = _kind(column)
+        if value is None:
+            values.append(None)
+        elif kind is bytes:
+            values.append(base64.b64encode(value).decode())
+        elif kind is datetime:
+            values.append(value.isoformat())
+        else:
+            values.append(value)
+    return json.dumps([table.name, values], separators=(",", ":")).encode() + b"\n"
+
+
+class _ChunkWriter:
+    """Buffers rows into chunks, seals each, and marks the last one as final."""
+
+    def __init__(self, fh: IO[bytes], cipher: AESGCM, digest: bytes, chunk_bytes: int) -> None:
+        self._fh, self._cipher, self._digest, self._limit = fh, cipher, digest, chunk_bytes
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._index = 0
+
+    def add(self, line: bytes) -> None:
+        self._buffer.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self._seal(final=False)
+
+    def close(self) -> None:
+        self._seal(final=True)  # possibly empty: its presence proves the archive was not cut short
+
+    def _seal(self, *, final: bool) -> None:
+        nonce = os.urandom(_NONCE)
+        body = zlib.compress(b"".join(self._buffer), 6)
+        sealed = nonce + self._cipher.encrypt(nonce, body, _chunk_aad(self._digest, self._index, final))
+        self._fh.write(_CHUNK.pack(len(sealed)) + sealed)
+        self._buffer, self._size, self._index = [], 0, self._index + 1
+
+
+def _chunk_aad(digest: bytes, index: int, final: bool) -> bytes:
+    return digest + struct.pack(">QB", index, final)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- the archive key ------------------------------------------------------------------------------------
+
+
+def check_passphrase(passphrase: str) -> None:
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise ArchiveError(f"passphrase: must be at least {MIN_PASSPHRASE} characters")
+
+
+def _key_aad(archive_id: str) -> bytes:
+    return f"strongroom/backup-key/v1|{archive_id}".encode()
+
+
+def _scrypt(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+
+
+def _protect_key(key: bytes, archive_id: str, keys: KeyProvider, passphrase: str | None) -> dict[str, Any]:
+    """Wrap the archive key under the store's master key, or under a key derived from a passphrase."""
+    aad = _key_aad(archive_id)
+    if passphrase is None:
+        version, wrapped = keys.wrap(key, aad)
+        return {"mode": "master-key", "version": version, "wrapped": base64.b64encode(wrapped).decode()}
+    salt = os.urandom(16)
+    nonce = os.urandom(_NONCE)
+    wrapped = nonce + AESGCM(_scrypt(passphrase, salt, **SCRYPT)).encrypt(nonce, key, aad)
+    return {
+        "mode": "passphrase",
+        "kdf": "scrypt",
+        "salt": base64.b64encode(salt).decode(),
+        **SCRYPT,
+        "wrapped": base64.b64encode(wrapped).decode(),
+    }
+
+
+def _archive_key(header: Header, keys: KeyProvider, passphrase: str | None) -> bytes:
+    """Unwrap the archive key; a wrong passphrase or master key is told apart from a damaged chunk."""
+    spec = header.doc["key"]
+    aad = _key_aad(str(header.doc["archiveId"]))
+    wrapped = base64.b64decode(spec["wrapped"])
+    if spec["mode"] == "master-key":
+        if passphrase is not None:
+            raise ArchiveError("this archive is sealed with the store's master key, not a passphrase; omit it")
+        version = int(spec["version"])
+        source = getattr(keys, "source", "the configured keys")
+        try:
+            return keys.unwrap(version, wrapped, aad)
+        except MasterKeyError:
+            raise ArchiveError(
+                f"the archive key is sealed with master key version {version}, which {source} does not have; "
+                "restore needs the master key of the store that was backed up"
+            ) from None
+        except DecryptionError:
+            raise ArchiveError(
+                f"master key version {version} from {source} is not the key of the store that made this backup"
+            ) from None
+    if spec["mode"] != "passphrase" or spec.get("kdf") != "scrypt":
+        raise ArchiveError(f"unsupported archive key protection {spec.get('mode')!r}")
+    if passphrase is None:
+        raise ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file or the prompt")
+    n, r, p = int(spec["n"]), int(spec["r"]), int(spec["p"])
+    if not (2 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise ArchiveError("the archive header has unreasonable key-derivation parameters; refusing it")
+    kek = _scrypt(passphrase, base64.b64decode(spec["salt"]), n, r, p)
+    try:
+        return AESGCM(kek).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], aad)
+    except InvalidTag:
+        raise ArchiveError("wrong passphrase for this archive (or its header was altered)") from None
+
+
+# ---- reading --------------------------------------------------------------------------------------------
+
+
+def read_header(fh: IO[bytes]) -> Header:
+    """Parse the unauthenticated prefix; the chunks prove later that it was not altered."""
+    magic = fh.read(len(MAGIC))
+    if magic != MAGIC:
+        raise ArchiveError("not a Strongroom backup archive (unknown file signature)")
+    prefix = fh.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+        raise ArchiveError("the archive is truncated: its header is incomplete")
+    version, length = _PREFIX.unpack(prefix)
+    if version != FORMAT_VERSION:
+        raise ArchiveError(
+            f"unsupported archive format version {version}; this Strongroom reads version {FORMAT_VERSION}"
+        )
+    if length > _MAX_HEADER:
+        raise ArchiveError("the archive header is implausibly large; the file is damaged")
+    raw = fh.read(length)
+    if len(raw) < length:
+        raise ArchiveError("the archive is truncated: its header is incomplete")
+    try:
+        doc = json.loads(raw)
+        tables = doc["tables"]
+        if not isinstance(tables, dict) or not isinstance(doc["key"], dict) or doc.get("compression") != "zlib":
+            raise ValueError
+        for spec in tables.values():
+            int(spec["rows"]), list(spec["columns"])
+        str(doc["schemaRevision"]), str(doc["archiveId"])
+    except (ValueError, KeyError, TypeError):
+        raise ArchiveError("the archive header is unreadable; the file is damaged or altered") from None
+    return Header(raw, doc)
+
+
+def header_of(path: Path) -> Header:
+    """The header of the archive at `path` (to decide, for example, whether a passphrase is needed)."""
+    with _open(path) as fh:
+        return read_header(fh)
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _chunks(fh: IO[bytes], header: Header, key: bytes) -> Iterator[bytes]:
+    """Each chunk's plaintext, in order, each authenticated; then proof that nothing was cut or appended."""
+    cipher = AESGCM(key)
+    index = 0
+    while True:
+        prefix = fh.read(_CHUNK.size)
+        if not prefix:
+            raise ArchiveError(f"the archive is truncated: it ends after {index} chunk(s) without the final one")
+        (length,) = _CHUNK.unpack(prefix) if len(prefix) == _CHUNK.size else (-1,)
+        if not _NONCE + 16 <= length <= _MAX_CHUNK:
+            raise ArchiveError(f"the archive is damaged or truncated at chunk {index}")
+        sealed = fh.read(length)
+        if len(sealed) < length:
+            raise ArchiveError(f"the archive is truncated in chunk {index}")
+        final = False
+        try:
+            body = cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], _chunk_aad(header.digest, index, False))
+        except InvalidTag:
+            try:
+                body = cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], _chunk_aad(header.digest, index, True))
+                final = True
+            except InvalidTag:
+                raise ArchiveError(
+                    f"the archive has been altered or damaged: chunk {index} fails authentication"
+                ) from None
+        yield _inflate(body, index)
+        index += 1
+        if final:
+            if fh.read(1):
+                raise ArchiveError("the archive has unexpected data after its final chunk; refusing it")
+            return
+
+
+def _inflate(body: bytes, index: int) -> bytes:
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(body, _MAX_CHUNK)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ArchiveError(f"chunk {index} does not decompress; the archive is damaged")
+    return data
+
+
+def _rows(fh: IO[bytes], header: Header, key: bytes) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """Every archived row, decoded into column values for this schema."""
+    tables = {t.name: t for t in archived_tables()}
+    for index, plain in enumerate(_chunks(fh, header, key)):
+        for line in plain.splitlines():
+            try:  # authenticated, so only a writer bug or the key holder could make this fail
+                name, values = json.loads(line)
+                table = tables[name]
+                row = _decode_row(table, header.doc["tables"][name]["columns"], values)
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise ArchiveError(f"chunk {index} holds a row this schema cannot read") from None
+            yield table, row
+
+
+def _decode_row(table: Table, columns: list[str], values: list[Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, value in zip(columns, values, strict=True):
+        kind = _kind(table.columns[name])
+        if value is None:
+            row[name] = None
+        elif kind is bytes:
+            row[name] = base64.b64decode(value, validate=True)
+        elif kind is datetime:
+            row[name] = datetime.fromisoformat(value)
+        else:
+            row[name] = value
+    return row
+
+
+# ---- restore --------------------------------------------------------------------------------------------
+
+
+def restore(
+    settings: Settings, path: Path, *, passphrase: str | None = None, reporter: Reporter | None = None
+) -> Summary:
+    """Load an archive into the empty store `settings` names: verified in full first, written in one transaction."""
+    reporter = reporter or _Silent()
+    keys = _target_keys(settings)
+    db = Database(
+        settings.resolved_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        timeout=settings.db_timeout,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    try:
+        db.migrate()
+        with _open(path) as fh:
+            header = read_header(fh)
+            _check_schema(db, header)
+            with db.read() as s:
+                _require_empty(s.connection())
+            try:
+                key = _archive_key(header, keys, passphrase)
+            except (KeyError, ValueError, TypeError, binascii.Error):
+                raise ArchiveError("the archive header is unreadable; the file is damaged or altered") from None
+            start = fh.tell()
+            reporter.start("Verifying", sum(header.rows.values()))
+            _verify(_rows(fh, header, key), header, keys, reporter)
+            fh.seek(start)
+            reporter.start("Restoring", sum(header.rows.values()))
+            with db.write() as s:  # the file is re-authenticated as it is read; any failure rolls all back
+                conn = s.connection()
+                _require_empty(conn)
+                conn.execute(Base.metadata.tables["key_versions"].delete())  # a first start's check row
+                _insert(conn, _rows(fh, header, key), reporter)
+                _recount(conn)
+    finally:
+        db.dispose()
+    return Summary(header.rows, path.stat().st_size, str(header.doc.get("createdAt", "")))
+
+
+def _target_keys(settings: Settings) -> KeyProvider:
+    """The target's master key, never a fresh one: the archive's data keys are wrapped by the source's."""
+    key_file = settings.resolved_key_file
+    if not settings.master_key and not key_file.exists():
+        raise ArchiveError(
+            f"no master key at {key_file} and STRONGROOM_MASTER_KEY is not set; restore needs the master key "
+            "of the store that was backed up (the archive holds data keys wrapped by it, not the key itself)"
+        )
+    return load_keyring(env_value=settings.master_key, key_file=key_file, create=False)
+
+
+def _check_schema(db: Database, header: Header) -> None:
+    with db.read() as s:
+        target = _revision(s.connection())
+    source = str(header.doc["schemaRevision"])
+    if source != target:
+        raise ArchiveError(
+            f"the archive is at schema revision {source} but this store is at {target}; restore it with the "
+            "Strongroom version that made it, then upgrade"
+        )
+    expected = {t.name: [c.name for c in t.columns] for t in archived_tables()}
+    archived = {name: spec["columns"] for name, spec in header.doc["tables"].items()}
+    if {k: sorted(v) for k, v in archived.items()} != {k: sorted(v) for k, v in expected.items()}:
+        raise ArchiveError("the archive's tables do not match this store's schema at the same revision")
+
+
+def _require_empty(conn: Connection) -> None:
+    """Refuse to merge into existing data: ids, names and tokens would clash or silently mix."""
+    found = {
+        t.name: n
+        for t in archived_tables()
+        if t.name != "key_versions" and (n := conn.scalar(select(func.count()).select_from(t)))
+    }
+    if found:
+        listed = ", ".join(f"{n} row(s) in {name}" for name, n in found.items())
+        raise ArchiveError(f"the target store is not empty ({listed}); restore only into an empty store")
+
+
+def _verify(
+    rows: Iterator[tuple[Table, dict[str, Any]]], header: Header, keys: KeyProvider, reporter: Reporter
+) -> None:
+    """Authenticate every chunk, count rows, and prove every credential decrypts under the target's keys."""
+    envelope = Envelope(keys)
+    source = getattr(keys, "source", "the configured keys")
+    seen = dict.fromkeys(header.rows, 0)
+    for table, row in rows:
+        seen[table.name] += 1
+        if table.name == "credentials":
+            _check_credential(envelope, row, source)
+        elif table.name == "key_versions":
+            _check_key_version(keys, row, source)
+        reporter.advance(1)
+    if seen != header.rows:
+        raise ArchiveError("the archive's rows do not match its header's counts; the archive is damaged")
+
+
+def _check_key_version(keys: KeyProvider, row: Mapping[str, Any], source: str) -> None:
+    """A version the target has must be the very key the archive's check value was made with (as at start)."""
+    version = row["version"]
+    if version not in keys.versions():
+        return  # credentials that need it are refused by name; an unused old version may be absent
+    try:
+        ok = keys.unwrap(version, row["check_value"], _key_check_aad(version)) == _KEY_CHECK
+    except DecryptionError:
+        ok = False
+    if not ok:
+        raise ArchiveError(f"master key version {version} from {source} is not the key of the store that was backed up")
+
+
+def _check_credential(envelope: Envelope, row: Mapping[str, Any], source: str) -> None:
+    version = row["key_version"]
+    sealed = Sealed(version, row["wrapped_key"], row["ciphertext"])
+    try:
+        envelope.open(sealed, credential_aad(row["id"], row["owner_id"], row["credential_type"]))
+    except MasterKeyError:
+        raise ArchiveError(
+            f"credential {row['id']} is sealed with master key version {version}, which {source} does not have; "
+            "the archive holds data keys wrapped by the source store's master keys, not the keys themselves"
+        ) from None
+    except DecryptionError:
+        raise ArchiveError(
+            f"credential {row['id']} does not decrypt under master key version {version} from {source}: "
+            "it is not the master key of the store that was backed up"
+        ) from None
+
+
+def _recount(conn: Connection) -> None:
+    """The derived per-owner counts, from the restored credentials, in the same transaction."""
+    totals = select(Credential.owner_id, Credential.credential_type, func.count()).group_by(
+        Credential.owner_id, Credential.credential_type
+    )
+    conn.execute(CredentialCount.__table__.delete())
+    conn.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
+
+
+def _insert(conn: Connection, rows: Iterator[tuple[Table, dict[str, Any]]], reporter: Reporter) -> None:
+    """Insert in batches per table; rows arrive in foreign-key order."""
+    table: Table | None = None
+    batch: list[dict[str, Any]] = []
+    for row_table, row in rows:
+        if row_table is not table or len(batch) >= _BATCH:
+            if table is not None and batch:
+                conn.execute(table.insert(), batch)
+                reporter.advance(len(batch))
+            table, batch = row_table, []
+        batch.append(row)
+    if table is not None and batch:
+        conn.execute(table.insert(), batch)
+        reporter.advance(len(batch))
