@@ -261,6 +261,28 @@ def test_revoked_and_expired_tokens_are_401(server: Server) -> None:
             assert_error(c.get("version/"), 401)
 
 
+def test_get_checks_the_token_on_its_one_statement_path(server: Server) -> None:
+    """GET reads token and credential in one statement: an existing credential must still answer 401 to a
+    revoked or expired token of its owner, 403 to a token without `read`, and 404 to another user."""
+    with open_service(server) as service:
+        owner, stranger = unique("owner"), unique("stranger")
+        service.create_user(owner)
+        service.create_user(stranger)
+        live, raw = service.create_token(owner)
+        _, expired = service.create_token(owner, name="old", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        _, write_only = service.create_token(owner, name="w", scopes=("write",))
+        _, other = service.create_token(stranger)
+        with client(server, raw) as c:
+            cid = c.post("credentials/", json={"name": "x", "user": "u", "password": "p"}).json()["credentialId"]
+            assert c.get(f"credentials/{cid}/").json()["credentialId"] == cid
+        for token, status in ((expired, 401), (write_only, 403), (other, 404), (raw[:-1] + "x", 401)):
+            with client(server, token) as c:
+                assert_error(c.get(f"credentials/{cid}/"), status)
+        service.revoke_token(live.id)
+        with client(server, raw) as c:
+            assert_error(c.get(f"credentials/{cid}/"), 401)
+
+
 def test_read_only_token_cannot_write(server: Server) -> None:
     """Scopes are enforced: a read token lists but cannot create (403 JSON, not a silent success)."""
     with open_service(server) as service:
