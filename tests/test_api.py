@@ -261,9 +261,10 @@ def test_revoked_and_expired_tokens_are_401(server: Server) -> None:
             assert_error(c.get("version/"), 401)
 
 
-def test_get_checks_the_token_on_its_one_statement_path(server: Server) -> None:
-    """GET reads token and credential in one statement: an existing credential must still answer 401 to a
-    revoked or expired token of its owner, 403 to a token without `read`, and 404 to another user."""
+def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> None:
+    """GET and list read token and credentials in one statement: with credentials present they must still
+    answer 401 to a revoked or expired token of the owner, 403 to a token without `read`, and show another
+    user nothing."""
     with open_service(server) as service:
         owner, stranger = unique("owner"), unique("stranger")
         service.create_user(owner)
@@ -275,12 +276,19 @@ def test_get_checks_the_token_on_its_one_statement_path(server: Server) -> None:
         with client(server, raw) as c:
             cid = c.post("credentials/", json={"name": "x", "user": "u", "password": "p"}).json()["credentialId"]
             assert c.get(f"credentials/{cid}/").json()["credentialId"] == cid
+            assert [item["credentialId"] for item in c.get("credentials/").json()["data"]] == [cid]
         for token, status in ((expired, 401), (write_only, 403), (other, 404), (raw[:-1] + "x", 401)):
             with client(server, token) as c:
                 assert_error(c.get(f"credentials/{cid}/"), status)
+                listed = c.get("credentials/", params={"limit": 10})
+                if status == 404:
+                    assert listed.json()["data"] == [] and listed.json()["totalCount"] == 0
+                else:
+                    assert_error(listed, status)
         service.revoke_token(live.id)
         with client(server, raw) as c:
             assert_error(c.get(f"credentials/{cid}/"), 401)
+            assert_error(c.get("credentials/"), 401)
 
 
 def test_read_only_token_cannot_write(server: Server) -> None:
