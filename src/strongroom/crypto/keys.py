@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
+import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from strongroom.errors import MasterKeyError
 
 KEYRING_FORMAT = "strongroom-keyring-1"
+log = logging.getLogger("strongroom.keys")
 _NONCE = 12
 
 
@@ -119,36 +123,50 @@ class FileKeyring(Keyring):
         self.path = path
         self._lock = threading.Lock()
         self._stamp = _stamp(path)
-        keys, active = _parse(text, f"key file {path}")
-        self._keys = keys
-        super().__init__(keys, active, f"key file {path}")
+        super().__init__(*_parse(text, f"key file {path}"), f"key file {path}")
 
     def refresh(self) -> None:
-        stamp = _stamp(self.path)
-        if stamp == self._stamp:
-            return
-        with self._lock:
-            keyring = load_key_file(self.path, create=False)
-            self._keys = keyring._keys
-            self._state, self._stamp = keyring._state, keyring._stamp
+        """Adopt the file's keys if it changed; a file gone or unusable meanwhile keeps the keys already loaded
+        (logged), so requests go on being served instead of failing one by one."""
+        try:
+            if _stamp(self.path) == self._stamp:
+                return
+            with self._lock:
+                keyring = load_key_file(self.path, create=False)
+                self._state, self._stamp = keyring._state, keyring._stamp
+        except (OSError, MasterKeyError) as exc:
+            message = exc.message if isinstance(exc, MasterKeyError) else f"{type(exc).__name__} on {self.path}"
+            log.warning("keeping the master keys already loaded: %s", message)
 
     def add_version(self, version: int, key_ref: str | None) -> str | None:
-        with self._lock:
-            keys = {**self._keys, version: AESGCM.generate_key(bit_length=256)}
-            write_key_file(self.path, serialise(keys, version))
-            self._keys = keys
-            self._load(keys, version)
-            self._stamp = _stamp(self.path)
+        def add(keys: dict[int, bytes], active: int) -> tuple[dict[int, bytes], int]:
+            if version in keys:  # two rotations at once: never two different keys under one number
+                raise MasterKeyError(
+                    f"{self.source} already holds master key version {version} (another rotation?); "
+                    "run `strongroom keys rotate` again to finish it"
+                )
+            return {**keys, version: AESGCM.generate_key(bit_length=256)}, version
+
+        self._rewrite(add)
         return None
 
     def remove_version(self, version: int) -> None:
-        with self._lock:
-            keys = {v: k for v, k in self._keys.items() if v != version}
-            active = self.active_version()
-            write_key_file(self.path, serialise(keys, active))
-            self._keys = keys
-            self._load(keys, active)
-            self._stamp = _stamp(self.path)
+        self._rewrite(lambda keys, active: ({v: k for v, k in keys.items() if v != version}, active))
+
+    def _rewrite(self, change: Callable[[dict[int, bytes], int], tuple[dict[int, bytes], int]]) -> None:
+        """Read, change and atomically replace the file under an exclusive lock, so a concurrent rotation
+        or retirement in another process is never overwritten."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with self._lock:
+                keys, active = change(*_parse(self.path.read_text(), self.source))
+                write_key_file(self.path, serialise(keys, active))
+                self._load(keys, active)
+                self._stamp = _stamp(self.path)
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
