@@ -21,7 +21,7 @@ from sqlalchemy import select
 from strongroom import types
 from strongroom.backup import MAGIC, ArchiveError, backup, restore
 from strongroom.config import Settings
-from strongroom.crypto import load_key_provider
+from strongroom.crypto import load_keyring
 from strongroom.service import Strongroom
 from strongroom.store import Database
 from strongroom.store.models import Base, Credential, utcnow
@@ -324,7 +324,7 @@ def test_target_must_be_empty_and_at_the_same_schema(
     old_settings = Settings(data_dir=old)
     service = Strongroom(
         Database(old_settings.resolved_database_url),
-        load_key_provider(env_value=None, key_file=old_settings.resolved_key_file, create=False),
+        load_keyring(env_value=None, key_file=old_settings.resolved_key_file, create=False),
     )
     try:
         backup(service, tmp_path / "old.srb")

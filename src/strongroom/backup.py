@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 
 from strongroom import __version__
 from strongroom.config import Settings
-from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_key_provider
+from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_keyring
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.service import _KEY_CHECK, Strongroom, _key_check_aad, credential_aad
 from strongroom.store import Database
@@ -491,7 +491,7 @@ def _target_keys(settings: Settings) -> KeyProvider:
             f"no master key at {key_file} and STRONGROOM_MASTER_KEY is not set; restore needs the master key "
             "of the store that was backed up (the archive holds data keys wrapped by it, not the key itself)"
         )
-    return load_key_provider(env_value=settings.master_key, key_file=key_file, create=False)
+    return load_keyring(env_value=settings.master_key, key_file=key_file, create=False)
 
 
 def _check_schema(db: Database, header: Header) -> None:

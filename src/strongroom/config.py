@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite in data_dir
     master_key: str | None = Field(default=None, repr=False)  # keyring JSON or base64 key; else the key file
     master_key_file: Path | None = None  # default: data_dir/master.key
+    kms_key_id: str | None = None  # set: master keys live in AWS KMS; this key protects a new store
+    kms_endpoint_url: str | None = None  # a KMS-compatible endpoint instead of AWS's
+    kms_region: str | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
     host: str = "127.0.0.1"
     port: int = 8484
     workers: int = 1  # server processes; use PostgreSQL when running more than one

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -24,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from strongroom import types
 from strongroom.config import Settings
-from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_key_provider
+from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_keyring
 from strongroom.errors import (
     Conflict,
     Forbidden,
@@ -45,6 +48,8 @@ DEFAULT_PAGE = 100
 _ID = re.compile(r"^[0-9a-f]{24}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _KEY_CHECK = b"strongroom key check v1"
+_KEY_REFRESH_SECONDS = 1.0  # how soon a running server writes with a version added by `keys rotate`
+_UPDATE_TRIES = 20  # optimistic PATCH attempts (with jitter) against concurrent changes to one credential
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ _ALL_COLUMNS = tuple(Credential.__table__.c)
 _MINE = (Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner"))
 _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in _ALL_COLUMNS})
 _FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
-_LOCK = select(*_ALL_COLUMNS).where(*_MINE).with_for_update()
+_CURRENT = select(*_ALL_COLUMNS).where(*_MINE)
 _UPDATE = (  # compare-and-swap on the revision read: a concurrent change makes it match no row
     update(Credential)
     .where(Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
@@ -137,6 +142,23 @@ _REVOKE = (
     .values(revoked_at=bindparam("revoked_at"))
 )
 _TOKEN_EXISTS = select(ApiToken.id).where(ApiToken.id == bindparam("id"))
+_STALE = (
+    select(
+        Credential.id, Credential.owner_id, Credential.credential_type, Credential.key_version, Credential.wrapped_key
+    )
+    .where(Credential.key_version != bindparam("active"), Credential.id > bindparam("after"))
+    .order_by(Credential.id)
+    .limit(bindparam("limit"))
+)
+_REWRAP = (
+    update(Credential)
+    .where(
+        Credential.id == bindparam("target"),
+        Credential.key_version == bindparam("old_version"),
+        Credential.wrapped_key == bindparam("old_wrapped"),
+    )
+    .values(key_version=bindparam("new_version"), wrapped_key=bindparam("new_wrapped"))
+)
 
 
 def _pg_counted(change: Any, delta: int) -> Any:
@@ -193,6 +215,8 @@ class Strongroom:
         self.db = db
         self.keys = keys
         self.envelope = Envelope(keys)
+        self._refreshed_at = time.monotonic()
+        self._refresh_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings) -> Strongroom:
@@ -203,14 +227,14 @@ class Strongroom:
             timeout=settings.db_timeout,
             connect_timeout=settings.db_connect_timeout,
         )
-        db.migrate()
-        with db.read() as s:
-            sealed_before = s.scalar(select(func.count()).select_from(KeyVersion)) or 0
-        keys = load_key_provider(
-            env_value=settings.master_key, key_file=settings.resolved_key_file, create=sealed_before == 0
-        )
-        app = cls(db, keys)
-        app.verify_keys()
+        try:
+            db.migrate()
+            keys = _key_provider(settings, db)
+            app = cls(db, keys)
+            app.verify_keys()
+        except BaseException:
+            db.dispose()
+            raise
         return app
 
     def close(self) -> None:
@@ -220,7 +244,7 @@ class Strongroom:
 
     def verify_keys(self) -> None:
         """Every key version the data needs must be present and be the very key that sealed it."""
-        source = getattr(self.keys, "source", type(self.keys).__name__)
+        source = self.keys.source
         available = self.keys.versions()
         with self.db.write() as s:
             stored = {kv.version: kv for kv in s.scalars(select(KeyVersion))}
@@ -240,19 +264,184 @@ class Strongroom:
                     ok = False
                 if not ok:
                     raise MasterKeyError(
-                        f"master key version {version} from {source} is not the key this database was sealed with"
+                        f"master key version {version} from {source} does not match: "
+                        "it is not the key this database was sealed with"
                     )
             active = self.keys.active_version()
             if active not in stored:
                 version, check = self.keys.wrap(_KEY_CHECK, _key_check_aad(active))
-                s.add(KeyVersion(version=version, check_value=check))
+                s.add(KeyVersion(version=version, check_value=check, key_ref=self.keys.key_ref(version)))
+
+    def _fresh_keys(self) -> None:
+        """Re-read the key source at most once per interval, so a running server adopts a rotated version."""
+        now = time.monotonic()
+        if now - self._refreshed_at < _KEY_REFRESH_SECONDS:
+            return
+        with self._refresh_lock:
+            if now - self._refreshed_at >= _KEY_REFRESH_SECONDS:
+                self.keys.refresh()
+                self._refreshed_at = time.monotonic()
+
+    def _know_version(self, version: int) -> None:
+        """A version this process has not loaded (added by a rotation elsewhere) triggers one re-read."""
+        if version not in self.keys.versions():
+            with self._refresh_lock:
+                self.keys.refresh()
+                self._refreshed_at = time.monotonic()
+
+    def _unwrap(self, version: int, wrapped: bytes, aad: bytes) -> bytes:
+        self._know_version(version)
+        return self.keys.unwrap(version, wrapped, aad)
 
     def key_status(self) -> dict[str, Any]:
+        """The active version and, per version, how many credentials' data keys it wraps."""
+        self.keys.refresh()
+        active = self.keys.active_version()
         with self.db.read() as s:
             counts = dict(
                 s.execute(select(Credential.key_version, func.count()).group_by(Credential.key_version)).all()
             )
-        return {"active": self.keys.active_version(), "credentialsByVersion": counts}
+            stored = {kv.version: kv for kv in s.scalars(select(KeyVersion))}
+        versions = []
+        for version in sorted(set(counts) | set(stored) | self.keys.versions()):
+            kv = stored.get(version)
+            versions.append(
+                {
+                    "version": version,
+                    "credentials": counts.get(version, 0),
+                    "active": version == active,
+                    "retired": bool(kv and kv.retired_at),
+                    "keyRef": kv.key_ref if kv else self.keys.key_ref(version),
+                }
+            )
+        older = sum(n for v, n in counts.items() if v != active)
+        return {"active": active, "source": self.keys.source, "onOlderVersions": older, "versions": versions}
+
+    def start_rotation(self, *, key_ref: str | None = None, resume_only: bool = False) -> int | None:
+        """Add and activate a new master-key version, unless an earlier rotation is unfinished.
+
+        Returns the new version, or None when there is one to finish (or nothing to do with `resume_only`):
+        rotation progress is only "rows still on other versions", so a rerun after a crash resumes it.
+        """
+        self.keys.refresh()
+        active = self.keys.active_version()
+        if resume_only or self._count_not_on(active):
+            with self.db.write() as s:  # a crash between the key file and this row: record the check now
+                if s.get(KeyVersion, active) is None:
+                    _, check = self.keys.wrap(_KEY_CHECK, _key_check_aad(active))
+                    s.add(KeyVersion(version=active, check_value=check, key_ref=self.keys.key_ref(active)))
+            return None
+        with self.db.read() as s:
+            newest = s.scalar(select(func.max(KeyVersion.version))) or 0
+        version = max(newest, *self.keys.versions()) + 1
+        ref = self.keys.add_version(version, key_ref)
+        wrapped_under, check = self.keys.wrap(_KEY_CHECK, _key_check_aad(version))
+        if wrapped_under != version:
+            raise MasterKeyError(f"{self.keys.source} did not activate master key version {version}")
+        with self.db.write() as s:
+            s.add(KeyVersion(version=version, check_value=check, key_ref=ref, created_at=utcnow()))
+        return version
+
+    def _count_not_on(self, version: int) -> int:
+        with self.db.read() as s:
+            return s.scalar(select(func.count()).where(Credential.key_version != version)) or 0
+
+    def rewrap(
+        self,
+        *,
+        batch_size: int = 500,
+        pause: float = 0.0,
+        max_passes: int = 20,
+        settle: float = 2 * _KEY_REFRESH_SECONDS,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Re-wrap every data key still under another version with the active one, in short batches.
+
+        Only the wrapped data keys change; ciphertexts are untouched. Each batch is one short transaction whose
+        updates apply only if the row still holds the wrapped key that was read (`WHERE key_version = old AND
+        wrapped_key = old`), so a concurrent PATCH or DELETE always wins and is never undone; such rows are
+        picked up again by the next pass. KMS calls happen before the transaction, never inside it.
+        """
+        if batch_size < 1:
+            raise InvalidInput("batch-size: must be at least 1", {"batchSize": "must be at least 1"})
+        target = self.keys.active_version()
+        with self.db.read() as s:
+            activated = s.scalar(select(KeyVersion.created_at).where(KeyVersion.version == target))
+        age = (utcnow() - activated).total_seconds() if activated is not None else 0.0
+        waited = max(0.0, settle - age)
+        time.sleep(waited)  # let running servers adopt the version before judging what is left
+        rewrapped = conflicts = passes = 0
+        failed: set[str] = set()
+        settled = age > 2 * settle  # activated long ago: no request can still be sealing under the old version
+        while passes < max_passes:
+            passes += 1
+            after = ""
+            while rows := self.db.fetch(_STALE, {"active": target, "after": after, "limit": batch_size}):
+                after = rows[-1][0]
+                changes = []
+                for credential_id, owner_id, credential_type, version, wrapped in rows:
+                    if credential_id in failed:
+                        continue
+                    aad = credential_aad(credential_id, owner_id, credential_type)
+                    try:
+                        data_key = self._unwrap(version, bytes(wrapped), aad)
+                    except DecryptionError:
+                        failed.add(credential_id)  # tampered or corrupt: reported, never rewritten
+                        continue
+                    new_version, new_wrapped = self.keys.wrap(data_key, aad)
+                    if new_version != target:
+                        raise MasterKeyError(
+                            f"the active master key changed to version {new_version} during the rotation "
+                            "(another rotation?); run `strongroom keys rotate` again"
+                        )
+                    changes.append(
+                        {"target": credential_id, "old_version": version, "old_wrapped": bytes(wrapped)}
+                        | {"new_version": target, "new_wrapped": new_wrapped}
+                    )
+                if changes:
+                    done = self.db.transact(lambda tx, changes=changes: sum(tx.run(_REWRAP, c) for c in changes))
+                    rewrapped += done
+                    conflicts += len(changes) - done
+                if on_batch is not None:
+                    on_batch(rewrapped, len(changes))
+                if pause:
+                    time.sleep(pause)
+            if self._count_not_on(target) <= len(failed):
+                if settled:
+                    break
+                # A request that sealed under the old version just before its server re-read the keys may
+                # commit after this pass: look once more after it must have landed.
+                time.sleep(settle)
+                waited += settle
+                settled = True
+        left = self._count_not_on(target)
+        return {
+            "rewrapped": rewrapped,
+            "retried": conflicts,
+            "failed": len(failed),
+            "left": left,
+            "passes": passes,
+            "settleSeconds": round(waited, 3),
+        }
+
+    def retire_key(self, version: int) -> None:
+        """Forget an old master-key version; refused while it is active or any credential still uses it."""
+        self.keys.refresh()
+        if version == self.keys.active_version():
+            raise Conflict(f"master key version {version} is active; rotate to a new version before retiring it")
+        with self.db.write() as s:
+            kv = s.get(KeyVersion, version)
+            if kv is None and version not in self.keys.versions():
+                raise NotFound(f"master key version {version} does not exist")
+            used = s.scalar(select(func.count()).where(Credential.key_version == version)) or 0
+            if used:
+                raise Conflict(
+                    f"master key version {version} still wraps the data keys of {used} credential(s); "
+                    "run `strongroom keys rotate` to finish re-wrapping them first"
+                )
+            if kv is not None and kv.retired_at is None:
+                kv.retired_at = utcnow()
+        self.keys.remove_version(version)
 
     # ---- users and tokens (local administration) ----------------------------------------------------
 
@@ -262,11 +451,15 @@ class Strongroom:
                 "username: 1-64 characters of letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
                 {"username": "invalid"},
             )
-        with self.db.write() as s:
-            if s.scalar(select(User.id).where(User.username == username)):
-                raise Conflict(f"username: user {username!r} already exists")
-            user = User(id=new_id(), username=username, created_at=utcnow())
-            s.add(user)
+        taken = Conflict(f"username: user {username!r} already exists")
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(User.id).where(User.username == username)):
+                    raise taken
+                user = User(id=new_id(), username=username, created_at=utcnow())
+                s.add(user)
+        except IntegrityError:  # a concurrent create of the same name committed between the check and ours
+            raise taken from None
         return user
 
     def list_users(self) -> list[User]:
@@ -424,7 +617,7 @@ class Strongroom:
     ) -> tuple[dict[str, Any], int]:
         """Apply a PATCH and return the new revision. DataRobot semantics: a new name without a description
         clears the description. With `if_match`, the change applies only if the stored revision is one of
-        them (checked under the row lock, and again by the UPDATE itself), else 412: no lost update."""
+        them, else 412: the UPDATE's own `WHERE revision =` makes the check and the write one step."""
         who.require("write")
         data = dict(body)
         if not data:
@@ -432,45 +625,52 @@ class Strongroom:
 
         if not _ID.match(credential_id):
             raise self._not_found()
-
-        def apply(tx: Tx) -> tuple[dict[str, Any], int]:
-            found = tx.rows(_LOCK, {"id": credential_id, "owner": who.user_id})
+        # Optimistic: read, decrypt, merge and re-seal outside any transaction (a KMS round trip must not hold
+        # SQLite's write lock for the whole group commit), then write only if the revision is still the one read.
+        for attempt in range(_UPDATE_TRIES):
+            found = self.db.fetch(_CURRENT, {"id": credential_id, "owner": who.user_id})
             if not found:
                 raise self._not_found()
             cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
             read_revision = cred.revision
             if if_match is not None and read_revision not in if_match:
                 raise self._stale(if_match, read_revision)
-            ctype = types.TYPES[cred.credential_type]
-            if "credentialType" in data and data.pop("credentialType") != cred.credential_type:
-                msg = "cannot be changed; create a new credential instead"
-                raise InvalidInput(f"credentialType: {msg}", {"credentialType": msg})
-            if "name" in data:
-                cred.name = types.check_name(data.pop("name"))
-                if "description" not in data:
-                    cred.description = ""
-            if "description" in data:
-                value = data.pop("description")
-                cred.description = "" if value is None else types.check_description(value)
-            patch = types.parse_fields(ctype, data, allow_null=True)
-            if patch:
-                current = {**json.loads(cred.public_data), **self._open(cred)}
-                merged = _merge(ctype, current, patch)
-                types.check_complete(ctype, merged)
-                public, secret = ctype.split(merged)
-                cred.public_data = json.dumps(public, separators=(",", ":"))
-                self._seal(cred, secret)
-            cred.revision += 1
-            cred.updated_at = utcnow()
+            self._apply_patch(cred, dict(data))
             new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
-            if tx.run(_UPDATE, {"target": cred.id, "read_revision": read_revision, **new}) != 1:
-                raise self._stale(if_match or (read_revision,), None)
-            return _wire_model(cred), cred.revision
+            params = {"target": cred.id, "read_revision": read_revision, **new}
+            try:
+                if self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params)):
+                    return _wire_model(cred), cred.revision
+            except IntegrityError as exc:
+                raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
+            if if_match is not None:  # changed between our read and our write: the client's revision is stale
+                raise self._stale(if_match, None)
+            time.sleep(random.uniform(0, 0.002 * (1 + attempt)))
+        raise Conflict("credential: changed by other requests during this update; retry", {"credential": "busy"})
 
-        try:
-            return self.db.transact(apply)
-        except IntegrityError as exc:
-            raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
+    def _apply_patch(self, cred: SimpleNamespace, data: dict[str, Any]) -> None:
+        """Validate a PATCH body and apply it to a credential record, re-sealing its secrets if they change."""
+        ctype = types.TYPES[cred.credential_type]
+        if "credentialType" in data and data.pop("credentialType") != cred.credential_type:
+            msg = "cannot be changed; create a new credential instead"
+            raise InvalidInput(f"credentialType: {msg}", {"credentialType": msg})
+        if "name" in data:
+            cred.name = types.check_name(data.pop("name"))
+            if "description" not in data:
+                cred.description = ""
+        if "description" in data:
+            value = data.pop("description")
+            cred.description = "" if value is None else types.check_description(value)
+        patch = types.parse_fields(ctype, data, allow_null=True)
+        if patch:
+            current = {**json.loads(cred.public_data), **self._open(cred)}
+            merged = _merge(ctype, current, patch)
+            types.check_complete(ctype, merged)
+            public, secret = ctype.split(merged)
+            cred.public_data = json.dumps(public, separators=(",", ":"))
+            self._seal(cred, secret)
+        cred.revision += 1
+        cred.updated_at = utcnow()
 
     def delete_credential(self, who: Principal, credential_id: str, *, if_match: Collection[int] | None = None) -> None:
         """Delete; with `if_match`, only while the stored revision is one of them (else 412)."""
@@ -492,6 +692,8 @@ class Strongroom:
             if if_match is None or found[0][0] not in if_match:
                 raise self._stale(if_match or (), found[0][0])
             gone = tx.rows(_DELETE_AT, {**mine, "revision": found[0][0]})
+            if not gone:
+                raise self._stale(if_match, None)
             tx.count(who.user_id, gone[0][0], -1)
 
         if if_match is not None:
@@ -509,9 +711,12 @@ class Strongroom:
 
     @staticmethod
     def _stale(expected: Collection[int], current: int | None) -> PreconditionFailed:
-        sent = ", ".join(str(r) for r in sorted(expected)) or "(none: only weak ETags were sent)"
         now = f" (it is now at {current})" if current is not None else ""
-        msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        if expected:
+            sent = ", ".join(str(r) for r in sorted(expected))
+            msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        else:
+            msg = f"weak ETags never match{now}; send the strong ETag from a GET"
         return PreconditionFailed(f"If-Match: {msg}", {"If-Match": "stale revision"}, current_revision=current)
 
     @staticmethod
@@ -528,15 +733,46 @@ class Strongroom:
             s.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
 
     def _seal(self, cred: Any, secret: Mapping[str, Any]) -> None:
+        self._fresh_keys()
         plaintext = json.dumps(secret, separators=(",", ":")).encode()
         sealed = self.envelope.seal(plaintext, credential_aad(cred.id, cred.owner_id, cred.credential_type))
         cred.key_version, cred.wrapped_key, cred.ciphertext = sealed.key_version, sealed.wrapped_key, sealed.ciphertext
 
     def _open(self, cred: Any) -> dict[str, Any]:
-        sealed = Sealed(cred.key_version, cred.wrapped_key, cred.ciphertext)
+        self._know_version(cred.key_version)
+        sealed = Sealed(cred.key_version, bytes(cred.wrapped_key), bytes(cred.ciphertext))
         plaintext = self.envelope.open(sealed, credential_aad(cred.id, cred.owner_id, cred.credential_type))
         result: dict[str, Any] = json.loads(plaintext)
         return result
+
+
+def _key_provider(settings: Settings, db: Database) -> KeyProvider:
+    """The configured master-key source: AWS KMS when STRONGROOM_KMS_KEY_ID is set, else the built-in keyrings."""
+    with db.read() as s:
+        stored = s.execute(select(KeyVersion.version, KeyVersion.key_ref, KeyVersion.retired_at)).all()
+        used = set(s.scalars(select(Credential.key_version).distinct()))
+    if settings.kms_key_id:
+        from strongroom.crypto.kms import KmsKeyProvider, kms_client
+
+        def load_refs() -> dict[int, str]:
+            with db.read() as s:
+                rows = s.execute(
+                    select(KeyVersion.version, KeyVersion.key_ref).where(
+                        KeyVersion.key_ref.is_not(None), KeyVersion.retired_at.is_(None)
+                    )
+                ).all()
+            return {version: ref for version, ref in rows}
+
+        client = kms_client(endpoint_url=settings.kms_endpoint_url, region=settings.kms_region)
+        return KmsKeyProvider(client, load_refs, settings.kms_key_id)
+    # Name the version the data needs first: that is the one whose absence would stop the server.
+    for version, key_ref, retired_at in sorted(stored, key=lambda row: (row[0] not in used, -row[0])):
+        if key_ref and retired_at is None:
+            raise MasterKeyError(
+                f"master key version {version} is missing from the configured keys: it is the AWS KMS key "
+                f"{key_ref}; set STRONGROOM_KMS_KEY_ID to use AWS KMS"
+            )
+    return load_keyring(env_value=settings.master_key, key_file=settings.resolved_key_file, create=not stored)
 
 
 def _is_name_clash(exc: IntegrityError) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -186,12 +187,74 @@ def tokens_revoke(token_id: str) -> None:
 
 @keys_app.command("status")
 def keys_status(as_json: JsonOpt = False) -> None:
-    """Show the active master-key version and how many credentials each version seals."""
+    """Show the active master-key version and how many credentials' data keys each version wraps."""
     with store() as service:
         status = service.key_status()
     if as_json:
         out.print_json(json.dumps(status))
         return
-    out.print(f"Active master key version: {status['active']}")
-    for version, count in sorted(status["credentialsByVersion"].items()):
-        out.print(f"  version {version}: {count} credential(s)")
+    out.print(f"Active master key version: {status['active']} ({status['source']})")
+    out.print(f"Credentials on older versions: {status['onOlderVersions']}")
+    table = Table("version", "credentials", "state", "key")
+    for v in status["versions"]:
+        state = "active" if v["active"] else "retired" if v["retired"] else ""
+        table.add_row(str(v["version"]), str(v["credentials"]), state, v["keyRef"] or "local")
+    out.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(help="Data keys re-wrapped per transaction.", min=1)] = 500,
+    pause: Annotated[float, typer.Option(help="Seconds to wait between batches (leaves room for traffic).")] = 0.0,
+    kms_key_id: Annotated[
+        str | None, typer.Option(help="AWS KMS: the key for the new version (default: the active one again).")
+    ] = None,
+    settle: Annotated[
+        float, typer.Option(help="Seconds for running servers to adopt the new version (0 if none are running).")
+    ] = 2.0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Only finish an interrupted rotation; never add a version.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Activate a new master-key version and re-wrap every data key under it, while servers keep serving.
+
+    An interrupted rotation (crash, Ctrl-C, SIGKILL) is finished by running this again: it then adds no
+    version but re-wraps what is left. Running servers start writing with the new version within a second.
+    """
+    with store() as service:
+        started = time.monotonic()
+        version = service.start_rotation(key_ref=kms_key_id, resume_only=resume)
+        active = service.keys.active_version()
+        if not as_json:
+            what = f"Activated master key version {version}" if version else f"Resuming with version {active}"
+            err.print(f"{what}; re-wrapping data keys in batches of {batch_size}")
+
+        def progress(done: int, _batch: int) -> None:
+            if not as_json:
+                err.print(f"  re-wrapped {done}")
+
+        report = service.rewrap(batch_size=batch_size, pause=pause, settle=settle, on_batch=progress)
+        report_out = {
+            "active": active,
+            "newVersion": version,
+            **report,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    if as_json:
+        out.print_json(json.dumps(report_out))
+    else:
+        out.print(
+            f"Master key version {active} active: {report['rewrapped']} data key(s) re-wrapped, "
+            f"{report['left']} left on older versions, {report['failed']} failed to authenticate"
+        )
+    if report["left"]:
+        raise typer.Exit(1)
+
+
+@keys_app.command("retire")
+def keys_retire(version: int) -> None:
+    """Forget an old master-key version; refused while it is active or any credential still uses it."""
+    with store() as service:
+        service.retire_key(version)
+    out.print(f"Retired master key version {version}")

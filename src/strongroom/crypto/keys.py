@@ -1,16 +1,22 @@
-"""Master keys: a small provider interface and the built-in keyring (a 0600 file, or an environment variable).
+"""Master keys: a small provider interface and the built-in keyrings (a 0600 file, or an environment variable).
 
-Another KMS (AWS KMS, Vault transit, GCP KMS, Azure Key Vault) plugs in by implementing `KeyProvider`:
-`wrap` encrypts a data key under the active master-key version, `unwrap` decrypts one under a named version.
+Another KMS (AWS KMS is in kms.py; Vault transit, GCP KMS, Azure Key Vault) plugs in by implementing
+`KeyProvider`: `wrap` encrypts a data key under the active master-key version, `unwrap` decrypts one under a
+named version, `refresh` re-reads the source so a running server sees a version added by a rotation,
+`add_version` creates and activates a version, `remove_version` forgets a retired one.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
+import logging
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from strongroom.errors import MasterKeyError
 
 KEYRING_FORMAT = "strongroom-keyring-1"
+log = logging.getLogger("strongroom.keys")
 _NONCE = 12
 
 
@@ -30,6 +37,8 @@ class DecryptionError(Exception):
 class KeyProvider(Protocol):
     """Wraps and unwraps data keys; implementations never expose master-key material."""
 
+    source: str  # where the keys live, for messages ("key file /path", "AWS KMS"): never key material
+
     def active_version(self) -> int: ...
 
     def versions(self) -> frozenset[int]: ...
@@ -38,45 +47,136 @@ class KeyProvider(Protocol):
 
     def unwrap(self, version: int, wrapped: bytes, aad: bytes) -> bytes: ...
 
+    def refresh(self) -> None:
+        """Re-read the source (cheaply when unchanged), so versions added elsewhere become usable."""
+
+    def add_version(self, version: int, key_ref: str | None) -> str | None:
+        """Create master-key `version`, make it active, and return what to record for it (a KMS key id)."""
+
+    def remove_version(self, version: int) -> None:
+        """Forget a retired version (no data uses it any more)."""
+
+    def key_ref(self, version: int) -> str | None:
+        """What the database records for a version besides its check value: a KMS key id, None for local keys."""
+
 
 class Keyring:
     """Versioned AES-256 master keys held in memory; wraps data keys with AES-256-GCM."""
 
     def __init__(self, keys: dict[int, bytes], active: int, source: str) -> None:
+        self.source = source
+        self._load(keys, active)
+
+    def _load(self, keys: dict[int, bytes], active: int) -> None:
         if active not in keys:
-            raise MasterKeyError(f"{source}: active master key version {active} is not in the keyring")
+            raise MasterKeyError(f"{self.source}: active master key version {active} is not in the keyring")
         for version, key in keys.items():
             if len(key) != 32:
-                raise MasterKeyError(f"{source}: master key version {version} is not 32 bytes")
-        self._ciphers = {version: AESGCM(key) for version, key in keys.items()}
-        self._active = active
-        self.source = source
+                raise MasterKeyError(f"{self.source}: master key version {version} is not 32 bytes")
+        # One tuple, swapped whole: a request thread never sees a new active version without its key.
+        self._state = ({version: AESGCM(key) for version, key in keys.items()}, active)
 
     def __repr__(self) -> str:
-        return f"Keyring(source={self.source!r}, versions={sorted(self._ciphers)}, active={self._active})"
+        ciphers, active = self._state
+        return f"{type(self).__name__}(source={self.source!r}, versions={sorted(ciphers)}, active={active})"
 
     def active_version(self) -> int:
-        return self._active
+        return self._state[1]
 
     def versions(self) -> frozenset[int]:
-        return frozenset(self._ciphers)
+        return frozenset(self._state[0])
 
     def wrap(self, data_key: bytes, aad: bytes) -> tuple[int, bytes]:
+        ciphers, active = self._state
         nonce = os.urandom(_NONCE)
-        return self._active, nonce + self._ciphers[self._active].encrypt(nonce, data_key, aad)
+        return active, nonce + ciphers[active].encrypt(nonce, data_key, aad)
 
     def unwrap(self, version: int, wrapped: bytes, aad: bytes) -> bytes:
-        cipher = self._ciphers.get(version)
+        cipher = self._state[0].get(version)
         if cipher is None:
-            raise MasterKeyError(f"master key version {version} is not available from {self.source}")
+            raise MasterKeyError(f"master key version {version} is missing from {self.source}")
         try:
             return cipher.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], aad)
         except InvalidTag:
             raise DecryptionError("data key failed authentication") from None
 
+    def refresh(self) -> None:
+        """An environment variable cannot change under a running process: nothing to re-read."""
 
-def _parse(text: str, source: str) -> Keyring:
-    """Parse a keyring document, or a bare base64 key (taken as version 1)."""
+    def key_ref(self, version: int) -> str | None:
+        return None
+
+    def add_version(self, version: int, key_ref: str | None) -> str | None:
+        raise MasterKeyError(
+            f"the master keys come from {self.source}, which Strongroom cannot rewrite: add version {version} "
+            "to that keyring yourself (make it active), restart the servers, then run `strongroom keys rotate`"
+        )
+
+    def remove_version(self, version: int) -> None:
+        """Nothing to rewrite; the operator may drop the version from the variable."""
+
+
+class FileKeyring(Keyring):
+    """The keyring file: re-read when it changes on disk, rewritten atomically (0600) by a rotation."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = _stamp(path)
+        super().__init__(*_parse(text, f"key file {path}"), f"key file {path}")
+
+    def refresh(self) -> None:
+        """Adopt the file's keys if it changed; a file gone or unusable meanwhile keeps the keys already loaded
+        (logged), so requests go on being served instead of failing one by one."""
+        try:
+            if _stamp(self.path) == self._stamp:
+                return
+            with self._lock:
+                keyring = load_key_file(self.path, create=False)
+                self._state, self._stamp = keyring._state, keyring._stamp
+        except (OSError, MasterKeyError) as exc:
+            message = exc.message if isinstance(exc, MasterKeyError) else f"{type(exc).__name__} on {self.path}"
+            log.warning("keeping the master keys already loaded: %s", message)
+
+    def add_version(self, version: int, key_ref: str | None) -> str | None:
+        def add(keys: dict[int, bytes], active: int) -> tuple[dict[int, bytes], int]:
+            if version in keys:  # two rotations at once: never two different keys under one number
+                raise MasterKeyError(
+                    f"{self.source} already holds master key version {version} (another rotation?); "
+                    "run `strongroom keys rotate` again to finish it"
+                )
+            return {**keys, version: AESGCM.generate_key(bit_length=256)}, version
+
+        self._rewrite(add)
+        return None
+
+    def remove_version(self, version: int) -> None:
+        self._rewrite(lambda keys, active: ({v: k for v, k in keys.items() if v != version}, active))
+
+    def _rewrite(self, change: Callable[[dict[int, bytes], int], tuple[dict[int, bytes], int]]) -> None:
+        """Read, change and atomically replace the file under an exclusive lock, so a concurrent rotation
+        or retirement in another process is never overwritten."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with self._lock:
+                keys, active = change(*_parse(self.path.read_text(), self.source))
+                write_key_file(self.path, serialise(keys, active))
+                self._load(keys, active)
+                self._stamp = _stamp(self.path)
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when the file is replaced: inode, size and modification time."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _parse(text: str, source: str) -> tuple[dict[int, bytes], int]:
+    """Parse a keyring document, or a bare base64 key (taken as version 1), into keys and active version."""
     text = text.strip()
     try:
         if text.startswith("{"):
@@ -84,8 +184,8 @@ def _parse(text: str, source: str) -> Keyring:
             if doc.get("format") != KEYRING_FORMAT:
                 raise MasterKeyError(f"{source}: not a {KEYRING_FORMAT} document")
             keys = {int(v): base64.b64decode(k, validate=True) for v, k in doc["keys"].items()}
-            return Keyring(keys, int(doc["active"]), source)
-        return Keyring({1: base64.b64decode(text, validate=True)}, 1, source)
+            return keys, int(doc["active"])
+        return {1: base64.b64decode(text, validate=True)}, 1
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise MasterKeyError(f"{source}: unreadable master key (expected a keyring or base64 of 32 bytes)") from None
 
@@ -113,7 +213,7 @@ def write_key_file(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
-def load_key_file(path: Path, *, create: bool) -> Keyring:
+def load_key_file(path: Path, *, create: bool) -> FileKeyring:
     """Read the keyring file, creating a fresh one when allowed; refuse a world-readable file."""
     source = f"key file {path}"
     if not path.exists():
@@ -123,11 +223,12 @@ def load_key_file(path: Path, *, create: bool) -> Keyring:
     mode = path.stat().st_mode
     if mode & (stat.S_IROTH | stat.S_IWOTH):
         raise MasterKeyError(f"{source} is accessible to other users (mode {oct(mode & 0o777)}); run chmod 600")
-    return _parse(path.read_text(), source)
+    return FileKeyring(path, path.read_text())
 
 
-def load_key_provider(*, env_value: str | None, key_file: Path, create: bool) -> Keyring:
-    """Pick the master-key source: STRONGROOM_MASTER_KEY when set, else the key file."""
+def load_keyring(*, env_value: str | None, key_file: Path, create: bool) -> Keyring:
+    """The built-in sources: STRONGROOM_MASTER_KEY when set, else the key file."""
     if env_value:
-        return _parse(env_value, "STRONGROOM_MASTER_KEY")
+        source = "STRONGROOM_MASTER_KEY"
+        return Keyring(*_parse(env_value, source), source)
     return load_key_file(key_file, create=create)

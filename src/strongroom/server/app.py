@@ -46,8 +46,8 @@ _LIST_PARAMETERS = [
     {
         "name": "types",
         "in": "query",
-        "description": "Type filter; repeat or comma-separate",
-        "schema": {"type": "array", "items": {"type": "string"}},
+        "description": "Type filter; repeat or comma-separate (an empty value is ignored)",
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*types.TYPES, ""]}},
     },
     {
         "name": "orderBy",
@@ -337,7 +337,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         summary="Update name, description or secret fields",
         openapi_extra={
             "parameters": [*_CREDENTIAL_ID["parameters"], _IF_MATCH],
-            "requestBody": {"content": {"application/json": {"schema": types.update_schema()}}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": types.update_schema()}}},
         },
         responses={
             200: {

@@ -114,3 +114,5 @@ class KeyVersion(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     check_value: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    key_ref: Mapped[str | None] = mapped_column(String(2048), nullable=True)  # the KMS key id; None: local key
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # no data uses it any more
