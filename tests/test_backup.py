@@ -19,13 +19,14 @@ import pytest
 from sqlalchemy import select
 
 from strongroom import types
-from strongroom.backup import MAGIC, ArchiveError, backup, restore
+from strongroom.backup import MAGIC, ArchiveError, backup, header_of, restore
 from strongroom.config import Settings
 from strongroom.crypto import load_keyring
 from strongroom.service import Strongroom
 from strongroom.store import Database
 from strongroom.store.models import Base, Credential, utcnow
 from tests.conftest import PgDatabase, Server, pg_unreachable_reason
+from tests.test_keys import kms, kms_endpoint  # noqa: F401 (fixtures: a local moto KMS server)
 from tests.test_security import complete_body
 
 PASSPHRASE = "correct horse battery staple"
@@ -356,3 +357,41 @@ def test_cli_refusals_are_one_clean_line(archives: dict[str, bytes], source: Sou
         assert expected in result.stderr and "Error:" in result.stderr and "Traceback" not in result.stderr
     assert_still_empty(settings_of(target))
     assert not (tmp_path / "weak.srb").exists() and not (tmp_path / "no-such-dir").exists()
+
+
+# ---- AWS KMS (a local moto server) ---------------------------------------------------------------------------
+
+
+def test_kms_store_round_trip(kms: Any, kms_endpoint: str, tmp_path: Path) -> None:  # noqa: F811 (fixtures)
+    """Master keys in KMS: the archive key is wrapped by KMS too, and a KMS target finds every version's key
+    id in the archive; without KMS configured, the restore is refused naming the key."""
+    arn, elsewhere = (kms.create_key(Description=d)["KeyMetadata"]["Arn"] for d in ("source", "target's default"))
+
+    def on_kms(root: Path, key_id: str) -> Settings:
+        return Settings(data_dir=root, kms_key_id=key_id, kms_endpoint_url=kms_endpoint)
+
+    source = on_kms(tmp_path / "source", arn)
+    service = Strongroom.open(source)
+    try:
+        service.create_user("alice")
+        who = service.authenticate(service.create_token("alice")[1])
+        for i in range(3):
+            service.create_credential(who, {"name": f"k{i}", "user": "u", "password": f"kms-canary-{i}"})
+        backup(service, tmp_path / "key.srb")
+        backup(service, tmp_path / "pass.srb", passphrase=PASSPHRASE)
+    finally:
+        service.close()
+    assert json.loads(header_of(tmp_path / "key.srb").raw)["key"]["keyRef"] == arn
+    original_rows, original_secrets = table_rows(source), decrypted(source)
+    assert sorted(s["password"] for s in original_secrets.values()) == [f"kms-canary-{i}" for i in range(3)]
+
+    for kind, passphrase in (("key", None), ("pass", PASSPHRASE)):
+        target = on_kms(tmp_path / f"target-{kind}", elsewhere)  # the key a new store there would use
+        restore(target, tmp_path / f"{kind}.srb", passphrase=passphrase)
+        assert table_rows(target) == original_rows and decrypted(target) == original_secrets
+        assert not (target.data_dir / "master.key").exists()  # nothing local holds key material
+
+        local = Settings(data_dir=tmp_path / f"local-{kind}", master_key=other_key())
+        with pytest.raises(ArchiveError, match=f"is the AWS KMS key {arn}; set STRONGROOM_KMS_KEY_ID"):
+            restore(local, tmp_path / f"{kind}.srb", passphrase=passphrase)
+        assert_still_empty(local)

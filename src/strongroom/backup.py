@@ -276,7 +276,8 @@ def _protect_key(key: bytes, archive_id: str, keys: KeyProvider, passphrase: str
     aad = _key_aad(archive_id)
     if passphrase is None:
         version, wrapped = keys.wrap(key, aad)
-        return {"mode": "master-key", "version": version, "wrapped": base64.b64encode(wrapped).decode()}
+        spec = {"mode": "master-key", "version": version, "wrapped": base64.b64encode(wrapped).decode()}
+        return {**spec, "keyRef": keys.key_ref(version)}  # a KMS key id: how a KMS target finds that version
     salt = os.urandom(16)
     nonce = os.urandom(_NONCE)
     wrapped = nonce + AESGCM(_scrypt(passphrase, salt, **SCRYPT)).encrypt(nonce, key, aad)
@@ -299,6 +300,8 @@ def _archive_key(header: Header, keys: KeyProvider, passphrase: str | None) -> b
             raise ArchiveError("this archive is sealed with the store's master key, not a passphrase; omit it")
         version = int(spec["version"])
         source = getattr(keys, "source", "the configured keys")
+        if spec.get("keyRef") and keys.key_ref(version) != spec["keyRef"]:
+            raise _needs_kms(version, spec["keyRef"])
         try:
             return keys.unwrap(version, wrapped, aad)
         except MasterKeyError:
@@ -449,7 +452,8 @@ def restore(
 ) -> Summary:
     """Load an archive into the empty store `settings` names: verified in full first, written in one transaction."""
     reporter = reporter or _Silent()
-    keys = _target_keys(settings)
+    refs: dict[int, str] = {}  # KMS key ids per version, as the archive records them
+    keys = _target_keys(settings, refs)
     db = Database(
         settings.resolved_database_url,
         sqlite_synchronous=settings.sqlite_synchronous,
@@ -463,13 +467,16 @@ def restore(
             _check_schema(db, header)
             with db.read() as s:
                 _require_empty(s.connection())
+            if header.doc["key"].get("keyRef") and settings.kms_key_id:
+                refs[int(header.doc["key"]["version"])] = header.doc["key"]["keyRef"]
+                keys.refresh()
             try:
                 key = _archive_key(header, keys, passphrase)
             except (KeyError, ValueError, TypeError, binascii.Error):
                 raise ArchiveError("the archive header is unreadable; the file is damaged or altered") from None
             start = fh.tell()
             reporter.start("Verifying", sum(header.rows.values()))
-            _verify(_rows(fh, header, key), header, keys, reporter)
+            _verify(_rows(fh, header, key), header, keys, refs if settings.kms_key_id else None, reporter)
             fh.seek(start)
             reporter.start("Restoring", sum(header.rows.values()))
             with db.write() as s:  # the file is re-authenticated as it is read; any failure rolls all back
@@ -483,8 +490,17 @@ def restore(
     return Summary(header.rows, path.stat().st_size, str(header.doc.get("createdAt", "")))
 
 
-def _target_keys(settings: Settings) -> KeyProvider:
-    """The target's master key, never a fresh one: the archive's data keys are wrapped by the source's."""
+def _target_keys(settings: Settings, refs: dict[int, str]) -> KeyProvider:
+    """The target's master key, never a fresh one: the archive's data keys are wrapped by the source's.
+
+    With AWS KMS the versions' key ids come from the archive (`refs`, filled while it is read), as a server
+    reads them from its database.
+    """
+    if settings.kms_key_id:
+        from strongroom.crypto.kms import KmsKeyProvider, kms_client
+
+        client = kms_client(endpoint_url=settings.kms_endpoint_url, region=settings.kms_region)
+        return KmsKeyProvider(client, lambda: dict(refs), settings.kms_key_id)
     key_file = settings.resolved_key_file
     if not settings.master_key and not key_file.exists():
         raise ArchiveError(
@@ -522,21 +538,54 @@ def _require_empty(conn: Connection) -> None:
 
 
 def _verify(
-    rows: Iterator[tuple[Table, dict[str, Any]]], header: Header, keys: KeyProvider, reporter: Reporter
+    rows: Iterator[tuple[Table, dict[str, Any]]],
+    header: Header,
+    keys: KeyProvider,
+    kms_refs: dict[int, str] | None,
+    reporter: Reporter,
 ) -> None:
     """Authenticate every chunk, count rows, and prove every credential decrypts under the target's keys."""
     envelope = Envelope(keys)
     source = getattr(keys, "source", "the configured keys")
     seen = dict.fromkeys(header.rows, 0)
+    versions: list[Mapping[str, Any]] = []
     for table, row in rows:
         seen[table.name] += 1
-        if table.name == "credentials":
-            _check_credential(envelope, row, source)
-        elif table.name == "key_versions":
-            _check_key_version(keys, row, source)
+        if table.name == "key_versions":  # they come first: the credentials need them
+            versions.append(row)
+        else:
+            if versions:
+                _check_key_versions(keys, versions, kms_refs, source)
+                versions = []
+            if table.name == "credentials":
+                _check_credential(envelope, row, source)
         reporter.advance(1)
+    _check_key_versions(keys, versions, kms_refs, source)
     if seen != header.rows:
         raise ArchiveError("the archive's rows do not match its header's counts; the archive is damaged")
+
+
+def _needs_kms(version: int, key_ref: str) -> ArchiveError:
+    return ArchiveError(
+        f"master key version {version} of the archive is the AWS KMS key {key_ref}; set STRONGROOM_KMS_KEY_ID "
+        "(and the KMS endpoint or region) to restore it"
+    )
+
+
+def _check_key_versions(
+    keys: KeyProvider, rows: list[Mapping[str, Any]], kms_refs: dict[int, str] | None, source: str
+) -> None:
+    """Give a KMS target the archive's key ids, then check every version as a server would at start."""
+    live = {row["version"]: row.get("key_ref") for row in rows if row.get("retired_at") is None}
+    if kms_refs is not None:
+        kms_refs.update({version: ref for version, ref in live.items() if ref})
+        keys.refresh()
+    else:
+        for version, ref in live.items():
+            if ref:
+                raise _needs_kms(version, ref)
+    for row in rows:
+        _check_key_version(keys, row, source)
 
 
 def _check_key_version(keys: KeyProvider, row: Mapping[str, Any], source: str) -> None:
