@@ -91,6 +91,8 @@ def test_fuzz_every_route(server: Server, token: str) -> None:
     @given(drawn=case_strategy(schema, token, kept, doomed))
     def fuzz(drawn: tuple[Any, list[Any]]) -> None:
         case, chosen = drawn
+        if "If-Match" in (case.headers or {}):  # a generated revision is rightly 412, not a rejected request
+            chosen = [check for check in chosen if check is not checks.positive_data_acceptance]
         response = case.call_and_validate(base_url=server.base, session=session, checks=chosen)
         seen[f"{case.method} {case.operation.path} {response.status_code}"] += 1
 

@@ -701,9 +701,9 @@ class Strongroom:
                 raise self._not_found()
             cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
             read_revision = cred.revision
+            self._apply_patch(cred, dict(data))  # first: a bad body is a 422 whatever the revision
             if if_match is not None and read_revision not in if_match:
                 raise self._stale(if_match, read_revision)
-            self._apply_patch(cred, dict(data))
             new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
             params = {"target": cred.id, "read_revision": read_revision, **new}
             try:

@@ -71,14 +71,14 @@ _CREDENTIAL_ID = {
     ]
 }
 _INTEGER = re.compile(r"-?[0-9]{1,19}\Z")
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([0-9]{1,18})"\s*\Z')
+_ENTITY_TAG = re.compile(r'[ \t]*(W/)?"([0-9]{1,18})"[ \t]*\Z')  # HTTP's optional whitespace is SP/HTAB
 _IF_MATCH_FORMAT = 'expected "*" or quoted revisions from an ETag, such as "3"'
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
     "description": 'Apply only if the credential is still at this revision (its ETag, such as `"3"`); else 412',
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": r'^[ \t]*(\*|(W/)?"[0-9]{1,18}"([ \t]*,[ \t]*(W/)?"[0-9]{1,18}")*)[ \t]*$'},
 }
 _ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "schema": {"type": "string"}}}
 
@@ -86,7 +86,7 @@ _ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "sch
 def _if_match(request: Request) -> frozenset[int] | None:
     """The revisions an If-Match header accepts; None for none or `*` (any). Weak tags never match (RFC 9110)."""
     header = request.headers.get("if-match")
-    if header is None or header.strip() == "*":
+    if header is None or header.strip(" \t") == "*":
         return None
     revisions = set()
     for part in header.split(","):
