@@ -48,6 +48,14 @@ def store_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
         pg.drop()
 
 
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    """A SQLite server of its own, stopped at teardown even when the test fails midway."""
+    server = Server(data_dir=tmp_path / "data")
+    yield server
+    server.stop()
+
+
 def settings_of(srv: Server, **extra: Any) -> Settings:
     kms = {k.removeprefix("STRONGROOM_").lower(): v for k, v in srv.extra_env.items() if k.startswith("STRONGROOM_")}
     return Settings(data_dir=srv.data_dir, database_url=srv.database_url, **kms, **extra)
@@ -210,9 +218,8 @@ def test_rotation_under_concurrent_load(store_server: Server) -> None:
     }
 
 
-def test_running_server_writes_with_the_new_version_without_restart(tmp_path: Path) -> None:
+def test_running_server_writes_with_the_new_version_without_restart(srv: Server) -> None:
     """Creates only (no PATCH meets a re-wrapped row): the server re-reads the changed key file by itself."""
-    srv = Server(data_dir=tmp_path / "data")
     token, _ = seed(srv, 2)
     srv.start()
     with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -232,11 +239,10 @@ def test_running_server_writes_with_the_new_version_without_restart(tmp_path: Pa
     assert version_counts(srv) == {2: 5}
 
 
-def test_rewrap_never_undoes_a_concurrent_patch(tmp_path: Path) -> None:
+def test_rewrap_never_undoes_a_concurrent_patch(srv: Server) -> None:
     """A server that has not yet adopted the new version PATCHes a row between the re-wrap's read and its
     write: the conditional update skips that row (the PATCH wins), a later pass re-wraps it, and it
     decrypts to the patched value."""
-    srv = Server(data_dir=tmp_path / "data")
     token, passwords = seed(srv, 3)
     stale = Strongroom.open(settings_of(srv))
     stale._refreshed_at = float("inf")  # still on version 1, as a server between two key-file reads
@@ -307,9 +313,8 @@ def test_rotation_interrupted_then_killed_midway_resumes(store_server: Server) -
     engine.dispose()
 
 
-def test_rotate_of_a_quiet_store(tmp_path: Path) -> None:
+def test_rotate_of_a_quiet_store(srv: Server) -> None:
     """A figure for the report: rotating 5,000 credentials with nothing else running (no timing asserted)."""
-    srv = Server(data_dir=tmp_path / "data")
     seed(srv, 5000)
     report = cli_json(srv, "keys", "rotate")
     print(
@@ -323,8 +328,7 @@ def test_rotate_of_a_quiet_store(tmp_path: Path) -> None:
 # ---- retire -------------------------------------------------------------------------------------------------
 
 
-def test_retire_only_once_nothing_uses_the_version(tmp_path: Path) -> None:
-    srv = Server(data_dir=tmp_path / "data")
+def test_retire_only_once_nothing_uses_the_version(srv: Server) -> None:
     _, passwords = seed(srv, 5)
     service = Strongroom.open(settings_of(srv))
     assert service.start_rotation() == 2  # a rotation that stopped before re-wrapping anything
@@ -348,9 +352,8 @@ def test_retire_only_once_nothing_uses_the_version(tmp_path: Path) -> None:
     srv.stop()
 
 
-def test_two_rotations_at_once_never_put_two_keys_under_one_version(tmp_path: Path) -> None:
+def test_two_rotations_at_once_never_put_two_keys_under_one_version(srv: Server) -> None:
     """Both processes picked version 2: the second to reach the key file is refused and the first key stays."""
-    srv = Server(data_dir=tmp_path / "data")
     _, passwords = seed(srv, 3)
     first, second = Strongroom.open(settings_of(srv)), Strongroom.open(settings_of(srv))
     try:
@@ -366,9 +369,8 @@ def test_two_rotations_at_once_never_put_two_keys_under_one_version(tmp_path: Pa
     assert {c: (v, s["password"]) for c, (v, s) in opened(srv).items()} == {c: (2, p) for c, p in passwords.items()}
 
 
-def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(tmp_path: Path) -> None:
+def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(srv: Server) -> None:
     """With STRONGROOM_MASTER_KEY the operator adds the version; `keys rotate` then re-wraps under it."""
-    srv = Server(data_dir=tmp_path / "data")
     one = base64.b64encode(os.urandom(32)).decode()
     srv.extra_env["STRONGROOM_MASTER_KEY"] = one
     _, passwords = seed(srv, 3)
@@ -385,10 +387,9 @@ def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(tmp_p
 # ---- fail fast ------------------------------------------------------------------------------------------------
 
 
-def test_missing_or_wrong_key_version_refused_at_start(tmp_path: Path) -> None:
+def test_missing_or_wrong_key_version_refused_at_start(srv: Server) -> None:
     """A key file without the version the data needs, or with a different key under that number, stops the
     server at start with a message naming the version; the right file serves normally."""
-    srv = Server(data_dir=tmp_path / "data")
     key_file = srv.data_dir / "master.key"
     token, _ = seed(srv, 4)
     before_rotation = key_file.read_text()
@@ -452,12 +453,11 @@ def kms(kms_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return boto3.client("kms", endpoint_url=kms_endpoint)
 
 
-def test_kms_provider_against_a_local_kms(tmp_path: Path, kms: Any, kms_endpoint: str) -> None:
+def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: str) -> None:
     """Data keys wrapped by KMS Encrypt under the configured key; `keys rotate --kms-key-id` moves them to
     another KMS key while serving; the wrapped keys are bound to their record; a lost key fails fast."""
     first = kms.create_key(Description="strongroom v1")["KeyMetadata"]["Arn"]
     second = kms.create_key(Description="strongroom v2")["KeyMetadata"]["Arn"]
-    srv = Server(data_dir=tmp_path / "data")
     srv.extra_env.update(AWS_ENV)
     srv.extra_env.update({"STRONGROOM_KMS_KEY_ID": first, "STRONGROOM_KMS_ENDPOINT_URL": kms_endpoint})
     token, _ = seed(srv, 0)
