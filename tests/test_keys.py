@@ -515,3 +515,13 @@ def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: s
 def kms_key_arn_that_does_not_exist(arn: str) -> str:
     """The ARN of a deleted key: same account and region, another key id."""
     return arn.rsplit("/", 1)[0] + "/" + "00000000-0000-4000-8000-000000000000"
+
+
+def test_kms_unreachable_fails_fast_at_start(srv: Server) -> None:
+    """No KMS answering at the configured endpoint: `serve` exits at once saying so, instead of serving 500s."""
+    srv.extra_env.update(AWS_ENV)
+    srv.extra_env.update(
+        {"STRONGROOM_KMS_KEY_ID": "alias/strongroom", "STRONGROOM_KMS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    )
+    output = serve_once(srv)
+    assert "AWS KMS is unreachable" in output and "Traceback" not in output
