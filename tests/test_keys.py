@@ -27,6 +27,7 @@ from strongroom.errors import MasterKeyError
 from strongroom.service import Strongroom, credential_aad
 from strongroom.store.models import Credential, KeyVersion
 from tests.conftest import BACKENDS, PgDatabase, Server, free_port, pg_unreachable_reason
+from tests.test_security import stored_bytes
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -172,7 +173,7 @@ class Traffic:
 
 
 @pytest.mark.parametrize("store_server", BACKENDS, indirect=True)
-def test_rotation_under_concurrent_load(store_server: Server) -> None:
+def test_rotation_under_concurrent_load(store_server: Server, tmp_path: Path) -> None:
     """`keys rotate` against a serving server: zero failed requests, every data key re-wrapped, every secret
     decrypts to the last acknowledged value, and the server writes with the new version without a restart."""
     srv = store_server
@@ -207,15 +208,19 @@ def test_rotation_under_concurrent_load(store_server: Server) -> None:
     assert {"get", "create", "patch"} <= {kind for kind, _ in during}, "no traffic ran during the rotation"
 
     with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
-        resp = client.post("credentials/", json={"name": "after-rotation", "user": "u", "password": "after"})
+        after = f"after-{secrets.token_hex(8)}"
+        resp = client.post("credentials/", json={"name": "after-rotation", "user": "u", "password": after})
         assert resp.status_code == 201
-        traffic.expected[resp.json()["credentialId"]] = "after"
+        traffic.expected[resp.json()["credentialId"]] = after
     srv.stop()
 
     stored = opened(srv)
     assert {cid: (version, secret["password"]) for cid, (version, secret) in stored.items()} == {
         cid: (2, password) for cid, password in traffic.expected.items()
     }
+    # Canary scan after the rotation: no password in the database, the server log or the command's output.
+    scanned = stored_bytes(srv, tmp_path) + srv.log_path.read_bytes() + json.dumps(report).encode()
+    assert not [p for p in traffic.expected.values() if p.encode() in scanned]
 
 
 def test_running_server_writes_with_the_new_version_without_restart(srv: Server) -> None:
