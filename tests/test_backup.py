@@ -229,6 +229,7 @@ def edit_header(data: bytes, old: bytes, new: bytes) -> bytes:
 TAMPERED: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "byte flipped in a chunk": (lambda d: flip(d, chunk_spans(d)[1][0] + 30), "chunk 1 fails authentication"),
     "header edited": (lambda d: edit_header(d, b'"createdAt":"2', b'"createdAt":"3'), "chunk 0 fails authentication"),
+    "header unreadable": (lambda d: edit_header(d, b'"zlib"', b'"lz4!"'), "header is unreadable"),
     "chunks swapped": (lambda d: swap_chunks(d, 0, 1), "chunk 0 fails authentication"),
     "middle chunk dropped": (lambda d: drop_chunk(d, 1), "chunk 1 fails authentication"),
     "final chunk dropped": (lambda d: drop_chunk(d, -1), "truncated: it ends after"),

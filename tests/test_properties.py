@@ -50,7 +50,7 @@ declared_bodies = st.fixed_dictionaries(
     )
 )
 bodies = declared_bodies | st.dictionaries(st.text(max_size=20), json_values, max_size=5)
-FAST = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def assert_names_its_fields(exc: StrongroomError, body: Any) -> None:

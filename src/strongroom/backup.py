@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from sqlalchemy import Column, Connection, Table, TypeDecorator, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from strongroom import __version__
 from strongroom.config import Settings
@@ -37,6 +38,7 @@ from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, lo
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.service import _KEY_CHECK, Strongroom, _key_check_aad, credential_aad
 from strongroom.store import Database
+from strongroom.store.db import unavailable
 from strongroom.store.models import Base, Credential, CredentialCount
 
 MAGIC = b"STRONGROOM-BACKUP\n"
@@ -169,13 +171,22 @@ def backup(
 
 @contextmanager
 def _snapshot(db: Database) -> Iterator[Connection]:
-    """A read-only transaction that sees one consistent state of every table while the server runs on."""
-    with db.engine.connect() as conn:
-        if not db.is_sqlite:
-            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        with conn.begin() as tx:  # SQLite in WAL mode: the first read fixes the snapshot
-            yield conn
-            tx.rollback()
+    """A read-only transaction that sees one consistent state of every table while the server runs on.
+
+    A database outage meanwhile leaves as ServiceUnavailable, the store's usual clean error.
+    """
+    try:
+        with db.engine.connect() as conn:
+            if not db.is_sqlite:
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin() as tx:  # SQLite in WAL mode: the first read fixes the snapshot
+                yield conn
+                tx.rollback()
+    except DBAPIError as exc:
+        error = unavailable(exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _revision(conn: Connection) -> str:
@@ -337,7 +348,7 @@ def read_header(fh: IO[bytes]) -> Header:
     try:
         doc = json.loads(raw)
         tables = doc["tables"]
-        if not isinstance(tables, dict) or not isinstance(doc["key"], dict) or doc.get("compression") != "zlib":
+        if not isinstance(tables, dict) or not isinstance(doc["key"]["mode"], str) or doc["compression"] != "zlib":
             raise ValueError
         for spec in tables.values():
             int(spec["rows"]), list(spec["columns"])

@@ -119,6 +119,16 @@ _AUTH = (
 _GET = select(*_LIST_COLUMNS, Credential.revision).where(
     Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner")
 )
+# GET's fast path: the token and the credential in one statement (one round trip to PostgreSQL, not two).
+_GET_WITH_TOKEN = (
+    select(*_LIST_COLUMNS, Credential.revision, ApiToken.scopes, ApiToken.expires_at)
+    .join(ApiToken, ApiToken.user_id == Credential.owner_id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        Credential.id == bindparam("id"),
+    )
+)
 _COUNT = select(func.coalesce(func.sum(CredentialCount.n), 0)).where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
 _ALL_COLUMNS = tuple(Credential.__table__.c)
@@ -176,18 +186,46 @@ _PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)
 
 
 @cache
-def _page(newest_first: bool, filtered: bool) -> Select[Any]:
-    """One page of an owner's credentials, served by the (owner, [type,] created_at, id) indexes."""
-    where = [Credential.owner_id == bindparam("owner")]
+def _page(newest_first: bool, filtered: bool, with_token: bool = False) -> Select[Any]:
+    """One page of an owner's credentials, served by the (owner, [type,] created_at, id) indexes.
+
+    `with_token` finds the owner from the token in the same statement (one round trip instead of two), and
+    adds the token's scopes, expiry and user id to every row for the caller to check.
+    """
+    if with_token:
+        columns = (*_LIST_COLUMNS, ApiToken.scopes, ApiToken.expires_at, ApiToken.user_id)
+        where = [ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)]
+    else:
+        columns = _LIST_COLUMNS
+        where = [Credential.owner_id == bindparam("owner")]
     if filtered:
         where.append(Credential.credential_type.in_(bindparam("types", expanding=True)))
     if newest_first:
         ordering = (Credential.created_at.desc(), Credential.id.desc())
     else:
         ordering = (Credential.created_at.asc(), Credential.id.asc())
-    return (
-        select(*_LIST_COLUMNS).where(*where).order_by(*ordering).limit(bindparam("limit")).offset(bindparam("offset"))
-    )
+    query = select(*columns)
+    if with_token:
+        query = query.join(ApiToken, ApiToken.user_id == Credential.owner_id)
+    return query.where(*where).order_by(*ordering).limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+def _list_params(offset: int, limit: int, types_filter: list[str] | None, order_by: str) -> dict[str, Any]:
+    """Check a list request's paging, order and type filter; the statement parameters they make."""
+    if not 0 <= offset <= MAX_OFFSET:
+        msg = f"must be between 0 and {MAX_OFFSET}"
+        raise InvalidInput(f"offset: {msg}", {"offset": msg})
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}", {"limit": f"must be 1 to {MAX_PAGE}"})
+    if order_by not in ("creationDate", "-creationDate"):
+        msg = "must be creationDate or -creationDate"
+        raise InvalidInput(f"orderBy: {msg}", {"orderBy": msg})
+    for name in types_filter or ():
+        types.get_type(name, field="types")  # raises for an unknown type, naming the valid ones
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if types_filter:
+        params["types"] = sorted(set(types_filter))
+    return params
 
 
 def _wire(row: Sequence[Any]) -> dict[str, Any]:
@@ -451,11 +489,15 @@ class Strongroom:
                 "username: 1-64 characters of letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
                 {"username": "invalid"},
             )
-        with self.db.write() as s:
-            if s.scalar(select(User.id).where(User.username == username)):
-                raise Conflict(f"username: user {username!r} already exists")
-            user = User(id=new_id(), username=username, created_at=utcnow())
-            s.add(user)
+        taken = Conflict(f"username: user {username!r} already exists")
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(User.id).where(User.username == username)):
+                    raise taken
+                user = User(id=new_id(), username=username, created_at=utcnow())
+                s.add(user)
+        except IntegrityError:  # a concurrent create of the same name committed between the check and ours
+            raise taken from None
         return user
 
     def list_users(self) -> list[User]:
@@ -527,24 +569,39 @@ class Strongroom:
         order_by: str = "-creationDate",
     ) -> Page:
         who.require("read")
-        if not 0 <= offset <= MAX_OFFSET:
-            msg = f"must be between 0 and {MAX_OFFSET}"
-            raise InvalidInput(f"offset: {msg}", {"offset": msg})
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}", {"limit": f"must be 1 to {MAX_PAGE}"})
-        if order_by not in ("creationDate", "-creationDate"):
-            msg = "must be creationDate or -creationDate"
-            raise InvalidInput(f"orderBy: {msg}", {"orderBy": msg})
-        for name in types_filter or ():
-            types.get_type(name, field="types")  # raises for an unknown type, naming the valid ones
-        params: dict[str, Any] = {"owner": who.user_id, "limit": limit, "offset": offset}
-        if types_filter:
-            params["types"] = sorted(set(types_filter))
+        params = _list_params(offset, limit, types_filter, order_by)
+        params["owner"] = who.user_id
         rows = self.db.fetch(_page(order_by.startswith("-"), bool(types_filter)), params)
+        return self._page_of(rows, params)
+
+    def list_with_token(
+        self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+    ) -> Page | None:
+        """A list page in one statement when the token is valid and the page not empty; None means "take the
+        ordinary path" (`authenticate`, then `list_credentials`), which explains any failure."""
+        if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128:
+            return None
+        try:
+            params = _list_params(offset, limit, types_filter, order_by)
+        except InvalidInput:
+            return None
+        params["token_hash"] = hash_token(raw)
+        rows = self.db.fetch(_page(order_by.startswith("-"), bool(types_filter), True), params)
+        if not rows:
+            return None
+        scopes, expires_at, params["owner"] = rows[0][-3:]
+        if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
+            return None
+        if "read" not in scopes.split():
+            return None
+        return self._page_of([row[:-3] for row in rows], params)
+
+    def _page_of(self, rows: Sequence[Sequence[Any]], params: Mapping[str, Any]) -> Page:
+        offset, limit = params["offset"], params["limit"]
         if offset == 0 and len(rows) < limit:
             total = len(rows)  # the whole list fits on this page: no need to ask
         else:
-            total = self.db.fetch(_COUNT_TYPES if types_filter else _COUNT, params)[0][0]
+            total = self.db.fetch(_COUNT_TYPES if "types" in params else _COUNT, params)[0][0]
         return Page([_wire(r) for r in rows], total, offset, limit)
 
     def get_credential(self, who: Principal, credential_id: str) -> dict[str, Any]:
@@ -559,6 +616,21 @@ class Strongroom:
         if not rows:
             raise self._not_found()
         *columns, revision = rows[0]
+        return _wire(columns), int(revision)
+
+    def get_with_token(self, raw: str | None, credential_id: str) -> tuple[dict[str, Any], int] | None:
+        """GET in one statement when the token is valid and the credential is its user's; None means "take the
+        ordinary path" (`authenticate`, then `get_versioned`), which tells 401, 403 and 404 apart."""
+        if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128 or not _ID.match(credential_id):
+            return None
+        rows = self.db.fetch(_GET_WITH_TOKEN, {"token_hash": hash_token(raw), "id": credential_id})
+        if not rows:
+            return None
+        *columns, revision, scopes, expires_at = rows[0]
+        if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
+            return None
+        if "read" not in scopes.split():
+            return None
         return _wire(columns), int(revision)
 
     def create_credential(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -613,7 +685,7 @@ class Strongroom:
     ) -> tuple[dict[str, Any], int]:
         """Apply a PATCH and return the new revision. DataRobot semantics: a new name without a description
         clears the description. With `if_match`, the change applies only if the stored revision is one of
-        them (checked under the row lock, and again by the UPDATE itself), else 412: no lost update."""
+        them, else 412: the UPDATE's own `WHERE revision =` makes the check and the write one step."""
         who.require("write")
         data = dict(body)
         if not data:
@@ -688,6 +760,8 @@ class Strongroom:
             if if_match is None or found[0][0] not in if_match:
                 raise self._stale(if_match or (), found[0][0])
             gone = tx.rows(_DELETE_AT, {**mine, "revision": found[0][0]})
+            if not gone:
+                raise self._stale(if_match, None)
             tx.count(who.user_id, gone[0][0], -1)
 
         if if_match is not None:
@@ -705,9 +779,12 @@ class Strongroom:
 
     @staticmethod
     def _stale(expected: Collection[int], current: int | None) -> PreconditionFailed:
-        sent = ", ".join(str(r) for r in sorted(expected)) or "(none: only weak ETags were sent)"
         now = f" (it is now at {current})" if current is not None else ""
-        msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        if expected:
+            sent = ", ".join(str(r) for r in sorted(expected))
+            msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+        else:
+            msg = f"weak ETags never match{now}; send the strong ETag from a GET"
         return PreconditionFailed(f"If-Match: {msg}", {"If-Match": "stale revision"}, current_revision=current)
 
     @staticmethod

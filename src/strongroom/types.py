@@ -20,8 +20,15 @@ VALUE_MAX = 32768  # a 4096-bit RSA private key in PEM is about 3.3 KB; leave ro
 LIST_MAX = 100
 DEFAULT_TYPE = "basic"  # DataRobot documents `basic` as the default credentialType
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (NEL, CSI…): Unicode category Cc
-_CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Character classes written once, in a syntax both Python's `re` and JSON Schema (ECMA-262) read, so the
+# published schema states exactly what validation enforces.
+_CC = r"\u0000-\u001f\u007f-\u009f"  # C0, DEL and C1 (NEL, CSI…): Unicode category Cc
+_CC_EXCEPT_LINE_BREAKS = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"  # tab, LF and CR allowed
+_CONTROL = re.compile(f"[{_CC}]")
+_CONTROL_EXCEPT_WHITESPACE = re.compile(f"[{_CC_EXCEPT_LINE_BREAKS}]")
+NO_CONTROL_PATTERN = f"^[^{_CC}]*$"
+NAME_PATTERN = f"^[^{_CC}]*[^\\s{_CC}][^{_CC}]*$"  # no control characters, not blank
+DESCRIPTION_PATTERN = f"^[^{_CC_EXCEPT_LINE_BREAKS}]*$"
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -358,47 +365,83 @@ def _field_schema(f: Field) -> dict[str, Any]:
     if f.kind == "object":
         schema: dict[str, Any] = {
             "type": "object",
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": {"type": "string", "maxLength": VALUE_MAX},
+            "propertyNames": {"maxLength": 128},
             "minProperties": 1,
         }
     elif f.kind == "string_list":
-        schema = {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": LIST_MAX}
+        item = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
+        schema = {"type": "array", "items": item, "maxItems": LIST_MAX}
     else:
         schema = {"type": "string", "maxLength": VALUE_MAX, "minLength": 0 if f.allow_empty else 1}
+        if not f.secret:
+            schema["pattern"] = NO_CONTROL_PATTERN
     schema["description"] = f.doc + (" Secret: encrypted, never returned." if f.secret else "")
     return schema
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI 3.1 spelling of "or null" (3.0's `nullable` is ignored by 3.1 tools)."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": NAME_PATTERN}
+_DESCRIPTION = _nullable({"type": "string", "maxLength": DESCRIPTION_MAX, "pattern": DESCRIPTION_PATTERN})
+
+
+def _alternatives(ctype: CredentialType) -> list[dict[str, Any]]:
+    """`requires` as JSON Schema; the exclusive reference (configId) stands alone or not at all."""
+    ref = ctype.exclusive
+    if ref is None:
+        return [{"required": list(alt)} for alt in ctype.requires]
+    others = [f.name for f in ctype.fields if f.name != ref]
+    return [
+        {"required": list(alt), "not": {"anyOf": [{"required": [o]} for o in others]}}
+        if ref in alt
+        else {"required": list(alt), "not": {"required": [ref]}}
+        for alt in ctype.requires
+    ]
 
 
 def create_schema(ctype: CredentialType) -> dict[str, Any]:
     """JSON Schema of a POST body for one type."""
     props: dict[str, Any] = {
-        "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
-        "description": {"type": "string", "maxLength": DESCRIPTION_MAX},
+        "name": _NAME,
+        "description": _DESCRIPTION,
         "credentialType": {"type": "string", "enum": [ctype.name]},
     }
+    required = ["name", "credentialType", *ctype.always_required]
+    if ctype.name == DEFAULT_TYPE:  # as in DataRobot, a body without credentialType is a basic credential
+        props["credentialType"]["default"] = DEFAULT_TYPE
+        required.remove("credentialType")
     props.update({f.name: _field_schema(f) for f in ctype.fields})
     schema: dict[str, Any] = {
         "title": f"{ctype.name} credential",
         "description": ctype.doc,
         "type": "object",
         "properties": props,
-        "required": ["name", "credentialType", *ctype.always_required],
+        "required": required,
         "additionalProperties": False,
     }
-    if len(ctype.requires) > 1:
-        schema["anyOf"] = [{"required": list(alt)} for alt in ctype.requires]
+    if len(ctype.requires) > 1 or ctype.exclusive:
+        schema["anyOf"] = _alternatives(ctype)
     return schema
 
 
 def update_schema() -> dict[str, Any]:
-    """JSON Schema of a PATCH body: name, description and any field of the credential's own type."""
+    """JSON Schema of a PATCH body: name, description and any field of the credential's own type.
+
+    Which fields apply depends on the stored credential's type, so the union of all is listed; a field of
+    another type is a 422. `null` clears an optional field.
+    """
     props: dict[str, Any] = {
-        "name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX},
-        "description": {"type": "string", "maxLength": DESCRIPTION_MAX},
+        "name": _NAME,
+        "description": _DESCRIPTION,
+        "credentialType": {"type": "string", "enum": list(TYPES), "description": "Must be the current type."},
     }
     for ctype in TYPES.values():
         for f in ctype.fields:
-            props.setdefault(f.name, {**_field_schema(f), "nullable": True})
+            props.setdefault(f.name, _nullable(_field_schema(f)))
     return {"type": "object", "properties": props, "minProperties": 1}
 
 
