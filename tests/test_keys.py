@@ -27,6 +27,7 @@ from strongroom.errors import MasterKeyError
 from strongroom.service import Strongroom, credential_aad
 from strongroom.store.models import Credential, KeyVersion
 from tests.conftest import BACKENDS, PgDatabase, Server, free_port, pg_unreachable_reason
+from tests.test_security import stored_bytes
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -46,6 +47,14 @@ def store_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
     srv.stop()
     if pg:
         pg.drop()
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    """A SQLite server of its own, stopped at teardown even when the test fails midway."""
+    server = Server(data_dir=tmp_path / "data")
+    yield server
+    server.stop()
 
 
 def settings_of(srv: Server, **extra: Any) -> Settings:
@@ -164,7 +173,7 @@ class Traffic:
 
 
 @pytest.mark.parametrize("store_server", BACKENDS, indirect=True)
-def test_rotation_under_concurrent_load(store_server: Server) -> None:
+def test_rotation_under_concurrent_load(store_server: Server, tmp_path: Path) -> None:
     """`keys rotate` against a serving server: zero failed requests, every data key re-wrapped, every secret
     decrypts to the last acknowledged value, and the server writes with the new version without a restart."""
     srv = store_server
@@ -199,20 +208,23 @@ def test_rotation_under_concurrent_load(store_server: Server) -> None:
     assert {"get", "create", "patch"} <= {kind for kind, _ in during}, "no traffic ran during the rotation"
 
     with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
-        resp = client.post("credentials/", json={"name": "after-rotation", "user": "u", "password": "after"})
+        after = f"after-{secrets.token_hex(8)}"
+        resp = client.post("credentials/", json={"name": "after-rotation", "user": "u", "password": after})
         assert resp.status_code == 201
-        traffic.expected[resp.json()["credentialId"]] = "after"
+        traffic.expected[resp.json()["credentialId"]] = after
     srv.stop()
 
     stored = opened(srv)
     assert {cid: (version, secret["password"]) for cid, (version, secret) in stored.items()} == {
         cid: (2, password) for cid, password in traffic.expected.items()
     }
+    # Canary scan after the rotation: no password in the database, the server log or the command's output.
+    scanned = stored_bytes(srv, tmp_path) + srv.log_path.read_bytes() + json.dumps(report).encode()
+    assert not [p for p in traffic.expected.values() if p.encode() in scanned]
 
 
-def test_running_server_writes_with_the_new_version_without_restart(tmp_path: Path) -> None:
+def test_running_server_writes_with_the_new_version_without_restart(srv: Server) -> None:
     """Creates only (no PATCH meets a re-wrapped row): the server re-reads the changed key file by itself."""
-    srv = Server(data_dir=tmp_path / "data")
     token, _ = seed(srv, 2)
     srv.start()
     with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
@@ -232,11 +244,10 @@ def test_running_server_writes_with_the_new_version_without_restart(tmp_path: Pa
     assert version_counts(srv) == {2: 5}
 
 
-def test_rewrap_never_undoes_a_concurrent_patch(tmp_path: Path) -> None:
+def test_rewrap_never_undoes_a_concurrent_patch(srv: Server) -> None:
     """A server that has not yet adopted the new version PATCHes a row between the re-wrap's read and its
     write: the conditional update skips that row (the PATCH wins), a later pass re-wraps it, and it
     decrypts to the patched value."""
-    srv = Server(data_dir=tmp_path / "data")
     token, passwords = seed(srv, 3)
     stale = Strongroom.open(settings_of(srv))
     stale._refreshed_at = float("inf")  # still on version 1, as a server between two key-file reads
@@ -307,9 +318,8 @@ def test_rotation_interrupted_then_killed_midway_resumes(store_server: Server) -
     engine.dispose()
 
 
-def test_rotate_of_a_quiet_store(tmp_path: Path) -> None:
+def test_rotate_of_a_quiet_store(srv: Server) -> None:
     """A figure for the report: rotating 5,000 credentials with nothing else running (no timing asserted)."""
-    srv = Server(data_dir=tmp_path / "data")
     seed(srv, 5000)
     report = cli_json(srv, "keys", "rotate")
     print(
@@ -323,8 +333,7 @@ def test_rotate_of_a_quiet_store(tmp_path: Path) -> None:
 # ---- retire -------------------------------------------------------------------------------------------------
 
 
-def test_retire_only_once_nothing_uses_the_version(tmp_path: Path) -> None:
-    srv = Server(data_dir=tmp_path / "data")
+def test_retire_only_once_nothing_uses_the_version(srv: Server) -> None:
     _, passwords = seed(srv, 5)
     service = Strongroom.open(settings_of(srv))
     assert service.start_rotation() == 2  # a rotation that stopped before re-wrapping anything
@@ -348,9 +357,8 @@ def test_retire_only_once_nothing_uses_the_version(tmp_path: Path) -> None:
     srv.stop()
 
 
-def test_two_rotations_at_once_never_put_two_keys_under_one_version(tmp_path: Path) -> None:
+def test_two_rotations_at_once_never_put_two_keys_under_one_version(srv: Server) -> None:
     """Both processes picked version 2: the second to reach the key file is refused and the first key stays."""
-    srv = Server(data_dir=tmp_path / "data")
     _, passwords = seed(srv, 3)
     first, second = Strongroom.open(settings_of(srv)), Strongroom.open(settings_of(srv))
     try:
@@ -366,9 +374,8 @@ def test_two_rotations_at_once_never_put_two_keys_under_one_version(tmp_path: Pa
     assert {c: (v, s["password"]) for c, (v, s) in opened(srv).items()} == {c: (2, p) for c, p in passwords.items()}
 
 
-def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(tmp_path: Path) -> None:
+def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(srv: Server) -> None:
     """With STRONGROOM_MASTER_KEY the operator adds the version; `keys rotate` then re-wraps under it."""
-    srv = Server(data_dir=tmp_path / "data")
     one = base64.b64encode(os.urandom(32)).decode()
     srv.extra_env["STRONGROOM_MASTER_KEY"] = one
     _, passwords = seed(srv, 3)
@@ -385,10 +392,9 @@ def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(tmp_p
 # ---- fail fast ------------------------------------------------------------------------------------------------
 
 
-def test_missing_or_wrong_key_version_refused_at_start(tmp_path: Path) -> None:
+def test_missing_or_wrong_key_version_refused_at_start(srv: Server) -> None:
     """A key file without the version the data needs, or with a different key under that number, stops the
     server at start with a message naming the version; the right file serves normally."""
-    srv = Server(data_dir=tmp_path / "data")
     key_file = srv.data_dir / "master.key"
     token, _ = seed(srv, 4)
     before_rotation = key_file.read_text()
@@ -452,12 +458,11 @@ def kms(kms_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return boto3.client("kms", endpoint_url=kms_endpoint)
 
 
-def test_kms_provider_against_a_local_kms(tmp_path: Path, kms: Any, kms_endpoint: str) -> None:
+def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: str) -> None:
     """Data keys wrapped by KMS Encrypt under the configured key; `keys rotate --kms-key-id` moves them to
     another KMS key while serving; the wrapped keys are bound to their record; a lost key fails fast."""
     first = kms.create_key(Description="strongroom v1")["KeyMetadata"]["Arn"]
     second = kms.create_key(Description="strongroom v2")["KeyMetadata"]["Arn"]
-    srv = Server(data_dir=tmp_path / "data")
     srv.extra_env.update(AWS_ENV)
     srv.extra_env.update({"STRONGROOM_KMS_KEY_ID": first, "STRONGROOM_KMS_ENDPOINT_URL": kms_endpoint})
     token, _ = seed(srv, 0)
@@ -515,3 +520,13 @@ def test_kms_provider_against_a_local_kms(tmp_path: Path, kms: Any, kms_endpoint
 def kms_key_arn_that_does_not_exist(arn: str) -> str:
     """The ARN of a deleted key: same account and region, another key id."""
     return arn.rsplit("/", 1)[0] + "/" + "00000000-0000-4000-8000-000000000000"
+
+
+def test_kms_unreachable_fails_fast_at_start(srv: Server) -> None:
+    """No KMS answering at the configured endpoint: `serve` exits at once saying so, instead of serving 500s."""
+    srv.extra_env.update(AWS_ENV)
+    srv.extra_env.update(
+        {"STRONGROOM_KMS_KEY_ID": "alias/strongroom", "STRONGROOM_KMS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    )
+    output = serve_once(srv)
+    assert "AWS KMS is unreachable" in output and "Traceback" not in output
