@@ -71,14 +71,18 @@ _CREDENTIAL_ID = {
     ]
 }
 _INTEGER = re.compile(r"-?[0-9]{1,19}\Z")
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([0-9]{1,18})"\s*\Z')
+_OWS = r"[ \t]*"  # RFC 9110 optional whitespace: spaces and tabs only
+_TAG = '(W/)?"([0-9]{1,18})"'
+_ENTITY_TAG = re.compile(f"{_OWS}{_TAG}{_OWS}")  # one list member, matched whole
+# The same grammar for the OpenAPI document, so a generated header the schema allows is one the server accepts.
+_IF_MATCH_PATTERN = f"^{_OWS}(\\*|{_TAG}({_OWS},{_OWS}{_TAG})*){_OWS}$"
 _IF_MATCH_FORMAT = 'expected "*" or quoted revisions from an ETag, such as "3"'
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
     "description": 'Apply only if the credential is still at this revision (its ETag, such as `"3"`); else 412',
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": _IF_MATCH_PATTERN},
 }
 _ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "schema": {"type": "string"}}}
 
@@ -86,11 +90,11 @@ _ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "sch
 def _if_match(request: Request) -> frozenset[int] | None:
     """The revisions an If-Match header accepts; None for none or `*` (any). Weak tags never match (RFC 9110)."""
     header = request.headers.get("if-match")
-    if header is None or header.strip() == "*":
+    if header is None or header.strip(" \t") == "*":
         return None
     revisions = set()
     for part in header.split(","):
-        tag = _ENTITY_TAG.match(part)
+        tag = _ENTITY_TAG.fullmatch(part)
         if tag is None:
             raise MalformedRequest(f"If-Match: {_IF_MATCH_FORMAT}", {"If-Match": _IF_MATCH_FORMAT})
         if not tag.group(1):
