@@ -141,9 +141,13 @@ def test_acknowledged_creates_survive_sigkill(backend: str, tmp_path: Path) -> N
             rows = _verify_store(settings, token, acked)
             srv.start()  # the same data, after the crash
             with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-                listed = http.get("/credentials/", params={"limit": 1000}).json()
-                assert listed["totalCount"] == rows == len(listed["data"]), f"seed {seed}: list disagrees with rows"
-                assert acked.keys() <= {c["credentialId"] for c in listed["data"]}
+                page = http.get("/credentials/", params={"limit": 1000}).json()
+                total, listed = page["totalCount"], page["data"]
+                while page["next"]:  # group commit can land more than one page of creates before a kill
+                    page = http.get(page["next"]).json()
+                    listed += page["data"]
+                assert total == rows == len(listed), f"seed {seed}: list disagrees with rows"
+                assert acked.keys() <= {c["credentialId"] for c in listed}
                 assert http.get("/credentials/", params={"limit": 1}).json()["totalCount"] == rows
         print(f"crash test ({backend}): {kills} SIGKILLs survived, {len(acked)} acknowledged creates verified")
     finally:
