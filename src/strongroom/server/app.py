@@ -71,14 +71,18 @@ _CREDENTIAL_ID = {
     ]
 }
 _INTEGER = re.compile(r"-?[0-9]{1,19}\Z")
-_ENTITY_TAG = re.compile(r'[ \t]*(W/)?"([0-9]{1,18})"[ \t]*\Z')  # HTTP's optional whitespace is SP/HTAB
+_OWS = r"[ \t]*"  # RFC 9110 optional whitespace: spaces and tabs only
+_TAG = '(W/)?"([0-9]{1,18})"'
+_ENTITY_TAG = re.compile(f"{_OWS}{_TAG}{_OWS}")  # one list member, matched whole
+# The same grammar for the OpenAPI document, so a generated header the schema allows is one the server accepts.
+_IF_MATCH_PATTERN = f"^{_OWS}(\\*|{_TAG}({_OWS},{_OWS}{_TAG})*){_OWS}$"
 _IF_MATCH_FORMAT = 'expected "*" or quoted revisions from an ETag, such as "3"'
 _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
     "description": 'Apply only if the credential is still at this revision (its ETag, such as `"3"`); else 412',
-    "schema": {"type": "string", "pattern": r'^[ \t]*(\*|(W/)?"[0-9]{1,18}"([ \t]*,[ \t]*(W/)?"[0-9]{1,18}")*)[ \t]*$'},
+    "schema": {"type": "string", "pattern": _IF_MATCH_PATTERN},
 }
 _ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "schema": {"type": "string"}}}
 
@@ -90,7 +94,7 @@ def _if_match(request: Request) -> frozenset[int] | None:
         return None
     revisions = set()
     for part in header.split(","):
-        tag = _ENTITY_TAG.match(part)
+        tag = _ENTITY_TAG.fullmatch(part)
         if tag is None:
             raise MalformedRequest(f"If-Match: {_IF_MATCH_FORMAT}", {"If-Match": _IF_MATCH_FORMAT})
         if not tag.group(1):
@@ -270,34 +274,18 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         # Query parameters are parsed by hand (and documented in `_LIST_PARAMETERS`): FastAPI's generic
         # parameter validation cost a quarter of this route's time. The service checks the ranges.
         query = request.query_params
-        service = app_state()
-        token = _token(request)
         limit = DEFAULT_PAGE
         offset = 0
 
-        def run() -> Page:
-            # One statement (token and page) when all is well; any miss, or a bad parameter, takes the ordinary
-            # path, which authenticates first so an anonymous caller only ever learns 401.
+        def run(who: Principal) -> Page:
             nonlocal limit, offset
+            offset = _int_param(query, "offset", 0)
+            limit = _int_param(query, "limit", DEFAULT_PAGE)
             wanted = [t for value in query.getlist("types") for t in value.split(",") if t] or None
             order_by = query.get("orderBy", "-creationDate")
-            try:
-                offset = _int_param(query, "offset", 0)
-                limit = _int_param(query, "limit", DEFAULT_PAGE)
-            except InvalidInput:
-                page = None
-            else:
-                page = service.list_with_token(
-                    token, offset=offset, limit=limit, types_filter=wanted, order_by=order_by
-                )
-            if page is None:
-                who = authenticate(service, token, request)
-                offset = _int_param(query, "offset", 0)
-                limit = _int_param(query, "limit", DEFAULT_PAGE)
-                page = service.list_credentials(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
-            return page
+            return app_state().list_credentials(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
 
-        page = run() if service.db.is_sqlite else await run_in_threadpool(run)
+        page = await read(request, run)
 
         def link(at: int) -> str:
             kept = [(k, v) for k, v in query.multi_items() if k not in ("offset", "limit")]
