@@ -454,12 +454,7 @@ def restore(
     reporter = reporter or _Silent()
     refs: dict[int, str] = {}  # KMS key ids per version, as the archive records them
     keys = _target_keys(settings, refs)
-    db = Database(
-        settings.resolved_database_url,
-        sqlite_synchronous=settings.sqlite_synchronous,
-        timeout=settings.db_timeout,
-        connect_timeout=settings.db_connect_timeout,
-    )
+    db = Database.from_settings(settings)
     try:
         db.migrate()
         with _open(path) as fh:

@@ -259,12 +259,7 @@ class Strongroom:
     @classmethod
     def open(cls, settings: Settings) -> Strongroom:
         """Connect, migrate, load the master key and verify it against the database; fail fast if wrong."""
-        db = Database(
-            settings.resolved_database_url,
-            sqlite_synchronous=settings.sqlite_synchronous,
-            timeout=settings.db_timeout,
-            connect_timeout=settings.db_connect_timeout,
-        )
+        db = Database.from_settings(settings)
         try:
             db.migrate()
             keys = _key_provider(settings, db)

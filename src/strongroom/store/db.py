@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from strongroom.config import Settings
 from strongroom.errors import ServiceUnavailable
 from strongroom.store.models import CredentialCount
 
@@ -152,6 +153,16 @@ class Database:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any] | None, Future[Any] | None]] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         self._committer_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The store the settings name, with their durability and timeout choices."""
+        return cls(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            timeout=settings.db_timeout,
+            connect_timeout=settings.db_connect_timeout,
+        )
 
     @staticmethod
     def _where(url: str) -> str:
