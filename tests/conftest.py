@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,23 @@ class PgDatabase:
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@contextmanager
+def backend_database(backend: str) -> Iterator[str | None]:
+    """The database URL for a test on `backend`: None (SQLite in the data directory), or a throwaway PostgreSQL
+    database dropped afterwards; skips, saying why, when PostgreSQL is unreachable."""
+    if backend == "sqlite":
+        yield None
+        return
+    if reason := pg_unreachable_reason():
+        pytest.skip(reason)
+    pg = PgDatabase()
+    pg.create()
+    try:
+        yield pg.url
+    finally:
+        pg.drop()
 
 
 @dataclass
@@ -158,21 +176,11 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One live server per backend for the whole session."""
-    pg = None
-    database_url = None
-    if request.param == "postgres":
-        reason = pg_unreachable_reason()
-        if reason:
-            pytest.skip(reason)
-        pg = PgDatabase()
-        pg.create()
-        database_url = pg.url
-    srv = Server(data_dir=tmp_path_factory.mktemp("srv") / request.param, database_url=database_url)
-    srv.start()
-    yield srv
-    srv.stop()
-    if pg:
-        pg.drop()
+    with backend_database(request.param) as database_url:
+        srv = Server(data_dir=tmp_path_factory.mktemp("srv") / request.param, database_url=database_url)
+        srv.start()
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from strongroom.server.ratelimit import AuthFailureLimiter
-from tests.conftest import BACKENDS, PgDatabase, Server, pg_unreachable_reason
+from tests.conftest import BACKENDS, Server, backend_database
 from tests.test_api import assert_error, create_basic, unique
 
 LIMIT, WINDOW, BODY_LIMIT = 5, 2, 4096
@@ -27,25 +27,16 @@ LIMIT, WINDOW, BODY_LIMIT = 5, 2, 4096
 @pytest.fixture(scope="module", params=BACKENDS)
 def limited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server allowing LIMIT failed authentications per client per WINDOW seconds, and BODY_LIMIT bytes."""
-    pg = None
-    if request.param == "postgres":
-        if reason := pg_unreachable_reason():
-            pytest.skip(reason)
-        pg = PgDatabase()
-        pg.create()
     env = {
         "STRONGROOM_AUTH_FAILURE_LIMIT": str(LIMIT),
         "STRONGROOM_AUTH_FAILURE_WINDOW": str(WINDOW),
         "STRONGROOM_MAX_BODY_BYTES": str(BODY_LIMIT),
     }
-    srv = Server(
-        data_dir=tmp_path_factory.mktemp("abuse") / request.param, database_url=pg.url if pg else None, extra_env=env
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-    if pg:
-        pg.drop()
+    with backend_database(request.param) as url:
+        srv = Server(data_dir=tmp_path_factory.mktemp("abuse") / request.param, database_url=url, extra_env=env)
+        srv.start()
+        yield srv
+        srv.stop()
 
 
 class Recorder:

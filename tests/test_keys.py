@@ -26,7 +26,7 @@ from strongroom.crypto import DecryptionError
 from strongroom.errors import MasterKeyError
 from strongroom.service import Strongroom, credential_aad
 from strongroom.store.models import Credential, KeyVersion
-from tests.conftest import BACKENDS, PgDatabase, Server, free_port, pg_unreachable_reason
+from tests.conftest import BACKENDS, Server, backend_database, free_port
 from tests.test_security import stored_bytes
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -35,18 +35,10 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "
 @pytest.fixture
 def store_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """A stopped server of its own (rotation changes its keys), on the backend given by `backend`."""
-    pg = None
-    if request.param == "postgres":
-        reason = pg_unreachable_reason()
-        if reason:
-            pytest.skip(reason)
-        pg = PgDatabase()
-        pg.create()
-    srv = Server(data_dir=tmp_path / "data", database_url=pg.url if pg else None)
-    yield srv
-    srv.stop()
-    if pg:
-        pg.drop()
+    with backend_database(request.param) as url:
+        srv = Server(data_dir=tmp_path / "data", database_url=url)
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture

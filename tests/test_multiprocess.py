@@ -7,31 +7,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PgDatabase, Server, pg_unreachable_reason
+from tests.conftest import Server, backend_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def two_servers(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Server, Server]:
     """Two independent server processes sharing one database and master key."""
-    pg = None
-    url = None
-    if request.param == "postgres":
-        reason = pg_unreachable_reason()
-        if reason:
-            pytest.skip(reason)
-        pg = PgDatabase()
-        pg.create()
-        url = pg.url
-    data = tmp_path / "data"
-    first = Server(data_dir=data, database_url=url)
-    first.start()  # creates the key file and schema
-    second = Server(data_dir=data, database_url=url, extra_env={"STRONGROOM_WORKERS": "2"})
-    second.start()
-    yield first, second
-    first.stop()
-    second.stop()
-    if pg:
-        pg.drop()
+    with backend_database(request.param) as url:
+        data = tmp_path / "data"
+        first = Server(data_dir=data, database_url=url)
+        first.start()  # creates the key file and schema
+        second = Server(data_dir=data, database_url=url, extra_env={"STRONGROOM_WORKERS": "2"})
+        second.start()
+        yield first, second
+        first.stop()
+        second.stop()
 
 
 def test_write_through_one_read_through_other_at_once(two_servers: tuple[Server, Server]) -> None:

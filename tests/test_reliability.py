@@ -30,22 +30,10 @@ from strongroom.errors import ServiceUnavailable
 from strongroom.service import Strongroom, credential_aad
 from strongroom.store.db import Database, unavailable
 from strongroom.store.models import Credential, CredentialCount, User
-from tests.conftest import PgDatabase, Server, free_port, pg_unreachable_reason
+from tests.conftest import Server, backend_database, free_port
 
 PG_BIN = Path(os.environ.get("STRONGROOM_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DSN_PASSWORD = "dsn-pw-canary-" + secrets.token_hex(4)  # trust auth ignores it; it must never be echoed
-
-
-def _backend_url(backend: str) -> tuple[str | None, PgDatabase | None]:
-    """The database URL for a backend (None: SQLite in the data dir), creating a throwaway PG database."""
-    if backend == "sqlite":
-        return None, None
-    reason = pg_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    pg = PgDatabase()
-    pg.create()
-    return pg.url, pg
 
 
 # ---- crash safety ------------------------------------------------------------------------------------------
@@ -114,46 +102,44 @@ def test_acknowledged_creates_survive_sigkill(backend: str, tmp_path: Path) -> N
     seed = int(os.environ.get("STRONGROOM_CRASH_SEED") or secrets.randbits(32))
     rng = random.Random(seed)
     print(f"\ncrash test ({backend}): seed {seed} (rerun with STRONGROOM_CRASH_SEED={seed})")
-    url, pg = _backend_url(backend)
-    srv = Server(data_dir=tmp_path / "data", database_url=url)
-    try:
-        srv.start()
-        token = srv.new_user("crash")
-        settings = Settings(data_dir=srv.data_dir, database_url=url)
-        acked: dict[str, tuple[str, str]] = {}
-        kills = 0
-        for cycle in range(3):
-            writers = Writers(srv.api, token, f"c{cycle}")
-            threads = [threading.Thread(target=writers.run, args=(n,)) for n in range(4)]
-            for t in threads:
-                t.start()
-            deadline = time.monotonic() + 30
-            while writers.count() < 5 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.05, 1.0))
-            srv.stop(signal.SIGKILL)  # mid-write: some creates are in flight, unacknowledged
-            kills += 1
-            writers.stop.set()
-            for t in threads:
-                t.join(timeout=60)
-            assert writers.count() >= 5, f"seed {seed}: too few creates before the kill"
-            acked.update(writers.acked)
-            rows = _verify_store(settings, token, acked)
-            srv.start()  # the same data, after the crash
-            with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-                page = http.get("/credentials/", params={"limit": 1000}).json()
-                total, listed = page["totalCount"], page["data"]
-                while page["next"]:  # group commit can land more than one page of creates before a kill
-                    page = http.get(page["next"]).json()
-                    listed += page["data"]
-                assert total == rows == len(listed), f"seed {seed}: list disagrees with rows"
-                assert acked.keys() <= {c["credentialId"] for c in listed}
-                assert http.get("/credentials/", params={"limit": 1}).json()["totalCount"] == rows
-        print(f"crash test ({backend}): {kills} SIGKILLs survived, {len(acked)} acknowledged creates verified")
-    finally:
-        srv.stop()
-        if pg:
-            pg.drop()
+    with backend_database(backend) as url:
+        srv = Server(data_dir=tmp_path / "data", database_url=url)
+        try:
+            srv.start()
+            token = srv.new_user("crash")
+            settings = Settings(data_dir=srv.data_dir, database_url=url)
+            acked: dict[str, tuple[str, str]] = {}
+            kills = 0
+            for cycle in range(3):
+                writers = Writers(srv.api, token, f"c{cycle}")
+                threads = [threading.Thread(target=writers.run, args=(n,)) for n in range(4)]
+                for t in threads:
+                    t.start()
+                deadline = time.monotonic() + 30
+                while writers.count() < 5 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.05, 1.0))
+                srv.stop(signal.SIGKILL)  # mid-write: some creates are in flight, unacknowledged
+                kills += 1
+                writers.stop.set()
+                for t in threads:
+                    t.join(timeout=60)
+                assert writers.count() >= 5, f"seed {seed}: too few creates before the kill"
+                acked.update(writers.acked)
+                rows = _verify_store(settings, token, acked)
+                srv.start()  # the same data, after the crash
+                with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+                    page = http.get("/credentials/", params={"limit": 1000}).json()
+                    total, listed = page["totalCount"], page["data"]
+                    while page["next"]:  # group commit can land more than one page of creates before a kill
+                        page = http.get(page["next"]).json()
+                        listed += page["data"]
+                    assert total == rows == len(listed), f"seed {seed}: list disagrees with rows"
+                    assert acked.keys() <= {c["credentialId"] for c in listed}
+                    assert http.get("/credentials/", params={"limit": 1}).json()["totalCount"] == rows
+            print(f"crash test ({backend}): {kills} SIGKILLs survived, {len(acked)} acknowledged creates verified")
+        finally:
+            srv.stop()
 
 
 # ---- database outage ------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
 from strongroom.service import Strongroom
 from strongroom.store.models import Credential
-from tests.conftest import PgDatabase, Server
+from tests.conftest import Server, backend_database
 
 
 def canary() -> str:
@@ -267,15 +267,8 @@ def test_tokens_stored_only_as_hash(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_backend_seals_too(tmp_path: Path) -> None:
     """The envelope and key check behave the same on PostgreSQL."""
-    from tests.conftest import pg_unreachable_reason
-
-    reason = pg_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    pg = PgDatabase()
-    pg.create()
-    try:
-        settings = Settings(data_dir=tmp_path, database_url=pg.url)
+    with backend_database("postgres") as url:
+        settings = Settings(data_dir=tmp_path, database_url=url)
         service = Strongroom.open(settings)
         service.create_user("alice")
         who = service.authenticate(service.create_token("alice")[1])
@@ -283,8 +276,6 @@ def test_postgres_backend_seals_too(tmp_path: Path) -> None:
         with service.db.read() as db:
             assert service._open(db.get(Credential, cred["credentialId"])) == {"user": "u", "password": "p"}
         service.close()
-        wrong = Settings(data_dir=tmp_path, database_url=pg.url, master_key=base64.b64encode(os.urandom(32)).decode())
+        wrong = Settings(data_dir=tmp_path, database_url=url, master_key=base64.b64encode(os.urandom(32)).decode())
         with pytest.raises(Exception, match="not the key this database was sealed with"):
             Strongroom.open(wrong)
-    finally:
-        pg.drop()

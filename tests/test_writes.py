@@ -16,22 +16,15 @@ from strongroom.errors import Conflict
 from strongroom.service import Principal, Strongroom
 from strongroom.store import Tx
 from strongroom.store.models import Credential, CredentialCount
-from tests.conftest import PgDatabase, pg_unreachable_reason
+from tests.conftest import backend_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Strongroom]:
-    pg = None
-    if request.param == "postgres":
-        if reason := pg_unreachable_reason():
-            pytest.skip(reason)
-        pg = PgDatabase()
-        pg.create()
-    svc = Strongroom.open(Settings(data_dir=tmp_path, database_url=pg.url if pg else None))
-    yield svc
-    svc.close()
-    if pg:
-        pg.drop()
+    with backend_database(request.param) as url:
+        svc = Strongroom.open(Settings(data_dir=tmp_path, database_url=url))
+        yield svc
+        svc.close()
 
 
 def _user(svc: Strongroom, name: str) -> Principal:
