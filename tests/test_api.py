@@ -277,6 +277,12 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
             cid = c.post("credentials/", json={"name": "x", "user": "u", "password": "p"}).json()["credentialId"]
             assert c.get(f"credentials/{cid}/").json()["credentialId"] == cid
             assert [item["credentialId"] for item in c.get("credentials/").json()["data"]] == [cid]
+        page_args: dict[str, Any] = {"offset": 0, "limit": 10, "types_filter": None, "order_by": "-creationDate"}
+        assert service.get_with_token(raw, cid)[0]["credentialId"] == cid  # the one-statement path answers
+        assert [c["credentialId"] for c in service.list_with_token(raw, **page_args).items] == [cid]
+        for token in (expired, write_only, other, raw[:-1] + "x"):  # and hands every doubtful case over
+            assert service.get_with_token(token, cid) is None
+            assert service.list_with_token(token, **page_args) is None
         for token, status in ((expired, 401), (write_only, 403), (other, 404), (raw[:-1] + "x", 401)):
             with client(server, token) as c:
                 assert_error(c.get(f"credentials/{cid}/"), status)
@@ -286,6 +292,7 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
                 else:
                     assert_error(listed, status)
         service.revoke_token(live.id)
+        assert service.get_with_token(raw, cid) is None and service.list_with_token(raw, **page_args) is None
         with client(server, raw) as c:
             assert_error(c.get(f"credentials/{cid}/"), 401)
             assert_error(c.get("credentials/"), 401)

@@ -210,18 +210,22 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
     async def run_in_threadpool(fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=limiter)
 
-    async def read(request: Request, fn: Callable[[Principal], T]) -> T:
-        """Authenticate and run a read-only use case.
+    async def on_store(service: Strongroom, fn: Callable[[], T]) -> T:
+        """Run a read-only use case where it is cheapest.
 
         SQLite reads in WAL mode never wait for a lock and take tens of microseconds, less than handing them
         to a worker thread, so they run inline; anything that can block (the network to PostgreSQL, a
         writer queueing for SQLite's lock) goes to the thread pool.
         """
+        if service.db.is_sqlite:
+            return fn()
+        return await run_in_threadpool(fn)
+
+    async def read(request: Request, fn: Callable[[Principal], T]) -> T:
+        """Authenticate and run a read-only use case."""
         service = app_state()
         token = _token(request)
-        if service.db.is_sqlite:
-            return fn(authenticate(service, token, request))
-        return await run_in_threadpool(lambda: fn(authenticate(service, token, request)))
+        return await on_store(service, lambda: fn(authenticate(service, token, request)))
 
     async def call(request: Request, fn: Callable[[Principal], T]) -> T:
         """Authenticate and run a writing use case in one worker-thread hop (the store is synchronous)."""
@@ -274,18 +278,34 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
         # Query parameters are parsed by hand (and documented in `_LIST_PARAMETERS`): FastAPI's generic
         # parameter validation cost a quarter of this route's time. The service checks the ranges.
         query = request.query_params
+        service = app_state()
+        token = _token(request)
         limit = DEFAULT_PAGE
         offset = 0
 
-        def run(who: Principal) -> Page:
+        def run() -> Page:
+            # One statement (token and page) when all is well; any miss, or a bad parameter, takes the ordinary
+            # path, which authenticates first so an anonymous caller only ever learns 401.
             nonlocal limit, offset
-            offset = _int_param(query, "offset", 0)
-            limit = _int_param(query, "limit", DEFAULT_PAGE)
             wanted = [t for value in query.getlist("types") for t in value.split(",") if t] or None
             order_by = query.get("orderBy", "-creationDate")
-            return app_state().list_credentials(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
+            try:
+                offset = _int_param(query, "offset", 0)
+                limit = _int_param(query, "limit", DEFAULT_PAGE)
+            except InvalidInput:
+                page = None
+            else:
+                page = service.list_with_token(
+                    token, offset=offset, limit=limit, types_filter=wanted, order_by=order_by
+                )
+            if page is None:
+                who = authenticate(service, token, request)
+                offset = _int_param(query, "offset", 0)
+                limit = _int_param(query, "limit", DEFAULT_PAGE)
+                page = service.list_credentials(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
+            return page
 
-        page = await read(request, run)
+        page = await on_store(service, run)
 
         def link(at: int) -> str:
             kept = [(k, v) for k, v in query.multi_items() if k not in ("offset", "limit")]
@@ -342,7 +362,7 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
                 authenticate(service, token, request), credential_id
             )
 
-        found, revision = run() if service.db.is_sqlite else await run_in_threadpool(run)
+        found, revision = await on_store(service, run)
         return JSONResponse(found, headers=_etag(revision))
 
     @router.patch(
