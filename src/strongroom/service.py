@@ -193,8 +193,13 @@ def _page(newest_first: bool, filtered: bool, with_token: bool = False) -> Selec
     adds the token's scopes, expiry and user id to every row for the caller to check.
     """
     if with_token:
-        columns = (*_LIST_COLUMNS, ApiToken.scopes, ApiToken.expires_at, ApiToken.user_id)
-        where = [ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)]
+        # Uncorrelated scalar subqueries, evaluated once: the owner is then a known value and the index gives
+        # the order. (A join made PostgreSQL sort the whole table: 25x slower at 100 000 credentials.)
+        token = (ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+        owner = select(ApiToken.user_id).where(*token).scalar_subquery()
+        about_token = (select(c).where(*token).scalar_subquery() for c in (ApiToken.scopes, ApiToken.expires_at))
+        columns = (*_LIST_COLUMNS, *about_token, owner)
+        where = [Credential.owner_id == owner]
     else:
         columns = _LIST_COLUMNS
         where = [Credential.owner_id == bindparam("owner")]
@@ -204,10 +209,7 @@ def _page(newest_first: bool, filtered: bool, with_token: bool = False) -> Selec
         ordering = (Credential.created_at.desc(), Credential.id.desc())
     else:
         ordering = (Credential.created_at.asc(), Credential.id.asc())
-    query = select(*columns)
-    if with_token:
-        query = query.join(ApiToken, ApiToken.user_id == Credential.owner_id)
-    return query.where(*where).order_by(*ordering).limit(bindparam("limit")).offset(bindparam("offset"))
+    return select(*columns).where(*where).order_by(*ordering).limit(bindparam("limit")).offset(bindparam("offset"))
 
 
 def _list_params(offset: int, limit: int, types_filter: list[str] | None, order_by: str) -> dict[str, Any]:
