@@ -23,7 +23,7 @@ from sqlalchemy import insert
 from tests.conftest import PgDatabase, Server, pg_unreachable_reason
 
 from strongroom.config import Settings
-from strongroom.service import Strongroom
+from strongroom.service import Strongroom, render_wire
 from strongroom.store.models import Credential, new_id, utcnow
 
 HERE = Path(__file__).parent
@@ -80,6 +80,7 @@ def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str
                     "revision": 1,
                     "created_at": now,
                     "updated_at": now,
+                    "wire": render_wire((cred.id, f"{prefix}-{i}", "basic", "", "{}", now)),
                 }
             )
         with service.db.write() as s:

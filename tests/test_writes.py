@@ -101,7 +101,7 @@ def test_a_failing_write_rolls_back_alone(service: Strongroom) -> None:
     _in_threads(3, work)
     assert isinstance(outcomes[1], RuntimeError)
     assert service.get_credential(who, victim["credentialId"])["name"] == "victim"
-    names = {c["name"] for c in service.list_credentials(who, offset=0, limit=10).items}
+    names = {c["name"] for c in service.list_credentials(who, offset=0, limit=10).credentials()}
     assert names == {"victim", "ok0", "ok2"}
 
 

@@ -20,6 +20,7 @@ from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 from sqlalchemy import Select, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
@@ -68,7 +69,9 @@ class Principal:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[dict[str, Any]]
+    """One page of a list: `items` are the credentials' stored API JSON, for the server to send untouched."""
+
+    items: list[str]
     total: int
     offset: int
     limit: int
@@ -76,6 +79,10 @@ class Page:
     @property
     def has_next(self) -> bool:
         return self.offset + len(self.items) < self.total
+
+    def credentials(self) -> list[dict[str, Any]]:
+        """The items as dicts, for callers that read them rather than forward them."""
+        return [orjson.loads(item) for item in self.items]
 
 
 def hash_token(raw: str) -> str:
@@ -106,8 +113,14 @@ _LIST_COLUMNS = (
 )
 
 
-def _wire_model(cred: Any) -> dict[str, Any]:
-    return _wire(tuple(getattr(cred, column.key) for column in _LIST_COLUMNS))
+def render_wire(row: Sequence[Any]) -> str:
+    """A credential's API JSON from its `_LIST_COLUMNS` values: stored in `credentials.wire` at every write."""
+    return orjson.dumps(_wire(row)).decode()
+
+
+def _render(cred: Any) -> None:
+    """Render a credential record's API JSON into its `wire` field, after any change to what it shows."""
+    cred.wire = render_wire(tuple(getattr(cred, column.key) for column in _LIST_COLUMNS))
 
 
 # Hot-path statements are built once: constructing a SQLAlchemy statement costs more than running it.
@@ -116,12 +129,14 @@ _AUTH = (
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
-_GET = select(*_LIST_COLUMNS, Credential.revision).where(
+# Reads select the stored API JSON (`wire`), not the columns it is made of: one text value per row instead
+# of six, and no per-row dict or date formatting. `_LIST_COLUMNS` rebuilds it for rows written without one.
+_GET = select(Credential.wire, Credential.revision).where(
     Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner")
 )
 # GET's fast path: the token and the credential in one statement (one round trip to PostgreSQL, not two).
 _GET_WITH_TOKEN = (
-    select(*_LIST_COLUMNS, Credential.revision, ApiToken.scopes, ApiToken.expires_at)
+    select(Credential.wire, Credential.revision, ApiToken.scopes, ApiToken.expires_at)
     .join(ApiToken, ApiToken.user_id == Credential.owner_id)
     .where(
         ApiToken.token_hash == bindparam("token_hash"),
@@ -198,10 +213,10 @@ def _page(newest_first: bool, filtered: bool, with_token: bool = False) -> Selec
         token = (ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
         owner = select(ApiToken.user_id).where(*token).scalar_subquery()
         about_token = (select(c).where(*token).scalar_subquery() for c in (ApiToken.scopes, ApiToken.expires_at))
-        columns = (*_LIST_COLUMNS, *about_token, owner)
+        columns = (Credential.wire, *about_token, owner)
         where = [Credential.owner_id == owner]
     else:
-        columns = _LIST_COLUMNS
+        columns = (Credential.wire,)
         where = [Credential.owner_id == bindparam("owner")]
     if filtered:
         where.append(Credential.credential_type.in_(bindparam("types", expanding=True)))
@@ -599,23 +614,23 @@ class Strongroom:
             total = len(rows)  # the whole list fits on this page: no need to ask
         else:
             total = self.db.fetch(_COUNT_TYPES if "types" in params else _COUNT, params)[0][0]
-        return Page([_wire(r) for r in rows], total, offset, limit)
+        return Page([r[0] for r in rows], total, offset, limit)
 
     def get_credential(self, who: Principal, credential_id: str) -> dict[str, Any]:
-        return self.get_versioned(who, credential_id)[0]
+        return orjson.loads(self.get_versioned(who, credential_id)[0])  # type: ignore[no-any-return]
 
-    def get_versioned(self, who: Principal, credential_id: str) -> tuple[dict[str, Any], int]:
-        """The credential and its revision, which the server sends as the ETag for a later If-Match."""
+    def get_versioned(self, who: Principal, credential_id: str) -> tuple[str, int]:
+        """The credential's API JSON and its revision, which the server sends as the ETag for a later If-Match."""
         who.require("read")
         if not _ID.match(credential_id):
             raise self._not_found()
         rows = self.db.fetch(_GET, {"id": credential_id, "owner": who.user_id})
         if not rows:
             raise self._not_found()
-        *columns, revision = rows[0]
-        return _wire(columns), int(revision)
+        wire, revision = rows[0]
+        return wire, int(revision)
 
-    def get_with_token(self, raw: str | None, credential_id: str) -> tuple[dict[str, Any], int] | None:
+    def get_with_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
         """GET in one statement when the token is valid and the credential is its user's; None means "take the
         ordinary path" (`authenticate`, then `get_versioned`), which tells 401, 403 and 404 apart."""
         if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128 or not _ID.match(credential_id):
@@ -623,12 +638,12 @@ class Strongroom:
         rows = self.db.fetch(_GET_WITH_TOKEN, {"token_hash": hash_token(raw), "id": credential_id})
         if not rows:
             return None
-        *columns, revision, scopes, expires_at = rows[0]
+        wire, revision, scopes, expires_at = rows[0]
         if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
             return None
         if "read" not in scopes.split():
             return None
-        return _wire(columns), int(revision)
+        return wire, int(revision)
 
     def create_credential(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
         who.require("write")
@@ -656,19 +671,19 @@ class Strongroom:
             updated_at=now,
         )
         self._seal(cred, secret)
-
+        _render(cred)
         row = {c.name: getattr(cred, c.key) for c in _ALL_COLUMNS}
 
-        def insert_row(tx: Tx) -> dict[str, Any]:
+        def insert_row(tx: Tx) -> None:
             tx.run(_INSERT, row)  # a duplicate name fails here, on the (owner, name) unique index
             tx.count(who.user_id, ctype.name, +1)
-            return _wire_model(cred)
 
         try:
             if self.db.is_sqlite:
-                return self.db.transact(insert_row)
-            self.db.write_one(_PG_CREATE, row)
-            return _wire_model(cred)
+                self.db.transact(insert_row)
+            else:
+                self.db.write_one(_PG_CREATE, row)
+            return orjson.loads(cred.wire)  # type: ignore[no-any-return]
         except IntegrityError as exc:
             raise self._name_taken(name) if _is_name_clash(exc) else exc from None
 
@@ -705,7 +720,7 @@ class Strongroom:
             params = {"target": cred.id, "read_revision": read_revision, **new}
             try:
                 if self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params)):
-                    return _wire_model(cred), cred.revision
+                    return orjson.loads(cred.wire), cred.revision
             except IntegrityError as exc:
                 raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
             if if_match is not None:  # changed between our read and our write: the client's revision is stale
@@ -736,6 +751,7 @@ class Strongroom:
             self._seal(cred, secret)
         cred.revision += 1
         cred.updated_at = utcnow()
+        _render(cred)
 
     def delete_credential(self, who: Principal, credential_id: str, *, if_match: Collection[int] | None = None) -> None:
         """Delete; with `if_match`, only while the stored revision is one of them (else 412)."""

@@ -87,6 +87,8 @@ class Credential(Base):
     credential_type: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     public_data: Mapped[str] = mapped_column(Text, default="{}")  # JSON of the type's public fields
+    # The credential as the API shows it (JSON text), rendered at every write so reads send it untouched.
+    wire: Mapped[str | None] = mapped_column(Text, nullable=True)
     key_version: Mapped[int] = mapped_column(Integer, index=True)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,73 @@
+"""Schema migrations keep what is stored: a store written by the previous release reads the same after upgrade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect
+
+from strongroom import types
+from strongroom.config import Settings
+from strongroom.service import Strongroom
+from strongroom.store.db import MIGRATIONS, Database
+from tests.conftest import backend_database
+
+
+def _body(ctype: types.CredentialType) -> dict[str, Any]:
+    """A complete create body of this type, with non-ASCII text where the API JSON must carry it verbatim."""
+    body: dict[str, Any] = {"name": f"{ctype.name} naïve ✓", "credentialType": ctype.name, "description": 'dé"scr'}
+    for f in ctype.fields:
+        if f.name == ctype.exclusive:
+            continue
+        if f.kind == "object":
+            body[f.name] = {"type": "service_account", "private_key": "pk", "client_email": "a@b.iam"}
+        elif f.kind == "string_list":
+            body[f.name] = ["https://storage.azure.com/.default", "ü"]
+        else:
+            body[f.name] = f"{f.name}-välue"
+    return body
+
+
+def _at_revision(url: str, revision: str) -> None:
+    """Move the schema to `revision` (downgrading), as a store last used by that release would be."""
+    db = Database(url)
+    try:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+        assert "wire" not in {c["name"] for c in inspect(db.engine).get_columns("credentials")}
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrade_renders_the_api_json_of_existing_credentials(backend: str, tmp_path: Path) -> None:
+    with backend_database(backend) as url:
+        settings = Settings(data_dir=tmp_path, database_url=url)
+        service = Strongroom.open(settings)
+        service.create_user("old")
+        token = service.create_token("old")[1]
+        who = service.authenticate(token)
+        created = [service.create_credential(who, _body(t)) for t in types.TYPES.values()]
+        before = service.list_credentials(who, limit=100).credentials()
+        assert sorted(before, key=lambda c: c["credentialId"]) == sorted(created, key=lambda c: c["credentialId"])
+        assert any(c.keys() - {"credentialId", "name", "credentialType", "description", "creationDate"} for c in before)
+        service.close()
+
+        _at_revision(settings.resolved_database_url, "0003")
+
+        service = Strongroom.open(settings)  # migrates to the newest revision at start
+        try:
+            who = service.authenticate(token)
+            assert service.list_credentials(who, limit=100).credentials() == before
+            for cred in created:
+                assert service.get_credential(who, cred["credentialId"]) == cred
+            assert service.get_with_token(token, created[0]["credentialId"]) is not None
+        finally:
+            service.close()
