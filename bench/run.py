@@ -86,6 +86,7 @@ def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str
         with service.db.write() as s:
             s.execute(insert(Credential), rows)
         ids.extend(r["id"] for r in rows)
+    service.rebuild_counts()  # the bulk insert bypassed the per-owner counts that list pages' totalCount reads
     return ids
 
 

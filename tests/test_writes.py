@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,41 @@ def test_update_and_delete_keep_counts(service: Strongroom) -> None:
     with service.db.read() as s:
         row = s.get(Credential, made[3]["credentialId"])
         assert row is not None and service._open(row)["password"] == "new"
+
+
+def test_pages_walk_every_credential_once_in_order(service: Strongroom) -> None:
+    """A page is joined into one string by the database: its order must still be (created_at, id), ties
+    included, in both directions and with a type filter, and the pages together must hold every credential."""
+    who = _user(service, "pager")
+    other = _user(service, "other")
+    service.create_credential(other, {"name": "not mine", "user": "u", "password": "p"})
+    for i in range(120):
+        body = {"name": f"c{i:03}", "user": "u", "password": "p"}
+        if i % 3 == 0:
+            body = {"name": f"c{i:03}", "credentialType": "s3", "awsAccessKeyId": "a", "awsSecretAccessKey": "s"}
+        service.create_credential(who, body)
+    with service.db.write() as s:  # three creation instants only: most of the order is decided by the id
+        ids = list(s.scalars(select(Credential.id).where(Credential.owner_id == who.user_id)))
+        for n, cid in enumerate(ids):
+            stamp = datetime(2026, 1, 1 + n % 3, tzinfo=UTC)
+            s.execute(update(Credential).where(Credential.id == cid).values(created_at=stamp))
+        rows = s.execute(
+            select(Credential.id, Credential.credential_type).where(Credential.owner_id == who.user_id)
+        ).all()
+        ordered = [
+            r[0]
+            for r in s.execute(
+                select(Credential.id)
+                .where(Credential.owner_id == who.user_id)
+                .order_by(Credential.created_at, Credential.id)
+            )
+        ]
+    s3 = {cid for cid, kind in rows if kind == "s3"}
+    for order_by, expected in (("creationDate", ordered), ("-creationDate", ordered[::-1])):
+        for wanted, kinds in ((None, expected), (["s3"], [c for c in expected if c in s3])):
+            seen: list[str] = []
+            for offset in range(0, 130, 17):
+                page = service.list_credentials(who, offset=offset, limit=17, types_filter=wanted, order_by=order_by)
+                assert page.total == len(kinds)
+                seen += [item["credentialId"] for item in page.credentials()]
+            assert seen == kinds, (order_by, wanted)
