@@ -237,10 +237,14 @@ def _page(postgres: bool, newest_first: bool, filtered: bool, with_token: bool =
         joined = func.group_concat(rows.c.wire, literal(_SEP))
     items = select(joined).scalar_subquery()
     total = select(func.coalesce(func.sum(CredentialCount.n), 0)).where(*counted).scalar_subquery()
+    # Planned for its values every time on PostgreSQL: a generic plan made while the table was small sorted
+    # the whole owner's rows once it had grown (100 000 credentials: a page took 0.9 s instead of 10 ms).
     if not with_token:
-        return select(items, total)
-    return select(ApiToken.scopes, ApiToken.expires_at, ApiToken.user_id, items, total).where(
-        ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)
+        return select(items, total).execution_options(prepare=False)
+    return (
+        select(ApiToken.scopes, ApiToken.expires_at, ApiToken.user_id, items, total)
+        .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+        .execution_options(prepare=False)
     )
 
 

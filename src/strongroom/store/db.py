@@ -263,7 +263,7 @@ class Database:
         """PostgreSQL: a prebuilt read on a raw pooled connection (SQLAlchemy only for expanding IN lists)."""
         sql, named = self._pg_bind(statement, params)
         if sql is not None:
-            return self._pg_execute(sql, named)
+            return self._pg_execute(sql, named, prepare=statement.get_execution_options().get("prepare"))
         with self._fetch_engine.connect() as conn:
             return conn.execute(statement, params).all()
 
@@ -304,8 +304,12 @@ class Database:
                     named[name] = proc(named[name])
         return sql, named
 
-    def _pg_execute(self, sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """Run on a pooled autocommit psycopg connection; psycopg prepares statements it sees repeatedly."""
+    def _pg_execute(self, sql: str, params: dict[str, Any], prepare: bool | None = None) -> Sequence[Sequence[Any]]:
+        """Run on a pooled autocommit psycopg connection; psycopg prepares statements it sees repeatedly.
+
+        A statement built with `execution_options(prepare=False)` is planned for its values every time: a
+        prepared statement's generic plan, made while a table is small, can stay in use after it has grown.
+        """
         import psycopg
 
         try:
@@ -314,7 +318,7 @@ class Database:
             raise DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True) from exc
         try:
             with proxy.driver_connection.cursor() as cur:
-                cur.execute(sql, params)
+                cur.execute(sql, params, prepare=prepare)
                 return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             broken = bool(proxy.driver_connection.broken)
