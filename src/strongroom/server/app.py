@@ -191,8 +191,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api/v2")
-    # A few store threads, not anyio's default 40: more threads than the database can keep busy only
-    # fight over the GIL (measured on PostgreSQL at 32 connections: 40 threads spent most CPU switching).
+    # Store threads: a bounded pool sized per backend (Settings.resolved_store_threads says why).
     limiter = anyio.CapacityLimiter(settings.resolved_store_threads)
     auth_failures = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window)
 
