@@ -42,6 +42,7 @@ class Result:
     ratio: float = 0.0
     store_size: int = 0
     cpu_us: float = 0.0  # server CPU time per request (all its processes): steadier than req/s on a busy machine
+    db_cpu_us: float = 0.0  # PostgreSQL's CPU time per request (all its processes); 0 for SQLite
 
 
 def wrk(script: str, url: str, env: dict[str, str], seconds: float, connections: int, core: str) -> dict[str, float]:
@@ -90,17 +91,29 @@ def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str
     return ids
 
 
-def cpu_seconds(root: int) -> float:
-    """User+system CPU time of a process and all its descendants (uvicorn workers), from /proc."""
+def _process_times() -> dict[int, tuple[int, float, str]]:
+    """Every process's parent, user+system CPU seconds and command name, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
+    stats: dict[int, tuple[int, float, str]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                name, rest = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+            except (OSError, IndexError, ValueError):
                 continue
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+            fields = rest.split()
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, name)
+    return stats
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on the machine: its share of each request's cost."""
+    return sum(cpu for _, cpu, name in _process_times().values() if name.startswith("postgres"))
+
+
+def cpu_seconds(root: int) -> float:
+    """User+system CPU time of a process and all its descendants (uvicorn workers), from /proc."""
+    stats = {pid: (parent, cpu) for pid, (parent, cpu, _) in _process_times().items()}
     total, frontier = 0.0, [root]
     while frontier:
         pid = frontier.pop()
@@ -113,13 +126,14 @@ def measure(name: str, script: str, srv: Server, env: dict[str, str], args: argp
     url = srv.base
     wrk(script, url, env, min(2, args.duration), args.connections, args.load_core)  # warm-up, discarded
     assert srv.proc is not None
-    cpu_before = cpu_seconds(srv.proc.pid)
+    cpu_before, db_before = cpu_seconds(srv.proc.pid), postgres_cpu_seconds()
     s = wrk(script, url, env, args.duration, args.connections, args.load_core)
-    cpu = cpu_seconds(srv.proc.pid) - cpu_before
+    cpu, db_cpu = cpu_seconds(srv.proc.pid) - cpu_before, postgres_cpu_seconds() - db_before
     rps = s["requests"] / (s["duration_us"] / 1e6)
     errors = int(s["errors_status"] + s["errors_socket"])
-    cpu_us = cpu / max(1, s["requests"]) * 1e6
-    return Result(name, rps, s["p50_us"] / 1000, s["p99_us"] / 1000, errors, cpu_us=cpu_us)
+    per = 1e6 / max(1, s["requests"])
+    db_cpu_us = db_cpu * per if srv.database_url else 0.0
+    return Result(name, rps, s["p50_us"] / 1000, s["p99_us"] / 1000, errors, cpu_us=cpu * per, db_cpu_us=db_cpu_us)
 
 
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
@@ -205,11 +219,12 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
         f"wrk on core {args.load_core}, server on core {args.server_core}, {args.workers} worker(s). "
         "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run. "
         "CPU ratio = the floor's server CPU time per request over the scenario's: what the ratio would be on a "
-        "quiet machine where the server's core is the bottleneck (PostgreSQL's own processes not counted).",
+        "quiet machine where the server's core is the bottleneck. PostgreSQL CPU µs/req = the CPU time of all "
+        "PostgreSQL processes per request (they share the two cores with the server and wrk).",
         "",
         "| scenario | store size | requests/s | p50 ms | p99 ms | non-2xx/errors | ratio to floor | target "
-        "| server CPU µs/req | CPU ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| server CPU µs/req | CPU ratio | PostgreSQL CPU µs/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         target = TARGETS.get(r.scenario)
@@ -217,7 +232,7 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
         cpu_ratio = results[0].cpu_us / r.cpu_us if r.cpu_us else 0.0
         lines.append(
             f"| {r.scenario} | {r.store_size} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
-            f"| {r.ratio:.0%} | {verdict} | {r.cpu_us:.0f} | {cpu_ratio:.0%} |"
+            f"| {r.ratio:.0%} | {verdict} | {r.cpu_us:.0f} | {cpu_ratio:.0%} | {r.db_cpu_us:.0f} |"
         )
     by = {r.scenario: r for r in results}
     small, large = min(args.sizes), max(args.sizes)
