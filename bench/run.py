@@ -210,7 +210,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
 
 
 def report(backend: str, results: list[Result], args: argparse.Namespace) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
     stem = f"{date.today().isoformat()}-{backend}" + (f"-{args.workers}workers" if args.workers > 1 else "")
     lines = [
         f"# Strongroom benchmark: {backend}",
@@ -244,10 +245,10 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
     get = by.get("get")
     if get:
         lines.append(f"\nGET p99 at {args.connections} connections: {get.p99_ms:.2f} ms (target < 20 ms)")
-    path = RESULTS / f"{stem}.md"
+    path = out / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
-    plot(backend, results, args, RESULTS / f"{stem}.png")
+    (out / f"{stem}.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    plot(backend, results, args, out / f"{stem}.png")
     print("\n".join(lines))
     return path
 
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="server setting, e.g. STRONGROOM_STORE_THREADS=4",
     )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go (default bench/results)")
     parser.add_argument("--server-core", default="1")
     parser.add_argument("--load-core", default="0")
     args = parser.parse_args(argv)

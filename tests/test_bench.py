@@ -1,0 +1,42 @@
+"""The benchmark itself runs: a short `python -m bench` on SQLite writes its table, data and plot, and every
+scenario it drives is answered without a single non-2xx (the suite never asserts a time: only shape)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test installs it from Debian)")
+def test_bench_runs_every_scenario_and_writes_its_report(tmp_path: Path) -> None:
+    args = ["--backend", "sqlite", "--duration", "1", "--scale-duration", "1", "--sizes", "200,400"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--connections", "4", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (table,) = tmp_path.glob("*-sqlite.md")
+    results = json.loads(table.with_suffix(".json").read_text())
+    assert [r["scenario"] for r in results] == [
+        *("floor", "get", "list", "create", "update"),
+        *("get@200", "list@200", "get@400", "list@400"),
+    ]
+    for r in results:
+        assert r["errors"] == 0, r
+        assert r["rps"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] and r["cpu_us"] > 0, r
+        assert r["ratio"] == pytest.approx(r["rps"] / results[0]["rps"])
+    text = table.read_text()
+    for r in results:
+        assert f"| {r['scenario']} | {r['store_size']} | {r['rps']:.0f} |" in text
+    assert "get: p50 at 400 is" in text and "list: p50 at 400 is" in text
+    assert table.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
