@@ -129,8 +129,8 @@ _AUTH = (
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
-# Reads select the stored API JSON (`wire`), not the columns it is made of: one text value per row instead
-# of six, and no per-row dict or date formatting. `_LIST_COLUMNS` rebuilds it for rows written without one.
+# Reads select the stored API JSON (`wire`, rendered from `_LIST_COLUMNS` at every write), not the columns
+# it is made of: one text value per row instead of six, and no per-row dict or date formatting.
 _GET = select(Credential.wire, Credential.revision).where(
     Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner")
 )
@@ -216,9 +216,9 @@ def _page(postgres: bool, newest_first: bool, filtered: bool, with_token: bool =
       string instead of a hundred rows (a page 89 -> 46 us). SQLite aggregates a LIMIT subquery in its order
       (such a subquery is never flattened); a test walks pages with ties in both orders to hold it to that.
     - PostgreSQL, one row per credential `([token...,] wire, total)`: the token columns and the total are
-      uncorrelated scalar subqueries, evaluated once. Aggregating there cost the server twice the CPU of
-      sending rows (string_agg: 180 us a page, rows 105 us), and a correlated form chose a plan that
-      sorted every row of the owner once the table had grown. An empty page returns no row.
+      uncorrelated scalar subqueries, evaluated once. Aggregating there cost PostgreSQL twice the CPU of
+      sending rows (string_agg: 180 us a page, rows 105 us). An empty page returns no row. The hot-path
+      connections forbid sorting (`Database._pg_checkout`), so no cached plan reads the owner's rows unordered.
     """
     token = (ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
     owner: Any

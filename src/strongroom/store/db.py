@@ -183,6 +183,7 @@ class Database:
         self._close_idle_pg()
 
     def _close_idle_pg(self) -> None:
+        """Close the idle hot-path connections (in use ones are closed by their thread if found broken)."""
         while True:
             try:
                 conn, _ = self._pg_idle.get_nowait()
