@@ -284,8 +284,11 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
             assert service.get_with_token(token, cid) is None
             if token != other:
                 assert service.list_with_token(token, **page_args) is None
-        empty = service.list_with_token(other, **page_args)  # another user's list: theirs, empty (or handed over)
-        assert empty is None or (empty.items, empty.total) == ([], 0)
+        empty = service.list_with_token(other, **page_args)  # another user's list: theirs, so empty
+        if service.db.is_sqlite:  # a page is one row there, even an empty one
+            assert empty is not None and (empty.items, empty.total) == ([], 0)
+        else:  # a row per credential: none, so the ordinary path answers
+            assert empty is None
         for token, status in ((expired, 401), (write_only, 403), (other, 404), (raw[:-1] + "x", 401)):
             with client(server, token) as c:
                 assert_error(c.get(f"credentials/{cid}/"), status)
