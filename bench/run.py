@@ -106,29 +106,26 @@ def _process_times() -> dict[int, tuple[int, float, str]]:
     return stats
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of every PostgreSQL process on the machine: its share of each request's cost."""
-    return sum(cpu for _, cpu, name in _process_times().values() if name.startswith("postgres"))
-
-
-def cpu_seconds(root: int) -> float:
-    """User+system CPU time of a process and all its descendants (uvicorn workers), from /proc."""
-    stats = {pid: (parent, cpu) for pid, (parent, cpu, _) in _process_times().items()}
-    total, frontier = 0.0, [root]
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """CPU seconds of a process with all its descendants (uvicorn workers), and of every PostgreSQL process on
+    the machine (its share of each request's cost), from one reading of /proc."""
+    stats = _process_times()
+    server, frontier = 0.0, [root]
     while frontier:
         pid = frontier.pop()
-        total += stats.get(pid, (0, 0.0))[1]
-        frontier += [child for child, (parent, _) in stats.items() if parent == pid]
-    return total
+        server += stats.get(pid, (0, 0.0, ""))[1]
+        frontier += [child for child, (parent, _, _) in stats.items() if parent == pid]
+    return server, sum(cpu for _, cpu, name in stats.values() if name.startswith("postgres"))
 
 
 def measure(name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace) -> Result:
     url = srv.base
     wrk(script, url, env, min(2, args.duration), args.connections, args.load_core)  # warm-up, discarded
     assert srv.proc is not None
-    cpu_before, db_before = cpu_seconds(srv.proc.pid), postgres_cpu_seconds()
+    cpu_before, db_before = cpu_seconds(srv.proc.pid)
     s = wrk(script, url, env, args.duration, args.connections, args.load_core)
-    cpu, db_cpu = cpu_seconds(srv.proc.pid) - cpu_before, postgres_cpu_seconds() - db_before
+    cpu_after, db_after = cpu_seconds(srv.proc.pid)
+    cpu, db_cpu = cpu_after - cpu_before, db_after - db_before
     rps = s["requests"] / (s["duration_us"] / 1e6)
     errors = int(s["errors_status"] + s["errors_socket"])
     per = 1e6 / max(1, s["requests"])
