@@ -6,6 +6,7 @@ route can forget one of them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -39,6 +40,7 @@ from strongroom.errors import (
     Unauthorized,
 )
 from strongroom.store import Database, Tx
+from strongroom.store.db import count_shard
 from strongroom.store.models import ApiToken, Credential, CredentialCount, KeyVersion, User, new_id, utcnow
 
 SCOPES = ("read", "write", "use", "admin")
@@ -187,10 +189,10 @@ _REWRAP = (
 def _pg_counted(change: Any, delta: int) -> Any:
     """PostgreSQL: a create or delete and its count change in one statement (a data-modifying CTE)."""
     changed = change.returning(Credential.owner_id, Credential.credential_type).cte("changed")
-    rows = select(changed.c.owner_id, changed.c.credential_type, literal(delta))
-    stmt = postgresql.insert(CredentialCount).from_select(["owner_id", "credential_type", "n"], rows)
+    rows = select(changed.c.owner_id, changed.c.credential_type, count_shard(postgresql), literal(delta))
+    stmt = postgresql.insert(CredentialCount).from_select(["owner_id", "credential_type", "shard", "n"], rows)
     return stmt.on_conflict_do_update(
-        index_elements=["owner_id", "credential_type"], set_={"n": CredentialCount.n + stmt.excluded.n}
+        index_elements=["owner_id", "credential_type", "shard"], set_={"n": CredentialCount.n + stmt.excluded.n}
     ).returning(CredentialCount.n)
 
 
@@ -301,6 +303,38 @@ def _wire(row: Sequence[Any]) -> dict[str, Any]:
     if public_data != "{}" and public_data:
         out.update(json.loads(public_data))
     return out
+
+
+def _auth_params(raw: str | None) -> dict[str, str]:
+    if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128:
+        raise Unauthorized("missing or invalid API token")
+    return {"token_hash": hash_token(raw)}
+
+
+def _principal(rows: Sequence[Sequence[Any]]) -> Principal:
+    if not rows:
+        raise Unauthorized("missing or invalid API token")
+    token_id, scopes, expires_at, user_id, username = rows[0]
+    if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
+        raise Unauthorized("missing or invalid API token")
+    return Principal(user_id=user_id, username=username, token_id=token_id, scopes=frozenset(scopes.split()))
+
+
+def _get_with_token_params(raw: str | None, credential_id: str) -> dict[str, str] | None:
+    if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128 or not _ID.match(credential_id):
+        return None
+    return {"token_hash": hash_token(raw), "id": credential_id}
+
+
+def _got_with_token(rows: Sequence[Sequence[Any]]) -> tuple[str, int] | None:
+    if not rows:
+        return None
+    wire, revision, scopes, expires_at = rows[0]
+    if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
+        return None
+    if "read" not in scopes.split():
+        return None
+    return wire, int(revision)
 
 
 class Strongroom:
@@ -599,15 +633,11 @@ class Strongroom:
 
     def authenticate(self, raw: str | None) -> Principal:
         """Resolve a bearer token; every failure reads the same so tokens cannot be probed."""
-        if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128:
-            raise Unauthorized("missing or invalid API token")
-        rows = self.db.fetch(_AUTH, {"token_hash": hash_token(raw)})
-        if not rows:
-            raise Unauthorized("missing or invalid API token")
-        token_id, scopes, expires_at, user_id, username = rows[0]
-        if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
-            raise Unauthorized("missing or invalid API token")
-        return Principal(user_id=user_id, username=username, token_id=token_id, scopes=frozenset(scopes.split()))
+        return _principal(self.db.fetch(_AUTH, _auth_params(raw)))
+
+    async def aauthenticate(self, raw: str | None) -> Principal:
+        """`authenticate` for the server's event loop."""
+        return _principal(await self.db.afetch(_AUTH, _auth_params(raw)))
 
     # ---- credentials ----------------------------------------------------------------------------------
 
@@ -639,6 +669,19 @@ class Strongroom:
     ) -> Page | None:
         """A list page in one statement when the token is valid and may read; None means "take the ordinary
         path" (`authenticate`, then `list_credentials`), which explains any failure."""
+        query = self._list_with_token_query(raw, offset, limit, types_filter, order_by)
+        return None if query is None else self._listed_with_token(self.db.fetch(*query), query[1])
+
+    async def alist_with_token(
+        self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+    ) -> Page | None:
+        """`list_with_token` for the server's event loop (PostgreSQL answers it without a worker thread)."""
+        query = self._list_with_token_query(raw, offset, limit, types_filter, order_by)
+        return None if query is None else self._listed_with_token(await self.db.afetch(*query), query[1])
+
+    def _list_with_token_query(
+        self, raw: str | None, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+    ) -> tuple[Select[Any], dict[str, Any]] | None:
         if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128:
             return None
         try:
@@ -646,8 +689,9 @@ class Strongroom:
         except InvalidInput:
             return None
         params["token_hash"] = hash_token(raw)
-        sqlite = self.db.is_sqlite
-        rows = self.db.fetch(_page(not sqlite, order_by.startswith("-"), bool(types_filter), True), params)
+        return _page(not self.db.is_sqlite, order_by.startswith("-"), bool(types_filter), True), params
+
+    def _listed_with_token(self, rows: Sequence[Sequence[Any]], params: Mapping[str, Any]) -> Page | None:
         if not rows:
             return None
         scopes, expires_at = rows[0][:2]
@@ -655,7 +699,7 @@ class Strongroom:
             return None
         if "read" not in scopes.split():
             return None
-        return _page_of([row[3:] for row in rows], params, joined=sqlite)
+        return _page_of([row[3:] for row in rows], params, joined=self.db.is_sqlite)
 
     def get_credential(self, who: Principal, credential_id: str) -> dict[str, Any]:
         return orjson.loads(self.get_versioned(who, credential_id)[0])  # type: ignore[no-any-return]
@@ -674,19 +718,45 @@ class Strongroom:
     def get_with_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
         """GET in one statement when the token is valid and the credential is its user's; None means "take the
         ordinary path" (`authenticate`, then `get_versioned`), which tells 401, 403 and 404 apart."""
-        if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 128 or not _ID.match(credential_id):
-            return None
-        rows = self.db.fetch(_GET_WITH_TOKEN, {"token_hash": hash_token(raw), "id": credential_id})
-        if not rows:
-            return None
-        wire, revision, scopes, expires_at = rows[0]
-        if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
-            return None
-        if "read" not in scopes.split():
-            return None
-        return wire, int(revision)
+        params = _get_with_token_params(raw, credential_id)
+        return None if params is None else _got_with_token(self.db.fetch(_GET_WITH_TOKEN, params))
+
+    async def aget_with_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
+        """`get_with_token` for the server's event loop (PostgreSQL answers it without a worker thread)."""
+        params = _get_with_token_params(raw, credential_id)
+        return None if params is None else _got_with_token(await self.db.afetch(_GET_WITH_TOKEN, params))
 
     def create_credential(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        cred, row = self._new_credential(who, body)
+
+        def insert_row(tx: Tx) -> None:
+            tx.run(_INSERT, row)  # a duplicate name fails here, on the (owner, name) unique index
+            tx.count(who.user_id, cred.credential_type, +1)
+
+        try:
+            if self.db.is_sqlite:
+                self.db.transact(insert_row)
+            else:
+                self.db.write_one(_PG_CREATE, row)
+        except IntegrityError as exc:
+            raise self._name_taken(cred.name) if _is_name_clash(exc) else exc from None
+        return orjson.loads(cred.wire)  # type: ignore[no-any-return]
+
+    async def acreate_credential(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`create_credential` for the server's event loop on PostgreSQL; with a remote key service (KMS), the
+        sealing, which calls it, runs in a worker thread."""
+        if self.keys.remote:
+            cred, row = await asyncio.get_running_loop().run_in_executor(None, self._new_credential, who, body)
+        else:
+            cred, row = self._new_credential(who, body)
+        try:
+            await self.db.awrite_one(_PG_CREATE, row)
+        except IntegrityError as exc:
+            raise self._name_taken(cred.name) if _is_name_clash(exc) else exc from None
+        return orjson.loads(cred.wire)  # type: ignore[no-any-return]
+
+    def _new_credential(self, who: Principal, body: Mapping[str, Any]) -> tuple[SimpleNamespace, dict[str, Any]]:
+        """Validate a create body and build the sealed record and its row."""
         who.require("write")
         data = dict(body)
         if "name" not in data:
@@ -713,20 +783,7 @@ class Strongroom:
         )
         self._seal(cred, secret)
         _render(cred)
-        row = {c.name: getattr(cred, c.key) for c in _ALL_COLUMNS}
-
-        def insert_row(tx: Tx) -> None:
-            tx.run(_INSERT, row)  # a duplicate name fails here, on the (owner, name) unique index
-            tx.count(who.user_id, ctype.name, +1)
-
-        try:
-            if self.db.is_sqlite:
-                self.db.transact(insert_row)
-            else:
-                self.db.write_one(_PG_CREATE, row)
-            return orjson.loads(cred.wire)  # type: ignore[no-any-return]
-        except IntegrityError as exc:
-            raise self._name_taken(name) if _is_name_clash(exc) else exc from None
+        return cred, {c.name: getattr(cred, c.key) for c in _ALL_COLUMNS}
 
     def update_credential(
         self, who: Principal, credential_id: str, body: Mapping[str, Any], *, if_match: Collection[int] | None = None

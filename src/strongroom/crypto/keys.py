@@ -38,6 +38,7 @@ class KeyProvider(Protocol):
     """Wraps and unwraps data keys; implementations never expose master-key material."""
 
     source: str  # where the keys live, for messages ("key file /path", "AWS KMS"): never key material
+    remote: bool  # wrap/unwrap/refresh call a network service (so they must not run on the event loop)
 
     def active_version(self) -> int: ...
 
@@ -62,6 +63,8 @@ class KeyProvider(Protocol):
 
 class Keyring:
     """Versioned AES-256 master keys held in memory; wraps data keys with AES-256-GCM."""
+
+    remote = False
 
     def __init__(self, keys: dict[int, bytes], active: int, source: str) -> None:
         self.source = source

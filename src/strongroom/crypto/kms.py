@@ -38,6 +38,7 @@ class KmsKeyProvider:
     """Master-key versions mapped to KMS key ids; the mapping lives in the database, read by `load_refs`."""
 
     source = SOURCE
+    remote = True
 
     def __init__(self, client: Any, load_refs: Callable[[], dict[int, str]], first_key_id: str | None) -> None:
         self._client = client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import sqlite3
@@ -15,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, text
+from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -25,7 +26,9 @@ from sqlalchemy.pool import NullPool
 
 from strongroom.config import Settings
 from strongroom.errors import ServiceUnavailable
-from strongroom.store.models import CredentialCount
+from strongroom.store import pgloop
+from strongroom.store.models import COUNT_SHARDS, CredentialCount
+from strongroom.store.pgloop import ConnectionLost, LoopPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
@@ -152,6 +155,8 @@ class Database:
         self._local = threading.local()
         self._thread_conns: list[Any] = []
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
+        self._numbered: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+        self._loop_pool: LoopPool | None = None
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
         self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any] | None, Future[Any] | None]] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
@@ -301,6 +306,97 @@ class Database:
                     return result.all() if result.returns_rows else []
             return self._pg_execute(sql, named)
 
+    def start_loop_pool(self, size: int) -> None:
+        """PostgreSQL: run `afetch` and `awrite_one` on the running event loop from now on (see `pgloop`)."""
+        if not self.is_sqlite:
+            self._loop_pool = LoopPool(self._loop_connection, size)
+
+    def stop_loop_pool(self) -> None:
+        pool, self._loop_pool = self._loop_pool, None
+        if pool is not None:
+            pool.close()
+
+    def _loop_connection(self) -> Any:
+        """A new connection for the loop's pool: the engine's connect settings, and no sorting (see below)."""
+        conn = self._pg_connect()
+        conn.execute("SET enable_sort = off")
+        return conn
+
+    def on_loop(self) -> bool:
+        """True when the running event loop has its own PostgreSQL connections (`start_loop_pool`)."""
+        return self._pool_for_loop() is not None
+
+    def _pool_for_loop(self) -> LoopPool | None:
+        pool = self._loop_pool
+        if pool is None:
+            return None
+        try:
+            return pool if asyncio.get_running_loop() is pool.loop else None
+        except RuntimeError:
+            return None
+
+    async def afetch(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`fetch` for async callers: on the event loop's own PostgreSQL connections when it has them,
+        else inline on SQLite (reads never wait there) or in a worker thread."""
+        pool = self._pool_for_loop()
+        if pool is None:
+            if self.is_sqlite:
+                return self.fetch(statement, params)
+            return await asyncio.get_running_loop().run_in_executor(None, self.fetch, statement, params)
+        sql, values = self._pg_numbered(statement, params)
+        if sql is None:
+            return await asyncio.get_running_loop().run_in_executor(None, self.fetch, statement, params)
+        try:
+            return await self._loop_execute(pool, sql, values)
+        except _Lost:  # a pooled connection went stale (the server restarted): retry once on a fresh one
+            pass
+        try:
+            return await self._loop_execute(pool, sql, values)
+        except _Lost as lost:
+            raise lost.error from None
+
+    async def awrite_one(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`write_one` for async callers (never retried: a lost reply may hide a committed write)."""
+        pool = self._pool_for_loop()
+        sql, values = self._pg_numbered(statement, params) if pool is not None else (None, [])
+        if pool is None or sql is None:
+            return await asyncio.get_running_loop().run_in_executor(None, self.write_one, statement, params)
+        try:
+            return await self._loop_execute(pool, sql, values)
+        except _Lost as lost:
+            raise lost.error from None
+
+    async def _loop_execute(self, pool: LoopPool, sql: bytes, values: list[Any]) -> Sequence[Sequence[Any]]:
+        """Run on the loop's pool; driver errors leave as SQLAlchemy's classes, outages as ServiceUnavailable
+        (or `_Lost`, carrying it, when the connection was lost and a read may retry)."""
+        import psycopg
+
+        try:
+            return await pool.execute(sql, values)
+        except ConnectionLost:
+            pool.discard_idle()
+            self._discard_pools()
+            error = ServiceUnavailable("the database connection was lost; retry shortly")
+            log.warning("database %s unavailable: connection lost", self.where)
+            raise _Lost(error) from None
+        except psycopg.Error as exc:
+            wrapped = DBAPIError.instance(sql.decode(), None, exc, psycopg.Error, hide_parameters=True)
+            outage = self._unavailable(wrapped)
+            if outage is not None:
+                raise outage from exc
+            raise wrapped from exc
+
+    def _pg_numbered(self, statement: Executable, params: Mapping[str, Any]) -> tuple[bytes | None, list[Any]]:
+        """PostgreSQL: SQL text with `$n` placeholders, compiled once, and its values in order."""
+        sql, named = self._pg_bind(statement, params)
+        if sql is None:
+            return None, []
+        numbered = self._numbered.get(sql)
+        if numbered is None:
+            numbered = self._numbered[sql] = pgloop.numbered(sql)
+        text, names = numbered
+        return text, [named[n] for n in names]
+
     def _pg_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """PostgreSQL: SQL text compiled once, and its named values (None: let SQLAlchemy run it)."""
         compiled = self._compiled.get(statement)
@@ -341,23 +437,29 @@ class Database:
 
     def _pg_checkout(self) -> tuple[Any, Any]:
         """An idle hot-path connection and its cursor, or a new one (at most one per concurrent caller)."""
-        import psycopg
 
         try:
             return self._pg_idle.get_nowait()
         except queue.Empty:
             pass
-        try:
-            proxy = self._fetch_engine.raw_connection()  # the engine's connect settings and timeouts
-        except psycopg.Error as exc:  # a failed connect leaves the pool as the driver's own error: wrap it too
-            raise DBAPIError.instance("connect", None, exc, psycopg.Error, hide_parameters=True) from exc
-        conn = proxy.driver_connection
-        proxy.detach()  # ours from now on: the engine's pool neither counts nor resets it
+        conn = self._pg_connect()
         # Every hot-path statement is an index lookup or an ordered index range. Sorting is priced out so that
         # a cached generic plan, made while the table was small, cannot choose "fetch the owner's rows, then
         # sort" and keep it after the owner has 100 000 credentials (a list page took 0.7 s instead of 10 ms).
         conn.execute("SET enable_sort = off")
         return conn, conn.cursor()
+
+    def _pg_connect(self) -> Any:
+        """A psycopg connection of our own, with the engine's connect settings and timeouts (autocommit)."""
+        import psycopg
+
+        try:
+            proxy = self._fetch_engine.raw_connection()
+        except psycopg.Error as exc:  # a failed connect leaves the pool as the driver's own error: wrap it too
+            raise DBAPIError.instance("connect", None, exc, psycopg.Error, hide_parameters=True) from exc
+        conn = proxy.driver_connection
+        proxy.detach()  # ours from now on: the engine's pool neither counts nor resets it
+        return conn
 
     def _sqlite_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, list[Any]]:
         """SQL text compiled once per statement, and its positional values (None: let SQLAlchemy run it)."""
@@ -493,6 +595,13 @@ class Database:
         self._fetch_engine.dispose()
 
 
+class _Lost(Exception):
+    """A loop-pool connection was lost; carries the 503 to raise if the statement is not retried."""
+
+    def __init__(self, error: ServiceUnavailable) -> None:
+        self.error = error
+
+
 class Tx(Protocol):
     """The database work of one write: prebuilt Core statements only, so SQLite can run them unwrapped."""
 
@@ -505,13 +614,18 @@ class Tx(Protocol):
 
 
 def _count_upsert(dialect: Any) -> Executable:
-    """Add `delta` to one (owner, type) count, creating the row on first use."""
+    """Add `delta` to one (owner, type) count, creating the row on first use (shards: see CredentialCount)."""
     stmt = dialect.insert(CredentialCount).values(
-        owner_id=bindparam("owner"), credential_type=bindparam("type"), n=bindparam("delta")
+        owner_id=bindparam("owner"), credential_type=bindparam("type"), shard=count_shard(dialect), n=bindparam("delta")
     )
     return stmt.on_conflict_do_update(
-        index_elements=["owner_id", "credential_type"], set_={"n": CredentialCount.n + stmt.excluded.n}
+        index_elements=["owner_id", "credential_type", "shard"], set_={"n": CredentialCount.n + stmt.excluded.n}
     )
+
+
+def count_shard(dialect: Any) -> Any:
+    """The count shard this connection writes: its PostgreSQL backend's process id modulo the shards."""
+    return func.pg_backend_pid() % COUNT_SHARDS if dialect is postgresql else literal(0)
 
 
 _COUNT_UPSERT = {"sqlite": _count_upsert(sqlite), "postgresql": _count_upsert(postgresql)}

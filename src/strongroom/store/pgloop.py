@@ -1,0 +1,211 @@
+"""PostgreSQL statements on the event loop itself, over libpq's non-blocking API.
+
+A hot-path statement run through a worker thread paid for the thread hop (a futex wake, the loop's self-pipe,
+two GIL hand-offs) and for psycopg's cursor machinery on top of the round trip itself. Here the server's
+event loop sends a prepared statement on an idle connection and awaits its socket: no thread, no hand-off.
+Each connection runs one statement at a time; at most `size` are open, and callers beyond that queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+def numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """SQLAlchemy's `%(name)s` placeholders as libpq's `$n`, and the parameter names in `$n` order."""
+    names: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(replace, sql).encode(), tuple(names)
+
+
+class ConnectionLost(Exception):
+    """The server closed the connection or the network failed (the statement's outcome is unknown)."""
+
+
+class _Connection:
+    """One libpq connection driven by the loop: a reader callback wakes the statement waiting on it."""
+
+    def __init__(self, conn: psycopg.Connection[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self.pg = conn.pgconn
+        self.pg.nonblocking = 1
+        self.fd = self.pg.socket
+        self.loop = loop
+        self.transformer = Transformer(conn)
+        self.prepared: set[bytes] = set()
+        self.waiter: asyncio.Future[None] | None = None
+        self.broken = False
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            self.pg.consume_input()
+        except psycopg.OperationalError:
+            self.broken = True
+        if self.waiter is not None and not self.waiter.done() and (self.broken or not self.pg.is_busy()):
+            self.waiter.set_result(None)
+        elif self.waiter is None and self.broken:  # idle and closed by the server: stop watching it
+            self.loop.remove_reader(self.fd)
+
+    async def _result(self) -> pq.abc.PGresult | None:
+        """The next result of the statement in flight (None once all are read)."""
+        while True:
+            if self.broken:
+                raise ConnectionLost
+            if not self.pg.is_busy():
+                return self.pg.get_result()
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def _send(self, send: Callable[[], None]) -> pq.abc.PGresult:
+        """Send a request and return its one result, after reading to the end (libpq's "no more results")."""
+        try:
+            send()
+            while self.pg.flush():  # rare: the request did not fit in the socket buffer at once
+                await asyncio.sleep(0)
+        except psycopg.OperationalError:
+            self.broken = True
+            raise ConnectionLost from None
+        result = await self._result()
+        while await self._result() is not None:
+            pass
+        if result is None:
+            raise ConnectionLost
+        return result
+
+    async def execute(self, name: bytes, sql: bytes, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if name not in self.prepared:
+            result = await self._send(lambda: self.pg.send_prepare(name, sql))
+            self._check(result)
+            self.prepared.add(name)
+        tx = self.transformer
+        formats = [PyFormat.BINARY if isinstance(v, bytes) else PyFormat.TEXT for v in values]
+        params = tx.dump_sequence(values, formats)
+        result = await self._send(lambda: self.pg.send_query_prepared(name, params, tx.formats))
+        self._check(result)
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        tx.set_pgresult(result)
+        return tx.load_rows(0, result.ntuples, tuple)
+
+    def _check(self, result: pq.abc.PGresult) -> None:
+        if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE):
+            if self.pg.status == pq.ConnStatus.BAD:
+                self.broken = True
+                raise ConnectionLost
+            raise psycopg.errors.error_from_result(result, encoding=self.conn.info.encoding)
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.fd)
+        self.conn.close()
+
+
+class LoopPool:
+    """Connections for one event loop; `connect` opens one (blocking: it runs in a worker thread)."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._connect = connect
+        self._size = size
+        self._open = 0
+        self._idle: list[_Connection] = []
+        self._queue: collections.deque[asyncio.Future[_Connection]] = collections.deque()
+        self._names: dict[bytes, bytes] = {}
+
+    async def _acquire(self) -> _Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.broken:  # the server closed it while idle (restart, idle timeout): never send on it
+                return conn
+            self._open -= 1
+            conn.close()
+        if self._open < self._size:
+            self._open += 1
+            try:
+                conn = await self.loop.run_in_executor(None, self._connect)
+                return _Connection(conn, self.loop)
+            except BaseException:
+                self._open -= 1
+                raise
+        waiter: asyncio.Future[_Connection] = self.loop.create_future()
+        self._queue.append(waiter)
+        return await waiter
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.broken:
+            self._discard(conn)
+            self.discard_idle()
+            return
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    def _discard(self, conn: _Connection) -> None:
+        self._open -= 1
+        conn.close()
+        if self._queue:  # a queued caller may open a connection in its place
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                task = self.loop.create_task(self._acquire())
+                task.add_done_callback(lambda t: _hand_over(t, waiter, self))
+
+    def discard_idle(self) -> None:
+        """Close every idle connection (after one was found lost, the others likely died with the server)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._open -= 1
+            conn.close()
+
+    async def execute(self, sql: bytes, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement (prepared on each connection at first use) and return its rows."""
+        name = self._names.get(sql)
+        if name is None:
+            name = self._names[sql] = f"sr{len(self._names)}".encode()
+        conn = await self._acquire()
+        try:
+            return await conn.execute(name, sql, values)
+        except asyncio.CancelledError:
+            conn.broken = True  # a statement may still be in flight: the connection cannot be reused
+            raise
+        finally:
+            self._release(conn)
+
+    def close(self) -> None:
+        self.discard_idle()
+
+
+def _hand_over(task: asyncio.Task[_Connection], waiter: asyncio.Future[_Connection], pool: LoopPool) -> None:
+    if task.cancelled() or task.exception() is not None:
+        if not waiter.done():
+            waiter.set_exception(task.exception() or asyncio.CancelledError())
+        return
+    conn = task.result()
+    if waiter.done():
+        pool._release(conn)
+    else:
+        waiter.set_result(conn)
