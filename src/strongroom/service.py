@@ -156,6 +156,7 @@ _UPDATE = (  # compare-and-swap on the revision read: a concurrent change makes 
     .where(Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
     .values({c.name: bindparam(f"new_{c.name}") for c in _ALL_COLUMNS if c.name not in _FIXED})
 )
+_PG_UPDATE = _UPDATE.returning(Credential.revision)  # one autocommit statement: atomic on its own
 _DELETE = delete(Credential).where(*_MINE).returning(Credential.credential_type)
 _DELETE_AT = (
     delete(Credential).where(*_MINE, Credential.revision == bindparam("revision")).returning(Credential.credential_type)
@@ -796,35 +797,79 @@ class Strongroom:
         """Apply a PATCH and return the new revision. DataRobot semantics: a new name without a description
         clears the description. With `if_match`, the change applies only if the stored revision is one of
         them, else 412: the UPDATE's own `WHERE revision =` makes the check and the write one step."""
-        who.require("write")
-        data = dict(body)
-        if not data:
-            raise InvalidInput("Must specify at least one field to update", {"body": "empty"})
-
-        if not _ID.match(credential_id):
-            raise self._not_found()
+        mine = self._update_target(who, credential_id, body)
         # Optimistic: read, decrypt, merge and re-seal outside any transaction (a KMS round trip must not hold
         # SQLite's write lock for the whole group commit), then write only if the revision is still the one read.
         for attempt in range(_UPDATE_TRIES):
-            found = self.db.fetch(_CURRENT, {"id": credential_id, "owner": who.user_id})
-            if not found:
-                raise self._not_found()
-            cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
-            read_revision = cred.revision
-            self._apply_patch(cred, dict(data))  # first: a bad body is a 422 whatever the revision
-            if if_match is not None and read_revision not in if_match:
-                raise self._stale(if_match, read_revision)
-            new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
-            params = {"target": cred.id, "read_revision": read_revision, **new}
+            cred, params = self._patched(self.db.fetch(_CURRENT, mine), body, if_match)
             try:
-                if self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params)):
-                    return orjson.loads(cred.wire), cred.revision
+                if self.db.is_sqlite:
+                    written = self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params))
+                else:
+                    written = len(self.db.write_one(_PG_UPDATE, params))
             except IntegrityError as exc:
                 raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
-            if if_match is not None:  # changed between our read and our write: the client's revision is stale
-                raise self._stale(if_match, None)
+            if written:
+                return orjson.loads(cred.wire), cred.revision
+            self._lost_race(if_match)
             time.sleep(random.uniform(0, 0.002 * (1 + attempt)))
-        raise Conflict("credential: changed by other requests during this update; retry", {"credential": "busy"})
+        raise self._busy()
+
+    async def aupdate_versioned(
+        self, who: Principal, credential_id: str, body: Mapping[str, Any], *, if_match: Collection[int] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """`update_versioned` for the server's event loop on PostgreSQL (a remote key service: in a thread)."""
+        mine = self._update_target(who, credential_id, body)
+        loop = asyncio.get_running_loop()
+        for attempt in range(_UPDATE_TRIES):
+            found = await self.db.afetch(_CURRENT, mine)
+            if self.keys.remote:
+                cred, params = await loop.run_in_executor(None, self._patched, found, body, if_match)
+            else:
+                cred, params = self._patched(found, body, if_match)
+            try:
+                written = await self.db.awrite_one(_PG_UPDATE, params)
+            except IntegrityError as exc:
+                raise self._name_taken(str(body.get("name"))) if _is_name_clash(exc) else exc from None
+            if written:
+                return orjson.loads(cred.wire), cred.revision
+            self._lost_race(if_match)
+            await asyncio.sleep(random.uniform(0, 0.002 * (1 + attempt)))
+        raise self._busy()
+
+    def _update_target(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> dict[str, str]:
+        """Check an update's caller, id and body before any work; the parameters that find the credential."""
+        who.require("write")
+        if not body:
+            raise InvalidInput("Must specify at least one field to update", {"body": "empty"})
+        if not _ID.match(credential_id):
+            raise self._not_found()
+        return {"id": credential_id, "owner": who.user_id}
+
+    def _patched(
+        self, found: Sequence[Sequence[Any]], body: Mapping[str, Any], if_match: Collection[int] | None
+    ) -> tuple[SimpleNamespace, dict[str, Any]]:
+        """The credential read (`_CURRENT` rows) with the PATCH applied, and the compare-and-swap UPDATE's
+        parameters; the body is checked before the revision, so a bad body is a 422 whatever the revision."""
+        if not found:
+            raise self._not_found()
+        cred = SimpleNamespace(**{c.key: value for c, value in zip(_ALL_COLUMNS, found[0], strict=True)})
+        read_revision = cred.revision
+        self._apply_patch(cred, dict(body))
+        if if_match is not None and read_revision not in if_match:
+            raise self._stale(if_match, read_revision)
+        new = {f"new_{c.name}": getattr(cred, c.key) for c in _ALL_COLUMNS if c.name not in _FIXED}
+        return cred, {"target": cred.id, "read_revision": read_revision, **new}
+
+    def _lost_race(self, if_match: Collection[int] | None) -> None:
+        """The credential changed between our read and our write: with If-Match the client's revision is
+        stale (412); without, the caller reads again."""
+        if if_match is not None:
+            raise self._stale(if_match, None)
+
+    @staticmethod
+    def _busy() -> Conflict:
+        return Conflict("credential: changed by other requests during this update; retry", {"credential": "busy"})
 
     def _apply_patch(self, cred: SimpleNamespace, data: dict[str, Any]) -> None:
         """Validate a PATCH body and apply it to a credential record, re-sealing its secrets if they change."""
@@ -880,6 +925,22 @@ class Strongroom:
         elif self.db.is_sqlite:
             self.db.transact(remove)
         elif not self.db.write_one(_PG_DELETE, mine):
+            raise self._not_found()
+
+    async def adelete_credential(
+        self, who: Principal, credential_id: str, *, if_match: Collection[int] | None = None
+    ) -> None:
+        """`delete_credential` for the server's event loop on PostgreSQL: one statement there, unless If-Match
+        needs the revision read and checked in a transaction (then in a worker thread)."""
+        if if_match is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.delete_credential(who, credential_id, if_match=if_match)
+            )
+            return
+        who.require("write")
+        if not _ID.match(credential_id):
+            raise self._not_found()
+        if not await self.db.awrite_one(_PG_DELETE, {"id": credential_id, "owner": who.user_id}):
             raise self._not_found()
 
     # ---- helpers ----------------------------------------------------------------------------------------

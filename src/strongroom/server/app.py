@@ -210,8 +210,11 @@ def build_router(
             return Unauthorized("missing or invalid API token")
         return TooManyRequests(f"too many failed authentications from this client; retry in {wait} s", wait)
 
-    async def aauthenticate(service: Strongroom, token: str | None, request: Request) -> Principal:
-        """`authenticate` on the event loop's PostgreSQL connections."""
+    async def principal(service: Strongroom, request: Request) -> Principal:
+        """Authenticate where it is cheapest: on the event loop's PostgreSQL connections when it has them."""
+        token = _token(request)
+        if not service.db.on_loop():
+            return await on_store(service, lambda: authenticate(service, token, request))
         try:
             return await service.aauthenticate(token)
         except Unauthorized:
@@ -231,12 +234,6 @@ def build_router(
         if service.db.is_sqlite:
             return fn()
         return await run_in_threadpool(fn)
-
-    async def read(request: Request, fn: Callable[[Principal], T]) -> T:
-        """Authenticate and run a read-only use case."""
-        service = app_state()
-        token = _token(request)
-        return await on_store(service, lambda: fn(authenticate(service, token, request)))
 
     async def call(request: Request, fn: Callable[[Principal], T]) -> T:
         """Authenticate and run a writing use case in one worker-thread hop (the store is synchronous)."""
@@ -270,7 +267,7 @@ def build_router(
         },
     )
     async def version(request: Request) -> Response:
-        await read(request, lambda who: who)
+        await principal(app_state(), request)
         return JSONResponse(API_VERSION)
 
     @router.get(
@@ -351,9 +348,8 @@ def build_router(
             created = await call_with_body(request, service.create_credential, empty_message="request body is empty")
             return JSONResponse(created, status_code=201)
         # PostgreSQL: both statements (token, insert) on the event loop's own connections, no worker thread.
-        token = _token(request)
         raw = await _read_body(request, settings.max_body_bytes)
-        who = await aauthenticate(service, token, request)
+        who = await principal(service, request)
         body = _json_object(raw, settings.max_body_bytes, empty_message="request body is empty")
         return JSONResponse(await service.acreate_credential(who, body), status_code=201)
 
@@ -402,11 +398,19 @@ def build_router(
     )
     async def update_credential(request: Request) -> Response:
         credential_id = request.path_params["credentialId"]
-        updated, revision = await call_with_body(
-            request,
-            lambda who, body: app_state().update_versioned(who, credential_id, body, if_match=_if_match(request)),
-            empty_message="Must specify at least one field to update",
-        )
+        service = app_state()
+        empty = "Must specify at least one field to update"
+        if service.db.on_loop():  # PostgreSQL: every statement on the event loop's own connections
+            raw = await _read_body(request, settings.max_body_bytes)
+            who = await principal(service, request)
+            body = _json_object(raw, settings.max_body_bytes, empty_message=empty)
+            updated, revision = await service.aupdate_versioned(who, credential_id, body, if_match=_if_match(request))
+        else:
+            updated, revision = await call_with_body(
+                request,
+                lambda who, body: service.update_versioned(who, credential_id, body, if_match=_if_match(request)),
+                empty_message=empty,
+            )
         return JSONResponse(updated, headers=_etag(revision))
 
     @router.delete(
@@ -418,7 +422,12 @@ def build_router(
     )
     async def delete_credential(request: Request) -> Response:
         credential_id = request.path_params["credentialId"]
-        await call(request, lambda who: app_state().delete_credential(who, credential_id, if_match=_if_match(request)))
+        service = app_state()
+        if service.db.on_loop():  # PostgreSQL: on the event loop's own connections
+            who = await principal(service, request)
+            await service.adelete_credential(who, credential_id, if_match=_if_match(request))
+        else:
+            await call(request, lambda who: service.delete_credential(who, credential_id, if_match=_if_match(request)))
         return Response(status_code=204)
 
     return router

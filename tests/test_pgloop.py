@@ -1,0 +1,151 @@
+"""The event loop's own PostgreSQL connections (`strongroom.store.pgloop`), against a real PostgreSQL.
+
+The server runs its hot-path statements there (GET, list, create, update), so these pin down what a pool must
+get right: a bounded number of connections, driver errors that leave the connection usable, a cancelled
+statement that never hands a busy connection to the next caller, and connections the server closed while idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from strongroom.store.db import Database
+from strongroom.store.pgloop import LoopPool, numbered
+from tests.conftest import PG_ADMIN_URL, Server, backend_database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    with backend_database("postgres") as url:
+        assert url is not None
+        database = Database(url)
+        database.migrate()
+        yield database
+        database.dispose()
+
+
+def _backend_pids(database: str) -> set[int]:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
+        ).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def test_placeholders_become_numbered_once_per_name() -> None:
+    sql, names = numbered("SELECT %(a)s, %(b)s, %(a)s, 100 %% 7")
+    assert sql == b"SELECT $1, $2, $1, 100 % 7"
+    assert names == ("a", "b")
+
+
+def test_pool_bounds_connections_and_queues_callers(db: Database) -> None:
+    async def main() -> list[tuple[Any, ...]]:
+        pool = LoopPool(db._pg_connect, 2)
+        try:
+            sql = b"SELECT pg_backend_pid(), pg_sleep(0.05), $1::int"
+            results = await asyncio.gather(*(pool.execute(sql, [n]) for n in range(10)))
+        finally:
+            pool.close()
+        return [row for rows in results for row in rows]
+
+    rows = asyncio.run(main())
+    assert [n for _, _, n in rows] == list(range(10))  # every caller got its own answer, in order
+    assert len({pid for pid, _, _ in rows}) <= 2
+
+
+def test_driver_error_is_raised_and_connection_stays_usable(db: Database) -> None:
+    async def main() -> tuple[int, int]:
+        pool = LoopPool(db._pg_connect, 1)
+        try:
+            first = (await pool.execute(b"SELECT pg_backend_pid()", []))[0][0]
+            insert = b"INSERT INTO users (id, username, created_at) VALUES ($1, $1, now())"
+            assert await pool.execute(insert, ["u"]) == []
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await pool.execute(insert, ["u"])
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await pool.execute(b"SELECT 1 / $1::int", [0])
+            again = (await pool.execute(b"SELECT pg_backend_pid()", []))[0][0]
+        finally:
+            pool.close()
+        return first, again
+
+    first, again = asyncio.run(main())
+    assert first == again  # errors of the statement, not of the connection: it was kept
+
+
+def test_cancelled_statement_closes_its_connection(db: Database) -> None:
+    async def main() -> tuple[int, list[tuple[Any, ...]]]:
+        pool = LoopPool(db._pg_connect, 1)
+        try:
+            slow = asyncio.create_task(pool.execute(b"SELECT pg_backend_pid(), pg_sleep(5)", []))
+            await asyncio.sleep(0.3)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            rows = await asyncio.wait_for(pool.execute(b"SELECT pg_backend_pid(), $1::text", ["next"]), 3)
+        finally:
+            pool.close()
+        return len(pool._idle), rows
+
+    idle, rows = asyncio.run(main())
+    assert rows[0][1] == "next"  # not the cancelled statement's late answer on a reused connection
+    assert idle == 0  # closed by close(); the cancelled one was never put back
+
+
+def test_server_closing_idle_connections_is_survived(db: Database) -> None:
+    database = db.engine.url.database
+    assert database is not None
+
+    async def main() -> list[str]:
+        pool = LoopPool(db._pg_connect, 3)
+        try:
+            sql = b"SELECT pg_sleep(0.05), $1::text"
+            await asyncio.gather(*(pool.execute(sql, ["warm"]) for _ in range(3)))  # three idle connections
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                for pid in _backend_pids(database):
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await asyncio.sleep(0.3)  # the loop reads each connection's end
+            assert all(conn.broken for conn in pool._idle)
+            return [(await pool.execute(sql, [f"after{n}"]))[0][1] for n in range(3)]
+        finally:
+            pool.close()
+
+    assert asyncio.run(main()) == ["after0", "after1", "after2"]
+
+
+def test_server_answers_after_its_connections_are_killed(tmp_path: Path) -> None:
+    """Through a real server: killed connections cost no failed request, reads and writes alike."""
+    with backend_database("postgres") as url:
+        assert url is not None
+        srv = Server(data_dir=tmp_path / "data", database_url=url)
+        srv.start()
+        try:
+            token = srv.new_user("killed")
+            with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+                cid = http.post("/credentials/", json={"name": "c0", "user": "u", "password": "p"}).json()[
+                    "credentialId"
+                ]
+                with ThreadPoolExecutor(8) as threads:  # several connections in the loop's pool
+                    assert all(
+                        r.status_code == 200 for r in threads.map(lambda _: http.get(f"/credentials/{cid}/"), range(64))
+                    )
+                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                    for pid in _backend_pids(url.rsplit("/", 1)[1]):
+                        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                assert http.get(f"/credentials/{cid}/").status_code == 200  # a read retries on a fresh connection
+                created = http.post("/credentials/", json={"name": "c1", "user": "u", "password": "p"})
+                assert created.status_code == 201, created.text
+                assert http.patch(f"/credentials/{cid}/", json={"name": "c0b"}).status_code == 200
+                assert http.get("/credentials/").json()["totalCount"] == 2
+        finally:
+            srv.stop()
