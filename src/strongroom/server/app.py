@@ -290,27 +290,26 @@ def build_router(
         token = _token(request)
         wanted = [t for value in query.getlist("types") for t in value.split(",") if t] or None
         order_by = query.get("orderBy", "-creationDate")
+
         # One statement (token and page) when all is well; any miss, or a bad parameter, takes the ordinary
         # path, which authenticates first so an anonymous caller only ever learns 401.
-        page = None
+        def ordinary() -> Page:
+            who = authenticate(service, token, request)
+            offset = _int_param(query, "offset", 0)
+            limit = _int_param(query, "limit", DEFAULT_PAGE)
+            return service.list_credentials(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
+
         try:
             offset = _int_param(query, "offset", 0)
             limit = _int_param(query, "limit", DEFAULT_PAGE)
         except InvalidInput:
-            pass
-        else:
-            page = await service.alist_with_token(
-                token, offset=offset, limit=limit, types_filter=wanted, order_by=order_by
-            )
-        if page is None:
-
-            def ordinary() -> Page:
-                who = authenticate(service, token, request)
-                offset = _int_param(query, "offset", 0)
-                limit = _int_param(query, "limit", DEFAULT_PAGE)
-                return service.list_credentials(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
-
             page = await on_store(service, ordinary)
+        else:
+            args: dict[str, Any] = {"offset": offset, "limit": limit, "types_filter": wanted, "order_by": order_by}
+            if service.db.on_loop():  # PostgreSQL: on the event loop's own connections
+                page = await service.alist_with_token(token, **args) or await on_store(service, ordinary)
+            else:
+                page = await on_store(service, lambda: service.list_with_token(token, **args) or ordinary())
         offset, limit = page.offset, page.limit
 
         def link(at: int) -> str:
@@ -347,11 +346,18 @@ def build_router(
         if not service.db.on_loop():
             created = await call_with_body(request, service.create_credential, empty_message="request body is empty")
             return JSONResponse(created, status_code=201)
-        # PostgreSQL: both statements (token, insert) on the event loop's own connections, no worker thread.
+        # PostgreSQL, on the event loop's own connections: one statement for a token seen before (the insert
+        # re-checks it); any miss or error takes the ordinary path, authenticate then insert, which reports it.
         raw = await _read_body(request, settings.max_body_bytes)
-        who = await principal(service, request)
-        body = _json_object(raw, settings.max_body_bytes, empty_message="request body is empty")
-        return JSONResponse(await service.acreate_credential(who, body), status_code=201)
+
+        def body() -> dict[str, Any]:
+            return _json_object(raw, settings.max_body_bytes, empty_message="request body is empty")
+
+        created = await service.acreate_with_token(_token(request), body)
+        if created is None:
+            who = await principal(service, request)
+            created = await service.acreate_credential(who, body())
+        return Response(created, status_code=201, media_type=JSONResponse.media_type)
 
     @router.get(
         "/credentials/{credentialId}/",
@@ -371,12 +377,15 @@ def build_router(
         service = app_state()
         token = _token(request)
 
-        # The commonest call, so one statement when all is well; any miss takes the ordinary path.
-        answer = await service.aget_with_token(token, credential_id)
-        if answer is None:
-            answer = await on_store(
-                service, lambda: service.get_versioned(authenticate(service, token, request), credential_id)
-            )
+        def ordinary() -> tuple[str, int]:
+            return service.get_versioned(authenticate(service, token, request), credential_id)
+
+        # The commonest call, so one statement when all is well; any miss takes the ordinary path, which tells
+        # 401, 403 and 404 apart. PostgreSQL runs the statement on the event loop's own connections.
+        if service.db.on_loop():
+            answer = await service.aget_with_token(token, credential_id) or await on_store(service, ordinary)
+        else:
+            answer = await on_store(service, lambda: service.get_with_token(token, credential_id) or ordinary())
         found, revision = answer
         return Response(found, media_type=JSONResponse.media_type, headers=_etag(revision))
 
@@ -404,13 +413,13 @@ def build_router(
             raw = await _read_body(request, settings.max_body_bytes)
             who = await principal(service, request)
             body = _json_object(raw, settings.max_body_bytes, empty_message=empty)
-            updated, revision = await service.aupdate_versioned(who, credential_id, body, if_match=_if_match(request))
-        else:
-            updated, revision = await call_with_body(
-                request,
-                lambda who, body: service.update_versioned(who, credential_id, body, if_match=_if_match(request)),
-                empty_message=empty,
-            )
+            wire, revision = await service.aupdate_versioned(who, credential_id, body, if_match=_if_match(request))
+            return Response(wire, media_type=JSONResponse.media_type, headers=_etag(revision))
+        updated, revision = await call_with_body(
+            request,
+            lambda who, body: service.update_versioned(who, credential_id, body, if_match=_if_match(request)),
+            empty_message=empty,
+        )
         return JSONResponse(updated, headers=_etag(revision))
 
     @router.delete(
