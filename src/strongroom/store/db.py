@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+from psycopg.pq import ExecStatus
 from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
@@ -363,8 +365,6 @@ class Database:
     async def _loop_execute(self, pool: LoopPool, sql: bytes, values: list[Any]) -> Sequence[Sequence[Any]]:
         """Run on the loop's pool; driver errors leave as SQLAlchemy's classes, outages as ServiceUnavailable
         (or `_Lost`, carrying it, when the connection was lost and a read may retry)."""
-        import psycopg
-
         try:
             return await pool.execute(sql, values)
         except ConnectionLost:
@@ -409,9 +409,6 @@ class Database:
 
     def _pg_execute(self, sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """Run on an idle autocommit psycopg connection; psycopg prepares statements it sees repeatedly."""
-        import psycopg
-        from psycopg.pq import ExecStatus
-
         conn, cur = self._pg_checkout()
         try:
             cur.execute(sql, params)
@@ -431,7 +428,6 @@ class Database:
 
     def _pg_checkout(self) -> tuple[Any, Any]:
         """An idle hot-path connection and its cursor, or a new one (at most one per concurrent caller)."""
-
         try:
             return self._pg_idle.get_nowait()
         except queue.Empty:
@@ -441,8 +437,6 @@ class Database:
 
     def _pg_connect(self) -> Any:
         """A hot-path psycopg connection of our own: the engine's connect settings and timeouts, autocommit."""
-        import psycopg
-
         try:
             proxy = self._fetch_engine.raw_connection()
         except psycopg.Error as exc:  # a failed connect leaves the pool as the driver's own error: wrap it too

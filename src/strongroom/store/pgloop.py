@@ -65,45 +65,44 @@ class _Connection:
         elif self.waiter is None and self.broken:  # idle and closed by the server: stop watching it
             self.loop.remove_reader(self.fd)
 
-    async def _result(self) -> pq.abc.PGresult | None:
-        """The next result of the statement in flight (None once all are read)."""
-        while True:
-            if self.broken:
-                raise ConnectionLost
-            if not self.pg.is_busy():
-                return self.pg.get_result()
-            self.waiter = self.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    async def _send(self, send: Callable[[], None]) -> pq.abc.PGresult:
-        """Send a request and return its one result, after reading to the end (libpq's "no more results")."""
+    async def _request(self, send: Callable[[], None]) -> pq.abc.PGresult:
+        """Send a request, then read its result and on to libpq's "no more results"; errors are raised."""
+        pg = self.pg
         try:
             send()
-            while self.pg.flush():  # rare: the request did not fit in the socket buffer at once
+            while pg.flush():  # rare: the request did not fit in the socket buffer at once
                 await asyncio.sleep(0)
         except psycopg.OperationalError:
             self.broken = True
             raise ConnectionLost from None
-        result = await self._result()
-        while await self._result() is not None:
-            pass
+        result = None
+        while True:
+            if self.broken:
+                raise ConnectionLost
+            if pg.is_busy():  # wait for the reader callback to say more has arrived
+                self.waiter = self.loop.create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+                continue
+            got = pg.get_result()
+            if got is None:
+                break
+            if result is None:
+                result = got
         if result is None:
             raise ConnectionLost
+        self._check(result)
         return result
 
-    async def execute(self, name: bytes, sql: bytes, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def execute(self, name: bytes, sql: bytes, values: Sequence[Any], formats: list[PyFormat]) -> list[Any]:
         if name not in self.prepared:
-            result = await self._send(lambda: self.pg.send_prepare(name, sql))
-            self._check(result)
+            await self._request(lambda: self.pg.send_prepare(name, sql))
             self.prepared.add(name)
         tx = self.transformer
-        formats = [PyFormat.BINARY if isinstance(v, bytes) else PyFormat.TEXT for v in values]
         params = tx.dump_sequence(values, formats)
-        result = await self._send(lambda: self.pg.send_query_prepared(name, params, tx.formats))
-        self._check(result)
+        result = await self._request(lambda: self.pg.send_query_prepared(name, params, tx.formats))
         if result.status != pq.ExecStatus.TUPLES_OK:
             return []
         tx.set_pgresult(result)
@@ -132,7 +131,7 @@ class LoopPool:
         self._open = 0
         self._idle: list[_Connection] = []
         self._queue: collections.deque[asyncio.Future[_Connection]] = collections.deque()
-        self._names: dict[bytes, bytes] = {}
+        self._prepared: dict[bytes, tuple[bytes, list[PyFormat]]] = {}  # SQL -> statement name, formats
 
     async def _acquire(self) -> _Connection:
         while self._idle:
@@ -181,14 +180,18 @@ class LoopPool:
             self._open -= 1
             conn.close()
 
-    async def execute(self, sql: bytes, values: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run one statement (prepared on each connection at first use) and return its rows."""
-        name = self._names.get(sql)
-        if name is None:
-            name = self._names[sql] = f"sr{len(self._names)}".encode()
+    async def execute(self, sql: bytes, values: Sequence[Any]) -> list[Any]:
+        """Run one statement (prepared on each connection at first use) and return its rows as tuples."""
+        prepared = self._prepared.get(sql)
+        if prepared is None:
+            # bytes go in binary (bytea's binary form is the bytes themselves), the rest as text for the server
+            # to read as the column's type; a bytea sent as text one day (a NULL at first) would still be read.
+            formats = [PyFormat.BINARY if isinstance(v, bytes) else PyFormat.TEXT for v in values]
+            prepared = self._prepared[sql] = (f"sr{len(self._prepared)}".encode(), formats)
+        name, formats = prepared
         conn = await self._acquire()
         try:
-            return await conn.execute(name, sql, values)
+            return await conn.execute(name, sql, values, formats)
         except asyncio.CancelledError:
             conn.broken = True  # a statement may still be in flight: the connection cannot be reused
             raise
