@@ -133,10 +133,27 @@ def cpu_seconds(root: int) -> tuple[float, float]:
     return server, sum(cpu for _, cpu, name in stats.values() if name.startswith("postgres"))
 
 
+def pin_database(name: str, cores: str) -> None:
+    """Pin the PostgreSQL backends serving database `name` (their process titles name it) to `cores`: with
+    `--db-core` set to the load generator's core, the server's core is the server's alone, as for the floor."""
+    wanted = {int(c) for c in cores.split(",")}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if title.startswith("postgres:") and f" {name} " in title:
+                os.sched_setaffinity(int(entry.name), wanted)
+        except (OSError, PermissionError):
+            continue  # gone, or not ours to pin
+
+
 def measure(name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace) -> Result:
     url = srv.base
     wrk(script, url, env, min(2, args.duration), args.connections, args.load_core)  # warm-up, discarded
     assert srv.proc is not None
+    if args.db_core and srv.database_url:
+        pin_database(srv.database_url.rsplit("/", 1)[1], args.db_core)
     cpu_before, db_before = cpu_seconds(srv.proc.pid)
     s = wrk(script, url, env, args.duration, args.connections, args.load_core)
     cpu_after, db_after = cpu_seconds(srv.proc.pid)
@@ -226,15 +243,24 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{date.today().isoformat()}-{backend}" + (f"-{args.workers}workers" if args.workers > 1 else "")
+    if args.db_core and backend == "postgres":
+        stem += f"-db-core{args.db_core.replace(',', '-')}"
     lines = [
         f"# Strongroom benchmark: {backend}",
         "",
         f"{args.connections} connections, {args.duration} s per scenario (scaling rows {args.scale_duration} s), "
-        f"wrk on core {args.load_core}, server on core {args.server_core}, {args.workers} worker(s). "
-        "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run. "
+        f"wrk on core {args.load_core}, server on core {args.server_core}, {args.workers} worker(s), "
+        + (
+            f"PostgreSQL's backends for the bench on core {args.db_core}. "
+            if args.db_core and backend == "postgres"
+            else "PostgreSQL not pinned (it shares both cores with the server and wrk). "
+            if backend == "postgres"
+            else ""
+        )
+        + "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run. "
         "CPU ratio = the floor's server CPU time per request over the scenario's: what the ratio would be on a "
         "quiet machine where the server's core is the bottleneck. PostgreSQL CPU µs/req = the CPU time of all "
-        "PostgreSQL processes per request (they share the two cores with the server and wrk).",
+        "PostgreSQL processes per request.",
         "",
         "| scenario | store size | requests/s | p50 ms | p99 ms | non-2xx/errors | ratio to floor | target "
         "| server CPU µs/req | CPU ratio | PostgreSQL CPU µs/req |",
@@ -314,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go (default bench/results)")
     parser.add_argument("--server-core", default="1")
     parser.add_argument("--load-core", default="0")
+    parser.add_argument(
+        "--db-core",
+        default="",
+        help="pin PostgreSQL's backends for the bench to these cores, e.g. 0 (default: not pinned)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: `apt-get install wrk` (make bench does this)", file=sys.stderr)
