@@ -795,7 +795,7 @@ class Strongroom:
 
         try:
             if self.db.is_sqlite:
-                self.db.transact(insert_row)
+                self.db.transact(insert_row, one_change=True)  # the count is added at commit, not here
             else:
                 self.db.write_one(_PG_CREATE, row)
         except IntegrityError as exc:
@@ -892,7 +892,7 @@ class Strongroom:
             cred, params = self._patched(self.db.fetch(_CURRENT, mine), body, if_match)
             try:
                 if self.db.is_sqlite:
-                    written = self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params))
+                    written = self.db.transact(lambda tx, params=params: tx.run(_UPDATE, params), one_change=True)
                 else:
                     written = len(self.db.write_one(_PG_UPDATE, params))
             except IntegrityError as exc:
