@@ -148,9 +148,11 @@ def pin_database(name: str, cores: str) -> None:
             continue  # gone, or not ours to pin
 
 
-def measure(name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace) -> Result:
+def measure(
+    name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace, warm_up: float = 2
+) -> Result:
     url = srv.base
-    wrk(script, url, env, min(2, args.duration), args.connections, args.load_core)  # warm-up, discarded
+    wrk(script, url, env, min(warm_up, args.duration), args.connections, args.load_core)  # discarded
     assert srv.proc is not None
     if args.db_core and srv.database_url:
         pin_database(srv.database_url.rsplit("/", 1)[1], args.db_core)
@@ -206,7 +208,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             if args.only and not name.startswith("floor") and name not in args.only:
                 continue
             settle(service)  # after create, autovacuum would otherwise visit the new rows during update
-            results.append(measure(name, script, srv, env, args))
+            # A fresh server ran slower for its first seconds: the first scenario warms up longer.
+            results.append(measure(name, script, srv, env, args, warm_up=2 if results else 6))
             r = results[-1]
             print(f"  {backend:8} {name:8} {r.rps:6.0f} req/s p99 {r.p99_ms:6.2f} ms {r.cpu_us:5.0f} us", flush=True)
         # The floor is measured first and last; the faster of the two is the baseline, so a slow start (or a
