@@ -41,9 +41,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_store_threads(self) -> int:
-        """SQLite writers mostly wait on a group commit, so more of them fill each commit. On PostgreSQL each
-        thread holds one connection: at 32 client connections 16 threads served GET at 3,600-3,900 req/s,
-        4 at 3,200 and 1 at 2,600 (bench/, this 2-core machine); 32 were no better than 16."""
+        """SQLite writers mostly wait on a group commit, so more of them fill each commit. On PostgreSQL the
+        number also caps the event loop's own connections (`store/pgloop.py`): at 32 client connections 4, 8
+        and 16 served GET, list and create alike, 32 were slower (bench/, this 2-core machine)."""
         if self.store_threads:
             return self.store_threads
         return 40 if self.resolved_database_url.startswith("sqlite") else 16
