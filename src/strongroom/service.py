@@ -750,15 +750,20 @@ class Strongroom:
         return _page(not self.db.is_sqlite, order_by.startswith("-"), bool(types_filter), True), params
 
     def _listed_with_token(self, rows: Sequence[Sequence[Any]], params: Mapping[str, Any]) -> Page | None:
-        if not rows:
+        # PostgreSQL: the header row is the one with the token's scopes (page rows have NULL there; it comes
+        # first, but nothing here relies on UNION ALL's order); SQLite: one row, the page joined in a column.
+        header = next((row for row in rows if row[0] is not None), None)
+        if header is None:
             return None
-        scopes, expires_at, _, joined, total = rows[0]
+        scopes, expires_at, _, joined, total = header
         if expires_at is not None and Database.as_datetime(expires_at) <= utcnow():  # type: ignore[operator]
             return None
         if "read" not in scopes.split():
             return None
-        # PostgreSQL: the header row, then the page; SQLite: the page joined in one column.
-        items = [row[3] for row in rows[1:]] if not self.db.is_sqlite else joined.split(_SEP) if joined else []
+        if self.db.is_sqlite:
+            items = joined.split(_SEP) if joined else []
+        else:
+            items = [row[3] for row in rows if row[0] is None]
         return Page(items, int(total), params["offset"], params["limit"])
 
     def get_credential(self, who: Principal, credential_id: str) -> dict[str, Any]:

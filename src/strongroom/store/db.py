@@ -309,13 +309,16 @@ class Database:
             return self._pg_execute(sql, named)
 
     def start_loop_pool(self, size: int) -> None:
-        """PostgreSQL: run `afetch` and `awrite_one` on the running event loop from now on (see `pgloop`)."""
-        if not self.is_sqlite:
+        """PostgreSQL: run `afetch` and `awrite_one` on the running event loop from now on (see `pgloop`).
+        One loop at a time: while another loop has the pool, this one's statements go to worker threads."""
+        if not self.is_sqlite and self._loop_pool is None:
             self._loop_pool = LoopPool(self._pg_connect, size)
 
     def stop_loop_pool(self) -> None:
-        pool, self._loop_pool = self._loop_pool, None
+        """Close the running loop's connections (only that loop may: they are registered with it)."""
+        pool = self._pool_for_loop()
         if pool is not None:
+            self._loop_pool = None
             pool.close()
 
     def on_loop(self) -> bool:

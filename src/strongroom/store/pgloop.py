@@ -60,10 +60,10 @@ class _Connection:
             self.pg.consume_input()
         except psycopg.OperationalError:
             self.broken = True
+        if self.broken:  # closed by the server: stop watching it (its end would keep it readable)
+            self.loop.remove_reader(self.fd)
         if self.waiter is not None and not self.waiter.done() and (self.broken or not self.pg.is_busy()):
             self.waiter.set_result(None)
-        elif self.waiter is None and self.broken:  # idle and closed by the server: stop watching it
-            self.loop.remove_reader(self.fd)
 
     async def _request(self, send: Callable[[], None]) -> pq.abc.PGresult:
         """Send a request, then read its result and on to libpq's "no more results"; errors are raised."""
