@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -75,6 +76,22 @@ def backend_database(backend: str) -> Iterator[str | None]:
         yield pg.url
     finally:
         pg.drop()
+
+
+@contextmanager
+def postgres_store() -> Iterator[Any]:
+    """A migrated `Database` on a throwaway PostgreSQL database, disposed and dropped afterwards (skips, saying
+    why, when PostgreSQL is unreachable)."""
+    from strongroom.store.db import Database
+
+    with backend_database("postgres") as url:
+        assert url is not None
+        database = Database(url)
+        database.migrate()
+        try:
+            yield database
+        finally:
+            database.dispose()
 
 
 @dataclass

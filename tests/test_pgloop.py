@@ -19,19 +19,15 @@ import pytest
 
 from strongroom.store.db import Database
 from strongroom.store.pgloop import LoopPool, numbered
-from tests.conftest import PG_ADMIN_URL, Server, backend_database
+from tests.conftest import PG_ADMIN_URL, Server, backend_database, postgres_store
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def db() -> Iterator[Database]:
-    with backend_database("postgres") as url:
-        assert url is not None
-        database = Database(url)
-        database.migrate()
+    with postgres_store() as database:
         yield database
-        database.dispose()
 
 
 def _backend_pids(database: str) -> set[int]:

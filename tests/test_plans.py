@@ -18,17 +18,14 @@ from psycopg import sql
 
 from strongroom.service import _page, hash_token
 from strongroom.store.db import Database
-from tests.conftest import backend_database
+from tests.conftest import postgres_store
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def db() -> Iterator[Database]:
-    with backend_database("postgres") as url:
-        assert url is not None
-        database = Database(url)
-        database.migrate()
+    with postgres_store() as database:
         conn = database.engine.raw_connection()
         try:
             cur = conn.cursor()
@@ -38,7 +35,6 @@ def db() -> Iterator[Database]:
         finally:
             conn.close()
         yield database
-        database.dispose()
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[str]:

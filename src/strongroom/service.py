@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -69,6 +69,7 @@ from strongroom.store.models import (
 )
 
 SCOPES = ("read", "write", "use", "admin")
+T = TypeVar("T")
 TOKEN_PREFIX = "sr_"  # noqa: S105 (a public prefix, not a secret)
 MAX_PAGE = 1000
 MAX_OFFSET = 2**31 - 1  # beyond any store; keeps OFFSET within the databases' integer range
@@ -820,10 +821,7 @@ class Strongroom:
             return None
         try:
             body = body_of()
-            if self.keys.remote:
-                prepared = await asyncio.get_running_loop().run_in_executor(None, self._new_credential, who, body)
-            else:
-                prepared = self._new_credential(who, body)
+            prepared = await self._keys_allowing(self._new_credential, who, body)
         except StrongroomError:
             return None
         cred, row = prepared
@@ -839,15 +837,19 @@ class Strongroom:
     async def acreate_credential(self, who: Principal, body: Mapping[str, Any]) -> str:
         """`create_credential` for the server's event loop on PostgreSQL; with a remote key service (KMS), the
         sealing, which calls it, runs in a worker thread."""
-        if self.keys.remote:
-            cred, row = await asyncio.get_running_loop().run_in_executor(None, self._new_credential, who, body)
-        else:
-            cred, row = self._new_credential(who, body)
+        cred, row = await self._keys_allowing(self._new_credential, who, body)
         try:
             await self.db.awrite_one(_PG_CREATE, row)
         except IntegrityError as exc:
             raise self._name_taken(cred.name) if _is_name_clash(exc) else exc from None
         return str(cred.wire)
+
+    async def _keys_allowing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run work that seals or opens secrets on the event loop, or in a worker thread when the key provider
+        calls a remote service (KMS): a network round trip must not stall the loop."""
+        if self.keys.remote:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return fn(*args)
 
     def _new_credential(self, who: Principal, body: Mapping[str, Any]) -> tuple[SimpleNamespace, dict[str, Any]]:
         """Validate a create body and build the sealed record and its row."""
@@ -914,13 +916,9 @@ class Strongroom:
         """`update_versioned` for the server's event loop on PostgreSQL (a remote key service: in a thread); the
         credential comes back as its API JSON text, for the server to send untouched."""
         mine = self._update_target(who, credential_id, body)
-        loop = asyncio.get_running_loop()
         for attempt in range(_UPDATE_TRIES):
             found = await self.db.afetch(_CURRENT, mine)
-            if self.keys.remote:
-                cred, params = await loop.run_in_executor(None, self._patched, found, body, if_match)
-            else:
-                cred, params = self._patched(found, body, if_match)
+            cred, params = await self._keys_allowing(self._patched, found, body, if_match)
             try:
                 written = await self.db.awrite_one(_PG_UPDATE, params)
             except IntegrityError as exc:

@@ -370,8 +370,7 @@ class Database:
         (or `_Lost`, carrying it, when the connection was lost and a read may retry)."""
         try:
             return await pool.execute(sql, values)
-        except ConnectionLost:
-            pool.discard_idle()
+        except ConnectionLost:  # the pool has dropped the lost connection and its idle siblings already
             self._discard_pools()
             error = ServiceUnavailable("the database connection was lost; retry shortly")
             log.warning("database %s unavailable: connection lost", self.where)

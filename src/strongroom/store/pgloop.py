@@ -91,7 +91,8 @@ class _Connection:
                 break
             if result is None:
                 result = got
-        if result is None:
+        if result is None:  # the server answered nothing: the connection is in no state to reuse
+            self.broken = True
             raise ConnectionLost
         self._check(result)
         return result
