@@ -93,8 +93,9 @@ def two_owners() -> Iterator[Database]:
                 cur.execute(
                     "INSERT INTO credentials (id, owner_id, name, credential_type, description, public_data, wire, "
                     "key_version, wrapped_key, ciphertext, revision, created_at, updated_at) "
-                    "SELECT %s || lpad(i::text, 22, '0'), %s, 'c' || i, 'basic', '', '{}', repeat('x', 200), 1, '\\x00', "
-                    "'\\x00', 1, now() + i * interval '1 millisecond', now() FROM generate_series(1, 1000) AS i",
+                    "SELECT %s || lpad(i::text, 22, '0'), %s, 'c' || i, 'basic', '', '{}', repeat('x', 200), 1, "
+                    "'\\x00', '\\x00', 1, now() + i * interval '1 millisecond', now() "
+                    "FROM generate_series(1, 1000) AS i",
                     (owner, owner),
                 )
                 cur.execute(
@@ -121,8 +122,9 @@ def _plans_made(cur: Any, prepared: str, values: str, executions: int = 12) -> t
 
 @pytest.mark.parametrize("with_token", [True, False], ids=["with-token", "by-owner"])
 def test_hot_path_plans_a_list_page_once_with_many_owners(two_owners: Database, with_token: bool) -> None:
-    """With several owners in the statistics, PostgreSQL's default rates a custom plan below the generic one
-    and re-plans every page (planning doubled its CPU per page); the hot-path connections plan once."""
+    """With several owners in the statistics and sorting priced out, PostgreSQL's default plan cache rates a
+    custom plan below the generic one and re-plans every page (doubling its CPU per page); the hot-path
+    connections plan once."""
     db = two_owners
     params = {"limit": 100, "offset": 0, "token_hash": hash_token("sr_u1"), "owner": "u1"}
     plain = db.engine.raw_connection()  # the hot path's sort setting alone: shows these statistics make it re-plan
