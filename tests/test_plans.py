@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,17 +24,27 @@ from tests.conftest import postgres_store
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def db() -> Iterator[Database]:
+@contextmanager
+def _analyzed_store(fill: Callable[[Any], None]) -> Iterator[Database]:
+    """A migrated PostgreSQL store filled by `fill(cursor)`, then analysed: its statistics are what plans see."""
     with postgres_store() as database:
         conn = database.engine.raw_connection()
         try:
             cur = conn.cursor()
-            cur.execute("INSERT INTO users (id, username, created_at) VALUES ('u1', 'u', now())")
-            cur.execute("ANALYZE")  # statistics of an empty store: any owner looks like it has no credentials
+            fill(cur)
+            cur.execute("ANALYZE")
             conn.commit()
         finally:
             conn.close()
+        yield database
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    """Statistics of an empty store: any owner looks like it has no credentials."""
+    with _analyzed_store(
+        lambda cur: cur.execute("INSERT INTO users (id, username, created_at) VALUES ('u1', 'u', now())")
+    ) as database:
         yield database
 
 
@@ -76,36 +87,32 @@ def test_list_page_generic_plan_reads_the_index_in_order(db: Database, newest_fi
     assert "Index Scan" in nodes or "Index Scan Backward" in nodes, nodes
 
 
+def _two_owners(cur: Any) -> None:
+    for owner in ("u1", "u2"):
+        cur.execute("INSERT INTO users (id, username, created_at) VALUES (%s, %s, now())", (owner, owner))
+        cur.execute(
+            "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, scopes, created_at) "
+            "VALUES (%s, %s, 't', %s, 'sr_', 'read', now())",
+            (f"t{owner}", owner, hash_token(f"sr_{owner}")),
+        )
+        cur.execute(
+            "INSERT INTO credentials (id, owner_id, name, credential_type, description, public_data, wire, "
+            "key_version, wrapped_key, ciphertext, revision, created_at, updated_at) "
+            "SELECT %s || lpad(i::text, 22, '0'), %s, 'c' || i, 'basic', '', '{}', repeat('x', 200), 1, "
+            "'\\x00', '\\x00', 1, now() + i * interval '1 millisecond', now() "
+            "FROM generate_series(1, 1000) AS i",
+            (owner, owner),
+        )
+        cur.execute(
+            "INSERT INTO credential_counts (owner_id, credential_type, shard, n) VALUES (%s, 'basic', 0, 1000)",
+            (owner,),
+        )
+
+
 @pytest.fixture
 def two_owners() -> Iterator[Database]:
     """A store whose statistics know two owners of 1 000 credentials each (and a token each)."""
-    with postgres_store() as database:
-        conn = database.engine.raw_connection()
-        try:
-            cur = conn.cursor()
-            for owner in ("u1", "u2"):
-                cur.execute("INSERT INTO users (id, username, created_at) VALUES (%s, %s, now())", (owner, owner))
-                cur.execute(
-                    "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, scopes, created_at) "
-                    "VALUES (%s, %s, 't', %s, 'sr_', 'read', now())",
-                    (f"t{owner}", owner, hash_token(f"sr_{owner}")),
-                )
-                cur.execute(
-                    "INSERT INTO credentials (id, owner_id, name, credential_type, description, public_data, wire, "
-                    "key_version, wrapped_key, ciphertext, revision, created_at, updated_at) "
-                    "SELECT %s || lpad(i::text, 22, '0'), %s, 'c' || i, 'basic', '', '{}', repeat('x', 200), 1, "
-                    "'\\x00', '\\x00', 1, now() + i * interval '1 millisecond', now() "
-                    "FROM generate_series(1, 1000) AS i",
-                    (owner, owner),
-                )
-                cur.execute(
-                    "INSERT INTO credential_counts (owner_id, credential_type, shard, n) VALUES (%s, 'basic', 0, 1000)",
-                    (owner,),
-                )
-            cur.execute("ANALYZE")
-            conn.commit()
-        finally:
-            conn.close()
+    with _analyzed_store(_two_owners) as database:
         yield database
 
 
