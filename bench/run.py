@@ -22,8 +22,9 @@ from pathlib import Path
 from sqlalchemy import insert
 from tests.conftest import PgDatabase, Server, pg_unreachable_reason
 
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.service import Strongroom, render_wire
+from strongroom.representation import render_credential
 from strongroom.store.models import Credential, new_id, utcnow
 
 HERE = Path(__file__).parent
@@ -57,7 +58,7 @@ def wrk(script: str, url: str, env: dict[str, str], seconds: float, connections:
     return json.loads(line.removeprefix("BENCH_JSON "))
 
 
-def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str]:
+def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
     """Insert `count` sealed basic credentials quickly (bulk insert; each still gets its own data key)."""
     ids: list[str] = []
     batch = 5000
@@ -65,7 +66,12 @@ def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str
         rows = []
         for i in range(start, min(start + batch, count)):
             cred = Credential(id=new_id(), owner_id=user_id, credential_type="basic")
-            service._seal(cred, {"user": f"user{i}", "password": f"pw-{i}"})
+            sealed = service.barrier.seal(cred.id, user_id, "basic", {"user": f"user{i}", "password": f"pw-{i}"})
+            cred.key_version, cred.wrapped_key, cred.ciphertext = (
+                sealed.key_version,
+                sealed.wrapped_key,
+                sealed.ciphertext,
+            )
             now = utcnow()
             rows.append(
                 {
@@ -81,25 +87,26 @@ def seed(service: Strongroom, user_id: str, count: int, prefix: str) -> list[str
                     "revision": 1,
                     "created_at": now,
                     "updated_at": now,
-                    "wire": render_wire((cred.id, f"{prefix}-{i}", "basic", "", "{}", now)),
+                    "wire": render_credential((cred.id, f"{prefix}-{i}", "basic", "", "{}", now)),
                 }
             )
         with service.db.write() as s:
             s.execute(insert(Credential), rows)
         ids.extend(r["id"] for r in rows)
-    service.rebuild_counts()  # the bulk insert bypassed the per-owner counts that list pages' totalCount reads
+    # the bulk insert bypassed the per-owner counts that list pages' totalCount reads
+    service.credentials.credentials.rebuild_counts()
     settle(service)
     return ids
 
 
-def bench_user(service: Strongroom, username: str) -> tuple[str, str]:
+def bench_user(service: Services, username: str) -> tuple[str, str]:
     """A new user and a token of theirs: (token, user id)."""
-    service.create_user(username)
-    token = service.create_token(username)[1]
-    return token, service.authenticate(token).user_id
+    service.accounts.create_user(username)
+    token = service.accounts.create_token(username)[1]
+    return token, service.accounts.authenticate(token).user_id
 
 
-def settle(service: Strongroom) -> None:
+def settle(service: Services) -> None:
     """Do the upkeep a bulk load (or a write scenario) calls for before anything is measured, as pgbench does:
     otherwise PostgreSQL's autovacuum, analyze and checkpoint run in the middle of a later scenario, on any core
     (they had cut one GET figure by a quarter), and SQLite's WAL carries the seed into the first reads.
@@ -192,7 +199,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
         },
     )
     srv.start()
-    service = Strongroom.open(Settings(data_dir=srv.data_dir, database_url=database_url))
+    service = Services.open(Settings(data_dir=srv.data_dir, database_url=database_url))
     try:
         token, user_id = bench_user(service, "bench")
         results: list[Result] = []

@@ -174,15 +174,15 @@ class Server:
 
     def new_user(self, prefix: str = "user") -> str:
         """Create a user with a token through the service (fast), returning the raw token."""
+        from strongroom.bootstrap import Services
         from strongroom.config import Settings
-        from strongroom.service import Strongroom
 
         settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
-        service = Strongroom.open(settings)
+        service = Services.open(settings)
         try:
             username = f"{prefix}-{secrets.token_hex(4)}"
-            service.create_user(username)
-            return service.create_token(username)[1]
+            service.accounts.create_user(username)
+            return service.accounts.create_token(username)[1]
         finally:
             service.close()
 

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from strongroom.server.ratelimit import AuthFailureLimiter
+from strongroom.api.ratelimit import AuthFailureLimiter
 from tests.conftest import BACKENDS, Server, backend_database
 from tests.test_api import assert_error, create_basic, unique
 

@@ -3,7 +3,7 @@
 The contract is /work/shared/spec/credentials-api.md (sections 1-3, 6 and 8). Every test talks to a live
 server process (`server`, once per backend) as a fresh user (`api`), so what is asserted here is exactly
 what the DataRobot client and Terraform provider see on the wire. Credential bodies are built from the
-declarations in `strongroom.types`, so a new type is covered as soon as it is declared.
+declarations in `strongroom.credential_types`, so a new type is covered as soon as it is declared.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import httpx
 import orjson
 import pytest
 
-from strongroom import types
+from strongroom import credential_types
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.service import Strongroom
 from tests.conftest import Server
 
 HEX24 = re.compile(r"^[0-9a-f]{24}$")
@@ -32,8 +32,8 @@ ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 BASE_KEYS = {"credentialId", "name", "credentialType", "description", "creationDate"}
 LIST_KEYS = {"count", "next", "previous", "data", "totalCount"}
 BODY_LIMIT: int = Settings.model_fields["max_body_bytes"].default  # the server under test runs with defaults
-EXCLUSIVE_TYPES = [name for name, t in types.TYPES.items() if t.exclusive]
-SECRET_TYPES = [name for name, t in types.TYPES.items() if any(f.secret for f in t.fields)]
+EXCLUSIVE_TYPES = [name for name, t in credential_types.TYPES.items() if t.exclusive]
+SECRET_TYPES = [name for name, t in credential_types.TYPES.items() if any(f.secret for f in t.fields)]
 UNKNOWN_ID = "0123456789abcdef01234567"
 
 
@@ -93,7 +93,7 @@ def guard(api: httpx.Client) -> Iterator[LeakGuard]:
     leak_guard.check()
 
 
-def field_value(f: types.Field, guard: LeakGuard) -> Any:
+def field_value(f: credential_types.Field, guard: LeakGuard) -> Any:
     """A valid value for one declared field; secret strings are canaries."""
     if f.kind == "object":
         return {
@@ -108,7 +108,7 @@ def field_value(f: types.Field, guard: LeakGuard) -> Any:
     return guard.secret(f.name) if f.secret else f"public-{f.name}-{secrets.token_hex(3)}"
 
 
-def complete_body(ctype: types.CredentialType, guard: LeakGuard, **extra: Any) -> dict[str, Any]:
+def complete_body(ctype: credential_types.CredentialType, guard: LeakGuard, **extra: Any) -> dict[str, Any]:
     """A complete create body for `ctype`: every declared field except the exclusive reference (configId)."""
     body: dict[str, Any] = {"name": unique(ctype.name), "credentialType": ctype.name}
     for f in ctype.fields:
@@ -118,12 +118,12 @@ def complete_body(ctype: types.CredentialType, guard: LeakGuard, **extra: Any) -
     return body
 
 
-def public_part(ctype: types.CredentialType, body: dict[str, Any]) -> dict[str, Any]:
+def public_part(ctype: credential_types.CredentialType, body: dict[str, Any]) -> dict[str, Any]:
     """The fields of `body` a response may show: the type's public (non-secret) fields."""
     return {k: v for k, v in body.items() if (f := ctype.field(k)) is not None and not f.secret}
 
 
-def assert_credential(obj: Any, ctype: types.CredentialType, body: dict[str, Any]) -> None:
+def assert_credential(obj: Any, ctype: credential_types.CredentialType, body: dict[str, Any]) -> None:
     """The credential object of spec §2: DataRobot's five keys plus only the type's public fields."""
     assert isinstance(obj, dict), obj
     expected_public = public_part(ctype, body)
@@ -171,9 +171,9 @@ def list_names(api: httpx.Client, **params: Any) -> list[str]:
 
 
 @contextmanager
-def open_service(server: Server) -> Iterator[Strongroom]:
+def open_service(server: Server) -> Iterator[Services]:
     """The server's own store, opened beside it, to mint expired, revoked or scoped tokens."""
-    service = Strongroom.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    service = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
     try:
         yield service
     finally:
@@ -250,12 +250,14 @@ def test_revoked_and_expired_tokens_are_401(server: Server) -> None:
     """A token that worked stops working once revoked; an expired token never works."""
     with open_service(server) as service:
         username = unique("revoked")
-        service.create_user(username)
-        live, raw = service.create_token(username)
-        _, expired = service.create_token(username, name="old", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        service.accounts.create_user(username)
+        live, raw = service.accounts.create_token(username)
+        _, expired = service.accounts.create_token(
+            username, name="old", expires_at=datetime.now(UTC) - timedelta(seconds=1)
+        )
         with client(server, raw) as c:
             assert c.get("version/").status_code == 200
-            service.revoke_token(live.id)
+            service.accounts.revoke_token(live.id)
             assert_error(c.get("version/"), 401)
         with client(server, expired) as c:
             assert_error(c.get("version/"), 401)
@@ -266,14 +268,14 @@ def test_creates_recheck_a_token_the_server_has_seen(server: Server) -> None:
     re-checks the token: revoked, or expired since, it answers 401 and inserts nothing."""
     with open_service(server) as service:
         username = unique("creator")
-        service.create_user(username)
-        live, raw = service.create_token(username)
+        service.accounts.create_user(username)
+        live, raw = service.accounts.create_token(username)
         expires = datetime.now(UTC) + timedelta(seconds=3)
-        _, brief = service.create_token(username, name="brief", expires_at=expires)
+        _, brief = service.accounts.create_token(username, name="brief", expires_at=expires)
         with client(server, raw) as c:
             for i in range(3):  # seen, then remembered
                 assert c.post("credentials/", json={"name": f"a{i}", "user": "u", "password": "p"}).status_code == 201
-            service.revoke_token(live.id)
+            service.accounts.revoke_token(live.id)
             assert_error(c.post("credentials/", json={"name": "late", "user": "u", "password": "p"}), 401)
             assert_error(c.post("credentials/", json={"name": "late"}), 401)  # not 422: the token comes first
         with client(server, brief) as c:
@@ -281,7 +283,7 @@ def test_creates_recheck_a_token_the_server_has_seen(server: Server) -> None:
             assert c.post("credentials/", json={"name": "b1", "user": "u", "password": "p"}).status_code == 201
             threading.Event().wait(max((expires - datetime.now(UTC)).total_seconds(), 0) + 0.2)  # now expired
             assert_error(c.post("credentials/", json={"name": "b2", "user": "u", "password": "p"}), 401)
-        _, fresh = service.create_token(username, name="fresh")
+        _, fresh = service.accounts.create_token(username, name="fresh")
         with client(server, fresh) as c:
             names = {item["name"] for item in c.get("credentials/").json()["data"]}
         assert names == {"a0", "a1", "a2", "b0", "b1"}
@@ -293,24 +295,26 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
     user nothing."""
     with open_service(server) as service:
         owner, stranger = unique("owner"), unique("stranger")
-        service.create_user(owner)
-        service.create_user(stranger)
-        live, raw = service.create_token(owner)
-        _, expired = service.create_token(owner, name="old", expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        _, write_only = service.create_token(owner, name="w", scopes=("write",))
-        _, other = service.create_token(stranger)
+        service.accounts.create_user(owner)
+        service.accounts.create_user(stranger)
+        live, raw = service.accounts.create_token(owner)
+        _, expired = service.accounts.create_token(
+            owner, name="old", expires_at=datetime.now(UTC) - timedelta(seconds=1)
+        )
+        _, write_only = service.accounts.create_token(owner, name="w", scopes=("write",))
+        _, other = service.accounts.create_token(stranger)
         with client(server, raw) as c:
             cid = c.post("credentials/", json={"name": "x", "user": "u", "password": "p"}).json()["credentialId"]
             assert c.get(f"credentials/{cid}/").json()["credentialId"] == cid
             assert [item["credentialId"] for item in c.get("credentials/").json()["data"]] == [cid]
         page_args: dict[str, Any] = {"offset": 0, "limit": 10, "types_filter": None, "order_by": "-creationDate"}
-        assert orjson.loads(service.get_with_token(raw, cid)[0])["credentialId"] == cid  # one-statement path
-        assert [c["credentialId"] for c in service.list_with_token(raw, **page_args).credentials()] == [cid]
+        assert orjson.loads(service.credentials.get_for_token(raw, cid)[0])["credentialId"] == cid  # one-statement path
+        assert [c["credentialId"] for c in service.credentials.list_for_token(raw, **page_args).credentials()] == [cid]
         for token in (expired, write_only, other, raw[:-1] + "x"):  # and hands every doubtful case over
-            assert service.get_with_token(token, cid) is None
+            assert service.credentials.get_for_token(token, cid) is None
             if token != other:
-                assert service.list_with_token(token, **page_args) is None
-        empty = service.list_with_token(other, **page_args)  # another user's list: theirs, so empty
+                assert service.credentials.list_for_token(token, **page_args) is None
+        empty = service.credentials.list_for_token(other, **page_args)  # another user's list: theirs, so empty
         assert empty is not None and (empty.items, empty.total) == ([], 0)  # still one statement
         for token, status in ((expired, 401), (write_only, 403), (other, 404), (raw[:-1] + "x", 401)):
             with client(server, token) as c:
@@ -320,8 +324,11 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
                     assert listed.json()["data"] == [] and listed.json()["totalCount"] == 0
                 else:
                     assert_error(listed, status)
-        service.revoke_token(live.id)
-        assert service.get_with_token(raw, cid) is None and service.list_with_token(raw, **page_args) is None
+        service.accounts.revoke_token(live.id)
+        assert (
+            service.credentials.get_for_token(raw, cid) is None
+            and service.credentials.list_for_token(raw, **page_args) is None
+        )
         with client(server, raw) as c:
             assert_error(c.get(f"credentials/{cid}/"), 401)
             assert_error(c.get("credentials/"), 401)
@@ -331,8 +338,8 @@ def test_read_only_token_cannot_write(server: Server) -> None:
     """Scopes are enforced: a read token lists but cannot create (403 JSON, not a silent success)."""
     with open_service(server) as service:
         username = unique("reader")
-        service.create_user(username)
-        _, raw = service.create_token(username, scopes=("read",))
+        service.accounts.create_user(username)
+        _, raw = service.accounts.create_token(username, scopes=("read",))
     with client(server, raw) as c:
         assert c.get("credentials/").status_code == 200
         assert_error(c.post("credentials/", json={"name": "x", "user": "u", "password": "p"}), 403)
@@ -360,15 +367,15 @@ def test_token_checked_before_body(server: Server, method: str, path: str, conte
 
 def test_thirteen_types_declared() -> None:
     """The brief and spec §3.2 (+ api_token from T1) name 13 types; the parametrized tests below use them."""
-    assert len(types.TYPES) == 13
-    assert {"basic", "s3", "gcp", "box_jwt", "api_token"} <= set(types.TYPES)
+    assert len(credential_types.TYPES) == 13
+    assert {"basic", "s3", "gcp", "box_jwt", "api_token"} <= set(credential_types.TYPES)
 
 
-@pytest.mark.parametrize("type_name", types.TYPES)
+@pytest.mark.parametrize("type_name", credential_types.TYPES)
 def test_create_each_type(api: httpx.Client, guard: LeakGuard, type_name: str) -> None:
     """201 with exactly the five DataRobot keys plus public fields; the same object on GET and in the list;
     no secret anywhere (the guard checks every response)."""
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     body = complete_body(ctype, guard)
     created = create(api, body)
     assert_credential(created, ctype, body)
@@ -382,7 +389,7 @@ def test_create_each_type(api: httpx.Client, guard: LeakGuard, type_name: str) -
 @pytest.mark.parametrize("type_name", EXCLUSIVE_TYPES)
 def test_create_with_config_id_only(api: httpx.Client, type_name: str) -> None:
     """Types with a secure-configuration reference are complete with `configId` alone, which is public."""
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     body = {"name": unique(), "credentialType": type_name, "configId": "cfg-" + secrets.token_hex(4)}
     created = create(api, body)
     assert_credential(created, ctype, body)
@@ -406,7 +413,7 @@ def test_missing_credential_type_defaults_to_basic(api: httpx.Client) -> None:
 
 def test_empty_password_allowed(api: httpx.Client) -> None:
     """Fields declared allow_empty (passwords, passphrases) accept ""; others do not (see the 422 table)."""
-    for ctype in types.TYPES.values():
+    for ctype in credential_types.TYPES.values():
         for f in ctype.fields:
             if f.allow_empty:
                 body = complete_body(ctype, LeakGuard(), **{f.name: ""})
@@ -424,7 +431,7 @@ def test_gcp_key_camel_case_and_json_string(api: httpx.Client, guard: LeakGuard)
 
 def test_name_boundaries_accepted(api: httpx.Client) -> None:
     """255 characters is the limit in characters, not bytes (multi-byte names must fit on PostgreSQL too)."""
-    for name in ("x" * types.NAME_MAX, "名" * types.NAME_MAX, "a", "名前 with spaces ✓"):
+    for name in ("x" * credential_types.NAME_MAX, "名" * credential_types.NAME_MAX, "a", "名前 with spaces ✓"):
         assert create_basic(api, name=name)["name"] == name
 
 
@@ -434,7 +441,7 @@ BAD_NAMES = {
     "empty": "",
     "blank": "   ",
     "blank tab": "\t",
-    "256 chars": "x" * (types.NAME_MAX + 1),
+    "256 chars": "x" * (credential_types.NAME_MAX + 1),
     "10000 chars": "y" * 10_000,
     "newline": "a\nb",
     "carriage return": "a\rb",
@@ -477,30 +484,33 @@ def test_unknown_credential_type_lists_valid_types(api: httpx.Client, bad_type: 
         422,
         "credentialType",
     )
-    for name in types.TYPES:
+    for name in credential_types.TYPES:
         assert name in body["message"]
     assert "\x00" not in body["message"] and "x" * 200 not in body["message"]
 
 
-MISSING_REQUIRED = [(t.name, field) for t in types.TYPES.values() for field in t.requires[0]]
+MISSING_REQUIRED = [(t.name, field) for t in credential_types.TYPES.values() for field in t.requires[0]]
 
 
 @pytest.mark.parametrize(("type_name", "missing"), MISSING_REQUIRED, ids=[f"{t}-{f}" for t, f in MISSING_REQUIRED])
 def test_missing_required_field_is_422(api: httpx.Client, guard: LeakGuard, type_name: str, missing: str) -> None:
     """Dropping any field of the (first) complete combination makes the body incomplete: 422 naming it."""
-    body = complete_body(types.TYPES[type_name], guard)
+    body = complete_body(credential_types.TYPES[type_name], guard)
     del body[missing]
     assert_error(api.post("credentials/", json=body), 422, missing)
 
 
 EMPTY_NOT_ALLOWED = [
-    (t.name, f.name) for t in types.TYPES.values() for f in t.fields if f.kind == "string" and not f.allow_empty
+    (t.name, f.name)
+    for t in credential_types.TYPES.values()
+    for f in t.fields
+    if f.kind == "string" and not f.allow_empty
 ]
 
 
 @pytest.mark.parametrize(("type_name", "field"), EMPTY_NOT_ALLOWED, ids=[f"{t}-{f}" for t, f in EMPTY_NOT_ALLOWED])
 def test_empty_string_is_422_unless_declared(api: httpx.Client, guard: LeakGuard, type_name: str, field: str) -> None:
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     body = {"name": unique(), "credentialType": type_name, field: ""}
     if field != ctype.exclusive:
         body = complete_body(ctype, guard, **{field: ""})
@@ -526,7 +536,7 @@ BAD_FIELDS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
     "101 oauthScopes": (
         "adls_gen2_oauth",
-        {"clientId": "c", "clientSecret": "s", "oauthScopes": ["s"] * (types.LIST_MAX + 1)},
+        {"clientId": "c", "clientSecret": "s", "oauthScopes": ["s"] * (credential_types.LIST_MAX + 1)},
         "oauthScopes",
     ),
     "list for gcpKey": ("gcp", {"gcpKey": ["type", "service_account"]}, "gcpKey"),
@@ -535,11 +545,11 @@ BAD_FIELDS: dict[str, tuple[str, dict[str, Any], str]] = {
     "gcpKey string not JSON": ("gcp", {"gcpKey": "{not json"}, "gcpKey"),
     "s3 with only awsAccessKeyId": ("s3", {"awsAccessKeyId": "AKIA"}, "awsSecretAccessKey"),
     "s3 with nothing": ("s3", {}, "awsAccessKeyId"),
-    "value over 32768 chars": ("basic", {"user": "u" * (types.VALUE_MAX + 1), "password": "p"}, "user"),
+    "value over 32768 chars": ("basic", {"user": "u" * (credential_types.VALUE_MAX + 1), "password": "p"}, "user"),
     "description not a string": ("basic", {"user": "u", "password": "p", "description": 5}, "description"),
     "description too long": (
         "basic",
-        {"user": "u", "password": "p", "description": "d" * (types.DESCRIPTION_MAX + 1)},
+        {"user": "u", "password": "p", "description": "d" * (credential_types.DESCRIPTION_MAX + 1)},
         "description",
     ),
     "description with NUL": ("basic", {"user": "u", "password": "p", "description": "a\x00b"}, "description"),
@@ -557,7 +567,7 @@ def test_rejected_secret_values_are_not_echoed(api: httpx.Client, guard: LeakGua
     """A value rejected for its type or length may still be a real secret: never repeat it in the error."""
     bad = [
         {"user": "u", "password": [guard.secret()]},
-        {"user": "u", "password": guard.secret() + "x" * types.VALUE_MAX},
+        {"user": "u", "password": guard.secret() + "x" * credential_types.VALUE_MAX},
         {"credentialType": "gcp", "gcpKey": "{" + guard.secret()},
         {"credentialType": "gcp", "gcpKey": {"private_key": [guard.secret()]}},
     ]
@@ -568,7 +578,7 @@ def test_rejected_secret_values_are_not_echoed(api: httpx.Client, guard: LeakGua
 @pytest.mark.parametrize("type_name", EXCLUSIVE_TYPES)
 def test_config_id_with_keys_is_422(api: httpx.Client, guard: LeakGuard, type_name: str) -> None:
     """`configId` stands for the secret fields and cannot be combined with them (client docstrings)."""
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     assert_error(api.post("credentials/", json=complete_body(ctype, guard, configId="cfg")), 422, "configId")
     for f in ctype.fields:  # each other field alone is enough to conflict
         if f.name != "configId":
@@ -765,7 +775,10 @@ def test_offset_past_the_end(api: httpx.Client, seven: list[dict[str, Any]]) -> 
 def test_types_filter(api: httpx.Client, guard: LeakGuard) -> None:
     """One type, comma-joined (R1) and repeated (docs) filters; totalCount counts the filtered set and the
     filter survives the `next` link."""
-    made = {name: create(api, complete_body(types.TYPES[name], guard))["name"] for name in ("basic", "s3", "azure")}
+    made = {
+        name: create(api, complete_body(credential_types.TYPES[name], guard))["name"]
+        for name in ("basic", "s3", "azure")
+    }
     extra_s3 = create(api, {"name": unique("s3b"), "credentialType": "s3", "configId": "cfg"})["name"]
 
     def names(params: Any) -> set[str]:
@@ -871,7 +884,7 @@ def test_patch_same_name_is_not_a_conflict(api: httpx.Client) -> None:
 @pytest.mark.parametrize("type_name", SECRET_TYPES)
 def test_patch_secret_fields(api: httpx.Client, guard: LeakGuard, type_name: str) -> None:
     """Updating secret fields answers 200 with the object, which never contains the new secret."""
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     body = complete_body(ctype, guard, description="kept")
     cred = create(api, body)
     update = {f.name: field_value(f, guard) for f in ctype.fields if f.secret}
@@ -890,7 +903,7 @@ def test_patch_public_field_updates_and_null_removes(api: httpx.Client) -> None:
 def test_patch_s3_switches_between_keys_and_config_id(api: httpx.Client, guard: LeakGuard) -> None:
     """`{"configId": …}` replaces the keys and shows in the response; sending both keys again replaces the
     configId, which disappears. One key alone is not enough, since the old secret was discarded."""
-    cred = create(api, complete_body(types.TYPES["s3"], guard))
+    cred = create(api, complete_body(credential_types.TYPES["s3"], guard))
     assert "configId" not in cred
     to_config = patched(api, cred, {"configId": "secure-cfg-1"})
     assert to_config["configId"] == "secure-cfg-1"
@@ -920,7 +933,7 @@ BAD_PATCHES: dict[str, tuple[dict[str, Any], str]] = {
     "null required password": ({"password": None}, "password"),
     "null name": ({"name": None}, "name"),
     "empty name": ({"name": ""}, "name"),
-    "256-char name": ({"name": "n" * (types.NAME_MAX + 1)}, "name"),
+    "256-char name": ({"name": "n" * (credential_types.NAME_MAX + 1)}, "name"),
     "NUL in name": ({"name": "a\x00b"}, "name"),
     "number for password": ({"password": 1}, "password"),
     "description not a string": ({"description": ["x"]}, "description"),
@@ -936,7 +949,7 @@ def test_bad_patch_is_422_and_changes_nothing(api: httpx.Client, body: dict[str,
 
 @pytest.mark.parametrize("type_name", ["adls_gen2_oauth", "gcp"])
 def test_patch_wrong_value_type_is_422(api: httpx.Client, guard: LeakGuard, type_name: str) -> None:
-    cred = create(api, complete_body(types.TYPES[type_name], guard))
+    cred = create(api, complete_body(credential_types.TYPES[type_name], guard))
     field, value = ("oauthScopes", "not-a-list") if type_name == "adls_gen2_oauth" else ("gcpKey", ["x"])
     assert_error(patch(api, cred, {field: value}), 422, field)
 
@@ -1016,12 +1029,12 @@ def test_openapi_lists_credential_paths(openapi: dict[str, Any]) -> None:
 
 
 def test_openapi_create_body_has_one_schema_per_type(openapi: dict[str, Any]) -> None:
-    """The discriminated union of create bodies is generated from types.TYPES: one schema per type, named
+    """The discriminated union of create bodies is generated from credential_types.TYPES: one schema per type, named
     <Type>CredentialCreate, each pinning credentialType to its own name."""
     schema = openapi["paths"]["/api/v2/credentials/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     mapping = schema["discriminator"]["mapping"]
     assert schema["discriminator"]["propertyName"] == "credentialType"
-    assert set(mapping) == set(types.TYPES)
+    assert set(mapping) == set(credential_types.TYPES)
     assert sorted(ref["$ref"] for ref in schema["oneOf"]) == sorted(mapping.values())
     components = openapi["components"]["schemas"]
     for type_name, ref in mapping.items():
@@ -1031,13 +1044,13 @@ def test_openapi_create_body_has_one_schema_per_type(openapi: dict[str, Any]) ->
         assert create_schema["properties"]["credentialType"]["enum"] == [type_name]
         assert "name" in create_schema["required"]
         # credentialType is required but for the default type, which a body without it gets (DataRobot's rule)
-        assert ("credentialType" in create_schema["required"]) == (type_name != types.DEFAULT_TYPE)
+        assert ("credentialType" in create_schema["required"]) == (type_name != credential_types.DEFAULT_TYPE)
 
 
-@pytest.mark.parametrize("type_name", types.TYPES)
+@pytest.mark.parametrize("type_name", credential_types.TYPES)
 def test_openapi_schema_matches_what_the_server_accepts(openapi: dict[str, Any], type_name: str) -> None:
     """A body the server accepts must fit the published schema: no undeclared keys, every required one."""
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     ref = openapi["paths"]["/api/v2/credentials/"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "discriminator"
     ]["mapping"][type_name]

@@ -18,14 +18,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from strongroom import types
+from strongroom import credential_types
 from strongroom.backup import MAGIC, ArchiveError, backup, header_of, restore
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto import load_keyring
-from strongroom.service import Strongroom
 from strongroom.store import Database
 from strongroom.store.models import Base, Credential, utcnow
 from tests.conftest import PgDatabase, Server, pg_unreachable_reason
+from tests.support import make_credential, secrets_of
 from tests.test_keys import kms, kms_endpoint  # noqa: F401 (fixtures: a local moto KMS server)
 from tests.test_security import complete_body
 
@@ -67,19 +68,19 @@ def _listings(server: Server, tokens: dict[str, str]) -> dict[str, list[dict[str
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     srv = Server(data_dir=tmp_path_factory.mktemp("backup") / "source")
     srv.start()
-    service = Strongroom.open(Settings(data_dir=srv.data_dir))
+    service = Services.open(Settings(data_dir=srv.data_dir))
     tokens = {}
     for username in ("alice", "bob"):
-        service.create_user(username)
-        tokens[username] = service.create_token(username, expires_at=utcnow() + timedelta(days=30))[1]
-    revoked = service.create_token("alice", "old")
-    service.revoke_token(revoked[0].id)
+        service.accounts.create_user(username)
+        tokens[username] = service.accounts.create_token(username, expires_at=utcnow() + timedelta(days=30))[1]
+    revoked = service.accounts.create_token("alice", "old")
+    service.accounts.revoke_token(revoked[0].id)
     service.close()
     planted: list[str] = []
     with _api(srv, tokens["alice"]) as alice, _api(srv, tokens["bob"]) as bob:
-        for ctype in types.TYPES.values():
+        for ctype in credential_types.TYPES.values():
             assert alice.post("credentials/", json=complete_body(ctype, planted)).status_code == 201
-        body = complete_body(types.TYPES["basic"], planted)
+        body = complete_body(credential_types.TYPES["basic"], planted)
         made = bob.post("credentials/", json={**body, "description": "b"})
         patched = bob.patch(f"credentials/{made.json()['credentialId']}/", json={"password": "canary-rotated-1"})
         assert patched.status_code == 200
@@ -106,10 +107,10 @@ def table_rows(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
 
 def decrypted(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every credential's secrets, opened by the service with the store's own keys."""
-    service = Strongroom.open(settings)
+    service = Services.open(settings)
     try:
         with service.db.read() as s:
-            return {c.id: service._open(c) for c in s.scalars(select(Credential))}
+            return {c.id: secrets_of(service, c) for c in s.scalars(select(Credential))}
     finally:
         service.close()
 
@@ -145,7 +146,7 @@ def test_round_trip_sqlite_to_postgres_and_back(source: Source, tmp_path: Path) 
         pytest.skip(reason)
     original_rows = table_rows(source.settings)
     original_secrets = decrypted(source.settings)
-    assert len(original_secrets) == len(types.TYPES) + 2
+    assert len(original_secrets) == len(credential_types.TYPES) + 2
     assert all(value in json.dumps(original_secrets) for value in source.planted)  # what the users sent
 
     first = tmp_path / "store.srb"
@@ -184,10 +185,10 @@ def test_round_trip_sqlite_to_postgres_and_back(source: Source, tmp_path: Path) 
 def archives(source: Source, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """A master-key archive of several small chunks, and a passphrase archive, of the source store."""
     root = tmp_path_factory.mktemp("archives")
-    service = Strongroom.open(source.settings)
+    service = Services.open(source.settings)
     try:
-        backup(service, root / "key.srb", chunk_bytes=1024)
-        backup(service, root / "pass.srb", passphrase=PASSPHRASE)
+        backup(service.db, service.barrier.keys, root / "key.srb", chunk_bytes=1024)
+        backup(service.db, service.barrier.keys, root / "pass.srb", passphrase=PASSPHRASE)
     finally:
         service.close()
     return {"key": (root / "key.srb").read_bytes(), "pass": (root / "pass.srb").read_bytes()}
@@ -323,12 +324,12 @@ def test_target_must_be_empty_and_at_the_same_schema(
     with sqlite3.connect(old / "strongroom.db") as copy:
         copy.execute("UPDATE alembic_version SET version_num = '0001'")
     old_settings = Settings(data_dir=old)
-    service = Strongroom(
+    service = Services.build(
         Database(old_settings.resolved_database_url),
         load_keyring(env_value=None, key_file=old_settings.resolved_key_file, create=False),
     )
     try:
-        backup(service, tmp_path / "old.srb")
+        backup(service.db, service.barrier.keys, tmp_path / "old.srb")
     finally:
         service.close()
     fresh = settings_of(empty_target(tmp_path / "fresh", source))
@@ -371,14 +372,14 @@ def test_kms_store_round_trip(kms: Any, kms_endpoint: str, tmp_path: Path) -> No
         return Settings(data_dir=root, kms_key_id=key_id, kms_endpoint_url=kms_endpoint)
 
     source = on_kms(tmp_path / "source", arn)
-    service = Strongroom.open(source)
+    service = Services.open(source)
     try:
-        service.create_user("alice")
-        who = service.authenticate(service.create_token("alice")[1])
+        service.accounts.create_user("alice")
+        who = service.accounts.authenticate(service.accounts.create_token("alice")[1])
         for i in range(3):
-            service.create_credential(who, {"name": f"k{i}", "user": "u", "password": f"kms-canary-{i}"})
-        backup(service, tmp_path / "key.srb")
-        backup(service, tmp_path / "pass.srb", passphrase=PASSPHRASE)
+            make_credential(service, who, {"name": f"k{i}", "user": "u", "password": f"kms-canary-{i}"})
+        backup(service.db, service.barrier.keys, tmp_path / "key.srb")
+        backup(service.db, service.barrier.keys, tmp_path / "pass.srb", passphrase=PASSPHRASE)
     finally:
         service.close()
     assert json.loads(header_of(tmp_path / "key.srb").raw)["key"]["keyRef"] == arn

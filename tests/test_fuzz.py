@@ -49,10 +49,10 @@ CONFIG = SchemathesisConfig.from_dict(
 
 def seed_credentials(server: Server, token: str) -> list[str]:
     """One stored credential of every type, so fuzzed ids include real ones."""
-    from strongroom import types
+    from strongroom import credential_types
 
     with httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-        return [create(api, complete_body(t, LeakGuard()))["credentialId"] for t in types.TYPES.values()]
+        return [create(api, complete_body(t, LeakGuard()))["credentialId"] for t in credential_types.TYPES.values()]
 
 
 def case_strategy(schema: Any, token: str, kept: list[str], doomed: list[str]) -> st.SearchStrategy[Any]:

@@ -21,12 +21,14 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, update
 
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
+from strongroom.crypto.barrier import credential_aad
 from strongroom.errors import MasterKeyError
-from strongroom.service import Strongroom, credential_aad
 from strongroom.store.models import Credential, KeyVersion
 from tests.conftest import BACKENDS, Server, backend_database, free_port
+from tests.support import make_credential, secrets_of
 from tests.test_security import stored_bytes
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -56,17 +58,17 @@ def settings_of(srv: Server, **extra: Any) -> Settings:
 
 def seed(srv: Server, n: int) -> tuple[str, dict[str, str]]:
     """A user with a token and `n` basic credentials created in-process (fast); returns token and passwords."""
-    service = Strongroom.open(settings_of(srv))
+    service = Services.open(settings_of(srv))
     try:
         username = f"seed-{secrets.token_hex(4)}"
-        service.create_user(username)
-        token = service.create_token(username)[1]
-        who = service.authenticate(token)
+        service.accounts.create_user(username)
+        token = service.accounts.create_token(username)[1]
+        who = service.accounts.authenticate(token)
         passwords = {}
         for i in range(n):
             password = f"pw-{i}-{secrets.token_hex(6)}"
-            created = service.create_credential(who, {"name": f"seed-{i}", "user": "u", "password": password})
-            passwords[created["credentialId"]] = password
+            made = make_credential(service, who, {"name": f"seed-{i}", "user": "u", "password": password})
+            passwords[made["credentialId"]] = password
         return token, passwords
     finally:
         service.close()
@@ -74,10 +76,10 @@ def seed(srv: Server, n: int) -> tuple[str, dict[str, str]]:
 
 def opened(srv: Server) -> dict[str, tuple[int, dict[str, Any]]]:
     """Every stored credential, decrypted in a fresh process-local store: id -> (key version, secret fields)."""
-    service = Strongroom.open(settings_of(srv))
+    service = Services.open(settings_of(srv))
     try:
         with service.db.read() as s:
-            return {row.id: (row.key_version, service._open(row)) for row in s.scalars(select(Credential))}
+            return {row.id: (row.key_version, secrets_of(service, row)) for row in s.scalars(select(Credential))}
     finally:
         service.close()
 
@@ -241,22 +243,22 @@ def test_rewrap_never_undoes_a_concurrent_patch(srv: Server) -> None:
     write: the conditional update skips that row (the PATCH wins), a later pass re-wraps it, and it
     decrypts to the patched value."""
     token, passwords = seed(srv, 3)
-    stale = Strongroom.open(settings_of(srv))
+    stale = Services.open(settings_of(srv))
     stale._refreshed_at = float("inf")  # still on version 1, as a server between two key-file reads
-    rotator = Strongroom.open(settings_of(srv))
+    rotator = Services.open(settings_of(srv))
     try:
-        assert rotator.start_rotation() == 2
+        assert rotator.keys.start_rotation() == 2
         target = min(passwords)
-        wrap = rotator.keys.wrap
+        wrap = rotator.barrier.keys.wrap
 
         def wrap_while_patched(data_key: bytes, aad: bytes) -> tuple[int, bytes]:
             if target.encode() in aad and passwords[target] != "raced":
-                stale.update_credential(stale.authenticate(token), target, {"password": "raced"})
+                stale.credentials.update(stale.accounts.authenticate(token), target, {"password": "raced"})
                 passwords[target] = "raced"
             return wrap(data_key, aad)
 
-        rotator.keys.wrap = wrap_while_patched  # type: ignore[method-assign]
-        report = rotator.rewrap(settle=0)
+        rotator.barrier.keys.wrap = wrap_while_patched  # type: ignore[method-assign]
+        report = rotator.keys.rewrap(settle=0)
     finally:
         stale.close()
         rotator.close()
@@ -327,8 +329,8 @@ def test_rotate_of_a_quiet_store(srv: Server) -> None:
 
 def test_retire_only_once_nothing_uses_the_version(srv: Server) -> None:
     _, passwords = seed(srv, 5)
-    service = Strongroom.open(settings_of(srv))
-    assert service.start_rotation() == 2  # a rotation that stopped before re-wrapping anything
+    service = Services.open(settings_of(srv))
+    assert service.keys.start_rotation() == 2  # a rotation that stopped before re-wrapping anything
     service.close()
 
     active = srv.cli("keys", "retire", "2", check=False)
@@ -352,12 +354,12 @@ def test_retire_only_once_nothing_uses_the_version(srv: Server) -> None:
 def test_two_rotations_at_once_never_put_two_keys_under_one_version(srv: Server) -> None:
     """Both processes picked version 2: the second to reach the key file is refused and the first key stays."""
     _, passwords = seed(srv, 3)
-    first, second = Strongroom.open(settings_of(srv)), Strongroom.open(settings_of(srv))
+    first, second = Services.open(settings_of(srv)), Services.open(settings_of(srv))
     try:
-        first.keys.add_version(2, None)
+        first.barrier.keys.add_version(2, None)
         written = (srv.data_dir / "master.key").read_text()
         with pytest.raises(MasterKeyError, match="already holds master key version 2"):
-            second.keys.add_version(2, None)
+            second.barrier.keys.add_version(2, None)
         assert (srv.data_dir / "master.key").read_text() == written
     finally:
         first.close()
@@ -487,13 +489,13 @@ def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: s
     assert not [p for p in expected.values() if p.encode() in db_bytes]
     assert not (srv.data_dir / "master.key").exists()  # nothing local holds key material
 
-    service = Strongroom.open(settings_of(srv))
+    service = Services.open(settings_of(srv))
     try:
         with service.db.read() as s:
             a, b = s.scalars(select(Credential).limit(2)).all()
         assert len(a.wrapped_key) != 12 + 32 + 16  # a KMS ciphertext blob, not a local AES-GCM wrap
         with pytest.raises(DecryptionError):  # EncryptionContext binds the wrapped key to its record
-            service.keys.unwrap(2, a.wrapped_key, credential_aad(b.id, b.owner_id, b.credential_type))
+            service.barrier.keys.unwrap(2, a.wrapped_key, credential_aad(b.id, b.owner_id, b.credential_type))
     finally:
         service.close()
 

@@ -10,14 +10,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect
 
-from strongroom import types
+from strongroom import credential_types
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.service import Strongroom
 from strongroom.store.db import MIGRATIONS, Database
 from tests.conftest import backend_database
+from tests.support import fetch_credential, make_credential
 
 
-def _body(ctype: types.CredentialType) -> dict[str, Any]:
+def _body(ctype: credential_types.CredentialType) -> dict[str, Any]:
     """A complete create body of this type, with non-ASCII text where the API JSON must carry it verbatim."""
     body: dict[str, Any] = {"name": f"{ctype.name} naïve ✓", "credentialType": ctype.name, "description": 'dé"scr'}
     for f in ctype.fields:
@@ -50,24 +51,24 @@ def _at_revision(url: str, revision: str) -> None:
 def test_upgrade_renders_the_api_json_of_existing_credentials(backend: str, tmp_path: Path) -> None:
     with backend_database(backend) as url:
         settings = Settings(data_dir=tmp_path, database_url=url)
-        service = Strongroom.open(settings)
-        service.create_user("old")
-        token = service.create_token("old")[1]
-        who = service.authenticate(token)
-        created = [service.create_credential(who, _body(t)) for t in types.TYPES.values()]
-        before = service.list_credentials(who, limit=100).credentials()
+        service = Services.open(settings)
+        service.accounts.create_user("old")
+        token = service.accounts.create_token("old")[1]
+        who = service.accounts.authenticate(token)
+        created = [make_credential(service, who, _body(t)) for t in credential_types.TYPES.values()]
+        before = service.credentials.list(who, limit=100).credentials()
         assert sorted(before, key=lambda c: c["credentialId"]) == sorted(created, key=lambda c: c["credentialId"])
         assert any(c.keys() - {"credentialId", "name", "credentialType", "description", "creationDate"} for c in before)
         service.close()
 
         _at_revision(settings.resolved_database_url, "0003")
 
-        service = Strongroom.open(settings)  # migrates to the newest revision at start
+        service = Services.open(settings)  # migrates to the newest revision at start
         try:
-            who = service.authenticate(token)
-            assert service.list_credentials(who, limit=100).credentials() == before
+            who = service.accounts.authenticate(token)
+            assert service.credentials.list(who, limit=100).credentials() == before
             for cred in created:
-                assert service.get_credential(who, cred["credentialId"]) == cred
-            assert service.get_with_token(token, created[0]["credentialId"]) is not None
+                assert fetch_credential(service, who, cred["credentialId"]) == cred
+            assert service.credentials.get_for_token(token, created[0]["credentialId"]) is not None
         finally:
             service.close()

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from strongroom.service import _page, hash_token
+from strongroom.services.accounts import hash_token
 from strongroom.store.db import Database
+from strongroom.store.repositories.credentials import _page
 from tests.conftest import postgres_store
 
 pytestmark = pytest.mark.postgres

@@ -1,7 +1,7 @@
 """Hypothesis properties of validation: any JSON in gives a result or a 4xx error naming a field, never a crash.
 
 A validator that raises anything but the project's own errors becomes a 500 on the wire. The first group
-drives the validators in `strongroom.types` directly (cheap, so many examples); the second runs whole
+drives the validators in `strongroom.credential_types` directly (cheap, so many examples); the second runs whole
 create and update bodies through the real service on a real SQLite store, as the server would.
 """
 
@@ -11,17 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strongroom import types
+from strongroom import credential_types
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import InvalidInput, StrongroomError
-from strongroom.service import Principal, Strongroom
+from strongroom.services.accounts import Principal
+from tests.support import fetch_credential, make_credential
 
-FIELD_NAMES = sorted({f.name for t in types.TYPES.values() for f in t.fields})
-SECRET_FIELDS = {f.name for t in types.TYPES.values() for f in t.fields if f.secret}
+FIELD_NAMES = sorted({f.name for t in credential_types.TYPES.values() for f in t.fields})
+SECRET_FIELDS = {f.name for t in credential_types.TYPES.values() for f in t.fields if f.secret}
 CANARY = "SEKRET"  # every generated secret string starts with it, so a leak is recognisable
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
@@ -31,12 +34,12 @@ json_values = st.recursive(
 # Plausible values for declared fields: mostly strings (some secret-looking, some empty or with controls).
 field_values = (
     st.text(max_size=40).map(lambda s: CANARY + s)
-    | st.sampled_from(["", " ", "\x00", "\n", "a\x85b", "x" * (types.VALUE_MAX + 1)])
+    | st.sampled_from(["", " ", "\x00", "\n", "a\x85b", "x" * (credential_types.VALUE_MAX + 1)])
     | st.lists(st.text(max_size=10), max_size=3)
     | st.dictionaries(st.text(max_size=12), st.text(max_size=12) | json_values, max_size=3)
     | json_values
 )
-type_names = st.sampled_from(list(types.TYPES)) | json_values
+type_names = st.sampled_from(list(credential_types.TYPES)) | json_values
 declared_bodies = st.fixed_dictionaries(
     {},
     optional={
@@ -68,18 +71,18 @@ def assert_names_its_fields(exc: StrongroomError, body: Any) -> None:
 def validate_create(body: dict[str, Any]) -> None:
     """The validation half of Strongroom.create_credential, step by step."""
     data = dict(body)
-    types.check_name(data.pop("name", "n"))
+    credential_types.check_name(data.pop("name", "n"))
     if data.get("description") is not None:
-        types.check_description(data.pop("description"))
+        credential_types.check_description(data.pop("description"))
     data.pop("description", None)
-    ctype = types.get_type(data.pop("credentialType", types.DEFAULT_TYPE))
-    types.check_complete(ctype, types.parse_fields(ctype, data))
+    ctype = credential_types.get_type(data.pop("credentialType", credential_types.DEFAULT_TYPE))
+    credential_types.check_complete(ctype, credential_types.parse_fields(ctype, data))
 
 
 @FAST
 @given(value=json_values)
 def test_name_and_description_checks_take_any_json(value: Any) -> None:
-    for check, field in ((types.check_name, "name"), (types.check_description, "description")):
+    for check, field in ((credential_types.check_name, "name"), (credential_types.check_description, "description")):
         try:
             assert check(value) == value
         except InvalidInput as exc:
@@ -91,26 +94,26 @@ def test_name_and_description_checks_take_any_json(value: Any) -> None:
 @given(value=type_names)
 def test_get_type_takes_any_json(value: Any) -> None:
     try:
-        assert types.get_type(value).name == value
+        assert credential_types.get_type(value).name == value
     except InvalidInput as exc:
         assert_names_its_fields(exc, value)
         assert set(exc.errors) == {"credentialType"}
 
 
 @FAST
-@given(type_name=st.sampled_from(list(types.TYPES)), data=bodies, allow_null=st.booleans())
+@given(type_name=st.sampled_from(list(credential_types.TYPES)), data=bodies, allow_null=st.booleans())
 def test_parse_fields_takes_any_object(type_name: str, data: dict[str, Any], allow_null: bool) -> None:
     """Unknown keys, wrong types, nulls, huge or control-laden values: a valid dict or InvalidInput."""
-    ctype = types.TYPES[type_name]
+    ctype = credential_types.TYPES[type_name]
     try:
-        values = types.parse_fields(ctype, data, allow_null=allow_null)
+        values = credential_types.parse_fields(ctype, data, allow_null=allow_null)
     except InvalidInput as exc:
         assert_names_its_fields(exc, data)
         assert exc.errors
         return
     assert set(values) == set(data)
     try:
-        types.check_complete(ctype, values)
+        credential_types.check_complete(ctype, values)
     except InvalidInput as exc:
         assert_names_its_fields(exc, data)
         assert exc.errors
@@ -127,10 +130,10 @@ def test_create_validation_takes_any_object(body: dict[str, Any]) -> None:
 
 def test_gcp_key_string_nested_deeply_is_invalid_not_a_crash() -> None:
     """json.loads raised RecursionError (a 500) for a gcpKey string of many `[`; it must be a named 422."""
-    gcp = types.TYPES["gcp"]
+    gcp = credential_types.TYPES["gcp"]
     for text in ("[" * 100_000, '{"a":' * 50_000):
         with pytest.raises(InvalidInput) as info:
-            types.parse_fields(gcp, {"gcpKey": text})
+            credential_types.parse_fields(gcp, {"gcpKey": text})
         assert set(info.value.errors) == {"gcpKey"}
 
 
@@ -138,14 +141,14 @@ def test_gcp_key_string_nested_deeply_is_invalid_not_a_crash() -> None:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Strongroom, Principal, str]]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Services, Principal, str]]:
     """A real SQLite-backed service, a user, and one stored credential of each kind to patch."""
     data_dir: Path = tmp_path_factory.mktemp("props")
-    service = Strongroom.open(Settings(data_dir=data_dir))
+    service = Services.open(Settings(data_dir=data_dir))
     try:
-        service.create_user("props")
-        who = service.authenticate(service.create_token("props")[1])
-        cred = service.create_credential(who, {"name": "target", "user": "u", "password": "p"})
+        service.accounts.create_user("props")
+        who = service.accounts.authenticate(service.accounts.create_token("props")[1])
+        cred = make_credential(service, who, {"name": "target", "user": "u", "password": "p"})
         yield service, who, cred["credentialId"]
     finally:
         service.close()
@@ -156,28 +159,30 @@ STORE = settings(max_examples=150, deadline=None, database=None, suppress_health
 
 @STORE
 @given(body=bodies)
-def test_service_create_takes_any_object(store: tuple[Strongroom, Principal, str], body: dict[str, Any]) -> None:
+def test_service_create_takes_any_object(store: tuple[Services, Principal, str], body: dict[str, Any]) -> None:
     """Either stored (and readable back with only public fields) or a client error naming the field."""
     service, who, _ = store
     try:
-        created = service.create_credential(who, body)
+        made = make_credential(service, who, body)
     except StrongroomError as exc:
         assert_names_its_fields(exc, body)
         return
-    assert service.get_credential(who, created["credentialId"]) == created
-    assert not SECRET_FIELDS & (set(created) - {f.name for t in types.TYPES.values() for f in t.fields if not f.secret})
+    assert fetch_credential(service, who, made["credentialId"]) == made
+    assert not SECRET_FIELDS & (
+        set(made) - {f.name for t in credential_types.TYPES.values() for f in t.fields if not f.secret}
+    )
 
 
 @STORE
 @given(body=bodies)
-def test_service_update_takes_any_object(store: tuple[Strongroom, Principal, str], body: dict[str, Any]) -> None:
+def test_service_update_takes_any_object(store: tuple[Services, Principal, str], body: dict[str, Any]) -> None:
     """A PATCH of any object: applied whole (and the result is what GET returns) or rejected whole."""
     service, who, credential_id = store
-    before = service.get_credential(who, credential_id)
+    before = fetch_credential(service, who, credential_id)
     try:
-        updated = service.update_credential(who, credential_id, body)
+        updated = orjson.loads(service.credentials.update(who, credential_id, body)[0])
     except StrongroomError as exc:
         assert_names_its_fields(exc, body)
-        assert service.get_credential(who, credential_id) == before, "a rejected PATCH changed the credential"
+        assert fetch_credential(service, who, credential_id) == before, "a rejected PATCH changed the credential"
         return
-    assert service.get_credential(who, credential_id) == updated
+    assert fetch_credential(service, who, credential_id) == updated

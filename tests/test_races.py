@@ -258,9 +258,9 @@ def test_revocation_is_immediate_while_the_token_is_in_use(server: Server) -> No
     and every request started after they returned is 401 (no cache window); another token is unaffected."""
     with open_service(server) as service:
         username = unique("revoker")
-        service.create_user(username)
-        doomed, doomed_raw = service.create_token(username, name="doomed")
-        _, kept_raw = service.create_token(username, name="kept")
+        service.accounts.create_user(username)
+        doomed, doomed_raw = service.accounts.create_token(username, name="doomed")
+        _, kept_raw = service.accounts.create_token(username, name="kept")
     revoked = threading.Event()
     enough = threading.Semaphore(0)
     after: Counter[int] = Counter()
@@ -321,12 +321,12 @@ def test_concurrent_revocations_of_many_tokens(server: Server) -> None:
     tokens = 8
     with open_service(server) as service:
         username = unique("many")
-        service.create_user(username)
-        minted = [service.create_token(username, name=f"t{i}") for i in range(tokens)]
-        in_threads(tokens * 2, lambda n: service.revoke_token(minted[n % tokens][0].id))
-        first = {t.id: t.revoked_at for t in service.list_tokens(username)}
-        service.revoke_token(minted[0][0].id)
-        again = {t.id: t.revoked_at for t in service.list_tokens(username)}
+        service.accounts.create_user(username)
+        minted = [service.accounts.create_token(username, name=f"t{i}") for i in range(tokens)]
+        in_threads(tokens * 2, lambda n: service.accounts.revoke_token(minted[n % tokens][0].id))
+        first = {t.id: t.revoked_at for t in service.accounts.list_tokens(username)}
+        service.accounts.revoke_token(minted[0][0].id)
+        again = {t.id: t.revoked_at for t in service.accounts.list_tokens(username)}
     assert all(first[t.id] is not None for t, _ in minted)
     assert again == first
     for _, raw in minted:
@@ -357,13 +357,13 @@ def test_concurrent_user_creates_with_one_name(server: Server) -> None:
         def attempt(_: int) -> str:
             barrier.wait()
             try:
-                service.create_user(username)
+                service.accounts.create_user(username)
             except Conflict as exc:
                 assert "already exists" in exc.message
                 return "conflict"
             return "created"
 
         outcomes = Counter(in_threads(racers, attempt))
-        names = [u.username for u in service.list_users()]
+        names = [u.username for u in service.accounts.list_users()]
     assert outcomes == Counter(created=1, conflict=racers - 1), outcomes
     assert names.count(username) == 1

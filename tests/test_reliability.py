@@ -24,10 +24,11 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto import Sealed
+from strongroom.crypto.barrier import credential_aad
 from strongroom.errors import ServiceUnavailable
-from strongroom.service import Strongroom, credential_aad
 from strongroom.store.db import Database, unavailable
 from strongroom.store.models import Credential, CredentialCount, User
 from tests.conftest import Server, backend_database, free_port
@@ -72,9 +73,9 @@ class Writers:
 
 def _verify_store(settings: Settings, token: str, acked: dict[str, tuple[str, str]]) -> int:
     """Open the store in-process and check every acked create and every row; returns the owner's row count."""
-    service = Strongroom.open(settings)
+    service = Services.open(settings)
     try:
-        owner = service.authenticate(token).user_id
+        owner = service.accounts.authenticate(token).user_id
         with service.db.read() as s:
             rows = list(s.scalars(select(Credential).where(Credential.owner_id == owner)))
             counted = s.scalar(
@@ -86,7 +87,7 @@ def _verify_store(settings: Settings, token: str, acked: dict[str, tuple[str, st
             sealed = Sealed(row.key_version, row.wrapped_key, row.ciphertext)
             opened[row.id] = (
                 row.name,
-                json.loads(service.envelope.open(sealed, credential_aad(row.id, owner, row.credential_type))),
+                json.loads(service.barrier.envelope.open(sealed, credential_aad(row.id, owner, row.credential_type))),
             )
         for cid, (name, password) in acked.items():
             assert cid in opened, f"acknowledged create {cid} ({name}) is missing"

@@ -16,19 +16,20 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from strongroom import backup, types
+from strongroom import backup, credential_types
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
-from strongroom.service import Strongroom
 from strongroom.store.models import Credential
 from tests.conftest import Server, backend_database
+from tests.support import make_credential, secrets_of
 
 
 def canary() -> str:
     return "canary-" + secrets.token_hex(12)
 
 
-def complete_body(ctype: types.CredentialType, planted: list[str]) -> dict[str, Any]:
+def complete_body(ctype: credential_types.CredentialType, planted: list[str]) -> dict[str, Any]:
     """A valid create body whose every secret value is a fresh canary (recorded in `planted`)."""
     body: dict[str, Any] = {"name": f"{ctype.name}-{secrets.token_hex(3)}", "credentialType": ctype.name}
     for f in ctype.fields:
@@ -73,7 +74,7 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
             return resp
 
         ids = []
-        for ctype in types.TYPES.values():
+        for ctype in credential_types.TYPES.values():
             resp = call("POST", "credentials/", json=complete_body(ctype, planted))
             assert resp.status_code == 201, resp.text
             ids.append(resp.json()["credentialId"])
@@ -113,14 +114,14 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
     master_key = (server.data_dir / "master.key").read_text()
     restored = Server(data_dir=tmp_path / "restored", extra_env={"STRONGROOM_MASTER_KEY": master_key})
     loaded = restored.cli("restore", str(archive), "--passphrase-file", str(tmp_path / "passphrase"))
-    service = Strongroom.open(Settings(data_dir=restored.data_dir, master_key=master_key))
+    service = Services.open(Settings(data_dir=restored.data_dir, master_key=master_key))
     try:  # the archive really carries this user's credentials, so scanning it means something
-        assert service.list_credentials(service.authenticate(token), limit=1000).total == len(ids) - 1
+        assert service.credentials.list(service.accounts.authenticate(token), limit=1000).total == len(ids) - 1
     finally:
         service.close()
     with archive.open("rb") as fh:  # opened with the passphrase, the archive still holds only sealed secrets
         header = backup.read_header(fh)
-        inner = b"".join(backup._chunks(fh, header, backup._archive_key(header, service.keys, passphrase)))
+        inner = b"".join(backup._chunks(fh, header, backup._archive_key(header, service.barrier.keys, passphrase)))
     assert all(cid.encode() in inner for cid in ids[:-1])  # these rows are really in there
     scanned = {
         "backup archive": archive.read_bytes(),
@@ -152,21 +153,21 @@ def test_user_isolation(server: Server, api: httpx.Client) -> None:
 
 
 @pytest.fixture
-def local_store(tmp_path: Path) -> Strongroom:
-    service = Strongroom.open(Settings(data_dir=tmp_path / "data"))
+def local_store(tmp_path: Path) -> Services:
+    service = Services.open(Settings(data_dir=tmp_path / "data"))
     yield service
     service.close()
 
 
-def test_copied_ciphertext_does_not_decrypt(local_store: Strongroom) -> None:
+def test_copied_ciphertext_does_not_decrypt(local_store: Services) -> None:
     s = local_store
-    s.create_user("alice"), s.create_user("mallory")
-    alice = s.authenticate(s.create_token("alice")[1])
-    mallory = s.authenticate(s.create_token("mallory")[1])
-    source = s.create_credential(alice, {"name": "prod", "user": "admin", "password": "hunter2"})
+    s.accounts.create_user("alice"), s.accounts.create_user("mallory")
+    alice = s.accounts.authenticate(s.accounts.create_token("alice")[1])
+    mallory = s.accounts.authenticate(s.accounts.create_token("mallory")[1])
+    source = make_credential(s, alice, {"name": "prod", "user": "admin", "password": "hunter2"})
     targets = [
-        s.create_credential(mallory, {"name": "mine", "user": "m", "password": "m"}),  # another owner
-        s.create_credential(alice, {"name": "other", "user": "a", "password": "a"}),  # same owner, other row
+        make_credential(s, mallory, {"name": "mine", "user": "m", "password": "m"}),  # another owner
+        make_credential(s, alice, {"name": "other", "user": "a", "password": "a"}),  # same owner, other row
     ]
     with s.db.write() as db:
         row = db.get(Credential, source["credentialId"])
@@ -174,21 +175,21 @@ def test_copied_ciphertext_does_not_decrypt(local_store: Strongroom) -> None:
         for target in targets:
             db.execute(update(Credential).where(Credential.id == target["credentialId"]).values(**sealed))
     with s.db.read() as db:
-        assert s._open(db.get(Credential, source["credentialId"])) == {"user": "admin", "password": "hunter2"}
+        assert secrets_of(s, db.get(Credential, source["credentialId"])) == {"user": "admin", "password": "hunter2"}
         for target in targets:
             with pytest.raises(DecryptionError):
-                s._open(db.get(Credential, target["credentialId"]))
+                secrets_of(s, db.get(Credential, target["credentialId"]))
     # A secret update on the tampered row is refused instead of re-sealing someone else's secrets.
     with pytest.raises(DecryptionError):
-        s.update_credential(mallory, targets[0]["credentialId"], {"password": "new"})
+        s.credentials.update(mallory, targets[0]["credentialId"], {"password": "new"})
 
 
-def test_secrets_are_aes_gcm_sealed_per_credential(local_store: Strongroom) -> None:
+def test_secrets_are_aes_gcm_sealed_per_credential(local_store: Services) -> None:
     s = local_store
-    s.create_user("alice")
-    who = s.authenticate(s.create_token("alice")[1])
-    a = s.create_credential(who, {"name": "a", "user": "same", "password": "same"})
-    b = s.create_credential(who, {"name": "b", "user": "same", "password": "same"})
+    s.accounts.create_user("alice")
+    who = s.accounts.authenticate(s.accounts.create_token("alice")[1])
+    a = make_credential(s, who, {"name": "a", "user": "same", "password": "same"})
+    b = make_credential(s, who, {"name": "b", "user": "same", "password": "same"})
     with s.db.read() as db:
         rows = db.scalars(select(Credential).where(Credential.id.in_([a["credentialId"], b["credentialId"]]))).all()
     # Fresh data key and nonce per credential: equal plaintexts give unrelated ciphertexts.
@@ -255,9 +256,9 @@ def test_right_key_from_environment_starts(seeded: Server) -> None:
 
 
 def test_tokens_stored_only_as_hash(tmp_path: Path) -> None:
-    service = Strongroom.open(Settings(data_dir=tmp_path))
-    service.create_user("alice")
-    _, raw = service.create_token("alice")
+    service = Services.open(Settings(data_dir=tmp_path))
+    service.accounts.create_user("alice")
+    _, raw = service.accounts.create_token("alice")
     service.close()
     with sqlite3.connect(tmp_path / "strongroom.db") as conn:
         dump = "\n".join(conn.iterdump())
@@ -269,13 +270,13 @@ def test_postgres_backend_seals_too(tmp_path: Path) -> None:
     """The envelope and key check behave the same on PostgreSQL."""
     with backend_database("postgres") as url:
         settings = Settings(data_dir=tmp_path, database_url=url)
-        service = Strongroom.open(settings)
-        service.create_user("alice")
-        who = service.authenticate(service.create_token("alice")[1])
-        cred = service.create_credential(who, {"name": "pg", "user": "u", "password": "p"})
+        service = Services.open(settings)
+        service.accounts.create_user("alice")
+        who = service.accounts.authenticate(service.accounts.create_token("alice")[1])
+        cred = make_credential(service, who, {"name": "pg", "user": "u", "password": "p"})
         with service.db.read() as db:
-            assert service._open(db.get(Credential, cred["credentialId"])) == {"user": "u", "password": "p"}
+            assert secrets_of(service, db.get(Credential, cred["credentialId"])) == {"user": "u", "password": "p"}
         service.close()
         wrong = Settings(data_dir=tmp_path, database_url=url, master_key=base64.b64encode(os.urandom(32)).decode())
         with pytest.raises(Exception, match="not the key this database was sealed with"):
-            Strongroom.open(wrong)
+            Services.open(wrong)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from strongroom import types
+from strongroom import credential_types
 from tests.conftest import Server
 
 HERE = Path(__file__).parent
@@ -95,7 +95,7 @@ def test_seed_examples_verbatim(sdk: str, server: Server, token: str) -> None:
     assert names == ["my_db_cred", "my_oauth_cred", "my_s3_cred"]
 
 
-def sample_values(ctype: types.CredentialType, tag: str) -> dict[str, Any]:
+def sample_values(ctype: credential_types.CredentialType, tag: str) -> dict[str, Any]:
     """SDK keyword arguments for a complete credential of this type (first alternative)."""
     out: dict[str, Any] = {}
     for f in ctype.fields:
@@ -110,12 +110,12 @@ def sample_values(ctype: types.CredentialType, tag: str) -> dict[str, Any]:
     return out
 
 
-OTHER_TYPES = [t for t in types.TYPES.values() if t.name not in ("basic", "s3", "oauth")]
+OTHER_TYPES = [t for t in credential_types.TYPES.values() if t.name not in ("basic", "s3", "oauth")]
 
 
 @pytest.mark.parametrize("sdk", SDKS)
 @pytest.mark.parametrize("ctype", OTHER_TYPES, ids=lambda t: t.name)
-def test_other_types_round_trip(sdk: str, ctype: types.CredentialType, server: Server, token: str) -> None:
+def test_other_types_round_trip(sdk: str, ctype: credential_types.CredentialType, server: Server, token: str) -> None:
     dr = connect(sdk, server, token)
     create = getattr(dr.Credential, ctype.sdk_method, None)
     if create is None:

@@ -6,20 +6,20 @@ from typing import Any
 
 import pytest
 
-from strongroom import types
+from strongroom import credential_types
 from strongroom.errors import InvalidInput
 
 
 def invalid(ctype: str, data: dict[str, Any]) -> InvalidInput:
-    t = types.get_type(ctype)
+    t = credential_types.get_type(ctype)
     with pytest.raises(InvalidInput) as info:
-        types.check_complete(t, types.parse_fields(t, data))
+        credential_types.check_complete(t, credential_types.parse_fields(t, data))
     return info.value
 
 
 def test_every_type_has_a_secret_and_a_complete_alternative() -> None:
-    assert len(types.TYPES) == 13
-    for t in types.TYPES.values():
+    assert len(credential_types.TYPES) == 13
+    for t in credential_types.TYPES.values():
         names = {f.name for f in t.fields}
         assert all(set(alt) <= names for alt in t.requires), t.name
         assert t.exclusive is None or t.exclusive in names
@@ -27,7 +27,7 @@ def test_every_type_has_a_secret_and_a_complete_alternative() -> None:
 
 
 def test_secret_public_split() -> None:
-    s3 = types.TYPES["s3"]
+    s3 = credential_types.TYPES["s3"]
     public, secret = s3.split({"configId": "cfg"})
     assert public == {"configId": "cfg"} and secret == {}
     public, secret = s3.split({"awsAccessKeyId": "a", "awsSecretAccessKey": "b"})
@@ -65,19 +65,21 @@ def test_messages_never_contain_values() -> None:
 
 
 def test_empty_password_allowed_but_not_empty_user() -> None:
-    t = types.TYPES["basic"]
-    types.check_complete(t, types.parse_fields(t, {"user": "u", "password": ""}))
+    t = credential_types.TYPES["basic"]
+    credential_types.check_complete(t, credential_types.parse_fields(t, {"user": "u", "password": ""}))
 
 
 def test_gcp_key_normalised_to_snake_case() -> None:
-    t = types.TYPES["gcp"]
+    t = credential_types.TYPES["gcp"]
     camel = {"gcpKey": {"clientEmail": "e", "privateKeyId": "k", "authProviderX509CertUrl": "u"}}
-    assert types.parse_fields(t, camel)["gcpKey"] == {
+    assert credential_types.parse_fields(t, camel)["gcpKey"] == {
         "client_email": "e",
         "private_key_id": "k",
         "auth_provider_x509_cert_url": "u",
     }
-    assert types.parse_fields(t, {"gcpKey": '{"type": "service_account"}'})["gcpKey"] == {"type": "service_account"}
+    assert credential_types.parse_fields(t, {"gcpKey": '{"type": "service_account"}'})["gcpKey"] == {
+        "type": "service_account"
+    }
 
 
 def test_alternative_being_used_is_the_one_reported() -> None:
@@ -88,25 +90,25 @@ def test_alternative_being_used_is_the_one_reported() -> None:
 @pytest.mark.parametrize("name", ["", "   ", "a" * 256, "tab\there", "nul\x00", 7])
 def test_bad_names(name: Any) -> None:
     with pytest.raises(InvalidInput) as info:
-        types.check_name(name)
+        credential_types.check_name(name)
     assert "name" in info.value.errors
 
 
 def test_unknown_type_lists_valid_ones() -> None:
     with pytest.raises(InvalidInput) as info:
-        types.get_type("ftp")
+        credential_types.get_type("ftp")
     assert "'ftp'" in info.value.message and "basic" in info.value.message and "box_jwt" in info.value.message
 
 
 def test_schemas_follow_declarations() -> None:
-    for t in types.TYPES.values():
-        schema = types.create_schema(t)
+    for t in credential_types.TYPES.values():
+        schema = credential_types.create_schema(t)
         assert set(schema["properties"]) == {"name", "description", "credentialType", *(f.name for f in t.fields)}
         assert set(t.always_required) <= set(schema["required"])
         assert schema["additionalProperties"] is False
-    returned = set(types.credential_schema()["properties"])
-    secrets = {f.name for t in types.TYPES.values() for f in t.fields if f.secret}
-    publics = {f.name for t in types.TYPES.values() for f in t.fields if not f.secret}
+    returned = set(credential_types.credential_schema()["properties"])
+    secrets = {f.name for t in credential_types.TYPES.values() for f in t.fields if f.secret}
+    publics = {f.name for t in credential_types.TYPES.values() for f in t.fields if not f.secret}
     assert not (returned & (secrets - publics))  # no field that is only ever secret is in a response
 
 
@@ -120,6 +122,6 @@ def test_gcp_key_with_both_spellings_of_a_key_is_invalid() -> None:
 def test_unprintable_or_non_string_type_is_not_quoted(value: Any) -> None:
     """An odd value is described, not shown (it used to read "unknown type 'value'")."""
     with pytest.raises(InvalidInput) as info:
-        types.get_type(value)
+        credential_types.get_type(value)
     assert "'value'" not in info.value.message and "basic" in info.value.message
     assert "\x00" not in info.value.message and "x" * 65 not in info.value.message

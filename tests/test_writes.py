@@ -12,25 +12,27 @@ from pathlib import Path
 import pytest
 from sqlalchemy import bindparam, func, select, update
 
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import Conflict
-from strongroom.service import Principal, Strongroom
+from strongroom.services.accounts import Principal
 from strongroom.store import Tx
 from strongroom.store.models import Credential, CredentialCount
 from tests.conftest import backend_database
+from tests.support import fetch_credential, make_credential, secrets_of
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Strongroom]:
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
     with backend_database(request.param) as url:
-        svc = Strongroom.open(Settings(data_dir=tmp_path, database_url=url))
+        svc = Services.open(Settings(data_dir=tmp_path, database_url=url))
         yield svc
         svc.close()
 
 
-def _user(svc: Strongroom, name: str) -> Principal:
-    svc.create_user(name)
-    return svc.authenticate(svc.create_token(name)[1])
+def _user(svc: Services, name: str) -> Principal:
+    svc.accounts.create_user(name)
+    return svc.accounts.authenticate(svc.accounts.create_token(name)[1])
 
 
 def _in_threads(n: int, work: object) -> None:
@@ -41,7 +43,7 @@ def _in_threads(n: int, work: object) -> None:
         t.join()
 
 
-def test_concurrent_creates_with_clashing_names(service: Strongroom) -> None:
+def test_concurrent_creates_with_clashing_names(service: Services) -> None:
     """32 writers, every name wanted by 4 of them: exactly one wins each name, the rest get 409."""
     who = _user(service, "alice")
     wins: Counter[str] = Counter()
@@ -53,7 +55,7 @@ def test_concurrent_creates_with_clashing_names(service: Strongroom) -> None:
         for i in range(25):
             name = f"n{(k % 8)}-{i}"
             try:
-                service.create_credential(who, {"name": name, "user": "u", "password": f"p{k}-{i}"})
+                make_credential(service, who, {"name": name, "user": "u", "password": f"p{k}-{i}"})
                 with lock:
                     wins[name] += 1
             except Conflict:
@@ -66,7 +68,7 @@ def test_concurrent_creates_with_clashing_names(service: Strongroom) -> None:
     assert errors == []
     assert set(wins.values()) == {1} and len(wins) == 8 * 25
     assert set(clashes.values()) == {3}
-    page = service.list_credentials(who, offset=0, limit=1)
+    page = service.credentials.list(who, offset=0, limit=1)
     assert page.total == 200
     with service.db.read() as s:
         rows = s.scalars(select(Credential).where(Credential.owner_id == who.user_id)).all()
@@ -79,13 +81,13 @@ def test_concurrent_creates_with_clashing_names(service: Strongroom) -> None:
     # PostgreSQL: concurrent writers add to their own connection's shard instead of queueing on one row.
     assert shards == 1 if service.db.is_sqlite else shards > 1
     for row in rows:  # every acknowledged write decrypts, and holds one of the values its writers sent
-        assert service._open(row)["password"].startswith("p")
+        assert secrets_of(service, row)["password"].startswith("p")
 
 
-def test_a_failing_write_rolls_back_alone(service: Strongroom) -> None:
+def test_a_failing_write_rolls_back_alone(service: Services) -> None:
     """A write that changes a row and then fails leaves no trace; the writes around it commit."""
     who = _user(service, "bob")
-    victim = service.create_credential(who, {"name": "victim", "user": "u", "password": "p"})
+    victim = make_credential(service, who, {"name": "victim", "user": "u", "password": "p"})
     rename = update(Credential).where(Credential.id == bindparam("target")).values(name=bindparam("new_name"))
     barrier = threading.Barrier(3)
 
@@ -101,46 +103,46 @@ def test_a_failing_write_rolls_back_alone(service: Strongroom) -> None:
             if k == 1:
                 service.db.transact(rename_then_fail)
             else:
-                outcomes[k] = service.create_credential(who, {"name": f"ok{k}", "user": "u", "password": "p"})
+                outcomes[k] = make_credential(service, who, {"name": f"ok{k}", "user": "u", "password": "p"})
         except RuntimeError as exc:
             outcomes[k] = exc
 
     _in_threads(3, work)
     assert isinstance(outcomes[1], RuntimeError)
-    assert service.get_credential(who, victim["credentialId"])["name"] == "victim"
-    names = {c["name"] for c in service.list_credentials(who, offset=0, limit=10).credentials()}
+    assert fetch_credential(service, who, victim["credentialId"])["name"] == "victim"
+    names = {c["name"] for c in service.credentials.list(who, offset=0, limit=10).credentials()}
     assert names == {"victim", "ok0", "ok2"}
 
 
-def test_update_and_delete_keep_counts(service: Strongroom) -> None:
+def test_update_and_delete_keep_counts(service: Services) -> None:
     who = _user(service, "carol")
-    made = [service.create_credential(who, {"name": f"c{i}", "user": "u", "password": "p"}) for i in range(6)]
-    service.create_credential(
-        who, {"name": "s3", "credentialType": "s3", "awsAccessKeyId": "a", "awsSecretAccessKey": "b"}
+    made = [make_credential(service, who, {"name": f"c{i}", "user": "u", "password": "p"}) for i in range(6)]
+    make_credential(
+        service, who, {"name": "s3", "credentialType": "s3", "awsAccessKeyId": "a", "awsSecretAccessKey": "b"}
     )
     for c in made[:3]:
-        service.delete_credential(who, c["credentialId"])
-    service.update_credential(who, made[3]["credentialId"], {"name": "renamed", "password": "new"})
+        service.credentials.delete(who, c["credentialId"])
+    service.credentials.update(who, made[3]["credentialId"], {"name": "renamed", "password": "new"})
     with pytest.raises(Conflict):
-        service.update_credential(who, made[4]["credentialId"], {"name": "renamed"})
-    assert service.list_credentials(who, offset=0, limit=1).total == 4
-    assert service.list_credentials(who, offset=0, limit=1, types_filter=["s3"]).total == 1
+        service.credentials.update(who, made[4]["credentialId"], {"name": "renamed"})
+    assert service.credentials.list(who, offset=0, limit=1).total == 4
+    assert service.credentials.list(who, offset=0, limit=1, types_filter=["s3"]).total == 1
     with service.db.read() as s:
         row = s.get(Credential, made[3]["credentialId"])
-        assert row is not None and service._open(row)["password"] == "new"
+        assert row is not None and secrets_of(service, row)["password"] == "new"
 
 
-def test_pages_walk_every_credential_once_in_order(service: Strongroom) -> None:
+def test_pages_walk_every_credential_once_in_order(service: Services) -> None:
     """A page is joined into one string by the database: its order must still be (created_at, id), ties
     included, in both directions and with a type filter, and the pages together must hold every credential."""
     who = _user(service, "pager")
     other = _user(service, "other")
-    service.create_credential(other, {"name": "not mine", "user": "u", "password": "p"})
+    make_credential(service, other, {"name": "not mine", "user": "u", "password": "p"})
     for i in range(120):
         body = {"name": f"c{i:03}", "user": "u", "password": "p"}
         if i % 3 == 0:
             body = {"name": f"c{i:03}", "credentialType": "s3", "awsAccessKeyId": "a", "awsSecretAccessKey": "s"}
-        service.create_credential(who, body)
+        make_credential(service, who, body)
     with service.db.write() as s:  # three creation instants only: most of the order is decided by the id
         ids = list(s.scalars(select(Credential.id).where(Credential.owner_id == who.user_id)))
         for n, cid in enumerate(ids):
@@ -162,7 +164,7 @@ def test_pages_walk_every_credential_once_in_order(service: Strongroom) -> None:
         for wanted, kinds in ((None, expected), (["s3"], [c for c in expected if c in s3])):
             seen: list[str] = []
             for offset in range(0, 130, 17):
-                page = service.list_credentials(who, offset=offset, limit=17, types_filter=wanted, order_by=order_by)
+                page = service.credentials.list(who, offset=offset, limit=17, types_filter=wanted, order_by=order_by)
                 assert page.total == len(kinds)
                 seen += [item["credentialId"] for item in page.credentials()]
             assert seen == kinds, (order_by, wanted)

@@ -34,9 +34,9 @@ from sqlalchemy.exc import DBAPIError
 
 from strongroom import __version__
 from strongroom.config import Settings
-from strongroom.crypto import DecryptionError, Envelope, KeyProvider, Sealed, load_keyring
+from strongroom.crypto import DecryptionError, KeyProvider, Sealed, load_keyring
+from strongroom.crypto.barrier import Barrier
 from strongroom.errors import MasterKeyError, StrongroomError
-from strongroom.service import _KEY_CHECK, Strongroom, _key_check_aad, credential_aad
 from strongroom.store import Database
 from strongroom.store.db import unavailable
 from strongroom.store.models import Base, Credential, CredentialCount
@@ -113,7 +113,8 @@ def archived_tables() -> list[Table]:
 
 
 def backup(
-    service: Strongroom,
+    db: Database,
+    keys: KeyProvider,
     path: Path,
     *,
     passphrase: str | None = None,
@@ -132,7 +133,7 @@ def backup(
     tables = archived_tables()
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with _snapshot(service.db) as conn:
+        with _snapshot(db) as conn:
             counts = {t.name: conn.scalar(select(func.count()).select_from(t)) or 0 for t in tables}
             doc = {
                 "format": FORMAT_VERSION,
@@ -140,10 +141,10 @@ def backup(
                 "createdAt": datetime.now().astimezone().isoformat(timespec="seconds"),
                 "strongroomVersion": __version__,
                 "schemaRevision": _revision(conn),
-                "sourceBackend": "sqlite" if service.db.is_sqlite else "postgresql",
+                "sourceBackend": "sqlite" if db.is_sqlite else "postgresql",
                 "compression": "zlib",
                 "tables": {t.name: {"columns": [c.name for c in t.columns], "rows": counts[t.name]} for t in tables},
-                "key": _protect_key(archive_key, archive_id, service.keys, passphrase),
+                "key": _protect_key(archive_key, archive_id, keys, passphrase),
             }
             header = Header(json.dumps(doc, separators=(",", ":")).encode(), doc)
             reporter.start("Backing up", sum(counts.values()))
@@ -540,7 +541,7 @@ def _verify(
     reporter: Reporter,
 ) -> None:
     """Authenticate every chunk, count rows, and prove every credential decrypts under the target's keys."""
-    envelope = Envelope(keys)
+    barrier = Barrier(keys)
     source = getattr(keys, "source", "the configured keys")
     seen = dict.fromkeys(header.rows, 0)
     versions: list[Mapping[str, Any]] = []
@@ -553,7 +554,7 @@ def _verify(
                 _check_key_versions(keys, versions, kms_refs, source)
                 versions = []
             if table.name == "credentials":
-                _check_credential(envelope, row, source)
+                _check_credential(barrier, row, source)
         reporter.advance(1)
     _check_key_versions(keys, versions, kms_refs, source)
     if seen != header.rows:
@@ -588,19 +589,15 @@ def _check_key_version(keys: KeyProvider, row: Mapping[str, Any], source: str) -
     version = row["version"]
     if version not in keys.versions():
         return  # credentials that need it are refused by name; an unused old version may be absent
-    try:
-        ok = keys.unwrap(version, row["check_value"], _key_check_aad(version)) == _KEY_CHECK
-    except DecryptionError:
-        ok = False
-    if not ok:
+    if not Barrier(keys).matches(version, row["check_value"]):
         raise ArchiveError(f"master key version {version} from {source} is not the key of the store that was backed up")
 
 
-def _check_credential(envelope: Envelope, row: Mapping[str, Any], source: str) -> None:
+def _check_credential(barrier: Barrier, row: Mapping[str, Any], source: str) -> None:
     version = row["key_version"]
     sealed = Sealed(version, row["wrapped_key"], row["ciphertext"])
     try:
-        envelope.open(sealed, credential_aad(row["id"], row["owner_id"], row["credential_type"]))
+        barrier.open(row["id"], row["owner_id"], row["credential_type"], sealed)
     except MasterKeyError:
         raise ArchiveError(
             f"credential {row['id']} is sealed with master key version {version}, which {source} does not have; "

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from strongroom import backup as archive
+from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import StrongroomError
-from strongroom.service import Strongroom
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -97,10 +97,12 @@ def backup(
             secret = typer.prompt("Archive passphrase", hide_input=True, confirmation_prompt=True)
         if secret is not None:
             archive.check_passphrase(secret)
-        service = Strongroom.open(Settings())
+        service = Services.open(Settings())
         try:
             with _bar() as bar:
-                summary = archive.backup(service, file, passphrase=secret, overwrite=force, reporter=bar)
+                summary = archive.backup(
+                    service.db, service.barrier.keys, file, passphrase=secret, overwrite=force, reporter=bar
+                )
         finally:
             service.close()
     out.print(f"Backed up {_summary(summary.rows)} to {file} ({summary.size:,} bytes)", highlight=False)

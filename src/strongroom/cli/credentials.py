@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from strongroom.client import Client, Credential, StrongroomSDKError
-from strongroom.types import TYPES, CredentialType, Field, snake
+from strongroom.credential_types import TYPES, CredentialType, Field, snake
 
 app = typer.Typer(
     help="Manage credentials on a Strongroom server (endpoint and token from options, "

@@ -13,11 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from strongroom.bootstrap import Services
 from strongroom.cli import archive
 from strongroom.cli.credentials import app as credentials_app
 from strongroom.config import Settings
 from strongroom.errors import StrongroomError
-from strongroom.service import SCOPES, Strongroom, iso
+from strongroom.representation import iso
+from strongroom.services.accounts import SCOPES
 
 app = typer.Typer(
     help="Strongroom: a credential store with the DataRobot Credentials API.",
@@ -46,11 +48,11 @@ def _private_files() -> None:
 
 
 @contextmanager
-def store() -> Iterator[Strongroom]:
+def store() -> Iterator[Services]:
     """Open the store as the server would (same settings, same key checks); errors become clean exits."""
     service = None
     try:
-        service = Strongroom.open(Settings())
+        service = Services.open(Settings())
         yield service
     except StrongroomError as exc:
         err.print(f"[red]Error:[/red] {exc.message}")
@@ -69,13 +71,13 @@ def serve(
     """Run the API server (SQLite and a generated master key in the data directory unless configured)."""
     import uvicorn
 
-    from strongroom.server import create_app
+    from strongroom.api import create_app
 
     updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = Settings().model_copy(update=updates)
     workers = settings.workers
     with store() as service:  # migrate and verify keys once, before any worker starts
-        has_users = bool(service.list_users())
+        has_users = bool(service.accounts.list_users())
         database = service.db.engine.url.render_as_string(hide_password=True)
     out.print(f"Strongroom listening on [bold]http://{settings.host}:{settings.port}/api/v2[/bold]")
     out.print(f"  database: {database}")
@@ -89,7 +91,7 @@ def serve(
     if workers > 1:
         os.environ.update({f"STRONGROOM_{k.upper()}": str(v) for k, v in updates.items()})
         uvicorn.run(
-            "strongroom.server:create_app",
+            "strongroom.api:create_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -111,7 +113,7 @@ def serve(
 def users_create(username: str, as_json: JsonOpt = False) -> None:
     """Create a user."""
     with store() as service:
-        user = service.create_user(username)
+        user = service.accounts.create_user(username)
     if as_json:
         out.print_json(json.dumps({"id": user.id, "username": user.username, "createdAt": iso(user.created_at)}))
     else:
@@ -122,7 +124,7 @@ def users_create(username: str, as_json: JsonOpt = False) -> None:
 def users_list(as_json: JsonOpt = False) -> None:
     """List users."""
     with store() as service:
-        users = service.list_users()
+        users = service.accounts.list_users()
     rows = [{"id": u.id, "username": u.username, "createdAt": iso(u.created_at)} for u in users]
     if as_json:
         out.print_json(json.dumps(rows))
@@ -144,7 +146,7 @@ def tokens_create(
 ) -> None:
     """Create an API token for a user. The token is shown once and stored only as a hash."""
     with store() as service:
-        token, raw = service.create_token(username, name, tuple(scope or SCOPES))
+        token, raw = service.accounts.create_token(username, name, tuple(scope or SCOPES))
     if as_json:
         out.print_json(json.dumps({"id": token.id, "name": token.name, "scopes": token.scopes.split(), "token": raw}))
         return
@@ -156,7 +158,7 @@ def tokens_create(
 def tokens_list(username: str, as_json: JsonOpt = False) -> None:
     """List a user's tokens (never their values)."""
     with store() as service:
-        tokens = service.list_tokens(username)
+        tokens = service.accounts.list_tokens(username)
     rows = [
         {
             "id": t.id,
@@ -181,7 +183,7 @@ def tokens_list(username: str, as_json: JsonOpt = False) -> None:
 def tokens_revoke(token_id: str) -> None:
     """Revoke a token; it stops working at once."""
     with store() as service:
-        service.revoke_token(token_id)
+        service.accounts.revoke_token(token_id)
     out.print(f"Revoked token {token_id}")
 
 
@@ -189,7 +191,7 @@ def tokens_revoke(token_id: str) -> None:
 def keys_status(as_json: JsonOpt = False) -> None:
     """Show the active master-key version and how many credentials' data keys each version wraps."""
     with store() as service:
-        status = service.key_status()
+        status = service.keys.status()
     if as_json:
         out.print_json(json.dumps(status))
         return
@@ -224,8 +226,8 @@ def keys_rotate(
     """
     with store() as service:
         started = time.monotonic()
-        version = service.start_rotation(key_ref=kms_key_id, resume_only=resume)
-        active = service.keys.active_version()
+        version = service.keys.start_rotation(key_ref=kms_key_id, resume_only=resume)
+        active = service.barrier.keys.active_version()
         if not as_json:
             what = f"Activated master key version {version}" if version else f"Resuming with version {active}"
             err.print(f"{what}; re-wrapping data keys in batches of {batch_size}")
@@ -234,7 +236,7 @@ def keys_rotate(
             if not as_json:
                 err.print(f"  re-wrapped {done}")
 
-        report = service.rewrap(batch_size=batch_size, pause=pause, settle=settle, on_batch=progress)
+        report = service.keys.rewrap(batch_size=batch_size, pause=pause, settle=settle, on_batch=progress)
         report_out = {
             "active": active,
             "newVersion": version,
@@ -256,5 +258,5 @@ def keys_rotate(
 def keys_retire(version: int) -> None:
     """Forget an old master-key version; refused while it is active or any credential still uses it."""
     with store() as service:
-        service.retire_key(version)
+        service.keys.retire(version)
     out.print(f"Retired master key version {version}")

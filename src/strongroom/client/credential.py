@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from strongroom.client.client import get_client
 from strongroom.client.errors import StrongroomSDKError
-from strongroom.types import TYPES, CredentialType, Field
+from strongroom.credential_types import TYPES, CredentialType, Field
 
 _PATH = "credentials/"
 _STANDARD_KEYS = ("credentialId", "name", "credentialType", "description", "creationDate")

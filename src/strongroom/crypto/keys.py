@@ -23,15 +23,21 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from strongroom.errors import MasterKeyError
+from strongroom.errors import MasterKeyError, StrongroomError
 
 KEYRING_FORMAT = "strongroom-keyring-1"
 log = logging.getLogger("strongroom.keys")
 _NONCE = 12
 
 
-class DecryptionError(Exception):
-    """A ciphertext did not authenticate: wrong key, wrong record, or tampering."""
+class DecryptionError(StrongroomError):
+    """A ciphertext did not authenticate: wrong key, wrong record, or tampering (a 500: the store is at fault)."""
+
+    status_code = 500
+
+    def __init__(self, detail: str = "stored secret failed authentication") -> None:
+        super().__init__("the stored secret of this credential failed its integrity check")
+        self.detail = detail
 
 
 class KeyProvider(Protocol):

@@ -375,8 +375,12 @@ class Database:
             error = ServiceUnavailable("the database connection was lost; retry shortly")
             log.warning("database %s unavailable: connection lost", self.where)
             raise _Lost(error) from None
-        except psycopg.Error as exc:
-            wrapped = DBAPIError.instance(sql.decode(), None, exc, psycopg.Error, hide_parameters=True)
+        except (psycopg.Error, DBAPIError) as exc:  # DBAPIError: a new connection could not be opened
+            wrapped = (
+                exc
+                if isinstance(exc, DBAPIError)
+                else DBAPIError.instance(sql.decode(), None, exc, psycopg.Error, hide_parameters=True)
+            )
             outage = self._unavailable(wrapped)
             if outage is not None:
                 raise outage from exc

@@ -5,7 +5,10 @@ Revises: 0003
 Create Date: 2026-11-25
 """
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,8 +22,6 @@ _BATCH = 1000
 
 
 def upgrade() -> None:
-    from strongroom.service import render_wire
-
     with op.batch_alter_table("credentials", schema=None) as batch_op:
         batch_op.add_column(sa.Column("wire", sa.Text(), nullable=True))
     credentials = sa.table(
@@ -42,6 +43,24 @@ def upgrade() -> None:
             [{"target": row[0], "w": render_wire(tuple(row))} for row in rows],
         )
         after = rows[-1][0]
+
+
+def render_wire(row: Sequence[Any]) -> str:
+    """The credential's API JSON as this revision defined it (frozen here: migrations import nothing from the
+    application, whose rendering may change later)."""
+    credential_id, name, credential_type, description, public_data, created_at = row
+    if isinstance(created_at, str):
+        created_at = datetime.fromisoformat(created_at)
+    out = {
+        "credentialId": credential_id,
+        "name": name,
+        "credentialType": credential_type,
+        "description": description or "",
+        "creationDate": created_at.isoformat(timespec="microseconds")[:26] + "Z",
+    }
+    if public_data and public_data != "{}":
+        out.update(json.loads(public_data))
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
 
 def downgrade() -> None:

@@ -1,0 +1,105 @@
+"""The ASGI application: every endpoint under /api/v2 through the one pipeline, plus health and docs."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from strongroom.api import openapi, routes
+from strongroom.api.errors import CatchAll, JSONResponse, error_response
+from strongroom.api.pipeline import Pipeline
+from strongroom.bootstrap import Services
+from strongroom.config import Settings
+
+PREFIX = "/api/v2"
+_DOCS = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Strongroom API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "%s/openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
+
+
+def _settle_heap() -> None:
+    """Exempt everything built at start-up from the cyclic garbage collector: the app, schemas and SQLAlchemy
+    metadata live as long as the process, and full collections walking them cost measurable CPU."""
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
+    """Build the ASGI app. The store opens at startup so a bad key or database fails before serving."""
+    settings = settings or Settings()
+    holder: dict[str, Services] = {}
+    if services is not None:
+        holder["services"] = services
+    # Store calls that may block run on a bounded pool sized per backend (Settings.resolved_store_threads).
+    executor = ThreadPoolExecutor(settings.resolved_store_threads, thread_name_prefix="strongroom-store")
+    pipeline = Pipeline(lambda: holder["services"], settings, executor)
+    document: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if "services" not in holder:
+            holder["services"] = Services.open(settings)
+        holder["services"].db.start_loop_pool(settings.resolved_store_threads)
+        _settle_heap()
+        yield
+        executor.shutdown(wait=True)
+        holder["services"].db.stop_loop_pool()
+        holder["services"].close()
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi_json(_: Request) -> Response:
+        if not document:
+            document.update(openapi.document(routes.ALL, PREFIX))
+        return JSONResponse(document)
+
+    async def docs(_: Request) -> Response:
+        return HTMLResponse(_DOCS % PREFIX)
+
+    async def not_found(_: Request, __: Exception) -> Response:
+        return error_response(404, "not found")
+
+    async def not_allowed(_: Request, __: Exception) -> Response:
+        return error_response(405, "method not allowed")
+
+    table: dict[str, dict[str, Any]] = {}
+    for endpoint in routes.ALL:
+        table.setdefault(endpoint.path, {})[endpoint.method] = pipeline.endpoint(endpoint)
+    api_routes = [Route(PREFIX + path, _dispatch(methods), methods=list(methods)) for path, methods in table.items()]
+    return Starlette(
+        routes=[
+            *api_routes,
+            Route("/healthz", healthz, include_in_schema=False),
+            Route(f"{PREFIX}/openapi.json", openapi_json, include_in_schema=False),
+            Route(f"{PREFIX}/docs", docs, include_in_schema=False),
+        ],
+        middleware=[Middleware(CatchAll)],
+        exception_handlers={404: not_found, 405: not_allowed},
+        lifespan=lifespan,
+    )
+
+
+def _dispatch(methods: dict[str, Any]) -> Any:
+    """One Starlette endpoint for a path: the pipeline endpoint of the request's method."""
+    if len(methods) == 1:
+        return next(iter(methods.values()))
+
+    async def by_method(request: Request) -> Response:
+        handler = methods.get(request.method) or methods["GET"]  # HEAD is answered as GET
+        return await handler(request)  # type: ignore[no-any-return]
+
+    return by_method

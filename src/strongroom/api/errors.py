@@ -1,0 +1,80 @@
+"""Every error is JSON `{"message": …}` with `Content-Type: application/json`; no client mistake is a 500.
+
+A `StrongroomError` carries its own status (see `strongroom.errors`); anything else is a 500 whose log line
+names only the exception's type and where it was raised, never its text (which could quote request data).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import starlette.responses
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests
+
+log = logging.getLogger("strongroom.server")
+
+
+class JSONResponse(starlette.responses.JSONResponse):
+    """orjson-rendered JSON, always with the exact media type the DataRobot client checks for."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(status: int, message: str, errors: dict[str, str] | None = None, **headers: str) -> JSONResponse:
+    body: dict[str, Any] = {"message": message}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def response_for(exc: StrongroomError) -> JSONResponse:
+    """The answer to a domain error: its status, message, field errors and the headers its kind calls for."""
+    if isinstance(exc, ServiceUnavailable | TooManyRequests):
+        return error_response(exc.status_code, exc.message, **{"Retry-After": str(exc.retry_after)})
+    headers = {"WWW-Authenticate": 'Bearer realm="strongroom"'} if exc.status_code == 401 else {}
+    if isinstance(exc, PreconditionFailed) and exc.current_revision is not None:
+        headers["ETag"] = f'"{exc.current_revision}"'
+    if exc.status_code >= 500:
+        log.error("%s: %s", type(exc).__name__, exc.message)
+    return error_response(exc.status_code, exc.message, exc.errors, **headers)
+
+
+class CatchAll:
+    """Turn any unhandled exception into a JSON 500 without re-raising it (so no traceback text is logged)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            unhandled(exc)
+            if not started:
+                await error_response(500, "internal error")(scope, receive, send)
+
+
+def unhandled(exc: BaseException) -> None:
+    """Log an unexpected exception by type and place only."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error("unhandled %s at %s", type(exc).__name__, where)

@@ -1,0 +1,5 @@
+"""One module per resource, each exporting `ENDPOINTS`; `ALL` is what the app serves, in document order."""
+
+from strongroom.api.routes import credentials, system
+
+ALL = [*system.ENDPOINTS, *credentials.ENDPOINTS]

@@ -1,0 +1,260 @@
+"""`/credentials/`: DataRobot's Credentials API (list, create, get, update, delete)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from starlette.responses import Response
+
+from strongroom import credential_types
+from strongroom.api import http
+from strongroom.api.errors import JSONResponse
+from strongroom.api.openapi import (
+    CREDENTIAL,
+    answers,
+    create_body_schema,
+    credential_id_parameter,
+    if_match_parameter,
+    json_body,
+)
+from strongroom.api.pipeline import Call, Endpoint
+from strongroom.errors import InvalidInput
+from strongroom.services.credentials import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, ORDERS
+from strongroom.store.repositories import Page
+
+_UPDATE_EMPTY = "Must specify at least one field to update"
+_ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "schema": {"type": "string"}}}
+_LIST_PARAMETERS = [
+    {
+        "name": "offset",
+        "in": "query",
+        "description": "Items to skip",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "Page size",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+    },
+    {
+        "name": "types",
+        "in": "query",
+        "description": "Type filter; repeat or comma-separate (an empty value is ignored)",
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*credential_types.TYPES, ""]}},
+    },
+    {
+        "name": "orderBy",
+        "in": "query",
+        "schema": {"type": "string", "enum": list(ORDERS), "default": "-creationDate"},
+    },
+]
+
+
+def _list_query(call: Call) -> tuple[int, int, list[str] | None, str]:
+    query = call.request.query_params
+    wanted = [t for value in query.getlist("types") for t in value.split(",") if t] or None
+    offset = http.int_param(query, "offset", 0)
+    limit = http.int_param(query, "limit", DEFAULT_PAGE)
+    return offset, limit, wanted, query.get("orderBy", "-creationDate")
+
+
+async def list_fused(call: Call) -> Response | None:
+    """One statement (token and page) when all is well."""
+    try:
+        offset, limit, wanted, order_by = _list_query(call)
+    except InvalidInput:
+        return None
+    credentials, token = call.services.credentials, call.token
+    args: dict[str, Any] = {"offset": offset, "limit": limit, "types_filter": wanted, "order_by": order_by}
+    if call.on_loop:
+        page = await credentials.alist_for_token(token, **args)
+    else:
+        page = await call.read(lambda: credentials.list_for_token(token, **args))
+    return None if page is None else _page_response(call, page)
+
+
+async def list_credentials(call: Call) -> Response:
+    offset, limit, wanted, order_by = _list_query(call)
+    credentials, who = call.services.credentials, call.principal
+    page = await call.read(
+        lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
+    )
+    return _page_response(call, page)
+
+
+def _page_response(call: Call, page: Page) -> Response:
+    offset, limit = page.offset, page.limit
+    request = call.request
+
+    def link(at: int) -> str:
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "limit")]
+        scope = request.scope
+        host = request.headers.get("host") or "{}:{}".format(*scope["server"])
+        path = scope.get("root_path", "") + scope["path"]
+        return f"{scope['scheme']}://{host}{path}?{urlencode([*kept, ('offset', at), ('limit', limit)])}"
+
+    # The items are the credentials' stored JSON: spliced in, not parsed and serialised again.
+    return JSONResponse(
+        {
+            "count": len(page.items),
+            "next": link(offset + limit) if page.has_next else None,
+            "previous": link(max(offset - limit, 0)) if offset > 0 else None,
+            "data": orjson.Fragment(f"[{','.join(page.items)}]"),
+            "totalCount": page.total,
+        }
+    )
+
+
+async def create_fused(call: Call) -> Response | None:
+    """PostgreSQL: one statement for a token this process authenticated before (the insert re-checks it)."""
+    if not call.on_loop:
+        return None
+    credentials = call.services.credentials
+    if not credentials.remembers(call.token):
+        return None
+    try:
+        body = await call.body()
+    except InvalidInput:
+        return None
+    created = await credentials.acreate_for_token(call.token, body)
+    return None if created is None else _json_text(created, 201)
+
+
+async def create_credential(call: Call) -> Response:
+    body = await call.body()
+    credentials, who = call.services.credentials, call.principal
+    if call.on_loop:
+        created = await credentials.acreate(who, body)
+    else:
+        created = await call.write(lambda: credentials.create(who, body))
+    return _json_text(created, 201)
+
+
+async def get_fused(call: Call) -> Response | None:
+    credential_id, credentials, token = call.path("credentialId"), call.services.credentials, call.token
+    if call.on_loop:
+        found = await credentials.aget_for_token(token, credential_id)
+    else:
+        found = await call.read(lambda: credentials.get_for_token(token, credential_id))
+    return None if found is None else _json_text(found[0], headers=http.etag(found[1]))
+
+
+async def get_credential(call: Call) -> Response:
+    credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
+    wire, revision = await call.read(lambda: credentials.get(who, credential_id))
+    return _json_text(wire, headers=http.etag(revision))
+
+
+async def update_credential(call: Call) -> Response:
+    credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
+    body = await call.body(empty_message=_UPDATE_EMPTY)
+    if_match = http.if_match(call.request)
+    if call.on_loop:
+        wire, revision = await credentials.aupdate(who, credential_id, body, if_match=if_match)
+    else:
+        wire, revision = await call.write(lambda: credentials.update(who, credential_id, body, if_match=if_match))
+    return _json_text(wire, headers=http.etag(revision))
+
+
+async def delete_credential(call: Call) -> Response:
+    credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
+    if_match = http.if_match(call.request)
+    if call.on_loop:
+        await credentials.adelete(who, credential_id, if_match=if_match)
+    else:
+        await call.write(lambda: credentials.delete(who, credential_id, if_match=if_match))
+    return Response(status_code=204)
+
+
+def _json_text(text: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(text, status_code=status, media_type=JSONResponse.media_type, headers=headers)
+
+
+_ONE = "/credentials/{credentialId}/"
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/credentials/",
+        "read",
+        list_credentials,
+        fused=list_fused,
+        doc={
+            "summary": "List the caller's credentials",
+            "parameters": _LIST_PARAMETERS,
+            "responses": {
+                "200": {
+                    "description": "A page of credentials",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CredentialList"}}},
+                },
+                **answers(401, 403, 422, 429),
+            },
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/credentials/",
+        "write",
+        create_credential,
+        fused=create_fused,
+        doc={
+            "summary": "Create a credential",
+            "requestBody": json_body(create_body_schema()),
+            "responses": {
+                "201": {"description": "Created", "content": {"application/json": {"schema": CREDENTIAL}}},
+                **answers(400, 401, 403, 409, 422, 429),
+            },
+        },
+    ),
+    Endpoint(
+        "GET",
+        _ONE,
+        "read",
+        get_credential,
+        fused=get_fused,
+        doc={
+            "summary": "Get one credential (never its secrets)",
+            "parameters": [credential_id_parameter()],
+            "responses": {
+                "200": {
+                    "description": "The credential",
+                    "headers": _ETAG,
+                    "content": {"application/json": {"schema": CREDENTIAL}},
+                },
+                **answers(401, 403, 404, 429),
+            },
+        },
+    ),
+    Endpoint(
+        "PATCH",
+        _ONE,
+        "write",
+        update_credential,
+        doc={
+            "summary": "Update name, description or secret fields",
+            "parameters": [credential_id_parameter(), if_match_parameter()],
+            "requestBody": json_body(credential_types.update_schema()),
+            "responses": {
+                "200": {
+                    "description": "Updated",
+                    "headers": _ETAG,
+                    "content": {"application/json": {"schema": CREDENTIAL}},
+                },
+                **answers(400, 401, 403, 404, 409, 412, 422, 429),
+            },
+        },
+    ),
+    Endpoint(
+        "DELETE",
+        _ONE,
+        "write",
+        delete_credential,
+        doc={
+            "summary": "Delete a credential",
+            "parameters": [credential_id_parameter(), if_match_parameter()],
+            "responses": {"204": {"description": "Deleted"}, **answers(400, 401, 403, 404, 412, 429)},
+        },
+    ),
+]

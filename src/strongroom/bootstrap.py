@@ -1,0 +1,59 @@
+"""Composition: settings -> database -> key provider -> barrier -> repositories -> services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strongroom.config import Settings
+from strongroom.crypto.barrier import Barrier
+from strongroom.crypto.keys import KeyProvider
+from strongroom.crypto.providers import key_provider
+from strongroom.services.accounts import AccountService
+from strongroom.services.credentials import CredentialService
+from strongroom.services.keys import KeyService
+from strongroom.store.db import Database
+from strongroom.store.repositories import AccountRepository, CredentialRepository, KeyRepository
+
+
+@dataclass
+class Services:
+    """One per process, shared by every request and command."""
+
+    db: Database
+    barrier: Barrier
+    accounts: AccountService
+    credentials: CredentialService
+    keys: KeyService
+
+    @classmethod
+    def build(cls, db: Database, provider: KeyProvider) -> Services:
+        """Wire the services over an open, migrated database and a key provider (no checks made)."""
+        barrier = Barrier(provider)
+        credential_repo = CredentialRepository(db)
+        accounts = AccountService(AccountRepository(db))
+        return cls(
+            db=db,
+            barrier=barrier,
+            accounts=accounts,
+            credentials=CredentialService(credential_repo, barrier, accounts),
+            keys=KeyService(KeyRepository(db), credential_repo, barrier),
+        )
+
+    @classmethod
+    def open(cls, settings: Settings) -> Services:
+        """Connect, migrate, load the master key and verify it against the database; fail fast if wrong."""
+        db = Database.from_settings(settings)
+        try:
+            db.migrate()
+            versions = KeyRepository(db)
+            stored = [(kv.version, kv.key_ref, kv.retired_at) for kv in versions.all().values()]
+            provider = key_provider(settings, stored, versions.used_versions(), versions.kms_refs)
+            services = cls.build(db, provider)
+            services.keys.verify()
+        except BaseException:
+            db.dispose()
+            raise
+        return services
+
+    def close(self) -> None:
+        self.db.dispose()

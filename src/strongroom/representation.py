@@ -1,0 +1,41 @@
+"""How things look on the wire: the one date format and a credential's API JSON.
+
+A credential's JSON is rendered at every write and stored (`credentials.wire`), so reads send it untouched.
+It holds only what every viewer sees alike; per-viewer fields (such as a sharing role) are added when read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+
+def iso(value: datetime | str) -> str:
+    """RFC 3339 in UTC with a Z and microseconds, as DataRobot emits; a SQLite date string is reformatted."""
+    if value.__class__ is str:
+        return f"{value[:10]}T{value[11:26]}Z"  # type: ignore[index]
+    return value.isoformat(timespec="microseconds")[:26] + "Z"  # type: ignore[union-attr]
+
+
+def credential(row: Sequence[Any]) -> dict[str, Any]:
+    """A credential as the API shows it, from (id, name, type, description, public JSON, created_at)."""
+    credential_id, name, credential_type, description, public_data, created_at = row
+    out = {
+        "credentialId": credential_id,
+        "name": name,
+        "credentialType": credential_type,
+        "description": description or "",
+        "creationDate": iso(created_at),
+    }
+    if public_data and public_data != "{}":
+        out.update(json.loads(public_data))
+    return out
+
+
+def render_credential(row: Sequence[Any]) -> str:
+    """`credential` as JSON text, for storing in `credentials.wire`."""
+    return orjson.dumps(credential(row)).decode()

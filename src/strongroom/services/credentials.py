@@ -1,0 +1,408 @@
+"""Credential use cases: list, get, create, update and delete, with validation and sealing.
+
+Each use case has a sync form (SQLite, the CLI, tests) and, where the server runs it on the event loop
+(PostgreSQL), an async one; both share the non-I/O steps (`_new`, `_patched`). Reads come back as the
+stored API JSON text, which the server sends untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from strongroom import credential_types, representation
+from strongroom.crypto.barrier import Barrier
+from strongroom.crypto.envelope import Sealed
+from strongroom.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, StrongroomError
+from strongroom.services.accounts import AccountService, Principal, expired, token_hash_of
+from strongroom.store.models import new_id, utcnow
+from strongroom.store.repositories import CredentialRepository, NameTaken, Page, TokenRow
+from strongroom.store.repositories.credentials import WIRE_COLUMNS
+
+MAX_PAGE = 1000
+MAX_OFFSET = 2**31 - 1  # beyond any store; keeps OFFSET within the databases' integer range
+DEFAULT_PAGE = 100
+ORDERS = ("creationDate", "-creationDate")
+_ID = re.compile(r"[0-9a-f]{24}")
+_UPDATE_TRIES = 20  # optimistic PATCH attempts (with jitter) against concurrent changes to one credential
+Revisions = Collection[int] | None  # an If-Match: the revisions a change may apply to; None: any
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the form of a credential id (24 lowercase hex digits)."""
+    return _ID.fullmatch(value) is not None
+
+
+def list_params(offset: int, limit: int, types_filter: list[str] | None, order_by: str) -> dict[str, Any]:
+    """Check a list request's paging, order and type filter; the repository parameters they make."""
+    if not 0 <= offset <= MAX_OFFSET:
+        msg = f"must be between 0 and {MAX_OFFSET}"
+        raise InvalidInput(f"offset: {msg}", {"offset": msg})
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}", {"limit": f"must be 1 to {MAX_PAGE}"})
+    if order_by not in ORDERS:
+        msg = "must be creationDate or -creationDate"
+        raise InvalidInput(f"orderBy: {msg}", {"orderBy": msg})
+    for name in types_filter or ():
+        credential_types.get_type(name, field="types")  # raises for an unknown type, naming the valid ones
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if types_filter:
+        params["types"] = sorted(set(types_filter))
+    return params
+
+
+def _readable(token: TokenRow) -> bool:
+    return not expired(token.expires_at) and "read" in token.scopes.split()
+
+
+class CredentialService:
+    """The credential use cases over a repository and the barrier."""
+
+    def __init__(self, credentials: CredentialRepository, barrier: Barrier, accounts: AccountService) -> None:
+        self.credentials = credentials
+        self.barrier = barrier
+        self.accounts = accounts
+
+    # ---- reads ------------------------------------------------------------------------------------------
+
+    def list(
+        self,
+        who: Principal,
+        *,
+        offset: int = 0,
+        limit: int = DEFAULT_PAGE,
+        types_filter: list[str] | None = None,
+        order_by: str = "-creationDate",
+    ) -> Page:
+        """A page of the caller's credentials."""
+        who.require("read")
+        params = list_params(offset, limit, types_filter, order_by)
+        return self.credentials.page(who.user_id, params, order_by.startswith("-"))
+
+    def list_for_token(
+        self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+    ) -> Page | None:
+        """`list` in one statement with the token check; None means "take the ordinary path", which explains
+        any failure (an invalid token, a missing scope, a bad parameter)."""
+        query = self._token_list_query(raw, offset, limit, types_filter, order_by)
+        if query is None:
+            return None
+        found = self.credentials.page_for_token(*query)
+        return found[0] if found is not None and _readable(found[1]) else None
+
+    async def alist_for_token(
+        self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+    ) -> Page | None:
+        query = self._token_list_query(raw, offset, limit, types_filter, order_by)
+        if query is None:
+            return None
+        found = await self.credentials.apage_for_token(*query)
+        return found[0] if found is not None and _readable(found[1]) else None
+
+    @staticmethod
+    def _token_list_query(
+        raw: str | None, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+    ) -> tuple[str, dict[str, Any], bool] | None:
+        token_hash = token_hash_of(raw)
+        if token_hash is None:
+            return None
+        try:
+            params = list_params(offset, limit, types_filter, order_by)
+        except InvalidInput:
+            return None
+        return token_hash, params, order_by.startswith("-")
+
+    def get(self, who: Principal, credential_id: str) -> tuple[str, int]:
+        """The credential's API JSON and its revision (the ETag a later If-Match names)."""
+        who.require("read")
+        found = self.credentials.get(credential_id, who.user_id) if is_id(credential_id) else None
+        if found is None:
+            raise _not_found()
+        return found
+
+    def get_for_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
+        """`get` in one statement with the token check; None means "take the ordinary path", which tells 401,
+        403 and 404 apart."""
+        token_hash = token_hash_of(raw)
+        if token_hash is None or not is_id(credential_id):
+            return None
+        return _visible(self.credentials.get_for_token(token_hash, credential_id))
+
+    async def aget_for_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
+        token_hash = token_hash_of(raw)
+        if token_hash is None or not is_id(credential_id):
+            return None
+        return _visible(await self.credentials.aget_for_token(token_hash, credential_id))
+
+    def secrets(self, who: Principal, credential_id: str) -> dict[str, Any]:
+        """Every field of the credential, secret ones included (for local administration and backups)."""
+        who.require("use")
+        row = self.credentials.current(credential_id, who.user_id) if is_id(credential_id) else None
+        if row is None:
+            raise _not_found()
+        return {**json.loads(row["public_data"]), **self._open(row)}
+
+    # ---- create -----------------------------------------------------------------------------------------
+
+    def create(self, who: Principal, body: Mapping[str, Any]) -> str:
+        """Validate, seal and store a new credential; its API JSON."""
+        row = self._new(who, body)
+        self._insert(self.credentials.insert, row)
+        return str(row["wire"])
+
+    async def acreate(self, who: Principal, body: Mapping[str, Any]) -> str:
+        row = await self.barrier.run(self._new, who, body)
+        try:
+            await self.credentials.ainsert(row)
+        except NameTaken:
+            raise _name_taken(row["name"]) from None
+        return str(row["wire"])
+
+    def remembers(self, raw: str | None) -> bool:
+        """Whether this process authenticated the token before (so `acreate_for_token` may be tried)."""
+        token_hash = token_hash_of(raw)
+        return token_hash is not None and self.accounts.remembered(token_hash) is not None
+
+    async def acreate_for_token(self, raw: str | None, body: Mapping[str, Any]) -> str | None:
+        """Create in one statement for a token this process authenticated before: the insert re-checks the
+        token. None means "take the ordinary path" (authenticate, then create), which reports any error, so a
+        caller whose token is no longer valid only ever learns 401."""
+        token_hash = token_hash_of(raw)
+        who = None if token_hash is None else self.accounts.remembered(token_hash)
+        if who is None or token_hash is None:
+            return None
+        try:
+            row = await self.barrier.run(self._new, who, body)
+        except StrongroomError:
+            return None
+        try:
+            inserted = await self.credentials.ainsert_if_token(row, token_hash, utcnow())
+        except NameTaken:  # the row was tried, so the token was valid
+            raise _name_taken(row["name"]) from None
+        if not inserted:  # revoked or expired since it was remembered
+            self.accounts.forget(token_hash)
+            return None
+        return str(row["wire"])
+
+    @staticmethod
+    def _insert(insert: Callable[[dict[str, Any]], None], row: dict[str, Any]) -> None:
+        try:
+            insert(row)
+        except NameTaken:
+            raise _name_taken(row["name"]) from None
+
+    def _new(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a create body; the sealed row to insert."""
+        who.require("write")
+        data = dict(body)
+        if "name" not in data:
+            raise InvalidInput("name: is required", {"name": "is required"})
+        name = credential_types.check_name(data.pop("name"))
+        description = data.pop("description", None)
+        description = "" if description is None else credential_types.check_description(description)
+        type_name = data.pop("credentialType", None)
+        ctype = credential_types.get_type(credential_types.DEFAULT_TYPE if type_name is None else type_name)
+        values = credential_types.parse_fields(ctype, data)
+        credential_types.check_complete(ctype, values)
+        public, secret = ctype.split(values)
+        now = utcnow()
+        row: dict[str, Any] = {
+            "id": new_id(),
+            "owner_id": who.user_id,
+            "name": name,
+            "credential_type": ctype.name,
+            "description": description,
+            "public_data": json.dumps(public, separators=(",", ":")),
+            "revision": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        self._seal(row, secret)
+        return row
+
+    # ---- update -----------------------------------------------------------------------------------------
+
+    def update(
+        self, who: Principal, credential_id: str, body: Mapping[str, Any], *, if_match: Revisions = None
+    ) -> tuple[str, int]:
+        """Apply a PATCH; the new API JSON and revision. DataRobot semantics: a new name without a description
+        clears the description. With `if_match`, the change applies only if the stored revision is one of
+        them, else 412: the compare-and-swap makes the check and the write one step."""
+        self._check_update(who, credential_id, body)
+        # Optimistic: read, decrypt, merge and re-seal outside any transaction (a KMS round trip must not hold
+        # SQLite's write lock), then write only if the revision is still the one read.
+        for attempt in range(_UPDATE_TRIES):
+            read_revision, row = self._patched(self.credentials.current(credential_id, who.user_id), body, if_match)
+            try:
+                written = self.credentials.swap(read_revision, row)
+            except NameTaken:
+                raise _name_taken(str(body.get("name"))) from None
+            if written:
+                return str(row["wire"]), int(row["revision"])
+            _lost_race(if_match)
+            time.sleep(random.uniform(0, 0.002 * (1 + attempt)))
+        raise _busy()
+
+    async def aupdate(
+        self, who: Principal, credential_id: str, body: Mapping[str, Any], *, if_match: Revisions = None
+    ) -> tuple[str, int]:
+        self._check_update(who, credential_id, body)
+        for attempt in range(_UPDATE_TRIES):
+            found = await self.credentials.acurrent(credential_id, who.user_id)
+            read_revision, row = await self.barrier.run(self._patched, found, body, if_match)
+            try:
+                written = await self.credentials.aswap(read_revision, row)
+            except NameTaken:
+                raise _name_taken(str(body.get("name"))) from None
+            if written:
+                return str(row["wire"]), int(row["revision"])
+            _lost_race(if_match)
+            await asyncio.sleep(random.uniform(0, 0.002 * (1 + attempt)))
+        raise _busy()
+
+    @staticmethod
+    def _check_update(who: Principal, credential_id: str, body: Mapping[str, Any]) -> None:
+        who.require("write")
+        if not body:
+            raise InvalidInput("Must specify at least one field to update", {"body": "empty"})
+        if not is_id(credential_id):
+            raise _not_found()
+
+    def _patched(
+        self, found: dict[str, Any] | None, body: Mapping[str, Any], if_match: Revisions
+    ) -> tuple[int, dict[str, Any]]:
+        """The revision read and the row with the PATCH applied; the body is checked before the revision, so
+        a bad body is a 422 whatever the revision."""
+        if found is None:
+            raise _not_found()
+        row = dict(found)
+        read_revision = int(row["revision"])
+        data = dict(body)
+        ctype = credential_types.TYPES[row["credential_type"]]
+        if "credentialType" in data and data.pop("credentialType") != row["credential_type"]:
+            msg = "cannot be changed; create a new credential instead"
+            raise InvalidInput(f"credentialType: {msg}", {"credentialType": msg})
+        if "name" in data:
+            row["name"] = credential_types.check_name(data.pop("name"))
+            if "description" not in data:
+                row["description"] = ""
+        if "description" in data:
+            value = data.pop("description")
+            row["description"] = "" if value is None else credential_types.check_description(value)
+        patch = credential_types.parse_fields(ctype, data, allow_null=True)
+        if patch:
+            current = {**json.loads(row["public_data"]), **self._open(row)}
+            merged = _merge(ctype, current, patch)
+            credential_types.check_complete(ctype, merged)
+            public, secret = ctype.split(merged)
+            row["public_data"] = json.dumps(public, separators=(",", ":"))
+            self._seal(row, secret)
+        else:
+            row["wire"] = representation.render_credential([row[c] for c in WIRE_COLUMNS])
+        if if_match is not None and read_revision not in if_match:
+            raise _stale(if_match, read_revision)
+        row["revision"] = read_revision + 1
+        row["updated_at"] = utcnow()
+        return read_revision, row
+
+    # ---- delete -----------------------------------------------------------------------------------------
+
+    def delete(self, who: Principal, credential_id: str, *, if_match: Revisions = None) -> None:
+        """Delete; with `if_match`, only while the stored revision is one of them (else 412)."""
+        who.require("write")
+        if not is_id(credential_id):
+            raise _not_found()
+        if if_match is None:
+            if not self.credentials.delete(credential_id, who.user_id):
+                raise _not_found()
+            return
+        outcome, revision = self.credentials.delete_at(credential_id, who.user_id, if_match)
+        if outcome == "missing":
+            raise _not_found()
+        if outcome != "deleted":
+            raise _stale(if_match, revision)
+
+    async def adelete(self, who: Principal, credential_id: str, *, if_match: Revisions = None) -> None:
+        """`delete` on the event loop: one statement, unless If-Match needs a transaction (a worker thread)."""
+        if if_match is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.delete(who, credential_id, if_match=if_match)
+            )
+            return
+        who.require("write")
+        if not is_id(credential_id) or not await self.credentials.adelete(credential_id, who.user_id):
+            raise _not_found()
+
+    # ---- sealing ----------------------------------------------------------------------------------------
+
+    def _seal(self, row: dict[str, Any], secret: Mapping[str, Any]) -> None:
+        """Seal the secret fields into the row and render its API JSON."""
+        sealed = self.barrier.seal(row["id"], row["owner_id"], row["credential_type"], secret)
+        row["key_version"], row["wrapped_key"], row["ciphertext"] = (
+            sealed.key_version,
+            sealed.wrapped_key,
+            sealed.ciphertext,
+        )
+        row["wire"] = representation.render_credential([row[c] for c in WIRE_COLUMNS])
+
+    def _open(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        sealed = Sealed(row["key_version"], bytes(row["wrapped_key"]), bytes(row["ciphertext"]))
+        return self.barrier.open(row["id"], row["owner_id"], row["credential_type"], sealed)
+
+
+def _visible(found: tuple[str, int, TokenRow] | None) -> tuple[str, int] | None:
+    if found is None or not _readable(found[2]):
+        return None
+    return found[0], found[1]
+
+
+def _not_found() -> NotFound:
+    return NotFound("credential not found")
+
+
+def _busy() -> Conflict:
+    return Conflict("credential: changed by other requests during this update; retry", {"credential": "busy"})
+
+
+def _lost_race(if_match: Revisions) -> None:
+    """The credential changed between our read and our write: with If-Match the client's revision is stale
+    (412); without, the caller reads again."""
+    if if_match is not None:
+        raise _stale(if_match, None)
+
+
+def _stale(expected: Collection[int], current: int | None) -> PreconditionFailed:
+    now = f" (it is now at {current})" if current is not None else ""
+    if expected:
+        sent = ", ".join(str(r) for r in sorted(expected))
+        msg = f"the credential changed since revision {sent} was read{now}; GET it again"
+    else:
+        msg = f"weak ETags never match{now}; send the strong ETag from a GET"
+    return PreconditionFailed(f"If-Match: {msg}", {"If-Match": "stale revision"}, current_revision=current)
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"name: the name {name[:80]!r} is already in use", {"name": "already in use"})
+
+
+def _merge(
+    ctype: credential_types.CredentialType, current: Mapping[str, Any], patch: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Patch field values; switching between a configId and explicit secrets replaces the other mode."""
+    merged = dict(current)
+    ref = ctype.exclusive
+    if ref and patch.get(ref) is not None:
+        merged = {k: v for k, v in merged.items() if k == ref}
+    elif ref and any(v is not None for k, v in patch.items() if k != ref):
+        merged.pop(ref, None)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged

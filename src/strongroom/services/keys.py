@@ -1,0 +1,181 @@
+"""Master keys: check them at start, report their use, rotate to a new version and retire old ones."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from strongroom.crypto.barrier import KEY_REFRESH_SECONDS, Barrier
+from strongroom.crypto.keys import DecryptionError
+from strongroom.errors import Conflict, InvalidInput, MasterKeyError, NotFound
+from strongroom.store.models import utcnow
+from strongroom.store.repositories import CredentialRepository, KeyRepository
+
+
+class KeyService:
+    """Key checks, status, rotation (re-wrapping data keys) and retirement."""
+
+    def __init__(self, versions: KeyRepository, credentials: CredentialRepository, barrier: Barrier) -> None:
+        self.versions = versions
+        self.credentials = credentials
+        self.barrier = barrier
+        self.keys = barrier.keys
+
+    def verify(self) -> None:
+        """Every key version the data needs must be present and be the very key that sealed it."""
+        source = self.keys.source
+        available = self.keys.versions()
+        stored = self.versions.all()
+        for version, count in sorted(self.credentials.count_by_key_version().items()):
+            if version not in available:
+                raise MasterKeyError(
+                    f"master key version {version} is missing from {source}; {count} credential(s) are sealed with it"
+                )
+        for version in sorted(available & stored.keys()):
+            if not self.barrier.matches(version, stored[version].check_value):
+                raise MasterKeyError(
+                    f"master key version {version} from {source} does not match: "
+                    "it is not the key this database was sealed with"
+                )
+        active = self.keys.active_version()
+        if active not in stored:
+            self._record(active)
+
+    def _record(self, version: int) -> None:
+        wrapped_under, check = self.barrier.check_value(version)
+        if wrapped_under != version:
+            raise MasterKeyError(f"{self.keys.source} did not activate master key version {version}")
+        self.versions.add(version, check, self.keys.key_ref(version), utcnow())
+
+    def status(self) -> dict[str, Any]:
+        """The active version and, per version, how many credentials' data keys it wraps."""
+        self.keys.refresh()
+        active = self.keys.active_version()
+        counts = self.credentials.count_by_key_version()
+        stored = self.versions.all()
+        versions = []
+        for version in sorted(set(counts) | set(stored) | self.keys.versions()):
+            kv = stored.get(version)
+            versions.append(
+                {
+                    "version": version,
+                    "credentials": counts.get(version, 0),
+                    "active": version == active,
+                    "retired": bool(kv and kv.retired_at),
+                    "keyRef": kv.key_ref if kv else self.keys.key_ref(version),
+                }
+            )
+        older = sum(n for v, n in counts.items() if v != active)
+        return {"active": active, "source": self.keys.source, "onOlderVersions": older, "versions": versions}
+
+    def start_rotation(self, *, key_ref: str | None = None, resume_only: bool = False) -> int | None:
+        """Add and activate a new master-key version, unless an earlier rotation is unfinished.
+
+        Returns the new version, or None when there is one to finish (or nothing to do with `resume_only`):
+        rotation progress is only "rows still on other versions", so a rerun after a crash resumes it.
+        """
+        self.keys.refresh()
+        active = self.keys.active_version()
+        if resume_only or self.credentials.count_not_on(active):
+            if active not in self.versions.all():  # a crash between the key file and this row: record it now
+                self._record(active)
+            return None
+        version = max(self.versions.newest(), *self.keys.versions()) + 1
+        ref = self.keys.add_version(version, key_ref)
+        wrapped_under, check = self.barrier.check_value(version)
+        if wrapped_under != version:
+            raise MasterKeyError(f"{self.keys.source} did not activate master key version {version}")
+        self.versions.add(version, check, ref, utcnow())
+        return version
+
+    def rewrap(
+        self,
+        *,
+        batch_size: int = 500,
+        pause: float = 0.0,
+        max_passes: int = 20,
+        settle: float = 2 * KEY_REFRESH_SECONDS,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Re-wrap every data key still under another version with the active one, in short batches.
+
+        Only the wrapped data keys change; ciphertexts are untouched. Each batch is one short transaction whose
+        updates apply only if the row still holds the wrapped key that was read, so a concurrent PATCH or
+        DELETE always wins and is never undone; such rows are picked up again by the next pass. KMS calls
+        happen before the transaction, never inside it.
+        """
+        if batch_size < 1:
+            raise InvalidInput("batch-size: must be at least 1", {"batchSize": "must be at least 1"})
+        target = self.keys.active_version()
+        activated = self.versions.activated_at(target)
+        age = (utcnow() - activated).total_seconds() if activated is not None else 0.0
+        waited = max(0.0, settle - age)
+        time.sleep(waited)  # let running servers adopt the version before judging what is left
+        rewrapped = conflicts = passes = 0
+        failed: set[str] = set()
+        settled = age > 2 * settle  # activated long ago: no request can still be sealing under the old version
+        while passes < max_passes:
+            passes += 1
+            after = ""
+            while rows := self.credentials.not_on(target, after, batch_size):
+                after = rows[-1][0]
+                changes = []
+                for credential_id, owner_id, credential_type, version, wrapped in rows:
+                    if credential_id in failed:
+                        continue
+                    try:
+                        new_version, new_wrapped = self.barrier.rewrap(
+                            credential_id, owner_id, credential_type, version, bytes(wrapped)
+                        )
+                    except DecryptionError:
+                        failed.add(credential_id)  # tampered or corrupt: reported, never rewritten
+                        continue
+                    if new_version != target:
+                        raise MasterKeyError(
+                            f"the active master key changed to version {new_version} during the rotation "
+                            "(another rotation?); run `strongroom keys rotate` again"
+                        )
+                    changes.append(
+                        {"target": credential_id, "old_version": version, "old_wrapped": bytes(wrapped)}
+                        | {"new_version": target, "new_wrapped": new_wrapped}
+                    )
+                if changes:
+                    done = self.credentials.rewrap(changes)
+                    rewrapped += done
+                    conflicts += len(changes) - done
+                if on_batch is not None:
+                    on_batch(rewrapped, len(changes))
+                if pause:
+                    time.sleep(pause)
+            if self.credentials.count_not_on(target) <= len(failed):
+                if settled:
+                    break
+                # A request that sealed under the old version just before its server re-read the keys may
+                # commit after this pass: look once more after it must have landed.
+                time.sleep(settle)
+                waited += settle
+                settled = True
+        return {
+            "rewrapped": rewrapped,
+            "retried": conflicts,
+            "failed": len(failed),
+            "left": self.credentials.count_not_on(target),
+            "passes": passes,
+            "settleSeconds": round(waited, 3),
+        }
+
+    def retire(self, version: int) -> None:
+        """Forget an old master-key version; refused while it is active or any credential still uses it."""
+        self.keys.refresh()
+        if version == self.keys.active_version():
+            raise Conflict(f"master key version {version} is active; rotate to a new version before retiring it")
+        recorded, used = self.versions.retire(version, utcnow())
+        if not recorded and version not in self.keys.versions():
+            raise NotFound(f"master key version {version} does not exist")
+        if used:
+            raise Conflict(
+                f"master key version {version} still wraps the data keys of {used} credential(s); "
+                "run `strongroom keys rotate` to finish re-wrapping them first"
+            )
+        self.keys.remove_version(version)
