@@ -1,8 +1,8 @@
 """Benchmark: a real server process, a real load generator (wrk), ratios against a floor measured in the same run.
 
 The server is pinned to one core and wrk to the other so they do not fight. Every figure that matters is a
-ratio to the "floor" (a trivial route of the same app under the same server), so results compare across
-machines. Usage: `python -m bench [--backend sqlite|postgres|all] [--duration 10] [--sizes 1000,10000,100000]`.
+ratio to the "floor" (bench/floor.py: the bare framework under the same server settings), so results compare
+across machines. Usage: `python -m bench [--backend sqlite|postgres|all] [--duration 10] [--sizes 1000,10000,100000]`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import insert
-from tests.conftest import PgDatabase, Server, pg_unreachable_reason
+from tests.conftest import PgDatabase, Server, free_port, pg_unreachable_reason
 
+from bench.floor import FloorServer
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.representation import render_credential
@@ -30,7 +31,15 @@ from strongroom.store.models import Credential, new_id, utcnow
 HERE = Path(__file__).parent
 LUA = HERE / "lua"
 RESULTS = HERE / "results"
-TARGETS = {"get": 0.60, "list": 0.40, "create": 0.25}
+# Each scenario's baseline (a route of the bare floor app, bench/floor.py) and the target ratio to it.
+BASELINES = {
+    "healthz": "floor-get",
+    "get": "floor-get",
+    "list": "floor-page",
+    "create": "floor-post",
+    "update": "floor-post",
+}
+TARGETS = {"get": 0.60, "list": 0.50, "create": 0.25, "update": 0.25}
 
 
 @dataclass
@@ -163,7 +172,12 @@ def pin_database(name: str, cores: str) -> None:
 
 
 def measure(
-    name: str, script: str, srv: Server, env: dict[str, str], args: argparse.Namespace, warm_up: float = 2
+    name: str,
+    script: str,
+    srv: Server | FloorServer,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    warm_up: float = 2,
 ) -> Result:
     url = srv.base
     wrk(script, url, env, min(warm_up, args.duration), args.connections, args.load_core)  # discarded
@@ -192,8 +206,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
         data_dir=workdir / backend,
         database_url=database_url,
         launcher=["taskset", "-c", args.server_core] if shutil.which("taskset") else [],
-        extra_env={
-            "STRONGROOM_LOG_LEVEL": "warning",
+        extra_env={  # the server as `strongroom serve` runs by default: only the worker count may differ
             "STRONGROOM_WORKERS": str(args.workers),
             **dict(item.split("=", 1) for item in args.env),
         },
@@ -210,27 +223,40 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
         # PostgreSQL planned list pages differently (found when the second user of the scaling rows appeared).
         seed(service, bench_user(service, "bench-neighbour")[1], 1000, "neighbour")
         id_env = {**base_env, "BENCH_IDS": ",".join(ids[:1000])}
+        floor_env = {**base_env, "BENCH_PREFIX": "floor"}
         scenarios = [
-            ("floor", "path.lua", {**base_env, "BENCH_PATH": "/healthz"}),
+            ("floor-get", "path.lua", {**floor_env, "BENCH_PATH": "/floor"}),
+            ("floor-page", "path.lua", {**floor_env, "BENCH_PATH": "/floor/page"}),
+            ("floor-post", "create.lua", {**floor_env, "BENCH_PATH": "/floor"}),
+            ("healthz", "path.lua", {**base_env, "BENCH_PATH": "/healthz"}),
             ("get", "get.lua", id_env),
             ("list", "path.lua", {**base_env, "BENCH_PATH": "/api/v2/credentials/?limit=100"}),
             ("create", "create.lua", base_env),
             ("update", "update.lua", id_env),
-            ("floor-again", "path.lua", {**base_env, "BENCH_PATH": "/healthz"}),
+            ("floor-get-again", "path.lua", {**floor_env, "BENCH_PATH": "/floor"}),
+            ("floor-page-again", "path.lua", {**floor_env, "BENCH_PATH": "/floor/page"}),
+            ("floor-post-again", "create.lua", {**floor_env, "BENCH_PATH": "/floor"}),
         ]
-        for name, script, env in scenarios:
-            if args.only and not name.startswith("floor") and name not in args.only:
-                continue
-            settle(service)  # after create, autovacuum would otherwise visit the new rows during update
-            # A fresh server ran slower for its first seconds: the first scenario warms up longer.
-            results.append(measure(name, script, srv, env, args, warm_up=2 if results else 6))
-            r = results[-1]
-            print(f"  {backend:8} {name:8} {r.rps:6.0f} req/s p99 {r.p99_ms:6.2f} ms {r.cpu_us:5.0f} us", flush=True)
-        # The floor is measured first and last; the faster of the two is the baseline, so a slow start (or a
+        floor_log = workdir / f"floor-{backend}.log"
+        with FloorServer(free_port(), srv.env, srv.launcher, floor_log) as bare:
+            for name, script, env in scenarios:
+                if args.only and not name.startswith("floor") and name not in args.only:
+                    continue
+                settle(service)  # after create, autovacuum would otherwise visit the new rows during update
+                target = bare if name.startswith("floor") else srv
+                # A fresh server ran slower for its first seconds: the first scenario of each warms up longer.
+                first = not any(r.scenario.startswith("floor") == name.startswith("floor") for r in results)
+                results.append(measure(name, script, target, env, args, warm_up=6 if first else 2))
+                r = results[-1]
+                print(
+                    f"  {backend:8} {name:16} {r.rps:6.0f} req/s p99 {r.p99_ms:6.2f} ms {r.cpu_us:5.0f} us", flush=True
+                )
+        # Each floor is measured first and last; the faster of the two is the baseline, so a slow start (or a
         # machine that slowed down) cannot flatter the ratios.
-        floor = max(r.rps for r in results if r.scenario.startswith("floor"))
+        floors = {base: max(r.rps for r in results if r.scenario.startswith(base)) for base in set(BASELINES.values())}
         for r in results:
-            r.ratio = r.rps / floor
+            base = BASELINES.get(r.scenario)
+            r.ratio = r.rps / floors[base] if base else r.rps / floors[r.scenario.removesuffix("-again")]
             r.store_size = 1000
 
         # Store-size scaling: a second user whose store grows; GET and list-page latency at each size.
@@ -245,7 +271,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             ):
                 short = argparse.Namespace(**{**vars(args), "duration": args.scale_duration})
                 r = measure(f"{name}@{size}", script, srv, {**env, **extra}, short)
-                r.ratio, r.store_size = r.rps / floor, size
+                r.ratio, r.store_size = r.rps / floors[BASELINES[name]], size
                 results.append(r)
                 print(f"  {backend:8} {r.scenario:12} p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms", flush=True)
         return results
@@ -276,22 +302,27 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
         )
         + "Store size = the credentials of the user whose token reads them; the table also holds another "
         "owner's 1 000 (and, in the scaling rows, the first user's). "
-        "Ratio = requests/s relative to the floor (`GET /healthz`, same app and server) in this run, measured "
-        "first and again last; the faster of the two is the baseline. "
-        "CPU ratio = the floor's server CPU time per request (the lower of the two) over the scenario's: what "
-        "the ratio would be on a "
-        "quiet machine where the server's core is the bottleneck. PostgreSQL CPU µs/req = the CPU time of all "
+        "Ratio = requests/s relative to the bare-framework floor in this run (bench/floor.py: a plain Starlette "
+        "app with no middleware, served by the same function and settings as `strongroom serve`): GET and "
+        "/healthz against the floor's GET, the list page against its 100-item page, create and update against "
+        "its POST. Each floor is measured first and again last; the faster of the two is the baseline. "
+        "CPU ratio = the baseline's server CPU time per request over the scenario's: what the ratio would be on "
+        "a quiet machine where the server's core is the bottleneck. PostgreSQL CPU µs/req = the CPU time of all "
         "PostgreSQL processes per request.",
         "",
         "| scenario | store size | requests/s | p50 ms | p99 ms | non-2xx/errors | ratio to floor | target "
         "| server CPU µs/req | CPU ratio | PostgreSQL CPU µs/req |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    floor_cpu = min(r.cpu_us for r in results if r.scenario.startswith("floor"))
+
+    def floor_cpu(scenario: str) -> float:
+        base = BASELINES.get(scenario.split("@")[0], scenario.removesuffix("-again"))
+        return min((r.cpu_us for r in results if r.scenario.startswith(base)), default=0.0)
+
     for r in results:
         target = TARGETS.get(r.scenario)
         verdict = "" if target is None else f"≥ {target:.0%} {'✅' if r.ratio >= target else '❌'}"
-        cpu_ratio = floor_cpu / r.cpu_us if r.cpu_us else 0.0
+        cpu_ratio = floor_cpu(r.scenario) / r.cpu_us if r.cpu_us else 0.0
         lines.append(
             f"| {r.scenario} | {r.store_size} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
             f"| {r.ratio:.0%} | {verdict} | {r.cpu_us:.0f} | {cpu_ratio:.0%} | {r.db_cpu_us:.0f} |"

@@ -69,9 +69,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
 ) -> None:
     """Run the API server (SQLite and a generated master key in the data directory unless configured)."""
-    import uvicorn
-
-    from strongroom.api import create_app
+    from strongroom.api import serve as serve_api
 
     updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = Settings().model_copy(update=updates)
@@ -87,26 +85,8 @@ def serve(
     if not has_users:
         out.print("  No users yet. Create one and a token (shown once):")
         out.print("    strongroom users create alice && strongroom tokens create alice")
-    log_config = uvicorn.config.LOGGING_CONFIG
-    if workers > 1:
-        os.environ.update({f"STRONGROOM_{k.upper()}": str(v) for k, v in updates.items()})
-        uvicorn.run(
-            "strongroom.api:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level=settings.log_level,
-            log_config=log_config,
-        )
-    else:
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            log_config=log_config,
-        )
+    os.environ.update({f"STRONGROOM_{k.upper()}": str(v) for k, v in updates.items()})  # for worker processes
+    serve_api.run(settings)
 
 
 @users_app.command("create")

@@ -21,8 +21,7 @@ from strongroom.api.openapi import (
 )
 from strongroom.api.pipeline import Call, Endpoint
 from strongroom.errors import InvalidInput
-from strongroom.services.credentials import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, ORDERS
-from strongroom.services.credentials import Page
+from strongroom.services.credentials import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, ORDERS, Page
 
 _UPDATE_EMPTY = "Must specify at least one field to update"
 _ETAG = {"ETag": {"description": "The credential's revision, for If-Match", "schema": {"type": "string"}}}
