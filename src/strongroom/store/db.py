@@ -140,7 +140,7 @@ class Database:
             _sqlite_setup(self.engine, sqlite_synchronous.upper(), int(timeout * 1000))
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         # Single-statement reads (`fetch`) use an engine of their own. PostgreSQL: a pool in autocommit, as
-        # switching a pooled connection in and out of autocommit per checkout doubled a read (317 -> 160 us).
+        # switching a pooled connection in and out of autocommit per checkout would double a read.
         # SQLite: unpooled, for the per-thread connections, so they never starve writers of the pool.
         if self.is_sqlite:
             unpooled = {k: v for k, v in kwargs.items() if k not in ("pool_size", "max_overflow")}
@@ -152,7 +152,7 @@ class Database:
             for engine, other in ((self.engine, self._fetch_engine), (self._fetch_engine, self.engine)):
                 event.listen(engine, "handle_error", self._discard_pool_on_disconnect(other))
         # PostgreSQL hot-path connections, each with its cursor, idle until a thread takes one: a queue costs
-        # a microsecond where a SQLAlchemy pool checkout and reset cost ~25 (a third of a whole read).
+        # far less than a SQLAlchemy pool checkout and reset (docs/performance.md).
         self._pg_idle: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         self._local = threading.local()
         self._thread_conns: list[Any] = []
@@ -451,11 +451,11 @@ class Database:
         proxy.detach()  # ours from now on: the engine's pool neither counts nor resets it
         # Every hot-path statement is an index lookup or an ordered index range. Sorting is priced out so that
         # a cached generic plan, made while the table was small, cannot choose "fetch the owner's rows, then
-        # sort" and keep it after the owner has 100 000 credentials (a list page took 0.7 s instead of 10 ms).
+        # sort" and keep it after the owner has 100 000 credentials.
         conn.execute("SET enable_sort = off")
         # They are also planned once, not per execution. With more than one owner in the statistics PostgreSQL
-        # rated the generic list-page plan above a custom one and re-planned every page (planning doubled
-        # PostgreSQL's CPU per page, 70 -> 140 us); the plan is the same index range for every parameter value.
+        # rated the generic list-page plan above a custom one and re-planned every page; the plan is the same
+        # index range for every parameter value.
         conn.execute("SET plan_cache_mode = force_generic_plan")
         return conn
 

@@ -106,8 +106,7 @@ class CredentialCount(Base):
 
     A count is the sum over its shards. On PostgreSQL each connection adds to the shard of its backend
     process id, so concurrent creates of one owner and type do not wait for each other's commit to update
-    a single row (that queue cost PostgreSQL 190 us of CPU per create); SQLite writes one at a time and
-    uses shard 0.
+    a single row; SQLite writes one at a time and uses shard 0 (docs/performance.md: count shards).
     """
 
     __tablename__ = "credential_counts"
