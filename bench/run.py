@@ -25,6 +25,7 @@ from tests.conftest import PgDatabase, Server, free_port, pg_unreachable_reason
 from bench.floor import FloorServer
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
+from strongroom.crypto.barrier import Binding
 from strongroom.representation import render_credential
 from strongroom.store.models import Credential, new_id, utcnow
 
@@ -75,7 +76,8 @@ def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
         rows = []
         for i in range(start, min(start + batch, count)):
             cred = Credential(id=new_id(), owner_id=user_id, credential_type="basic")
-            sealed = service.barrier.seal(cred.id, user_id, "basic", {"user": f"user{i}", "password": f"pw-{i}"})
+            binding = Binding(cred.id, user_id, "basic", 1, "{}")
+            sealed = service.barrier.seal(binding, {"user": f"user{i}", "password": f"pw-{i}"})
             cred.key_version, cred.wrapped_key, cred.ciphertext = (
                 sealed.key_version,
                 sealed.wrapped_key,
@@ -94,6 +96,7 @@ def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
                     "wrapped_key": cred.wrapped_key,
                     "ciphertext": cred.ciphertext,
                     "revision": 1,
+                    "seal_generation": 1,
                     "created_at": now,
                     "updated_at": now,
                     "wire": render_credential((cred.id, f"{prefix}-{i}", "basic", "", "{}", now)),

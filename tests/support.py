@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from strongroom.bootstrap import Services
+from strongroom.crypto.barrier import Binding
 from strongroom.crypto.envelope import Sealed
 from strongroom.services.accounts import Principal
 
@@ -25,4 +26,9 @@ def fetch_credential(services: Services, who: Principal, credential_id: str) -> 
 def secrets_of(services: Services, row: Any) -> dict[str, Any]:
     """The secret fields of a stored credential row (an ORM `Credential`), through the barrier."""
     sealed = Sealed(row.key_version, bytes(row.wrapped_key), bytes(row.ciphertext))
-    return services.barrier.open(row.id, row.owner_id, row.credential_type, sealed)
+    return services.barrier.open(binding_of(row), sealed)
+
+
+def binding_of(row: Any) -> Binding:
+    """What a stored credential row (an ORM `Credential`) is sealed to."""
+    return Binding(row.id, row.owner_id, row.credential_type, row.seal_generation, row.public_data)

@@ -24,11 +24,10 @@ from sqlalchemy import create_engine, func, select, update
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
-from strongroom.crypto.barrier import credential_aad
 from strongroom.errors import MasterKeyError
 from strongroom.store.models import Credential, KeyVersion
 from tests.conftest import BACKENDS, Server, backend_database, free_port
-from tests.support import make_credential, secrets_of
+from tests.support import binding_of, make_credential, secrets_of
 from tests.test_security import stored_bytes
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -495,7 +494,7 @@ def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: s
             a, b = s.scalars(select(Credential).limit(2)).all()
         assert len(a.wrapped_key) != 12 + 32 + 16  # a KMS ciphertext blob, not a local AES-GCM wrap
         with pytest.raises(DecryptionError):  # EncryptionContext binds the wrapped key to its record
-            service.barrier.keys.unwrap(2, a.wrapped_key, credential_aad(b.id, b.owner_id, b.credential_type))
+            service.barrier.keys.unwrap(2, a.wrapped_key, binding_of(b).aad())
     finally:
         service.close()
 

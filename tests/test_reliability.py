@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import secrets
@@ -26,12 +25,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.crypto import Sealed
-from strongroom.crypto.barrier import credential_aad
 from strongroom.errors import ServiceUnavailable
 from strongroom.store.db import Database, unavailable
 from strongroom.store.models import Credential, CredentialCount, User
 from tests.conftest import Server, backend_database, free_port
+from tests.support import secrets_of
 
 PG_BIN = Path(os.environ.get("STRONGROOM_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DSN_PASSWORD = "dsn-pw-canary-" + secrets.token_hex(4)  # trust auth ignores it; it must never be echoed
@@ -84,11 +82,7 @@ def _verify_store(settings: Settings, token: str, acked: dict[str, tuple[str, st
         opened = {}
         for row in rows:  # nothing half-written: every row has its key and ciphertext and decrypts
             assert row.wrapped_key and row.ciphertext, f"row {row.id} lacks its wrapped key or ciphertext"
-            sealed = Sealed(row.key_version, row.wrapped_key, row.ciphertext)
-            opened[row.id] = (
-                row.name,
-                json.loads(service.barrier.envelope.open(sealed, credential_aad(row.id, owner, row.credential_type))),
-            )
+            opened[row.id] = (row.name, secrets_of(service, row))
         for cid, (name, password) in acked.items():
             assert cid in opened, f"acknowledged create {cid} ({name}) is missing"
             assert opened[cid] == (name, {"user": "etl", "password": password}), f"{cid} does not match what was sent"

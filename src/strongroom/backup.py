@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from strongroom import __version__
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError, KeyProvider, Sealed, load_keyring
-from strongroom.crypto.barrier import Barrier
+from strongroom.crypto.barrier import Barrier, Binding
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
 from strongroom.store.db import unavailable
@@ -597,7 +597,7 @@ def _check_credential(barrier: Barrier, row: Mapping[str, Any], source: str) -> 
     version = row["key_version"]
     sealed = Sealed(version, row["wrapped_key"], row["ciphertext"])
     try:
-        barrier.open(row["id"], row["owner_id"], row["credential_type"], sealed)
+        barrier.open(Binding.of(row), sealed)
     except MasterKeyError:
         raise ArchiveError(
             f"credential {row['id']} is sealed with master key version {version}, which {source} does not have; "

@@ -50,6 +50,7 @@ class Services:
             provider = key_provider(settings, stored, versions.used_versions(), versions.kms_refs)
             services = cls.build(db, provider)
             services.keys.verify()
+            services.credentials.upgrade_legacy_seals()
         except BaseException:
             db.dispose()
             raise

@@ -7,10 +7,12 @@ ciphertext to the row it belongs to, so a sealed secret copied onto another row 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from strongroom.crypto.envelope import Envelope, Sealed
@@ -21,9 +23,38 @@ KEY_CHECK = b"strongroom key check v1"
 KEY_REFRESH_SECONDS = 1.0  # how soon a running server seals with a version added by `keys rotate`
 
 
-def credential_aad(credential_id: str, owner_id: str, credential_type: str) -> bytes:
-    """Associated data of a credential's secret: its id, owner and type."""
-    return f"strongroom/credential/v1|{credential_id}|{owner_id}|{credential_type}".encode()
+@dataclass(frozen=True)
+class Binding:
+    """What a credential's sealed secret is bound to: its row's identity, the generation of the seal (bumped at
+    every re-seal, so an older ciphertext of the same row no longer opens) and its public fields (so a changed
+    `configId` is detected wherever the secret is used)."""
+
+    credential_id: str
+    owner_id: str
+    credential_type: str
+    generation: int
+    public_data: str
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Binding:
+        """From a credential row as a mapping of column names."""
+        return cls(row["id"], row["owner_id"], row["credential_type"], row["seal_generation"], row["public_data"])
+
+    def aad(self) -> bytes:
+        """The associated data. Generation 0 is a seal made before generations existed (v1: id, owner, type);
+        it opens only while `Barrier.upgrade` re-seals it."""
+        if self.generation == 0:
+            return f"strongroom/credential/v1|{self.credential_id}|{self.owner_id}|{self.credential_type}".encode()
+        public = hashlib.sha256(self.public_data.encode()).hexdigest()
+        return (
+            f"strongroom/credential/v2|{self.credential_id}|{self.owner_id}|{self.credential_type}"
+            f"|{self.generation}|{public}"
+        ).encode()
+
+
+def credential_aad(binding: Binding) -> bytes:
+    """Associated data of a credential's secret (see `Binding.aad`)."""
+    return binding.aad()
 
 
 def key_check_aad(version: int) -> bytes:
@@ -51,24 +82,26 @@ class Barrier:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         return fn(*args)
 
-    def seal(self, credential_id: str, owner_id: str, credential_type: str, secret: Mapping[str, Any]) -> Sealed:
-        """Seal a credential's secret fields under the active master key."""
+    def seal(self, binding: Binding, secret: Mapping[str, Any]) -> Sealed:
+        """Seal a credential's secret fields under the active master key (generation 1 or later)."""
+        if binding.generation < 1:
+            raise ValueError("a new seal needs a generation of 1 or more")
         self._fresh_keys()
         plaintext = json.dumps(secret, separators=(",", ":")).encode()
-        return self.envelope.seal(plaintext, credential_aad(credential_id, owner_id, credential_type))
+        return self.envelope.seal(plaintext, binding.aad())
 
-    def open(self, credential_id: str, owner_id: str, credential_type: str, sealed: Sealed) -> dict[str, Any]:
-        """The secret fields of a credential; DecryptionError if they were tampered with or moved."""
+    def open(self, binding: Binding, sealed: Sealed, *, legacy: bool = False) -> dict[str, Any]:
+        """The secret fields of a credential; DecryptionError if they were tampered with, moved or rolled back.
+        A generation-0 (pre-generation) seal opens only with `legacy`, which the upgrade at start uses."""
+        if binding.generation < 1 and not legacy:
+            raise DecryptionError("a seal without a generation outside the upgrade")
         self._know_version(sealed.key_version)
-        plaintext = self.envelope.open(sealed, credential_aad(credential_id, owner_id, credential_type))
-        result: dict[str, Any] = json.loads(plaintext)
+        result: dict[str, Any] = json.loads(self.envelope.open(sealed, binding.aad()))
         return result
 
-    def rewrap(
-        self, credential_id: str, owner_id: str, credential_type: str, version: int, wrapped: bytes
-    ) -> tuple[int, bytes]:
+    def rewrap(self, binding: Binding, version: int, wrapped: bytes) -> tuple[int, bytes]:
         """A credential's data key re-wrapped under the active version (its ciphertext is unchanged)."""
-        aad = credential_aad(credential_id, owner_id, credential_type)
+        aad = binding.aad()
         self._know_version(version)
         return self.keys.wrap(self.keys.unwrap(version, wrapped, aad), aad)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
 import time
@@ -16,8 +17,9 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from strongroom import credential_types, representation
-from strongroom.crypto.barrier import Barrier
+from strongroom.crypto.barrier import Barrier, Binding
 from strongroom.crypto.envelope import Sealed
+from strongroom.crypto.keys import DecryptionError
 from strongroom.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, StrongroomError
 from strongroom.services.accounts import AccountService, Principal, expired, token_hash_of
 from strongroom.store.models import new_id, utcnow
@@ -30,6 +32,7 @@ DEFAULT_PAGE = 100
 ORDERS = ("creationDate", "-creationDate")
 _ID = re.compile(r"[0-9a-f]{24}")
 _UPDATE_TRIES = 20  # optimistic PATCH attempts (with jitter) against concurrent changes to one credential
+log = logging.getLogger("strongroom.credentials")
 Revisions = Collection[int] | None  # an If-Match: the revisions a change may apply to; None: any
 
 
@@ -219,6 +222,7 @@ class CredentialService:
             "description": description,
             "public_data": json.dumps(public, separators=(",", ":")),
             "revision": 1,
+            "seal_generation": 0,  # `_seal` makes it 1
             "created_at": now,
             "updated_at": now,
         }
@@ -341,8 +345,9 @@ class CredentialService:
     # ---- sealing ----------------------------------------------------------------------------------------
 
     def _seal(self, row: dict[str, Any], secret: Mapping[str, Any]) -> None:
-        """Seal the secret fields into the row and render its API JSON."""
-        sealed = self.barrier.seal(row["id"], row["owner_id"], row["credential_type"], secret)
+        """Seal the secret fields into the row under its next seal generation, and render its API JSON."""
+        row["seal_generation"] = int(row["seal_generation"]) + 1
+        sealed = self.barrier.seal(Binding.of(row), secret)
         row["key_version"], row["wrapped_key"], row["ciphertext"] = (
             sealed.key_version,
             sealed.wrapped_key,
@@ -350,9 +355,32 @@ class CredentialService:
         )
         row["wire"] = representation.render_credential([row[c] for c in WIRE_COLUMNS])
 
-    def _open(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def _open(self, row: Mapping[str, Any], *, legacy: bool = False) -> dict[str, Any]:
         sealed = Sealed(row["key_version"], bytes(row["wrapped_key"]), bytes(row["ciphertext"]))
-        return self.barrier.open(row["id"], row["owner_id"], row["credential_type"], sealed)
+        return self.barrier.open(Binding.of(row), sealed, legacy=legacy)
+
+    # ---- upkeep -----------------------------------------------------------------------------------------
+
+    def upgrade_legacy_seals(self, batch: int = 500) -> int:
+        """Re-seal every credential sealed before seal generations existed, once per store (at start, before
+        serving); how many. Once done, that is recorded, and a generation-0 seal found later is a rollback and
+        never opens. Each row is written only if unchanged since read (a concurrent writer's seal is as good)."""
+        if self.credentials.seals_upgraded():
+            return 0
+        done, after = 0, ""
+        while rows := self.credentials.legacy_seals(after, batch):
+            after = rows[-1]["id"]
+            for found in rows:
+                row = dict(found)
+                try:
+                    secret = self._open(row, legacy=True)
+                except DecryptionError:
+                    log.error("credential %s does not open; left as it is (it will be refused)", row["id"])
+                    continue
+                self._seal(row, secret)
+                done += self.credentials.swap(int(found["revision"]), row)
+        self.credentials.mark_seals_upgraded(utcnow())
+        return done
 
 
 def _visible(found: tuple[str, int, TokenRow] | None) -> tuple[str, int] | None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from strongroom.crypto.barrier import KEY_REFRESH_SECONDS, Barrier
+from strongroom.crypto.barrier import KEY_REFRESH_SECONDS, Barrier, Binding
 from strongroom.crypto.keys import DecryptionError
 from strongroom.errors import Conflict, InvalidInput, MasterKeyError, NotFound
 from strongroom.store.models import utcnow
@@ -121,13 +121,12 @@ class KeyService:
             while rows := self.credentials.not_on(target, after, batch_size):
                 after = rows[-1][0]
                 changes = []
-                for credential_id, owner_id, credential_type, version, wrapped in rows:
+                for credential_id, owner_id, credential_type, generation, public_data, version, wrapped in rows:
                     if credential_id in failed:
                         continue
+                    binding = Binding(credential_id, owner_id, credential_type, generation, public_data)
                     try:
-                        new_version, new_wrapped = self.barrier.rewrap(
-                            credential_id, owner_id, credential_type, version, bytes(wrapped)
-                        )
+                        new_version, new_wrapped = self.barrier.rewrap(binding, version, bytes(wrapped))
                     except DecryptionError:
                         failed.add(credential_id)  # tampered or corrupt: reported, never rewritten
                         continue

@@ -93,6 +93,9 @@ class Credential(Base):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     revision: Mapped[int] = mapped_column(Integer, default=1)  # bumped on every change
+    # Bumped at every re-seal and bound into the seal's associated data (crypto/barrier.py); 0: a seal made
+    # before generations existed, re-sealed at the next start.
+    seal_generation: Mapped[int] = mapped_column(Integer, default=1, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -127,3 +130,12 @@ class KeyVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     key_ref: Mapped[str | None] = mapped_column(String(2048), nullable=True)  # the KMS key id; None: local key
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # no data uses it any more
+
+
+class StoreState(Base):
+    """Facts about the store as a whole, by name (such as when its pre-generation seals were upgraded)."""
+
+    __tablename__ = "store_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

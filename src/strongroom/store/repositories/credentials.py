@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from strongroom.store.db import Database, Tx, count_shard
-from strongroom.store.models import ApiToken, Credential, CredentialCount, UTCDateTime
+from strongroom.store.models import ApiToken, Credential, CredentialCount, StoreState, UTCDateTime
 
 COLUMNS = tuple(Credential.__table__.c)  # a credential row, in table order (`row` and `current` use it)
 FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
@@ -100,7 +100,13 @@ _DELETE_AT = (
 _REVISION = select(Credential.revision).where(*_MINE).with_for_update()
 _STALE = (
     select(
-        Credential.id, Credential.owner_id, Credential.credential_type, Credential.key_version, Credential.wrapped_key
+        Credential.id,
+        Credential.owner_id,
+        Credential.credential_type,
+        Credential.seal_generation,
+        Credential.public_data,
+        Credential.key_version,
+        Credential.wrapped_key,
     )
     .where(Credential.key_version != bindparam("active"), Credential.id > bindparam("after"))
     .order_by(Credential.id)
@@ -152,6 +158,14 @@ _PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
+_LEGACY = (
+    select(*COLUMNS)
+    .where(Credential.seal_generation == 0, Credential.id > bindparam("after"))
+    .order_by(Credential.id)
+    .limit(bindparam("limit"))
+)
+_SEALS_UPGRADED = "seals_upgraded_at"
+_UPGRADED = select(StoreState.value).where(StoreState.name == _SEALS_UPGRADED)
 _BY_KEY_VERSION = select(Credential.key_version, func.count()).group_by(Credential.key_version)
 _NOT_ON = select(func.count()).where(Credential.key_version != bindparam("version"))
 _ON = select(func.count()).where(Credential.key_version == bindparam("version"))
@@ -375,13 +389,29 @@ class CredentialRepository:
         return int(self.db.fetch(_ON, {"version": version})[0][0])
 
     def not_on(self, version: int, after: str, limit: int) -> Sequence[Sequence[Any]]:
-        """Up to `limit` (id, owner, type, key_version, wrapped_key) with ids after `after`, on another version."""
+        """Up to `limit` (id, owner, type, seal_generation, public_data, key_version, wrapped_key) with ids after
+        `after`, whose data key is wrapped by another version than `version`."""
         return self.db.fetch(_STALE, {"active": version, "after": after, "limit": limit})
 
     def rewrap(self, changes: Sequence[Mapping[str, Any]]) -> int:
         """Apply re-wrapped data keys (target, old_version, old_wrapped, new_version, new_wrapped) where the row
         still holds the key that was read; returns how many applied (a concurrent change wins)."""
         return self.db.transact(lambda tx: sum(tx.run(_REWRAP, change) for change in changes))
+
+    def legacy_seals(self, after: str, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` credentials with ids after `after` sealed before seal generations existed (generation
+        0), every column."""
+        rows = self.db.fetch(_LEGACY, {"after": after, "limit": limit})
+        return [{c.name: v for c, v in zip(COLUMNS, row, strict=True)} for row in rows]
+
+    def seals_upgraded(self) -> bool:
+        """Whether every pre-generation seal has been re-sealed (recorded once, by `mark_seals_upgraded`)."""
+        return bool(self.db.fetch(_UPGRADED, {}))
+
+    def mark_seals_upgraded(self, when: datetime) -> None:
+        with self.db.write() as s:
+            if s.get(StoreState, _SEALS_UPGRADED) is None:
+                s.add(StoreState(name=_SEALS_UPGRADED, value=when.isoformat()))
 
     def rebuild_counts(self) -> None:
         """Recompute every count from the credentials (after a bulk import that bypassed create)."""
@@ -400,6 +430,7 @@ def _insert_counted(tx: Tx, row: Mapping[str, Any]) -> None:
 
 def _swap_params(read_revision: int, row: Mapping[str, Any]) -> dict[str, Any]:
     new = {f"new_{c.name}": row[c.name] for c in COLUMNS if c.name not in FIXED}
+    new["new_updated_at"] = Database.as_datetime(new["new_updated_at"])  # as read from SQLite: text
     return {"target": row["id"], "read_revision": read_revision, **new}
 
 
