@@ -234,7 +234,7 @@ def test_limiter_sliding_window() -> None:
     """LIMIT failures pass, the next is limited with the seconds until the oldest leaves the window; attempts
     while limited keep the client limited; once the window has passed it is a plain failure again."""
     clock = FakeClock()
-    limiter = AuthFailureLimiter(3, 10, clock=clock)
+    limiter = AuthFailureLimiter(3, 10, first_wait=100, clock=clock)
     assert [limiter.failed("a") for _ in range(3)] == [None, None, None]
     assert limiter.failed("a") == 10
     clock.now += 4

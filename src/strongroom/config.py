@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,7 +40,32 @@ class Settings(BaseSettings):
     db_timeout: float = 30  # seconds a statement may wait: PostgreSQL statement_timeout, SQLite busy_timeout
     db_connect_timeout: int = 3  # seconds to reach PostgreSQL before answering 503 (libpq's minimum is 2)
     log_level: str = "info"
+    # The HTTP boundary (api/serve.py): what one connection may cost before it is cut off.
+    max_header_bytes: int = 32_768  # request line plus all header lines; over it: 431 and the connection closes
+    max_headers: int = 100  # header lines per request; over it: 431
+    header_timeout: float = 10  # seconds from a connection (or a request's first byte) to its complete headers
+    body_timeout: float = 30  # seconds to receive a whole request body once authenticated; over it: 408
+    keepalive_timeout: float = 5  # seconds an idle keep-alive connection is kept open
+    limit_concurrency: int = 1000  # open connections or requests in flight per process beyond which new ones get 503
+    trusted_proxies: str = ""  # comma-separated addresses or networks whose X-Forwarded-For is believed; none
+    public_url: str | None = None  # e.g. https://vault.example.com: base of `next`/`previous` links and redirects
     store_threads: int | None = None  # threads running store calls; default 16 on PostgreSQL, 40 on SQLite
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host and nothing after the path; stored without a trailing slash."""
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("STRONGROOM_PUBLIC_URL must be an http(s) URL such as https://vault.example.com")
+        return value.rstrip("/")
+
+    @cached_property
+    def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """`trusted_proxies` parsed; a malformed entry fails at start, not per request."""
+        return tuple(ip_network(item.strip(), strict=False) for item in self.trusted_proxies.split(",") if item.strip())
 
     @property
     def resolved_store_threads(self) -> int:

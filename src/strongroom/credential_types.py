@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,10 +26,21 @@ DEFAULT_TYPE = "basic"  # DataRobot documents `basic` as the default credentialT
 # published schema states exactly what validation enforces.
 _CC = r"\u0000-\u001f\u007f-\u009f"  # C0, DEL and C1 (NEL, CSI…): Unicode category Cc
 _CC_EXCEPT_LINE_BREAKS = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"  # tab, LF and CR allowed
+# Invisible format characters of the Basic Multilingual Plane (Unicode category Cf): soft hyphen, zero-width
+# space, the bidi marks, embeddings, overrides and isolates (U+202E…), word joiners and the BOM. Zero-width
+# non-joiner and joiner (U+200C, U+200D) stay allowed: scripts such as Persian and emoji sequences need them.
+_CF = (
+    r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b\u200e-\u200f\u202a-\u202e"
+    r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
 _CONTROL = re.compile(f"[{_CC}]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(f"[{_CC_EXCEPT_LINE_BREAKS}]")
+_FORMAT = re.compile(f"[{_CF}]")
+_VISIBLE = re.compile(f"[^\\s{_CC}{_CF}\\u200c\\u200d]")  # something that is not blank, control or format
 NO_CONTROL_PATTERN = f"^[^{_CC}]*$"
-NAME_PATTERN = f"^[^{_CC}]*[^\\s{_CC}][^{_CC}]*$"  # no control characters, not blank
+# No control or format characters, and at least one visible character.
+NAME_PATTERN = f"^[^{_CC}{_CF}]*[^\\s{_CC}{_CF}\\u200c\\u200d][^{_CC}{_CF}]*$"
+ERRORS_LISTED = 20  # an error lists at most this many fields, then says how many more
 DESCRIPTION_PATTERN = f"^[^{_CC_EXCEPT_LINE_BREAKS}]*$"
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -59,6 +71,7 @@ class CredentialType:
     """A credential type: its fields, which combinations are complete, and its SDK method."""
 
     name: str
+    title: str  # for people: the schema's title in the API docs
     sdk_method: str
     doc: str
     fields: tuple[Field, ...]
@@ -110,6 +123,7 @@ TYPES: dict[str, CredentialType] = {
     for t in (
         CredentialType(
             name="basic",
+            title="Basic credential (user and password)",
             sdk_method="create_basic",
             doc="A user name and password, e.g. for a JDBC database.",
             fields=(
@@ -121,6 +135,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="oauth",
+            title="OAuth credential",
             sdk_method="create_oauth",
             doc="An OAuth access token and its refresh token.",
             fields=(_s("token", "OAuth access token."), _s("refreshToken", "OAuth refresh token.")),
@@ -128,6 +143,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="s3",
+            title="Amazon S3 credential",
             sdk_method="create_s3",
             doc="AWS keys for S3: an access key id and secret (optionally a session token), or a configId.",
             fields=(
@@ -141,6 +157,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="azure",
+            title="Azure storage credential",
             sdk_method="create_azure",
             doc="An Azure storage connection string.",
             fields=(_s("azureConnectionString", "Azure storage connection string."),),
@@ -148,6 +165,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="gcp",
+            title="Google Cloud service account credential",
             sdk_method="create_gcp",
             doc="A Google Cloud service-account key (the JSON object; snake_case or camelCase keys).",
             fields=(_s("gcpKey", "Service-account key object.", kind="object"),),
@@ -155,6 +173,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="snowflake_key_pair_user_account",
+            title="Snowflake key pair credential",
             sdk_method="create_snowflake_key_pair",
             doc="A Snowflake user with a key pair (PEM private key, optional passphrase), or a configId.",
             fields=(
@@ -168,6 +187,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="databricks_access_token_account",
+            title="Databricks access token credential",
             sdk_method="create_databricks_access_token",
             doc="A Databricks personal access token.",
             fields=(_s("databricksAccessToken", "Databricks personal access token."),),
@@ -175,6 +195,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="databricks_service_principal_account",
+            title="Databricks service principal credential",
             sdk_method="create_databricks_service_principal",
             doc="A Databricks service principal (client id and secret), or a configId.",
             fields=(_CLIENT_ID, _CLIENT_SECRET, _CONFIG_ID),
@@ -183,6 +204,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="azure_service_principal",
+            title="Azure service principal credential",
             sdk_method="create_azure_service_principal",
             doc="An Azure service principal (client id, secret and tenant id), or a configId.",
             fields=(_CLIENT_ID, _CLIENT_SECRET, _p("azureTenantId", "Azure tenant id."), _CONFIG_ID),
@@ -191,6 +213,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="adls_gen2_oauth",
+            title="Azure Data Lake Gen2 OAuth credential",
             sdk_method="create_adls_oauth",
             doc="Azure Data Lake Gen2 OAuth (client id, secret, optional scopes), or a configId.",
             fields=(
@@ -204,6 +227,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="external_oauth_provider",
+            title="External OAuth provider credential",
             sdk_method="create_external_oauth_provider",
             doc="A reference to an authorization made with an external OAuth provider.",
             fields=(_p("authenticationId", "Id of the external OAuth authorization."),),
@@ -211,6 +235,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="box_jwt",
+            title="Box JWT credential",
             sdk_method="create_box_jwt",
             doc="A Box JWT application: client id and secret, enterprise id, public key id, private key.",
             fields=(
@@ -225,6 +250,7 @@ TYPES: dict[str, CredentialType] = {
         ),
         CredentialType(
             name="api_token",
+            title="API token credential",
             sdk_method="create_api_token",
             doc="A bare API token (as the DataRobot Terraform provider creates).",
             fields=(_s("apiToken", "The API token."),),
@@ -246,15 +272,24 @@ def get_type(name: Any, field: str = "credentialType") -> CredentialType:
 
 
 def check_name(value: Any) -> str:
-    """A name is a non-blank single-line string of at most NAME_MAX characters."""
+    """A name is a single-line string of at most NAME_MAX characters with a visible one, free of control and
+    format (bidi, zero-width, BOM) characters; returned in Unicode NFC, so look-alike spellings are one name."""
     if not isinstance(value, str):
         raise InvalidInput("name: must be a string", {"name": "must be a string"})
+    if len(value) > 4 * NAME_MAX:  # before normalising: never spend work on a name that cannot fit
+        raise InvalidInput(f"name: at most {NAME_MAX} characters", {"name": f"at most {NAME_MAX} characters"})
+    value = unicodedata.normalize("NFC", value)
     if not value.strip():
         raise InvalidInput("name: must not be empty", {"name": "must not be empty"})
     if len(value) > NAME_MAX:
         raise InvalidInput(f"name: at most {NAME_MAX} characters", {"name": f"at most {NAME_MAX} characters"})
     if _CONTROL.search(value):
         raise InvalidInput("name: must not contain control characters", {"name": "contains control characters"})
+    if _FORMAT.search(value):
+        msg = "must not contain invisible format characters (bidi controls, zero-width spaces, BOM)"
+        raise InvalidInput(f"name: {msg}", {"name": msg})
+    if not _VISIBLE.search(value):
+        raise InvalidInput("name: must contain a visible character", {"name": "must contain a visible character"})
     return value
 
 
@@ -299,6 +334,8 @@ def _check_value(f: Field, value: Any) -> Any:
             raise ValueError(f"must be a list of at most {LIST_MAX} strings")
         if not all(isinstance(v, str) and v and len(v) <= NAME_MAX for v in value):
             raise ValueError(f"every item must be a non-empty string of at most {NAME_MAX} characters")
+        if any(_CONTROL.search(v) for v in value):
+            raise ValueError("items must not contain control characters")
         return value
     if not isinstance(value, str):
         raise ValueError("must be a string")
@@ -335,7 +372,7 @@ def parse_fields(ctype: CredentialType, data: Mapping[str, Any], *, allow_null: 
         except ValueError as exc:
             errors[key] = str(exc)
     if errors:
-        raise InvalidInput(_summary(errors), errors)
+        raise InvalidInput(_summary(errors), capped(errors))
     return values
 
 
@@ -360,7 +397,19 @@ def check_complete(ctype: CredentialType, values: Mapping[str, Any]) -> None:
 
 
 def _summary(errors: Mapping[str, str]) -> str:
-    return "; ".join(f"{k}: {v}" for k, v in errors.items())
+    """One line naming at most ERRORS_LISTED fields, then how many more."""
+    listed = "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:ERRORS_LISTED])
+    more = len(errors) - ERRORS_LISTED
+    return f"{listed}; and {more} more" if more > 0 else listed
+
+
+def capped(errors: dict[str, str]) -> dict[str, str]:
+    """At most ERRORS_LISTED field errors, plus one `…` entry saying how many were left out."""
+    if len(errors) <= ERRORS_LISTED:
+        return errors
+    kept = dict(list(errors.items())[:ERRORS_LISTED])
+    kept["…"] = f"and {len(errors) - ERRORS_LISTED} more"
+    return kept
 
 
 # ---- OpenAPI / JSON Schema, generated from the declarations ------------------------------------------
@@ -375,7 +424,7 @@ def _field_schema(f: Field) -> dict[str, Any]:
             "minProperties": 1,
         }
     elif f.kind == "string_list":
-        item = {"type": "string", "minLength": 1, "maxLength": NAME_MAX}
+        item = {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": NO_CONTROL_PATTERN}
         schema = {"type": "array", "items": item, "maxItems": LIST_MAX}
     else:
         schema = {"type": "string", "maxLength": VALUE_MAX, "minLength": 0 if f.allow_empty else 1}
@@ -397,15 +446,17 @@ _DESCRIPTION = _nullable({"type": "string", "maxLength": DESCRIPTION_MAX, "patte
 def _alternatives(ctype: CredentialType) -> list[dict[str, Any]]:
     """`requires` as JSON Schema; the exclusive reference (configId) stands alone or not at all."""
     ref = ctype.exclusive
+    titled = [{"title": "with " + " and ".join(alt), "type": "object", "required": list(alt)} for alt in ctype.requires]
     if ref is None:
-        return [{"required": list(alt)} for alt in ctype.requires]
+        return titled
     others = [f.name for f in ctype.fields if f.name != ref]
-    return [
-        {"required": list(alt), "not": {"anyOf": [{"required": [o]} for o in others]}}
-        if ref in alt
-        else {"required": list(alt), "not": {"required": [ref]}}
-        for alt in ctype.requires
-    ]
+    alone = {"title": f"no other field with {ref}", "type": "object"}
+    for schema, alt in zip(titled, ctype.requires, strict=True):
+        if ref in alt:
+            schema["not"] = {**alone, "anyOf": [{"type": "object", "required": [o]} for o in others]}
+        else:
+            schema["not"] = {"title": f"without {ref}", "type": "object", "required": [ref]}
+    return titled
 
 
 def create_schema(ctype: CredentialType) -> dict[str, Any]:
@@ -421,7 +472,7 @@ def create_schema(ctype: CredentialType) -> dict[str, Any]:
         required.remove("credentialType")
     props.update({f.name: _field_schema(f) for f in ctype.fields})
     schema: dict[str, Any] = {
-        "title": f"{ctype.name} credential",
+        "title": ctype.title,
         "description": ctype.doc,
         "type": "object",
         "properties": props,
@@ -447,7 +498,7 @@ def update_schema() -> dict[str, Any]:
     for ctype in TYPES.values():
         for f in ctype.fields:
             props.setdefault(f.name, _nullable(_field_schema(f)))
-    return {"type": "object", "properties": props, "minProperties": 1}
+    return {"title": "Credential update", "type": "object", "properties": props, "minProperties": 1}
 
 
 def credential_schema() -> dict[str, Any]:
@@ -464,6 +515,7 @@ def credential_schema() -> dict[str, Any]:
             if not f.secret:
                 props.setdefault(f.name, _field_schema(f))
     return {
+        "title": "Credential",
         "type": "object",
         "properties": props,
         "required": ["credentialId", "name", "credentialType", "description", "creationDate"],

@@ -6,28 +6,35 @@ import gc
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Match, Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from strongroom.api import openapi, routes
-from strongroom.api.errors import CatchAll, JSONResponse, error_response
+from strongroom.api import http, openapi, routes
+from strongroom.api.boundary import Boundary
+from strongroom.api.errors import JSONResponse, error_response
 from strongroom.api.pipeline import Pipeline
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 
 PREFIX = "/api/v2"
+STATIC = Path(__file__).parent / "static"
+# Swagger UI (swagger-ui-dist 5.35.0, Apache-2.0) ships inside the package, so the docs page works offline;
+# the page's own script is a file too, because the CSP allows no inline script.
 _DOCS = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Strongroom API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<link rel="stylesheet" href="%(prefix)s/docs/swagger-ui.css"></head>
 <body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "%s/openapi.json", dom_id: "#ui"});</script>
+<script src="%(prefix)s/docs/swagger-ui-bundle.js"></script>
+<script src="%(prefix)s/docs/init.js"></script>
 </body></html>"""
+_DOCS_INIT = 'SwaggerUIBundle({url: "%s/openapi.json", dom_id: "#ui"});\n'
 
 
 def _settle_heap() -> None:
@@ -68,9 +75,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return JSONResponse(document)
 
     async def docs(_: Request) -> Response:
-        return HTMLResponse(_DOCS % PREFIX)
+        return HTMLResponse(_DOCS % {"prefix": PREFIX})
 
-    async def not_found(_: Request, __: Exception) -> Response:
+    async def docs_init(_: Request) -> Response:
+        return Response(_DOCS_INIT % PREFIX, media_type="text/javascript")
+
+    async def not_found(request: Request, __: Exception) -> Response:
+        """404, or a 307 to the same path with a trailing slash when that exists (built from the public URL or a
+        well-formed Host, never from a malformed one)."""
+        scope = request.scope
+        path = scope["path"]
+        if not path.endswith("/") and any(
+            r.matches({**scope, "path": path + "/"})[0] != Match.NONE for r in api_routes
+        ):
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = f"{http.base_url(request, settings.public_url)}{path}/" + (f"?{query}" if query else "")
+            return RedirectResponse(target, status_code=307)
         return error_response(404, "not found")
 
     async def not_allowed(_: Request, __: Exception) -> Response:
@@ -80,17 +100,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for endpoint in routes.ALL:
         table.setdefault(endpoint.path, {})[endpoint.method] = pipeline.endpoint(endpoint)
     api_routes = [Route(PREFIX + path, _dispatch(methods), methods=list(methods)) for path, methods in table.items()]
-    return Starlette(
+    app = Starlette(
         routes=[
             *api_routes,
             Route("/healthz", healthz, include_in_schema=False),
             Route(f"{PREFIX}/openapi.json", openapi_json, include_in_schema=False),
             Route(f"{PREFIX}/docs", docs, include_in_schema=False),
+            Route(f"{PREFIX}/docs/init.js", docs_init, include_in_schema=False),
+            Mount(f"{PREFIX}/docs", StaticFiles(directory=STATIC / "swagger-ui"), name="docs-assets"),
         ],
-        middleware=[Middleware(CatchAll)],
+        middleware=[Middleware(Boundary, proxies=settings.proxy_networks)],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # not_found redirects, without reflecting the Host header
+    return app
 
 
 def _dispatch(methods: dict[str, Any]) -> Any:

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 import starlette.responses
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests
 
@@ -44,31 +43,6 @@ def response_for(exc: StrongroomError) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("%s: %s", type(exc).__name__, exc.message)
     return error_response(exc.status_code, exc.message, exc.errors, **headers)
-
-
-class CatchAll:
-    """Turn any unhandled exception into a JSON 500 without re-raising it (so no traceback text is logged)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            unhandled(exc)
-            if not started:
-                await error_response(500, "internal error")(scope, receive, send)
 
 
 def unhandled(exc: BaseException) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
 from typing import Any
 
@@ -9,7 +12,7 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from strongroom.errors import InvalidInput, MalformedRequest
+from strongroom.errors import InvalidInput, MalformedRequest, StrongroomError
 
 JSON_MAX_DEPTH = 1024  # orjson's nesting limit: deeper documents fail to parse instead of exhausting the stack
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -19,6 +22,11 @@ _ENTITY_TAG = re.compile(f"{_OWS}{_TAG}{_OWS}")  # one list member, matched whol
 # The same grammar for the OpenAPI document, so a generated header the schema allows is one the server accepts.
 IF_MATCH_PATTERN = f"^{_OWS}(\\*|{_TAG}({_OWS},{_OWS}{_TAG})*){_OWS}$"
 _IF_MATCH_FORMAT = 'expected "*" or quoted revisions from an ETag, such as "3"'
+IF_MATCH_MAX = 1024  # characters; a longer header is a 400 that does not quote it
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*\.?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+_DUPLICATE_SCAN_KEYS = 64  # bodies with more keys than this are checked for duplicates by a full parse
 
 
 def token(request: Request) -> str | None:
@@ -30,18 +38,79 @@ def token(request: Request) -> str | None:
     return value.strip() if scheme.lower() in ("bearer", "token") else None
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """Read the body, stopping at the size limit; None means "over the limit"."""
+def base_url(request: Request, public_url: str | None) -> str:
+    """Scheme and authority for absolute links: the configured public URL, else a well-formed `Host`, else the
+    address the server listens on (a malformed Host is never reflected)."""
+    if public_url:
+        return public_url
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host or len(host) > 260 or not _HOST.fullmatch(host):
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    return f"{scope['scheme']}://{host}"
+
+
+async def read_body(request: Request, limit: int, timeout: float = 30) -> bytes | None:
+    """Read the body, stopping at the size limit (None: over it) or after `timeout` seconds (408)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {timeout:g} s") from None
     return b"".join(chunks)
+
+
+class RequestTimeout(StrongroomError):
+    """The client did not send its body in time; the connection is closed."""
+
+    status_code = 408
+
+
+def _shown_key(key: str) -> str:
+    """A JSON key as an error may quote it: short and printable, else a placeholder."""
+    return key if len(key) <= 64 and key.isprintable() else "(unprintable)"
+
+
+def _reject_duplicate(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            shown = _shown_key(key)
+            raise InvalidInput(f"{shown}: appears more than once in the request body", {shown: "duplicate key"})
+        seen[key] = value
+    return seen
+
+
+def _might_repeat_keys(raw: bytes, body: dict[str, Any]) -> bool:
+    """Cheap screen: False only when every object key of `body` occurs once in `raw` (orjson keeps the last
+    of repeated keys silently). Escaped keys or many keys always go to the exact check."""
+    if b"\\" in raw:
+        return True
+    stack: list[Any] = [body]
+    budget = _DUPLICATE_SCAN_KEYS
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            budget -= len(item)
+            if budget < 0:
+                return True
+            for key, value in item.items():
+                if raw.count(orjson.dumps(key)) > 1:
+                    return True
+                if isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return False
 
 
 def json_object(raw: bytes | None, limit: int, *, empty_message: str) -> dict[str, Any]:
@@ -56,6 +125,10 @@ def json_object(raw: bytes | None, limit: int, *, empty_message: str) -> dict[st
         raise _malformed(exc) from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", {"body": "must be a JSON object"})
+    if _might_repeat_keys(raw, body):
+        # RecursionError: nested past the stdlib's depth (orjson allows more); such a body fails validation anyway.
+        with contextlib.suppress(RecursionError, ValueError):
+            json.loads(raw, object_pairs_hook=_reject_duplicate)
     return body
 
 
@@ -84,6 +157,9 @@ def if_match(request: Request) -> frozenset[int] | None:
     header = request.headers.get("if-match")
     if header is None or header.strip(" \t") == "*":
         return None
+    if len(header) > IF_MATCH_MAX:
+        msg = f"at most {IF_MATCH_MAX} characters"
+        raise MalformedRequest(f"If-Match: {msg}", {"If-Match": msg})
     revisions = set()
     for part in header.split(","):
         tag = _ENTITY_TAG.fullmatch(part)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from strongroom import __version__, credential_types
-from strongroom.api.http import IF_MATCH_PATTERN
+from strongroom.api.http import IF_MATCH_MAX, IF_MATCH_PATTERN
 
 CREDENTIAL = {"$ref": "#/components/schemas/Credential"}
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -52,7 +52,7 @@ def if_match_parameter() -> dict[str, Any]:
         "in": "header",
         "required": False,
         "description": 'Apply only if the credential is still at this revision (its ETag, such as `"3"`); else 412',
-        "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+        "schema": {"type": "string", "pattern": IF_MATCH_PATTERN, "maxLength": IF_MATCH_MAX},
     }
 
 
@@ -68,6 +68,7 @@ def create_body_schema() -> dict[str, Any]:
     """One of the per-type create schemas, chosen by `credentialType`."""
     names = {t.name: f"#/components/schemas/{_schema_name(t.name)}" for t in credential_types.TYPES.values()}
     return {
+        "title": "New credential",
         "oneOf": [{"$ref": ref} for ref in names.values()],
         "discriminator": {"propertyName": "credentialType", "mapping": names},
     }
@@ -79,6 +80,7 @@ def components() -> dict[str, Any]:
     }
     schemas["Credential"] = credential_types.credential_schema()
     schemas["CredentialList"] = {
+        "title": "Page of credentials",
         "type": "object",
         "required": ["count", "next", "previous", "data", "totalCount"],
         "properties": {
@@ -90,6 +92,7 @@ def components() -> dict[str, Any]:
         },
     }
     schemas["Error"] = {
+        "title": "Error",
         "type": "object",
         "required": ["message"],
         "properties": {
@@ -98,6 +101,7 @@ def components() -> dict[str, Any]:
         },
     }
     schemas["Version"] = {
+        "title": "API version",
         "type": "object",
         "required": ["major", "minor", "versionString"],
         "properties": {

@@ -82,9 +82,10 @@ class Call:
 
     async def body(self, *, empty_message: str = "request body is empty") -> dict[str, Any]:
         """The JSON object body, read once and at most `max_body_bytes` of it."""
-        limit = self.pipeline.settings.max_body_bytes
+        settings = self.pipeline.settings
+        limit = settings.max_body_bytes
         if self._raw is False:
-            self._raw = await http.read_body(self.request, limit)
+            self._raw = await http.read_body(self.request, limit, settings.body_timeout)
         return http.json_object(self._raw, limit, empty_message=empty_message)  # type: ignore[arg-type]
 
     async def read(self, fn: Callable[[], T]) -> T:
@@ -97,6 +98,11 @@ class Call:
     async def write(self, fn: Callable[[], T]) -> T:
         """Run store work that may block (a writer queueing for a commit, the network) in a worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.pipeline.executor, fn)
+
+
+def _has_body(request: Request) -> bool:
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") not in ("", "0")
 
 
 class Pipeline:
@@ -124,7 +130,11 @@ class Pipeline:
                     call.who.require(scope)
                 return await handler(call)
             except StrongroomError as exc:
-                return response_for(exc)
+                answer = response_for(exc)
+                if call._raw is False and _has_body(request):
+                    # Answered without reading the body (a bad token, a timeout): close rather than drain it.
+                    answer.headers["Connection"] = "close"
+                return answer
 
         run.__name__ = handler.__name__
         return run

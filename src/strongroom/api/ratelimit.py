@@ -12,12 +12,16 @@ from collections.abc import Callable
 log = logging.getLogger("strongroom.server")
 
 
+FIRST_WAIT = 2  # seconds: the first 429's Retry-After; each further failure while limited doubles it
+
+
 class _Client:
-    __slots__ = ("blocked", "failures")
+    __slots__ = ("blocked", "failures", "strikes")
 
     def __init__(self, limit: int) -> None:
         self.failures: deque[float] = deque(maxlen=limit)
         self.blocked = False
+        self.strikes = 0  # failures since the client went over the limit
 
 
 class AuthFailureLimiter:
@@ -27,6 +31,10 @@ class AuthFailureLimiter:
     and a client address shared with an attacker (a NAT) never locks out real users. Each address keeps at
     most `limit` timestamps, and at most `max_clients` addresses are tracked (the least recently failing
     one is forgotten first), so a flood from many addresses cannot exhaust memory.
+
+    Past the limit the wait grows with each further failure: `first_wait` seconds, then twice that, and so on,
+    never more than the time until the client would be under the limit again. A mistyped token is therefore
+    told to retry in seconds, not a minute, while a client that keeps failing backs off towards the window.
     """
 
     def __init__(
@@ -35,9 +43,11 @@ class AuthFailureLimiter:
         window: float,
         *,
         max_clients: int = 10_000,
+        first_wait: float = FIRST_WAIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
+        self.first_wait = first_wait
         self.window = window
         self._max_clients = max_clients
         self._clock = clock
@@ -61,8 +71,11 @@ class AuthFailureLimiter:
             failures.append(now)  # attempts while over count too: a client that keeps trying stays limited
             if not over:
                 client.blocked = False
+                client.strikes = 0
                 return None
-            wait = max(1, math.ceil(failures[0] + self.window - now))
+            backoff = self.first_wait * 2 ** min(client.strikes, 32)
+            client.strikes += 1
+            wait = max(1, math.ceil(min(backoff, failures[0] + self.window - now)))
             if not client.blocked:
                 client.blocked = True
                 log.warning(

@@ -87,13 +87,13 @@ async def list_credentials(call: Call) -> Response:
 def _page_response(call: Call, page: Page) -> Response:
     offset, limit = page.offset, page.limit
     request = call.request
+    base = http.base_url(request, call.pipeline.settings.public_url)
 
     def link(at: int) -> str:
         kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "limit")]
         scope = request.scope
-        host = request.headers.get("host") or "{}:{}".format(*scope["server"])
         path = scope.get("root_path", "") + scope["path"]
-        return f"{scope['scheme']}://{host}{path}?{urlencode([*kept, ('offset', at), ('limit', limit)])}"
+        return f"{base}{path}?{urlencode([*kept, ('offset', at), ('limit', limit)])}"
 
     # The items are the credentials' stored JSON: spliced in, not parsed and serialised again.
     return JSONResponse(
