@@ -353,7 +353,8 @@ def test_the_docs_page_loads_only_packaged_assets(edge: Server) -> None:
         resp = httpx.get(f"{edge.api}/{asset}")
         assert resp.status_code == 200 and len(resp.content) > 50, asset
         assert f"/api/v2/{asset}" in page.text
-    assert "openapi.json" in httpx.get(f"{edge.api}/docs/init.js").text
+    assert 'data-url="/api/v2/openapi.json"' in page.text
+    assert "SwaggerUIBundle" in httpx.get(f"{edge.api}/docs/init.js").text
 
 
 @pytest.mark.parametrize(

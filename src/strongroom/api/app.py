@@ -30,11 +30,11 @@ STATIC = Path(__file__).parent / "static"
 _DOCS = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Strongroom API</title>
 <link rel="stylesheet" href="%(prefix)s/docs/swagger-ui.css"></head>
-<body><div id="ui"></div>
+<body><div id="ui" data-url="%(prefix)s/openapi.json"></div>
 <script src="%(prefix)s/docs/swagger-ui-bundle.js"></script>
 <script src="%(prefix)s/docs/init.js"></script>
 </body></html>"""
-_DOCS_INIT = 'SwaggerUIBundle({url: "%s/openapi.json", dom_id: "#ui"});\n'
+_DOCS_INIT = 'SwaggerUIBundle({url: document.getElementById("ui").dataset.url, dom_id: "#ui"});\n'
 
 
 def _settle_heap() -> None:
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return HTMLResponse(_DOCS % {"prefix": PREFIX})
 
     async def docs_init(_: Request) -> Response:
-        return Response(_DOCS_INIT % PREFIX, media_type="text/javascript")
+        return Response(_DOCS_INIT, media_type="text/javascript")
 
     async def not_found(request: Request, __: Exception) -> Response:
         """404, or a 307 to the same path with a trailing slash when that exists (built from the public URL or a
