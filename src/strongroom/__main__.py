@@ -1,5 +1,5 @@
 """`python -m strongroom` runs the CLI."""
 
-from strongroom.cli import app
+from strongroom.cli import main
 
-app()
+main()

@@ -6,19 +6,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from strongroom import backup as archive
-from strongroom.bootstrap import Services
-from strongroom.config import Settings
-from strongroom.errors import StrongroomError
+from strongroom.cli.output import err, out
+from strongroom.cli.store import settings, store
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 PassphraseFile = Annotated[
     Path | None,
@@ -49,22 +45,16 @@ class _Bar:
 
 @contextmanager
 def _bar() -> Iterator[_Bar]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         yield _Bar(progress)
 
 
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Every refusal is one line on stderr and exit status 1, never a traceback."""
-    try:
-        yield
-    except StrongroomError as exc:
-        err.print(f"[red]Error:[/red] {exc.message}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
-
-
 def _read_passphrase(source: Path) -> str:
+    from strongroom import backup as archive
+
     try:
         text = sys.stdin.read() if str(source) == "-" else source.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -89,23 +79,20 @@ def backup(
     force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
 ) -> None:
     """Write an encrypted archive of the store; with a passphrase, it opens without this machine's key file."""
-    with _clean_errors():
-        secret = None
-        if passphrase_file is not None:
-            secret = _read_passphrase(passphrase_file)
-        elif passphrase:
-            secret = typer.prompt("Archive passphrase", hide_input=True, confirmation_prompt=True)
-        if secret is not None:
-            archive.check_passphrase(secret)
-        service = Services.open(Settings())
-        try:
-            with _bar() as bar:
-                summary = archive.backup(
-                    service.db, service.barrier.keys, file, passphrase=secret, overwrite=force, reporter=bar
-                )
-        finally:
-            service.close()
-    out.print(f"Backed up {_summary(summary.rows)} to {file} ({summary.size:,} bytes)", highlight=False)
+    from strongroom import backup as archive
+
+    secret = None
+    if passphrase_file is not None:
+        secret = _read_passphrase(passphrase_file)
+    elif passphrase:
+        secret = typer.prompt("Archive passphrase", hide_input=True, confirmation_prompt=True)
+    if secret is not None:
+        archive.check_passphrase(secret)
+    with store() as service, _bar() as bar:
+        summary = archive.backup(
+            service.db, service.barrier.keys, file, passphrase=secret, overwrite=force, reporter=bar
+        )
+    out.print(f"Backed up {_summary(summary.rows)} to {file} ({summary.size:,} bytes)")
 
 
 def restore(
@@ -113,16 +100,17 @@ def restore(
     passphrase_file: PassphraseFile = None,
 ) -> None:
     """Load an archive into an empty store on any backend, configured with the backed-up store's master key."""
-    with _clean_errors():
-        header = archive.header_of(file)
-        secret = None
-        if passphrase_file is not None:
-            secret = _read_passphrase(passphrase_file)
-        elif header.key_mode == "passphrase":
-            if not sys.stdin.isatty():
-                raise archive.ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file")
-            secret = typer.prompt("Archive passphrase", hide_input=True)
-        with _bar() as bar:
-            summary = archive.restore(Settings(), file, passphrase=secret, reporter=bar)
+    from strongroom import backup as archive
+
+    header = archive.header_of(file)
+    secret = None
+    if passphrase_file is not None:
+        secret = _read_passphrase(passphrase_file)
+    elif header.key_mode == "passphrase":
+        if not sys.stdin.isatty():
+            raise archive.ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file")
+        secret = typer.prompt("Archive passphrase", hide_input=True)
+    with _bar() as bar:
+        summary = archive.restore(settings(), file, passphrase=secret, reporter=bar)
     made = f" (made {summary.created_at})" if summary.created_at else ""
-    out.print(f"Restored {_summary(summary.rows)} from {file}{made}", highlight=False)
+    out.print(f"Restored {_summary(summary.rows)} from {file}{made}")

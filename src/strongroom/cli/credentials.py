@@ -1,7 +1,9 @@
 """`strongroom credentials …`: manage credentials through the SDK, with secrets kept off the command line.
 
 Secret values can be given as options, but the safe routes are a hidden prompt (used whenever a needed field is
-missing) and `--from-json FILE|-`, so passwords need not reach shell history or `ps`.
+missing and stdin is a terminal; a new secret is asked twice) and `--from-json FILE|-`, so passwords need not
+reach shell history or `ps`. With no terminal nothing is prompted: what was given is sent and the server names
+what is missing. The SDK (and its HTTP stack) is imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import click
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from strongroom.client import Client, Credential, StrongroomSDKError
+from strongroom.cli.output import err, fail, print_table, table
 from strongroom.credential_types import TYPES, CredentialType, Field, snake
+
+if TYPE_CHECKING:
+    from strongroom.client import Client, Credential
 
 app = typer.Typer(
     help="Manage credentials on a Strongroom server (endpoint and token from options, "
@@ -34,47 +36,50 @@ create_app = typer.Typer(
 )
 app.add_typer(create_app, name="create")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 FromJsonOpt = Annotated[
     str | None,
     typer.Option("--from-json", metavar="FILE|-", help="Read fields from a JSON object in FILE, or stdin with -."),
 ]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint", metavar="URL", help="API root, e.g. http://127.0.0.1:8484/api/v2 (or STRONGROOM_ENDPOINT)."
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", metavar="TOKEN", help="API token (prefer STRONGROOM_API_TOKEN: options show up in `ps`)."),
+]
 _COMMON = ("name", "description")
-
-
-def fail(message: str) -> NoReturn:
-    """Report an error the user can act on, without a traceback."""
-    err.print(f"[red]Error: {escape(message)}[/red]")
-    raise typer.Exit(1)
+_CLI_SOURCES = {
+    "endpoint": "set STRONGROOM_ENDPOINT or pass --endpoint URL",
+    "token": "set STRONGROOM_API_TOKEN or pass --token",
+}
 
 
 @app.callback()
-def connection(
-    ctx: typer.Context,
-    endpoint: Annotated[
-        str | None, typer.Option("--endpoint", metavar="URL", help="API root, e.g. http://127.0.0.1:8484/api/v2.")
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option("--token", help="API token (prefer STRONGROOM_API_TOKEN: options show up in `ps`)."),
-    ] = None,
-) -> None:
-    """Remember the connection options for the subcommand (the SDK resolves what is not given)."""
+def connection(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
+    """Remember the connection options for the subcommand (which may also take them; the SDK resolves the rest)."""
     ctx.ensure_object(dict).update(endpoint=endpoint, token=token)
 
 
 @contextmanager
-def session(ctx: click.Context) -> Iterator[Client]:
-    """Connect with the group options and turn every SDK error into a clean `Error: …` exit."""
+def session(ctx: typer.Context, endpoint: str | None = None, token: str | None = None) -> Iterator[Client]:
+    """Connect with the subcommand's options, else the group's; a missing setting is named in CLI terms."""
+    from strongroom.client import Client, ConfigurationError
+
     options = ctx.find_object(dict) or {}
     try:
-        with Client(endpoint=options.get("endpoint"), token=options.get("token")) as client:
-            yield client
-    except StrongroomSDKError as exc:
-        fail(exc.message)
+        client = Client(endpoint=endpoint or options.get("endpoint"), token=token or options.get("token"))
+    except ConfigurationError as exc:
+        if not exc.missing:
+            raise
+        how = "; ".join(f"no {what} configured: {_CLI_SOURCES[what]}" for what in exc.missing)
+        keys = " and ".join(f"'{what}'" for what in exc.missing)
+        fail(f"{how} (or write {keys} in {exc.config_file})")
+    with client:
+        yield client
 
 
 def kebab(f: Field) -> str:
@@ -92,20 +97,25 @@ def show(cred: Credential, as_json: bool) -> None:
     if as_json:
         print(json.dumps(cred.as_dict(), indent=2, default=str))
         return
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
+    from rich.table import Table
+
+    grid = Table(show_header=False, box=None)
+    grid.add_column(style="bold")
+    grid.add_column()
     for key, value in cred.as_dict().items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
-        table.add_row(escape(key), escape(_date(cred) if key == "creationDate" else text))
-    out.print(table)
+        grid.add_row(key, _date(cred) if key == "creationDate" else text)
+    print_table(grid)
 
 
 def read_json_object(source: str) -> dict[str, Any]:
     """Load a JSON object from a file or stdin; errors name the position, never the (secret) content."""
     try:
-        with click.open_file(source, encoding="utf-8") as handle:
-            data = json.load(handle)
+        if source == "-":
+            data = json.load(sys.stdin)
+        else:
+            with Path(source).open(encoding="utf-8") as handle:
+                data = json.load(handle)
     except OSError as exc:
         fail(f"cannot read {source}: {exc.strerror or type(exc).__name__}")
     except UnicodeDecodeError:
@@ -150,12 +160,15 @@ def split_json(ctype: CredentialType, data: Mapping[str, Any]) -> tuple[dict[str
 
 
 def prompt_value(f: Field) -> Any:
-    """Ask for one field; secrets are read without echo."""
+    """Ask for one field; a secret is read without echo, twice, and refused empty unless the field may be."""
     if f.kind == "object":
         return read_json_object(typer.prompt(f"{f.name} (path of a JSON file, or - for stdin)"))
     label = f"{f.name} (comma-separated)" if f.kind == "string_list" else f.name
-    default = "" if f.allow_empty else None
-    value = typer.prompt(label, hide_input=f.secret, default=default, show_default=False)
+    while True:
+        value = typer.prompt(label, hide_input=f.secret, confirmation_prompt=f.secret, default="", show_default=False)
+        if value or f.allow_empty:
+            break
+        err.print(f"{f.name} cannot be empty.")
     return [v.strip() for v in value.split(",") if v.strip()] if f.kind == "string_list" else value
 
 
@@ -201,10 +214,14 @@ def make_create_command(ctype: CredentialType) -> Callable[..., None]:
         ),
         inspect.Parameter("from_json", keyword, annotation=FromJsonOpt, default=None),
         inspect.Parameter("as_json", keyword, annotation=JsonOpt, default=False),
+        inspect.Parameter("endpoint", keyword, annotation=EndpointOpt, default=None),
+        inspect.Parameter("token", keyword, annotation=TokenOpt, default=None),
     ]
 
     def command(**kwargs: Any) -> None:
-        ctx: click.Context = kwargs.pop("ctx")
+        from strongroom.client import Credential
+
+        ctx: typer.Context = kwargs.pop("ctx")
         common, values = split_json(ctype, read_json_object(kwargs["from_json"])) if kwargs["from_json"] else ({}, {})
         for key in _COMMON:
             if kwargs[key] is not None:
@@ -220,10 +237,12 @@ def make_create_command(ctype: CredentialType) -> Callable[..., None]:
                 values[f.name] = prompt_value(f)
         create = getattr(Credential, ctype.sdk_method)
         by_name = {f.name: f.param for f in ctype.fields}
-        with session(ctx):
-            cred = create(**common, **{by_name[k]: v for k, v in values.items()})
+        arguments = {f.param: None for f in ctype.fields if f.name in ctype.always_required}  # the server judges
+        arguments.update({by_name[k]: v for k, v in values.items()})
+        with session(ctx, kwargs["endpoint"], kwargs["token"]):
+            cred = create(**common, **arguments)
         if not kwargs["as_json"]:
-            err.print(f"Created credential [bold]{escape(str(cred.credential_id))}[/bold]")
+            err.print(f"Created credential {cred.credential_id}")
         show(cred, kwargs["as_json"])
 
     command.__name__ = f"create_{ctype.name}"
@@ -253,28 +272,36 @@ def list_credentials(
         list[str] | None, typer.Option("--type", metavar="TYPE", help="Only this credential type (repeatable).")
     ] = None,
     as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """List every credential you can see, across all pages."""
-    with session(ctx):
+    from strongroom.client import Credential
+
+    with session(ctx, endpoint, token):
         creds = Credential.list(types=types or None)
     if as_json:
         print(json.dumps([c.as_dict() for c in creds], indent=2, default=str))
         return
-    table = Table("id", "name", "type", "description", "created")
-    table.columns[0].no_wrap = table.columns[4].no_wrap = True
+    grid = table("id", "name", "type", "description", "created")
+    grid.columns[0].no_wrap = grid.columns[4].no_wrap = True
     for c in creds:
-        table.add_row(
-            *(escape(str(v or "")) for v in (c.credential_id, c.name, c.credential_type, c.description)), _date(c)
-        )
-    out.print(table)
+        grid.add_row(*(str(v or "") for v in (c.credential_id, c.name, c.credential_type, c.description)), _date(c))
+    print_table(grid)
 
 
 @app.command("get")
 def get_credential(
-    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Show one credential (secret values are never returned)."""
-    with session(ctx):
+    from strongroom.client import Credential
+
+    with session(ctx, endpoint, token):
         cred = Credential.get(credential_id)
     show(cred, as_json)
 
@@ -322,9 +349,13 @@ def update_credential(
     ] = None,
     from_json: FromJsonOpt = None,
     as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Change a credential's name, description or fields. As in DataRobot, a new name alone clears the description."""
-    with session(ctx):
+    from strongroom.client import Credential
+
+    with session(ctx, endpoint, token):
         cred = Credential.get(credential_id)
         ctype = TYPES.get(cred.credential_type or "")
         if ctype is None:
@@ -347,12 +378,16 @@ def delete_credential(
     ctx: typer.Context,
     credential_id: Annotated[str, typer.Argument(metavar="ID")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Delete a credential (asks first unless --yes)."""
-    with session(ctx):
+    from strongroom.client import Credential
+
+    with session(ctx, endpoint, token):
         cred = Credential.get(credential_id)
         if not yes and not typer.confirm(f"Delete credential {cred.credential_id} ({cred.name!r})?"):
             err.print("Not deleted.")
             raise typer.Exit(1)
         cred.delete()
-    err.print(f"Deleted credential {escape(str(cred.credential_id))}")
+    err.print(f"Deleted credential {cred.credential_id}")

@@ -1,14 +1,35 @@
-"""The Strongroom SDK: `Client` for the connection, `Credential` with the datarobot.Credential surface."""
+"""The Strongroom SDK: `Client` for the connection, `Credential` with the datarobot.Credential surface.
 
-from strongroom.client.client import Client, get_client, set_client
-from strongroom.client.credential import Credential
-from strongroom.client.errors import (
-    AppPlatformError,
-    ClientError,
-    ConfigurationError,
-    ServerError,
-    StrongroomSDKError,
-)
+Names are imported on first use, so the errors (and the CLI's help) load without the HTTP stack.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from strongroom.client.client import Client, get_client, set_client
+    from strongroom.client.credential import Credential
+    from strongroom.client.errors import (
+        AppPlatformError,
+        ClientError,
+        ConfigurationError,
+        ServerError,
+        StrongroomSDKError,
+    )
+
+_HOMES = {
+    "Client": "client",
+    "get_client": "client",
+    "set_client": "client",
+    "Credential": "credential",
+    "AppPlatformError": "errors",
+    "ClientError": "errors",
+    "ConfigurationError": "errors",
+    "ServerError": "errors",
+    "StrongroomSDKError": "errors",
+}
 
 __all__ = [
     "AppPlatformError",
@@ -21,3 +42,17 @@ __all__ = [
     "get_client",
     "set_client",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import an SDK name from its module the first time it is used."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"strongroom.client.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -88,7 +88,9 @@ def resolve(
     if missing or endpoint is None or token is None:
         raise ConfigurationError(
             f"no {' or '.join(missing)} configured: pass Client(endpoint=..., token=...), set {ENDPOINT_ENV} and "
-            f"{TOKEN_ENV}, or write them as 'endpoint' and 'token' in {path}"
+            f"{TOKEN_ENV}, or write them as 'endpoint' and 'token' in {path}",
+            missing=tuple(missing),
+            config_file=str(path),
         )
     token = token.strip()
     if not token or any(ch in token for ch in "\r\n\x00"):

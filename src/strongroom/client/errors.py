@@ -24,7 +24,16 @@ AppPlatformError = StrongroomSDKError  # the name datarobot uses for the same ba
 
 
 class ConfigurationError(StrongroomSDKError):
-    """No endpoint or token could be found, or the configuration file is unreadable."""
+    """No endpoint or token could be found, or the configuration file is unreadable.
+
+    `missing` names the settings no source had ("endpoint", "token"), so a caller such as the CLI can say how
+    its own users give them; it is empty when the problem is something else.
+    """
+
+    def __init__(self, message: str, missing: tuple[str, ...] = (), config_file: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.config_file = config_file
 
 
 class ClientError(StrongroomSDKError):

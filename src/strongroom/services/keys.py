@@ -48,6 +48,10 @@ class KeyService:
             raise MasterKeyError(f"{self.keys.source} did not activate master key version {version}")
         self.versions.add(version, check, self.keys.key_ref(version), utcnow())
 
+    def active_version(self) -> int:
+        """The master-key version new data keys are wrapped with."""
+        return self.keys.active_version()
+
     def status(self) -> dict[str, Any]:
         """The active version and, per version, how many credentials' data keys it wraps."""
         self.keys.refresh()

@@ -1,0 +1,75 @@
+"""The one pair of consoles every command prints through, and the one way a command fails.
+
+Markup, highlighting and emoji codes are off: user data (names, ids, server messages) is printed as given, so
+`[/foo]` or `:smile:` can neither crash a command nor change what is shown. Rich is imported on first use, so
+`strongroom --help` never pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class _LazyConsole:
+    """A rich Console built on first attribute access, with markup, highlighting and emoji off."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return getattr(self._console, name)
+
+
+out = cast("Console", _LazyConsole(stderr=False))
+err = cast("Console", _LazyConsole(stderr=True))
+
+
+class CommandError(Exception):
+    """A refusal the user can act on: the wrapper prints `Error: <message>` on stderr and exits 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command with one clean error line (never a traceback)."""
+    raise CommandError(message)
+
+
+def error_line(message: str) -> None:
+    """Print `Error: message` on stderr, the message verbatim (no markup is interpreted)."""
+    from rich.text import Text
+
+    err.print(Text.assemble(("Error: ", "bold red"), message))
+
+
+def table(*headers: str) -> Table:
+    """A table for `out` whose cells are plain text."""
+    from rich.table import Table
+
+    return Table(*headers)
+
+
+def print_table(grid: Table) -> None:
+    """Print a table on stdout at its natural width when the terminal is narrower, so no cell is cut short."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    natural = Measurement.get(out, out.options.update_width(1_000_000), grid).maximum
+    if natural <= out.width:
+        out.print(grid)
+        return
+    wide = Console(
+        file=out.file, width=natural, markup=False, highlight=False, emoji=False, force_terminal=out.is_terminal
+    )
+    wide.print(grid, crop=False)

@@ -1,0 +1,80 @@
+"""Opening the local store for administration: only `serve` and `init` may create one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from strongroom.cli.output import fail
+
+if TYPE_CHECKING:
+    from strongroom.bootstrap import Services
+    from strongroom.config import Settings
+
+
+def settings() -> Settings:
+    """The server's settings from the environment (STRONGROOM_*)."""
+    from strongroom.config import Settings
+
+    return Settings()
+
+
+def _data_dir_origin() -> str:
+    """How the data directory was chosen, in the words a user can act on."""
+    if os.environ.get("STRONGROOM_DATA_DIR"):
+        return "from STRONGROOM_DATA_DIR"
+    if os.environ.get("XDG_DATA_HOME"):
+        return "the default: $XDG_DATA_HOME/strongroom; set STRONGROOM_DATA_DIR to use another"
+    return "the default: ~/.local/share/strongroom; set STRONGROOM_DATA_DIR to use another"
+
+
+def missing_parts(config: Settings) -> list[str]:
+    """What a store needs but is not there (the SQLite file, the key file), each with where it was looked for."""
+    missing = []
+    if config.database_url is None:
+        database = config.data_dir / "strongroom.db"
+        if not database.is_file():
+            missing.append(f"no database file {database} (data directory {_data_dir_origin()})")
+    if not (config.master_key or config.kms_key_id):
+        key_file = config.resolved_key_file
+        if not key_file.is_file():
+            origin = (
+                "from STRONGROOM_MASTER_KEY_FILE"
+                if config.master_key_file is not None
+                else f"in the data directory, {_data_dir_origin()}"
+            )
+            missing.append(f"no master key file {key_file} ({origin})")
+    return missing
+
+
+def require_store(config: Settings) -> None:
+    """Refuse, naming every missing part, unless the configured store already exists (creating nothing)."""
+    missing = missing_parts(config)
+    if missing:
+        fail(
+            "no Strongroom store here: "
+            + "; ".join(missing)
+            + ". Point STRONGROOM_DATA_DIR at an existing store, or create one with `strongroom init` "
+            "(or `strongroom serve`)."
+        )
+
+
+def open_services(config: Settings) -> Services:
+    """Open the store as the server would (migrate, load and verify the keys), creating it if it is new."""
+    from strongroom.bootstrap import Services
+
+    return Services.open(config)
+
+
+@contextmanager
+def store(config: Settings | None = None) -> Iterator[Services]:
+    """Open an existing store for one command and close it after; a missing one is refused, never created."""
+    config = config or settings()
+    require_store(config)
+    services = open_services(config)
+    try:
+        yield services
+    finally:
+        services.close()
