@@ -1,0 +1,228 @@
+"""The `strongroom` command's own behaviour, run as a subprocess: errors, stores, options, input and imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Server
+
+HEAVY = ("sqlalchemy", "starlette", "cryptography", "alembic", "pydantic_settings", "httpx", "uvicorn", "rich")
+
+
+def run(*args: str, env: dict[str, str], stdin: str | None = "") -> subprocess.CompletedProcess[str]:
+    """`python -m strongroom ARGS` with exactly `env` (plus PATH and PYTHONPATH), stdin not a terminal."""
+    base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ}
+    return subprocess.run(
+        [sys.executable, "-m", "strongroom", *args],
+        env={**base, "COLUMNS": "200", **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_admin_command_refuses_a_missing_store_and_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "typo"
+    result = run("users", "list", env={"STRONGROOM_DATA_DIR": str(typo)})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("Error: no Strongroom store here")
+    assert f"no database file {typo / 'strongroom.db'} (data directory from STRONGROOM_DATA_DIR)" in result.stderr
+    assert "strongroom init" in result.stderr and "Traceback" not in result.stderr
+    assert not typo.exists()
+    for command in (("tokens", "list", "x"), ("keys", "status"), ("backup", str(tmp_path / "b.srb"))):
+        assert run(*command, env={"STRONGROOM_DATA_DIR": str(typo)}).returncode == 1
+    assert not typo.exists() and not (tmp_path / "b.srb").exists()
+
+
+def test_default_data_dir_is_named_as_the_default(tmp_path: Path) -> None:
+    result = run("users", "list", env={"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert result.returncode == 1
+    assert f"{tmp_path / 'xdg' / 'strongroom' / 'strongroom.db'} (data directory the default" in result.stderr
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_init_creates_a_store_once_then_commands_use_it(tmp_path: Path) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path / "store")}
+    first = run("init", env=env)
+    assert first.returncode == 0 and first.stdout.startswith("Created a store at"), first.stderr
+    assert (tmp_path / "store" / "strongroom.db").is_file() and (tmp_path / "store" / "master.key").is_file()
+    again = run("init", env=env)
+    assert again.returncode == 0 and again.stdout.startswith("A store already exists")
+    assert run("users", "create", "alice", env=env).returncode == 0
+    assert [u["username"] for u in json.loads(run("users", "list", "--json", env=env).stdout)] == ["alice"]
+
+
+def test_user_data_with_markup_is_printed_verbatim(tmp_path: Path) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
+    run("init", env=env)
+    revoked = run("tokens", "revoke", "[/foo]", env=env)
+    assert revoked.returncode == 1 and revoked.stderr == "Error: token '[/foo]' not found\n"
+    run("users", "create", "bob", env=env)
+    made = run("tokens", "create", "bob", "--name", "[bold]:smile:[/]", env=env)
+    assert made.returncode == 0, made.stderr
+    assert "[bold]:smile:[/]" in run("tokens", "list", "bob", env=env).stdout
+
+
+def test_usage_error_is_exit_2_without_traceback() -> None:
+    result = run("tokens", "create", env={})
+    assert result.returncode == 2 and "Missing argument" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tokens_list_never_cuts_ids_and_create_takes_an_expiry(tmp_path: Path) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
+    run("init", env=env)
+    run("users", "create", "carol", env=env)
+    before = datetime.now(UTC)
+    month = json.loads(run("tokens", "create", "carol", "--expires", "30d", "--json", env=env).stdout)
+    half_day = json.loads(run("tokens", "create", "carol", "--expires", "12h", "--json", env=env).stdout)
+    dated = json.loads(run("tokens", "create", "carol", "--expires", "2099-01-31", "--json", env=env).stdout)
+    month_at = datetime.fromisoformat(month["expiresAt"])
+    assert timedelta(days=30) <= month_at - before < timedelta(days=30, minutes=5)
+    half_day_at = datetime.fromisoformat(half_day["expiresAt"])
+    assert timedelta(hours=12) <= half_day_at - before < timedelta(hours=12, minutes=5)
+    assert dated["expiresAt"] == "2099-01-31T00:00:00.000000Z"
+    past = run("tokens", "create", "carol", "--expires", "2001-01-01", env=env)
+    assert past.returncode == 1 and "in the past" in past.stderr
+    listed = {t["id"]: t["expiresAt"] for t in json.loads(run("tokens", "list", "carol", "--json", env=env).stdout)}
+    assert listed[dated["id"]] == dated["expiresAt"]
+    narrow = run("tokens", "list", "carol", env={**env, "COLUMNS": "40"}).stdout
+    assert all(token_id in narrow for token_id in listed)
+
+
+def test_importing_the_cli_and_the_sdk_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, strongroom, strongroom.cli, strongroom.client.errors, strongroom.cli.credentials; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_help_runs_without_the_server_stack() -> None:
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['strongroom', '--help']\n"
+        "try:\n    runpy.run_module('strongroom', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert exc.code == 0\n"
+        f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "credentials" in result.stdout and result.stdout.strip().endswith("LOADED []")
+
+
+def test_sdk_names_still_resolve_lazily() -> None:
+    import strongroom
+
+    assert strongroom.Credential.__name__ == "Credential" and issubclass(strongroom.ClientError, Exception)
+    with pytest.raises(AttributeError):
+        _ = strongroom.NoSuchName  # type: ignore[attr-defined]
+
+
+def test_missing_token_speaks_cli(tmp_path: Path) -> None:
+    env = {"STRONGROOM_ENDPOINT": "http://127.0.0.1:9/api/v2", "STRONGROOM_CONFIG_FILE": str(tmp_path / "none.yaml")}
+    (tmp_path / "none.yaml").write_text("{}\n")
+    result = run("credentials", "list", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no token configured: set STRONGROOM_API_TOKEN or pass --token" in result.stderr
+    assert "Client(" not in result.stderr
+
+
+def test_connection_options_after_the_subcommand(server: Server) -> None:
+    token = server.new_user("opts")
+    env = {"STRONGROOM_CONFIG_FILE": str(server.data_dir / "absent.yaml")}
+    Path(env["STRONGROOM_CONFIG_FILE"]).write_text("{}\n")
+    after = run("credentials", "list", "--json", "--endpoint", server.api, "--token", token, env=env)
+    assert after.returncode == 0 and json.loads(after.stdout) == [], after.stderr
+    before = run("credentials", "--endpoint", server.api, "--token", token, "list", "--json", env=env)
+    assert before.returncode == 0 and json.loads(before.stdout) == []
+    made = run(
+        "credentials", "create", "basic", "--name", "n1", "--user", "u", "--password", "p", "--json",
+        "--endpoint", server.api, "--token", token, env=env,
+    )  # fmt: skip
+    assert made.returncode == 0 and json.loads(made.stdout)["name"] == "n1", made.stderr
+    bad = run("credentials", "get", "x", "--endpoint", server.api, "--token", "sr_wrong", env=env)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr
+
+
+def test_create_without_a_terminal_lets_the_server_name_what_is_missing(server: Server) -> None:
+    env = {"STRONGROOM_ENDPOINT": server.api, "STRONGROOM_API_TOKEN": server.new_user("notty")}
+    result = run("credentials", "create", "basic", "--name", "x", "--user", "y", env=env, stdin="")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "TypeError" not in result.stderr
+    assert result.stderr.startswith("Error: ") and "password" in result.stderr
+    piped = run("credentials", "create", "basic", "--from-json", "-", "--json", env=env,
+                stdin=json.dumps({"name": "x", "user": "y", "password": "from stdin"}))  # fmt: skip
+    assert piped.returncode == 0 and json.loads(piped.stdout)["name"] == "x", piped.stderr
+
+
+def test_unexpected_error_is_a_short_report_without_locals(tmp_path: Path) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path), "STRONGROOM_DATABASE_URL": "nosuchdriver://x:hunter2@h/db"}
+    (tmp_path / "master.key").touch(mode=0o600)
+    result = run("users", "list", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+
+
+def _converse(argv: list[str], env: dict[str, str], replies: list[tuple[str, str | None]]) -> tuple[int, str]:
+    """Run argv on a pseudo-terminal, waiting for each text in turn and typing its reply (None: type nothing);
+    returns (exit status, everything shown)."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once, nothing else
+        os.execve(argv[0], argv, env)  # noqa: S606 - a fixed interpreter and arguments, no shell
+    seen = b""
+    position = 0
+    for prompt, reply in replies:
+        while seen.find(prompt.encode(), position) < 0:
+            ready, _, _ = select.select([fd], [], [], 30)
+            try:
+                chunk = os.read(fd, 4096) if ready else b""
+            except OSError:
+                chunk = b""
+            assert chunk, f"no {prompt!r}; got {seen!r}"
+            seen += chunk
+        position = seen.find(prompt.encode(), position) + len(prompt)
+        if reply is not None:
+            os.write(fd, reply.encode() + b"\n")
+    while True:
+        ready, _, _ = select.select([fd], [], [], 30)
+        try:
+            chunk = os.read(fd, 4096) if ready else b""
+        except OSError:  # the child closed the terminal
+            chunk = b""
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def test_a_new_secret_is_asked_twice_and_never_empty(server: Server) -> None:
+    env = {
+        **{k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ},
+        "STRONGROOM_ENDPOINT": server.api,
+        "STRONGROOM_API_TOKEN": server.new_user("tty"),
+    }
+    argv = [sys.executable, "-m", "strongroom", "credentials", "create", "api-token", "--name", "tty1"]
+    replies = [
+        ("apiToken: ", ""),
+        ("Repeat for confirmation: ", ""),
+        ("apiToken cannot be empty", None),
+        ("apiToken: ", "first"),
+        ("Repeat for confirmation: ", "other"),
+        ("do not match", None),
+        ("apiToken: ", "s3cret"),
+        ("Repeat for confirmation: ", "s3cret"),
+    ]
+    status, shown = _converse(argv, env, replies)
+    assert status == 0, shown
+    assert "Created credential" in shown and "s3cret" not in shown and "first" not in shown
