@@ -1,4 +1,4 @@
-"""Master keys: a small provider interface and the built-in keyrings (a 0600 file, or an environment variable).
+"""Master keys: a small provider interface and the built-in keyrings (a private file, or an environment variable).
 
 Another KMS (AWS KMS is in kms.py; Vault transit, GCP KMS, Azure Key Vault) plugs in by implementing
 `KeyProvider`: `wrap` encrypts a data key under the active master-key version, `unwrap` decrypts one under a
@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import json
 import logging
 import os
 import stat
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -165,22 +168,16 @@ class FileKeyring(Keyring):
     def _rewrite(self, change: Callable[[dict[int, bytes], int], tuple[dict[int, bytes], int]]) -> None:
         """Read, change and atomically replace the file under an exclusive lock, so a concurrent rotation
         or retirement in another process is never overwritten."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with self._lock:
-                keys, active = change(*_parse(self.path.read_text(), self.source))
-                write_key_file(self.path, serialise(keys, active))
-                self._load(keys, active)
-                self._stamp = _stamp(self.path)
-        finally:
-            os.close(fd)  # releases the lock
+        with key_file_lock(self.path), self._lock:
+            keys, active = change(*_parse(read_key_file(self.path), self.source))
+            write_key_file(self.path, serialise(keys, active))
+            self._load(keys, active)
+            self._stamp = _stamp(self.path)
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
     """What changes when the file is replaced: inode, size and modification time."""
-    st = path.stat()
+    st = path.lstat()
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -209,30 +206,91 @@ def serialise(keys: dict[int, bytes], active: int) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def write_key_file(path: Path, content: str) -> None:
-    """Write a key file atomically with 0600 permissions (never briefly readable by others)."""
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextmanager
+def key_file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside the key file, so creations and rewrites in several processes take turns."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
+        os.fchmod(fd, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_key_file(path: Path, content: str) -> None:
+    """Write a key file atomically with 0600 permissions: a fresh temporary file (O_EXCL) then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
         os.write(fd, content.encode())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+
+
+def read_key_file(path: Path) -> str:
+    """The key file's text, refused unless it is a regular file (no symlink), ours, and private (no 0o077 bit)."""
+    source = f"key file {path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MasterKeyError(f"{source} is a symbolic link; point the setting at the file itself") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MasterKeyError(f"{source} is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise MasterKeyError(
+                f"{source} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}); "
+                "it must belong to the user running Strongroom"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise MasterKeyError(f"{source} is accessible to other users (mode {mode:04o}); run chmod 600 {path}")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode()
+    except UnicodeDecodeError:
+        raise MasterKeyError(f"{source}: unreadable master key (not text)") from None
 
 
 def load_key_file(path: Path, *, create: bool) -> FileKeyring:
-    """Read the keyring file, creating a fresh one when allowed; refuse a world-readable file."""
-    source = f"key file {path}"
-    if not path.exists():
-        if not create:
-            raise MasterKeyError(f"{source} is missing, but the database holds secrets sealed by it")
-        write_key_file(path, serialise({1: AESGCM.generate_key(bit_length=256)}, 1))
-    mode = path.stat().st_mode
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise MasterKeyError(f"{source} is accessible to other users (mode {oct(mode & 0o777)}); run chmod 600")
-    return FileKeyring(path, path.read_text())
+    """Read the keyring file, creating a fresh one when allowed (one key however many processes start at once)."""
+    if create and not os.path.lexists(path):
+        with key_file_lock(path):
+            if not os.path.lexists(path):  # another process may have created it while this one waited
+                write_key_file(path, serialise({1: AESGCM.generate_key(bit_length=256)}, 1))
+    elif not os.path.lexists(path):
+        raise MasterKeyError(f"key file {path} is missing, but the database holds secrets sealed by it")
+    return FileKeyring(path, read_key_file(path))
 
 
 def load_keyring(*, env_value: str | None, key_file: Path, create: bool) -> Keyring:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -69,7 +70,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
-    """WAL for concurrent readers, and explicit BEGIN so writers can take the lock up front."""
+    """WAL for concurrent readers, explicit BEGIN so writers can take the lock up front, and secure_delete so a
+    deleted or replaced secret is overwritten with zeros in the file and WAL instead of lingering in free pages."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -78,6 +80,7 @@ def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA secure_delete=ON")
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 
@@ -89,6 +92,18 @@ def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT":
             return
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("writer") else "BEGIN")
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file owner-only before SQLite does (its WAL and shm files then take the same mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class Database:
@@ -114,6 +129,7 @@ class Database:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _create_private(Path(parsed.database))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": timeout}
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 32
@@ -235,7 +251,9 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
+            # SQLite: BEGIN IMMEDIATE, so processes starting together queue for the write lock instead of one
+            # failing with SQLITE_BUSY when its read transaction tries to write.
+            with self.engine.execution_options(writer=True).begin() as conn:
                 if not self.is_sqlite:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 cfg.attributes["connection"] = conn
