@@ -6,6 +6,7 @@ import os
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -16,6 +17,19 @@ def default_data_dir() -> Path:
     """XDG data home, so a first start needs no configuration at all."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "strongroom"
+
+
+def mask_password(url: str) -> str:
+    """The URL with any password replaced by ***, including one in a libpq `password=` query parameter."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads: show nothing of it rather than risk a secret
+        return "***"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "x"})
+    return parsed.render_as_string(hide_password=True).replace("password=x", "password=***")
 
 
 class Settings(BaseSettings):
@@ -66,6 +80,11 @@ class Settings(BaseSettings):
     def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """`trusted_proxies` parsed; a malformed entry fails at start, not per request."""
         return tuple(ip_network(item.strip(), strict=False) for item in self.trusted_proxies.split(",") if item.strip())
+
+    def __repr_args__(self) -> Any:
+        """Every field as usual, but a database URL's password masked: settings get logged and printed."""
+        for name, value in super().__repr_args__():
+            yield name, (mask_password(value) if name == "database_url" and value else value)
 
     @property
     def resolved_store_threads(self) -> int:

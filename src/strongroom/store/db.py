@@ -35,6 +35,7 @@ from strongroom.store.pgloop import ConnectionLost, LoopPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
+_WAL_KEEP_BYTES = 0  # the WAL is truncated to what the first commit after a checkpoint wrote
 _GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at most
 T = TypeVar("T")
 # SQLite primary result codes that mean "the file is busy or unusable right now", not "the query is wrong":
@@ -70,8 +71,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
-    """WAL for concurrent readers, explicit BEGIN so writers can take the lock up front, and secure_delete so a
-    deleted or replaced secret is overwritten with zeros in the file and WAL instead of lingering in free pages."""
+    """WAL for concurrent readers, and explicit BEGIN so writers can take the lock up front. secure_delete zeroes
+    a deleted or replaced secret in the file instead of leaving it in free space; journal_size_limit cuts the
+    WAL back when it starts over after a checkpoint, so frames holding old secrets do not linger past its end."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -80,7 +82,8 @@ def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA secure_delete=ON")
+        cur.execute("PRAGMA secure_delete=ON")  # explicit: many SQLite builds default to OFF
+        cur.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.close()
 

@@ -1,0 +1,26 @@
+"""Settings are printed and logged: their repr never shows a database password or the master key."""
+
+from __future__ import annotations
+
+import pytest
+
+from strongroom.config import Settings
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://strongroom:hunter2-S3cret@db.example:5432/strongroom",
+        "postgresql+psycopg://strongroom@db.example/strongroom?password=hunter2-S3cret&sslmode=require",
+    ],
+)
+def test_repr_masks_the_database_password(url: str) -> None:
+    settings = Settings(database_url=url, master_key="bWFzdGVyLWtleS1tYXRlcmlhbA==")
+    for text in (repr(settings), str(settings)):
+        assert "hunter2-S3cret" not in text and "bWFzdGVyLWtleS1tYXRlcmlhbA" not in text
+        assert "db.example" in text and "***" in text
+    assert settings.resolved_database_url == url  # only the display is masked
+
+
+def test_repr_of_an_unparsable_url_hides_it() -> None:
+    assert "x:y@" not in repr(Settings(database_url="not a url x:y@"))
