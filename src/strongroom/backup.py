@@ -34,18 +34,22 @@ from sqlalchemy.exc import DBAPIError
 
 from strongroom import __version__
 from strongroom.config import Settings
-from strongroom.crypto import DecryptionError, KeyProvider, Sealed, load_keyring
+from strongroom.crypto import DecryptionError, KeyProvider, Keyring, Sealed, load_keyring
 from strongroom.crypto.barrier import Barrier, Binding
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
 from strongroom.store.db import unavailable
-from strongroom.store.models import Base, Credential, CredentialCount
+from strongroom.store.models import Base, Credential, CredentialCount, KeyVersion, utcnow
 
 MAGIC = b"STRONGROOM-BACKUP\n"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # plaintext per chunk before compression (a chunk ends after the row that crosses it)
 DERIVED = frozenset({"credential_counts"})  # rebuilt from the credentials on restore, not archived
-SCRYPT = {"n": 2**15, "r": 8, "p": 1}  # about 32 MiB and a tenth of a second per derivation
+SCRYPT = {"n": 2**17, "r": 8, "p": 1}  # OWASP's scrypt guidance: 128 MiB and about half a second per derivation
+# The only scrypt costs a restore derives with (the header is not authenticated before the key is derived, so
+# its parameters must not choose the memory spent): the current set, and the 32 MiB one of earlier versions.
+KNOWN_SCRYPT = frozenset({(2**17, 8, 1), (2**15, 8, 1)})
+ARCHIVE_KEY_VERSION = 0  # the `key_version` of a credential whose data key is wrapped by the archive key
 MIN_PASSPHRASE = 10
 _PREFIX = struct.Struct(">HI")  # format version, header length
 _CHUNK = struct.Struct(">I")
@@ -91,6 +95,12 @@ class Header:
         return str(self.doc["key"]["mode"])
 
     @property
+    def self_contained(self) -> bool:
+        """Whether the credentials' data keys are wrapped by the archive key (passphrase archives), so the
+        archive restores without any master key of the source."""
+        return self.doc.get("dataKeys") == "archive"
+
+    @property
     def rows(self) -> dict[str, int]:
         return {name: int(t["rows"]) for name, t in self.doc["tables"].items()}
 
@@ -122,7 +132,11 @@ def backup(
     reporter: Reporter | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> Summary:
-    """Write a consistent snapshot of the store to `path` (0600, atomically: a failure leaves no file)."""
+    """Write a consistent snapshot of the store to `path` (0600, atomically: a failure leaves no file).
+
+    With a passphrase the archive is self-contained: every data key is re-wrapped by the archive key, so it
+    restores on a machine that never had this store's master key.
+    """
     reporter = reporter or _Silent()
     if path.exists() and not overwrite:
         raise ArchiveError(f"{path} already exists; choose another file or pass --force to replace it")
@@ -146,6 +160,9 @@ def backup(
                 "tables": {t.name: {"columns": [c.name for c in t.columns], "rows": counts[t.name]} for t in tables},
                 "key": _protect_key(archive_key, archive_id, keys, passphrase),
             }
+            export = _Exporter(keys, archive_key) if passphrase is not None else None
+            if export is not None:
+                doc["dataKeys"] = "archive"
             header = Header(json.dumps(doc, separators=(",", ":")).encode(), doc)
             reporter.start("Backing up", sum(counts.values()))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -156,7 +173,7 @@ def backup(
                     ordered = select(table).order_by(*table.primary_key.columns).execution_options(yield_per=_BATCH)
                     for batch in conn.execute(ordered).partitions():
                         for row in batch:
-                            writer.add(_encode_row(table, row))
+                            writer.add(_encode_row(table, export(table, row) if export else row))
                         reporter.advance(len(batch))
                 writer.close()
                 fh.flush()
@@ -168,6 +185,32 @@ def backup(
     finally:
         tmp.unlink(missing_ok=True)
     return Summary(counts, path.stat().st_size, doc["createdAt"])
+
+
+def _archive_keys(archive_key: bytes) -> Keyring:
+    """The archive key as a one-version keyring, so the barrier can wrap data keys with it."""
+    return Keyring({ARCHIVE_KEY_VERSION: archive_key}, ARCHIVE_KEY_VERSION, "the archive key")
+
+
+class _Exporter:
+    """Re-wraps each credential's data key from the store's master keys to the archive key."""
+
+    def __init__(self, keys: KeyProvider, archive_key: bytes) -> None:
+        self._barrier = Barrier(keys)
+        self._archive = _archive_keys(archive_key)
+
+    def __call__(self, table: Table, row: Sequence[Any]) -> Sequence[Any]:
+        if table.name != "credentials":
+            return row
+        values = dict(zip(table.columns.keys(), row, strict=True))
+        try:
+            version, wrapped = self._barrier.rewrap_to(
+                self._archive, Binding.of(values), values["key_version"], bytes(values["wrapped_key"])
+            )
+        except (MasterKeyError, DecryptionError) as exc:
+            raise ArchiveError(f"credential {values['id']} cannot be opened for the archive: {exc.message}") from None
+        values["key_version"], values["wrapped_key"] = version, wrapped
+        return list(values.values())
 
 
 @contextmanager
@@ -291,7 +334,7 @@ def _protect_key(key: bytes, archive_id: str, keys: KeyProvider, passphrase: str
     }
 
 
-def _archive_key(header: Header, keys: KeyProvider, passphrase: str | None) -> bytes:
+def _archive_key(header: Header, keys: KeyProvider | None, passphrase: str | None) -> bytes:
     """Unwrap the archive key; a wrong passphrase or master key is told apart from a damaged chunk."""
     spec = header.doc["key"]
     aad = _key_aad(str(header.doc["archiveId"]))
@@ -300,6 +343,8 @@ def _archive_key(header: Header, keys: KeyProvider, passphrase: str | None) -> b
         if passphrase is not None:
             raise ArchiveError("this archive is sealed with the store's master key, not a passphrase; omit it")
         version = int(spec["version"])
+        if keys is None:
+            raise ArchiveError("this archive is sealed with a master key; configure the store's master key")
         source = getattr(keys, "source", "the configured keys")
         if spec.get("keyRef") and keys.key_ref(version) != spec["keyRef"]:
             raise _needs_kms(version, spec["keyRef"])
@@ -319,8 +364,12 @@ def _archive_key(header: Header, keys: KeyProvider, passphrase: str | None) -> b
     if passphrase is None:
         raise ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file or the prompt")
     n, r, p = int(spec["n"]), int(spec["r"]), int(spec["p"])
-    if not (2 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
-        raise ArchiveError("the archive header has unreasonable key-derivation parameters; refusing it")
+    if (n, r, p) not in KNOWN_SCRYPT:
+        known = " or ".join(f"n={n}, r={r}, p={p}" for n, r, p in sorted(KNOWN_SCRYPT))
+        raise ArchiveError(
+            f"the archive header asks for unknown key-derivation costs (scrypt n={n}, r={r}, p={p}; "
+            f"Strongroom writes {known}); the header is damaged or altered, refusing it"
+        )
     kek = _scrypt(passphrase, base64.b64decode(spec["salt"]), n, r, p)
     try:
         return AESGCM(kek).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], aad)
@@ -451,10 +500,15 @@ def _decode_row(table: Table, columns: list[str], values: list[Any]) -> dict[str
 def restore(
     settings: Settings, path: Path, *, passphrase: str | None = None, reporter: Reporter | None = None
 ) -> Summary:
-    """Load an archive into the empty store `settings` names: verified in full first, written in one transaction."""
+    """Load an archive into the empty store `settings` names: verified in full first, written in one transaction.
+
+    A self-contained (passphrase) archive needs no master key of the source: a target without keys gets a
+    fresh master key, and every data key is re-wrapped under the target's active version.
+    """
     reporter = reporter or _Silent()
     refs: dict[int, str] = {}  # KMS key ids per version, as the archive records them
-    keys = _target_keys(settings, refs)
+    self_contained = header_of(path).self_contained
+    keys = None if self_contained else _target_keys(settings, refs)  # refuse before creating a store
     db = Database.from_settings(settings)
     try:
         db.migrate()
@@ -463,34 +517,110 @@ def restore(
             _check_schema(db, header)
             with db.read() as s:
                 _require_empty(s.connection())
+                recorded = s.connection().scalar(select(func.count()).select_from(KeyVersion.__table__)) or 0
+            if keys is None:  # a store with recorded versions keeps its key: never a fresh one over them
+                keys = _target_keys(settings, refs, create=not recorded)
             if header.doc["key"].get("keyRef") and settings.kms_key_id:
                 refs[int(header.doc["key"]["version"])] = header.doc["key"]["keyRef"]
                 keys.refresh()
-            try:
-                key = _archive_key(header, keys, passphrase)
-            except (KeyError, ValueError, TypeError, binascii.Error):
-                raise ArchiveError("the archive header is unreadable; the file is damaged or altered") from None
+            key = _unwrap_archive_key(header, keys, passphrase)
             start = fh.tell()
             reporter.start("Verifying", sum(header.rows.values()))
-            _verify(_rows(fh, header, key), header, keys, refs if settings.kms_key_id else None, reporter)
+            rewrapped = _verify(
+                _rows(fh, header, key),
+                header,
+                keys,
+                refs if settings.kms_key_id else None,
+                reporter,
+                archive=_archive_keys(key) if self_contained else None,
+            )
             fh.seek(start)
             reporter.start("Restoring", sum(header.rows.values()))
             with db.write() as s:  # the file is re-authenticated as it is read; any failure rolls all back
                 conn = s.connection()
                 _require_empty(conn)
-                conn.execute(Base.metadata.tables["key_versions"].delete())  # a first start's check row
-                _insert(conn, _rows(fh, header, key), reporter)
+                rows = _rows(fh, header, key)
+                if self_contained:  # the target's own key versions stay; the source's mean nothing here
+                    rows = _adopted(rows, rewrapped)
+                    _record_active(conn, keys)
+                else:
+                    conn.execute(KeyVersion.__table__.delete())  # a first start's check row
+                _insert(conn, rows, reporter)
                 _recount(conn)
     finally:
         db.dispose()
     return Summary(header.rows, path.stat().st_size, str(header.doc.get("createdAt", "")))
 
 
-def _target_keys(settings: Settings, refs: dict[int, str]) -> KeyProvider:
-    """The target's master key, never a fresh one: the archive's data keys are wrapped by the source's.
+def verify_archive(
+    settings: Settings, path: Path, *, passphrase: str | None = None, reporter: Reporter | None = None
+) -> Summary:
+    """Authenticate every chunk and decrypt every secret of an archive, writing nothing anywhere.
 
-    With AWS KMS the versions' key ids come from the archive (`refs`, filled while it is read), as a server
-    reads them from its database.
+    A master-key archive needs the configured master key (as a restore would); a self-contained one only
+    its passphrase.
+    """
+    reporter = reporter or _Silent()
+    refs: dict[int, str] = {}
+    self_contained = header_of(path).self_contained
+    keys = None if self_contained else _target_keys(settings, refs)
+    with _open(path) as fh:
+        header = read_header(fh)
+        if keys is not None and header.doc["key"].get("keyRef") and settings.kms_key_id:
+            refs[int(header.doc["key"]["version"])] = header.doc["key"]["keyRef"]
+            keys.refresh()
+        key = _unwrap_archive_key(header, keys, passphrase)
+        reporter.start("Verifying", sum(header.rows.values()))
+        archive = _archive_keys(key)
+        _verify(
+            _rows(fh, header, key),
+            header,
+            keys or archive,
+            refs if settings.kms_key_id else None,
+            reporter,
+            archive=archive if self_contained else None,
+        )
+    return Summary(header.rows, path.stat().st_size, str(header.doc.get("createdAt", "")))
+
+
+def _unwrap_archive_key(header: Header, keys: KeyProvider | None, passphrase: str | None) -> bytes:
+    try:
+        return _archive_key(header, keys, passphrase)
+    except (KeyError, ValueError, TypeError, binascii.Error):
+        raise ArchiveError("the archive header is unreadable; the file is damaged or altered") from None
+
+
+def _adopted(
+    rows: Iterator[tuple[Table, dict[str, Any]]], rewrapped: dict[str, tuple[int, bytes]]
+) -> Iterator[tuple[Table, dict[str, Any]]]:
+    """The archive's rows for a target with its own keys: no source key versions, data keys re-wrapped."""
+    for table, row in rows:
+        if table.name == "key_versions":
+            continue
+        if table.name == "credentials":
+            row["key_version"], row["wrapped_key"] = rewrapped[row["id"]]
+        yield table, row
+
+
+def _record_active(conn: Connection, keys: KeyProvider) -> None:
+    """Record the target's active version with its check value, as a first start does, if it is not yet."""
+    version = keys.active_version()
+    table = KeyVersion.__table__
+    if conn.scalar(select(func.count()).select_from(table).where(table.c.version == version)):
+        return
+    wrapped_under, check = Barrier(keys).check_value(version)
+    if wrapped_under != version:
+        raise ArchiveError(f"{keys.source} did not activate master key version {version}")
+    conn.execute(
+        table.insert().values(version=version, check_value=check, key_ref=keys.key_ref(version), created_at=utcnow())
+    )
+
+
+def _target_keys(settings: Settings, refs: dict[int, str], *, create: bool = False) -> KeyProvider:
+    """The target's master key; a fresh one only when `create` (a self-contained archive into a new store).
+
+    A master-key archive needs the source's key: its data keys are wrapped by it. With AWS KMS the versions'
+    key ids come from the archive (`refs`, filled while it is read), as a server reads them from its database.
     """
     if settings.kms_key_id:
         from strongroom.crypto.kms import KmsKeyProvider, kms_client
@@ -498,12 +628,12 @@ def _target_keys(settings: Settings, refs: dict[int, str]) -> KeyProvider:
         client = kms_client(endpoint_url=settings.kms_endpoint_url, region=settings.kms_region)
         return KmsKeyProvider(client, lambda: dict(refs), settings.kms_key_id)
     key_file = settings.resolved_key_file
-    if not settings.master_key and not key_file.exists():
+    if not settings.master_key and not key_file.exists() and not create:
         raise ArchiveError(
             f"no master key at {key_file} and STRONGROOM_MASTER_KEY is not set; restore needs the master key "
             "of the store that was backed up (the archive holds data keys wrapped by it, not the key itself)"
         )
-    return load_keyring(env_value=settings.master_key, key_file=key_file, create=False)
+    return load_keyring(env_value=settings.master_key, key_file=key_file, create=create)
 
 
 def _check_schema(db: Database, header: Header) -> None:
@@ -539,26 +669,50 @@ def _verify(
     keys: KeyProvider,
     kms_refs: dict[int, str] | None,
     reporter: Reporter,
-) -> None:
-    """Authenticate every chunk, count rows, and prove every credential decrypts under the target's keys."""
-    barrier = Barrier(keys)
+    *,
+    archive: KeyProvider | None = None,
+) -> dict[str, tuple[int, bytes]]:
+    """Authenticate every chunk, count rows, and prove every credential decrypts.
+
+    Under the target's keys for a master-key archive; with `archive` (a self-contained archive's key) the
+    credentials open with it, and their data keys come back re-wrapped under `keys`' active version, by id.
+    """
+    barrier = Barrier(archive or keys)
     source = getattr(keys, "source", "the configured keys")
     seen = dict.fromkeys(header.rows, 0)
     versions: list[Mapping[str, Any]] = []
+    rewrapped: dict[str, tuple[int, bytes]] = {}
     for table, row in rows:
         seen[table.name] += 1
         if table.name == "key_versions":  # they come first: the credentials need them
             versions.append(row)
         else:
-            if versions:
+            if versions and archive is None:
                 _check_key_versions(keys, versions, kms_refs, source)
-                versions = []
+            versions = []
             if table.name == "credentials":
-                _check_credential(barrier, row, source)
+                if archive is None:
+                    _check_credential(barrier, row, source)
+                else:
+                    rewrapped[row["id"]] = _open_self_contained(barrier, keys, row)
         reporter.advance(1)
-    _check_key_versions(keys, versions, kms_refs, source)
+    if archive is None:
+        _check_key_versions(keys, versions, kms_refs, source)
     if seen != header.rows:
         raise ArchiveError("the archive's rows do not match its header's counts; the archive is damaged")
+    return rewrapped
+
+
+def _open_self_contained(barrier: Barrier, target: KeyProvider, row: Mapping[str, Any]) -> tuple[int, bytes]:
+    """Open a credential sealed for a self-contained archive; its data key re-wrapped under `target`."""
+    binding = Binding.of(row)
+    try:
+        barrier.open(binding, Sealed(row["key_version"], row["wrapped_key"], row["ciphertext"]))
+        return barrier.rewrap_to(target, binding, row["key_version"], row["wrapped_key"])
+    except (MasterKeyError, DecryptionError):
+        raise ArchiveError(
+            f"credential {row['id']} does not decrypt with the archive key; the archive is damaged"
+        ) from None
 
 
 def _needs_kms(version: int, key_ref: str) -> ArchiveError:

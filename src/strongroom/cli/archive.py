@@ -71,16 +71,28 @@ def _summary(rows: dict[str, int]) -> str:
 
 
 def backup(
-    file: Annotated[Path, typer.Argument(help="The archive to write (created 0600).", dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="The archive to write (created 0600), or to check.", dir_okay=False)],
     passphrase_file: PassphraseFile = None,
     passphrase: Annotated[
         bool, typer.Option("--passphrase", help="Prompt for a passphrase instead of using the master key.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the existing archive FILE instead: authenticate every chunk and decrypt every secret "
+            "(with the master key, or the passphrase); writes nothing.",
+        ),
+    ] = False,
 ) -> None:
-    """Write an encrypted archive of the store; with a passphrase, it opens without this machine's key file."""
+    """Write an encrypted archive of the store; a passphrase archive restores on a new machine with only the
+    archive and the passphrase (a fresh master key is made there)."""
     from strongroom import backup as archive
 
+    if verify:
+        _verify(file, passphrase_file)
+        return
     secret = None
     if passphrase_file is not None:
         secret = _read_passphrase(passphrase_file)
@@ -95,21 +107,40 @@ def backup(
     out.print(f"Backed up {_summary(summary.rows)} to {file} ({summary.size:,} bytes)")
 
 
+def _verify(file: Path, passphrase_file: Path | None) -> None:
+    """`backup --verify FILE`: every chunk authenticated, every secret decrypted, nothing written."""
+    from strongroom import backup as archive
+
+    secret = _archive_passphrase(file, passphrase_file)
+    with _bar() as bar:
+        summary = archive.verify_archive(settings(), file, passphrase=secret, reporter=bar)
+    made = f", made {summary.created_at}" if summary.created_at else ""
+    out.print(f"{file} is intact: {_summary(summary.rows)}, every secret decrypts{made}")
+
+
+def _archive_passphrase(file: Path, passphrase_file: Path | None) -> str | None:
+    """The passphrase an archive needs: from the file, or prompted on a terminal; None for a master-key one."""
+    from strongroom import backup as archive
+
+    header = archive.header_of(file)
+    if passphrase_file is not None:
+        return _read_passphrase(passphrase_file)
+    if header.key_mode != "passphrase":
+        return None
+    if not sys.stdin.isatty():
+        raise archive.ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file")
+    return str(typer.prompt("Archive passphrase", hide_input=True))
+
+
 def restore(
     file: Annotated[Path, typer.Argument(help="The archive to restore.", dir_okay=False)],
     passphrase_file: PassphraseFile = None,
 ) -> None:
-    """Load an archive into an empty store on any backend, configured with the backed-up store's master key."""
+    """Load an archive into an empty store on any backend: a master-key archive needs the backed-up store's
+    master key; a passphrase archive needs only the passphrase (a store without keys gets a fresh one)."""
     from strongroom import backup as archive
 
-    header = archive.header_of(file)
-    secret = None
-    if passphrase_file is not None:
-        secret = _read_passphrase(passphrase_file)
-    elif header.key_mode == "passphrase":
-        if not sys.stdin.isatty():
-            raise archive.ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file")
-        secret = typer.prompt("Archive passphrase", hide_input=True)
+    secret = _archive_passphrase(file, passphrase_file)
     with _bar() as bar:
         summary = archive.restore(settings(), file, passphrase=secret, reporter=bar)
     made = f" (made {summary.created_at})" if summary.created_at else ""

@@ -105,6 +105,13 @@ class Barrier:
         self._know_version(version)
         return self.keys.wrap(self.keys.unwrap(version, wrapped, aad), aad)
 
+    def rewrap_to(self, target: KeyProvider, binding: Binding, version: int, wrapped: bytes) -> tuple[int, bytes]:
+        """A credential's data key unwrapped by these keys and wrapped by `target` (an archive's own key, or the
+        keys of the store it is restored into); the ciphertext, bound to the same row, is unchanged."""
+        aad = binding.aad()
+        self._know_version(version)
+        return target.wrap(self.keys.unwrap(version, wrapped, aad), aad)
+
     def check_value(self, version: int) -> tuple[int, bytes]:
         """A fresh check value for a master-key version (the version that wrapped it, and the value)."""
         return self.keys.wrap(KEY_CHECK, key_check_aad(version))

@@ -1,0 +1,176 @@
+"""Backups a user can trust: a passphrase archive restores on a new machine, an archive can be checked before it
+is needed, and an altered header cannot make a restore spend unbounded memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from strongroom.backup import MAGIC, ArchiveError, backup, header_of, restore, verify_archive
+from strongroom.bootstrap import Services
+from strongroom.config import Settings
+from strongroom.store.models import Credential
+from tests.support import make_credential, secrets_of
+
+PASSPHRASE = "correct horse battery staple"
+BODIES: list[dict[str, Any]] = [
+    {"name": "warehouse", "credentialType": "basic", "user": "etl", "password": "pw-1"},
+    {"name": "lake", "credentialType": "s3", "awsAccessKeyId": "AKIA1", "awsSecretAccessKey": "sk-1"},
+    {"name": "tok", "credentialType": "api_token", "apiToken": "t-1"},
+]
+
+
+@dataclass
+class Source:
+    data_dir: Path
+    secrets: dict[str, dict[str, Any]]  # credential id -> its secret fields
+    passphrase_archive: Path
+    key_archive: Path
+    passphrase_file: Path
+
+
+def all_secrets(services: Services) -> dict[str, dict[str, Any]]:
+    with services.db.read() as s:
+        return {row.id: secrets_of(services, row) for row in s.scalars(select(Credential))}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    """A store with two users and credentials on two master-key versions (a rotation left unfinished)."""
+    root = tmp_path_factory.mktemp("recovery")
+    services = Services.open(Settings(data_dir=root / "source"))
+    try:
+        for username in ("alice", "bob"):
+            services.accounts.create_user(username)
+            who = services.accounts.authenticate(services.accounts.create_token(username)[1])
+            for body in BODIES[:2]:
+                make_credential(services, who, {**body, "name": f"{username}-{body['name']}"})
+        assert services.keys.start_rotation() == 2
+        make_credential(services, who, BODIES[2])  # sealed under version 2, the others under version 1
+        secrets = all_secrets(services)
+        assert {row["credentials"] for row in services.keys.status()["versions"]} == {4, 1}
+        backup(services.db, services.barrier.keys, root / "pass.srb", passphrase=PASSPHRASE, chunk_bytes=256)
+        backup(services.db, services.barrier.keys, root / "key.srb", chunk_bytes=256)
+    finally:
+        services.close()
+    passphrase_file = root / "pass.txt"
+    passphrase_file.write_text(PASSPHRASE + "\n")
+    yield Source(root / "source", secrets, root / "pass.srb", root / "key.srb", passphrase_file)
+
+
+def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env["STRONGROOM_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "strongroom", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_passphrase_archive_restores_on_a_new_machine(source: Source, tmp_path: Path) -> None:
+    """Only the archive and the passphrase: a data directory that never saw the master key gets a fresh one."""
+    new = tmp_path / "new-machine"
+    assert header_of(source.passphrase_archive).self_contained
+    result = cli(new, "restore", str(source.passphrase_archive), "--passphrase-file", str(source.passphrase_file))
+    assert result.returncode == 0, result.stderr
+    assert (new / "master.key").read_text() != (source.data_dir / "master.key").read_text()
+    services = Services.open(Settings(data_dir=new))  # the server's own start-up checks pass
+    try:
+        assert all_secrets(services) == source.secrets
+        assert {row["version"] for row in services.keys.status()["versions"]} == {1}
+        who = services.accounts.authenticate(services.accounts.create_token("alice")[1])
+        made = make_credential(services, who, {**BODIES[0], "name": "after-restore"})  # sealed under the new key
+        assert services.credentials.secrets(who, made["credentialId"])["password"] == "pw-1"
+    finally:
+        services.close()
+
+
+def test_master_key_archive_still_needs_the_key(source: Source, tmp_path: Path) -> None:
+    """A master-key archive holds data keys wrapped by the source's key: no fresh key is made for it."""
+    new = tmp_path / "new-machine"
+    with pytest.raises(ArchiveError, match="no master key at"):
+        restore(Settings(data_dir=new), source.key_archive)
+    assert not (new / "master.key").exists()
+
+
+def test_verify_good_archives_writes_nothing(source: Source, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"  # no store, no key: a passphrase archive needs neither
+    summary = verify_archive(Settings(data_dir=elsewhere), source.passphrase_archive, passphrase=PASSPHRASE)
+    assert summary.rows["credentials"] == len(source.secrets)
+    assert verify_archive(Settings(data_dir=source.data_dir), source.key_archive).rows == summary.rows
+    assert not elsewhere.exists()
+    result = cli(
+        elsewhere,
+        "backup",
+        "--verify",
+        str(source.passphrase_archive),
+        "--passphrase-file",
+        str(source.passphrase_file),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "intact" in result.stdout and f"{len(source.secrets)} credential(s)" in result.stdout
+    result = cli(source.data_dir, "backup", "--verify", str(source.key_archive))
+    assert result.returncode == 0, result.stderr
+    assert not elsewhere.exists()
+
+
+def _chunk_starts(data: bytes) -> list[int]:
+    _, header_length = struct.unpack(">HI", data[len(MAGIC) : len(MAGIC) + 6])
+    at, starts = len(MAGIC) + 6 + header_length, []
+    while at < len(data):
+        starts.append(at)
+        at += 4 + struct.unpack(">I", data[at : at + 4])[0]
+    return starts
+
+
+@pytest.mark.parametrize("which", ["passphrase", "key"])
+def test_verify_damaged_archive_refused(source: Source, tmp_path: Path, which: str) -> None:
+    good = (source.passphrase_archive if which == "passphrase" else source.key_archive).read_bytes()
+    at = _chunk_starts(good)[2] + 40
+    damaged = tmp_path / "damaged.srb"
+    damaged.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :])
+    extra = ["--passphrase-file", str(source.passphrase_file)] if which == "passphrase" else []
+    with pytest.raises(ArchiveError, match="chunk 2 fails authentication"):
+        verify_archive(Settings(data_dir=source.data_dir), damaged, passphrase=PASSPHRASE if extra else None)
+    result = cli(source.data_dir, "backup", "--verify", str(damaged), *extra)
+    assert result.returncode == 1 and "chunk 2 fails authentication" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_with_a_wrong_passphrase_refused(source: Source) -> None:
+    with pytest.raises(ArchiveError, match="wrong passphrase"):
+        verify_archive(Settings(data_dir=source.data_dir), source.passphrase_archive, passphrase="not the passphrase")
+
+
+def _with_header(data: bytes, old: bytes, new: bytes) -> bytes:
+    """The archive with its header text changed (any length), the length prefix updated."""
+    start = len(MAGIC) + 6
+    version, length = struct.unpack(">HI", data[len(MAGIC) : start])
+    header = data[start : start + length]
+    assert header.count(old) == 1
+    header = header.replace(old, new)
+    return data[: len(MAGIC)] + struct.pack(">HI", version, len(header)) + header + data[start + length :]
+
+
+def test_unknown_scrypt_costs_refused_before_deriving(source: Source, tmp_path: Path) -> None:
+    """n=2^20, r=32 would take 4 GiB: the header is unauthenticated until the key is derived, so only known
+    parameter sets are derived with."""
+    hostile = tmp_path / "hostile.srb"
+    hostile.write_bytes(
+        _with_header(source.passphrase_archive.read_bytes(), b'"n":131072,"r":8,', b'"n":1048576,"r":32,')
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for attempt in (verify_archive, restore):
+        with pytest.raises(ArchiveError, match="unknown key-derivation costs"):
+            attempt(Settings(data_dir=tmp_path / "target"), hostile, passphrase=PASSPHRASE)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 256 * 1024  # far below the 4 GiB the header asked for
