@@ -40,11 +40,13 @@ from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
 from strongroom.store.db import unavailable
 from strongroom.store.models import Base, Credential, CredentialCount, KeyVersion, utcnow
+from strongroom.store.repositories import KeyRepository
 
 MAGIC = b"STRONGROOM-BACKUP\n"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # plaintext per chunk before compression (a chunk ends after the row that crosses it)
-DERIVED = frozenset({"credential_counts"})  # rebuilt from the credentials on restore, not archived
+# Not archived: counts are rebuilt from the credentials; backup records describe the source's own archives.
+DERIVED = frozenset({"credential_counts", "backups"})
 SCRYPT = {"n": 2**17, "r": 8, "p": 1}  # OWASP's scrypt guidance: 128 MiB and about half a second per derivation
 # The only scrypt costs a restore derives with (the header is not authenticated before the key is derived, so
 # its parameters must not choose the memory spent): the current set, and the 32 MiB one of earlier versions.
@@ -161,6 +163,9 @@ def backup(
                 "key": _protect_key(archive_key, archive_id, keys, passphrase),
             }
             export = _Exporter(keys, archive_key) if passphrase is not None else None
+            needs = (
+                set() if export else {doc["key"]["version"], *conn.scalars(select(Credential.key_version).distinct())}
+            )
             if export is not None:
                 doc["dataKeys"] = "archive"
             header = Header(json.dumps(doc, separators=(",", ":")).encode(), doc)
@@ -180,6 +185,8 @@ def backup(
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        if needs:
+            KeyRepository(db).record_backup(archive_id, str(path.resolve()), needs, utcnow())
     except OSError as exc:
         raise ArchiveError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:

@@ -81,8 +81,16 @@ def keys_rotate(
 
 
 @app.command("retire")
-def keys_retire(version: int) -> None:
-    """Forget an old master-key version; refused while it is active or any credential still uses it."""
+def keys_retire(
+    version: int,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retire it even though recorded master-key backups need it.")
+    ] = False,
+) -> None:
+    """Forget an old master-key version; refused while it is active or any credential still uses it, and, without
+    --force, while a master-key backup made from this store needs it."""
     with store() as services:
-        services.keys.retire(version)
+        broken = services.keys.retire(version, force=force)
+    for path in broken:
+        err.print(f"Warning: the backup {path} can no longer be restored")
     out.print(f"Retired master key version {version}")

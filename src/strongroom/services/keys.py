@@ -168,11 +168,20 @@ class KeyService:
             "settleSeconds": round(waited, 3),
         }
 
-    def retire(self, version: int) -> None:
-        """Forget an old master-key version; refused while it is active or any credential still uses it."""
+    def retire(self, version: int, *, force: bool = False) -> list[str]:
+        """Forget an old master-key version; refused while it is active or any credential still uses it, and,
+        unless `force`, while a recorded master-key backup needs it. Returns the backups it leaves unrestorable."""
         self.keys.refresh()
         if version == self.keys.active_version():
             raise Conflict(f"master key version {version} is active; rotate to a new version before retiring it")
+        needing = [path for path, _when in self.versions.backups_needing(version)]
+        if needing and not force:
+            listed = ", ".join(needing[:5]) + (f" and {len(needing) - 5} more" if len(needing) > 5 else "")
+            raise Conflict(
+                f"master key version {version} is needed to restore {len(needing)} backup(s): {listed}; "
+                "retiring it makes them unrestorable. Make a new backup (a passphrase backup needs no master key), "
+                "then pass --force"
+            )
         recorded, used = self.versions.retire(version, utcnow())
         if not recorded and version not in self.keys.versions():
             raise NotFound(f"master key version {version} does not exist")
@@ -182,3 +191,4 @@ class KeyService:
                 "run `strongroom keys rotate` to finish re-wrapping them first"
             )
         self.keys.remove_version(version)
+        return needing

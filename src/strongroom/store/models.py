@@ -139,3 +139,15 @@ class StoreState(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Backup(Base):
+    """A master-key backup written from this store, and the key versions it needs to restore, so retiring one of
+    them can name the archives it would make unrestorable. Self-contained (passphrase) backups need none."""
+
+    __tablename__ = "backups"
+
+    archive_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    key_versions: Mapped[str] = mapped_column(String(255))  # space-separated, e.g. "1 2"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

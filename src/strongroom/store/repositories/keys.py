@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from strongroom.store.db import Database
-from strongroom.store.models import Credential, KeyVersion
+from strongroom.store.models import Backup, Credential, KeyVersion
 
 
 class KeyRepository:
@@ -58,3 +58,21 @@ class KeyRepository:
             if not used and kv is not None and kv.retired_at is None:
                 kv.retired_at = when
             return kv is not None, int(used)
+
+    def record_backup(self, archive_id: str, path: str, versions: set[int], created_at: datetime) -> None:
+        """Remember that the archive at `path` needs these master-key versions to restore."""
+        with self.db.write() as s:
+            s.merge(
+                Backup(
+                    archive_id=archive_id,
+                    path=path,
+                    key_versions=" ".join(str(v) for v in sorted(versions)),
+                    created_at=created_at,
+                )
+            )
+
+    def backups_needing(self, version: int) -> list[tuple[str, datetime]]:
+        """The recorded backups (path, when) that need `version` to restore, oldest first."""
+        with self.db.read() as s:
+            rows = s.execute(select(Backup.path, Backup.created_at, Backup.key_versions).order_by(Backup.created_at))
+            return [(path, when) for path, when, versions in rows if str(version) in versions.split()]
