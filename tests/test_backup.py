@@ -93,16 +93,25 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
 
 
 def table_rows(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table (derived ones too), for exact comparison across backends."""
+    """Every row of every table (derived ones too, not the source's own backup records), for exact comparison."""
     db = Database(settings.resolved_database_url)
     try:
         with db.read() as s:
             return {
                 t.name: [tuple(r) for r in s.execute(select(t).order_by(*t.primary_key.columns))]
                 for t in Base.metadata.sorted_tables
+                if t.name != "backups"
             }
     finally:
         db.dispose()
+
+
+def rewrapped_rows(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows a self-contained (passphrase) restore keeps: not the key versions, nor how data keys are wrapped."""
+    columns = [c.name for c in Credential.__table__.columns]
+    drop = {columns.index("key_version"), columns.index("wrapped_key")}
+    credentials = [tuple(v for i, v in enumerate(row) if i not in drop) for row in rows["credentials"]]
+    return {**{k: v for k, v in rows.items() if k != "key_versions"}, "credentials": credentials}
 
 
 def decrypted(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -173,7 +182,7 @@ def test_round_trip_sqlite_to_postgres_and_back(source: Source, tmp_path: Path) 
         extra_env={"STRONGROOM_MASTER_KEY": (source.server.data_dir / "master.key").read_text()},
     )
     on_sqlite.cli("restore", str(second), "--passphrase-file", str(tmp_path / "passphrase"))
-    assert table_rows(settings_of(on_sqlite)) == original_rows
+    assert rewrapped_rows(table_rows(settings_of(on_sqlite))) == rewrapped_rows(original_rows)
     assert decrypted(settings_of(on_sqlite)) == original_secrets
     assert_serves_the_same(on_sqlite, source)
 
@@ -273,8 +282,6 @@ KEY_CASES: dict[str, tuple[str, str | None, str | None, str]] = {
     "passphrase missing": ("pass", None, None, "protected by a passphrase"),
     "passphrase for a key archive": ("key", PASSPHRASE, None, "sealed with the store's master key, not a passphrase"),
     "another master key": ("key", None, "other", "not the key of the store that made this backup"),
-    "right passphrase, another master key": ("pass", PASSPHRASE, "other", "version 1 from .* is not the key of"),
-    "right passphrase, version missing": ("pass", PASSPHRASE, "v2", "sealed with master key version 1, which"),
     "no master key at all": ("key", None, "none", "restore needs the master key"),
 }
 
@@ -389,10 +396,14 @@ def test_kms_store_round_trip(kms: Any, kms_endpoint: str, tmp_path: Path) -> No
     for kind, passphrase in (("key", None), ("pass", PASSPHRASE)):
         target = on_kms(tmp_path / f"target-{kind}", elsewhere)  # the key a new store there would use
         restore(target, tmp_path / f"{kind}.srb", passphrase=passphrase)
-        assert table_rows(target) == original_rows and decrypted(target) == original_secrets
+        same = (lambda rows: rows) if kind == "key" else rewrapped_rows  # a passphrase archive is re-wrapped
+        assert same(table_rows(target)) == same(original_rows) and decrypted(target) == original_secrets
         assert not (target.data_dir / "master.key").exists()  # nothing local holds key material
 
-        local = Settings(data_dir=tmp_path / f"local-{kind}", master_key=other_key())
-        with pytest.raises(ArchiveError, match=f"is the AWS KMS key {arn}; set STRONGROOM_KMS_KEY_ID"):
-            restore(local, tmp_path / f"{kind}.srb", passphrase=passphrase)
-        assert_still_empty(local)
+    local = Settings(data_dir=tmp_path / "local-key", master_key=other_key())
+    with pytest.raises(ArchiveError, match=f"is the AWS KMS key {arn}; set STRONGROOM_KMS_KEY_ID"):
+        restore(local, tmp_path / "key.srb")
+    assert_still_empty(local)
+    local = Settings(data_dir=tmp_path / "local-pass")  # self-contained: a new local store, its own fresh key
+    restore(local, tmp_path / "pass.srb", passphrase=PASSPHRASE)
+    assert decrypted(local) == original_secrets
