@@ -20,9 +20,9 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import insert
-from tests.conftest import PgDatabase, Server, free_port, pg_unreachable_reason
 
 from bench.floor import FloorServer
+from bench.server import PgDatabase, Server, free_port, pg_unreachable_reason
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto.barrier import Binding

@@ -1,16 +1,295 @@
-"""Helpers shared by the tests that use the services directly (no server process)."""
+"""Everything the tests share, in one module: no test file imports another, and conftest files only define
+fixtures on top of what is here.
+
+- Processes and stores: `Server` (a `strongroom serve` child), `backend_database`, `postgres_store`, `PgDatabase`.
+- Services in-process: `memory_services` (a migrated temporary SQLite store with a test key provider),
+  `new_principal`, `make_credential`, `fetch_credential`, `secrets_of`, `open_service`.
+- HTTP: `assert_error` (the error contract), `LeakGuard`, credential bodies built from the type declarations,
+  `create`/`create_basic`, `follow_pages`, `client`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 
+from strongroom import credential_types
 from strongroom.bootstrap import Services
+from strongroom.config import Settings
 from strongroom.crypto.barrier import Binding
 from strongroom.crypto.envelope import Sealed
+from strongroom.crypto.keys import Keyring
 from strongroom.services.accounts import Principal
+from strongroom.store.db import Database
+
+# ---- processes and stores ---------------------------------------------------------------------------------
+
+PG_ADMIN_URL = os.environ.get("STRONGROOM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pg_unreachable_reason() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None when they can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True):
+            return None
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(exc).__name__}); set STRONGROOM_TEST_PG_URL"
+
+
+@dataclass
+class PgDatabase:
+    """A throwaway database on the test PostgreSQL server, dropped afterwards."""
+
+    name: str = field(default_factory=lambda: "strongroom_test_" + secrets.token_hex(4))
+
+    @property
+    def url(self) -> str:
+        base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        return f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{self.name}"
+
+    def create(self) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@contextmanager
+def backend_database(backend: str) -> Iterator[str | None]:
+    """The database URL for a test on `backend`: None (SQLite in the data directory), or a throwaway PostgreSQL
+    database dropped afterwards; skips, saying why, when PostgreSQL is unreachable."""
+    if backend == "sqlite":
+        yield None
+        return
+    if reason := pg_unreachable_reason():
+        pytest.skip(reason)
+    pg = PgDatabase()
+    pg.create()
+    try:
+        yield pg.url
+    finally:
+        pg.drop()
+
+
+@contextmanager
+def postgres_store() -> Iterator[Any]:
+    """A migrated `Database` on a throwaway PostgreSQL database, disposed and dropped afterwards (skips, saying
+    why, when PostgreSQL is unreachable)."""
+    from strongroom.store.db import Database
+
+    with backend_database("postgres") as url:
+        assert url is not None
+        database = Database(url)
+        database.migrate()
+        try:
+            yield database
+        finally:
+            database.dispose()
+
+
+def default_signals() -> None:
+    """`preexec_fn` for children the tests interrupt: SIGINT handled as usual (KeyboardInterrupt) even when the
+    test run itself ignores it (`nohup make test &`, `trap '' INT`), since an ignored signal stays ignored
+    across exec and Python then installs no handler of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@dataclass
+class Server:
+    """A `strongroom serve` child process with its own data directory and log file."""
+
+    data_dir: Path
+    database_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    launcher: list[str] = field(default_factory=list)  # e.g. ["taskset", "-c", "1"] for benchmarks
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.base}/api/v2"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"server-{self.data_dir.name}.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STRONGROOM_", "DATAROBOT_"))}
+        env["STRONGROOM_DATA_DIR"] = str(self.data_dir)
+        env["STRONGROOM_PORT"] = str(self.port)
+        # Every test client shares 127.0.0.1, so the suite's deliberate bad tokens would add up to a 429;
+        # the limit is still counted on every 401, and test_abuse.py sets a small one to test it.
+        env["STRONGROOM_AUTH_FAILURE_LIMIT"] = "1000000"
+        if self.database_url:
+            env["STRONGROOM_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 30) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*self.launcher, sys.executable, "-m", "strongroom", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=default_signals,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the `strongroom` CLI against this server's data and endpoint."""
+        result = subprocess.run(
+            [sys.executable, "-m", "strongroom", *args],
+            env={**self.env, "STRONGROOM_ENDPOINT": self.api, "COLUMNS": "200"},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"strongroom {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def new_user(self, prefix: str = "user") -> str:
+        """Create a user with a token through the service (fast), returning the raw token."""
+        from strongroom.bootstrap import Services
+        from strongroom.config import Settings
+
+        settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
+        service = Services.open(settings)
+        try:
+            username = f"{prefix}-{secrets.token_hex(4)}"
+            service.accounts.create_user(username)
+            return service.accounts.create_token(username)[1]
+        finally:
+            service.close()
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def canary() -> str:
+    """A fresh, recognisable secret value."""
+    return "canary-" + secrets.token_hex(12)
+
+
+def canary_body(ctype: credential_types.CredentialType, planted: list[str]) -> dict[str, Any]:
+    """A valid create body whose every secret value is a fresh canary (recorded in `planted`)."""
+    body: dict[str, Any] = {"name": f"{ctype.name}-{secrets.token_hex(3)}", "credentialType": ctype.name}
+    for f in ctype.fields:
+        if f.name == ctype.exclusive:
+            continue
+        if f.kind == "object":
+            value: Any = {"type": "service_account", "private_key": canary(), "client_email": canary()}
+            planted.extend([value["private_key"], value["client_email"]])
+        elif f.kind == "string_list":
+            value = ["scope.read"]
+        else:
+            value = canary() if f.secret else f"public-{f.name}"
+            if f.secret:
+                planted.append(value)
+        body[f.name] = value
+    return body
+
+
+def stored_bytes(server: Server, tmp_path: Path) -> bytes:
+    """Everything the database holds on disk (SQLite file + WAL + SHM) or a full dump (PostgreSQL)."""
+    if server.database_url is None:
+        db = server.data_dir / "strongroom.db"
+        return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        pytest.skip("pg_dump not installed: cannot scan the PostgreSQL database")
+    url = server.database_url.replace("postgresql+psycopg://", "postgresql://")
+    return subprocess.run([pg_dump, "--data-only", url], capture_output=True, check=True).stdout
+
+
+# ---- services in-process --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def memory_services(directory: Path) -> Iterator[Services]:
+    """Services over a freshly migrated SQLite file in `directory` and a test key provider (one random key,
+    version 1, held in memory): no server process, no key file, no key check."""
+    database = Database(f"sqlite:///{directory / 'unit.db'}")
+    database.migrate()
+    try:
+        yield Services.build(database, Keyring({1: os.urandom(32)}, 1, "test"))
+    finally:
+        database.dispose()
+
+
+def new_principal(services: Services, prefix: str = "user") -> Principal:
+    """A fresh user, authenticated through a new token of all scopes."""
+    username = unique(prefix)
+    services.accounts.create_user(username)
+    return services.accounts.authenticate(services.accounts.create_token(username)[1])
+
+
+@contextmanager
+def open_service(server: Server) -> Iterator[Services]:
+    """The server's own store, opened beside it, to mint expired, revoked or scoped tokens."""
+    service = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    try:
+        yield service
+    finally:
+        service.close()
 
 
 def make_credential(services: Services, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,3 +311,207 @@ def secrets_of(services: Services, row: Any) -> dict[str, Any]:
 def binding_of(row: Any) -> Binding:
     """What a stored credential row (an ORM `Credential`) is sealed to."""
     return Binding(row.id, row.owner_id, row.credential_type, row.seal_generation, row.public_data)
+
+
+# ---- HTTP -------------------------------------------------------------------------------------------------------
+
+HEX24 = re.compile(r"^[0-9a-f]{24}$")
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+BASE_KEYS = {"credentialId", "name", "credentialType", "description", "creationDate"}
+LIST_KEYS = {"count", "next", "previous", "data", "totalCount"}
+BODY_LIMIT: int = Settings.model_fields["max_body_bytes"].default  # the server under test runs with defaults
+EXCLUSIVE_TYPES = [name for name, t in credential_types.TYPES.items() if t.exclusive]
+SECRET_TYPES = [name for name, t in credential_types.TYPES.items() if any(f.secret for f in t.fields)]
+UNKNOWN_ID = "0123456789abcdef01234567"
+
+
+def assert_error(resp: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    """Every error the DataRobot client can meet: exact status, `Content-Type: application/json` (anything
+    else makes the client crash or mangle the text, spec §6) and a `message` string. With `field`, the
+    message names it and the `errors` dict has it as a key."""
+    where = f"{resp.request.method} {resp.request.url}"
+    assert resp.status_code == status, f"{where}: expected {status}, got {resp.status_code}: {resp.text[:500]}"
+    assert resp.headers.get("content-type") == "application/json", f"{where}: {resp.headers.get('content-type')}"
+    body = resp.json()
+    assert isinstance(body, dict), body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if field is not None:
+        assert field in body["message"], f"message does not name {field!r}: {body['message']}"
+        assert isinstance(body.get("errors"), dict) and field in body["errors"], body
+    return body
+
+
+def unique(prefix: str = "cred") -> str:
+    """A name no other test uses."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+class LeakGuard:
+    """Hands out unique secret values and remembers every response body, to prove none is ever echoed."""
+
+    def __init__(self) -> None:
+        self.planted: list[str] = []
+        self.bodies: list[bytes] = []
+
+    def secret(self, label: str = "s") -> str:
+        value = f"canary-{label}-{secrets.token_hex(10)}"
+        self.planted.append(value)
+        return value
+
+    def record(self, resp: httpx.Response) -> None:
+        resp.read()
+        self.bodies.append(resp.content)
+
+    def check(self) -> None:
+        for value in self.planted:
+            leaked = [b for b in self.bodies if value.encode() in b]
+            assert not leaked, f"secret {value!r} echoed in a response: {leaked[0][:300]!r}"
+
+
+def field_value(f: credential_types.Field, guard: LeakGuard) -> Any:
+    """A valid value for one declared field; secret strings are canaries."""
+    if f.kind == "object":
+        return {
+            "type": "service_account",
+            "project_id": "proj",
+            "private_key_id": guard.secret("pkid"),
+            "private_key": guard.secret("pk"),
+            "client_email": guard.secret("email"),
+        }
+    if f.kind == "string_list":
+        return ["scope.read", "scope.write"]
+    return guard.secret(f.name) if f.secret else f"public-{f.name}-{secrets.token_hex(3)}"
+
+
+def complete_body(ctype: credential_types.CredentialType, guard: LeakGuard, **extra: Any) -> dict[str, Any]:
+    """A complete create body for `ctype`: every declared field except the exclusive reference (configId)."""
+    body: dict[str, Any] = {"name": unique(ctype.name), "credentialType": ctype.name}
+    for f in ctype.fields:
+        if f.name != ctype.exclusive:
+            body[f.name] = field_value(f, guard)
+    body.update(extra)
+    return body
+
+
+def public_part(ctype: credential_types.CredentialType, body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `body` a response may show: the type's public (non-secret) fields."""
+    return {k: v for k, v in body.items() if (f := ctype.field(k)) is not None and not f.secret}
+
+
+def assert_credential(obj: Any, ctype: credential_types.CredentialType, body: dict[str, Any]) -> None:
+    """The credential object of spec §2: DataRobot's five keys plus only the type's public fields."""
+    assert isinstance(obj, dict), obj
+    expected_public = public_part(ctype, body)
+    assert set(obj) == BASE_KEYS | set(expected_public), f"keys {sorted(obj)}"
+    assert HEX24.match(obj["credentialId"]), obj["credentialId"]
+    assert obj["name"] == body["name"]
+    assert obj["credentialType"] == ctype.name
+    assert obj["description"] == body.get("description", "")
+    assert ISO_Z.match(obj["creationDate"]), obj["creationDate"]
+    created = datetime.fromisoformat(obj["creationDate"])
+    assert created.tzinfo is not None and abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+    for key, value in expected_public.items():
+        assert obj[key] == value, key
+
+
+def create(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    resp = api.post("credentials/", json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.headers.get("content-type") == "application/json"
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def create_basic(api: httpx.Client, name: str | None = None, **extra: Any) -> dict[str, Any]:
+    return create(api, {"name": name or unique("basic"), "user": "u", "password": "p", **extra})
+
+
+def follow_pages(api: httpx.Client, first: httpx.Response) -> list[dict[str, Any]]:
+    """Walk `next` links exactly as the DataRobot client does (absolute URLs, followed verbatim)."""
+    pages, resp = [], first
+    while True:
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        assert set(page) == LIST_KEYS and page["count"] == len(page["data"]), page
+        pages.append(page)
+        if page["next"] is None:
+            return pages
+        assert len(pages) < 50, "next links do not terminate"
+        resp = api.get(page["next"])
+
+
+def list_names(api: httpx.Client, **params: Any) -> list[str]:
+    pages = follow_pages(api, api.get("credentials/", params=params))
+    return [item["name"] for page in pages for item in page["data"]]
+
+
+def client(server: Server, token: str, scheme: str = "Bearer") -> httpx.Client:
+    return httpx.Client(base_url=server.api, headers={"Authorization": f"{scheme} {token}"}, timeout=30)
+
+
+def padded(size: int) -> bytes:
+    """A valid basic body padded with whitespace to exactly `size` bytes."""
+    raw = orjson.dumps({"name": unique("big"), "user": "u", "password": "p"})
+    return raw[:-1] + b" " * (size - len(raw)) + b"}"
+
+
+# ---- the credential use cases in-process, answered as the API answers -------------------------------------------
+
+
+class InProcess:
+    """The credential use cases called directly on `services` for one principal, each answered as an
+    `httpx.Response` built the way the API builds it (domain errors rendered by the server's own
+    `response_for`), so the HTTP-shaped assertions (`assert_error`, `LeakGuard`) apply without a server.
+    The route wiring itself (body parsing, status mapping through the pipeline) is proven in `tests/e2e/`."""
+
+    def __init__(self, services: Services, who: Principal, guard: LeakGuard | None = None) -> None:
+        self.services = services
+        self.who = who
+        self.guard = guard
+
+    def _answer(self, method: str, status: int, call: Any) -> httpx.Response:
+        from strongroom.api.errors import response_for
+        from strongroom.errors import StrongroomError
+
+        request = httpx.Request(method, "http://in-process/api/v2/credentials/")
+        try:
+            content = call()
+        except StrongroomError as exc:
+            rendered = response_for(exc)
+            resp = httpx.Response(
+                rendered.status_code, headers=list(rendered.headers.items()), content=rendered.body, request=request
+            )
+        else:
+            resp = httpx.Response(
+                status, headers={"content-type": "application/json"}, content=content, request=request
+            )
+        if self.guard is not None:
+            self.guard.record(resp)
+        return resp
+
+    def create(self, body: Any) -> httpx.Response:
+        """POST credentials/: 201 with the new credential, or the error."""
+        return self._answer("POST", 201, lambda: self.services.credentials.create(self.who, body))
+
+    def get(self, credential_id: str) -> httpx.Response:
+        """GET credentials/{id}/: 200 with the credential, or the error."""
+        return self._answer("GET", 200, lambda: self.services.credentials.get(self.who, credential_id)[0])
+
+    def update(self, credential_id: str, body: Any) -> httpx.Response:
+        """PATCH credentials/{id}/: 200 with the updated credential, or the error."""
+        return self._answer("PATCH", 200, lambda: self.services.credentials.update(self.who, credential_id, body)[0])
+
+    def total(self) -> int:
+        """How many credentials the principal has (the list's totalCount)."""
+        return self.services.credentials.list(self.who).total
+
+    def created(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create expecting 201; the credential's JSON."""
+        resp = self.create(body)
+        assert resp.status_code == 201, resp.text
+        result: dict[str, Any] = resp.json()
+        return result
+
+    def basic(self, name: str | None = None, **extra: Any) -> dict[str, Any]:
+        """Create a basic credential expecting 201 (`create_basic` in-process)."""
+        return self.created({"name": name or unique("basic"), "user": "u", "password": "p", **extra})

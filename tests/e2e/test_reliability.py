@@ -28,8 +28,7 @@ from strongroom.config import Settings
 from strongroom.errors import ServiceUnavailable
 from strongroom.store.db import Database, unavailable
 from strongroom.store.models import Credential, CredentialCount, User
-from tests.conftest import Server, backend_database, free_port
-from tests.support import secrets_of
+from tests.support import Server, backend_database, free_port, secrets_of
 
 PG_BIN = Path(os.environ.get("STRONGROOM_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DSN_PASSWORD = "dsn-pw-canary-" + secrets.token_hex(4)  # trust auth ignores it; it must never be echoed

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from strongroom import credential_types
-from tests.conftest import Server
+from tests.support import Server
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "seed-examples.md"

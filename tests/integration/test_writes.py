@@ -18,8 +18,7 @@ from strongroom.errors import Conflict
 from strongroom.services.accounts import Principal
 from strongroom.store import Tx
 from strongroom.store.models import Credential, CredentialCount
-from tests.conftest import backend_database
-from tests.support import fetch_credential, make_credential, secrets_of
+from tests.support import backend_database, fetch_credential, make_credential, secrets_of
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 
 from strongroom.errors import Conflict
-from tests.conftest import Server
-from tests.test_api import assert_error, client, create_basic, open_service, unique
+from tests.support import Server, assert_error, client, create_basic, open_service, unique
 
 UNKNOWN_ID = "0123456789abcdef01234567"
 

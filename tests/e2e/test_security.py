@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,50 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
 
 from strongroom import backup, credential_types
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.crypto import DecryptionError
 from strongroom.store.models import Credential
-from tests.conftest import Server, backend_database
-from tests.support import make_credential, secrets_of
-
-
-def canary() -> str:
-    return "canary-" + secrets.token_hex(12)
-
-
-def complete_body(ctype: credential_types.CredentialType, planted: list[str]) -> dict[str, Any]:
-    """A valid create body whose every secret value is a fresh canary (recorded in `planted`)."""
-    body: dict[str, Any] = {"name": f"{ctype.name}-{secrets.token_hex(3)}", "credentialType": ctype.name}
-    for f in ctype.fields:
-        if f.name == ctype.exclusive:
-            continue
-        if f.kind == "object":
-            value: Any = {"type": "service_account", "private_key": canary(), "client_email": canary()}
-            planted.extend([value["private_key"], value["client_email"]])
-        elif f.kind == "string_list":
-            value = ["scope.read"]
-        else:
-            value = canary() if f.secret else f"public-{f.name}"
-            if f.secret:
-                planted.append(value)
-        body[f.name] = value
-    return body
-
-
-def stored_bytes(server: Server, tmp_path: Path) -> bytes:
-    """Everything the database holds on disk (SQLite file + WAL + SHM) or a full dump (PostgreSQL)."""
-    if server.database_url is None:
-        db = server.data_dir / "strongroom.db"
-        return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
-    pg_dump = shutil.which("pg_dump")
-    if pg_dump is None:
-        pytest.skip("pg_dump not installed: cannot scan the PostgreSQL database")
-    url = server.database_url.replace("postgresql+psycopg://", "postgresql://")
-    return subprocess.run([pg_dump, "--data-only", url], capture_output=True, check=True).stdout
+from tests.support import Server, backend_database, canary, canary_body, make_credential, secrets_of, stored_bytes
 
 
 def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path: Path) -> None:
@@ -75,7 +35,7 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
 
         ids = []
         for ctype in credential_types.TYPES.values():
-            resp = call("POST", "credentials/", json=complete_body(ctype, planted))
+            resp = call("POST", "credentials/", json=canary_body(ctype, planted))
             assert resp.status_code == 201, resp.text
             ids.append(resp.json()["credentialId"])
         call("GET", "version/")
@@ -150,52 +110,6 @@ def test_user_isolation(server: Server, api: httpx.Client) -> None:
         # The same name is free for another user: names are per owner.
         assert other.post("credentials/", json={"name": "mine", "user": "u", "password": "p"}).status_code == 201
     assert api.get(f"credentials/{cid}/").json()["name"] == "mine"
-
-
-@pytest.fixture
-def local_store(tmp_path: Path) -> Services:
-    service = Services.open(Settings(data_dir=tmp_path / "data"))
-    yield service
-    service.close()
-
-
-def test_copied_ciphertext_does_not_decrypt(local_store: Services) -> None:
-    s = local_store
-    s.accounts.create_user("alice"), s.accounts.create_user("mallory")
-    alice = s.accounts.authenticate(s.accounts.create_token("alice")[1])
-    mallory = s.accounts.authenticate(s.accounts.create_token("mallory")[1])
-    source = make_credential(s, alice, {"name": "prod", "user": "admin", "password": "hunter2"})
-    targets = [
-        make_credential(s, mallory, {"name": "mine", "user": "m", "password": "m"}),  # another owner
-        make_credential(s, alice, {"name": "other", "user": "a", "password": "a"}),  # same owner, other row
-    ]
-    with s.db.write() as db:
-        row = db.get(Credential, source["credentialId"])
-        sealed = {"key_version": row.key_version, "wrapped_key": row.wrapped_key, "ciphertext": row.ciphertext}
-        for target in targets:
-            db.execute(update(Credential).where(Credential.id == target["credentialId"]).values(**sealed))
-    with s.db.read() as db:
-        assert secrets_of(s, db.get(Credential, source["credentialId"])) == {"user": "admin", "password": "hunter2"}
-        for target in targets:
-            with pytest.raises(DecryptionError):
-                secrets_of(s, db.get(Credential, target["credentialId"]))
-    # A secret update on the tampered row is refused instead of re-sealing someone else's secrets.
-    with pytest.raises(DecryptionError):
-        s.credentials.update(mallory, targets[0]["credentialId"], {"password": "new"})
-
-
-def test_secrets_are_aes_gcm_sealed_per_credential(local_store: Services) -> None:
-    s = local_store
-    s.accounts.create_user("alice")
-    who = s.accounts.authenticate(s.accounts.create_token("alice")[1])
-    a = make_credential(s, who, {"name": "a", "user": "same", "password": "same"})
-    b = make_credential(s, who, {"name": "b", "user": "same", "password": "same"})
-    with s.db.read() as db:
-        rows = db.scalars(select(Credential).where(Credential.id.in_([a["credentialId"], b["credentialId"]]))).all()
-    # Fresh data key and nonce per credential: equal plaintexts give unrelated ciphertexts.
-    assert rows[0].ciphertext != rows[1].ciphertext and rows[0].wrapped_key != rows[1].wrapped_key
-    assert all(len(r.wrapped_key) == 12 + 32 + 16 for r in rows)  # nonce + AES-256 key + GCM tag
-    assert all(b"same" not in r.ciphertext for r in rows)
 
 
 def _serve_once(server: Server) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import secrets
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.support import Server
 
 
 @pytest.fixture

@@ -25,10 +25,7 @@ from strongroom.config import Settings
 from strongroom.crypto import load_keyring
 from strongroom.store import Database
 from strongroom.store.models import Base, Credential, utcnow
-from tests.conftest import PgDatabase, Server, pg_unreachable_reason
-from tests.support import make_credential, secrets_of
-from tests.test_keys import kms, kms_endpoint  # noqa: F401 (fixtures: a local moto KMS server)
-from tests.test_security import complete_body
+from tests.support import PgDatabase, Server, canary_body, make_credential, pg_unreachable_reason, secrets_of
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -79,8 +76,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     planted: list[str] = []
     with _api(srv, tokens["alice"]) as alice, _api(srv, tokens["bob"]) as bob:
         for ctype in credential_types.TYPES.values():
-            assert alice.post("credentials/", json=complete_body(ctype, planted)).status_code == 201
-        body = complete_body(credential_types.TYPES["basic"], planted)
+            assert alice.post("credentials/", json=canary_body(ctype, planted)).status_code == 201
+        body = canary_body(credential_types.TYPES["basic"], planted)
         made = bob.post("credentials/", json={**body, "description": "b"})
         patched = bob.patch(f"credentials/{made.json()['credentialId']}/", json={"password": "canary-rotated-1"})
         assert patched.status_code == 200
@@ -370,7 +367,7 @@ def test_cli_refusals_are_one_clean_line(archives: dict[str, bytes], source: Sou
 # ---- AWS KMS (a local moto server) ---------------------------------------------------------------------------
 
 
-def test_kms_store_round_trip(kms: Any, kms_endpoint: str, tmp_path: Path) -> None:  # noqa: F811 (fixtures)
+def test_kms_store_round_trip(kms: Any, kms_endpoint: str, tmp_path: Path) -> None:
     """Master keys in KMS: the archive key is wrapped by KMS too, and a KMS target finds every version's key
     id in the archive; without KMS configured, the restore is refused naming the key."""
     arn, elsewhere = (kms.create_key(Description=d)["KeyMetadata"]["Arn"] for d in ("source", "target's default"))

@@ -26,11 +26,17 @@ from strongroom.config import Settings
 from strongroom.crypto import DecryptionError
 from strongroom.errors import MasterKeyError
 from strongroom.store.models import Credential, KeyVersion
-from tests.conftest import BACKENDS, Server, backend_database, free_port
-from tests.support import binding_of, make_credential, secrets_of
-from tests.test_security import stored_bytes
-
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+from tests.support import (
+    AWS_ENV,
+    BACKENDS,
+    Server,
+    backend_database,
+    binding_of,
+    free_port,
+    make_credential,
+    secrets_of,
+    stored_bytes,
+)
 
 
 @pytest.fixture
@@ -414,41 +420,6 @@ def test_missing_or_wrong_key_version_refused_at_start(srv: Server) -> None:
 
 
 # ---- AWS KMS -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def kms_endpoint() -> Iterator[str]:
-    """A local KMS-compatible server (moto in server mode), started and stopped by the test."""
-    pytest.importorskip("moto")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("the moto server did not start") from None
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
-
-
-@pytest.fixture
-def kms(kms_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    import boto3
-
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    return boto3.client("kms", endpoint_url=kms_endpoint)
 
 
 def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: str) -> None:

@@ -14,8 +14,7 @@ from strongroom import credential_types
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.store.db import MIGRATIONS, Database
-from tests.conftest import backend_database
-from tests.support import fetch_credential, make_credential
+from tests.support import backend_database, fetch_credential, make_credential
 
 
 def _body(ctype: credential_types.CredentialType) -> dict[str, Any]:

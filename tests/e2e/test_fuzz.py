@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 from schemathesis.config import SchemathesisConfig
 
-from tests.conftest import Server
-from tests.test_api import LeakGuard, complete_body, create
+from tests.support import LeakGuard, Server, complete_body, create
 
 CASES = int(os.environ.get("STRONGROOM_FUZZ_CASES", "300"))
 CHECKS = [

@@ -14,10 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.test_api import assert_error, create_basic
+from tests.support import Server, assert_error, create_basic
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 REPEAT = re.compile(r"(.)\u00d7(\d+)")  # the table writes c, a multiplication sign, N: c repeated N times
 
 

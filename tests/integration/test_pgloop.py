@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from strongroom.store.db import Database
-from strongroom.store.pgloop import LoopPool, numbered
-from tests.conftest import PG_ADMIN_URL, Server, backend_database, postgres_store
+from strongroom.store.pgloop import LoopPool
+from tests.support import PG_ADMIN_URL, Server, backend_database, postgres_store
 
 pytestmark = pytest.mark.postgres
 
@@ -36,12 +36,6 @@ def _backend_pids(database: str) -> set[int]:
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
         ).fetchall()
     return {pid for (pid,) in rows}
-
-
-def test_placeholders_become_numbered_once_per_name() -> None:
-    sql, names = numbered("SELECT %(a)s, %(b)s, %(a)s, 100 %% 7")
-    assert sql == b"SELECT $1, $2, $1, 100 % 7"
-    assert names == ("a", "b")
 
 
 def test_pool_bounds_connections_and_queues_callers(db: Database) -> None:

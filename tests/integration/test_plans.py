@@ -20,7 +20,7 @@ from psycopg import sql
 from strongroom.services.accounts import hash_token
 from strongroom.store.db import Database
 from strongroom.store.repositories.credentials import _page
-from tests.conftest import postgres_store
+from tests.support import postgres_store
 
 pytestmark = pytest.mark.postgres
 

@@ -1,0 +1,1 @@
+"""End-to-end tests: server processes, CLI subprocesses, the real DataRobot client, fuzzing and the benchmark."""
