@@ -32,6 +32,7 @@ from tests.support import (
     Server,
     backend_database,
     binding_of,
+    default_signals,
     free_port,
     make_credential,
     secrets_of,
@@ -281,6 +282,7 @@ def interrupt_rotation(srv: Server, sig: int, once_rewrapped: int) -> dict[int, 
         env=srv.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=default_signals,  # Ctrl-C must reach it even when this run ignores SIGINT (nohup, trap '' INT)
     )
     deadline = time.monotonic() + 120
     while version_counts(srv).get(2, 0) < once_rewrapped and proc.poll() is None and time.monotonic() < deadline:
