@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "strongroom"
+SRC = Path(__file__).resolve().parents[2] / "src" / "strongroom"
 LEAVES = {"errors", "config", "credential_types", "representation"}
 ALLOWED: dict[str, set[str]] = {
     "api": {"api", "bootstrap", "services", *LEAVES, "__version__"},
