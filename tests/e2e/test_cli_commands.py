@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server
+from tests.support import Server
 
 HEAVY = ("sqlalchemy", "starlette", "cryptography", "alembic", "pydantic_settings", "httpx", "uvicorn", "rich")
 

@@ -18,7 +18,7 @@ import pytest
 
 from strongroom.api.boundary import forwarded_client
 from strongroom.api.ratelimit import AuthFailureLimiter
-from tests.conftest import Server
+from tests.support import Server
 
 LIMIT = 5
 PUBLIC_URL = "https://vault.example.com"

@@ -20,8 +20,7 @@ from strongroom.crypto.barrier import Binding
 from strongroom.crypto.keys import DecryptionError
 from strongroom.services.accounts import Principal
 from strongroom.store.models import Credential, StoreState
-from tests.conftest import backend_database
-from tests.support import make_credential
+from tests.support import backend_database, make_credential
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
