@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -119,10 +120,11 @@ def _serve_once(server: Server) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def seeded(tmp_path: Path) -> Server:
-    """A stopped server whose store holds one sealed credential."""
-    srv = Server(data_dir=tmp_path / "data")
+@pytest.fixture(scope="module")
+def seeded_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory of a server that stored one sealed credential through HTTP and stopped: started once
+    for the module, since every test only copies it."""
+    srv = Server(data_dir=tmp_path_factory.mktemp("seeded") / "data")
     srv.start()
     token = srv.new_user()
     resp = httpx.post(
@@ -132,7 +134,15 @@ def seeded(tmp_path: Path) -> Server:
     )
     assert resp.status_code == 201
     srv.stop()
-    return srv
+    return srv.data_dir
+
+
+@pytest.fixture
+def seeded(seeded_once: Path, tmp_path: Path) -> Server:
+    """A stopped server of the test's own whose store holds one sealed credential (a copy of `seeded_once`, file
+    modes included, so a test may break its key file)."""
+    shutil.copytree(seeded_once, tmp_path / "data")
+    return Server(data_dir=tmp_path / "data")
 
 
 def test_key_file_is_private_and_world_readable_refused(seeded: Server) -> None:
