@@ -317,7 +317,7 @@ def binding_of(row: Any) -> Binding:
 
 HEX24 = re.compile(r"^[0-9a-f]{24}$")
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
-BASE_KEYS = {"credentialId", "name", "credentialType", "description", "creationDate"}
+BASE_KEYS = {"credentialId", "name", "credentialType", "description", "creationDate", "role"}
 LIST_KEYS = {"count", "next", "previous", "data", "totalCount"}
 BODY_LIMIT: int = Settings.model_fields["max_body_bytes"].default  # the server under test runs with defaults
 EXCLUSIVE_TYPES = [name for name, t in credential_types.TYPES.items() if t.exclusive]

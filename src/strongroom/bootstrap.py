@@ -9,10 +9,12 @@ from strongroom.crypto.barrier import Barrier
 from strongroom.crypto.keys import KeyProvider
 from strongroom.crypto.providers import key_provider
 from strongroom.services.accounts import AccountService
+from strongroom.services.audit import AuditService
 from strongroom.services.credentials import CredentialService
 from strongroom.services.keys import KeyService
 from strongroom.store.db import Database
 from strongroom.store.repositories import AccountRepository, CredentialRepository, KeyRepository
+from strongroom.store.repositories.audit import AuditRepository
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Services:
     accounts: AccountService
     credentials: CredentialService
     keys: KeyService
+    audit: AuditService
 
     @classmethod
     def build(cls, db: Database, provider: KeyProvider) -> Services:
@@ -37,6 +40,7 @@ class Services:
             accounts=accounts,
             credentials=CredentialService(credential_repo, barrier, accounts),
             keys=KeyService(KeyRepository(db), credential_repo, barrier),
+            audit=AuditService(AuditRepository(db)),
         )
 
     @classmethod

@@ -509,6 +509,11 @@ def credential_schema() -> dict[str, Any]:
         "credentialType": {"type": "string", "enum": list(TYPES)},
         "description": {"type": "string"},
         "creationDate": {"type": "string", "format": "date-time"},
+        "role": {
+            "type": "string",
+            "enum": ["OWNER", "EDITOR", "CONSUMER"],
+            "description": "The caller's role on the credential (a Strongroom field; DataRobot clients ignore it)",
+        },
     }
     for ctype in TYPES.values():
         for f in ctype.fields:
@@ -518,5 +523,5 @@ def credential_schema() -> dict[str, Any]:
         "title": "Credential",
         "type": "object",
         "properties": props,
-        "required": ["credentialId", "name", "credentialType", "description", "creationDate"],
+        "required": ["credentialId", "name", "credentialType", "description", "creationDate", "role"],
     }

@@ -44,6 +44,15 @@ class NotFound(StrongroomError):
     status_code = 404
 
 
+class Hidden(NotFound):
+    """The resource exists but the caller has no role on it: answered exactly as NotFound (so ids cannot be
+    probed), and audited as an authorisation denial."""
+
+    def __init__(self, message: str, *, target: str) -> None:
+        super().__init__(message)
+        self.target = target
+
+
 class Conflict(StrongroomError):
     """A uniqueness rule (such as one name per owner) would be broken."""
 

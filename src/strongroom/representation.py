@@ -39,3 +39,8 @@ def credential(row: Sequence[Any]) -> dict[str, Any]:
 def render_credential(row: Sequence[Any]) -> str:
     """`credential` as JSON text, for storing in `credentials.wire`."""
     return orjson.dumps(credential(row)).decode()
+
+
+def with_role(wire: str, role: str) -> str:
+    """A credential's stored JSON (an object) with the viewer's `role` added as its last field."""
+    return f'{wire[:-1]},"role":"{role}"}}'

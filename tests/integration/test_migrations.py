@@ -57,7 +57,9 @@ def test_upgrade_renders_the_api_json_of_existing_credentials(backend: str, tmp_
         created = [make_credential(service, who, _body(t)) for t in credential_types.TYPES.values()]
         before = service.credentials.list(who, limit=100).credentials()
         assert sorted(before, key=lambda c: c["credentialId"]) == sorted(created, key=lambda c: c["credentialId"])
-        assert any(c.keys() - {"credentialId", "name", "credentialType", "description", "creationDate"} for c in before)
+        assert any(
+            c.keys() - {"credentialId", "name", "credentialType", "description", "creationDate", "role"} for c in before
+        )
         service.close()
 
         _at_revision(settings.resolved_database_url, "0003")

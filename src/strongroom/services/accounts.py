@@ -24,17 +24,30 @@ _KNOWN_TOKENS_MAX = 10_000  # principals remembered for `remembered` (forgotten 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling, from a verified token."""
+    """Who is calling, from a verified token, and (for the audit trail) from where and in which request."""
 
     user_id: str
     username: str
     token_id: str
     scopes: frozenset[str]
+    is_admin: bool = False  # the user is an administrator
+    shared: bool = False  # the user may see credentials beyond their own (shares or groups)
+    address: str | None = None
+    request_id: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        """Acting as an administrator: an admin user with a token that has the `admin` scope."""
+        return self.is_admin and "admin" in self.scopes
 
     def require(self, scope: str) -> None:
-        """Forbidden unless the token has `scope` (an admin token has them all)."""
-        if scope not in self.scopes and "admin" not in self.scopes:
-            raise Forbidden(f"this token lacks the {scope!r} scope", {"scope": scope})
+        """Forbidden unless the token has `scope`; `admin` needs an admin user, and an admin token of one has
+        every scope."""
+        if self.admin or (scope in self.scopes and scope != "admin"):
+            return
+        if scope == "admin" and "admin" in self.scopes:
+            raise Forbidden("this needs an administrator", {"user": "not an administrator"})
+        raise Forbidden(f"this token lacks the {scope!r} scope", {"scope": scope})
 
 
 def hash_token(raw: str) -> str:
@@ -91,10 +104,10 @@ class AccountService:
     def _principal(owner: TokenOwner | None) -> Principal:
         if owner is None:
             raise Unauthorized("missing or invalid API token")
-        token_id, scopes, expires_at, user_id, username = owner
+        token_id, scopes, expires_at, user_id, username, is_admin, shared = owner
         if expired(expires_at):
             raise Unauthorized("missing or invalid API token")
-        return Principal(user_id=user_id, username=username, token_id=token_id, scopes=frozenset(scopes.split()))
+        return Principal(user_id, username, token_id, frozenset(scopes.split()), bool(is_admin), bool(shared))
 
     # ---- administration ---------------------------------------------------------------------------------
 

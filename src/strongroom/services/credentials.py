@@ -13,17 +13,28 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from strongroom import credential_types, representation
 from strongroom.crypto.barrier import Barrier, Binding
 from strongroom.crypto.envelope import Sealed
 from strongroom.crypto.keys import DecryptionError
-from strongroom.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, StrongroomError
+from strongroom.errors import (
+    Conflict,
+    Forbidden,
+    Hidden,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    StrongroomError,
+)
 from strongroom.services.accounts import AccountService, Principal, expired, token_hash_of
+from strongroom.services.audit import Event
+from strongroom.services.roles import EDITOR, OWNER, ROLE_NAMES, role_rank
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories import CredentialRepository, NameTaken, Page, TokenRow
+from strongroom.store.repositories.audit import Entry
 from strongroom.store.repositories.credentials import WIRE_COLUMNS
 
 MAX_PAGE = 1000
@@ -81,11 +92,18 @@ class CredentialService:
         limit: int = DEFAULT_PAGE,
         types_filter: list[str] | None = None,
         order_by: str = "-creationDate",
+        role: str | None = None,
     ) -> Page:
-        """A page of the caller's credentials."""
+        """A page of what the caller has a role on (owned, shared with them or their groups), each item with the
+        caller's `role`; `role` keeps one role only."""
         who.require("read")
         params = list_params(offset, limit, types_filter, order_by)
-        return self.credentials.page(who.user_id, params, order_by.startswith("-"))
+        if role is not None:
+            params["role"] = role_rank(role, field="role")
+        if not who.shared and params.get("role", OWNER) == OWNER:
+            params.pop("role", None)
+            return _owned(self.credentials.page(who.user_id, params, order_by.startswith("-")))
+        return _with_roles(self.credentials.shared_page(who.user_id, params, order_by.startswith("-")))
 
     def list_for_token(
         self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
@@ -96,7 +114,7 @@ class CredentialService:
         if query is None:
             return None
         found = self.credentials.page_for_token(*query)
-        return found[0] if found is not None and _readable(found[1]) else None
+        return _owned(found[0]) if found is not None and _readable(found[1]) else None
 
     async def alist_for_token(
         self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
@@ -105,7 +123,7 @@ class CredentialService:
         if query is None:
             return None
         found = await self.credentials.apage_for_token(*query)
-        return found[0] if found is not None and _readable(found[1]) else None
+        return _owned(found[0]) if found is not None and _readable(found[1]) else None
 
     @staticmethod
     def _token_list_query(
@@ -126,7 +144,10 @@ class CredentialService:
         found = self.credentials.get(credential_id, who.user_id) if is_id(credential_id) else None
         if found is None:
             raise _not_found()
-        return found
+        wire, revision, role = found
+        if role is None:
+            raise _hidden(credential_id)
+        return representation.with_role(wire, ROLE_NAMES[role]), revision
 
     def get_for_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
         """`get` in one statement with the token check; None means "take the ordinary path", which tells 401,
@@ -145,26 +166,33 @@ class CredentialService:
     def secrets(self, who: Principal, credential_id: str) -> dict[str, Any]:
         """Every field of the credential, secret ones included (for local administration and backups)."""
         who.require("use")
-        row = self.credentials.current(credential_id, who.user_id) if is_id(credential_id) else None
-        if row is None:
-            raise _not_found()
+        row = self._current(who, credential_id, EDITOR, "reveal its secrets")
         return {**json.loads(row["public_data"]), **self._open(row)}
+
+    def _current(self, who: Principal, credential_id: str, needed: int, doing: str) -> dict[str, Any]:
+        """Every column of a credential the caller holds at least the `needed` role on (404 with no role, 403
+        with too low a role)."""
+        found = self.credentials.current(credential_id, who.user_id) if is_id(credential_id) else None
+        return _allowed(found, credential_id, needed, doing)
 
     # ---- create -----------------------------------------------------------------------------------------
 
     def create(self, who: Principal, body: Mapping[str, Any]) -> str:
-        """Validate, seal and store a new credential; its API JSON."""
+        """Validate, seal and store a new credential (audited); its API JSON, with the caller's role (OWNER)."""
         row = self._new(who, body)
-        self._insert(self.credentials.insert, row)
-        return str(row["wire"])
+        try:
+            self.credentials.insert(row, _event("credential.create", 201, who, row))
+        except NameTaken:
+            raise _name_taken(row["name"]) from None
+        return _as_owner(row)
 
     async def acreate(self, who: Principal, body: Mapping[str, Any]) -> str:
         row = await self.barrier.run(self._new, who, body)
         try:
-            await self.credentials.ainsert(row)
+            await self.credentials.ainsert(row, _event("credential.create", 201, who, row))
         except NameTaken:
             raise _name_taken(row["name"]) from None
-        return str(row["wire"])
+        return _as_owner(row)
 
     def remembers(self, raw: str | None) -> bool:
         """Whether this process authenticated the token before (so `acreate_for_token` may be tried)."""
@@ -184,20 +212,14 @@ class CredentialService:
         except StrongroomError:
             return None
         try:
-            inserted = await self.credentials.ainsert_if_token(row, token_hash, utcnow())
+            audit = _event("credential.create", 201, who, row)
+            inserted = await self.credentials.ainsert_if_token(row, token_hash, utcnow(), audit)
         except NameTaken:  # the row was tried, so the token was valid
             raise _name_taken(row["name"]) from None
-        if not inserted:  # revoked or expired since it was remembered
+        if not inserted:  # revoked, expired or disabled since it was remembered
             self.accounts.forget(token_hash)
             return None
-        return str(row["wire"])
-
-    @staticmethod
-    def _insert(insert: Callable[[dict[str, Any]], None], row: dict[str, Any]) -> None:
-        try:
-            insert(row)
-        except NameTaken:
-            raise _name_taken(row["name"]) from None
+        return _as_owner(row)
 
     def _new(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a create body; the sealed row to insert."""
@@ -241,13 +263,14 @@ class CredentialService:
         # Optimistic: read, decrypt, merge and re-seal outside any transaction (a KMS round trip must not hold
         # SQLite's write lock), then write only if the revision is still the one read.
         for attempt in range(_UPDATE_TRIES):
-            read_revision, row = self._patched(self.credentials.current(credential_id, who.user_id), body, if_match)
+            found = self.credentials.current(credential_id, who.user_id)
+            role, read_revision, row = self._patched(found, credential_id, body, if_match)
             try:
-                written = self.credentials.swap(read_revision, row)
+                written = self.credentials.swap(read_revision, row, _update_event(who, row, body))
             except NameTaken:
                 raise _name_taken(str(body.get("name"))) from None
             if written:
-                return str(row["wire"]), int(row["revision"])
+                return representation.with_role(row["wire"], ROLE_NAMES[role]), int(row["revision"])
             _lost_race(if_match)
             time.sleep(random.uniform(0, 0.002 * (1 + attempt)))
         raise _busy()
@@ -258,13 +281,13 @@ class CredentialService:
         self._check_update(who, credential_id, body)
         for attempt in range(_UPDATE_TRIES):
             found = await self.credentials.acurrent(credential_id, who.user_id)
-            read_revision, row = await self.barrier.run(self._patched, found, body, if_match)
+            role, read_revision, row = await self.barrier.run(self._patched, found, credential_id, body, if_match)
             try:
-                written = await self.credentials.aswap(read_revision, row)
+                written = await self.credentials.aswap(read_revision, row, _update_event(who, row, body))
             except NameTaken:
                 raise _name_taken(str(body.get("name"))) from None
             if written:
-                return str(row["wire"]), int(row["revision"])
+                return representation.with_role(row["wire"], ROLE_NAMES[role]), int(row["revision"])
             _lost_race(if_match)
             await asyncio.sleep(random.uniform(0, 0.002 * (1 + attempt)))
         raise _busy()
@@ -278,13 +301,15 @@ class CredentialService:
             raise _not_found()
 
     def _patched(
-        self, found: dict[str, Any] | None, body: Mapping[str, Any], if_match: Revisions
-    ) -> tuple[int, dict[str, Any]]:
-        """The revision read and the row with the PATCH applied; the body is checked before the revision, so
-        a bad body is a 422 whatever the revision."""
-        if found is None:
-            raise _not_found()
-        row = dict(found)
+        self,
+        found: tuple[dict[str, Any], int | None] | None,
+        credential_id: str,
+        body: Mapping[str, Any],
+        if_match: Revisions,
+    ) -> tuple[int, int, dict[str, Any]]:
+        """The caller's role, the revision read and the row with the PATCH applied (EDITOR or OWNER needed); the
+        body is checked before the revision, so a bad body is a 422 whatever the revision."""
+        role, row = found[1] if found else None, dict(_allowed(found, credential_id, EDITOR, "change it"))
         read_revision = int(row["revision"])
         data = dict(body)
         ctype = credential_types.TYPES[row["credential_type"]]
@@ -312,35 +337,38 @@ class CredentialService:
             raise _stale(if_match, read_revision)
         row["revision"] = read_revision + 1
         row["updated_at"] = utcnow()
-        return read_revision, row
+        return int(role), read_revision, row  # type: ignore[arg-type]
 
     # ---- delete -----------------------------------------------------------------------------------------
 
     def delete(self, who: Principal, credential_id: str, *, if_match: Revisions = None) -> None:
-        """Delete; with `if_match`, only while the stored revision is one of them (else 412)."""
+        """Delete (OWNER needed; audited); with `if_match`, only while the stored revision is one of them (412)."""
         who.require("write")
-        if not is_id(credential_id):
-            raise _not_found()
+        row = self._current(who, credential_id, OWNER, "delete it")
+        audit = _event("credential.delete", 204, who, row)
         if if_match is None:
-            if not self.credentials.delete(credential_id, who.user_id):
+            if not self.credentials.delete(credential_id, None, audit):
                 raise _not_found()
             return
-        outcome, revision = self.credentials.delete_at(credential_id, who.user_id, if_match)
+        outcome, revision = self.credentials.delete_at(credential_id, if_match, audit)
         if outcome == "missing":
             raise _not_found()
         if outcome != "deleted":
             raise _stale(if_match, revision)
 
     async def adelete(self, who: Principal, credential_id: str, *, if_match: Revisions = None) -> None:
-        """`delete` on the event loop: one statement, unless If-Match needs a transaction (a worker thread)."""
-        if if_match is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.delete(who, credential_id, if_match=if_match)
-            )
-            return
+        """`delete` on the event loop: one statement for the owner's own credential; anything else (If-Match, a
+        credential shared with OWNER) runs `delete` in a worker thread."""
         who.require("write")
-        if not is_id(credential_id) or not await self.credentials.adelete(credential_id, who.user_id):
+        if not is_id(credential_id):
             raise _not_found()
+        if if_match is None:
+            audit = _event("credential.delete", 204, who, {"id": credential_id, "owner_id": who.user_id})
+            if await self.credentials.adelete(credential_id, who.user_id, audit):
+                return
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.delete(who, credential_id, if_match=if_match)
+        )
 
     # ---- sealing ----------------------------------------------------------------------------------------
 
@@ -378,19 +406,79 @@ class CredentialService:
                     log.error("credential %s does not open; left as it is (it will be refused)", row["id"])
                     continue
                 self._seal(row, secret)
-                done += self.credentials.swap(int(found["revision"]), row)
+                upkeep = Event("credential.reseal", 200, credential_id=row["id"], owner_id=row["owner_id"])
+                done += self.credentials.swap(int(found["revision"]), row, upkeep.entry())
         self.credentials.mark_seals_upgraded(utcnow())
         return done
 
 
-def _visible(found: tuple[str, int, TokenRow] | None) -> tuple[str, int] | None:
-    if found is None or not _readable(found[2]):
+def _visible(found: tuple[str, int, TokenRow, int | None] | None) -> tuple[str, int] | None:
+    if found is None or found[3] is None or not _readable(found[2]):
         return None
-    return found[0], found[1]
+    return representation.with_role(found[0], ROLE_NAMES[found[3]]), found[1]
+
+
+def _owned(page: Page) -> Page:
+    """The caller's own credentials: each item says OWNER."""
+    return Page([representation.with_role(w, "OWNER") for w in page.items], page.total, page.offset, page.limit)
+
+
+def _with_roles(page: Page) -> Page:
+    roles = page.roles or []
+    items = [representation.with_role(w, ROLE_NAMES[r]) for w, r in zip(page.items, roles, strict=True)]
+    return Page(items, page.total, page.offset, page.limit)
+
+
+def _as_owner(row: Mapping[str, Any]) -> str:
+    return representation.with_role(row["wire"], "OWNER")
+
+
+def _allowed(
+    found: tuple[dict[str, Any], int | None] | None, credential_id: str, needed: int, doing: str
+) -> dict[str, Any]:
+    """The row if the caller's role is at least `needed`: 404 without a role (as if it did not exist), 403 with
+    too low a one, naming the role needed."""
+    if found is None:
+        raise _not_found()
+    row, role = found
+    if role is None:
+        raise _hidden(credential_id)
+    if role < needed:
+        names = " or ".join(ROLE_NAMES[r] for r in (OWNER, EDITOR) if r >= needed)
+        raise Forbidden(
+            f"your role on this credential is {ROLE_NAMES[role]}; to {doing} you need {names}",
+            {"role": f"needs {names}"},
+        )
+    return row
+
+
+def _event(action: str, status: int, who: Principal, row: Mapping[str, Any], **detail: Any) -> Entry:
+    return Event(
+        action,
+        status,
+        who,
+        credential_id=row["id"],
+        credential_name=row.get("name"),
+        owner_id=row["owner_id"],
+        detail=detail,
+    ).entry()
+
+
+def _update_event(who: Principal, row: Mapping[str, Any], body: Mapping[str, Any]) -> Entry:
+    """`credential.replace_secret` when the PATCH names a secret field, else `credential.update`; the record
+    names the fields changed, never their values."""
+    ctype = credential_types.TYPES[row["credential_type"]]
+    fields = sorted(k for k in body if k != "credentialType")
+    secret = any((f := ctype.field(k)) is not None and f.secret for k in fields)
+    return _event("credential.replace_secret" if secret else "credential.update", 200, who, row, fields=fields)
 
 
 def _not_found() -> NotFound:
     return NotFound("credential not found")
+
+
+def _hidden(credential_id: str) -> Hidden:
+    return Hidden("credential not found", target=credential_id)
 
 
 def _busy() -> Conflict:

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 
 def new_id() -> str:
@@ -55,6 +57,10 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
     username: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # set: every token fails
+    # May see credentials beyond their own (a direct share or a group membership); False: owner-only lists.
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiToken(Base):
@@ -71,6 +77,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # to the minute
 
 
 class Credential(Base):
@@ -151,3 +158,72 @@ class Backup(Base):
     path: Mapped[str] = mapped_column(Text)
     key_versions: Mapped[str] = mapped_column(String(255))  # space-separated, e.g. "1 2"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Group(Base):
+    """A named set of users; sharing with a group gives each member the role."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    __table_args__ = (Index("ix_group_members_user", "user_id", "group_id"),)
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+
+
+class CredentialRole(Base):
+    """A role on a credential given to a user or a group, beside its owner (`credentials.owner_id`), who always
+    holds OWNER. `role` is a rank: 3 OWNER, 2 EDITOR, 1 CONSUMER (the highest of a caller's rows counts)."""
+
+    __tablename__ = "credential_roles"
+    __table_args__ = (Index("ix_credential_roles_recipient", "recipient_type", "recipient_id", "credential_id"),)
+
+    credential_id: Mapped[str] = mapped_column(ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True)
+    recipient_type: Mapped[str] = mapped_column(String(8), primary_key=True)  # "user" or "group"
+    recipient_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    role: Mapped[int] = mapped_column(Integer)
+    can_share: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+AUDIT_SHARDS = 32  # independent hash chains: concurrent writers on PostgreSQL extend different ones
+
+
+class AuditRecord(Base):
+    """One audited event. `content` is the canonical JSON of the whole record (the columns beside it are copies
+    for filtering); `hash` = SHA-256 of the previous record's hash in the same shard followed by `content`."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at", "shard", "seq"),
+        Index("ix_audit_log_credential", "credential_id", "at"),
+        Index("ix_audit_log_owner", "owner_id", "at"),
+    )
+
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    credential_id: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    owner_id: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The last record of each audit chain (seq 0 and a hash of zeros before the first)."""
+
+    __tablename__ = "audit_heads"
+
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -13,9 +13,17 @@ from strongroom.store.db import Database
 from strongroom.store.models import ApiToken, User
 
 _AUTH = (
-    select(ApiToken.id, ApiToken.scopes, ApiToken.expires_at, User.id.label("user_id"), User.username)
+    select(
+        ApiToken.id,
+        ApiToken.scopes,
+        ApiToken.expires_at,
+        User.id.label("user_id"),
+        User.username,
+        User.is_admin,
+        User.shared,
+    )
     .join(User, User.id == ApiToken.user_id)
-    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
 )
 _REVOKE = (
     update(ApiToken)
@@ -24,7 +32,8 @@ _REVOKE = (
 )
 _TOKEN_EXISTS = select(ApiToken.id).where(ApiToken.id == bindparam("id"))
 
-TokenOwner = tuple[str, str, Any, str, str]  # (token id, scopes, expires_at, user id, username)
+# (token id, scopes, expires_at, user id, username, is_admin, shared)
+TokenOwner = tuple[str, str, Any, str, str, bool, bool]
 
 
 class UsernameTaken(Exception):
@@ -38,7 +47,7 @@ class AccountRepository:
         self.db = db
 
     def token_owner(self, token_hash: str) -> TokenOwner | None:
-        """The unrevoked token with this hash and its user (expiry is the caller's to check)."""
+        """The unrevoked token with this hash and its enabled user (expiry is the caller's to check)."""
         rows = self.db.fetch(_AUTH, {"token_hash": token_hash})
         return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 

@@ -32,9 +32,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.expression import false
 
 from strongroom.store.db import Database, Tx, count_shard
-from strongroom.store.models import ApiToken, Credential, CredentialCount, StoreState, UTCDateTime
+from strongroom.store.models import (
+    ApiToken,
+    Credential,
+    CredentialCount,
+    CredentialRole,
+    StoreState,
+    User,
+    UTCDateTime,
+)
+from strongroom.store.repositories.audit import Entry, append_in, pg_audited
+from strongroom.store.repositories.sharing import OWNER, groups_of, role_of
 
 COLUMNS = tuple(Credential.__table__.c)  # a credential row, in table order (`row` and `current` use it)
 FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
@@ -48,12 +59,14 @@ class NameTaken(Exception):
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a list: `items` are the credentials' stored API JSON, for the server to send untouched."""
+    """One page of a list: `items` are the credentials' stored API JSON; `roles` the caller's role rank on each
+    (None: all OWNER, the caller's own credentials)."""
 
     items: list[str]
     total: int
     offset: int
     limit: int
+    roles: list[int] | None = None
 
     @property
     def has_next(self) -> bool:
@@ -72,32 +85,39 @@ class TokenRow:
     expires_at: datetime | str | None
 
 
-_GET = select(Credential.wire, Credential.revision).where(
-    Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner")
+# Fast paths for a token: the token's user must be enabled. Their role on the credential comes in the same row
+# (OWNER for its owner without a lookup; else the highest shared with them or their groups; NULL: none).
+_ENABLED = exists().where(User.id == ApiToken.user_id, User.disabled_at.is_(None))
+_GET_WITH_TOKEN = select(
+    Credential.wire,
+    Credential.revision,
+    ApiToken.scopes,
+    ApiToken.expires_at,
+    role_of(Credential.id, Credential.owner_id, ApiToken.user_id),
+).where(
+    ApiToken.token_hash == bindparam("token_hash"),
+    ApiToken.revoked_at.is_(None),
+    _ENABLED,
+    Credential.id == bindparam("id"),
 )
-_GET_WITH_TOKEN = (
-    select(Credential.wire, Credential.revision, ApiToken.scopes, ApiToken.expires_at)
-    .join(ApiToken, ApiToken.user_id == Credential.owner_id)
-    .where(
-        ApiToken.token_hash == bindparam("token_hash"),
-        ApiToken.revoked_at.is_(None),
-        Credential.id == bindparam("id"),
-    )
-)
-_MINE = (Credential.id == bindparam("id"), Credential.owner_id == bindparam("owner"))
+_CALLER_ROLE = role_of(Credential.id, Credential.owner_id, bindparam("user"))
+_GET = select(Credential.wire, Credential.revision, _CALLER_ROLE).where(Credential.id == bindparam("id"))
+_ONE = Credential.id == bindparam("id")
+_MINE = (_ONE, Credential.owner_id == bindparam("owner"))
 _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in COLUMNS})
-_CURRENT = select(*COLUMNS).where(*_MINE)
+_CURRENT = select(*COLUMNS, _CALLER_ROLE).where(_ONE)
 _UPDATE = (  # compare-and-swap on the revision read: a concurrent change makes it match no row
     update(Credential)
     .where(Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
     .values({c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED})
 )
-_PG_UPDATE = _UPDATE.returning(Credential.revision)  # one autocommit statement: atomic on its own
-_DELETE = delete(Credential).where(*_MINE).returning(Credential.credential_type)
+_DELETE = delete(Credential).where(_ONE).returning(Credential.owner_id, Credential.credential_type)
 _DELETE_AT = (
-    delete(Credential).where(*_MINE, Credential.revision == bindparam("revision")).returning(Credential.credential_type)
+    delete(Credential)
+    .where(_ONE, Credential.revision == bindparam("revision"))
+    .returning(Credential.owner_id, Credential.credential_type)
 )
-_REVISION = select(Credential.revision).where(*_MINE).with_for_update()
+_REVISION = select(Credential.revision).where(_ONE).with_for_update()
 _STALE = (
     select(
         Credential.id,
@@ -123,24 +143,31 @@ _REWRAP = (
 )
 
 
-def _pg_counted(change: Any, delta: int) -> Any:
-    """PostgreSQL: a create or delete and its count change in one statement (a data-modifying CTE)."""
+def _pg_counted(change: Any, delta: int) -> Executable:
+    """PostgreSQL: a create or delete, its count change and its audit record in one statement (data-modifying
+    CTEs); the statement returns the count's row, or nothing when no credential changed."""
     changed = change.returning(Credential.owner_id, Credential.credential_type).cte("changed")
     rows = select(changed.c.owner_id, changed.c.credential_type, count_shard(postgresql), literal(delta))
     stmt = postgresql.insert(CredentialCount).from_select(["owner_id", "credential_type", "shard", "n"], rows)
-    return stmt.on_conflict_do_update(
-        index_elements=["owner_id", "credential_type", "shard"], set_={"n": CredentialCount.n + stmt.excluded.n}
-    ).returning(CredentialCount.n)
+    counted = (
+        stmt.on_conflict_do_update(
+            index_elements=["owner_id", "credential_type", "shard"], set_={"n": CredentialCount.n + stmt.excluded.n}
+        )
+        .returning(CredentialCount.n)
+        .cte("counted")
+    )
+    return pg_audited(select(counted.c.n), changed)
 
 
 _PG_CREATE = _pg_counted(_INSERT, +1)
-# The insert happens only if the token is still valid for that owner: a revocation or expiry since the
-# token was last authenticated takes effect at once, and no separate lookup is needed.
+# The insert happens only if the token is still valid for that owner: a revocation, expiry or disabling since
+# the token was last authenticated takes effect at once, and no separate lookup is needed.
 _TOKEN_STILL_VALID = exists().where(
     ApiToken.token_hash == bindparam("token_hash"),
     ApiToken.user_id == bindparam("owner_id"),
     ApiToken.revoked_at.is_(None),
     or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now", type_=UTCDateTime())),
+    _ENABLED,
 )
 _PG_CREATE_CHECKED = _pg_counted(
     insert(Credential).from_select(
@@ -154,7 +181,10 @@ _PG_CREATE_CHECKED = _pg_counted(
     ),
     +1,
 )
-_PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)
+_PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)  # the owner's, in one statement
+_PG_DELETE_ANY = _pg_counted(delete(Credential).where(_ONE), -1)  # after the caller's role was checked
+_SWAPPED = _UPDATE.returning(Credential.revision).cte("changed")
+_PG_UPDATE = pg_audited(select(_SWAPPED.c.revision), _SWAPPED)  # one autocommit statement: atomic on its own
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
@@ -183,7 +213,10 @@ def _page(postgres: bool, newest_first: bool, filtered: bool, with_token: bool =
     NULL, total)` (none if the token is not valid), then rows `(NULL, NULL, NULL, wire, NULL)`.
     docs/performance.md has the measurements behind each shape.
     """
-    token = (ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+    # The owner-only page serves a token whose user is enabled and sees nothing beyond their own credentials;
+    # anyone else takes `shared_page`.
+    owner_only = exists().where(User.id == ApiToken.user_id, User.disabled_at.is_(None), User.shared.is_(false()))
+    token = (ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None), owner_only)
     owner: Any
     if not with_token:
         owner = bindparam("owner")
@@ -248,16 +281,18 @@ class CredentialRepository:
 
     # ---- reads ------------------------------------------------------------------------------------------
 
-    def get(self, credential_id: str, owner_id: str) -> tuple[str, int] | None:
-        """The credential's stored JSON and revision, if `owner_id` owns it."""
-        rows = self.db.fetch(_GET, {"id": credential_id, "owner": owner_id})
-        return (rows[0][0], int(rows[0][1])) if rows else None
+    def get(self, credential_id: str, user_id: str) -> tuple[str, int, int | None] | None:
+        """The credential's stored JSON, revision and the user's role rank on it (None: no role); None if there
+        is no such credential."""
+        rows = self.db.fetch(_GET, {"id": credential_id, "user": user_id})
+        return (rows[0][0], int(rows[0][1]), rows[0][2]) if rows else None
 
-    def get_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow] | None:
-        """The credential with the scopes of an unrevoked token of its owner, in one statement."""
+    def get_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow, int | None] | None:
+        """The credential, the scopes of an unrevoked token of an enabled user, and that user's role rank, in one
+        statement; None if either is missing."""
         return _got(self.db.fetch(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
 
-    async def aget_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow] | None:
+    async def aget_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow, int | None] | None:
         return _got(await self.db.afetch(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
 
     def page(self, owner_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
@@ -301,77 +336,99 @@ class CredentialRepository:
             items = [row[3] for row in rows if row[0] is None]
         return Page(items, int(total), params["offset"], params["limit"]), TokenRow(scopes, expires_at)
 
-    def current(self, credential_id: str, owner_id: str) -> dict[str, Any] | None:
-        """Every column of the credential, if `owner_id` owns it."""
-        return _row(self.db.fetch(_CURRENT, {"id": credential_id, "owner": owner_id}))
+    def shared_page(self, user_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
+        """A page of everything the user has a role on (owned, shared with them or with their groups), each with
+        that role (`Page.roles`); `params` may hold `types` and `role` (a rank) filters."""
+        query = {**params, "user": user_id}
+        statement, count = _shared_page(newest_first, "types" in params, "role" in params)
+        rows = self.db.fetch(statement, query)
+        total = int(self.db.fetch(count, query)[0][0])
+        return Page([r[0] for r in rows], total, params["offset"], params["limit"], [int(r[1]) for r in rows])
 
-    async def acurrent(self, credential_id: str, owner_id: str) -> dict[str, Any] | None:
-        return _row(await self.db.afetch(_CURRENT, {"id": credential_id, "owner": owner_id}))
+    def current(self, credential_id: str, user_id: str) -> tuple[dict[str, Any], int | None] | None:
+        """Every column of the credential and the user's role rank on it; None if there is no such credential."""
+        return _row(self.db.fetch(_CURRENT, {"id": credential_id, "user": user_id}))
 
-    # ---- writes -----------------------------------------------------------------------------------------
+    async def acurrent(self, credential_id: str, user_id: str) -> tuple[dict[str, Any], int | None] | None:
+        return _row(await self.db.afetch(_CURRENT, {"id": credential_id, "user": user_id}))
 
-    def insert(self, row: Mapping[str, Any]) -> None:
-        """Add a credential (all `COLUMNS`) and count it; NameTaken if its owner already uses the name."""
+    # ---- writes (each with its audit record, in the same transaction or statement) -----------------------
+
+    def insert(self, row: Mapping[str, Any], audit: Entry) -> None:
+        """Add a credential (all `COLUMNS`), count it and audit it; NameTaken if its owner already uses the name."""
         with _NamesUnique():
             if self.db.is_sqlite:
-                self.db.transact(lambda tx: _insert_counted(tx, row), one_change=True)
+                self.db.transact(lambda tx: _insert_counted(tx, row, audit))
             else:
-                self.db.write_one(_PG_CREATE, row)
+                self.db.write_one(_PG_CREATE, {**row, **audit.params()})
 
-    async def ainsert(self, row: Mapping[str, Any]) -> None:
+    async def ainsert(self, row: Mapping[str, Any], audit: Entry) -> None:
         with _NamesUnique():
-            await self.db.awrite_one(_PG_CREATE, row)
+            await self.db.awrite_one(_PG_CREATE, {**row, **audit.params()})
 
-    async def ainsert_if_token(self, row: Mapping[str, Any], token_hash: str, now: datetime) -> bool:
+    async def ainsert_if_token(self, row: Mapping[str, Any], token_hash: str, now: datetime, audit: Entry) -> bool:
         """PostgreSQL: insert only while `token_hash` is a valid token of the row's owner; False if it is not."""
+        params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
         with _NamesUnique():
-            return bool(await self.db.awrite_one(_PG_CREATE_CHECKED, {**row, "token_hash": token_hash, "now": now}))
+            return bool(await self.db.awrite_one(_PG_CREATE_CHECKED, params))
 
-    def swap(self, read_revision: int, row: Mapping[str, Any]) -> bool:
-        """Write the changed row if the credential is still at `read_revision` (compare-and-swap)."""
+    def swap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
+        """Write the changed row, and its audit record, if the credential is still at `read_revision`."""
         params = _swap_params(read_revision, row)
         with _NamesUnique():
             if self.db.is_sqlite:
-                return bool(self.db.transact(lambda tx: tx.run(_UPDATE, params), one_change=True))
-            return bool(self.db.write_one(_PG_UPDATE, params))
+                return bool(self.db.transact(lambda tx: _swap_audited(tx, params, audit)))
+            return bool(self.db.write_one(_PG_UPDATE, {**params, **audit.params()}))
 
-    async def aswap(self, read_revision: int, row: Mapping[str, Any]) -> bool:
+    async def aswap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
         with _NamesUnique():
-            return bool(await self.db.awrite_one(_PG_UPDATE, _swap_params(read_revision, row)))
+            return bool(await self.db.awrite_one(_PG_UPDATE, {**_swap_params(read_revision, row), **audit.params()}))
 
-    def delete(self, credential_id: str, owner_id: str) -> bool:
-        """Delete the owner's credential and uncount it; False if there is none."""
-        mine = {"id": credential_id, "owner": owner_id}
+    def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
+        """Delete and uncount the credential (only if `owner_id` owns it, when given) with its audit record;
+        False if there is no such credential."""
         if not self.db.is_sqlite:
-            return bool(self.db.write_one(_PG_DELETE, mine))
+            if owner_id is None:
+                return bool(self.db.write_one(_PG_DELETE_ANY, {"id": credential_id, **audit.params()}))
+            return bool(self.db.write_one(_PG_DELETE, {"id": credential_id, "owner": owner_id, **audit.params()}))
 
         def remove(tx: Tx) -> bool:
-            gone = tx.rows(_DELETE, mine)
-            if gone:
-                tx.count(owner_id, gone[0][0], -1)
-            return bool(gone)
+            gone = tx.rows(_DELETE, {"id": credential_id})
+            if not gone or (owner_id is not None and gone[0][0] != owner_id):
+                if gone:  # not the owner's: undo (the savepoint of this write rolls back on the raise)
+                    raise _NotOwner
+                return False
+            tx.count(gone[0][0], gone[0][1], -1)
+            append_in(tx, audit, postgres=False)
+            return True
 
-        return self.db.transact(remove)
+        try:
+            return self.db.transact(remove)
+        except _NotOwner:
+            return False
 
-    async def adelete(self, credential_id: str, owner_id: str) -> bool:
-        return bool(await self.db.awrite_one(_PG_DELETE, {"id": credential_id, "owner": owner_id}))
+    async def adelete(self, credential_id: str, owner_id: str, audit: Entry) -> bool:
+        """PostgreSQL: `delete` of the owner's credential on the event loop."""
+        return bool(await self.db.awrite_one(_PG_DELETE, {"id": credential_id, "owner": owner_id, **audit.params()}))
 
-    def delete_at(self, credential_id: str, owner_id: str, revisions: Collection[int]) -> tuple[str, int | None]:
+    def delete_at(self, credential_id: str, revisions: Collection[int], audit: Entry) -> tuple[str, int | None]:
         """Delete only while the stored revision is one of `revisions`. The outcome and the revision found:
         ("deleted", r), ("missing", None), ("stale", r), or ("raced", None) when it changed meanwhile."""
-        mine = {"id": credential_id, "owner": owner_id}
+        one = {"id": credential_id}
+        postgres = not self.db.is_sqlite
 
         def remove_at_revision(tx: Tx) -> tuple[str, int | None]:
-            found = tx.rows(_REVISION, mine)
+            found = tx.rows(_REVISION, one)
             if not found:
                 return "missing", None
             revision = int(found[0][0])
             if revision not in revisions:
                 return "stale", revision
-            gone = tx.rows(_DELETE_AT, {**mine, "revision": revision})
+            gone = tx.rows(_DELETE_AT, {**one, "revision": revision})
             if not gone:
                 return "raced", None
-            tx.count(owner_id, gone[0][0], -1)
+            tx.count(gone[0][0], gone[0][1], -1)
+            append_in(tx, audit, postgres=postgres)
             return "deleted", revision
 
         return self.db.transact(remove_at_revision)
@@ -423,9 +480,21 @@ class CredentialRepository:
             s.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
 
 
-def _insert_counted(tx: Tx, row: Mapping[str, Any]) -> None:
+class _NotOwner(Exception):
+    """A delete limited to an owner found another owner's credential (its savepoint rolls it back)."""
+
+
+def _insert_counted(tx: Tx, row: Mapping[str, Any], audit: Entry) -> None:
     tx.run(_INSERT, row)  # a duplicate name fails here, on the (owner, name) unique index
     tx.count(row["owner_id"], row["credential_type"], +1)
+    append_in(tx, audit, postgres=False)
+
+
+def _swap_audited(tx: Tx, params: Mapping[str, Any], audit: Entry) -> int:
+    swapped = tx.run(_UPDATE, params)
+    if swapped:
+        append_in(tx, audit, postgres=False)
+    return swapped
 
 
 def _swap_params(read_revision: int, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -434,12 +503,52 @@ def _swap_params(read_revision: int, row: Mapping[str, Any]) -> dict[str, Any]:
     return {"target": row["id"], "read_revision": read_revision, **new}
 
 
-def _got(rows: Sequence[Sequence[Any]]) -> tuple[str, int, TokenRow] | None:
+def _got(rows: Sequence[Sequence[Any]]) -> tuple[str, int, TokenRow, int | None] | None:
     if not rows:
         return None
-    wire, revision, scopes, expires_at = rows[0]
-    return wire, int(revision), TokenRow(scopes, expires_at)
+    wire, revision, scopes, expires_at, role = rows[0]
+    return wire, int(revision), TokenRow(scopes, expires_at), None if role is None else int(role)
 
 
-def _row(rows: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
-    return {c.name: value for c, value in zip(COLUMNS, rows[0], strict=True)} if rows else None
+def _row(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, Any], int | None] | None:
+    if not rows:
+        return None
+    *values, role = rows[0]
+    return {c.name: value for c, value in zip(COLUMNS, values, strict=True)}, None if role is None else int(role)
+
+
+@cache
+def _shared_page(newest_first: bool, filtered: bool, by_role: bool) -> tuple[Executable, Executable]:
+    """A page of every credential the user (`user`) has a role on, with that role, and the matching count.
+    Served by the owner index, the recipient index of `credential_roles` and a sort of the user's visible set:
+    users with shares pay for their size, owner-only lists keep the flat `_page`."""
+    user = bindparam("user")
+    owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(Credential.owner_id == user)
+    direct = select(CredentialRole.credential_id, CredentialRole.role).where(
+        CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user
+    )
+    via = select(CredentialRole.credential_id, CredentialRole.role).where(
+        CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user))
+    )
+    visible = union_all(owned, direct, via).subquery("visible")
+    roles = select(visible.c.cid, func.max(visible.c.role).label("role")).group_by(visible.c.cid).subquery("roles")
+    where = []
+    if filtered:
+        where.append(Credential.credential_type.in_(bindparam("types", expanding=True)))
+    if by_role:
+        where.append(roles.c.role == bindparam("role"))
+    if newest_first:
+        ordering = (Credential.created_at.desc(), Credential.id.desc())
+    else:
+        ordering = (Credential.created_at.asc(), Credential.id.asc())
+    joined = roles.join(Credential, Credential.id == roles.c.cid)
+    page = (
+        select(Credential.wire, roles.c.role)
+        .select_from(joined)
+        .where(*where)
+        .order_by(*ordering)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    count = select(func.count()).select_from(joined).where(*where)
+    return page, count

@@ -1,0 +1,199 @@
+"""The audit log: hash-chained records, appended in the same transaction as the change they describe.
+
+There are `AUDIT_SHARDS` chains. On PostgreSQL a writer extends the chain of its connection (backend pid
+modulo the shards), so concurrent writers do not queue on one head row; SQLite writes one at a time and uses
+chain 0. Each record's hash is SHA-256 over the previous record's hash (hex) followed by its content, so an
+edited, deleted or reordered record breaks its chain from there on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Executable, and_, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql
+
+from strongroom.store.db import Database, Tx
+from strongroom.store.models import AUDIT_SHARDS, AuditHead, AuditRecord
+
+GENESIS = "0" * 64
+
+
+def chain_hash(previous: str, content: str) -> str:
+    """The hash of a record whose content is `content` after a record hashed `previous`."""
+    return hashlib.sha256((previous + content).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A record to append: `content` is its canonical JSON; the other fields are copies for filtering."""
+
+    at: datetime
+    actor: str | None
+    action: str
+    credential_id: str | None
+    owner_id: str | None
+    status: int
+    content: str
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "a_at": self.at,
+            "a_actor": self.actor,
+            "a_action": self.action,
+            "a_credential": self.credential_id,
+            "a_owner": self.owner_id,
+            "a_status": self.status,
+            "a_content": self.content,
+        }
+
+
+_SHARD = bindparam("a_shard")
+_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.shard == _SHARD).with_for_update()
+_ADVANCE = update(AuditHead).where(AuditHead.shard == _SHARD).values(seq=bindparam("a_seq"), hash=bindparam("a_hash"))
+_APPEND = insert(AuditRecord).values(
+    shard=_SHARD,
+    seq=bindparam("a_seq"),
+    at=bindparam("a_at"),
+    actor=bindparam("a_actor"),
+    action=bindparam("a_action"),
+    credential_id=bindparam("a_credential"),
+    owner_id=bindparam("a_owner"),
+    status=bindparam("a_status"),
+    content=bindparam("a_content"),
+    hash=bindparam("a_hash"),
+)
+_PG_SHARD = select(func.pg_backend_pid() % AUDIT_SHARDS)
+
+
+def append_in(tx: Tx, entry: Entry, *, postgres: bool) -> None:
+    """Append `entry` inside the transaction `tx` (it commits with the change it records, or not at all)."""
+    shard = int(tx.rows(_PG_SHARD, {})[0][0]) if postgres else 0
+    seq, previous = tx.rows(_HEAD, {"a_shard": shard})[0]
+    digest = chain_hash(previous, entry.content)
+    values = {**entry.params(), "a_shard": shard, "a_seq": int(seq) + 1, "a_hash": digest}
+    tx.run(_ADVANCE, values)
+    tx.run(_APPEND, values)
+
+
+def pg_audited(statement: Any, changed: Any | None = None) -> Executable:
+    """PostgreSQL: `statement` (a SELECT over data-modifying CTEs) that also appends the audit entry whose
+    `a_*` parameters are bound, in the same statement; only if the CTE `changed` returned a row, when given.
+
+    The head row of the connection's chain is advanced by an UPDATE, which holds its row lock to the end of
+    the statement, so two statements on one chain extend it one after the other.
+    """
+    new_hash = func.encode(
+        func.sha256(func.convert_to(AuditHead.hash + bindparam("a_content"), literal("UTF8"))), "hex"
+    )
+    where = [AuditHead.shard == func.pg_backend_pid() % AUDIT_SHARDS]
+    if changed is not None:
+        where.append(exists(select(literal(1)).select_from(changed)))
+    head = (
+        update(AuditHead)
+        .where(and_(*where))
+        .values(seq=AuditHead.seq + 1, hash=new_hash)
+        .returning(AuditHead.shard, AuditHead.seq, AuditHead.hash)
+        .cte("audit_head")
+    )
+    rows = select(
+        head.c.shard,
+        head.c.seq,
+        bindparam("a_at", type_=AuditRecord.at.type),
+        bindparam("a_actor", type_=AuditRecord.actor.type),
+        bindparam("a_action", type_=AuditRecord.action.type),
+        bindparam("a_credential", type_=AuditRecord.credential_id.type),
+        bindparam("a_owner", type_=AuditRecord.owner_id.type),
+        bindparam("a_status", type_=AuditRecord.status.type),
+        bindparam("a_content", type_=AuditRecord.content.type),
+        head.c.hash,
+    )
+    columns = ["shard", "seq", "at", "actor", "action", "credential_id", "owner_id", "status", "content", "hash"]
+    logged = postgresql.insert(AuditRecord).from_select(columns, rows).returning(AuditRecord.seq).cte("audit_logged")
+    return statement.add_cte(head, logged)
+
+
+class AuditRepository:
+    """Appending to and reading the audit log."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def append(self, entry: Entry) -> None:
+        """Append `entry` in a transaction of its own (for events that change nothing else)."""
+        postgres = not self.db.is_sqlite
+        self.db.transact(lambda tx: append_in(tx, entry, postgres=postgres))
+
+    def records(
+        self,
+        *,
+        credential_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        owner_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[str], int]:
+        """The contents of matching records, oldest first, and how many match in all."""
+        where = []
+        if credential_id is not None:
+            where.append(AuditRecord.credential_id == credential_id)
+        if actor is not None:
+            where.append(AuditRecord.actor == actor)
+        if action is not None:
+            where.append(AuditRecord.action == action)
+        if owner_id is not None:
+            where.append(AuditRecord.owner_id == owner_id)
+        if since is not None:
+            where.append(AuditRecord.at >= since)
+        if until is not None:
+            where.append(AuditRecord.at < until)
+        with self.db.read() as s:
+            total = s.scalar(select(func.count()).select_from(AuditRecord).where(*where)) or 0
+            page = s.scalars(
+                select(AuditRecord.content)
+                .where(*where)
+                .order_by(AuditRecord.at, AuditRecord.shard, AuditRecord.seq)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        return list(page), int(total)
+
+    def heads(self) -> dict[int, tuple[int, str]]:
+        """Each chain's head: shard -> (seq, hash) of its last record."""
+        with self.db.read() as s:
+            rows = s.execute(select(AuditHead.shard, AuditHead.seq, AuditHead.hash)).all()
+        return {int(shard): (int(seq), str(digest)) for shard, seq, digest in rows}
+
+    def chain(self, shard: int, batch: int = 1000) -> Iterator[Sequence[Any]]:
+        """The records of one chain in order: (seq, content, hash, at, actor, action, credential_id, owner_id,
+        status), read in batches."""
+        after = 0
+        while True:
+            with self.db.read() as s:
+                rows = s.execute(
+                    select(
+                        AuditRecord.seq,
+                        AuditRecord.content,
+                        AuditRecord.hash,
+                        AuditRecord.at,
+                        AuditRecord.actor,
+                        AuditRecord.action,
+                        AuditRecord.credential_id,
+                        AuditRecord.owner_id,
+                        AuditRecord.status,
+                    )
+                    .where(AuditRecord.shard == shard, AuditRecord.seq > after)
+                    .order_by(AuditRecord.seq)
+                    .limit(batch)
+                ).all()
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]

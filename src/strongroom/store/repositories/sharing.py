@@ -1,0 +1,231 @@
+"""Who may use what: credential roles for users and groups, and the groups themselves.
+
+A credential's owner (`credentials.owner_id`) always holds OWNER; `credential_roles` adds roles for other
+users and for groups. A caller's role is the highest of their own row and their groups' rows. Roles are
+ranks: 3 OWNER, 2 EDITOR, 1 CONSUMER.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
+
+from strongroom.store.db import Database
+from strongroom.store.models import Credential, CredentialRole, Group, GroupMember, User
+
+OWNER, EDITOR, CONSUMER = 3, 2, 1
+
+
+def groups_of(user_id: Any) -> Any:
+    """The ids of the groups `user_id` (a column or parameter) belongs to, as a subquery."""
+    return select(GroupMember.group_id).where(GroupMember.user_id == user_id).correlate_except(GroupMember)
+
+
+def shared_role(credential_id: Any, user_id: Any) -> Any:
+    """The highest role rank shared with `user_id` on `credential_id`, directly or through a group (NULL: none)."""
+    return (
+        select(func.max(CredentialRole.role))
+        .where(
+            CredentialRole.credential_id == credential_id,
+            or_(
+                and_(CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user_id),
+                and_(CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user_id))),
+            ),
+        )
+        .correlate_except(CredentialRole)
+        .scalar_subquery()
+    )
+
+
+def role_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
+    """The caller's role rank on a credential (NULL: none): OWNER for its owner, else what is shared."""
+    return case((owner_id == user_id, literal(OWNER)), else_=shared_role(credential_id, user_id))
+
+
+def can_share_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
+    """Whether the caller may share the credential: its owner, or any of their rows says so."""
+    shared = (
+        select(func.max(case((CredentialRole.can_share, 1), else_=0)))
+        .where(
+            CredentialRole.credential_id == credential_id,
+            or_(
+                and_(CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user_id),
+                and_(CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user_id))),
+            ),
+        )
+        .correlate_except(CredentialRole)
+        .scalar_subquery()
+    )
+    return case((owner_id == user_id, literal(1)), else_=func.coalesce(shared, 0))
+
+
+_ACCESS = select(
+    Credential.owner_id,
+    Credential.name,
+    role_of(Credential.id, Credential.owner_id, bindparam("user")),
+    can_share_of(Credential.id, Credential.owner_id, bindparam("user")),
+).where(Credential.id == bindparam("id"))
+_ROLES = (
+    select(
+        CredentialRole.recipient_type,
+        CredentialRole.recipient_id,
+        CredentialRole.role,
+        CredentialRole.can_share,
+        func.coalesce(User.username, Group.name),
+    )
+    .outerjoin(User, and_(CredentialRole.recipient_type == "user", User.id == CredentialRole.recipient_id))
+    .outerjoin(Group, and_(CredentialRole.recipient_type == "group", Group.id == CredentialRole.recipient_id))
+    .where(CredentialRole.credential_id == bindparam("id"))
+    .order_by(CredentialRole.created_at, CredentialRole.recipient_type, CredentialRole.recipient_id)
+)
+
+
+class GroupNameTaken(Exception):
+    """Another group already has this name."""
+
+
+class SharingRepository:
+    """Credential roles and groups."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def access(self, credential_id: str, user_id: str) -> tuple[str, str, int | None, bool] | None:
+        """(owner id, name, the user's role rank or None, whether they may share), or None if no such credential."""
+        rows = self.db.fetch(_ACCESS, {"id": credential_id, "user": user_id})
+        if not rows:
+            return None
+        owner_id, name, role, can_share = rows[0]
+        return owner_id, name, None if role is None else int(role), bool(can_share)
+
+    def roles(self, credential_id: str) -> list[tuple[str, str, int, bool, str]]:
+        """The credential's shared rows: (recipient type, recipient id, role rank, can_share, recipient name)."""
+        return [
+            (kind, rid, int(role), bool(share), name)
+            for kind, rid, role, share, name in self.db.fetch(_ROLES, {"id": credential_id})
+        ]
+
+    # ---- names ------------------------------------------------------------------------------------------
+
+    def users_named(self, names: Sequence[str]) -> dict[str, str]:
+        """username -> id for those that exist."""
+        if not names:
+            return {}
+        with self.db.read() as s:
+            rows = s.execute(select(User.username, User.id).where(User.username.in_(list(names)))).all()
+        return {name: uid for name, uid in rows}
+
+    def users_by_id(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> username for those that exist."""
+        if not ids:
+            return {}
+        with self.db.read() as s:
+            rows = s.execute(select(User.id, User.username).where(User.id.in_(list(ids)))).all()
+        return {uid: name for uid, name in rows}
+
+    def groups_by(self, *, ids: Sequence[str] = (), names: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
+        """Groups found by id or name: key (the id or name asked for) -> (id, name)."""
+        found: dict[str, tuple[str, str]] = {}
+        with self.db.read() as s:
+            if ids:
+                for gid, name in s.execute(select(Group.id, Group.name).where(Group.id.in_(list(ids)))):
+                    found[gid] = (gid, name)
+            if names:
+                for gid, name in s.execute(select(Group.id, Group.name).where(Group.name.in_(list(names)))):
+                    found[name] = (gid, name)
+        return found
+
+    # ---- groups -----------------------------------------------------------------------------------------
+
+    def add_group(self, group: Group) -> None:
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Group.id).where(Group.name == group.name)):
+                    raise GroupNameTaken
+                s.add(group)
+        except IntegrityError:
+            raise GroupNameTaken from None
+
+    def groups(self) -> list[tuple[Group, list[str]]]:
+        """Every group with its members' usernames."""
+        with self.db.read() as s:
+            groups = list(s.scalars(select(Group).order_by(Group.name)))
+            members = s.execute(
+                select(GroupMember.group_id, User.username)
+                .join(User, User.id == GroupMember.user_id)
+                .order_by(User.username)
+            ).all()
+        by_group: dict[str, list[str]] = {}
+        for gid, username in members:
+            by_group.setdefault(gid, []).append(username)
+        return [(g, by_group.get(g.id, [])) for g in groups]
+
+    def add_member(self, group_id: str, user_id: str) -> bool:
+        """Add a member (and mark them as having shared access); False if they already were one."""
+        with self.db.write() as s:
+            if s.get(GroupMember, (group_id, user_id)) is not None:
+                return False
+            s.add(GroupMember(group_id=group_id, user_id=user_id))
+            s.execute(update(User).where(User.id == user_id).values(shared=true()))
+            return True
+
+    def remove_member(self, group_id: str, user_id: str) -> bool:
+        with self.db.write() as s:
+            return bool(
+                s.execute(
+                    delete(GroupMember).where(GroupMember.group_id == group_id, GroupMember.user_id == user_id)
+                ).rowcount  # type: ignore[attr-defined]
+            )
+
+    def delete_group(self, group_id: str) -> bool:
+        with self.db.write() as s:
+            s.execute(
+                delete(CredentialRole).where(
+                    CredentialRole.recipient_type == "group", CredentialRole.recipient_id == group_id
+                )
+            )
+            return bool(s.execute(delete(Group).where(Group.id == group_id)).rowcount)  # type: ignore[attr-defined]
+
+    # ---- changing roles ---------------------------------------------------------------------------------
+
+    def set_roles(
+        self,
+        credential_id: str,
+        changes: Sequence[tuple[str, str, int | None, bool]],
+        created_at: datetime,
+        audit: Any,
+    ) -> None:
+        """Apply (recipient type, recipient id, role rank or None to remove, can_share) in one transaction, with
+        its audit record (`audit(tx)` appends it)."""
+
+        def apply(tx: Any) -> None:
+            for kind, rid, role, share in changes:
+                key = {"cid": credential_id, "kind": kind, "rid": rid}
+                tx.run(_REMOVE_ROLE, key)
+                if role is not None:
+                    tx.run(_ADD_ROLE, {**key, "role": role, "share": share, "at": created_at})
+                    if kind == "user":
+                        tx.run(_MARK_SHARED, {"rid": rid})
+            audit(tx)
+
+        self.db.transact(apply)
+
+
+_REMOVE_ROLE = delete(CredentialRole).where(
+    CredentialRole.credential_id == bindparam("cid"),
+    CredentialRole.recipient_type == bindparam("kind"),
+    CredentialRole.recipient_id == bindparam("rid"),
+)
+_ADD_ROLE = CredentialRole.__table__.insert().values(
+    credential_id=bindparam("cid"),
+    recipient_type=bindparam("kind"),
+    recipient_id=bindparam("rid"),
+    role=bindparam("role"),
+    can_share=bindparam("share"),
+    created_at=bindparam("at"),
+)
+_MARK_SHARED = update(User).where(User.id == bindparam("rid")).values(shared=true())
