@@ -12,9 +12,11 @@ from strongroom.services.accounts import AccountService
 from strongroom.services.audit import AuditService
 from strongroom.services.credentials import CredentialService
 from strongroom.services.keys import KeyService
+from strongroom.services.sharing import SharingService
 from strongroom.store.db import Database
 from strongroom.store.repositories import AccountRepository, CredentialRepository, KeyRepository
 from strongroom.store.repositories.audit import AuditRepository
+from strongroom.store.repositories.sharing import SharingRepository
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Services:
     credentials: CredentialService
     keys: KeyService
     audit: AuditService
+    sharing: SharingService
 
     @classmethod
     def build(cls, db: Database, provider: KeyProvider) -> Services:
@@ -41,6 +44,7 @@ class Services:
             credentials=CredentialService(credential_repo, barrier, accounts),
             keys=KeyService(KeyRepository(db), credential_repo, barrier),
             audit=AuditService(AuditRepository(db)),
+            sharing=SharingService(SharingRepository(db)),
         )
 
     @classmethod

@@ -17,7 +17,7 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from strongroom.api import http, openapi, routes
-from strongroom.api.boundary import Boundary
+from strongroom.api.boundary import AccessLog, Boundary
 from strongroom.api.errors import JSONResponse, error_response
 from strongroom.api.pipeline import Pipeline
 from strongroom.bootstrap import Services
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     executor = ThreadPoolExecutor(settings.resolved_store_threads, thread_name_prefix="strongroom-store")
     pipeline = Pipeline(lambda: holder["services"], settings, executor)
     document: dict[str, Any] = {}
+    access_log = AccessLog() if settings.access_log else None
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         holder["services"].db.start_loop_pool(settings.resolved_store_threads)
         _settle_heap()
         yield
+        if access_log is not None:
+            access_log.flush()
         executor.shutdown(wait=True)
         holder["services"].db.stop_loop_pool()
         holder["services"].close()
@@ -109,7 +112,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             Route(f"{PREFIX}/docs/init.js", docs_init, include_in_schema=False),
             Mount(f"{PREFIX}/docs", StaticFiles(directory=STATIC / "swagger-ui"), name="docs-assets"),
         ],
-        middleware=[Middleware(Boundary, proxies=settings.proxy_networks)],
+        middleware=[Middleware(Boundary, proxies=settings.proxy_networks, access_log=access_log)],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )

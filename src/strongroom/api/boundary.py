@@ -7,11 +7,18 @@
 - Every response carries `Cache-Control: no-store`, `X-Content-Type-Options: nosniff` and a CSP that lets only
   the packaged docs page run its own scripts and styles.
 - An unhandled exception becomes a JSON 500; only its type and place are logged (see `errors.unhandled`).
+- Every request gets an id, answered in `X-Request-Id`, kept in the scope for the audit trail, and written in
+  its access-log line (`AccessLog`, on unless `STRONGROOM_ACCESS_LOG=false`; uvicorn's own is off).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import time
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,12 +62,57 @@ def forwarded_client(peer: str, forwarded: bytes | None, proxies: Networks) -> s
     return current
 
 
+REQUEST_ID = "strongroom.request_id"  # scope key: this request's id (also its X-Request-Id answer header)
+USER = "strongroom.user"  # scope key: the authenticated username, once the pipeline knows it
+_PATH_MAX = 200
+
+
+class AccessLog:
+    """One line per request on stderr (client, user, method, path, status, duration, request id), written in
+    batches: at most every `interval` seconds or `batch` lines, so a line costs a list append, not a write."""
+
+    def __init__(self, stream: TextIO | None = None, *, batch: int = 256, interval: float = 0.2) -> None:
+        self.stream = stream or sys.stderr
+        self.batch = batch
+        self.interval = interval
+        self.lines: list[str] = []
+        self.scheduled = False
+
+    def add(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        client = scope.get("client")
+        path = scope.get("path", "")
+        if len(path) > _PATH_MAX:
+            path = path[:_PATH_MAX] + "..."
+        self.lines.append(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {client[0] if client else '-'} "
+            f'{scope.get(USER) or "-"} "{scope.get("method", "-")} {path!s}" {status} {seconds * 1000:.1f}ms '
+            f"rid={request_id}\n"
+        )
+        if len(self.lines) >= self.batch:
+            self.flush()
+        elif not self.scheduled:
+            self.scheduled = True
+            try:
+                asyncio.get_running_loop().call_later(self.interval, self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending (also at shutdown)."""
+        self.scheduled = False
+        if self.lines:
+            text, self.lines = "".join(self.lines), []
+            self.stream.write(text)
+            self.stream.flush()
+
+
 class Boundary:
     """Wraps the app once: real client address (when proxies are trusted), security headers, catch-all 500."""
 
-    def __init__(self, app: ASGIApp, proxies: Networks = ()) -> None:
+    def __init__(self, app: ASGIApp, proxies: Networks = (), access_log: AccessLog | None = None) -> None:
         self.app = app
         self.proxies = proxies
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,12 +121,21 @@ class Boundary:
         if self.proxies and scope.get("client"):
             self._rewrite_client(scope)
         started = False
+        status = 500
+        request_id = os.urandom(8).hex()
+        scope[REQUEST_ID] = request_id
+        began = time.perf_counter()
 
         async def secured_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    *SECURITY_HEADERS,
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -83,6 +144,9 @@ class Boundary:
             unhandled(exc)
             if not started:
                 await error_response(500, "internal error")(scope, receive, secured_send)
+        finally:
+            if self.access_log is not None:
+                self.access_log.add(scope, status, time.perf_counter() - began, request_id)
 
     def _rewrite_client(self, scope: Scope) -> None:
         forwarded = proto = None

@@ -17,19 +17,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from strongroom.api import http
+from strongroom.api.boundary import REQUEST_ID, USER
 from strongroom.api.errors import response_for
 from strongroom.api.ratelimit import AuthFailureLimiter
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.errors import StrongroomError, TooManyRequests, Unauthorized
+from strongroom.errors import (
+    Forbidden,
+    Hidden,
+    ServiceUnavailable,
+    StrongroomError,
+    TooManyRequests,
+    Unauthorized,
+)
 from strongroom.services.accounts import Principal
+from strongroom.services.audit import Event
+from strongroom.services.credentials import is_id
 
 T = TypeVar("T")
 Handler = Callable[["Call"], Awaitable[Response]]
@@ -46,6 +56,9 @@ class Endpoint:
     handler: Handler
     fused: Fused | None = None
     doc: dict[str, Any] = field(default_factory=dict)
+    # The audit action of a change this endpoint makes (its success is audited by the service, in the same
+    # transaction); failures and denials are audited here. None: a read, whose denials only are audited.
+    action: str | None = None
 
 
 class Call:
@@ -116,7 +129,7 @@ class Pipeline:
 
     def endpoint(self, spec: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         """The Starlette endpoint that runs `spec` through the pipeline."""
-        handler, fused, scope = spec.handler, spec.fused, spec.scope
+        handler, fused, scope, action = spec.handler, spec.fused, spec.scope, spec.action
 
         async def run(request: Request) -> Response:
             call = Call(self, request)
@@ -130,6 +143,7 @@ class Pipeline:
                     call.who.require(scope)
                 return await handler(call)
             except StrongroomError as exc:
+                await self._audit_refusal(call, exc, action)
                 answer = response_for(exc)
                 if call._raw is False and _has_body(request):
                     # Answered without reading the body (a bad token, a timeout): close rather than drain it.
@@ -140,18 +154,54 @@ class Pipeline:
         return run
 
     async def authenticate(self, call: Call) -> Principal:
-        """The caller's principal; past the failure limit a bad token is 429 (a valid one is never limited)."""
+        """The caller's principal, with their address and this request's id for the audit trail; past the
+        failure limit a bad token is 429 (a valid one is never limited)."""
         accounts = call.services.accounts
         token = call.token
         try:
             if call.on_loop:
-                return await accounts.aauthenticate(token)
-            return await call.read(lambda: accounts.authenticate(token))
+                who = await accounts.aauthenticate(token)
+            else:
+                who = await call.read(lambda: accounts.authenticate(token))
         except Unauthorized:
             raise self._failed(call.request) from None
+        scope = call.request.scope
+        scope[USER] = who.username
+        return replace(who, address=_address(call.request), request_id=scope.get(REQUEST_ID))
+
+    async def _audit_refusal(self, call: Call, exc: StrongroomError, action: str | None) -> None:
+        """Audit a failed authentication, an authorisation denial, or a change that failed; reads that fail
+        for other reasons (a bad parameter, an unknown id) are not audit events."""
+        denied = isinstance(exc, Forbidden | Hidden)
+        if isinstance(exc, Unauthorized):
+            event = Event("auth.failed", 401, outcome="failed", detail={"path": call.request.url.path[:200]})
+        elif isinstance(exc, TooManyRequests | ServiceUnavailable) or (action is None and not denied):
+            return
+        else:
+            event = Event(
+                action or "credential.read",
+                exc.status_code,
+                call.who,
+                outcome="denied" if denied else "failed",
+                credential_id=getattr(exc, "target", None) or _path_id(call),
+                detail={"reason": exc.message[:200]},
+            )
+        event = replace(event, address=_address(call.request), request_id=call.request.scope.get(REQUEST_ID))
+        audit = call.services.audit
+        await call.write(lambda: audit.record(event))
 
     def _failed(self, request: Request) -> Unauthorized | TooManyRequests:
         wait = self.failures.failed(request.client.host if request.client else "unknown")
         if wait is None:
             return Unauthorized("missing or invalid API token")
         return TooManyRequests(f"too many failed authentications from this client; retry in {wait} s", wait)
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _path_id(call: Call) -> str | None:
+    """The credential id in the path, if the route has one and it has the form of an id."""
+    value = call.request.path_params.get("credentialId")
+    return value if isinstance(value, str) and is_id(value) else None

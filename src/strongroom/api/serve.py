@@ -135,6 +135,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.keepalive_timeout,
         "limit_concurrency": settings.limit_concurrency,
         "server_header": False,
+        "access_log": False,  # the app writes its own, with the request id (api/boundary.py)
     }
 
 

@@ -111,13 +111,14 @@ class AccountService:
 
     # ---- administration ---------------------------------------------------------------------------------
 
-    def create_user(self, username: str) -> User:
+    def create_user(self, username: str, *, admin: bool = False) -> User:
+        """Create a user (an administrator with `admin`); 409 if the name is taken."""
         if not _USERNAME.fullmatch(username):
             raise InvalidInput(
                 "username: 1-64 characters of letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
                 {"username": "invalid"},
             )
-        user = User(id=new_id(), username=username, created_at=utcnow())
+        user = User(id=new_id(), username=username, created_at=utcnow(), is_admin=admin, shared=False)
         try:
             self.accounts.add_user(user)
         except UsernameTaken:
@@ -126,6 +127,18 @@ class AccountService:
 
     def list_users(self) -> list[User]:
         return self.accounts.users()
+
+    def set_disabled(self, username: str, disabled: bool) -> User:
+        """Disable a user (every token of theirs fails from the next request) or enable them again."""
+        user = self.user(username)
+        self.accounts.set_disabled(user.id, utcnow() if disabled else None)
+        return self.user(username)
+
+    def set_admin(self, username: str, admin: bool) -> User:
+        """Make a user an administrator, or no longer one."""
+        user = self.user(username)
+        self.accounts.set_admin(user.id, admin)
+        return self.user(username)
 
     def user(self, username: str) -> User:
         user = self.accounts.user_named(username)

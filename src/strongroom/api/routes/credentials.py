@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 from starlette.responses import Response
@@ -19,6 +18,7 @@ from strongroom.api.openapi import (
     if_match_parameter,
     json_body,
 )
+from strongroom.api.paging import paged
 from strongroom.api.pipeline import Call, Endpoint
 from strongroom.errors import InvalidInput
 from strongroom.services.credentials import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, ORDERS, Page
@@ -49,6 +49,12 @@ _LIST_PARAMETERS = [
         "in": "query",
         "schema": {"type": "string", "enum": list(ORDERS), "default": "-creationDate"},
     },
+    {
+        "name": "role",
+        "in": "query",
+        "description": "Only credentials on which the caller holds this role",
+        "schema": {"type": "string", "enum": ["OWNER", "EDITOR", "CONSUMER"]},
+    },
 ]
 
 
@@ -61,7 +67,9 @@ def _list_query(call: Call) -> tuple[int, int, list[str] | None, str]:
 
 
 async def list_fused(call: Call) -> Response | None:
-    """One statement (token and page) when all is well."""
+    """One statement (token and page) when all is well (and no role filter is asked for)."""
+    if "role" in call.request.query_params:
+        return None
     try:
         offset, limit, wanted, order_by = _list_query(call)
     except InvalidInput:
@@ -78,33 +86,17 @@ async def list_fused(call: Call) -> Response | None:
 async def list_credentials(call: Call) -> Response:
     offset, limit, wanted, order_by = _list_query(call)
     credentials, who = call.services.credentials, call.principal
+    role = call.request.query_params.get("role")
     page = await call.read(
-        lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by)
+        lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, role=role)
     )
     return _page_response(call, page)
 
 
 def _page_response(call: Call, page: Page) -> Response:
-    offset, limit = page.offset, page.limit
-    request = call.request
-    base = http.base_url(request, call.pipeline.settings.public_url)
-
-    def link(at: int) -> str:
-        kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "limit")]
-        scope = request.scope
-        path = scope.get("root_path", "") + scope["path"]
-        return f"{base}{path}?{urlencode([*kept, ('offset', at), ('limit', limit)])}"
-
     # The items are the credentials' stored JSON: spliced in, not parsed and serialised again.
-    return JSONResponse(
-        {
-            "count": len(page.items),
-            "next": link(offset + limit) if page.has_next else None,
-            "previous": link(max(offset - limit, 0)) if offset > 0 else None,
-            "data": orjson.Fragment(f"[{','.join(page.items)}]"),
-            "totalCount": page.total,
-        }
-    )
+    data = orjson.Fragment(f"[{','.join(page.items)}]")
+    return paged(call, data, len(page.items), page.total, page.offset, page.limit)
 
 
 async def create_fused(call: Call) -> Response | None:
@@ -181,7 +173,7 @@ ENDPOINTS = [
         list_credentials,
         fused=list_fused,
         doc={
-            "summary": "List the caller's credentials",
+            "summary": "List the credentials the caller has a role on (owned or shared), each with that role",
             "parameters": _LIST_PARAMETERS,
             "responses": {
                 "200": {
@@ -198,6 +190,7 @@ ENDPOINTS = [
         "write",
         create_credential,
         fused=create_fused,
+        action="credential.create",
         doc={
             "summary": "Create a credential",
             "requestBody": json_body(create_body_schema()),
@@ -231,6 +224,7 @@ ENDPOINTS = [
         _ONE,
         "write",
         update_credential,
+        action="credential.update",
         doc={
             "summary": "Update name, description or secret fields",
             "parameters": [credential_id_parameter(), if_match_parameter()],
@@ -250,6 +244,7 @@ ENDPOINTS = [
         _ONE,
         "write",
         delete_credential,
+        action="credential.delete",
         doc={
             "summary": "Delete a credential",
             "parameters": [credential_id_parameter(), if_match_parameter()],

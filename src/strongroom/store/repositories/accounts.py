@@ -65,6 +65,14 @@ class AccountRepository:
         except IntegrityError:
             raise UsernameTaken from None
 
+    def set_disabled(self, user_id: str, when: datetime | None) -> None:
+        with self.db.write() as s:
+            s.execute(update(User).where(User.id == user_id).values(disabled_at=when))
+
+    def set_admin(self, user_id: str, admin: bool) -> None:
+        with self.db.write() as s:
+            s.execute(update(User).where(User.id == user_id).values(is_admin=admin))
+
     def users(self) -> list[User]:
         with self.db.read() as s:
             return list(s.scalars(select(User).order_by(User.created_at, User.id)))

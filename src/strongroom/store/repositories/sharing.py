@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 
-from strongroom.store.db import Database
+from strongroom.store.db import Database, Tx
 from strongroom.store.models import Credential, CredentialRole, Group, GroupMember, User
+from strongroom.store.repositories.audit import Entry, append_in
 
 OWNER, EDITOR, CONSUMER = 3, 2, 1
 
@@ -197,12 +198,13 @@ class SharingRepository:
         credential_id: str,
         changes: Sequence[tuple[str, str, int | None, bool]],
         created_at: datetime,
-        audit: Any,
+        audit: Entry,
     ) -> None:
         """Apply (recipient type, recipient id, role rank or None to remove, can_share) in one transaction, with
-        its audit record (`audit(tx)` appends it)."""
+        its audit record."""
+        postgres = not self.db.is_sqlite
 
-        def apply(tx: Any) -> None:
+        def apply(tx: Tx) -> None:
             for kind, rid, role, share in changes:
                 key = {"cid": credential_id, "kind": kind, "rid": rid}
                 tx.run(_REMOVE_ROLE, key)
@@ -210,7 +212,7 @@ class SharingRepository:
                     tx.run(_ADD_ROLE, {**key, "role": role, "share": share, "at": created_at})
                     if kind == "user":
                         tx.run(_MARK_SHARED, {"rid": rid})
-            audit(tx)
+            append_in(tx, audit, postgres=postgres)
 
         self.db.transact(apply)
 

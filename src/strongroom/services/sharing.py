@@ -1,0 +1,222 @@
+"""Sharing a credential: who holds which role on it, changing roles, and groups of users.
+
+Roles (DataRobot's names): OWNER may do everything, including sharing and delete; EDITOR may change the
+credential and its secrets, and share if granted `canShare` (never granting more than EDITOR); CONSUMER sees
+its metadata and uses it by id. A credential always has its owner; giving the owner a lower role or NO_ROLE
+hands ownership to another user who holds OWNER in the same change, else it is refused (409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from strongroom import credential_types
+from strongroom.errors import Conflict, Forbidden, InvalidInput, NotFound
+from strongroom.services.accounts import Principal
+from strongroom.services.audit import Event
+from strongroom.services.credentials import is_id
+from strongroom.services.roles import EDITOR, OWNER, ROLE_NAMES, role_rank
+from strongroom.store.models import Group, new_id, utcnow
+from strongroom.store.repositories.sharing import GroupNameTaken, SharingRepository
+
+RECIPIENT_TYPES = ("user", "group")
+MAX_CHANGES = 100
+
+
+class SharingService:
+    """Roles on credentials, and groups."""
+
+    def __init__(self, sharing: SharingRepository) -> None:
+        self.sharing = sharing
+
+    def _access(self, who: Principal, credential_id: str) -> tuple[str, str, int, bool]:
+        """(owner id, name, the caller's role, may share) for a credential the caller has a role on, else 404."""
+        found = self.sharing.access(credential_id, who.user_id) if is_id(credential_id) else None
+        if found is None or found[2] is None:
+            raise NotFound("credential not found")
+        owner_id, name, role, can_share = found
+        return owner_id, name, int(role), can_share or role == OWNER  # type: ignore[arg-type]
+
+    def access_list(self, who: Principal, credential_id: str) -> list[dict[str, Any]]:
+        """Everyone with a role on the credential, its owner first: {id, name, role, shareRecipientType,
+        canShare}."""
+        who.require("read")
+        owner_id, _, _, _ = self._access(who, credential_id)
+        owner_name = self.sharing.users_by_id([owner_id]).get(owner_id, owner_id)
+        entries = [
+            {"id": owner_id, "name": owner_name, "role": "OWNER", "shareRecipientType": "user", "canShare": True}
+        ]
+        for kind, rid, role, can_share, name in self.sharing.roles(credential_id):
+            entries.append(
+                {
+                    "id": rid,
+                    "name": name or rid,
+                    "role": ROLE_NAMES[role],
+                    "shareRecipientType": kind,
+                    "canShare": can_share or role == OWNER,
+                }
+            )
+        return entries
+
+    def update_roles(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> None:
+        """Apply a DataRobot `updateRoles` body: each recipient (user by `username` or `id`, group by `id` or
+        `name`) gets the role, or loses access with NO_ROLE; all changes apply together or none does."""
+        who.require("write")
+        owner_id, name, role, can_share = self._access(who, credential_id)
+        changes = self._parse(body)
+        if role != OWNER and not (role == EDITOR and can_share):
+            raise Forbidden(
+                f"your role on this credential is {ROLE_NAMES[role]}; sharing needs OWNER, or EDITOR with canShare",
+                {"role": "needs OWNER or EDITOR with canShare"},
+            )
+        resolved = self._resolve(changes)
+        current = {(kind, rid): r for kind, rid, r, _, _ in self.sharing.roles(credential_id)}
+        if role != OWNER:
+            for kind, rid, new, _ in resolved:
+                touched = current.get((kind, rid))
+                if (new is not None and new > EDITOR) or touched == OWNER or (kind, rid) == ("user", owner_id):
+                    raise Forbidden(
+                        "an EDITOR may share as EDITOR or CONSUMER, and may not change an OWNER's role",
+                        {"role": "needs OWNER"},
+                    )
+        for kind, rid, new, _ in resolved:
+            if (kind, rid) == ("user", owner_id) and new != OWNER:
+                raise Conflict(
+                    "roles: this change would take the owner's role away; a credential keeps its owner "
+                    "(ownership transfer is not supported yet)",
+                    {"roles": "would leave no owner"},
+                )
+        rows = [(kind, rid, new, share) for kind, rid, new, share in resolved if (kind, rid) != ("user", owner_id)]
+        event = Event(
+            "credential.share",
+            204,
+            who,
+            credential_id=credential_id,
+            credential_name=name,
+            owner_id=owner_id,
+            detail={
+                "roles": [
+                    {"type": kind, "id": rid, "role": ROLE_NAMES.get(new, "NO_ROLE") if new else "NO_ROLE"}
+                    for kind, rid, new, _ in rows
+                ]
+            },
+        )
+        entry = event.entry()
+        self.sharing.set_roles(credential_id, rows, utcnow(), entry)
+
+    @staticmethod
+    def _parse(body: Mapping[str, Any]) -> list[tuple[str, str, str, int | None, bool]]:
+        """The body's changes as (type, key, key kind, role rank or None, can_share); 422 naming the field."""
+        if body.get("operation") != "updateRoles":
+            raise InvalidInput('operation: must be "updateRoles"', {"operation": 'must be "updateRoles"'})
+        roles = body.get("roles")
+        if not isinstance(roles, list) or not roles:
+            raise InvalidInput("roles: must be a non-empty list", {"roles": "must be a non-empty list"})
+        if len(roles) > MAX_CHANGES:
+            raise InvalidInput(f"roles: at most {MAX_CHANGES} changes", {"roles": f"at most {MAX_CHANGES}"})
+        parsed = []
+        seen = set()
+        for i, item in enumerate(roles):
+            where = f"roles[{i}]"
+            if not isinstance(item, dict):
+                raise InvalidInput(f"{where}: must be an object", {where: "must be an object"})
+            kind = item.get("shareRecipientType", "user")
+            if kind not in RECIPIENT_TYPES:
+                msg = "must be user or group"
+                raise InvalidInput(f"{where}.shareRecipientType: {msg}", {f"{where}.shareRecipientType": msg})
+            if "username" in item:
+                key, key_kind = item["username"], "username"
+            elif "id" in item:
+                key, key_kind = item["id"], "id"
+            elif "name" in item:
+                key, key_kind = item["name"], "name"
+            else:
+                msg = "needs username or id"
+                raise InvalidInput(f"{where}: {msg}", {where: msg})
+            if not isinstance(key, str) or not key or len(key) > credential_types.NAME_MAX:
+                msg = "must be a non-empty string"
+                raise InvalidInput(f"{where}.{key_kind}: {msg}", {f"{where}.{key_kind}": msg})
+            rank = role_rank(item.get("role"), field=f"{where}.role", allow_none=True)
+            share = item.get("canShare", rank == OWNER)
+            if not isinstance(share, bool):
+                raise InvalidInput(f"{where}.canShare: must be true or false", {f"{where}.canShare": "boolean"})
+            if (kind, key) in seen:
+                msg = f"names the same {kind} as an earlier entry"
+                raise InvalidInput(f"{where}: {msg}", {where: msg})
+            seen.add((kind, key))
+            parsed.append((kind, key, key_kind, rank, share))
+        return parsed
+
+    def _resolve(
+        self, changes: Sequence[tuple[str, str, str, int | None, bool]]
+    ) -> list[tuple[str, str, int | None, bool]]:
+        """Recipients by id; 404 naming the first unknown user or group; 422 if two entries name one recipient."""
+        users = [k for kind, k, how, _, _ in changes if kind == "user" and how == "username"]
+        user_ids = [k for kind, k, how, _, _ in changes if kind == "user" and how != "username"]
+        by_name = self.sharing.users_named(users)
+        by_id = self.sharing.users_by_id(user_ids)
+        groups = self.sharing.groups_by(
+            ids=[k for kind, k, how, _, _ in changes if kind == "group" and how == "id"],
+            names=[k for kind, k, how, _, _ in changes if kind == "group" and how != "id"],
+        )
+        resolved = []
+        seen = set()
+        for i, (kind, key, how, rank, share) in enumerate(changes):
+            if kind == "user":
+                rid = by_name.get(key) if how == "username" else (key if key in by_id else None)
+            else:
+                rid = groups[key][0] if key in groups else None
+            if rid is None:
+                raise NotFound(f"roles[{i}]: no {kind} {key!r}", {f"roles[{i}]": f"unknown {kind}"})
+            if (kind, rid) in seen:
+                raise InvalidInput(f"roles[{i}]: names the same {kind} twice", {f"roles[{i}]": "duplicate recipient"})
+            seen.add((kind, rid))
+            resolved.append((kind, rid, rank, share))
+        return resolved
+
+    # ---- groups (administrators; the CLI acts as one) ---------------------------------------------------
+
+    def create_group(self, who: Principal | None, name: str) -> Group:
+        _admin(who)
+        group = Group(id=new_id(), name=credential_types.check_name(name), created_at=utcnow())
+        try:
+            self.sharing.add_group(group)
+        except GroupNameTaken:
+            raise Conflict(f"name: group {group.name!r} already exists", {"name": "already in use"}) from None
+        return group
+
+    def list_groups(self, who: Principal | None) -> list[dict[str, Any]]:
+        _admin(who)
+        return [{"id": g.id, "name": g.name, "members": members} for g, members in self.sharing.groups()]
+
+    def add_member(self, who: Principal | None, group: str, username: str) -> bool:
+        _admin(who)
+        return self.sharing.add_member(self._group(group), self._user(username))
+
+    def remove_member(self, who: Principal | None, group: str, username: str) -> bool:
+        """Remove a member; their access through the group ends with this call."""
+        _admin(who)
+        return self.sharing.remove_member(self._group(group), self._user(username))
+
+    def delete_group(self, who: Principal | None, group: str) -> None:
+        _admin(who)
+        self.sharing.delete_group(self._group(group))
+
+    def _group(self, key: str) -> str:
+        found = self.sharing.groups_by(ids=[key], names=[key])
+        if key not in found:
+            raise NotFound(f"group {key!r} not found")
+        return found[key][0]
+
+    def _user(self, username: str) -> str:
+        found = self.sharing.users_named([username])
+        if username not in found:
+            raise NotFound(f"user {username!r} not found")
+        return found[username]
+
+
+def _admin(who: Principal | None) -> None:
+    """Administrators only; None is local administration (the CLI on the server machine)."""
+    if who is not None:
+        who.require("admin")
