@@ -34,12 +34,13 @@ CHECKS = [
 # lists the union of all types' fields and a schema-valid PATCH can still (rightly) be a 422.
 POSITIVE_CHECKS = [*CHECKS, checks.positive_data_acceptance]
 NEGATIVE_CHECKS = [*CHECKS, checks.negative_data_rejection]
-# A valid request may still meet a missing id (404), a taken name (409) or a stale If-Match (412). A rejection is
-# any client error the API documents, 412 included (a PATCH body is checked first, but DELETE has no body).
+# A valid request may still meet a role or scope it lacks (403: the fuzzing user is no administrator), a missing
+# id (404), a taken name (409) or a stale If-Match (412). A rejection is any client error the API documents, 412
+# included (a PATCH body is checked first, but DELETE has no body).
 CONFIG = SchemathesisConfig.from_dict(
     {
         "checks": {
-            "positive_data_acceptance": {"expected-statuses": ["2xx", 404, 409, 412]},
+            "positive_data_acceptance": {"expected-statuses": ["2xx", 403, 404, 409, 412]},
             "negative_data_rejection": {"expected-statuses": [400, 401, 403, 404, 409, 412, 422]},
         }
     }
