@@ -39,7 +39,7 @@ from strongroom.crypto.barrier import Barrier, Binding
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
 from strongroom.store.db import unavailable
-from strongroom.store.models import Base, Credential, CredentialCount, KeyVersion, utcnow
+from strongroom.store.models import AuditHead, Base, Credential, CredentialCount, KeyVersion, utcnow
 from strongroom.store.repositories import KeyRepository
 
 MAGIC = b"STRONGROOM-BACKUP\n"
@@ -47,6 +47,9 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # plaintext per chunk before compression (a chunk ends after the row that crosses it)
 # Not archived: counts are rebuilt from the credentials; backup records describe the source's own archives.
 DERIVED = frozenset({"credential_counts", "backups"})
+# Rows every store has from its first start (the audit chains' genesis heads, store facts); an empty target's are
+# replaced by the archive's.
+REPLACED = ("audit_heads", "store_state")
 SCRYPT = {"n": 2**17, "r": 8, "p": 1}  # OWASP's scrypt guidance: 128 MiB and about half a second per derivation
 # The only scrypt costs a restore derives with (the header is not authenticated before the key is derived, so
 # its parameters must not choose the memory spent): the current set, and the 32 MiB one of earlier versions.
@@ -552,6 +555,8 @@ def restore(
                     _record_active(conn, keys)
                 else:
                     conn.execute(KeyVersion.__table__.delete())  # a first start's check row
+                for table in REPLACED:  # the empty target's own: the archive's take their place
+                    conn.execute(Base.metadata.tables[table].delete())
                 _insert(conn, rows, reporter)
                 _recount(conn)
     finally:
@@ -663,8 +668,10 @@ def _require_empty(conn: Connection) -> None:
     found = {
         t.name: n
         for t in archived_tables()
-        if t.name != "key_versions" and (n := conn.scalar(select(func.count()).select_from(t)))
+        if t.name not in ("key_versions", *REPLACED) and (n := conn.scalar(select(func.count()).select_from(t)))
     }
+    if conn.scalar(select(func.count()).select_from(AuditHead).where(AuditHead.seq > 0)):
+        found["audit_log"] = found.get("audit_log", 0)
     if found:
         listed = ", ".join(f"{n} row(s) in {name}" for name, n in found.items())
         raise ArchiveError(f"the target store is not empty ({listed}); restore only into an empty store")

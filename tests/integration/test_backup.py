@@ -179,7 +179,13 @@ def test_round_trip_sqlite_to_postgres_and_back(source: Source, tmp_path: Path) 
         extra_env={"STRONGROOM_MASTER_KEY": (source.server.data_dir / "master.key").read_text()},
     )
     on_sqlite.cli("restore", str(second), "--passphrase-file", str(tmp_path / "passphrase"))
-    assert rewrapped_rows(table_rows(settings_of(on_sqlite))) == rewrapped_rows(original_rows)
+    final_rows = table_rows(settings_of(on_sqlite))
+    # Serving on PostgreSQL added audit records (a bad token is one); the original chain is kept as it was.
+    assert set(original_rows["audit_log"]) < set(final_rows["audit_log"])
+    audit = ("audit_log", "audit_heads")
+    assert {k: v for k, v in rewrapped_rows(final_rows).items() if k not in audit} == {
+        k: v for k, v in rewrapped_rows(original_rows).items() if k not in audit
+    }
     assert decrypted(settings_of(on_sqlite)) == original_secrets
     assert_serves_the_same(on_sqlite, source)
 
