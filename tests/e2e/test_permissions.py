@@ -15,7 +15,7 @@ import pytest
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from tests.conftest import Server
+from tests.support import Server
 
 ACTIONS = ("list", "get", "update name", "replace secret", "share", "delete")
 # role -> the status each action answers, in ACTIONS order ("seen"/"unseen": whether list shows it).
