@@ -27,7 +27,9 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.crypto.barrier import Binding
 from strongroom.representation import render_credential
-from strongroom.store.models import Credential, new_id, utcnow
+from strongroom.services.audit import Event
+from strongroom.store.models import Credential, CredentialRole, new_id, utcnow
+from strongroom.store.repositories.audit import append_in
 
 HERE = Path(__file__).parent
 LUA = HERE / "lua"
@@ -36,7 +38,9 @@ RESULTS = HERE / "results"
 BASELINES = {
     "healthz": "floor-get",
     "get": "floor-get",
+    "get-shared": "floor-get",
     "list": "floor-page",
+    "list-shared": "floor-page",
     "create": "floor-post",
     "update": "floor-post",
 }
@@ -109,6 +113,33 @@ def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
     service.credentials.credentials.rebuild_counts()
     settle(service)
     return ids
+
+
+def share_through_group(service: Services, owner_id: str, ids: list[str]) -> str:
+    """A new user in a new group that holds CONSUMER on every one of `ids`; returns the user's token."""
+    token, user_id = bench_user(service, "bench-consumer")
+    username = next(u.username for u in service.accounts.list_users() if u.id == user_id)
+    group = service.sharing.create_group(None, f"bench-team-{user_id[-6:]}")
+    service.sharing.add_member(None, group.name, username)
+    now = utcnow()
+    rows = [
+        {"credential_id": cid, "recipient_type": "group", "recipient_id": group.id, "role": 1, "can_share": False}
+        | {"created_at": now}
+        for cid in ids
+    ]
+    with service.db.write() as s:
+        s.execute(insert(CredentialRole), rows)
+    return token
+
+
+def audit_write_cost(service: Services, records: int = 2000) -> float:
+    """Microseconds of database work one audit record adds to a write: `records` appended in one transaction
+    (so the commit, which the write pays anyway, is not counted)."""
+    entry = Event("bench.audit", 200, detail={"n": 1}).entry()
+    postgres = not service.db.is_sqlite
+    started = time.perf_counter()
+    service.db.transact(lambda tx: [append_in(tx, entry, postgres=postgres) for _ in range(records)])
+    return (time.perf_counter() - started) / records * 1e6
 
 
 def bench_user(service: Services, username: str) -> tuple[str, str]:
@@ -226,6 +257,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
         # PostgreSQL planned list pages differently (found when the second user of the scaling rows appeared).
         seed(service, bench_user(service, "bench-neighbour")[1], 1000, "neighbour")
         id_env = {**base_env, "BENCH_IDS": ",".join(ids[:1000])}
+        # A consumer who sees the bench user's credentials through a group (the role is read on every request).
+        shared_env = {"BENCH_TOKEN": share_through_group(service, user_id, ids), "BENCH_PREFIX": "shared"}
         floor_env = {**base_env, "BENCH_PREFIX": "floor"}
         scenarios = [
             ("floor-get", "path.lua", {**floor_env, "BENCH_PATH": "/floor"}),
@@ -234,12 +267,16 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             ("healthz", "path.lua", {**base_env, "BENCH_PATH": "/healthz"}),
             ("get", "get.lua", id_env),
             ("list", "path.lua", {**base_env, "BENCH_PATH": "/api/v2/credentials/?limit=100"}),
+            ("get-shared", "get.lua", {**shared_env, "BENCH_IDS": id_env["BENCH_IDS"]}),
+            ("list-shared", "path.lua", {**shared_env, "BENCH_PATH": "/api/v2/credentials/?limit=100"}),
             ("create", "create.lua", base_env),
             ("update", "update.lua", id_env),
             ("floor-get-again", "path.lua", {**floor_env, "BENCH_PATH": "/floor"}),
             ("floor-page-again", "path.lua", {**floor_env, "BENCH_PATH": "/floor/page"}),
             ("floor-post-again", "create.lua", {**floor_env, "BENCH_PATH": "/floor"}),
         ]
+        args.audit_us = audit_write_cost(service)
+        print(f"  {backend:8} audit record: {args.audit_us:.0f} us of database work per write", flush=True)
         floor_log = workdir / f"floor-{backend}.log"
         with FloorServer(free_port(), srv.env, srv.launcher, floor_log) as bare:
             for name, script, env in scenarios:
@@ -337,6 +374,11 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
         if a and b and large > small:
             growth = b.p50_ms / a.p50_ms
             lines.append(f"\n{kind}: p50 at {large} is {growth:.2f}x the p50 at {small} (target <= 1.5x)")
+    if getattr(args, "audit_us", None):
+        lines.append(
+            f"\nAudit: each write also appends one hash-chained record in its transaction, {args.audit_us:.0f} µs of "
+            "database work per record (2 000 appended in one transaction; the commit the write pays anyway excluded)"
+        )
     get = by.get("get")
     if get:
         lines.append(f"\nGET p99 at {args.connections} connections: {get.p99_ms:.2f} ms (target < 20 ms)")

@@ -30,13 +30,14 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path: Path) -> None
     floors = ("floor-get", "floor-page", "floor-post")
     assert [r["scenario"] for r in results] == [
         *floors,
-        *("healthz", "get", "list", "create", "update"),
+        *("healthz", "get", "list", "get-shared", "list-shared", "create", "update"),
         *(f"{floor}-again" for floor in floors),
         *("get@200", "list@200", "get@400", "list@400"),
     ]
     # Each scenario against its own floor route of the bare app, the faster of that floor's two measurements.
     baseline = {f: max(r["rps"] for r in results if r["scenario"].startswith(f)) for f in floors}
     against = {"healthz": "floor-get", "get": "floor-get", "list": "floor-page", "create": "floor-post"}
+    against |= {"get-shared": "floor-get", "list-shared": "floor-page"}
     against |= {"update": "floor-post", "get@200": "floor-get", "get@400": "floor-get"}
     against |= {"list@200": "floor-page", "list@400": "floor-page"}
     for r in results:
@@ -47,5 +48,6 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path: Path) -> None
     text = table.read_text()
     for r in results:
         assert f"| {r['scenario']} | {r['store_size']} | {r['rps']:.0f} |" in text
+    assert "Audit: each write also appends one hash-chained record" in text
     assert "get: p50 at 400 is" in text and "list: p50 at 400 is" in text
     assert table.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
