@@ -37,14 +37,15 @@ class Services:
         barrier = Barrier(provider)
         credential_repo = CredentialRepository(db)
         accounts = AccountService(AccountRepository(db))
+        credentials = CredentialService(credential_repo, barrier, accounts)
         return cls(
             db=db,
             barrier=barrier,
             accounts=accounts,
-            credentials=CredentialService(credential_repo, barrier, accounts),
+            credentials=credentials,
             keys=KeyService(KeyRepository(db), credential_repo, barrier),
             audit=AuditService(AuditRepository(db)),
-            sharing=SharingService(SharingRepository(db)),
+            sharing=SharingService(SharingRepository(db), credentials),
         )
 
     @classmethod

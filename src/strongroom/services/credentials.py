@@ -370,6 +370,30 @@ class CredentialService:
             None, lambda: self.delete(who, credential_id, if_match=if_match)
         )
 
+    def handover(self, credential_id: str, new_owner: str) -> dict[str, Any]:
+        """The credential's secret re-sealed for a new owner (the seal binds its owner), as the columns an
+        ownership transfer writes if the credential is still at the revision read (`read_revision`)."""
+        found = self.credentials.current(credential_id, new_owner)
+        if found is None:
+            raise _not_found()
+        row = dict(found[0])
+        secret, old_owner, read_revision = self._open(row), row["owner_id"], int(row["revision"])
+        row["owner_id"] = new_owner
+        self._seal(row, secret)
+        return {
+            "cid": credential_id,
+            "old_owner": old_owner,
+            "new_owner": new_owner,
+            "credential_type": row["credential_type"],
+            "read_revision": read_revision,
+            "revision": read_revision + 1,
+            "seal_generation": row["seal_generation"],
+            "key_version": row["key_version"],
+            "wrapped_key": row["wrapped_key"],
+            "ciphertext": row["ciphertext"],
+            "updated_at": utcnow(),
+        }
+
     # ---- sealing ----------------------------------------------------------------------------------------
 
     def _seal(self, row: dict[str, Any], secret: Mapping[str, Any]) -> None:

@@ -3,22 +3,24 @@
 Roles (DataRobot's names): OWNER may do everything, including sharing and delete; EDITOR may change the
 credential and its secrets, and share if granted `canShare` (never granting more than EDITOR); CONSUMER sees
 its metadata and uses it by id. A credential always has its owner; giving the owner a lower role or NO_ROLE
-hands ownership to another user who holds OWNER in the same change, else it is refused (409).
+hands ownership to another user who holds OWNER after the change (its secret is re-sealed for them, in the
+same transaction), else it is refused (409).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from strongroom import credential_types
 from strongroom.errors import Conflict, Forbidden, InvalidInput, NotFound
 from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
-from strongroom.services.credentials import is_id
+from strongroom.services.credentials import CredentialService, is_id
 from strongroom.services.roles import EDITOR, OWNER, ROLE_NAMES, role_rank
 from strongroom.store.models import Group, new_id, utcnow
-from strongroom.store.repositories.sharing import GroupNameTaken, SharingRepository
+from strongroom.store.repositories.sharing import GroupNameTaken, NameTaken, SharingRepository
 
 RECIPIENT_TYPES = ("user", "group")
 MAX_CHANGES = 100
@@ -27,8 +29,9 @@ MAX_CHANGES = 100
 class SharingService:
     """Roles on credentials, and groups."""
 
-    def __init__(self, sharing: SharingRepository) -> None:
+    def __init__(self, sharing: SharingRepository, credentials: CredentialService) -> None:
         self.sharing = sharing
+        self.credentials = credentials
 
     def _access(self, who: Principal, credential_id: str) -> tuple[str, str, int, bool]:
         """(owner id, name, the caller's role, may share) for a credential the caller has a role on, else 404."""
@@ -80,14 +83,23 @@ class SharingService:
                         "an EDITOR may share as EDITOR or CONSUMER, and may not change an OWNER's role",
                         {"role": "needs OWNER"},
                     )
-        for kind, rid, new, _ in resolved:
-            if (kind, rid) == ("user", owner_id) and new != OWNER:
+        rows = [(kind, rid, new, share) for kind, rid, new, share in resolved if (kind, rid) != ("user", owner_id)]
+        owner_now = next((new for kind, rid, new, _ in resolved if (kind, rid) == ("user", owner_id)), OWNER)
+        transfer = None
+        if owner_now != OWNER:  # the owner steps down: a user holding OWNER after the change takes over
+            after = {**current, **{(kind, rid): new for kind, rid, new, _ in resolved}}
+            heirs = [rid for (kind, rid), rank in after.items() if kind == "user" and rank == OWNER and rid != owner_id]
+            if not heirs:
                 raise Conflict(
-                    "roles: this change would take the owner's role away; a credential keeps its owner "
-                    "(ownership transfer is not supported yet)",
+                    "roles: the change would leave the credential without an owner; give another user OWNER in "
+                    "the same change (a group cannot own a credential)",
                     {"roles": "would leave no owner"},
                 )
-        rows = [(kind, rid, new, share) for kind, rid, new, share in resolved if (kind, rid) != ("user", owner_id)]
+            heir = heirs[-1]  # the last named (a new OWNER in this change comes after the existing ones)
+            transfer = self.credentials.handover(credential_id, heir)
+            rows = [row for row in rows if row[:2] != ("user", heir)] + [("user", heir, None, False)]
+            if owner_now is not None:
+                rows.append(("user", owner_id, owner_now, False))
         event = Event(
             "credential.share",
             204,
@@ -102,8 +114,17 @@ class SharingService:
                 ]
             },
         )
-        entry = event.entry()
-        self.sharing.set_roles(credential_id, rows, utcnow(), entry)
+        if transfer is not None:
+            event = replace(event, detail={**event.detail, "newOwnerId": transfer["new_owner"]})
+        try:
+            applied = self.sharing.set_roles(credential_id, rows, utcnow(), event.entry(), transfer)
+        except NameTaken:
+            raise Conflict(
+                f"roles: the new owner already has a credential named {name[:80]!r}; rename one first",
+                {"roles": "name in use by the new owner"},
+            ) from None
+        if not applied:
+            raise Conflict("credential: changed by another request during this change; retry", {"credential": "busy"})
 
     @staticmethod
     def _parse(body: Mapping[str, Any]) -> list[tuple[str, str, str, int | None, bool]]:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, and_, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import Executable, and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
 
 from strongroom.store.db import Database, Tx
-from strongroom.store.models import AUDIT_SHARDS, AuditHead, AuditRecord
+from strongroom.store.models import AUDIT_SHARDS, AuditHead, AuditRecord, Credential
 
 GENESIS = "0" * 64
 
@@ -148,8 +148,9 @@ class AuditRepository:
             where.append(AuditRecord.actor == actor)
         if action is not None:
             where.append(AuditRecord.action == action)
-        if owner_id is not None:
-            where.append(AuditRecord.owner_id == owner_id)
+        if owner_id is not None:  # about a credential they owned then, or own now (after a handover)
+            owned = select(Credential.id).where(Credential.owner_id == owner_id)
+            where.append(or_(AuditRecord.owner_id == owner_id, AuditRecord.credential_id.in_(owned)))
         if since is not None:
             where.append(AuditRecord.at >= since)
         if until is not None:

@@ -7,7 +7,7 @@ ranks: 3 OWNER, 2 EDITOR, 1 CONSUMER.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +83,10 @@ _ROLES = (
     .where(CredentialRole.credential_id == bindparam("id"))
     .order_by(CredentialRole.created_at, CredentialRole.recipient_type, CredentialRole.recipient_id)
 )
+
+
+class NameTaken(Exception):
+    """The new owner already has a credential of this name."""
 
 
 class GroupNameTaken(Exception):
@@ -199,12 +203,24 @@ class SharingRepository:
         changes: Sequence[tuple[str, str, int | None, bool]],
         created_at: datetime,
         audit: Entry,
-    ) -> None:
+        transfer: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Apply (recipient type, recipient id, role rank or None to remove, can_share) in one transaction, with
-        its audit record."""
+        its audit record; with `transfer` (the re-sealed columns under a new owner, `read_revision` and
+        `old_owner`), hand the credential over in the same transaction. False if the credential changed since it
+        was read for the transfer (nothing applied); NameTaken if the new owner already uses its name."""
         postgres = not self.db.is_sqlite
 
-        def apply(tx: Tx) -> None:
+        def apply(tx: Tx) -> bool:
+            if transfer is not None:
+                try:
+                    moved = tx.run(_TRANSFER, transfer)
+                except IntegrityError as exc:
+                    raise NameTaken from exc
+                if not moved:
+                    return False
+                tx.count(transfer["old_owner"], transfer["credential_type"], -1)
+                tx.count(transfer["new_owner"], transfer["credential_type"], +1)
             for kind, rid, role, share in changes:
                 key = {"cid": credential_id, "kind": kind, "rid": rid}
                 tx.run(_REMOVE_ROLE, key)
@@ -213,8 +229,16 @@ class SharingRepository:
                     if kind == "user":
                         tx.run(_MARK_SHARED, {"rid": rid})
             append_in(tx, audit, postgres=postgres)
+            return True
 
-        self.db.transact(apply)
+        try:
+            return self.db.transact(apply)
+        except IntegrityError as exc:
+            if "uq_credentials_owner_name" in str(exc.orig) or "credentials.owner_id, credentials.name" in str(
+                exc.orig
+            ):
+                raise NameTaken from None
+            raise
 
 
 _REMOVE_ROLE = delete(CredentialRole).where(
@@ -229,5 +253,22 @@ _ADD_ROLE = CredentialRole.__table__.insert().values(
     role=bindparam("role"),
     can_share=bindparam("share"),
     created_at=bindparam("at"),
+)
+_TRANSFER = (
+    update(Credential)
+    .where(
+        Credential.id == bindparam("cid"),
+        Credential.owner_id == bindparam("old_owner"),
+        Credential.revision == bindparam("read_revision"),
+    )
+    .values(
+        owner_id=bindparam("new_owner"),
+        key_version=bindparam("key_version"),
+        wrapped_key=bindparam("wrapped_key"),
+        ciphertext=bindparam("ciphertext"),
+        seal_generation=bindparam("seal_generation"),
+        revision=bindparam("revision"),
+        updated_at=bindparam("updated_at"),
+    )
 )
 _MARK_SHARED = update(User).where(User.id == bindparam("rid")).values(shared=true())
