@@ -2,22 +2,33 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
+# One stamp per install, named after pyproject.toml's checksum: `serve` installs the server only, `test` the server
+# and the test tools (which satisfies `serve` too); a changed pyproject.toml installs again.
+SERVER_STAMP := $(VENV)/.installed-server-$(SUM)
+TEST_STAMP := $(VENV)/.installed-test-$(SUM)
 
 .PHONY: serve test lint bench install clean wrk
 
-$(STAMP): pyproject.toml
+$(SERVER_STAMP): pyproject.toml
+	@if [ -f $(TEST_STAMP) ]; then touch $@; else \
+		$(PYTHON) -m venv $(VENV) && \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -e '.[server]' && \
+		rm -f $(VENV)/.installed-* && touch $@; fi
+
+$(TEST_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-* && touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[server,test]'
+	rm -f $(VENV)/.installed-* && touch $(TEST_STAMP) $(SERVER_STAMP)
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-serve: $(STAMP)
+serve: $(SERVER_STAMP)
 	$(BIN)/strongroom serve
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
@@ -28,8 +39,8 @@ test: lint wrk
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "wrk not installed: tests/test_bench.py will skip"
 
-bench: $(STAMP) wrk
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+bench: $(TEST_STAMP) wrk
+	$(BIN)/python -m pip install --quiet -e '.[server,test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

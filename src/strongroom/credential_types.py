@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-import orjson
-
 from strongroom.errors import InvalidInput
 
 FieldKind = Literal["string", "string_list", "object"]
@@ -309,6 +307,8 @@ def check_description(value: Any) -> str:
 def _gcp_key(value: Any) -> dict[str, str]:
     """Normalise a service-account key: accept a JSON string, camelCase or snake_case keys; store snake_case."""
     if isinstance(value, str):
+        import orjson  # the server's (validation runs there); the SDK and CLI install without it
+
         try:  # orjson, not json: it stops at 1024 levels where json.loads raises RecursionError (a 500)
             value = orjson.loads(value)
         except orjson.JSONDecodeError:

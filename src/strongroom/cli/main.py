@@ -15,6 +15,7 @@ import typer
 
 from strongroom.cli import archive, credentials, keys, server, tokens, users
 from strongroom.cli.output import CommandError, error_line
+from strongroom.cli.store import SERVER_MODULES, server_missing
 
 
 class _Strongroom(typer.Typer):
@@ -75,6 +76,10 @@ def main(args: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
+        missing = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+        if missing in SERVER_MODULES:  # a client-only install (`pip install strongroom`) ran a local command
+            error_line(server_missing([missing]))
+            sys.exit(1)
         if os.environ.get(DEBUG_ENV):
             traceback.print_exception(exc)
         error_line(

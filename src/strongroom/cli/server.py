@@ -29,12 +29,12 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
 ) -> None:
     """Run the API server (SQLite and a generated master key in the data directory unless configured)."""
+    updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    config = settings().model_copy(update=updates)
     from sqlalchemy.engine import make_url
 
     from strongroom.api import serve as serve_api
 
-    updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
-    config = settings().model_copy(update=updates)
     services = open_services(config)  # migrate and verify keys once, before any worker starts
     try:
         has_users = bool(services.accounts.list_users())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 from strongroom.cli.output import fail
@@ -14,8 +15,28 @@ if TYPE_CHECKING:
     from strongroom.config import Settings
 
 
+# What the local commands (serve, init, users, tokens, keys, backup, restore) import: the `server` extra.
+SERVER_MODULES = ("sqlalchemy", "alembic", "starlette", "uvicorn", "cryptography", "pydantic_settings", "orjson")
+
+
+def require_server() -> None:
+    """Refuse, saying what to install, when the server's packages are missing (a client-only install)."""
+    missing = [name for name in SERVER_MODULES if find_spec(name) is None]
+    if missing:
+        fail(server_missing(missing))
+
+
+def server_missing(modules: list[str]) -> str:
+    """The refusal for a local command on a client-only install, naming the missing modules."""
+    return (
+        "this command runs the server's code, which this installation lacks "
+        f"({', '.join(modules)} not installed): install strongroom[server] (pip install 'strongroom[server]')"
+    )
+
+
 def settings() -> Settings:
-    """The server's settings from the environment (STRONGROOM_*)."""
+    """The server's settings from the environment (STRONGROOM_*); refused on a client-only install."""
+    require_server()
     from strongroom.config import Settings
 
     return Settings()
