@@ -515,3 +515,100 @@ class InProcess:
     def basic(self, name: str | None = None, **extra: Any) -> dict[str, Any]:
         """Create a basic credential expecting 201 (`create_basic` in-process)."""
         return self.created({"name": name or unique("basic"), "user": "u", "password": "p", **extra})
+
+
+# ---- real databases for data stores: a scram-sha-256 PostgreSQL cluster and a MariaDB user ----------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+MARIADB = {"host": "127.0.0.1", "port": int(os.environ.get("STRONGROOM_TEST_MYSQL_PORT", "3306")), "user": "root"}
+
+
+@dataclass(frozen=True)
+class PeerDatabase:
+    """A database a data store points at: where it is, a user with a password, and its JDBC URL."""
+
+    scheme: str
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str
+
+    @property
+    def jdbc_url(self) -> str:
+        return f"jdbc:{self.scheme}://{self.host}:{self.port}/{self.database}"
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    """Run a PostgreSQL binary as the `postgres` user when the tests run as root (initdb refuses root)."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@contextmanager
+def scram_postgres() -> Iterator[PeerDatabase]:
+    """A throwaway PostgreSQL 15 cluster on a free loopback port that checks passwords (scram-sha-256), with a
+    database `shop` (a table `public.orders` of two rows) owned by a user with a password; stopped afterwards."""
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN}")
+    root = Path(tempfile.mkdtemp(prefix="strongroom-pg-"))
+    root.chmod(0o755)
+    superpass, password, port = "super-" + secrets.token_hex(8), "pw-" + secrets.token_hex(8), free_port()
+    (root / "pw").write_text(superpass)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(root / "pw", "postgres")
+    run = lambda args: subprocess.run(_as_postgres(args), check=True, capture_output=True, timeout=120)  # noqa: E731
+    run([str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth=scram-sha-256",
+         f"--pwfile={root / 'pw'}"])  # fmt: skip
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-o", options, "-l", str(root / "log"), "-w", "start"])
+    try:
+        import psycopg
+
+        admin = f"host=127.0.0.1 port={port} user=postgres password={superpass}"
+        with psycopg.connect(f"{admin} dbname=postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE alice LOGIN PASSWORD '{password}'")
+            conn.execute("CREATE DATABASE shop OWNER alice")
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=alice password={password} dbname=shop") as conn:
+            conn.execute("CREATE TABLE orders (id integer PRIMARY KEY, item text)")
+            conn.execute("INSERT INTO orders VALUES (1, 'apple'), (2, 'pear')")
+        yield PeerDatabase("postgresql", "127.0.0.1", port, "shop", "alice", password)
+    finally:
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def mariadb_user() -> Iterator[PeerDatabase]:
+    """A fresh database (a table `orders` of two rows) and a user with a password on the local MariaDB; both
+    dropped afterwards (skips, saying why, when MariaDB is unreachable)."""
+    import pymysql
+
+    try:
+        admin = pymysql.connect(**MARIADB, connect_timeout=3, autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        pytest.skip(f"MariaDB not reachable at {MARIADB['host']}:{MARIADB['port']} ({exc.args[0]})")
+    tag = secrets.token_hex(4)
+    user, database, password = f"sr_{tag}", f"sr_{tag}", "pw-" + secrets.token_hex(8)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {database}")
+            cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+            cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+            for host in ("%", "localhost"):
+                cur.execute(f"GRANT ALL ON {database}.* TO '{user}'@'{host}'")
+            cur.execute(f"CREATE TABLE {database}.orders (id integer PRIMARY KEY, item varchar(20))")
+            cur.execute(f"INSERT INTO {database}.orders VALUES (1, 'apple'), (2, 'pear')")
+        yield PeerDatabase("mysql", MARIADB["host"], MARIADB["port"], database, user, password)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database}")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+        admin.close()

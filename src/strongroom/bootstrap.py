@@ -10,12 +10,15 @@ from strongroom.crypto.keys import KeyProvider
 from strongroom.crypto.providers import key_provider
 from strongroom.services.accounts import AccountService
 from strongroom.services.audit import AuditService
+from strongroom.services.connections import Connector
 from strongroom.services.credentials import CredentialService
+from strongroom.services.datastores import DataStoreService
 from strongroom.services.keys import KeyService
 from strongroom.services.sharing import SharingService
 from strongroom.store.db import Database
 from strongroom.store.repositories import AccountRepository, CredentialRepository, KeyRepository
 from strongroom.store.repositories.audit import AuditRepository
+from strongroom.store.repositories.datastores import DataStoreRepository
 from strongroom.store.repositories.sharing import SharingRepository
 
 
@@ -30,22 +33,28 @@ class Services:
     keys: KeyService
     audit: AuditService
     sharing: SharingService
+    datastores: DataStoreService
 
     @classmethod
-    def build(cls, db: Database, provider: KeyProvider) -> Services:
-        """Wire the services over an open, migrated database and a key provider (no checks made)."""
+    def build(cls, db: Database, provider: KeyProvider, settings: Settings | None = None) -> Services:
+        """Wire the services over an open, migrated database and a key provider (no checks made); `settings`
+        bound outbound connections (default: the environment's)."""
         barrier = Barrier(provider)
         credential_repo = CredentialRepository(db)
         accounts = AccountService(AccountRepository(db))
-        credentials = CredentialService(credential_repo, barrier, accounts)
+        audit_repo = AuditRepository(db)
+        credentials = CredentialService(credential_repo, barrier, accounts, audit_repo)
         return cls(
             db=db,
             barrier=barrier,
             accounts=accounts,
             credentials=credentials,
             keys=KeyService(KeyRepository(db), credential_repo, barrier),
-            audit=AuditService(AuditRepository(db)),
+            audit=AuditService(audit_repo),
             sharing=SharingService(SharingRepository(db), credentials),
+            datastores=DataStoreService(
+                DataStoreRepository(db), SharingRepository(db), credentials, Connector(settings or Settings())
+            ),
         )
 
     @classmethod
@@ -57,7 +66,7 @@ class Services:
             versions = KeyRepository(db)
             stored = [(kv.version, kv.key_ref, kv.retired_at) for kv in versions.all().values()]
             provider = key_provider(settings, stored, versions.used_versions(), versions.kms_refs)
-            services = cls.build(db, provider)
+            services = cls.build(db, provider, settings)
             services.keys.verify()
             services.credentials.upgrade_legacy_seals()
         except BaseException:

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""  # comma-separated addresses or networks whose X-Forwarded-For is believed; none
     public_url: str | None = None  # e.g. https://vault.example.com: base of `next`/`previous` links and redirects
     store_threads: int | None = None  # threads running store calls; default 16 on PostgreSQL, 40 on SQLite
+    # Outbound connections to data stores (tests, browsing): timeouts and where the server may connect.
+    connect_timeout: float = 5  # seconds to reach a data store and log in
+    statement_timeout: float = 10  # seconds a statement on a data store may run
+    connect_allow: str = ""  # comma-separated hosts or networks; set: only these (and refused ones stay refused)
+    connect_deny: str = ""  # comma-separated hosts or networks never connected to
 
     @field_validator("public_url")
     @classmethod

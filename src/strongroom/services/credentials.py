@@ -31,10 +31,10 @@ from strongroom.errors import (
 )
 from strongroom.services.accounts import AccountService, Principal, expired, token_hash_of
 from strongroom.services.audit import Event
-from strongroom.services.roles import EDITOR, OWNER, ROLE_NAMES, role_rank
+from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, role_rank
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories import CredentialRepository, NameTaken, Page, TokenRow
-from strongroom.store.repositories.audit import Entry
+from strongroom.store.repositories.audit import AuditRepository, Entry
 from strongroom.store.repositories.credentials import WIRE_COLUMNS
 
 MAX_PAGE = 1000
@@ -77,10 +77,17 @@ def _readable(token: TokenRow) -> bool:
 class CredentialService:
     """The credential use cases over a repository and the barrier."""
 
-    def __init__(self, credentials: CredentialRepository, barrier: Barrier, accounts: AccountService) -> None:
+    def __init__(
+        self,
+        credentials: CredentialRepository,
+        barrier: Barrier,
+        accounts: AccountService,
+        audit: AuditRepository | None = None,
+    ) -> None:
         self.credentials = credentials
         self.barrier = barrier
         self.accounts = accounts
+        self.audit = audit
 
     # ---- reads ------------------------------------------------------------------------------------------
 
@@ -168,6 +175,29 @@ class CredentialService:
         who.require("use")
         row = self._current(who, credential_id, EDITOR, "reveal its secrets")
         return {**json.loads(row["public_data"]), **self._open(row)}
+
+    def reveal(self, who: Principal, credential_id: str) -> dict[str, Any]:
+        """The credential's metadata and every field, secret ones included (`use` scope, EDITOR or OWNER;
+        audited as credential.reveal, naming no value)."""
+        who.require("use")
+        row = self._current(who, credential_id, EDITOR, "reveal its secrets")
+        fields = {**json.loads(row["public_data"]), **self._open(row)}
+        self.record(_event("credential.reveal", 200, who, row))
+        return {"credentialId": row["id"], "name": row["name"], "credentialType": row["credential_type"], **fields}
+
+    def use(self, who: Principal, credential_id: str, purpose: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Open a credential for the server's own use on the caller's behalf (`use` scope, any role from
+        CONSUMER up): its type and every field; audited as credential.use with `purpose` (never a value)."""
+        who.require("use")
+        row = self._current(who, credential_id, CONSUMER, "use it")
+        fields = {**json.loads(row["public_data"]), **self._open(row)}
+        self.record(_event("credential.use", 200, who, row, **purpose))
+        return str(row["credential_type"]), fields
+
+    def record(self, entry: Entry) -> None:
+        """Append an audit record of its own (a use or a reveal, which change nothing)."""
+        if self.audit is not None:
+            self.audit.append(entry)
 
     def _current(self, who: Principal, credential_id: str, needed: int, doing: str) -> dict[str, Any]:
         """Every column of a credential the caller holds at least the `needed` role on (404 with no role, 403

@@ -227,3 +227,50 @@ class AuditHead(Base):
     shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class DataStore(Base):
+    """An external database the server connects to (DataRobot's `externalDataStores`): where, never a secret.
+    Its creator (`owner_id`) always holds OWNER; `data_store_roles` adds roles for other users and groups."""
+
+    __tablename__ = "data_stores"
+    __table_args__ = (Index("ix_data_stores_owner", "owner_id", "canonical_name"),)
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    store_type: Mapped[str] = mapped_column(String(32))
+    canonical_name: Mapped[str] = mapped_column(String(255))
+    driver_id: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    jdbc_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fields: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {id, name, value}
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DataStoreRole(Base):
+    """A role on a data store given to a user or a group: the same ranks as `credential_roles`."""
+
+    __tablename__ = "data_store_roles"
+    __table_args__ = (Index("ix_data_store_roles_recipient", "recipient_type", "recipient_id", "data_store_id"),)
+
+    data_store_id: Mapped[str] = mapped_column(ForeignKey("data_stores.id", ondelete="CASCADE"), primary_key=True)
+    recipient_type: Mapped[str] = mapped_column(String(8), primary_key=True)
+    recipient_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    role: Mapped[int] = mapped_column(Integer)
+    can_share: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CredentialAssociation(Base):
+    """A user's link between a credential and an object that uses it (`dataconnection:<store id>`); at most one
+    default per user and object."""
+
+    __tablename__ = "credential_associations"
+    __table_args__ = (Index("ix_credential_associations_object", "object_type", "object_id", "user_id"),)
+
+    credential_id: Mapped[str] = mapped_column(ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    is_default: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

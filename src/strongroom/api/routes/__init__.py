@@ -1,5 +1,5 @@
 """One module per resource, each exporting `ENDPOINTS`; `ALL` is what the app serves, in document order."""
 
-from strongroom.api.routes import credentials, sharing, system
+from strongroom.api.routes import credentials, datastores, sharing, system
 
-ALL = [*system.ENDPOINTS, *credentials.ENDPOINTS, *sharing.ENDPOINTS]
+ALL = [*system.ENDPOINTS, *credentials.ENDPOINTS, *sharing.ENDPOINTS, *datastores.ENDPOINTS]

@@ -153,6 +153,9 @@ async def update_credential(call: Call) -> Response:
 async def delete_credential(call: Call) -> Response:
     credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
     if_match = http.if_match(call.request)
+    if call.request.query_params.get("force", "false").lower() != "true":
+        stores = call.services.datastores
+        await call.read(lambda: stores.check_deletable(credential_id))
     if call.on_loop:
         await credentials.adelete(who, credential_id, if_match=if_match)
     else:
@@ -246,9 +249,13 @@ ENDPOINTS = [
         delete_credential,
         action="credential.delete",
         doc={
-            "summary": "Delete a credential",
-            "parameters": [credential_id_parameter(), if_match_parameter()],
-            "responses": {"204": {"description": "Deleted"}, **answers(400, 401, 403, 404, 412, 429)},
+            "summary": "Delete a credential (409 while a data store uses it as a default, unless ?force=true)",
+            "parameters": [
+                credential_id_parameter(),
+                if_match_parameter(),
+                {"name": "force", "in": "query", "schema": {"type": "boolean", "default": False}},
+            ],
+            "responses": {"204": {"description": "Deleted"}, **answers(400, 401, 403, 404, 409, 412, 429)},
         },
     ),
 ]

@@ -1,0 +1,340 @@
+"""Outbound connections to data stores: the drivers, JDBC URLs mapped onto them, the SSRF guard, timeouts,
+and failures told apart (authentication, unreachable host, timeout, missing database) without any secret.
+
+Every connection resolves its host first and checks every address before a packet is sent: link-local and
+cloud metadata addresses are refused unless an allow-list network names them, denied hosts and networks are
+refused, and with an allow list only its hosts and networks are reached. The connection then goes to the
+address that was checked, so a second DNS answer cannot redirect it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from typing import Any
+from urllib.parse import unquote
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.pool import NullPool
+
+from strongroom.config import Settings
+from strongroom.errors import Forbidden, InvalidInput, StrongroomError
+
+Network = Any  # IPv4Network | IPv6Network
+ALWAYS_REFUSED = tuple(ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
+MAX_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A driver as `externalDataDrivers/` lists it, and the SQLAlchemy dialect behind it."""
+
+    id: str
+    canonical_name: str
+    class_name: str
+    database_driver: str
+    dialect: str
+    default_port: int
+    schemes: tuple[str, ...]
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "canonicalName": self.canonical_name,
+            "className": self.class_name,
+            "baseNames": [self.dialect.split("+")[1]],
+            "databaseDriver": self.database_driver,
+            "type": "jdbc",
+            "version": sa.__version__,
+            "creator": "strongroom",
+        }
+
+
+DRIVERS = {
+    d.id: d
+    for d in (
+        Driver(
+            "5d0000000000000000000001",
+            "PostgreSQL (psycopg)",
+            "org.postgresql.Driver",
+            "postgres",
+            "postgresql+psycopg",
+            5432,
+            ("postgresql",),
+        ),
+        Driver(
+            "5d0000000000000000000002",
+            "MySQL / MariaDB (PyMySQL)",
+            "org.mariadb.jdbc.Driver",
+            "mysql",
+            "mysql+pymysql",
+            3306,
+            ("mysql", "mariadb"),
+        ),
+    )
+}
+_JDBC = re.compile(
+    r"jdbc:(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:?;\[\]]+)(?::(?P<port>\d{1,5}))?/?(?P<db>[^?;]*)"
+)
+
+
+class ConnectionFailed(StrongroomError):
+    """The data store could not be reached or refused the login; the message says which, never a secret."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: the driver, host, port and database."""
+
+    driver: Driver
+    host: str
+    port: int
+    database: str
+
+
+def target(driver_id: str | None, jdbc_url: str | None, fields: Sequence[Mapping[str, Any]]) -> Target:
+    """The connection target of a store's params (422 naming the field that is wrong)."""
+    driver = DRIVERS.get(driver_id or "")
+    if jdbc_url:
+        found = _JDBC.fullmatch(jdbc_url.split("?", 1)[0].split(";", 1)[0].strip())
+        if found is None:
+            msg = "must look like jdbc:postgresql://host:port/database or jdbc:mysql://host:port/database"
+            raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
+        scheme = found["scheme"]
+        by_scheme = next((d for d in DRIVERS.values() if scheme in d.schemes), None)
+        if by_scheme is None:
+            msg = "only jdbc:postgresql, jdbc:mysql and jdbc:mariadb URLs are supported"
+            raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
+        if driver is not None and driver is not by_scheme:
+            msg = f"a jdbc:{scheme} URL needs the {by_scheme.canonical_name} driver ({by_scheme.id})"
+            raise InvalidInput(f"params.driverId: {msg}", {"params.driverId": msg})
+        host, port, database = found["host"].strip("[]"), found["port"], unquote(found["db"])
+        driver = by_scheme
+    else:
+        if driver is None:
+            msg = f"must be one of {', '.join(DRIVERS)} (see externalDataDrivers/)"
+            raise InvalidInput(f"params.driverId: {msg}", {"params.driverId": msg})
+        named = {str(f.get("name") or f.get("id") or "").lower(): f.get("value") for f in fields}
+        host = named.get("address") or named.get("host") or ""
+        port, database = named.get("port"), named.get("database") or named.get("dbname") or ""
+    if not host:
+        raise InvalidInput("params: the store needs a host", {"params": "no host"})
+    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
+        raise InvalidInput("params: the port must be 1 to 65535", {"params": "bad port"})
+    return Target(driver, str(host), int(port) if port else driver.default_port, str(database))
+
+
+def _networks(spec: str) -> tuple[set[str], list[Network]]:
+    hosts, nets = set(), []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        try:
+            nets.append(ip_network(item, strict=False))
+        except ValueError:
+            hosts.add(item.lower().rstrip("."))
+    return hosts, nets
+
+
+def _plain(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class Connector:
+    """Opens connections to data stores under the settings' timeouts and address rules."""
+
+    def __init__(self, settings: Settings, resolve: Callable[[str, int], list[str]] | None = None) -> None:
+        self.connect_timeout = settings.connect_timeout
+        self.statement_timeout = settings.statement_timeout
+        self.allow_hosts, self.allow_nets = _networks(settings.connect_allow)
+        self.deny_hosts, self.deny_nets = _networks(settings.connect_deny)
+        self.resolve = resolve or _resolve
+
+    def address(self, host: str, port: int) -> str:
+        """The checked address to connect to: 403 naming the host when a rule refuses it, before any packet."""
+        name = host.lower().rstrip(".")
+        if name in self.deny_hosts:
+            raise _refused(host, "it is on the server's deny list")
+        addresses = [_plain(ip_address(a)) for a in self.resolve(host, port)]
+        if not addresses:
+            raise ConnectionFailed(f"host unreachable: {host!r} does not resolve", {"host": "unreachable"})
+        for a in addresses:
+            explicitly_allowed = any(a in n for n in self.allow_nets)
+            if any(a in n for n in ALWAYS_REFUSED) and not explicitly_allowed:
+                raise _refused(host, f"it resolves to {a}, a link-local or cloud metadata address")
+            if any(a in n for n in self.deny_nets):
+                raise _refused(host, f"it resolves to {a}, on the server's deny list")
+            if (self.allow_hosts or self.allow_nets) and name not in self.allow_hosts and not explicitly_allowed:
+                raise _refused(host, "it is not on the server's allow list")
+        return str(addresses[0])
+
+    @contextmanager
+    def connect(self, where: Target, user: str, password: str) -> Iterator[Connection]:
+        """An open connection to the store as `user` (ConnectionFailed saying why when it cannot be made)."""
+        driver = where.driver
+        address = self.address(where.host, where.port)
+        timeout = max(2, math.ceil(self.connect_timeout))
+        statement_ms = int(self.statement_timeout * 1000)
+        if driver.dialect.startswith("postgresql"):
+            url = URL.create(driver.dialect, user, password, where.host, where.port, where.database or None)
+            args: dict[str, Any] = {
+                "hostaddr": address,
+                "connect_timeout": timeout,
+                "options": f"-c statement_timeout={statement_ms}",
+                "passfile": os.devnull,
+                "application_name": "strongroom",
+            }
+        else:
+            url = URL.create(driver.dialect, user, password, address, where.port, where.database or None)
+            args = {
+                "connect_timeout": timeout,
+                "read_timeout": self.statement_timeout,
+                "write_timeout": self.statement_timeout,
+            }
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args=args, hide_parameters=True)
+        try:
+            try:
+                conn = engine.connect()
+            except Exception as exc:  # every driver failure becomes a reason; the driver's text may quote anything
+                raise _explain(exc, where) from None
+            try:
+                yield conn
+            except sa.exc.DBAPIError as exc:
+                raise _explain(exc, where) from None
+            finally:
+                conn.close()
+        finally:
+            engine.dispose()
+
+    # ---- what a connection is used for ------------------------------------------------------------------
+
+    def test(self, where: Target, user: str, password: str) -> str:
+        """Connect and run `SELECT 1`; the success message."""
+        with self.connect(where, user, password) as conn:
+            conn.execute(sa.text("SELECT 1")).all()
+        return "Connection successful"
+
+    def schemas(self, where: Target, user: str, password: str) -> dict[str, Any]:
+        with self.connect(where, user, password) as conn:
+            names = sa.inspect(conn).get_schema_names()
+        catalog = where.database or None
+        return {"catalog": catalog, "catalogs": [catalog] if catalog else [], "schemas": names}
+
+    def tables(self, where: Target, user: str, password: str, schema: str | None) -> dict[str, Any]:
+        with self.connect(where, user, password) as conn:
+            inspector = sa.inspect(conn)
+            schema = schema or inspector.default_schema_name
+            tables = [("TABLE", n) for n in inspector.get_table_names(schema)]
+            tables += [("VIEW", n) for n in inspector.get_view_names(schema)]
+        catalog = where.database or None
+        return {
+            "catalog": catalog,
+            "tables": [{"type": kind, "name": n, "schema": schema, "catalog": catalog} for kind, n in tables],
+        }
+
+    def preview(self, where: Target, user: str, password: str, table: str, schema: str | None, rows: int) -> Any:
+        statement = sa.select(sa.text("*")).select_from(sa.table(table, schema=schema)).limit(rows)
+        with self.connect(where, user, password) as conn:
+            return _rows(conn.execute(statement), rows)
+
+    def query(self, where: Target, user: str, password: str, sql: str, rows: int) -> dict[str, Any]:
+        """Run `sql` in a read-only transaction, rolled back; at most `rows` rows."""
+        with self.connect(where, user, password) as conn:
+            if where.driver.dialect.startswith("mysql"):
+                conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+                conn.exec_driver_sql("START TRANSACTION READ ONLY")
+            else:
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                return _rows(conn.exec_driver_sql(sql), rows)
+            finally:
+                conn.rollback()
+
+
+def _rows(result: Any, limit: int) -> dict[str, Any]:
+    if not result.returns_rows:
+        return {"columns": [], "records": []}
+    columns = list(result.keys())
+    return {"columns": columns, "records": [[_json(v) for v in row] for row in result.fetchmany(limit)]}
+
+
+def _json(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return str(value)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+
+
+def _refused(host: str, why: str) -> Forbidden:
+    return Forbidden(f"connection to {host!r} refused: {why}", {"host": "refused by the server's rules"})
+
+
+_AUTH = ("password authentication failed", "authentication failed", "access denied for user", "no password supplied")
+_TIMEOUT = ("timeout expired", "timed out", "statement timeout", "canceling statement")
+_UNREACHABLE = (
+    "connection refused",
+    "could not connect",
+    "no route to host",
+    "network is unreachable",
+    "can't connect",
+    "could not translate host name",
+    "name or service not known",
+)
+
+
+def _explain(exc: BaseException, where: Target) -> StrongroomError:
+    """Which of the known reasons a driver error is; its own text is never passed on (it may quote input)."""
+    orig = getattr(exc, "orig", exc)
+    text = str(orig).lower()
+    code = orig.args[0] if isinstance(orig, Exception) and orig.args and isinstance(orig.args[0], int) else None
+    place = f"{where.host}:{where.port}"
+    if code in (1045, 1698) or any(s in text for s in _AUTH):
+        return ConnectionFailed(
+            f"authentication failed: {place} refused the user name or password", {"credentials": "rejected"}
+        )
+    if code == 1049 or ("database" in text and "does not exist" in text):
+        return ConnectionFailed(
+            f"database does not exist: {place} has no database {where.database!r}", {"database": "does not exist"}
+        )
+    if code == 1044:
+        return ConnectionFailed(
+            f"authentication failed: the user may not open database {where.database!r} on {place}",
+            {"credentials": "no access to the database"},
+        )
+    if any(s in text for s in _TIMEOUT):
+        return ConnectionFailed(f"timed out: {place} did not answer in time", {"host": "timed out"})
+    if code in (2002, 2003, 2005) or any(s in text for s in _UNREACHABLE):
+        return ConnectionFailed(f"host unreachable: nothing accepts connections at {place}", {"host": "unreachable"})
+    if isinstance(exc, sa.exc.ProgrammingError | sa.exc.DataError | sa.exc.InternalError):
+        return InvalidInput(f"the data store rejected the statement ({type(orig).__name__})", {"sql": "rejected"})
+    return ConnectionFailed(f"connection to {place} failed ({type(orig).__name__})", {"host": "failed"})
+
+
+__all__ = ["DRIVERS", "MAX_ROWS", "ConnectionFailed", "Connector", "Target", "target"]

@@ -1,0 +1,394 @@
+"""Data stores (DataRobot's `externalDataStores`): CRUD, roles, connection tests, browsing, and the credential
+associations that name a user's default credential for a store.
+
+A store holds where to connect, never a secret. Its creator is OWNER; other users and groups get roles as on
+credentials (CONSUMER sees and uses it, EDITOR also changes it, OWNER also deletes and shares it). A test or
+a browse connects with `{credentialId}` (opened by `CredentialService.use`, any role from CONSUMER up, audited),
+`{user, password}` or `{credentialData}` (used once, never stored), or else the caller's default credential.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from strongroom import credential_types
+from strongroom.errors import Conflict, Forbidden, Hidden, InvalidInput, NotFound
+from strongroom.representation import iso
+from strongroom.services.accounts import Principal
+from strongroom.services.audit import Event
+from strongroom.services.connections import DRIVERS, MAX_ROWS, Connector, Target, target
+from strongroom.services.credentials import CredentialService, is_id
+from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, role_rank
+from strongroom.store.models import new_id, utcnow
+from strongroom.store.repositories.datastores import DATACONNECTION, DataStoreRepository
+from strongroom.store.repositories.sharing import SharingRepository
+
+T = TypeVar("T")
+STORE_TYPES = ("jdbc",)
+
+
+class DataStoreService:
+    """Data store use cases."""
+
+    def __init__(
+        self,
+        stores: DataStoreRepository,
+        sharing: SharingRepository,
+        credentials: CredentialService,
+        connector: Connector,
+    ) -> None:
+        self.stores = stores
+        self.sharing = sharing
+        self.credentials = credentials
+        self.connector = connector
+
+    # ---- drivers and stores -----------------------------------------------------------------------------
+
+    def drivers(self, who: Principal) -> list[dict[str, Any]]:
+        """The drivers the server can connect with."""
+        who.require("read")
+        return [d.wire() for d in DRIVERS.values()]
+
+    def list(self, who: Principal, store_type: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """The stores the caller has a role on, each with that role; `type` and `name` filter."""
+        who.require("read")
+        wanted = None if store_type in (None, "", "all") else store_type
+        return [_wire(r) for r in self.stores.visible(who.user_id, wanted, name or None)]
+
+    def get(self, who: Principal, store_id: str) -> dict[str, Any]:
+        who.require("read")
+        return _wire(self._store(who, store_id, CONSUMER, "see it"))
+
+    def create(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A new store owned by the caller (audited)."""
+        who.require("write")
+        store_type = body.get("type", "jdbc")
+        if store_type not in STORE_TYPES:
+            raise InvalidInput("type: must be jdbc", {"type": "must be jdbc"})
+        now = utcnow()
+        row: dict[str, Any] = {
+            "id": new_id(),
+            "owner_id": who.user_id,
+            "store_type": store_type,
+            "created_at": now,
+            "updated_at": now,
+            "canonical_name": _name(body.get("canonicalName")),
+            **_params(body.get("params")),
+        }
+        self.stores.insert(row, _event("dataStore.create", 201, who, row))
+        return _wire({**row, "role": OWNER, "creator": who.username})
+
+    def update(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Change the name or params (EDITOR or OWNER; audited); the store as it now is."""
+        who.require("write")
+        row = self._store(who, store_id, EDITOR, "change it")
+        unknown = sorted(set(body) - {"canonicalName", "params"})
+        if unknown or not body:
+            msg = "only canonicalName and params can be changed"
+            raise InvalidInput(f"{(unknown or ['body'])[0]}: {msg}", {(unknown or ["body"])[0]: msg})
+        if "canonicalName" in body:
+            row["canonical_name"] = _name(body["canonicalName"])
+        if "params" in body:
+            row.update(_params(body["params"]))
+        row["updated_at"] = utcnow()
+        if not self.stores.update(row, _event("dataStore.update", 200, who, row, fields=sorted(body))):
+            raise _not_found()
+        return _wire(row)
+
+    def delete(self, who: Principal, store_id: str) -> None:
+        """Delete the store and every association with it (OWNER; audited)."""
+        who.require("write")
+        row = self._store(who, store_id, OWNER, "delete it")
+        if not self.stores.delete(store_id, _event("dataStore.delete", 204, who, row)):
+            raise _not_found()
+
+    # ---- roles ------------------------------------------------------------------------------------------
+
+    def access_list(self, who: Principal, store_id: str) -> list[dict[str, Any]]:
+        """Everyone with a role on the store, its owner first (DataRobot's sharedRoles items)."""
+        who.require("read")
+        row = self._store(who, store_id, CONSUMER, "see it")
+        entries = [
+            {"id": row["owner_id"], "name": row["creator"], "role": "OWNER", "shareRecipientType": "user"}
+            | {"canShare": True}
+        ]
+        for kind, rid, role, can_share, name in self.stores.roles(store_id):
+            entries.append(
+                {
+                    "id": rid,
+                    "name": name or rid,
+                    "role": ROLE_NAMES[role],
+                    "shareRecipientType": kind,
+                    "canShare": can_share or role == OWNER,
+                }
+            )
+        return entries
+
+    def update_roles(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> None:
+        """Apply an `updateRoles` body (OWNER only; users by username or id, groups by id or name)."""
+        who.require("write")
+        row = self._store(who, store_id, OWNER, "share it")
+        if body.get("operation") != "updateRoles" or not isinstance(body.get("roles"), list) or not body["roles"]:
+            msg = 'needs operation "updateRoles" and a non-empty roles list'
+            raise InvalidInput(f"roles: {msg}", {"roles": msg})
+        changes = []
+        for i, item in enumerate(body["roles"]):
+            where = f"roles[{i}]"
+            if not isinstance(item, dict):
+                raise InvalidInput(f"{where}: must be an object", {where: "must be an object"})
+            kind = item.get("shareRecipientType", "user")
+            key = item.get("username") or item.get("id") or item.get("name")
+            if kind not in ("user", "group") or not isinstance(key, str):
+                raise InvalidInput(f"{where}: needs a user or group", {where: "needs a user or group"})
+            rank = role_rank(item.get("role"), field=f"{where}.role", allow_none=True)
+            if kind == "user":
+                rid = self.sharing.users_named([key]).get(key) or (key if self.sharing.users_by_id([key]) else None)
+            else:
+                rid = (self.sharing.groups_by(ids=[key], names=[key]).get(key) or (None,))[0]
+            if rid is None:
+                raise NotFound(f"{where}: no {kind} {key!r}", {where: f"unknown {kind}"})
+            if (kind, rid) == ("user", row["owner_id"]):
+                if rank != OWNER:
+                    raise Conflict("roles: a data store keeps its owner", {"roles": "would leave no owner"})
+                continue
+            changes.append((kind, rid, rank, bool(item.get("canShare", rank == OWNER))))
+        self.stores.set_roles(store_id, changes, utcnow(), _event("dataStore.share", 204, who, row))
+
+    # ---- using a store ----------------------------------------------------------------------------------
+
+    def test(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> dict[str, str]:
+        """Connect with the credentials given (or the caller's default) and run a trivial statement."""
+        return {"message": self._use(who, store_id, body, "test", self.connector.test)}
+
+    def schemas(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._use(who, store_id, body, "schemas", self.connector.schemas)
+
+    def tables(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        schema = _optional_string(body, "schema")
+        return self._use(who, store_id, body, "tables", lambda t, u, p: self.connector.tables(t, u, p, schema))
+
+    def preview(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        table = _optional_string(body, "table")
+        if table is None:
+            raise InvalidInput("table: is required", {"table": "is required"})
+        schema, rows = _optional_string(body, "schema"), _max_rows(body)
+        return self._use(
+            who, store_id, body, "preview", lambda t, u, p: self.connector.preview(t, u, p, table, schema, rows)
+        )
+
+    def preview_query(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        sql = _optional_string(body, "sql")
+        if sql is None:
+            raise InvalidInput("sql: is required", {"sql": "is required"})
+        rows = _max_rows(body)
+        return self._use(who, store_id, body, "previewQuery", lambda t, u, p: self.connector.query(t, u, p, sql, rows))
+
+    def _use(
+        self, who: Principal, store_id: str, body: Mapping[str, Any], purpose: str, fn: Callable[[Target, str, str], T]
+    ) -> T:
+        who.require("use")
+        row = self._store(who, store_id, CONSUMER, "use it")
+        where = target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
+        user, password = self._login(who, row, body, purpose)
+        return fn(where, user, password)
+
+    def _login(self, who: Principal, row: Mapping[str, Any], body: Mapping[str, Any], purpose: str) -> tuple[str, str]:
+        """(user, password) from the body's credentialId, user/password or credentialData, else the default."""
+        if body.get("useKerberos"):
+            raise InvalidInput("useKerberos: Kerberos is not supported", {"useKerberos": "not supported"})
+        credential_id = body.get("credentialId")
+        if credential_id is None and body.get("credentialData") is None and body.get("user") is None:
+            defaults = [a for a in self.stores.for_store(row["id"], who.user_id) if a["is_default"]]
+            if not defaults:
+                msg = "give credentialId, user and password, or credentialData; you have no default credential here"
+                raise InvalidInput(f"credentialId: {msg}", {"credentialId": msg})
+            credential_id = defaults[0]["credential_id"]
+        if credential_id is not None:
+            if not isinstance(credential_id, str):
+                raise InvalidInput("credentialId: must be a string", {"credentialId": "must be a string"})
+            kind, fields = self.credentials.use(
+                who, credential_id, {"purpose": f"dataStore.{purpose}", "dataStoreId": row["id"]}
+            )
+            return _basic(kind, fields, "credentialId")
+        data = body.get("credentialData")
+        if data is not None:
+            if not isinstance(data, dict):
+                raise InvalidInput("credentialData: must be an object", {"credentialData": "must be an object"})
+            rest = dict(data)
+            ctype = credential_types.get_type(rest.pop("credentialType", None), field="credentialData.credentialType")
+            values = credential_types.parse_fields(ctype, rest)
+            credential_types.check_complete(ctype, values)
+            return _basic(ctype.name, values, "credentialData")
+        user, password = body.get("user"), body.get("password")
+        if not isinstance(user, str) or not user or not isinstance(password, str):
+            msg = "user and password must both be strings"
+            raise InvalidInput(f"user: {msg}", {"user": msg})
+        return user, password
+
+    # ---- credential associations ------------------------------------------------------------------------
+
+    def associate(self, who: Principal, credential_id: str, key: str, body: Mapping[str, Any]) -> bool:
+        """Link a credential the caller may use to a store they may use (`dataconnection:<id>`); with isDefault
+        it becomes their default there. True if the link is new."""
+        who.require("write")
+        store_id = _object(key)
+        is_default = body.get("isDefault", False)
+        if not isinstance(is_default, bool):
+            raise InvalidInput("isDefault: must be true or false", {"isDefault": "must be a boolean"})
+        self.credentials.get(who, credential_id)
+        row = self._store(who, store_id, CONSUMER, "use it")
+        created = self.stores.associate(credential_id, store_id, who.user_id, is_default, utcnow())
+        self.credentials.record(
+            Event(
+                "credential.associate",
+                201 if created else 200,
+                who,
+                credential_id=credential_id,
+                detail={"dataStoreId": row["id"], "isDefault": is_default},
+            ).entry()
+        )
+        return created
+
+    def associations_of_store(self, who: Principal, key: str) -> list[dict[str, Any]]:
+        """The caller's credentials linked to a store, the default first."""
+        who.require("read")
+        store_id = _object(key)
+        self._store(who, store_id, CONSUMER, "see it")
+        return [
+            {
+                "credentialId": a["credential_id"],
+                "name": a["name"],
+                "credentialType": a["credential_type"],
+                "creationDate": iso(a["created_at"]),
+                "description": a["description"] or "",
+                "isDefault": bool(a["is_default"]),
+            }
+            for a in self.stores.for_store(store_id, who.user_id)
+        ]
+
+    def associations_of_credential(self, who: Principal, credential_id: str) -> list[dict[str, Any]]:
+        """What the caller linked a credential to."""
+        who.require("read")
+        self.credentials.get(who, credential_id)
+        return [
+            {"objectType": kind, "objectId": oid, "isDefault": default}
+            for kind, oid, default in self.stores.for_credential(credential_id, who.user_id)
+        ]
+
+    def check_deletable(self, credential_id: str) -> None:
+        """409 naming the stores that use the credential as a default (the caller may pass ?force=true)."""
+        if not is_id(credential_id):
+            return
+        using = self.stores.defaults_using(credential_id)
+        if using:
+            names = ", ".join(f"{name!r} ({sid})" for sid, name in using[:5])
+            raise Conflict(
+                f"credential is the default credential of data store {names}; delete with ?force=true to proceed",
+                {"credential": "in use as a default"},
+            )
+
+    def _store(self, who: Principal, store_id: str, needed: int, doing: str) -> dict[str, Any]:
+        row = self.stores.get(store_id, who.user_id) if is_id(store_id) else None
+        if row is None:
+            raise _not_found()
+        if row["role"] is None:
+            raise Hidden("data store not found", target=store_id)
+        if row["role"] < needed:
+            names = " or ".join(ROLE_NAMES[r] for r in (OWNER, EDITOR) if r >= needed)
+            raise Forbidden(
+                f"your role on this data store is {ROLE_NAMES[row['role']]}; to {doing} you need {names}",
+                {"role": f"needs {names}"},
+            )
+        return row
+
+
+def _wire(row: Mapping[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"driverId": row["driver_id"]}
+    if row["jdbc_url"]:
+        params["jdbcUrl"] = row["jdbc_url"]
+    fields = json.loads(row["fields"])
+    if fields:
+        params["fields"] = fields
+    driver = DRIVERS.get(row["driver_id"] or "")
+    return {
+        "id": row["id"],
+        "type": row["store_type"],
+        "canonicalName": row["canonical_name"],
+        "creator": row["creator"],
+        "updated": iso(row["updated_at"]),
+        "role": ROLE_NAMES[row["role"]],
+        "params": params,
+        "driverClassType": driver.database_driver if driver else None,
+    }
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > credential_types.NAME_MAX:
+        msg = f"must be a non-empty string of at most {credential_types.NAME_MAX} characters"
+        raise InvalidInput(f"canonicalName: {msg}", {"canonicalName": msg})
+    return value
+
+
+def _params(value: Any) -> dict[str, Any]:
+    """The store columns of a params object (validated by parsing its target)."""
+    if not isinstance(value, dict):
+        raise InvalidInput("params: must be an object", {"params": "must be an object"})
+    driver_id, jdbc_url, fields = value.get("driverId"), value.get("jdbcUrl"), value.get("fields") or []
+    if driver_id is not None and not isinstance(driver_id, str):
+        raise InvalidInput("params.driverId: must be a string", {"params.driverId": "must be a string"})
+    if jdbc_url is not None and (not isinstance(jdbc_url, str) or len(jdbc_url) > 2048):
+        msg = "must be a string of at most 2048 characters"
+        raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
+    if not isinstance(fields, list) or not all(
+        isinstance(f, dict) and all(isinstance(f.get(k), str) for k in ("id", "name", "value")) for f in fields
+    ):
+        msg = "must be a list of {id, name, value} strings"
+        raise InvalidInput(f"params.fields: {msg}", {"params.fields": msg})
+    if not jdbc_url and not fields:
+        raise InvalidInput("params: needs jdbcUrl or fields", {"params": "needs jdbcUrl or fields"})
+    where = target(driver_id, jdbc_url, fields)
+    kept = [{"id": f["id"], "name": f["name"], "value": f["value"]} for f in fields]
+    return {"driver_id": where.driver.id, "jdbc_url": jdbc_url or None, "fields": json.dumps(kept)}
+
+
+def _basic(kind: str, fields: Mapping[str, Any], field: str) -> tuple[str, str]:
+    if kind != "basic":
+        msg = f"a database connection needs a basic credential (user and password), not {kind}"
+        raise InvalidInput(f"{field}: {msg}", {field: msg})
+    return str(fields["user"]), str(fields["password"])
+
+
+def _optional_string(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidInput(f"{name}: must be a non-empty string", {name: "must be a non-empty string"})
+    return value
+
+
+def _max_rows(body: Mapping[str, Any]) -> int:
+    value = body.get("maxRows", 100)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ROWS:
+        msg = f"must be a whole number from 1 to {MAX_ROWS}"
+        raise InvalidInput(f"maxRows: {msg}", {"maxRows": msg})
+    return value
+
+
+def _object(key: str) -> str:
+    kind, _, store_id = key.partition(":")
+    if kind != DATACONNECTION or not is_id(store_id):
+        msg = "must be dataconnection:<data store id>"
+        raise InvalidInput(f"association: {msg}", {"association": msg})
+    return store_id
+
+
+def _event(action: str, status: int, who: Principal, row: Mapping[str, Any], **detail: Any) -> Any:
+    """A data store's audit record: the store in `detail` (audit targets name credentials)."""
+    return Event(
+        action, status, who, detail={"dataStoreId": row["id"], "name": row["canonical_name"], **detail}
+    ).entry()
+
+
+def _not_found() -> NotFound:
+    return NotFound("data store not found")
