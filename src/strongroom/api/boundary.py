@@ -77,6 +77,8 @@ class AccessLog:
         self.interval = interval
         self.lines: list[str] = []
         self.scheduled = False
+        self._second = -1
+        self._stamp = ""
 
     def add(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         client = scope.get("client")

@@ -520,8 +520,12 @@ def _row(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, Any], int | None] | N
 @cache
 def _shared_page(newest_first: bool, filtered: bool, by_role: bool) -> tuple[Executable, Executable]:
     """A page of every credential the user (`user`) has a role on, with that role, and the matching count.
-    Served by the owner index, the recipient index of `credential_roles` and a sort of the user's visible set:
-    users with shares pay for their size, owner-only lists keep the flat `_page`."""
+
+    The visible set is the user's own credentials (owner index), rows shared with them and with their groups
+    (recipient index), each credential once with its highest role. The page is chosen from ids and creation
+    times only (the `(id, created_at, credential_type)` index), and only its hundred rows are read in full:
+    users with shares pay for the size of what they see, owner-only lists keep the flat `_page`.
+    """
     user = bindparam("user")
     owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(Credential.owner_id == user)
     direct = select(CredentialRole.credential_id, CredentialRole.role).where(
@@ -537,18 +541,22 @@ def _shared_page(newest_first: bool, filtered: bool, by_role: bool) -> tuple[Exe
         where.append(Credential.credential_type.in_(bindparam("types", expanding=True)))
     if by_role:
         where.append(roles.c.role == bindparam("role"))
+    joined = roles.join(Credential, Credential.id == roles.c.cid)
     if newest_first:
         ordering = (Credential.created_at.desc(), Credential.id.desc())
     else:
         ordering = (Credential.created_at.asc(), Credential.id.asc())
-    joined = roles.join(Credential, Credential.id == roles.c.cid)
-    page = (
-        select(Credential.wire, roles.c.role)
+    chosen = (
+        select(Credential.id.label("pid"), Credential.created_at.label("pat"), roles.c.role.label("prole"))
         .select_from(joined)
         .where(*where)
         .order_by(*ordering)
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
+        .with_hint(Credential, "INDEXED BY ix_credentials_id_created", "sqlite")
+        .subquery("chosen")
     )
-    count = select(func.count()).select_from(joined).where(*where)
+    again = (chosen.c.pat.desc(), chosen.c.pid.desc()) if newest_first else (chosen.c.pat.asc(), chosen.c.pid.asc())
+    page = select(Credential.wire, chosen.c.prole).join(chosen, Credential.id == chosen.c.pid).order_by(*again)
+    count = select(func.count()).select_from(joined if where else roles).where(*where)
     return page, count

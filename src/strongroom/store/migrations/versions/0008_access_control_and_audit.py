@@ -55,6 +55,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_credential_roles_recipient", "credential_roles", ["recipient_type", "recipient_id", "credential_id"]
     )
+    # Lists of users with shares choose their page from ids and creation times alone (see _shared_page).
+    op.create_index("ix_credentials_id_created", "credentials", ["id", "created_at", "credential_type"])
     op.create_table(
         "audit_log",
         sa.Column("shard", sa.Integer(), primary_key=True, autoincrement=False),
@@ -84,6 +86,7 @@ def downgrade() -> None:
     op.drop_table("audit_heads")
     op.drop_table("audit_log")
     op.drop_table("credential_roles")
+    op.drop_index("ix_credentials_id_created", table_name="credentials")
     op.drop_table("group_members")
     op.drop_table("groups")
     # Native DROP COLUMN (SQLite 3.35+): a batch rebuild of `users` would cascade-delete its tokens.
