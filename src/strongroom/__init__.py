@@ -12,11 +12,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from strongroom.client import (
         AppPlatformError,
+        AuditRecord,
         Client,
         ClientError,
         ConfigurationError,
         Credential,
         ServerError,
+        SharingRole,
         StrongroomSDKError,
         get_client,
         set_client,
@@ -24,11 +26,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppPlatformError",
+    "AuditRecord",
     "Client",
     "ClientError",
     "ConfigurationError",
     "Credential",
     "ServerError",
+    "SharingRole",
     "StrongroomSDKError",
     "__version__",
     "get_client",

@@ -391,3 +391,60 @@ def delete_credential(
             raise typer.Exit(1)
         cred.delete()
     err.print(f"Deleted credential {cred.credential_id}")
+
+
+_SHARE_ROLES = ("OWNER", "EDITOR", "CONSUMER", "NO_ROLE")
+
+
+@app.command("share")
+def share_credential(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    user: Annotated[str | None, typer.Option("--user", metavar="USERNAME", help="Share with this user.")] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", metavar="GROUP", help="Share with this group (id or name).")
+    ] = None,
+    role: Annotated[
+        str, typer.Option("--role", metavar="ROLE", help="OWNER, EDITOR, CONSUMER, or NO_ROLE to take access away.")
+    ] = "CONSUMER",
+    can_share: Annotated[bool, typer.Option("--can-share", help="The recipient may share it further.")] = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Give a user or a group a role on a credential, or take it away with --role NO_ROLE."""
+    from strongroom.client import Credential
+
+    if (user is None) == (group is None):
+        fail("name exactly one recipient: --user USERNAME or --group GROUP")
+    wanted = role.strip().upper()
+    if wanted not in _SHARE_ROLES:
+        fail(f"--role {role!r}: expected one of {', '.join(_SHARE_ROLES)}")
+    with session(ctx, endpoint, token):
+        Credential(credential_id=credential_id).share(user, wanted, can_share, group=group)
+    recipient = f"user {user}" if user is not None else f"group {group}"
+    if wanted == "NO_ROLE":
+        err.print(f"Removed the access of {recipient} to credential {credential_id}")
+    else:
+        err.print(f"Shared credential {credential_id} with {recipient} as {wanted}")
+
+
+@app.command("access")
+def credential_access(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Who holds which role on a credential, its owner first."""
+    from strongroom.client import Credential
+
+    with session(ctx, endpoint, token):
+        roles = Credential(credential_id=credential_id).get_access_list()
+    if as_json:
+        print(json.dumps([r.to_dict() for r in roles], indent=2))
+        return
+    grid = table("type", "name", "role", "can share", "id")
+    for r in roles:
+        grid.add_row(r.share_recipient_type, r.name, r.role, "yes" if r.can_share else "", r.id)
+    print_table(grid)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from strongroom.cli import archive, credentials, keys, server, tokens, users
+from strongroom.cli import archive, audit, credentials, keys, server, tokens, users
 from strongroom.cli.output import CommandError, error_line
 from strongroom.cli.store import SERVER_MODULES, server_missing
 
@@ -35,6 +35,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(keys.app, name="keys")
 app.add_typer(credentials.app, name="credentials")
+app.add_typer(audit.app, name="audit")
 app.command("serve")(server.serve)
 app.command("init")(server.init)
 app.command("backup")(archive.backup)

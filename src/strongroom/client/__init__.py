@@ -9,8 +9,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from strongroom.client.audit import AuditRecord
     from strongroom.client.client import Client, get_client, set_client
-    from strongroom.client.credential import Credential
+    from strongroom.client.credential import Credential, SharingRole
     from strongroom.client.errors import (
         AppPlatformError,
         ClientError,
@@ -24,6 +25,8 @@ _HOMES = {
     "get_client": "client",
     "set_client": "client",
     "Credential": "credential",
+    "SharingRole": "credential",
+    "AuditRecord": "audit",
     "AppPlatformError": "errors",
     "ClientError": "errors",
     "ConfigurationError": "errors",
@@ -33,11 +36,13 @@ _HOMES = {
 
 __all__ = [
     "AppPlatformError",
+    "AuditRecord",
     "Client",
     "ClientError",
     "ConfigurationError",
     "Credential",
     "ServerError",
+    "SharingRole",
     "StrongroomSDKError",
     "get_client",
     "set_client",

@@ -32,6 +32,55 @@ def _item_path(credential_id: str) -> str:
     return f"{_PATH}{quote(str(credential_id), safe='')}/"
 
 
+def _roles_path(credential_id: str) -> str:
+    return f"{_item_path(credential_id)}sharedRoles/"
+
+
+class SharingRole:
+    """One holder of a role on a credential, as DataRobot's `SharingRole`: id, name, role, share_recipient_type
+    ("user" or "group") and can_share."""
+
+    def __init__(self, id: str, name: str, role: str, share_recipient_type: str, can_share: bool) -> None:
+        self.id = id
+        self.name = name
+        self.role = role
+        self.share_recipient_type = share_recipient_type
+        self.can_share = can_share
+
+    def __repr__(self) -> str:
+        return f"SharingRole({self.share_recipient_type} {self.name!r}, {self.role!r}, can_share={self.can_share})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SharingRole):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_server_data(cls, data: Mapping[str, Any]) -> SharingRole:
+        """Build from a `sharedRoles` entry."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("id"), str):
+            raise StrongroomSDKError("the server returned a shared role without an id")
+        return cls(
+            id=data["id"],
+            name=str(data.get("name") or data["id"]),
+            role=str(data.get("role")),
+            share_recipient_type=str(data.get("shareRecipientType", "user")),
+            can_share=bool(data.get("canShare")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry in its wire (camelCase) shape."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "shareRecipientType": self.share_recipient_type,
+            "canShare": self.can_share,
+        }
+
+
 def _parse_date(value: Any) -> datetime | None:
     """Parse the server's ISO-8601 date (trailing Z included); None when absent or unparseable."""
     if not isinstance(value, str):
@@ -175,6 +224,33 @@ class Credential:
             self.description = description or ""
         elif description is not None:
             self.description = description
+
+    def get_access_list(self) -> list[SharingRole]:
+        """Everyone holding a role on this credential, its owner first (DataRobot's shared-roles entries)."""
+        return [SharingRole.from_server_data(item) for item in get_client().paginate(_roles_path(self._id()))]
+
+    def share(
+        self,
+        username: str | None = None,
+        role: str = "CONSUMER",
+        can_share: bool = False,
+        *,
+        group: str | None = None,
+    ) -> None:
+        """Give a user (by username) or a group (`group=`, by id or name) a role: OWNER, EDITOR, CONSUMER, or
+        NO_ROLE to take their access away."""
+        if (username is None) == (group is None):
+            raise StrongroomSDKError("share with exactly one recipient: a username or group=")
+        if group is not None:
+            recipient: dict[str, Any] = {"shareRecipientType": "group", "name": group}
+        else:
+            recipient = {"shareRecipientType": "user", "username": username}
+        self.update_shared_roles([{**recipient, "role": role, "canShare": can_share}])
+
+    def update_shared_roles(self, roles: Iterable[Mapping[str, Any]]) -> None:
+        """Apply several role changes at once (DataRobot's `updateRoles` entries); all apply or none does."""
+        body = {"operation": "updateRoles", "roles": [dict(r) for r in roles]}
+        get_client().patch(_roles_path(self._id()), json=body)
 
     def _id(self) -> str:
         """The id, or a clear error for a Credential built by hand without one."""

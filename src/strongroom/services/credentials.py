@@ -34,7 +34,7 @@ from strongroom.services.audit import Event
 from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, role_rank
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories import CredentialRepository, NameTaken, Page, TokenRow
-from strongroom.store.repositories.audit import AuditRepository, Entry
+from strongroom.store.repositories.audit import NAME_SLOT, AuditRepository, Entry
 from strongroom.store.repositories.credentials import WIRE_COLUMNS
 
 MAX_PAGE = 1000
@@ -393,7 +393,8 @@ class CredentialService:
         if not is_id(credential_id):
             raise _not_found()
         if if_match is None:
-            audit = _event("credential.delete", 204, who, {"id": credential_id, "owner_id": who.user_id})
+            row = {"id": credential_id, "owner_id": who.user_id, "name": NAME_SLOT}  # the statement names it
+            audit = _event("credential.delete", 204, who, row)
             if await self.credentials.adelete(credential_id, who.user_id, audit):
                 return
         await asyncio.get_running_loop().run_in_executor(

@@ -9,18 +9,23 @@ edited, deleted or reordered record breaks its chain from there on.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, and_, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Executable, Text, and_, bindparam, cast, exists, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
 
 from strongroom.store.db import Database, Tx
 from strongroom.store.models import AUDIT_SHARDS, AuditHead, AuditRecord, Credential
 
 GENESIS = "0" * 64
+# A credential name an entry leaves to the statement (PostgreSQL's one-statement delete knows it only there):
+# its JSON form in the content is replaced by the JSON of the name the statement returns.
+NAME_SLOT = "\u0000credential-name\u0000"
+_NAME_SLOT_JSON = json.dumps(NAME_SLOT)
 
 
 def chain_hash(previous: str, content: str) -> str:
@@ -80,16 +85,19 @@ def append_in(tx: Tx, entry: Entry, *, postgres: bool) -> None:
     tx.run(_APPEND, values)
 
 
-def pg_audited(statement: Any, changed: Any | None = None) -> Executable:
+def pg_audited(statement: Any, changed: Any | None = None, name: Any | None = None) -> Executable:
     """PostgreSQL: `statement` (a SELECT over data-modifying CTEs) that also appends the audit entry whose
     `a_*` parameters are bound, in the same statement; only if the CTE `changed` returned a row, when given.
+    With `name` (a column of `changed`), an entry naming its credential `NAME_SLOT` gets that name instead.
 
     The head row of the connection's chain is advanced by an UPDATE, which holds its row lock to the end of
     the statement, so two statements on one chain extend it one after the other.
     """
-    new_hash = func.encode(
-        func.sha256(func.convert_to(AuditHead.hash + bindparam("a_content"), literal("UTF8"))), "hex"
-    )
+    content: Any = bindparam("a_content", type_=AuditRecord.content.type)
+    if name is not None:
+        named = cast(func.to_json(select(name).scalar_subquery()), Text)
+        content = func.replace(content, literal(_NAME_SLOT_JSON), func.coalesce(named, literal("null")))
+    new_hash = func.encode(func.sha256(func.convert_to(AuditHead.hash + content, literal("UTF8"))), "hex")
     where = [AuditHead.shard == func.pg_backend_pid() % AUDIT_SHARDS]
     if changed is not None:
         where.append(exists(select(literal(1)).select_from(changed)))
@@ -109,7 +117,7 @@ def pg_audited(statement: Any, changed: Any | None = None) -> Executable:
         bindparam("a_credential", type_=AuditRecord.credential_id.type),
         bindparam("a_owner", type_=AuditRecord.owner_id.type),
         bindparam("a_status", type_=AuditRecord.status.type),
-        bindparam("a_content", type_=AuditRecord.content.type),
+        content,
         head.c.hash,
     )
     columns = ["shard", "seq", "at", "actor", "action", "credential_id", "owner_id", "status", "content", "hash"]
@@ -127,6 +135,12 @@ class AuditRepository:
         """Append `entry` in a transaction of its own (for events that change nothing else)."""
         postgres = not self.db.is_sqlite
         self.db.transact(lambda tx: append_in(tx, entry, postgres=postgres))
+
+    def owner_of(self, credential_id: str) -> tuple[str, str] | None:
+        """(owner id, name) of a stored credential, or None."""
+        with self.db.read() as s:
+            row = s.execute(select(Credential.owner_id, Credential.name).where(Credential.id == credential_id)).first()
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def records(
         self,

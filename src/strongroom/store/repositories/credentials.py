@@ -146,7 +146,7 @@ _REWRAP = (
 def _pg_counted(change: Any, delta: int) -> Executable:
     """PostgreSQL: a create or delete, its count change and its audit record in one statement (data-modifying
     CTEs); the statement returns the count's row, or nothing when no credential changed."""
-    changed = change.returning(Credential.owner_id, Credential.credential_type).cte("changed")
+    changed = change.returning(Credential.owner_id, Credential.credential_type, Credential.name).cte("changed")
     rows = select(changed.c.owner_id, changed.c.credential_type, count_shard(postgresql), literal(delta))
     stmt = postgresql.insert(CredentialCount).from_select(["owner_id", "credential_type", "shard", "n"], rows)
     counted = (
@@ -156,7 +156,7 @@ def _pg_counted(change: Any, delta: int) -> Executable:
         .returning(CredentialCount.n)
         .cte("counted")
     )
-    return pg_audited(select(counted.c.n), changed)
+    return pg_audited(select(counted.c.n), changed, changed.c.name)
 
 
 _PG_CREATE = _pg_counted(_INSERT, +1)
