@@ -66,6 +66,27 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
         assert not any(needle in body for body in responses), "secret echoed in a response"
     assert token.encode() not in on_disk and token.encode() not in log
 
+    # The audit trail of that session, read over the API and the CLI and exported for a SIEM, names what
+    # happened to each credential and holds no planted secret and no token.
+    with httpx.Client(base_url=server.api, headers=headers, timeout=30) as api:
+        records = api.get("auditLog/", params={"limit": 1000})
+    assert records.status_code == 200, records.text
+    about = {(r["target"] or {}).get("credentialId") for r in records.json()["data"]}
+    assert set(ids) <= about and {"credential.replace_secret", "credential.delete"} <= {
+        r["action"] for r in records.json()["data"]
+    }
+    exported = server.cli("audit", "export")
+    listed = server.cli("audit", "list", "--json", "--token", token)
+    assert all(cid in exported.stdout and cid in listed.stdout for cid in ids)
+    audit_texts = {
+        "audit records answered": records.content,
+        "audit export": (exported.stdout + exported.stderr).encode(),
+        "audit list": (listed.stdout + listed.stderr).encode(),
+    }
+    for value in [*planted, token]:
+        for where, content in audit_texts.items():
+            assert value.encode() not in content, f"secret or token found in the {where}"
+
     # A backup and its restore: the archive, the restored database and both commands' output hold no
     # planted secret, no token and not the archive's passphrase.
     passphrase = canary()
