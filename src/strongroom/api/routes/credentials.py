@@ -153,7 +153,10 @@ async def update_credential(call: Call) -> Response:
 async def delete_credential(call: Call) -> Response:
     credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
     if_match = http.if_match(call.request)
-    if call.request.query_params.get("force", "false").lower() != "true":
+    force = call.request.query_params.get("force", "false")
+    if force not in ("true", "false"):
+        raise InvalidInput("force: must be true or false", {"force": "must be true or false"})
+    if force == "false":
         stores = call.services.datastores
         await call.read(lambda: stores.check_deletable(credential_id))
     if call.on_loop:
@@ -255,7 +258,7 @@ ENDPOINTS = [
                 if_match_parameter(),
                 {"name": "force", "in": "query", "schema": {"type": "boolean", "default": False}},
             ],
-            "responses": {"204": {"description": "Deleted"}, **answers(400, 401, 403, 404, 409, 412, 429)},
+            "responses": {"204": {"description": "Deleted"}, **answers(400, 401, 403, 404, 409, 412, 422, 429)},
         },
     ),
 ]
