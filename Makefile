@@ -35,9 +35,9 @@ lint: $(TEST_STAMP)
 test: lint wrk
 	$(BIN)/python -m pytest
 
-# The load generator of bench/ (tests/test_bench.py runs a short benchmark); from Debian, where we may install.
+# The load generator of bench/ (tests/e2e/test_bench.py runs a short benchmark); from Debian, where we may install.
 wrk:
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "wrk not installed: tests/test_bench.py will skip"
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "wrk not installed: tests/e2e/test_bench.py will skip"
 
 bench: $(TEST_STAMP) wrk
 	$(BIN)/python -m pip install --quiet -e '.[server,test,bench]'

@@ -15,14 +15,33 @@ import pytest
 from tests.support import AWS_ENV, BACKENDS, LeakGuard, Server, backend_database, client, free_port
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One live server per backend for the whole session (per worker under xdist)."""
-    with backend_database(request.param) as database_url:
-        srv = Server(data_dir=tmp_path_factory.mktemp("srv") / request.param, database_url=database_url)
+def _live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with backend_database(backend) as database_url:
+        srv = Server(data_dir=tmp_path_factory.mktemp("srv") / backend, database_url=database_url)
         srv.start()
         yield srv
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The live SQLite server of the session (of each worker under xdist)."""
+    yield from _live_server("sqlite", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The live PostgreSQL server of the session (of each worker under xdist); skips when unreachable."""
+    yield from _live_server("postgres", tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest) -> Server:
+    """One live server per backend for the whole session. The servers themselves are unparametrised session
+    fixtures, so they are started once each even when tests of both backends interleave (as they do when
+    xdist hands a worker one file after another); this fixture only picks one."""
+    live: Server = request.getfixturevalue(f"{request.param}_server")
+    return live
 
 
 @pytest.fixture
