@@ -612,3 +612,14 @@ def mariadb_user() -> Iterator[PeerDatabase]:
             cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
             cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
         admin.close()
+
+
+def log_with(server: Any, needle: bytes, timeout: float = 10) -> bytes:
+    """The server's log once it holds `needle` (the access log is written in batches), or as it is after
+    `timeout` seconds, for the caller's assertion to report."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while needle not in (log := server.log_path.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return log

@@ -18,7 +18,16 @@ from strongroom import backup, credential_types
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.store.models import Credential
-from tests.support import Server, backend_database, canary, canary_body, make_credential, secrets_of, stored_bytes
+from tests.support import (
+    Server,
+    backend_database,
+    canary,
+    canary_body,
+    log_with,
+    make_credential,
+    secrets_of,
+    stored_bytes,
+)
 
 
 def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path: Path) -> None:
@@ -57,7 +66,7 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
 
     assert len(planted) >= 20
     on_disk = stored_bytes(server, tmp_path)
-    log = server.log_path.read_bytes()
+    log = log_with(server, b"credentials/")
     assert b"credentials/" in log  # the access log is really being captured and scanned
     for value in planted:
         needle = value.encode()
