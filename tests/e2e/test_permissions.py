@@ -17,17 +17,17 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from tests.support import Server
 
-ACTIONS = ("list", "get", "update name", "replace secret", "share", "delete")
+ACTIONS = ("list", "get", "reveal", "update name", "replace secret", "share", "delete")
 # role -> the status each action answers, in ACTIONS order ("seen"/"unseen": whether list shows it).
 MATRIX = {
-    "owner": ("seen", 200, 200, 200, 204, 204),
-    "editor": ("seen", 200, 200, 200, 403, 403),
-    "editor with canShare": ("seen", 200, 200, 200, 204, 403),
-    "consumer": ("seen", 200, 403, 403, 403, 403),
-    "group consumer": ("seen", 200, 403, 403, 403, 403),
-    "unrelated user": ("unseen", 404, 404, 404, 404, 404),
-    "admin": ("unseen", 404, 404, 404, 404, 404),
-    "disabled consumer": (401, 401, 401, 401, 401, 401),
+    "owner": ("seen", 200, 200, 200, 200, 204, 204),
+    "editor": ("seen", 200, 200, 200, 200, 403, 403),
+    "editor with canShare": ("seen", 200, 200, 200, 200, 204, 403),
+    "consumer": ("seen", 200, 403, 403, 403, 403, 403),
+    "group consumer": ("seen", 200, 403, 403, 403, 403, 403),
+    "unrelated user": ("unseen", 404, 404, 404, 404, 404, 404),
+    "admin": ("unseen", 404, 404, 404, 404, 404, 404),
+    "disabled consumer": (401, 401, 401, 401, 401, 401, 401),
 }
 ROLE_OF = {"editor": "EDITOR", "editor with canShare": "EDITOR", "consumer": "CONSUMER"}
 
@@ -87,6 +87,8 @@ def _act(http: httpx.Client, action: str, cid: str, people: dict[str, Person]) -
         return "seen" if cid in {c["credentialId"] for c in r.json()["data"]} else "unseen"
     if action == "get":
         return http.get(f"/credentials/{cid}/").status_code
+    if action == "reveal":
+        return http.post(f"/credentials/{cid}/reveal/").status_code
     if action == "update name":
         return http.patch(f"/credentials/{cid}/", json={"name": f"renamed-{secrets.token_hex(3)}"}).status_code
     if action == "replace secret":
@@ -127,9 +129,9 @@ def test_unknown_id_answers_exactly_as_a_hidden_one(world: tuple[Server, dict[st
 
 
 SCOPED = {  # token scopes -> the owner's answers, in ACTIONS order
-    ("read",): ("seen", 200, 403, 403, 403, 403),
-    ("write",): (403, 403, 200, 200, 204, 204),
-    ("use",): (403, 403, 403, 403, 403, 403),
+    ("read",): ("seen", 200, 403, 403, 403, 403, 403),
+    ("write",): (403, 403, 403, 200, 200, 204, 204),
+    ("use",): (403, 403, 200, 403, 403, 403, 403),
 }
 
 
