@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ TokenOpt = Annotated[
     str | None,
     typer.Option("--token", metavar="TOKEN", help="API token (prefer STRONGROOM_API_TOKEN: options show up in `ps`)."),
 ]
+RefArg = Annotated[str, typer.Argument(metavar="ID|NAME", help="The credential's id, or its name.")]
 _COMMON = ("name", "description")
 _CLI_SOURCES = {
     "endpoint": "set STRONGROOM_ENDPOINT or pass --endpoint URL",
@@ -271,6 +273,10 @@ def list_credentials(
     types: Annotated[
         list[str] | None, typer.Option("--type", metavar="TYPE", help="Only this credential type (repeatable).")
     ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Only the credentials of exactly this name.")] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", metavar="TEXT", help="Only names containing TEXT, ignoring case.")
+    ] = None,
     as_json: JsonOpt = False,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
@@ -279,7 +285,7 @@ def list_credentials(
     from strongroom.client import Credential
 
     with session(ctx, endpoint, token):
-        creds = Credential.list(types=types or None)
+        creds = Credential.list(types=types or None, name=name, search=search)
     if as_json:
         print(json.dumps([c.as_dict() for c in creds], indent=2, default=str))
         return
@@ -290,19 +296,32 @@ def list_credentials(
     print_table(grid)
 
 
+def find(reference: str) -> Credential:
+    """The credential an id or a name refers to: an id-shaped reference is tried as an id first, then as a name
+    (names may look like ids); anything else is a name."""
+    from strongroom.client import ClientError, Credential
+
+    if re.fullmatch(r"[0-9a-f]{24}", reference):
+        try:
+            return Credential.get(reference)
+        except ClientError as exc:
+            if exc.status_code != 404:
+                raise
+    return Credential.get_by_name(reference)
+
+
 @app.command("get")
 def get_credential(
     ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    reference: RefArg,
     as_json: JsonOpt = False,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Show one credential (secret values are never returned)."""
-    from strongroom.client import Credential
 
     with session(ctx, endpoint, token):
-        cred = Credential.get(credential_id)
+        cred = find(reference)
     show(cred, as_json)
 
 
@@ -336,7 +355,7 @@ def _set_pairs(ctype: CredentialType, pairs: list[str]) -> tuple[dict[str, Any],
 @app.command("update")
 def update_credential(
     ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    reference: RefArg,
     name: Annotated[str | None, typer.Option("--name", help="New name.")] = None,
     description: Annotated[str | None, typer.Option("--description", help="New description ('' clears it).")] = None,
     pairs: Annotated[
@@ -353,10 +372,9 @@ def update_credential(
     token: TokenOpt = None,
 ) -> None:
     """Change a credential's name, description or fields. As in DataRobot, a new name alone clears the description."""
-    from strongroom.client import Credential
 
     with session(ctx, endpoint, token):
-        cred = Credential.get(credential_id)
+        cred = find(reference)
         ctype = TYPES.get(cred.credential_type or "")
         if ctype is None:
             fail(f"credential type {cred.credential_type!r} is not known to this client")
@@ -376,16 +394,15 @@ def update_credential(
 @app.command("delete")
 def delete_credential(
     ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    reference: RefArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Delete a credential (asks first unless --yes)."""
-    from strongroom.client import Credential
 
     with session(ctx, endpoint, token):
-        cred = Credential.get(credential_id)
+        cred = find(reference)
         if not yes and not typer.confirm(f"Delete credential {cred.credential_id} ({cred.name!r})?"):
             err.print("Not deleted.")
             raise typer.Exit(1)

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from strongroom.client.client import get_client
-from strongroom.client.errors import StrongroomSDKError
+from strongroom.client.errors import ClientError, StrongroomSDKError
 from strongroom.credential_types import TYPES, CredentialType, Field
 
 _PATH = "credentials/"
@@ -180,12 +180,31 @@ class Credential:
         }
 
     @classmethod
-    def list(cls, types: str | Iterable[str] | None = None) -> list[Credential]:
-        """Every credential the caller may see, across all pages; `types` keeps only those types."""
-        params = None
+    def list(
+        cls, types: str | Iterable[str] | None = None, name: str | None = None, search: str | None = None
+    ) -> list[Credential]:
+        """Every credential the caller may see, across all pages; `types` keeps only those types, `name` those of
+        exactly that name, `search` those whose name contains it (ignoring case)."""
+        params: dict[str, Any] = {}
         if types is not None:
-            params = {"types": [types] if isinstance(types, str) else [str(t) for t in types]}
-        return [cls.from_server_data(item) for item in get_client().paginate(_PATH, params)]
+            params["types"] = [types] if isinstance(types, str) else [str(t) for t in types]
+        if name is not None:
+            params["name"] = name
+        if search is not None:
+            params["search"] = search
+        return [cls.from_server_data(item) for item in get_client().paginate(_PATH, params or None)]
+
+    @classmethod
+    def get_by_name(cls, name: str) -> Credential:
+        """The one credential of that exact name the caller may see (ClientError 404 when there is none; an
+        error naming the ids when credentials shared with the caller make the name ambiguous)."""
+        found = cls.list(name=name)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ClientError(f"no credential named {name!r}", 404, {"message": f"no credential named {name!r}"})
+        ids = ", ".join(str(c.credential_id) for c in found)
+        raise StrongroomSDKError(f"{len(found)} credentials named {name!r} ({ids}); give an id instead")
 
     @classmethod
     def get(cls, credential_id: str) -> Credential:

@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -70,6 +71,21 @@ def list_params(offset: int, limit: int, types_filter: list[str] | None, order_b
     return params
 
 
+def name_filters(name: str | None, search: str | None) -> dict[str, str]:
+    """Check a list request's `name` (exact) and `search` (case-insensitive substring) filters; the repository
+    parameters they make (names compare in Unicode NFC, as they are stored)."""
+    params: dict[str, str] = {}
+    for key, value in (("name", name), ("search", search)):
+        if value is None:
+            continue
+        value = unicodedata.normalize("NFC", value[: 4 * credential_types.NAME_MAX + 1])
+        if not value or len(value) > credential_types.NAME_MAX:
+            msg = f"must be 1 to {credential_types.NAME_MAX} characters"
+            raise InvalidInput(f"{key}: {msg}", {key: msg})
+        params[key] = value
+    return params
+
+
 def _readable(token: TokenRow) -> bool:
     return not expired(token.expires_at) and "read" in token.scopes.split()
 
@@ -100,14 +116,19 @@ class CredentialService:
         types_filter: list[str] | None = None,
         order_by: str = "-creationDate",
         role: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
     ) -> Page:
         """A page of what the caller has a role on (owned, shared with them or their groups), each item with the
-        caller's `role`; `role` keeps one role only."""
+        caller's `role`; `role` keeps one role only, `name` the credentials of that exact name, `search` those
+        whose name holds it, ignoring case."""
         who.require("read")
         params = list_params(offset, limit, types_filter, order_by)
+        named = name_filters(name, search)
+        params.update(named)
         if role is not None:
             params["role"] = role_rank(role, field="role")
-        if not who.shared and params.get("role", OWNER) == OWNER:
+        if not named and not who.shared and params.get("role", OWNER) == OWNER:
             params.pop("role", None)
             return _owned(self.credentials.page(who.user_id, params, order_by.startswith("-")))
         return _with_roles(self.credentials.shared_page(who.user_id, params, order_by.startswith("-")))

@@ -55,7 +55,21 @@ _LIST_PARAMETERS = [
         "description": "Only credentials on which the caller holds this role",
         "schema": {"type": "string", "enum": ["OWNER", "EDITOR", "CONSUMER"]},
     },
+    {
+        "name": "name",
+        "in": "query",
+        "description": "Only the credentials of exactly this name (one of the caller's own at most, as names are "
+        "unique per owner, plus any shared with them)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": credential_types.NAME_MAX},
+    },
+    {
+        "name": "search",
+        "in": "query",
+        "description": "Only credentials whose name contains this text, ignoring case",
+        "schema": {"type": "string", "minLength": 1, "maxLength": credential_types.NAME_MAX},
+    },
 ]
+_ORDINARY_ONLY = ("role", "name", "search")  # filters the one-statement list leaves to the ordinary path
 
 
 def _list_query(call: Call) -> tuple[int, int, list[str] | None, str]:
@@ -67,8 +81,9 @@ def _list_query(call: Call) -> tuple[int, int, list[str] | None, str]:
 
 
 async def list_fused(call: Call) -> Response | None:
-    """One statement (token and page) when all is well (and no role filter is asked for)."""
-    if "role" in call.request.query_params:
+    """One statement (token and page) when all is well and no role or name filter is asked for."""
+    query = call.request.query_params
+    if any(key in query for key in _ORDINARY_ONLY):
         return None
     try:
         offset, limit, wanted, order_by = _list_query(call)
@@ -86,9 +101,10 @@ async def list_fused(call: Call) -> Response | None:
 async def list_credentials(call: Call) -> Response:
     offset, limit, wanted, order_by = _list_query(call)
     credentials, who = call.services.credentials, call.principal
-    role = call.request.query_params.get("role")
+    query = call.request.query_params
+    filters = {key: query.get(key) for key in _ORDINARY_ONLY}
     page = await call.read(
-        lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, role=role)
+        lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters)
     )
     return _page_response(call, page)
 

@@ -7,6 +7,7 @@ here, never by a use case. Rows come back as the store holds them; dates via `Da
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,7 @@ from strongroom.store.repositories.sharing import OWNER, groups_of, role_of
 COLUMNS = tuple(Credential.__table__.c)  # a credential row, in table order (`row` and `current` use it)
 FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
 WIRE_COLUMNS = ("id", "name", "credential_type", "description", "public_data", "created_at")  # what `wire` shows
+_LIKE_SPECIAL = re.compile(r"[\\%_]")  # escaped in a `search`, so it matches as typed
 _SEP = "\x1e"  # ASCII record separator: JSON text never holds it unescaped, so it splits a page's items
 
 
@@ -338,9 +340,14 @@ class CredentialRepository:
 
     def shared_page(self, user_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
         """A page of everything the user has a role on (owned, shared with them or with their groups), each with
-        that role (`Page.roles`); `params` may hold `types` and `role` (a rank) filters."""
+        that role (`Page.roles`); `params` may hold `types`, `role` (a rank), `name` (exact) and `search` (a
+        case-insensitive substring) filters."""
         query = {**params, "user": user_id}
-        statement, count = _shared_page(newest_first, "types" in params, "role" in params)
+        if "search" in params:
+            query["search"] = "%" + _LIKE_SPECIAL.sub(r"\\\g<0>", params["search"]) + "%"
+        statement, count = _shared_page(
+            newest_first, "types" in params, "role" in params, "name" in params, "search" in params
+        )
         rows = self.db.fetch(statement, query)
         total = int(self.db.fetch(count, query)[0][0])
         return Page([r[0] for r in rows], total, params["offset"], params["limit"], [int(r[1]) for r in rows])
@@ -518,16 +525,26 @@ def _row(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, Any], int | None] | N
 
 
 @cache
-def _shared_page(newest_first: bool, filtered: bool, by_role: bool) -> tuple[Executable, Executable]:
+def _shared_page(
+    newest_first: bool, filtered: bool, by_role: bool, by_name: bool = False, by_search: bool = False
+) -> tuple[Executable, Executable]:
     """A page of every credential the user (`user`) has a role on, with that role, and the matching count.
-
     The visible set is the user's own credentials (owner index), rows shared with them and with their groups
     (recipient index), each credential once with its highest role. The page is chosen from ids and creation
     times only (the `(id, created_at, credential_type)` index), and only its hundred rows are read in full:
-    users with shares pay for the size of what they see, owner-only lists keep the flat `_page`.
+    users with shares pay for the size of what they see, owner-only lists keep the flat `_page`. A `name`
+    filter reaches the user's own credentials through the (owner, name) unique index, so it stays flat however
+    many they own; a `search` (a LIKE pattern) is checked on the names of that index for the owner's part.
     """
     user = bindparam("user")
-    owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(Credential.owner_id == user)
+    by_names = []
+    if by_name:
+        by_names.append(Credential.name == bindparam("name"))
+    if by_search:
+        by_names.append(Credential.name.ilike(bindparam("search"), escape="\\"))
+    owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(
+        Credential.owner_id == user, *by_names
+    )
     direct = select(CredentialRole.credential_id, CredentialRole.role).where(
         CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user
     )
@@ -536,7 +553,7 @@ def _shared_page(newest_first: bool, filtered: bool, by_role: bool) -> tuple[Exe
     )
     visible = union_all(owned, direct, via).subquery("visible")
     roles = select(visible.c.cid, func.max(visible.c.role).label("role")).group_by(visible.c.cid).subquery("roles")
-    where = []
+    where = list(by_names)
     if filtered:
         where.append(Credential.credential_type.in_(bindparam("types", expanding=True)))
     if by_role:
