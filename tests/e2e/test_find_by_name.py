@@ -69,7 +69,7 @@ def test_sdk_lists_and_gets_by_name(sdk: sr.Client, names: dict[str, str]) -> No
     assert sr.Credential.get_by_name("Warehouse-EU").credential_id == names["Warehouse-EU"]
     with pytest.raises(sr.ClientError) as missing:
         sr.Credential.get_by_name("nowhere")
-    assert missing.value.status_code == 404 and "nowhere" in missing.value.message
+    assert missing.value.status_code == 404 and missing.value.message == "credential not found: none named 'nowhere'"
 
 
 def test_get_by_name_refuses_an_ambiguous_name(server: Server, sdk: sr.Client, names: dict[str, str]) -> None:
@@ -102,6 +102,8 @@ def test_cli_takes_a_name_wherever_it_takes_an_id(server: Server, token: str, ap
     server.cli("credentials", "update", "warehouse", "--description", "main", *env_token)
     assert api.get(f"/credentials/{made}/").json()["description"] == "main"
     missing = server.cli("credentials", "get", "nowhere", *env_token, check=False)
-    assert missing.returncode == 1 and missing.stderr.startswith("Error: ") and "nowhere" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr == "Error: credential not found: none named 'nowhere'\n"
+    unknown = server.cli("credentials", "get", "f" * 24, *env_token, check=False)
+    assert unknown.stderr == f"Error: credential not found: no credential has the id or the name {'f' * 24!r}\n"
     server.cli("credentials", "delete", "warehouse", "--yes", *env_token)
     assert api.get(f"/credentials/{made}/").status_code == 404

@@ -301,13 +301,19 @@ def find(reference: str) -> Credential:
     (names may look like ids); anything else is a name."""
     from strongroom.client import ClientError, Credential
 
-    if re.fullmatch(r"[0-9a-f]{24}", reference):
-        try:
-            return Credential.get(reference)
-        except ClientError as exc:
-            if exc.status_code != 404:
-                raise
-    return Credential.get_by_name(reference)
+    if not re.fullmatch(r"[0-9a-f]{24}", reference):
+        return Credential.get_by_name(reference)
+    try:
+        return Credential.get(reference)
+    except ClientError as exc:
+        if exc.status_code != 404:
+            raise
+    try:
+        return Credential.get_by_name(reference)
+    except ClientError as exc:
+        if exc.status_code == 404:
+            fail(f"credential not found: no credential has the id or the name {reference!r}")
+        raise
 
 
 @app.command("get")

@@ -202,7 +202,8 @@ class Credential:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise ClientError(f"no credential named {name!r}", 404, {"message": f"no credential named {name!r}"})
+            message = f"credential not found: none named {name!r}"
+            raise ClientError(message, 404, {"message": message})
         ids = ", ".join(str(c.credential_id) for c in found)
         raise StrongroomSDKError(f"{len(found)} credentials named {name!r} ({ids}); give an id instead")
 
