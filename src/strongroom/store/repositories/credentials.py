@@ -529,6 +529,7 @@ def _shared_page(
     newest_first: bool, filtered: bool, by_role: bool, by_name: bool = False, by_search: bool = False
 ) -> tuple[Executable, Executable]:
     """A page of every credential the user (`user`) has a role on, with that role, and the matching count.
+
     The visible set is the user's own credentials (owner index), rows shared with them and with their groups
     (recipient index), each credential once with its highest role. The page is chosen from ids and creation
     times only (the `(id, created_at, credential_type)` index), and only its hundred rows are read in full:
