@@ -40,10 +40,13 @@ BASELINES = {
     "get": "floor-get",
     "get-shared": "floor-get",
     "list": "floor-page",
+    "name": "floor-get",  # a list filtered to one name: one item
+    "search": "floor-page",
     "list-shared": "floor-page",
     "create": "floor-post",
     "update": "floor-post",
 }
+SCALED = ("get", "list", "name", "search")  # the scenarios measured at each store size
 TARGETS = {"get": 0.60, "list": 0.50, "create": 0.25, "update": 0.25}
 
 
@@ -299,16 +302,24 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             r.ratio = r.rps / floors[base] if base else r.rps / floors[r.scenario.removesuffix("-again")]
             r.store_size = 1000
 
-        # Store-size scaling: a second user whose store grows; GET and list-page latency at each size.
+        # Store-size scaling: a second user whose store grows; GET, list-page and name look-up latency at each
+        # size (`--only` picks among them too). `name` finds one of the first seeded names (`?name=`, exact);
+        # `search` that name upper-cased (`?search=`: it and the names it begins, a few dozen, any case).
         scale_token, scale_user = bench_user(service, "bench-scale")
         have: list[str] = []
-        for size in args.sizes if not args.only else []:
+        scaled = [kind for kind in SCALED if not args.only or kind in args.only]
+        first = f"s{args.sizes[0]}-7"
+        for size in args.sizes if scaled else []:
             have += seed(service, scale_user, size - len(have), f"s{size}")
             env = {"BENCH_TOKEN": scale_token, "BENCH_PREFIX": "scale"}
             for name, script, extra in (
                 ("get", "get.lua", {"BENCH_IDS": ",".join(have[:: max(1, len(have) // 1000)][:1000])}),
                 ("list", "path.lua", {"BENCH_PATH": "/api/v2/credentials/?limit=100"}),
+                ("name", "path.lua", {"BENCH_PATH": f"/api/v2/credentials/?name={first}"}),
+                ("search", "path.lua", {"BENCH_PATH": f"/api/v2/credentials/?search={first.upper()}"}),
             ):
+                if name not in scaled:
+                    continue
                 short = argparse.Namespace(**{**vars(args), "duration": args.scale_duration})
                 r = measure(f"{name}@{size}", script, srv, {**env, **extra}, short)
                 r.ratio, r.store_size = r.rps / floors[BASELINES[name]], size
@@ -369,7 +380,7 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
         )
     by = {r.scenario: r for r in results}
     small, large = min(args.sizes), max(args.sizes)
-    for kind in ("get", "list"):
+    for kind in SCALED:
         a, b = by.get(f"{kind}@{small}"), by.get(f"{kind}@{large}")
         if a and b and large > small:
             growth = b.p50_ms / a.p50_ms
@@ -403,7 +414,7 @@ def plot(backend: str, results: list[Result], args: argparse.Namespace, path: Pa
         left.annotate(f"{r.ratio:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     left.set_title(f"Throughput ({backend}, {args.connections} conns); label = ratio to floor")
     left.set_ylabel("requests/s")
-    for kind, color in (("get", "#55a868"), ("list", "#c44e52")):
+    for kind, color in (("get", "#55a868"), ("list", "#c44e52"), ("name", "#8172b2"), ("search", "#ccb974")):
         pts = sorted((r.store_size, r.p50_ms, r.p99_ms) for r in results if r.scenario.startswith(f"{kind}@"))
         if pts:
             sizes = [p[0] for p in pts]
