@@ -11,29 +11,35 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from strongroom.client import (
+        ApiKey,
         AppPlatformError,
         AuditRecord,
         Client,
         ClientError,
         ConfigurationError,
         Credential,
+        Group,
         ServerError,
         SharingRole,
         StrongroomSDKError,
+        User,
         get_client,
         set_client,
     )
 
 __all__ = [
+    "ApiKey",
     "AppPlatformError",
     "AuditRecord",
     "Client",
     "ClientError",
     "ConfigurationError",
     "Credential",
+    "Group",
     "ServerError",
     "SharingRole",
     "StrongroomSDKError",
+    "User",
     "__version__",
     "get_client",
     "set_client",

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     db_timeout: float = 30  # seconds a statement may wait: PostgreSQL statement_timeout, SQLite busy_timeout
     db_connect_timeout: int = 3  # seconds to reach PostgreSQL before answering 503 (libpq's minimum is 2)
     log_level: str = "info"
+    last_used_flush: float = 30  # seconds between writes of tokens' last use (each at most once a minute)
     access_log: bool = True  # one line per request with its X-Request-Id (Strongroom's own; uvicorn's is off)
     # The HTTP boundary (api/serve.py): what one connection may cost before it is cut off.
     max_header_bytes: int = 32_768  # request line plus all header lines; over it: 431 and the connection closes

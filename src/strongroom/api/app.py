@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,6 +26,7 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 
 PREFIX = "/api/v2"
+_log = logging.getLogger("strongroom.server")
 STATIC = Path(__file__).parent / "static"
 # Swagger UI (swagger-ui-dist 5.35.0, Apache-2.0) ships inside the package, so the docs page works offline;
 # the page's own script is a file too, because the CSP allows no inline script.
@@ -62,7 +65,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             holder["services"] = Services.open(settings)
         holder["services"].db.start_loop_pool(settings.resolved_store_threads)
         _settle_heap()
+        recorder = asyncio.create_task(_record_token_use(holder["services"], executor, settings.last_used_flush))
         yield
+        recorder.cancel()
+        await _flush_token_use(holder["services"], executor)
         if access_log is not None:
             access_log.flush()
         executor.shutdown(wait=True)
@@ -118,6 +124,26 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.router.redirect_slashes = False  # not_found redirects, without reflecting the Host header
     return app
+
+
+async def _record_token_use(services: Services, executor: ThreadPoolExecutor, every: float) -> None:
+    """Write the tokens used since the last pass, every `every` seconds, off the event loop (each token's
+    `last_used_at` at most once a minute: the UPDATE skips fresher ones)."""
+    while True:
+        await asyncio.sleep(every)
+        await _flush_token_use(services, executor)
+
+
+async def _flush_token_use(services: Services, executor: ThreadPoolExecutor) -> None:
+    """One pass: take the set on the loop (where requests add to it), write it in a store thread; a failure
+    (the database away) loses that pass's times only, and is logged without any token."""
+    batch = services.accounts.take_used()
+    if not batch:
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, services.accounts.record_use, batch)
+    except Exception as exc:
+        _log.warning("could not record the last use of %d token(s): %s", len(batch), type(exc).__name__)
 
 
 def _dispatch(methods: dict[str, Any]) -> Any:

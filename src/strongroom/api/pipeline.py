@@ -136,7 +136,8 @@ class Pipeline:
             try:
                 if fused is not None:
                     answer = await fused(call)
-                    if answer is not None:
+                    if answer is not None:  # only ever for a valid token
+                        call.services.accounts.used(call.token)
                         return answer
                 call.who = await self.authenticate(call)
                 if scope is not None:
@@ -165,6 +166,7 @@ class Pipeline:
                 who = await call.read(lambda: accounts.authenticate(token))
         except Unauthorized:
             raise self._failed(call.request) from None
+        accounts.used(token)
         scope = call.request.scope
         scope[USER] = who.username
         return replace(who, address=_address(call.request), request_id=scope.get(REQUEST_ID))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from strongroom.cli import archive, audit, credentials, keys, server, tokens, users
+from strongroom.cli import archive, audit, credentials, groups, keys, server, tokens, users
 from strongroom.cli.output import CommandError, error_line
 from strongroom.cli.store import SERVER_MODULES, server_missing
 
@@ -33,6 +33,7 @@ app = _Strongroom(
 )
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(groups.app, name="groups")
 app.add_typer(keys.app, name="keys")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(audit.app, name="audit")

@@ -1,18 +1,26 @@
-"""`strongroom tokens …`: local administration of API tokens; a token's value is shown once, at creation."""
+"""`strongroom tokens …`: API tokens; a token's value is shown once, at creation.
+
+Remote (an endpoint and a token given, see cli/remote.py): the caller's own tokens. Local: any user's.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from strongroom.cli.output import err, fail, out, print_table, table
+from strongroom.cli.remote import EndpointOpt, TokenOpt, connect, remember, target
 from strongroom.cli.store import store
 
-app = typer.Typer(help="Manage API tokens (local administration).", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage API tokens: your own on a server when an endpoint and a token are given (--endpoint/--token or "
+    "STRONGROOM_ENDPOINT/STRONGROOM_API_TOKEN), else any user's in the local store.",
+    no_args_is_help=True,
+)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 SCOPE_NAMES = ("read", "write", "use", "admin")  # strongroom.services.accounts.SCOPES, without importing the store
 _DURATION = re.compile(r"(\d+)([mhdw])")
@@ -37,74 +45,129 @@ def parse_expiry(value: str, now: datetime) -> datetime:
     return moment
 
 
+UserArg = Annotated[
+    str | None, typer.Argument(help="Whose tokens (local store only; remotely they are always your own).")
+]
+
+
+@app.callback()
+def connection(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
+    """Remember the connection options for the subcommand (which may also take them)."""
+    remember(ctx, endpoint, token)
+
+
+def _where(ctx: typer.Context, username: str | None, endpoint: str | None, token: str | None) -> tuple[str, str] | None:
+    """The server to talk to, or None for the local store (which needs USERNAME; a server refuses one)."""
+    remote = target(ctx, endpoint, token)
+    if remote is not None and username is not None:
+        fail(
+            "remotely, token commands manage the caller's own tokens: drop USERNAME "
+            "(or unset STRONGROOM_ENDPOINT / STRONGROOM_API_TOKEN to administer USERNAME's tokens locally)"
+        )
+    if remote is None and username is None:
+        fail("USERNAME is required for the local store (or give an endpoint and token to manage your own)")
+    return remote
+
+
+def _local(t: Any) -> dict[str, Any]:
+    from strongroom.representation import iso
+
+    return {
+        "id": t.id,
+        "name": t.name,
+        "prefix": t.prefix,
+        "scopes": t.scopes.split(),
+        "createdAt": iso(t.created_at),
+        "expiresAt": iso(t.expires_at) if t.expires_at else None,
+        "lastUsedAt": iso(t.last_used_at) if t.last_used_at else None,
+        "revoked": t.revoked_at is not None,
+    }
+
+
 @app.command("create")
 def tokens_create(
-    username: str,
+    ctx: typer.Context,
+    username: UserArg = None,
     name: Annotated[str, typer.Option(help="A label for the token.")] = "default",
     scope: Annotated[
-        list[str] | None, typer.Option(help=f"Scopes (repeat): {', '.join(SCOPE_NAMES)}. Default: all.")
+        list[str] | None,
+        typer.Option(help=f"Scopes (repeat): {', '.join(SCOPE_NAMES)}. Default: all (remotely: your token's)."),
     ] = None,
     expires: Annotated[
         str | None,
         typer.Option(metavar="WHEN", help="Expiry: a duration (30d, 12h, 90m, 2w) or an ISO date/time (default UTC)."),
     ] = None,
     as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
 ) -> None:
-    """Create an API token for a user. The token is shown once and stored only as a hash."""
-    from strongroom.representation import iso
-
+    """Create an API token. The token is shown once and stored only as a hash."""
     expires_at = parse_expiry(expires, datetime.now(UTC)) if expires is not None else None
-    with store() as services:
-        token, raw = services.accounts.create_token(username, name, tuple(scope or SCOPE_NAMES), expires_at)
-    expiry = iso(expires_at) if expires_at else None
+    remote = _where(ctx, username, endpoint, token)
+    if remote is not None:
+        from strongroom.client import ApiKey
+
+        with connect(remote):
+            key = ApiKey.create(name, scope or None, expires_at)
+        shown, raw, owner = key.as_dict(), key.token or "", "you"
+    else:
+        with store() as services:
+            made, raw = services.accounts.create_token(username, name, tuple(scope or SCOPE_NAMES), expires_at)  # type: ignore[arg-type]
+        shown, owner = _local(made), username
     if as_json:
-        shown = {"id": token.id, "name": token.name, "scopes": token.scopes.split(), "expiresAt": expiry, "token": raw}
-        print(json.dumps(shown))
+        print(json.dumps({k: shown[k] for k in ("id", "name", "scopes", "expiresAt")} | {"token": raw}))
         return
-    until = f", expires {expiry}" if expiry else ""
-    err.print(f"Token {token.id} for {username} (scopes: {token.scopes}{until}). It is shown only now:")
+    until = f", expires {shown['expiresAt']}" if shown["expiresAt"] else ""
+    err.print(f"Token {shown['id']} for {owner} (scopes: {' '.join(shown['scopes'])}{until}). It is shown only now:")
     print(raw)
 
 
 @app.command("list")
-def tokens_list(username: str, as_json: JsonOpt = False) -> None:
-    """List a user's tokens (never their values); ids are printed in full at any terminal width."""
-    from strongroom.representation import iso
+def tokens_list(
+    ctx: typer.Context,
+    username: UserArg = None,
+    as_json: JsonOpt = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List tokens (never their values), with their last use; ids are printed in full at any terminal width."""
+    remote = _where(ctx, username, endpoint, token)
+    if remote is not None:
+        from strongroom.client import ApiKey
 
-    with store() as services:
-        tokens = services.accounts.list_tokens(username)
-    rows = [
-        {
-            "id": t.id,
-            "name": t.name,
-            "prefix": t.prefix,
-            "scopes": t.scopes,
-            "createdAt": iso(t.created_at),
-            "expiresAt": iso(t.expires_at) if t.expires_at else None,
-            "revoked": t.revoked_at is not None,
-        }
-        for t in tokens
-    ]
+        with connect(remote):
+            rows = [k.as_dict() for k in ApiKey.list()]
+    else:
+        with store() as services:
+            rows = [_local(t) for t in services.accounts.list_tokens(username)]  # type: ignore[arg-type]
     if as_json:
         print(json.dumps(rows))
         return
-    grid = table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
+    grid = table("id", "name", "prefix", "scopes", "created", "expires", "last used", "revoked")
     for r in rows:
         grid.add_row(
             r["id"],
             r["name"],
             r["prefix"] + "…",
-            r["scopes"],
+            " ".join(r["scopes"]),
             r["createdAt"],
             r["expiresAt"] or "",
+            r["lastUsedAt"] or "",
             "yes" if r["revoked"] else "",
         )
     print_table(grid)
 
 
 @app.command("revoke")
-def tokens_revoke(token_id: str) -> None:
-    """Revoke a token; it stops working at once."""
-    with store() as services:
-        services.accounts.revoke_token(token_id)
+def tokens_revoke(ctx: typer.Context, token_id: str, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
+    """Revoke a token (remotely: one of your own); it stops working at once."""
+    remote = target(ctx, endpoint, token)
+    if remote is not None:
+        from strongroom.client import ApiKey
+
+        with connect(remote):
+            ApiKey.revoke(token_id)
+    else:
+        with store() as services:
+            services.accounts.revoke_token(token_id)
     out.print(f"Revoked token {token_id}")

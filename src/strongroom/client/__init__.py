@@ -9,6 +9,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from strongroom.client.accounts import ApiKey, Group, User
     from strongroom.client.audit import AuditRecord
     from strongroom.client.client import Client, get_client, set_client
     from strongroom.client.credential import Credential, SharingRole
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
+    "ApiKey": "accounts",
+    "Group": "accounts",
+    "User": "accounts",
     "Client": "client",
     "get_client": "client",
     "set_client": "client",
@@ -35,15 +39,18 @@ _HOMES = {
 }
 
 __all__ = [
+    "ApiKey",
     "AppPlatformError",
     "AuditRecord",
     "Client",
     "ClientError",
     "ConfigurationError",
     "Credential",
+    "Group",
     "ServerError",
     "SharingRole",
     "StrongroomSDKError",
+    "User",
     "get_client",
     "set_client",
 ]

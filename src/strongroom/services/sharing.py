@@ -199,10 +199,12 @@ class SharingService:
     # ---- groups (administrators; the CLI acts as one) ---------------------------------------------------
 
     def create_group(self, who: Principal | None, name: str) -> Group:
+        """Create a group, audited; 409 if the name is taken."""
         _admin(who)
         group = Group(id=new_id(), name=credential_types.check_name(name), created_at=utcnow())
+        entry = Event("group.create", 201, who, detail={"groupId": group.id, "group": group.name}).entry()
         try:
-            self.sharing.add_group(group)
+            self.sharing.add_group(group, entry)
         except GroupNameTaken:
             raise Conflict(f"name: group {group.name!r} already exists", {"name": "already in use"}) from None
         return group
@@ -212,17 +214,27 @@ class SharingService:
         return [{"id": g.id, "name": g.name, "members": members} for g, members in self.sharing.groups()]
 
     def add_member(self, who: Principal | None, group: str, username: str) -> bool:
+        """Add a member, audited (adding one already there changes and records nothing)."""
         _admin(who)
-        return self.sharing.add_member(self._group(group), self._user(username))
+        gid, user_id = self._group(group), self._user(username)
+        detail = {"groupId": gid, "group": group, "userId": user_id, "username": username}
+        return self.sharing.add_member(gid, user_id, Event("group.add_member", 204, who, detail=detail).entry())
 
     def remove_member(self, who: Principal | None, group: str, username: str) -> bool:
-        """Remove a member; their access through the group ends with this call."""
+        """Remove a member, audited; their access through the group ends with this call."""
         _admin(who)
-        return self.sharing.remove_member(self._group(group), self._user(username))
+        gid, user_id = self._group(group), self._user(username)
+        detail = {"groupId": gid, "group": group, "userId": user_id, "username": username}
+        return self.sharing.remove_member(gid, user_id, Event("group.remove_member", 204, who, detail=detail).entry())
 
     def delete_group(self, who: Principal | None, group: str) -> None:
+        """Delete a group and every role given to it, audited."""
         _admin(who)
-        self.sharing.delete_group(self._group(group))
+        gid = self._group(group)
+        if not self.sharing.delete_group(
+            gid, Event("group.delete", 204, who, detail={"groupId": gid, "group": group}).entry()
+        ):
+            raise NotFound(f"group {group!r} not found")
 
     def _group(self, key: str) -> str:
         found = self.sharing.groups_by(ids=[key], names=[key])

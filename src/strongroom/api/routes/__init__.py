@@ -1,5 +1,12 @@
 """One module per resource, each exporting `ENDPOINTS`; `ALL` is what the app serves, in document order."""
 
-from strongroom.api.routes import audit, credentials, datastores, sharing, system
+from strongroom.api.routes import accounts, audit, credentials, datastores, sharing, system
 
-ALL = [*system.ENDPOINTS, *credentials.ENDPOINTS, *sharing.ENDPOINTS, *datastores.ENDPOINTS, *audit.ENDPOINTS]
+ALL = [
+    *system.ENDPOINTS,
+    *credentials.ENDPOINTS,
+    *sharing.ENDPOINTS,
+    *datastores.ENDPOINTS,
+    *audit.ENDPOINTS,
+    *accounts.ENDPOINTS,
+]

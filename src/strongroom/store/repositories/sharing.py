@@ -146,12 +146,18 @@ class SharingRepository:
 
     # ---- groups -----------------------------------------------------------------------------------------
 
-    def add_group(self, group: Group) -> None:
+    def add_group(self, group: Group, audit: Entry) -> None:
+        """Store a new group with its audit record; GroupNameTaken if the name is in use."""
+        values = {"id": group.id, "name": group.name, "created_at": group.created_at}
+
+        def add(tx: Tx) -> None:
+            if tx.rows(_GROUP_NAMED, {"name": group.name}):
+                raise GroupNameTaken
+            tx.run(_INSERT_GROUP, values)
+            append_in(tx, audit, postgres=not self.db.is_sqlite)
+
         try:
-            with self.db.write() as s:
-                if s.scalar(select(Group.id).where(Group.name == group.name)):
-                    raise GroupNameTaken
-                s.add(group)
+            self.db.transact(add)
         except IntegrityError:
             raise GroupNameTaken from None
 
@@ -169,31 +175,47 @@ class SharingRepository:
             by_group.setdefault(gid, []).append(username)
         return [(g, by_group.get(g.id, [])) for g in groups]
 
-    def add_member(self, group_id: str, user_id: str) -> bool:
-        """Add a member (and mark them as having shared access); False if they already were one."""
-        with self.db.write() as s:
-            if s.get(GroupMember, (group_id, user_id)) is not None:
+    def add_member(self, group_id: str, user_id: str, audit: Entry) -> bool:
+        """Add a member (and mark them as having shared access) with the audit record; False (and no record) if
+        they already were one."""
+        key = {"gid": group_id, "uid": user_id}
+
+        def add(tx: Tx) -> bool:
+            if tx.rows(_IS_MEMBER, key):
                 return False
-            s.add(GroupMember(group_id=group_id, user_id=user_id))
-            s.execute(update(User).where(User.id == user_id).values(shared=true()))
+            tx.run(_ADD_MEMBER, key)
+            tx.run(_MARK_SHARED, {"rid": user_id})
+            append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
-    def remove_member(self, group_id: str, user_id: str) -> bool:
-        with self.db.write() as s:
-            return bool(
-                s.execute(
-                    delete(GroupMember).where(GroupMember.group_id == group_id, GroupMember.user_id == user_id)
-                ).rowcount  # type: ignore[attr-defined]
-            )
+        added: bool = self.db.transact(add)
+        return added
 
-    def delete_group(self, group_id: str) -> bool:
-        with self.db.write() as s:
-            s.execute(
-                delete(CredentialRole).where(
-                    CredentialRole.recipient_type == "group", CredentialRole.recipient_id == group_id
-                )
-            )
-            return bool(s.execute(delete(Group).where(Group.id == group_id)).rowcount)  # type: ignore[attr-defined]
+    def remove_member(self, group_id: str, user_id: str, audit: Entry) -> bool:
+        """Remove a member with the audit record; False (and no record) if they were not one."""
+
+        def remove(tx: Tx) -> bool:
+            if not tx.run(_REMOVE_MEMBER, {"gid": group_id, "uid": user_id}):
+                return False
+            append_in(tx, audit, postgres=not self.db.is_sqlite)
+            return True
+
+        removed: bool = self.db.transact(remove)
+        return removed
+
+    def delete_group(self, group_id: str, audit: Entry) -> bool:
+        """Delete a group, its members and every role given to it, with the audit record."""
+
+        def remove(tx: Tx) -> bool:
+            tx.run(_GROUP_ROLES, {"gid": group_id})
+            tx.run(_GROUP_MEMBERS, {"gid": group_id})
+            if not tx.run(_DELETE_GROUP, {"gid": group_id}):
+                return False
+            append_in(tx, audit, postgres=not self.db.is_sqlite)
+            return True
+
+        deleted: bool = self.db.transact(remove)
+        return deleted
 
     # ---- changing roles ---------------------------------------------------------------------------------
 
@@ -272,3 +294,19 @@ _TRANSFER = (
     )
 )
 _MARK_SHARED = update(User).where(User.id == bindparam("rid")).values(shared=true())
+_GROUP_NAMED = select(Group.id).where(Group.name == bindparam("name"))
+_INSERT_GROUP = Group.__table__.insert().values(
+    id=bindparam("id"), name=bindparam("name"), created_at=bindparam("created_at")
+)
+_IS_MEMBER = select(GroupMember.user_id).where(
+    GroupMember.group_id == bindparam("gid"), GroupMember.user_id == bindparam("uid")
+)
+_ADD_MEMBER = GroupMember.__table__.insert().values(group_id=bindparam("gid"), user_id=bindparam("uid"))
+_REMOVE_MEMBER = delete(GroupMember).where(
+    GroupMember.group_id == bindparam("gid"), GroupMember.user_id == bindparam("uid")
+)
+_GROUP_ROLES = delete(CredentialRole).where(
+    CredentialRole.recipient_type == "group", CredentialRole.recipient_id == bindparam("gid")
+)
+_GROUP_MEMBERS = delete(GroupMember).where(GroupMember.group_id == bindparam("gid"))
+_DELETE_GROUP = delete(Group).where(Group.id == bindparam("gid"))

@@ -1,0 +1,122 @@
+"""`strongroom groups …`: groups of users, on a server with an admin token or in the local store (cli/remote.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from strongroom.cli.output import out, print_table, table
+from strongroom.cli.remote import EndpointOpt, TokenOpt, connect, remember, target
+from strongroom.cli.store import store
+
+app = typer.Typer(
+    help="Manage groups: on a server with an admin token when an endpoint and a token are given "
+    "(--endpoint/--token or STRONGROOM_ENDPOINT/STRONGROOM_API_TOKEN), else in the local store. Sharing a "
+    "credential with a group gives every member the role; removing a member ends their access at once.",
+    no_args_is_help=True,
+)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+GroupArg = Annotated[str, typer.Argument(help="The group's name or id.")]
+
+
+@app.callback()
+def connection(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
+    """Remember the connection options for the subcommand (which may also take them)."""
+    remember(ctx, endpoint, token)
+
+
+@app.command("create")
+def groups_create(
+    ctx: typer.Context, name: str, as_json: JsonOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None
+) -> None:
+    """Create a group."""
+    remote = target(ctx, endpoint, token)
+    if remote is not None:
+        from strongroom.client import Group
+
+        with connect(remote):
+            made = Group.create(name)
+        group = {"id": made.group_id, "name": made.name, "members": made.members}
+    else:
+        with store() as services:
+            created = services.sharing.create_group(None, name)
+        group = {"id": created.id, "name": created.name, "members": []}
+    if as_json:
+        print(json.dumps(group))
+    else:
+        out.print(f"Created group {group['name']} ({group['id']})")
+
+
+@app.command("list")
+def groups_list(
+    ctx: typer.Context, as_json: JsonOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None
+) -> None:
+    """List groups and their members."""
+    remote = target(ctx, endpoint, token)
+    rows: list[dict[str, Any]]
+    if remote is not None:
+        from strongroom.client import Group
+
+        with connect(remote):
+            rows = [{"id": g.group_id, "name": g.name, "members": g.members} for g in Group.list()]
+    else:
+        with store() as services:
+            rows = services.sharing.list_groups(None)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    grid = table("id", "name", "members")
+    for r in rows:
+        grid.add_row(r["id"], r["name"], " ".join(r["members"]))
+    print_table(grid)
+
+
+@app.command("add")
+def groups_add(
+    ctx: typer.Context, group: GroupArg, username: str, endpoint: EndpointOpt = None, token: TokenOpt = None
+) -> None:
+    """Add a user to a group."""
+    remote = target(ctx, endpoint, token)
+    if remote is not None:
+        from strongroom.client import Group
+
+        with connect(remote):
+            Group.add_member(group, username)
+    else:
+        with store() as services:
+            services.sharing.add_member(None, group, username)
+    out.print(f"Added {username} to group {group}")
+
+
+@app.command("remove")
+def groups_remove(
+    ctx: typer.Context, group: GroupArg, username: str, endpoint: EndpointOpt = None, token: TokenOpt = None
+) -> None:
+    """Remove a user from a group; their access through it ends at once."""
+    remote = target(ctx, endpoint, token)
+    if remote is not None:
+        from strongroom.client import Group
+
+        with connect(remote):
+            Group.remove_member(group, username)
+    else:
+        with store() as services:
+            services.sharing.remove_member(None, group, username)
+    out.print(f"Removed {username} from group {group}")
+
+
+@app.command("delete")
+def groups_delete(ctx: typer.Context, group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
+    """Delete a group and every role given to it."""
+    remote = target(ctx, endpoint, token)
+    if remote is not None:
+        from strongroom.client import Group
+
+        with connect(remote):
+            Group.delete(group)
+    else:
+        with store() as services:
+            services.sharing.delete_group(None, group)
+    out.print(f"Deleted group {group}")
