@@ -65,7 +65,10 @@ def _where(ctx: typer.Context, username: str | None, endpoint: str | None, token
             "(or unset STRONGROOM_ENDPOINT / STRONGROOM_API_TOKEN to administer USERNAME's tokens locally)"
         )
     if remote is None and username is None:
-        fail("USERNAME is required for the local store (or give an endpoint and token to manage your own)")
+        ctx.fail(
+            "Missing argument 'USERNAME' (the local store's tokens are a user's; give an endpoint and a token to "
+            "manage your own on a server)"
+        )
     return remote
 
 

@@ -15,7 +15,6 @@ from strongroom.api.pipeline import Call, Endpoint
 from strongroom.errors import InvalidInput
 from strongroom.representation import iso
 from strongroom.services.accounts import SCOPES
-from strongroom.store.models import ApiToken, User
 
 _USER = {
     "type": "object",
@@ -56,7 +55,8 @@ _NEW_KEY = {
 }
 
 
-def user_json(user: User) -> dict[str, Any]:
+def user_json(user: Any) -> dict[str, Any]:
+    """A user's API JSON."""
     return {
         "id": user.id,
         "username": user.username,
@@ -66,7 +66,8 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
-def key_json(token: ApiToken) -> dict[str, Any]:
+def key_json(token: Any) -> dict[str, Any]:
+    """A token's API JSON (never its value or hash)."""
     return {
         "id": token.id,
         "name": token.name,
