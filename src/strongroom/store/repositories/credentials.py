@@ -532,7 +532,7 @@ def _shared_page(
 
     The visible set is the user's own credentials (owner index), rows shared with them and with their groups
     (recipient index), each credential once with its highest role. The page is chosen from ids and creation
-    times only (the `(id, created_at, credential_type)` index), and only its hundred rows are read in full:
+    times only (an `(id, created_at, credential_type)` index serves that), and only its rows are read in full:
     users with shares pay for the size of what they see, owner-only lists keep the flat `_page`. A `name`
     filter reaches the user's own credentials through the (owner, name) unique index, so it stays flat however
     many they own; a `search` (a LIKE pattern) is checked on the names of that index for the owner's part.
@@ -571,7 +571,6 @@ def _shared_page(
         .order_by(*ordering)
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
-        .with_hint(Credential, "INDEXED BY ix_credentials_id_created", "sqlite")
         .subquery("chosen")
     )
     again = (chosen.c.pat.desc(), chosen.c.pid.desc()) if newest_first else (chosen.c.pat.asc(), chosen.c.pid.asc())
