@@ -31,7 +31,11 @@ def parse_moment(value: str, name: str, now: datetime | None = None) -> datetime
     422 naming `name` otherwise."""
     text = value.strip()
     if match := _RELATIVE.fullmatch(text):
-        return (now or utcnow()) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return (now or utcnow()) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            message = "is further back than the calendar goes"
+            raise InvalidInput(f"{name}: {message}", {name: message}) from None
     try:
         moment = datetime.fromisoformat(text) if 0 < len(text) <= 64 else None
     except ValueError:

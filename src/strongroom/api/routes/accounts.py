@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from strongroom import credential_types
 from strongroom.api.errors import JSONResponse
 from strongroom.api.openapi import answers, json_body
 from strongroom.api.paging import paged, window
@@ -199,7 +200,12 @@ def _page_of(schema: dict[str, Any], title: str) -> dict[str, Any]:
 
 
 _PAGING = [
-    {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "offset",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    },
     {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
 ]
 _USERNAME = _path("username", "The user's name")
@@ -295,8 +301,18 @@ ENDPOINTS = [
                     "title": "New API key",
                     "required": ["name"],
                     "properties": {
-                        "name": {"type": "string"},
-                        "scopes": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+                        "name": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": credential_types.NAME_MAX,
+                            "pattern": credential_types.NAME_PATTERN,
+                        },
+                        "scopes": {
+                            "type": "array",
+                            "minItems": 1,
+                            "uniqueItems": True,
+                            "items": {"type": "string", "enum": list(SCOPES)},
+                        },
                         "expiresAt": {"type": ["string", "null"], "format": "date-time"},
                     },
                 }

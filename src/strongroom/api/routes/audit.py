@@ -32,6 +32,13 @@ _RECORD = {
         "detail": {"type": "object"},
     },
 }
+_MOMENT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": "^[0-9]{1,4}[smhdw]$", "description": "a span before now, such as 1d"},
+        {"type": "string", "maxLength": 0, "description": "empty: no bound"},
+    ]
+}
 
 
 def _query(name: str, doc: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -69,9 +76,11 @@ ENDPOINTS = [
                 _query("credentialId", "Only records about this credential", {"type": "string"}),
                 _query("actor", "Only records of this username", {"type": "string"}),
                 _query("action", "Only this action, e.g. credential.update or auth.failed", {"type": "string"}),
-                _query("since", f"Records at or after this moment. {_MOMENT}", {"type": "string"}),
-                _query("until", f"Records before this moment. {_MOMENT}", {"type": "string"}),
-                _query("offset", "Records to skip", {"type": "integer", "minimum": 0, "default": 0}),
+                _query("since", f"Records at or after this moment. {_MOMENT}", _MOMENT_SCHEMA),
+                _query("until", f"Records before this moment. {_MOMENT}", _MOMENT_SCHEMA),
+                _query(
+                    "offset", "Records to skip", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0}
+                ),
                 _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
             ],
             "responses": {
