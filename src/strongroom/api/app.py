@@ -110,9 +110,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         table.setdefault(endpoint.path, {})[endpoint.method] = pipeline.endpoint(endpoint)
     api_routes = [Route(PREFIX + path, _dispatch(methods), methods=list(methods)) for path, methods in table.items()]
     app = Starlette(
-        routes=[
-            *api_routes,
+        routes=[  # Starlette tries routes in order: the health check, then the API's (hot ones first)
             Route("/healthz", healthz, include_in_schema=False),
+            *api_routes,
             Route(f"{PREFIX}/openapi.json", openapi_json, include_in_schema=False),
             Route(f"{PREFIX}/docs", docs, include_in_schema=False),
             Route(f"{PREFIX}/docs/init.js", docs_init, include_in_schema=False),

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 import time
@@ -115,6 +116,9 @@ class Boundary:
         self.app = app
         self.proxies = proxies
         self.access_log = access_log
+        # Request ids: random per process, then counted (a system call per request would hand the GIL over).
+        self._id_prefix = os.urandom(4).hex()
+        self._ids = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +128,7 @@ class Boundary:
             self._rewrite_client(scope)
         started = False
         status = 500
-        request_id = os.urandom(8).hex()
+        request_id = f"{self._id_prefix}{next(self._ids):08x}"
         scope[REQUEST_ID] = request_id
         began = time.perf_counter()
 

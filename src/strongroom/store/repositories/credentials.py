@@ -348,8 +348,13 @@ class CredentialRepository:
         statement, count = _shared_page(
             newest_first, "types" in params, "role" in params, "name" in params, "search" in params
         )
-        rows = self.db.fetch(statement, query)
-        total = int(self.db.fetch(count, query)[0][0])
+        if self.db.is_sqlite:
+            rows = self.db.fetch(statement, query)
+            total = int(self.db.fetch(count, query)[0][0])
+        else:  # not on the hot-path connections: their planner may not sort, and this page must
+            with self.db.read() as s:
+                rows = s.execute(statement, query).all()
+                total = int(s.execute(count, query).scalar_one())
         return Page([r[0] for r in rows], total, params["offset"], params["limit"], [int(r[1]) for r in rows])
 
     def current(self, credential_id: str, user_id: str) -> tuple[dict[str, Any], int | None] | None:
