@@ -26,10 +26,10 @@ def groups_of(user_id: Any) -> Any:
     return select(GroupMember.group_id).where(GroupMember.user_id == user_id).correlate_except(GroupMember)
 
 
-def shared_role(credential_id: Any, user_id: Any) -> Any:
-    """The highest role rank shared with `user_id` on `credential_id`, directly or through a group (NULL: none)."""
+def _over_rows(aggregate: Any, credential_id: Any, user_id: Any) -> Any:
+    """`aggregate` over the rows of `credential_id` shared with `user_id` directly or through a group."""
     return (
-        select(func.max(CredentialRole.role))
+        select(aggregate)
         .where(
             CredentialRole.credential_id == credential_id,
             or_(
@@ -40,6 +40,11 @@ def shared_role(credential_id: Any, user_id: Any) -> Any:
         .correlate_except(CredentialRole)
         .scalar_subquery()
     )
+
+
+def shared_role(credential_id: Any, user_id: Any) -> Any:
+    """The highest role rank shared with `user_id` on `credential_id`, directly or through a group (NULL: none)."""
+    return _over_rows(func.max(CredentialRole.role), credential_id, user_id)
 
 
 def role_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
@@ -49,18 +54,7 @@ def role_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
 
 def can_share_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
     """Whether the caller may share the credential: its owner, or any of their rows says so."""
-    shared = (
-        select(func.max(case((CredentialRole.can_share, 1), else_=0)))
-        .where(
-            CredentialRole.credential_id == credential_id,
-            or_(
-                and_(CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user_id),
-                and_(CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user_id))),
-            ),
-        )
-        .correlate_except(CredentialRole)
-        .scalar_subquery()
-    )
+    shared = _over_rows(func.max(case((CredentialRole.can_share, 1), else_=0)), credential_id, user_id)
     return case((owner_id == user_id, literal(1)), else_=func.coalesce(shared, 0))
 
 
