@@ -1,7 +1,7 @@
 """The REST contract, §1: the version handshake, authentication and token scopes, through real HTTP.
 
-The contract is /work/shared/spec/credentials-api.md. Every test talks to a live server process (`server`,
-once per backend) as a fresh user (`api`), so what is asserted is exactly what the DataRobot client and
+The contract is `shared/spec/credentials-api.md` beside the project. Every test talks to a live server process
+(`server`, once per backend) as a fresh user (`api`), so what is asserted is exactly what the DataRobot client and
 Terraform provider see on the wire. Checks that need no HTTP live in `tests/unit/`.
 """
 
