@@ -22,6 +22,7 @@ from strongroom.api import http, openapi, routes
 from strongroom.api.boundary import AccessLog, Boundary
 from strongroom.api.errors import JSONResponse, error_response
 from strongroom.api.pipeline import Pipeline
+from strongroom.api.routing import Routes
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 
@@ -118,7 +119,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             Route(f"{PREFIX}/docs/init.js", docs_init, include_in_schema=False),
             Mount(f"{PREFIX}/docs", StaticFiles(directory=STATIC / "swagger-ui"), name="docs-assets"),
         ],
-        middleware=[Middleware(Boundary, proxies=settings.proxy_networks, access_log=access_log)],
+        middleware=[  # the API's endpoints are found by `Routes`; Starlette's router answers the rest
+            Middleware(Boundary, proxies=settings.proxy_networks, access_log=access_log),
+            Middleware(Routes, table=table, prefix=PREFIX),
+        ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )
