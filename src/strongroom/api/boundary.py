@@ -82,13 +82,20 @@ class AccessLog:
         self._stamp = ""
 
     def add(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        """Queue the request's line; a path with control characters or quotes is escaped, so one request is
+        always one line."""
         client = scope.get("client")
         path = scope.get("path", "")
         if len(path) > _PATH_MAX:
             path = path[:_PATH_MAX] + "..."
+        if not path.isprintable() or '"' in path:
+            path = path.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+        now = int(time.time())
+        if now != self._second:  # the timestamp is formatted once a second
+            self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         self.lines.append(
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {client[0] if client else '-'} "
-            f'{scope.get(USER) or "-"} "{scope.get("method", "-")} {path!s}" {status} {seconds * 1000:.1f}ms '
+            f"{self._stamp} {client[0] if client else '-'} "
+            f'{scope.get(USER) or "-"} "{scope.get("method", "-")} {path}" {status} {seconds * 1000:.1f}ms '
             f"rid={request_id}\n"
         )
         if len(self.lines) >= self.batch:
