@@ -168,7 +168,3 @@ def if_match(request: Request) -> frozenset[int] | None:
         if not tag.group(1):
             revisions.add(int(tag.group(2)))
     return frozenset(revisions)
-
-
-def etag(revision: int) -> dict[str, str]:
-    return {"ETag": f'"{revision}"'}
