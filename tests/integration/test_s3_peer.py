@@ -43,3 +43,22 @@ def test_an_unknown_key_a_wrong_token_a_user_without_rights_and_a_missing_bucket
     assert _error_code(dataclasses.replace(s3.temporary, session_token="not-the-token")) == "InvalidToken"
     assert _error_code(s3.denied) == "AccessDenied"
     assert _error_code(dataclasses.replace(s3, bucket="no-such-bucket")) == "NoSuchBucket"
+
+
+def test_an_s3_check_goes_to_the_address_the_guard_checked(s3: S3Peer) -> None:
+    """services/s3.py connects to the address the SSRF guard resolved and checked, not to a second DNS answer:
+    a name only the guard's resolver knows is reached, and the signature (over the name) still holds."""
+    from strongroom.config import Settings
+    from strongroom.services import s3 as checks
+    from strongroom.services.connections import Connector
+
+    asked: list[str] = []
+    connector = Connector(Settings(), resolve=lambda host, port: asked.append(host) or ["127.0.0.1"])
+    port = s3.endpoint_url.rsplit(":", 1)[1]
+    where = checks.location({"url": f"{s3.url}/", "endpointUrl": f"http://only-the-guards-resolver-knows-me:{port}"})
+    signing = checks.Keys(s3.access_key_id, s3.secret_access_key, None)
+    assert checks.list_one(connector, where, signing).startswith("Connection successful")
+    assert asked == ["only-the-guards-resolver-knows-me"]
+    wrong = checks.Keys(s3.access_key_id, "x" + s3.secret_access_key, None)
+    with pytest.raises(checks.ConnectionFailed, match="signature mismatch"):
+        checks.list_one(connector, where, wrong)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from strongroom import credential_types
 from strongroom.errors import Conflict, Forbidden, Hidden, InvalidInput, NotFound
 from strongroom.representation import iso
+from strongroom.services import s3
 from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
 from strongroom.services.connections import DRIVERS, MAX_ROWS, Connector, Target, target
@@ -214,18 +215,35 @@ class DataStoreService:
             return _basic(kind, fields, "credentialId")
         data = body.get("credentialData")
         if data is not None:
-            if not isinstance(data, dict):
-                raise InvalidInput("credentialData: must be an object", {"credentialData": "must be an object"})
-            rest = dict(data)
-            ctype = credential_types.get_type(rest.pop("credentialType", None), field="credentialData.credentialType")
-            values = credential_types.parse_fields(ctype, rest)
-            credential_types.check_complete(ctype, values)
-            return _basic(ctype.name, values, "credentialData")
+            return _basic(*_credential_data(data), "credentialData")
         user, password = body.get("user"), body.get("password")
         if not isinstance(user, str) or not user or not isinstance(password, str):
             msg = "user and password must both be strings"
             raise InvalidInput(f"user: {msg}", {"user": msg})
         return user, password
+
+    # ---- S3 checks of a credential -----------------------------------------------------------------------
+
+    def test_credential(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> dict[str, str]:
+        """List one key of `body.url` with a stored s3 credential (`use` scope, any role from CONSUMER up;
+        audited as credential.use with the purpose and the URL)."""
+        who.require("use")
+        where = s3.location(body)
+        if body.get("credentialData") is not None:
+            msg = "give credentialData to credentials/test/, without a credential id"
+            raise InvalidInput(f"credentialData: {msg}", {"credentialData": msg})
+        kind, fields = self.credentials.use(
+            who, credential_id, {"purpose": "credential.test", "url": where.url, "endpointUrl": where.endpoint}
+        )
+        return {"message": s3.list_one(self.connector, where, s3.keys(kind, fields, "credentialId"))}
+
+    def test_credential_data(self, who: Principal, body: Mapping[str, Any]) -> dict[str, str]:
+        """List one key of `body.url` with the s3 `credentialData` of the body (validated like a stored
+        credential, used once, never stored)."""
+        who.require("use")
+        where = s3.location(body)
+        kind, values = _credential_data(body.get("credentialData"))
+        return {"message": s3.list_one(self.connector, where, s3.keys(kind, values, "credentialData"))}
 
     # ---- credential associations ------------------------------------------------------------------------
 
@@ -351,6 +369,17 @@ def _params(value: Any) -> dict[str, Any]:
     where = target(driver_id, jdbc_url, fields)
     kept = [{"id": f["id"], "name": f["name"], "value": f["value"]} for f in fields]
     return {"driver_id": where.driver.id, "jdbc_url": jdbc_url or None, "fields": json.dumps(kept)}
+
+
+def _credential_data(data: Any) -> tuple[str, dict[str, Any]]:
+    """The type and fields of an inline `credentialData` object, validated like a stored credential's."""
+    if not isinstance(data, dict):
+        raise InvalidInput("credentialData: must be an object", {"credentialData": "must be an object"})
+    rest = dict(data)
+    ctype = credential_types.get_type(rest.pop("credentialType", None), field="credentialData.credentialType")
+    values = credential_types.parse_fields(ctype, rest)
+    credential_types.check_complete(ctype, values)
+    return ctype.name, values
 
 
 def _basic(kind: str, fields: Mapping[str, Any], field: str) -> tuple[str, str]:

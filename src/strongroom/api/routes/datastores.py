@@ -1,5 +1,6 @@
 """`/externalDataDrivers/`, `/externalDataStores/` (CRUD, sharedRoles, test and browsing), credential
-associations and `/credentials/{id}/reveal/`: using a credential by id (DataRobot's shapes)."""
+associations, S3 checks (`/credentials/{id}/test/`, `/credentials/test/`) and `/credentials/{id}/reveal/`:
+using a credential by id (DataRobot's shapes)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,18 @@ async def credential_associations(call: Call) -> Response:
     return paged(call, data, len(data), len(data), 0, max(len(data), 1))
 
 
+async def test_credential(call: Call) -> Response:
+    body = await call.body()
+    credential_id, stores, who = call.path("credentialId"), call.services.datastores, call.principal
+    return JSONResponse(await call.write(lambda: stores.test_credential(who, credential_id, body)))
+
+
+async def test_credential_data(call: Call) -> Response:
+    body = await call.body()
+    stores, who = call.services.datastores, call.principal
+    return JSONResponse(await call.write(lambda: stores.test_credential_data(who, body)))
+
+
 async def reveal(call: Call) -> Response:
     credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
     found = await call.write(lambda: credentials.reveal(who, credential_id))
@@ -160,6 +173,27 @@ _LOGIN = {
         "sql": {"type": "string"},
         "maxRows": {"type": "integer", "minimum": 1, "maximum": 10000},
     },
+}
+_S3_CHECK = {
+    "url": {"type": "string", "pattern": "^s3://", "description": "s3://bucket/prefix"},
+    "endpointUrl": {
+        "type": "string",
+        "pattern": "^https?://",
+        "maxLength": 2048,
+        "description": "an S3-compatible endpoint (default: AWS)",
+    },
+    "region": {
+        "type": "string",
+        "pattern": "^[a-z]{2}(-[a-z]+)+-[0-9]$",
+        "description": "the signing region (default us-east-1)",
+    },
+}
+_S3_BODY = {"type": "object", "title": "S3 check", "required": ["url"], "properties": _S3_CHECK}
+_S3_DATA_BODY = {
+    "type": "object",
+    "title": "S3 check with credential data",
+    "required": ["url", "credentialData"],
+    "properties": {**_S3_CHECK, "credentialData": {"type": "object"}},
 }
 _ONE = "/externalDataStores/{dataStoreId}/"
 _USES = {
@@ -315,6 +349,29 @@ ENDPOINTS = [
             "summary": "What the caller linked a credential to",
             "parameters": [credential_id_parameter()],
             "responses": {"200": _ok("Associations"), **answers(401, 403, 404, 429)},
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/credentials/{credentialId}/test/",
+        "use",
+        test_credential,
+        doc={
+            "summary": "Prove an s3 credential works: list one key of url (any role; audited as a use)",
+            "parameters": [credential_id_parameter()],
+            "requestBody": json_body(_S3_BODY),
+            "responses": {"200": _ok("Check passed"), **answers(400, 401, 403, 404, 422, 429)},
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/credentials/test/",
+        "use",
+        test_credential_data,
+        doc={
+            "summary": "Prove s3 credentialData works: list one key of url (used once, never stored)",
+            "requestBody": json_body(_S3_DATA_BODY),
+            "responses": {"200": _ok("Check passed"), **answers(400, 401, 403, 422, 429)},
         },
     ),
     Endpoint(
