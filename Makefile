@@ -8,7 +8,7 @@ SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
 SERVER_STAMP := $(VENV)/.installed-server-$(SUM)
 TEST_STAMP := $(VENV)/.installed-test-$(SUM)
 
-.PHONY: serve test lint bench install clean wrk
+.PHONY: serve test lint bench install clean wrk oauth-peer
 
 $(SERVER_STAMP): pyproject.toml
 	@if [ -f $(TEST_STAMP) ]; then touch $@; else \
@@ -32,16 +32,25 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: lint wrk
+test: lint wrk oauth-peer
 	$(BIN)/python -m pytest
 
 # The load generator of bench/ (tests/e2e/test_bench.py runs a short benchmark); from Debian, where we may install.
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "wrk not installed: tests/e2e/test_bench.py will skip"
 
+# The real OAuth 2.0 authorization server of tests/e2e/test_oauth.py: npm's oidc-provider, pinned by the committed
+# package-lock.json; installed again when the lock file changes. Without node/npm the OAuth tests skip, saying why.
+OAUTH_PEER := tests/peers/oauth
+oauth-peer: $(OAUTH_PEER)/node_modules/.package-lock.json
+
+$(OAUTH_PEER)/node_modules/.package-lock.json: $(OAUTH_PEER)/package-lock.json $(OAUTH_PEER)/package.json
+	@if command -v npm >/dev/null; then cd $(OAUTH_PEER) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not installed: tests/e2e/test_oauth.py will skip"; fi
+
 bench: $(TEST_STAMP) wrk
 	$(BIN)/python -m pip install --quiet -e '.[server,test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(OAUTH_PEER)/node_modules

@@ -206,8 +206,9 @@ class Server:
             raise AssertionError(f"strongroom {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def new_user(self, prefix: str = "user") -> str:
-        """Create a user with a token through the service (fast), returning the raw token."""
+    def new_user(self, prefix: str = "user", *, admin: bool = False) -> str:
+        """Create a user (an administrator with `admin`) with a token through the service (fast), returning the
+        raw token."""
         from strongroom.bootstrap import Services
         from strongroom.config import Settings
 
@@ -215,7 +216,7 @@ class Server:
         service = Services.open(settings)
         try:
             username = f"{prefix}-{secrets.token_hex(4)}"
-            service.accounts.create_user(username)
+            service.accounts.create_user(username, admin=admin)
             return service.accounts.create_token(username)[1]
         finally:
             service.close()
@@ -733,3 +734,114 @@ def s3_server() -> Iterator[S3Peer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ---- a real OAuth 2.0 authorization server: npm's oidc-provider (tests/peers/oauth) ------------------------------
+
+OAUTH_PEER_DIR = Path(__file__).resolve().parent / "peers" / "oauth"
+OAUTH_REDIRECT = "http://127.0.0.1/callback"
+
+
+@dataclass
+class OAuthPeer:
+    """The running oidc-provider: its clients' secrets (`app` Basic, `post` client_secret_post, `brief` Basic with
+    access tokens shorter than Strongroom's refresh margin), and what a test does at it directly."""
+
+    base: str
+    secrets: dict[str, str]
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base}/token"
+
+    def refreshes(self, client_id: str) -> dict[str, int]:
+        """Refresh-token grants the provider has answered for the client: `success` and `error` counts."""
+        counts = httpx.get(f"{self.base}/test/counts", timeout=10).json()
+        return {"success": 0, "error": 0, **counts.get(client_id, {})}
+
+    def authorize(self, client_id: str = "app") -> dict[str, Any]:
+        """A token answer (access_token, refresh_token, expires_in) from a real authorization-code flow with PKCE:
+        authorize, the provider's login and consent interaction (which completes itself), then the code grant."""
+        import base64
+        import hashlib
+        from urllib.parse import parse_qsl, urlsplit
+
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        params = {
+            "client_id": client_id,
+            "response_type": "code",
+            "scope": "openid offline_access",
+            "redirect_uri": OAUTH_REDIRECT,
+            "prompt": "consent",
+            "state": secrets.token_hex(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        with httpx.Client(base_url=self.base, follow_redirects=False, timeout=10) as browser:
+            answer = browser.get("/auth", params=params)
+            for _ in range(10):
+                location = answer.headers.get("location", "")
+                if location.startswith(OAUTH_REDIRECT):
+                    break
+                assert answer.status_code in (302, 303), answer.text
+                answer = browser.get(location)
+            query = dict(parse_qsl(urlsplit(location).query))
+            assert query.get("state") == params["state"] and "code" in query, query
+            grant = {"grant_type": "authorization_code", "code": query["code"], "redirect_uri": OAUTH_REDIRECT}
+            tokens = self.token_request(client_id, {**grant, "code_verifier": verifier})
+        assert tokens.status_code == 200, tokens.text
+        result: dict[str, Any] = tokens.json()
+        assert result.get("refresh_token"), result
+        return result
+
+    def token_request(self, client_id: str, data: dict[str, str]) -> httpx.Response:
+        """A request to the token endpoint as the client (Basic, or in the body for `post`)."""
+        secret = self.secrets[client_id]
+        if client_id == "post":
+            return httpx.post(self.token_url, data={**data, "client_id": client_id, "client_secret": secret})
+        return httpx.post(self.token_url, data=data, auth=(client_id, secret))
+
+    def revoke(self, client_id: str, token: str) -> None:
+        """Revoke a token at the provider (RFC 7009)."""
+        secret = self.secrets[client_id]
+        answer = httpx.post(f"{self.base}/token/revocation", data={"token": token}, auth=(client_id, secret))
+        assert answer.status_code == 200, answer.text
+
+    def userinfo(self, access_token: str) -> httpx.Response:
+        """The provider's userinfo answer for an access token (200 only for a valid one)."""
+        return httpx.get(f"{self.base}/me", headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
+
+
+@contextmanager
+def oauth_peer(log_dir: Path) -> Iterator[OAuthPeer]:
+    """oidc-provider (tests/peers/oauth/server.js) on a free loopback port with fresh client secrets, stopped
+    afterwards; skips, saying why, when node or the npm packages (`make oauth-peer`) are missing."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the OAuth provider of tests/peers/oauth cannot run")
+    if not (OAUTH_PEER_DIR / "node_modules" / "oidc-provider").is_dir():
+        pytest.skip("oidc-provider is not installed: run `make oauth-peer` (npm ci in tests/peers/oauth)")
+    port = free_port()
+    client_secrets = {c: f"{c}-secret-" + secrets.token_hex(12) for c in ("app", "post", "brief")}
+    log = (log_dir / "oauth-peer.log").open("ab")
+    args = [node, str(OAUTH_PEER_DIR / "server.js"), str(port), *client_secrets.values()]
+    proc = subprocess.Popen(args, cwd=OAUTH_PEER_DIR, stdout=log, stderr=subprocess.STDOUT)
+    peer = OAuthPeer(f"http://127.0.0.1:{port}", client_secrets)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the OAuth peer exited with {proc.returncode}: see {log.name}")
+            try:
+                if httpx.get(f"{peer.base}/test/counts", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the OAuth peer did not start in 30 s: see {log.name}") from None
+                time.sleep(0.1)
+        yield peer
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()

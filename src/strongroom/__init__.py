@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from strongroom.client import (
+        AccessToken,
         ApiKey,
         AppPlatformError,
         AuditRecord,
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         Credential,
         Group,
+        OAuthProvider,
         ServerError,
         SharingRole,
         StrongroomSDKError,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AccessToken",
     "ApiKey",
     "AppPlatformError",
     "AuditRecord",
@@ -36,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "Credential",
     "Group",
+    "OAuthProvider",
     "ServerError",
     "SharingRole",
     "StrongroomSDKError",

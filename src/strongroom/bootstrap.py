@@ -14,11 +14,13 @@ from strongroom.services.connections import Connector
 from strongroom.services.credentials import CredentialService
 from strongroom.services.datastores import DataStoreService
 from strongroom.services.keys import KeyService
+from strongroom.services.oauth import OAuthService
 from strongroom.services.sharing import SharingService
 from strongroom.store.db import Database
 from strongroom.store.repositories import AccountRepository, CredentialRepository, KeyRepository
 from strongroom.store.repositories.audit import AuditRepository
 from strongroom.store.repositories.datastores import DataStoreRepository
+from strongroom.store.repositories.oauth import OAuthRepository
 from strongroom.store.repositories.sharing import SharingRepository
 
 
@@ -34,6 +36,7 @@ class Services:
     audit: AuditService
     sharing: SharingService
     datastores: DataStoreService
+    oauth: OAuthService
 
     @classmethod
     def build(cls, db: Database, provider: KeyProvider, settings: Settings | None = None) -> Services:
@@ -44,6 +47,8 @@ class Services:
         accounts = AccountService(AccountRepository(db))
         audit_repo = AuditRepository(db)
         credentials = CredentialService(credential_repo, barrier, accounts, audit_repo)
+        settings = settings or Settings()
+        connector = Connector(settings)
         return cls(
             db=db,
             barrier=barrier,
@@ -52,9 +57,8 @@ class Services:
             keys=KeyService(KeyRepository(db), credential_repo, barrier),
             audit=AuditService(audit_repo),
             sharing=SharingService(SharingRepository(db), credentials),
-            datastores=DataStoreService(
-                DataStoreRepository(db), SharingRepository(db), credentials, Connector(settings or Settings())
-            ),
+            datastores=DataStoreService(DataStoreRepository(db), SharingRepository(db), credentials, connector),
+            oauth=OAuthService(OAuthRepository(db), credentials, barrier, settings, connector),
         )
 
     @classmethod

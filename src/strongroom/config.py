@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     statement_timeout: float = 10  # seconds a statement on a data store may run
     connect_allow: str = ""  # comma-separated hosts or networks; set: only these (and refused ones stay refused)
     connect_deny: str = ""  # comma-separated hosts or networks never connected to
+    # OAuth access tokens (POST credentials/{id}/accessToken/): refreshed when they expire within this many seconds.
+    oauth_refresh_margin: float = 60
 
     @field_validator("public_url")
     @classmethod

@@ -135,8 +135,16 @@ TYPES: dict[str, CredentialType] = {
             name="oauth",
             title="OAuth credential",
             sdk_method="create_oauth",
-            doc="An OAuth access token and its refresh token.",
-            fields=(_s("token", "OAuth access token."), _s("refreshToken", "OAuth refresh token.")),
+            doc="An OAuth access token and its refresh token; with oauthProviderId, Strongroom refreshes it "
+            "(POST credentials/{id}/accessToken/).",
+            fields=(
+                _s("token", "OAuth access token."),
+                _s("refreshToken", "OAuth refresh token."),
+                _p(
+                    "oauthProviderId",
+                    "Id of the OAuth provider (oauthProviders/) whose token endpoint refreshes this credential.",
+                ),
+            ),
             requires=(("token", "refreshToken"),),
         ),
         CredentialType(

@@ -2,6 +2,7 @@
 
 api, cli  ->  bootstrap  ->  services, backup  ->  store, crypto  ->  config, errors, credential_types, representation
 client    ->  credential_types, errors (so the SDK installs without the server's dependencies)
+connect   ->  client, errors (the SDK's connect helpers; never the server)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"store", *LEAVES},
     "crypto": {"crypto", *LEAVES},
     "client": {"client", "credential_types", "errors", "__version__"},
+    "connect": {"connect", "client", "errors"},
     "errors": set(),
     "config": set(),
     "credential_types": {"errors"},

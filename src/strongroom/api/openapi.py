@@ -19,7 +19,9 @@ _ANSWERS = {
     412: "If-Match names a revision that is no longer current: GET the credential again",
     422: "Invalid",
     429: "Too many failed authentications from this client; retry after `Retry-After` seconds",
+    502: "An outside service (such as an OAuth provider) failed or is unreachable",
     503: "Database unavailable; retry after `Retry-After` seconds",
+    504: "An outside service (such as an OAuth provider) did not answer in time",
 }
 
 

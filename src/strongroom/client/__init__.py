@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         ServerError,
         StrongroomSDKError,
     )
+    from strongroom.client.oauth import AccessToken, OAuthProvider
 
 _HOMES = {
     "ApiKey": "accounts",
@@ -31,6 +32,8 @@ _HOMES = {
     "Credential": "credential",
     "SharingRole": "credential",
     "AuditRecord": "audit",
+    "AccessToken": "oauth",
+    "OAuthProvider": "oauth",
     "AppPlatformError": "errors",
     "ClientError": "errors",
     "ConfigurationError": "errors",
@@ -39,6 +42,7 @@ _HOMES = {
 }
 
 __all__ = [
+    "AccessToken",
     "ApiKey",
     "AppPlatformError",
     "AuditRecord",
@@ -47,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "Credential",
     "Group",
+    "OAuthProvider",
     "ServerError",
     "SharingRole",
     "StrongroomSDKError",

@@ -272,6 +272,12 @@ class Credential:
         body = {"operation": "updateRoles", "roles": [dict(r) for r in roles]}
         get_client().patch(_roles_path(self._id()), json=body)
 
+    def access_token(self) -> Any:
+        """An `AccessToken` of this oauth credential, refreshed by the server first when it expires soon."""
+        from strongroom.client.oauth import AccessToken
+
+        return AccessToken.fetch(self._id())
+
     def _id(self) -> str:
         """The id, or a clear error for a Credential built by hand without one."""
         if not self.credential_id:

@@ -52,6 +52,21 @@ class Binding:
         ).encode()
 
 
+@dataclass(frozen=True)
+class RecordBinding:
+    """What another record's sealed secret is bound to (an OAuth provider's client secret, a credential's token
+    state): its kind, its id and the generation of the seal, bumped at every re-seal so that an older
+    ciphertext of the same record no longer opens."""
+
+    kind: str
+    record_id: str
+    generation: int
+
+    def aad(self) -> bytes:
+        """The associated data: kind, id and generation."""
+        return f"strongroom/{self.kind}/v1|{self.record_id}|{self.generation}".encode()
+
+
 def credential_aad(binding: Binding) -> bytes:
     """Associated data of a credential's secret (see `Binding.aad`)."""
     return binding.aad()
@@ -82,7 +97,7 @@ class Barrier:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         return fn(*args)
 
-    def seal(self, binding: Binding, secret: Mapping[str, Any]) -> Sealed:
+    def seal(self, binding: Binding | RecordBinding, secret: Mapping[str, Any]) -> Sealed:
         """Seal a credential's secret fields under the active master key (generation 1 or later)."""
         if binding.generation < 1:
             raise ValueError("a new seal needs a generation of 1 or more")
@@ -90,7 +105,7 @@ class Barrier:
         plaintext = json.dumps(secret, separators=(",", ":")).encode()
         return self.envelope.seal(plaintext, binding.aad())
 
-    def open(self, binding: Binding, sealed: Sealed, *, legacy: bool = False) -> dict[str, Any]:
+    def open(self, binding: Binding | RecordBinding, sealed: Sealed, *, legacy: bool = False) -> dict[str, Any]:
         """The secret fields of a credential; DecryptionError if they were tampered with, moved or rolled back.
         A generation-0 (pre-generation) seal opens only with `legacy`, which the upgrade at start uses."""
         if binding.generation < 1 and not legacy:

@@ -215,6 +215,13 @@ class CredentialService:
         self.record(_event("credential.use", 200, who, row, **purpose))
         return str(row["credential_type"]), fields
 
+    def held(self, who: Principal, credential_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A credential the caller may use (`use` scope, any role from CONSUMER up): every column of its row and
+        every field, secret ones included. Not audited: the caller audits the use it makes of it."""
+        who.require("use")
+        row = self._current(who, credential_id, CONSUMER, "use it")
+        return row, {**json.loads(row["public_data"]), **self._open(row)}
+
     def record(self, entry: Entry) -> None:
         """Append an audit record of its own (a use or a reveal, which change nothing)."""
         if self.audit is not None:

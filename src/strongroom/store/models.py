@@ -275,3 +275,43 @@ class CredentialAssociation(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     is_default: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OAuthProvider(Base):
+    """An OAuth 2.0 authorization server that refreshes `oauth` credentials (admin-managed): where its token
+    endpoint is, the client Strongroom authenticates as, and that client's secret, sealed (`key_version`,
+    `wrapped_key`, `ciphertext`, bound to the row by crypto/barrier.py's `RecordBinding`)."""
+
+    __tablename__ = "oauth_providers"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    token_url: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str] = mapped_column(String(1024))
+    auth_method: Mapped[str] = mapped_column(String(32))  # client_secret_basic or client_secret_post
+    key_version: Mapped[int] = mapped_column(Integer)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    seal_generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OAuthTokenState(Base):
+    """An `oauth` credential's current access and refresh tokens, sealed, once it has been refreshed; derived
+    from the credential's own secret at seal generation `source_generation` (a replaced secret starts over).
+    `reauth_at` set: the provider rejected the refresh token (`reauth_error` is its error code, never a token),
+    and no refresh is tried until the credential's secret is replaced."""
+
+    __tablename__ = "oauth_token_states"
+
+    credential_id: Mapped[str] = mapped_column(ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True)
+    source_generation: Mapped[int] = mapped_column(Integer)
+    seal_generation: Mapped[int] = mapped_column(Integer)  # bumped at every write, bound into the seal
+    key_version: Mapped[int] = mapped_column(Integer)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    token_type: Mapped[str] = mapped_column(String(64))
+    refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reauth_error: Mapped[str | None] = mapped_column(String(64), nullable=True)

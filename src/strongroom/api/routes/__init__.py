@@ -1,12 +1,13 @@
 """One module per resource, each exporting `ENDPOINTS`; `ALL` is what the app serves, in document order."""
 
-from strongroom.api.routes import accounts, audit, credentials, datastores, sharing, system
+from strongroom.api.routes import accounts, audit, credentials, datastores, oauth, sharing, system
 
 ALL = [
     *system.ENDPOINTS,
     *credentials.ENDPOINTS,
     *sharing.ENDPOINTS,
     *datastores.ENDPOINTS,
+    *oauth.ENDPOINTS,
     *audit.ENDPOINTS,
     *accounts.ENDPOINTS,
 ]

@@ -1,0 +1,287 @@
+"""OAuth access tokens that refresh themselves, once (issue 17, item 3), against a real authorization server
+(npm's oidc-provider, tests/peers/oauth): providers, POST credentials/{id}/accessToken/, rotation, single flight
+across threads and processes, a revoked refresh token, the consumer's view, and no token leaking anywhere."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import (
+    OAuthPeer,
+    Server,
+    assert_error,
+    backend_database,
+    client,
+    free_port,
+    oauth_peer,
+    stored_bytes,
+    unique,
+)
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthPeer]:
+    with oauth_peer(tmp_path_factory.mktemp("oauth")) as running:
+        yield running
+
+
+def _provider(admin: httpx.Client, peer: OAuthPeer, client_id: str, **extra: Any) -> str:
+    method = "client_secret_post" if client_id == "post" else "client_secret_basic"
+    body = {
+        "name": unique(f"idp-{client_id}"),
+        "tokenUrl": peer.token_url,
+        "clientId": client_id,
+        "clientSecret": peer.secrets[client_id],
+        "tokenEndpointAuthMethod": method,
+        **extra,
+    }
+    created = admin.post("oauthProviders/", json=body)
+    assert created.status_code == 201, created.text
+    assert "clientSecret" not in created.json()
+    return str(created.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def providers(server: Server, peer: OAuthPeer) -> dict[str, str]:
+    """One provider per client of the peer, created by an administrator of `server`."""
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        return {c: _provider(admin, peer, c) for c in ("app", "post", "brief")}
+
+
+def _credential(api: httpx.Client, peer: OAuthPeer, provider_id: str, client_id: str) -> tuple[str, dict[str, Any]]:
+    """An oauth credential holding a refresh token the peer issued through a real authorization-code flow."""
+    tokens = peer.authorize(client_id)
+    body = {
+        "name": unique("oauth"),
+        "credentialType": "oauth",
+        "token": tokens["access_token"],
+        "refreshToken": tokens["refresh_token"],
+        "oauthProviderId": provider_id,
+    }
+    created = api.post("credentials/", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["oauthProviderId"] == provider_id
+    return str(created.json()["credentialId"]), tokens
+
+
+@pytest.mark.parametrize("client_id", ["app", "post"])
+def test_a_token_is_refreshed_once_then_reused(
+    api: httpx.Client, peer: OAuthPeer, providers: dict[str, str], client_id: str
+) -> None:
+    """The first use refreshes (the stored token's expiry is unknown) with either client authentication; the
+    answer is a token the provider accepts; later uses get the same token without calling the provider."""
+    cid, first = _credential(api, peer, providers[client_id], client_id)
+    before = peer.refreshes(client_id)
+    answer = api.post(f"credentials/{cid}/accessToken/")
+    assert answer.status_code == 200, answer.text
+    token = answer.json()
+    assert token["tokenType"] == "Bearer" and token["expiresAt"].endswith("Z")
+    assert token["accessToken"] != first["access_token"]
+    assert peer.userinfo(token["accessToken"]).json()["sub"] == "tester"
+    assert peer.refreshes(client_id) == {**before, "success": before["success"] + 1}
+    again = api.post(f"credentials/{cid}/accessToken/")
+    assert again.json() == token
+    assert peer.refreshes(client_id) == {**before, "success": before["success"] + 1}
+
+
+def test_the_rotated_refresh_token_is_stored(api: httpx.Client, peer: OAuthPeer, providers: dict[str, str]) -> None:
+    """`brief` tokens expire within the margin, so every use refreshes: each refresh must present the refresh
+    token the previous one rotated in (a used one is refused and revokes the grant), and the credential's
+    original refresh token no longer works at the provider."""
+    cid, first = _credential(api, peer, providers["brief"], "brief")
+    before = peer.refreshes("brief")
+    seen = set()
+    for _ in range(3):
+        answer = api.post(f"credentials/{cid}/accessToken/")
+        assert answer.status_code == 200, answer.text
+        seen.add(answer.json()["accessToken"])
+    assert len(seen) == 3
+    assert peer.refreshes("brief") == {**before, "success": before["success"] + 3}
+    old = peer.token_request("brief", {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert old.status_code == 400 and old.json()["error"] == "invalid_grant"
+
+
+def test_twenty_threads_cause_one_refresh(api: httpx.Client, peer: OAuthPeer, providers: dict[str, str]) -> None:
+    cid, _ = _credential(api, peer, providers["app"], "app")
+    before = peer.refreshes("app")
+    start = threading.Barrier(20)
+
+    def ask(_: int) -> httpx.Response:
+        start.wait()
+        return api.post(f"credentials/{cid}/accessToken/")
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert [a.status_code for a in answers] == [200] * 20, [a.text for a in answers if a.status_code != 200]
+    assert len({a.json()["accessToken"] for a in answers}) == 1
+    assert peer.refreshes("app") == {**before, "success": before["success"] + 1}
+
+
+def test_a_revoked_refresh_token_asks_for_reauthorisation_once(
+    api: httpx.Client, peer: OAuthPeer, providers: dict[str, str]
+) -> None:
+    """Revoked at the provider: a 409 saying to re-authorise; the next call answers the same without reaching
+    the provider; a new refresh token stored with PATCH clears the mark."""
+    cid, tokens = _credential(api, peer, providers["app"], "app")
+    peer.revoke("app", tokens["refresh_token"])
+    before = peer.refreshes("app")
+    refused = assert_error(api.post(f"credentials/{cid}/accessToken/"), 409, "refreshToken")
+    assert "rejected the refresh token (invalid_grant): re-authorise credential" in refused["message"]
+    assert cid in refused["message"]
+    assert peer.refreshes("app") == {**before, "error": before["error"] + 1}
+    again = assert_error(api.post(f"credentials/{cid}/accessToken/"), 409, "refreshToken")
+    assert again["message"] == refused["message"]
+    assert peer.refreshes("app") == {**before, "error": before["error"] + 1}
+    renewed = peer.authorize("app")
+    assert api.patch(f"credentials/{cid}/", json={"refreshToken": renewed["refresh_token"]}).status_code == 200
+    answer = api.post(f"credentials/{cid}/accessToken/")
+    assert answer.status_code == 200, answer.text
+    assert peer.refreshes("app") == {"success": before["success"] + 1, "error": before["error"] + 1}
+
+
+def test_a_consumer_gets_access_tokens_but_never_the_refresh_token(
+    server: Server, api: httpx.Client, peer: OAuthPeer, providers: dict[str, str]
+) -> None:
+    cid, _ = _credential(api, peer, providers["app"], "app")
+    username = f"consumer-{unique()}"
+    token = server.new_user(username)
+    name = next(u for u in _usernames(server) if u.startswith(username))
+    share = {"operation": "updateRoles", "roles": [{"username": name, "role": "CONSUMER"}]}
+    assert api.patch(f"credentials/{cid}/sharedRoles/", json=share).status_code == 204
+    with client(server, token) as consumer:
+        answer = consumer.post(f"credentials/{cid}/accessToken/")
+        assert answer.status_code == 200, answer.text
+        assert set(answer.json()) == {"accessToken", "expiresAt", "tokenType"}
+        assert_error(consumer.post(f"credentials/{cid}/reveal/"), 403)
+    with client(server, server.new_user("stranger")) as stranger:
+        assert_error(stranger.post(f"credentials/{cid}/accessToken/"), 404)
+
+
+def _usernames(server: Server) -> list[str]:
+    with client(server, server.new_user("lister", admin=True)) as admin:
+        return [u["username"] for u in admin.get("users/", params={"limit": 1000}).json()["data"]]
+
+
+def test_providers_are_for_administrators_and_checked(server: Server, api: httpx.Client, peer: OAuthPeer) -> None:
+    assert_error(api.get("oauthProviders/"), 403)
+    body = {"name": "x", "tokenUrl": peer.token_url, "clientId": "app", "clientSecret": "s"}
+    assert_error(api.post("oauthProviders/", json=body), 403)
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        assert_error(admin.post("oauthProviders/", json={**body, "tokenUrl": "ftp://x/"}), 422, "tokenUrl")
+        assert_error(admin.post("oauthProviders/", json={**body, "clientSecret": ""}), 422, "clientSecret")
+        assert_error(admin.post("oauthProviders/", json={**body, "tokenEndpointAuthMethod": "x"}), 422)
+        assert_error(admin.post("oauthProviders/", json={**body, "extra": 1}), 422, "extra")
+        created = admin.post("oauthProviders/", json={**body, "name": unique("idp")})
+        assert created.status_code == 201, created.text
+        listed = admin.get("oauthProviders/").json()["data"]
+        assert created.json() in listed and all("clientSecret" not in p for p in listed)
+        assert admin.delete(f"oauthProviders/{created.json()['id']}/").status_code == 204
+        assert_error(admin.get(f"oauthProviders/{created.json()['id']}/"), 404)
+
+
+def test_what_cannot_be_refreshed_says_why(server: Server, api: httpx.Client, peer: OAuthPeer) -> None:
+    basic = api.post("credentials/", json={"name": unique(), "user": "u", "password": "p"}).json()["credentialId"]
+    assert_error(api.post(f"credentials/{basic}/accessToken/"), 409, "credentialType")
+    bare = {"name": unique(), "credentialType": "oauth", "token": "t", "refreshToken": "r"}
+    cid = api.post("credentials/", json=bare).json()["credentialId"]
+    assert_error(api.post(f"credentials/{cid}/accessToken/"), 409, "oauthProviderId")
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        closed = f"http://127.0.0.1:{free_port()}/token"
+        provider = _provider(admin, peer, "app", tokenUrl=closed)
+    assert api.patch(f"credentials/{cid}/", json={"oauthProviderId": provider}).status_code == 200
+    down = assert_error(api.post(f"credentials/{cid}/accessToken/"), 502, "oauthProvider")
+    assert "127.0.0.1" in down["message"] and "unreachable" in down["message"]
+
+
+def test_tokens_and_client_secrets_leak_nowhere(
+    server: Server, api: httpx.Client, peer: OAuthPeer, providers: dict[str, str], tmp_path: Path
+) -> None:
+    """Canary: the refresh tokens (issued and rotated), the client secret and the access tokens appear in no
+    response but the accessToken answer, no log line, no audit record and no stored byte."""
+    cid, tokens = _credential(api, peer, providers["brief"], "brief")
+    issued = [api.post(f"credentials/{cid}/accessToken/").json()["accessToken"] for _ in range(2)]
+    revealed = api.post(f"credentials/{cid}/reveal/").json()  # the owner's reveal: the credential as stored
+    assert revealed["refreshToken"] == tokens["refresh_token"]
+    planted = [tokens["refresh_token"], tokens["access_token"], peer.secrets["brief"], *issued]
+    seen = [
+        api.get(f"credentials/{cid}/").text,
+        api.get("credentials/").text,
+        api.get("auditLog/", params={"credentialId": cid}).text,
+    ]
+    audit = api.get("auditLog/", params={"credentialId": cid}).json()["data"]
+    assert [r["action"] for r in audit].count("credential.use") == 2
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        seen.append(admin.get("oauthProviders/").text)
+    stored = stored_bytes(server, tmp_path)
+    log = server.log_path.read_bytes()
+    for value in planted:
+        assert all(value not in text for text in seen)
+        assert value.encode() not in stored
+        assert value.encode() not in log
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
+def two_servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """Two server processes on one PostgreSQL database and master key."""
+    with backend_database(request.param) as url:
+        first = Server(data_dir=tmp_path / "data", database_url=url)
+        first.start()
+        second = Server(data_dir=tmp_path / "data", database_url=url)
+        second.start()
+        yield first, second
+        first.stop()
+        second.stop()
+
+
+def test_two_processes_cause_one_refresh(two_servers: tuple[Server, Server], peer: OAuthPeer) -> None:
+    """20 concurrent calls, half to each process of one database: one refresh at the provider (the lock is the
+    database's), every caller gets the same token."""
+    a, b = two_servers
+    token = a.new_user("owner")
+    with client(a, a.new_user("admin", admin=True)) as admin:
+        provider = _provider(admin, peer, "app")
+    with client(a, token) as api:
+        cid, _ = _credential(api, peer, provider, "app")
+    before = peer.refreshes("app")
+    start = threading.Barrier(20)
+
+    def ask(i: int) -> httpx.Response:
+        with client(a if i % 2 else b, token) as http:
+            start.wait()
+            return http.post(f"credentials/{cid}/accessToken/")
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert [r.status_code for r in answers] == [200] * 20, [r.text for r in answers if r.status_code != 200]
+    assert len({r.json()["accessToken"] for r in answers}) == 1
+    assert peer.refreshes("app") == {**before, "success": before["success"] + 1}
+
+
+def test_connect_oauth_sends_a_bearer_the_provider_accepts(
+    server: Server, peer: OAuthPeer, providers: dict[str, str], token: str
+) -> None:
+    """`strongroom.connect.oauth`: an httpx client whose requests carry the credential's access token; with a
+    `brief` credential (expiring within the margin) each request fetches a new one, refreshed by the server."""
+    import strongroom
+    from strongroom import connect
+
+    with client(server, token) as api:
+        cid, _ = _credential(api, peer, providers["app"], "app")
+        brief, _ = _credential(api, peer, providers["brief"], "brief")
+    with strongroom.Client(endpoint=server.api, token=token) as sdk:
+        fetched = strongroom.AccessToken.fetch(cid, sdk)
+        assert fetched.access_token and fetched.access_token not in repr(fetched)
+        with connect.oauth(cid, client=sdk, base_url=peer.base) as http:
+            assert http.get("/me").json()["sub"] == "tester"
+            assert http.get("/me").status_code == 200
+        before = peer.refreshes("brief")
+        with connect.oauth(brief, client=sdk, base_url=peer.base) as http:
+            assert [http.get("/me").status_code for _ in range(2)] == [200, 200]
+        assert peer.refreshes("brief")["success"] == before["success"] + 2
