@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from bench.server import free_port
 
 
 def median_seconds(argv: Sequence[str], env: dict[str, str], runs: int) -> float:
@@ -32,16 +33,10 @@ def median_seconds(argv: Sequence[str], env: dict[str, str], runs: int) -> float
     return statistics.median(times)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(data_dir: Path) -> Iterator[dict[str, str]]:
     """A `strongroom serve` on a fresh store; yields the environment a CLI user of it would have."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "STRONGROOM_DATA_DIR": str(data_dir), "STRONGROOM_PORT": str(port)}
     env["STRONGROOM_LOG_LEVEL"] = "warning"
     proc = subprocess.Popen(

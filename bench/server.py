@@ -42,7 +42,7 @@ def pg_unreachable_reason() -> str | None:
 class PgDatabase:
     """A throwaway database on the PostgreSQL server, created by `create` and dropped by `drop`."""
 
-    name: str = field(default_factory=lambda: "strongroom_bench_" + secrets.token_hex(4))
+    name: str = field(default_factory=lambda: "strongroom_tmp_" + secrets.token_hex(4))
 
     @property
     def url(self) -> str:

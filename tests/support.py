@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from bench import server as bench_server
 
 from strongroom import credential_types
 from strongroom.bootstrap import Services
@@ -42,49 +42,12 @@ from strongroom.store.db import Database
 
 # ---- processes and stores ---------------------------------------------------------------------------------
 
-PG_ADMIN_URL = os.environ.get("STRONGROOM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pg_unreachable_reason() -> str | None:
-    """Why PostgreSQL tests cannot run here, or None when they can."""
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True):
-            return None
-    except Exception as exc:  # any failure means: skip, and say why
-        return f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(exc).__name__}); set STRONGROOM_TEST_PG_URL"
-
-
-@dataclass
-class PgDatabase:
-    """A throwaway database on the test PostgreSQL server, dropped afterwards."""
-
-    name: str = field(default_factory=lambda: "strongroom_test_" + secrets.token_hex(4))
-
-    @property
-    def url(self) -> str:
-        base = PG_ADMIN_URL.rsplit("/", 1)[0]
-        return f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{self.name}"
-
-    def create(self) -> None:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-
-    def drop(self) -> None:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+# The PostgreSQL server, free ports and throwaway databases: the bench's launcher has them (bench/ imports nothing
+# from tests/, so the tests take them from there).
+PG_ADMIN_URL = bench_server.PG_ADMIN_URL
+PgDatabase = bench_server.PgDatabase
+free_port = bench_server.free_port
+pg_unreachable_reason = bench_server.pg_unreachable_reason
 
 
 @contextmanager
