@@ -1,8 +1,9 @@
 """The layering holds: each package imports only the layers below it, and migrations import nothing from the app.
 
-api, cli  ->  bootstrap  ->  services, backup  ->  store, crypto  ->  config, errors, credential_types, representation
+api, cli  ->  bootstrap  ->  services, backup  ->  store, crypto  ->  leaves: config, errors, credential_types,
+                                                                           representation, jdbc
 client    ->  credential_types, errors (so the SDK installs without the server's dependencies)
-connect   ->  client, errors (the SDK's connect helpers; never the server)
+connect   ->  client, jdbc, credential_types, errors (the SDK's connect helpers; SQLAlchemy and boto3 lazily)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "strongroom"
-LEAVES = {"errors", "config", "credential_types", "representation"}
+LEAVES = {"errors", "config", "credential_types", "representation", "jdbc"}
 ALLOWED: dict[str, set[str]] = {
     "api": {"api", "bootstrap", "services", *LEAVES, "__version__"},
     "cli": {"cli", "bootstrap", "services", "client", "backup", "api", *LEAVES, "__version__"},
@@ -23,11 +24,12 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"store", *LEAVES},
     "crypto": {"crypto", *LEAVES},
     "client": {"client", "credential_types", "errors", "__version__"},
-    "connect": {"connect", "client", "errors"},
+    "connect": {"connect", "client", "jdbc", "credential_types", "errors", "__version__"},
     "errors": set(),
     "config": set(),
     "credential_types": {"errors"},
     "representation": set(),
+    "jdbc": {"errors"},
 }
 
 

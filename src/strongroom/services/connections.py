@@ -13,15 +13,12 @@ import datetime as dt
 import decimal
 import math
 import os
-import re
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
-from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
@@ -29,111 +26,17 @@ from sqlalchemy.pool import NullPool
 
 from strongroom.config import Settings
 from strongroom.errors import Forbidden, InvalidInput, StrongroomError
+from strongroom.jdbc import DRIVERS, Target, target
 
 Network = Any  # IPv4Network | IPv6Network
 ALWAYS_REFUSED = tuple(ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"))
 MAX_ROWS = 10_000
 
 
-@dataclass(frozen=True)
-class Driver:
-    """A driver as `externalDataDrivers/` lists it, and the SQLAlchemy dialect behind it."""
-
-    id: str
-    canonical_name: str
-    class_name: str
-    database_driver: str
-    dialect: str
-    default_port: int
-    schemes: tuple[str, ...]
-
-    def wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "canonicalName": self.canonical_name,
-            "className": self.class_name,
-            "baseNames": [self.dialect.split("+")[1]],
-            "databaseDriver": self.database_driver,
-            "type": "jdbc",
-            "version": sa.__version__,
-            "creator": "strongroom",
-        }
-
-
-DRIVERS = {
-    d.id: d
-    for d in (
-        Driver(
-            "5d0000000000000000000001",
-            "PostgreSQL (psycopg)",
-            "org.postgresql.Driver",
-            "postgres",
-            "postgresql+psycopg",
-            5432,
-            ("postgresql",),
-        ),
-        Driver(
-            "5d0000000000000000000002",
-            "MySQL / MariaDB (PyMySQL)",
-            "org.mariadb.jdbc.Driver",
-            "mysql",
-            "mysql+pymysql",
-            3306,
-            ("mysql", "mariadb"),
-        ),
-    )
-}
-_JDBC = re.compile(
-    r"jdbc:(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:?;\[\]]+)(?::(?P<port>\d{1,5}))?/?(?P<db>[^?;]*)"
-)
-
-
 class ConnectionFailed(StrongroomError):
     """The data store could not be reached or refused the login; the message says which, never a secret."""
 
     status_code = 400
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to connect: the driver, host, port and database."""
-
-    driver: Driver
-    host: str
-    port: int
-    database: str
-
-
-def target(driver_id: str | None, jdbc_url: str | None, fields: Sequence[Mapping[str, Any]]) -> Target:
-    """The connection target of a store's params (422 naming the field that is wrong)."""
-    driver = DRIVERS.get(driver_id or "")
-    if jdbc_url:
-        found = _JDBC.fullmatch(jdbc_url.split("?", 1)[0].split(";", 1)[0].strip())
-        if found is None:
-            msg = "must look like jdbc:postgresql://host:port/database or jdbc:mysql://host:port/database"
-            raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
-        scheme = found["scheme"]
-        by_scheme = next((d for d in DRIVERS.values() if scheme in d.schemes), None)
-        if by_scheme is None:
-            msg = "only jdbc:postgresql, jdbc:mysql and jdbc:mariadb URLs are supported"
-            raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
-        if driver is not None and driver is not by_scheme:
-            msg = f"a jdbc:{scheme} URL needs the {by_scheme.canonical_name} driver ({by_scheme.id})"
-            raise InvalidInput(f"params.driverId: {msg}", {"params.driverId": msg})
-        host, port, database = found["host"].strip("[]"), found["port"], unquote(found["db"])
-        driver = by_scheme
-    else:
-        if driver is None:
-            msg = f"must be one of {', '.join(DRIVERS)} (see externalDataDrivers/)"
-            raise InvalidInput(f"params.driverId: {msg}", {"params.driverId": msg})
-        named = {str(f.get("name") or f.get("id") or "").lower(): f.get("value") for f in fields}
-        host = named.get("address") or named.get("host") or ""
-        port, database = named.get("port"), named.get("database") or named.get("dbname") or ""
-    if not host:
-        raise InvalidInput("params: the store needs a host", {"params": "no host"})
-    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
-        raise InvalidInput("params: the port must be 1 to 65535", {"params": "bad port"})
-    return Target(driver, str(host), int(port) if port else driver.default_port, str(database))
 
 
 def _networks(spec: str) -> tuple[set[str], list[Network]]:
