@@ -10,8 +10,10 @@ so a second DNS answer cannot redirect it; an https endpoint keeps its name, whi
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -111,7 +113,6 @@ def keys(kind: str, fields: Mapping[str, Any], field: str) -> Keys:
 def list_one(connector: Connector, where: Location, signing: Keys) -> str:
     """List at most one key under the location (ListObjectsV2, MaxKeys=1); the success message, or
     ConnectionFailed saying why (a Forbidden when the guard refuses the endpoint's host)."""
-    import boto3
     from botocore.config import Config
 
     endpoint = urlsplit(where.endpoint)
@@ -128,16 +129,16 @@ def list_one(connector: Connector, where: Location, signing: Keys) -> str:
         shown = f"[{address}]" if ip_address(address).version == 6 else address
         endpoint_url = f"http://{shown}:{port}"
         config["s3"] = {"addressing_style": "path"}
-    session = boto3.session.Session()
-    s3 = session.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=where.region,
-        aws_access_key_id=signing.access_key_id,
-        aws_secret_access_key=signing.secret_access_key,
-        aws_session_token=signing.session_token,
-        config=Config(**config),
-    )
+    with _SESSION_LOCK:  # a session is not thread-safe; its clients are, and its loaded models are reused
+        s3 = _session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=where.region,
+            aws_access_key_id=signing.access_key_id,
+            aws_secret_access_key=signing.secret_access_key,
+            aws_session_token=signing.session_token,
+            config=Config(**config),
+        )
     if not https:
         named = endpoint.netloc.rsplit("@", 1)[-1]
         s3.meta.events.register("before-sign.s3", lambda request, **_: request.headers.__setitem__("Host", named))
@@ -149,6 +150,17 @@ def list_one(connector: Connector, where: Location, signing: Keys) -> str:
         s3.close()
     seen = int(listed.get("KeyCount", len(listed.get("Contents", []))))
     return f"Connection successful: {where.url} at {where.endpoint} can be listed ({seen} key{'s' * (seen != 1)} seen)"
+
+
+_SESSION_LOCK = threading.Lock()
+
+
+@cache
+def _session() -> Any:
+    """The process's boto3 session (credentials are given per client, never taken from it)."""
+    import boto3
+
+    return boto3.session.Session()
 
 
 def _explain(exc: BaseException, where: Location) -> ConnectionFailed:
