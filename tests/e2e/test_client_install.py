@@ -118,3 +118,32 @@ def test_installed_cli_and_sdk_work_against_a_server(client_venv: Path, server: 
     used = _run(client_venv, "python", "-c", sdk, env=env)
     assert used.returncode == 0, used.stderr
     assert json.loads(used.stdout) == sorted([name, "from-sdk"])
+
+
+def test_connect_helpers_name_their_extras_on_a_client_install(client_venv: Path, server: Server, token: str) -> None:
+    """`strongroom.connect` imports on the bare SDK; sql() and s3() say which extra brings SQLAlchemy or boto3."""
+    env = _clean_env(STRONGROOM_ENDPOINT=server.api, STRONGROOM_API_TOKEN=token)
+    script = (
+        "import json, strongroom as dr\n"
+        "from strongroom import connect\n"
+        "from strongroom.client.client import get_client\n"
+        "api = get_client()\n"
+        "drivers = api.get('externalDataDrivers/').json()['data']\n"
+        "driver = next(d['id'] for d in drivers if d['databaseDriver'] == 'postgres')\n"
+        "params = {'driverId': driver, 'jdbcUrl': 'jdbc:postgresql://127.0.0.1:5432/x'}\n"
+        "store = api.post('externalDataStores/', json={'canonicalName': 'light', 'params': params}).json()['id']\n"
+        "basic = dr.Credential.create_basic(name='db', user='u', password='p').credential_id\n"
+        "keys = dr.Credential.create_s3(name='k', aws_access_key_id='AKIA1', aws_secret_access_key='s')\n"
+        "said = []\n"
+        "for call in (lambda: connect.sql(store, basic), lambda: connect.s3(keys.credential_id)):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except dr.StrongroomSDKError as exc:\n"
+        "        said.append(str(exc))\n"
+        "print(json.dumps(said))\n"
+    )
+    ran = _run(client_venv, "python", "-c", script, env=env)
+    assert ran.returncode == 0, ran.stderr
+    said = json.loads(ran.stdout)
+    assert len(said) == 2, said
+    assert "pip install 'strongroom[connect-sql]'" in said[0] and "pip install 'strongroom[connect-s3]'" in said[1]
