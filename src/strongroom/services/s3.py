@@ -5,6 +5,8 @@ region, endpoint unreachable, timed out) without any secret.
 The endpoint's host goes through the SSRF guard (`Connector.address`) before any packet. A plain-http endpoint
 is then reached at the address that was checked (path-style, the original host in the signed `Host` header),
 so a second DNS answer cannot redirect it; an https endpoint keeps its name, which its certificate must match.
+Other S3 work (batch intake and output) gets the same guarded client from `client` and its reasons from
+`explain`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,21 @@ def keys(kind: str, fields: Mapping[str, Any], field: str) -> Keys:
 def list_one(connector: Connector, where: Location, signing: Keys) -> str:
     """List at most one key under the location (ListObjectsV2, MaxKeys=1); the success message, or
     ConnectionFailed saying why (a Forbidden when the guard refuses the endpoint's host)."""
+    s3 = client(connector, where, signing)
+    try:
+        listed = s3.list_objects_v2(Bucket=where.bucket, Prefix=where.prefix, MaxKeys=1)
+    except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
+        raise explain(exc, where) from None
+    finally:
+        s3.close()
+    seen = int(listed.get("KeyCount", len(listed.get("Contents", []))))
+    return f"Connection successful: {where.url} at {where.endpoint} can be listed ({seen} key{'s' * (seen != 1)} seen)"
+
+
+def client(connector: Connector, where: Location, signing: Keys) -> Any:
+    """A boto3 S3 client of the location's endpoint signing with `signing`, under the connector's timeouts and
+    without retries; the endpoint's host passed the SSRF guard first (a Forbidden otherwise). Close it after
+    use, and turn its errors into reasons with `explain`."""
     from botocore.config import Config
 
     endpoint = urlsplit(where.endpoint)
@@ -142,14 +159,7 @@ def list_one(connector: Connector, where: Location, signing: Keys) -> str:
     if not https:
         named = endpoint.netloc.rsplit("@", 1)[-1]
         s3.meta.events.register("before-sign.s3", lambda request, **_: request.headers.__setitem__("Host", named))
-    try:
-        listed = s3.list_objects_v2(Bucket=where.bucket, Prefix=where.prefix, MaxKeys=1)
-    except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
-        raise _explain(exc, where) from None
-    finally:
-        s3.close()
-    seen = int(listed.get("KeyCount", len(listed.get("Contents", []))))
-    return f"Connection successful: {where.url} at {where.endpoint} can be listed ({seen} key{'s' * (seen != 1)} seen)"
+    return s3
 
 
 _SESSION_LOCK = threading.Lock()
@@ -163,7 +173,7 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
-def _explain(exc: BaseException, where: Location) -> ConnectionFailed:
+def explain(exc: BaseException, where: Location) -> ConnectionFailed:
     """Which of the known reasons an S3 failure is; only the error code (when well formed) is passed on."""
     from botocore import exceptions as boto
 
@@ -214,4 +224,4 @@ def _explain(exc: BaseException, where: Location) -> ConnectionFailed:
     return ConnectionFailed(f"S3 refused to list url {url} at {place} ({code})", {"url": "refused"})
 
 
-__all__ = ["DEFAULT_REGION", "Keys", "Location", "keys", "list_one", "location"]
+__all__ = ["DEFAULT_REGION", "Keys", "Location", "client", "explain", "keys", "list_one", "location"]
