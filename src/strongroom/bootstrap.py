@@ -13,6 +13,7 @@ from strongroom.services.audit import AuditService
 from strongroom.services.connections import Connector
 from strongroom.services.credentials import CredentialService
 from strongroom.services.datastores import DataStoreService
+from strongroom.services.jobs import JobService
 from strongroom.services.keys import KeyService
 from strongroom.services.oauth import OAuthService
 from strongroom.services.sharing import SharingService
@@ -21,6 +22,7 @@ from strongroom.store.repositories import AccountRepository, CredentialRepositor
 from strongroom.store.repositories.audit import AuditRepository
 from strongroom.store.repositories.datastores import DataStoreRepository
 from strongroom.store.repositories.oauth import OAuthRepository
+from strongroom.store.repositories.jobs import JobRepository
 from strongroom.store.repositories.sharing import SharingRepository
 
 
@@ -37,6 +39,7 @@ class Services:
     sharing: SharingService
     datastores: DataStoreService
     oauth: OAuthService
+    jobs: JobService
 
     @classmethod
     def build(cls, db: Database, provider: KeyProvider, settings: Settings | None = None) -> Services:
@@ -49,6 +52,7 @@ class Services:
         credentials = CredentialService(credential_repo, barrier, accounts, audit_repo)
         settings = settings or Settings()
         connector = Connector(settings)
+        datastores = DataStoreService(DataStoreRepository(db), SharingRepository(db), credentials, connector)
         return cls(
             db=db,
             barrier=barrier,
@@ -57,8 +61,9 @@ class Services:
             keys=KeyService(KeyRepository(db), credential_repo, barrier),
             audit=AuditService(audit_repo),
             sharing=SharingService(SharingRepository(db), credentials),
-            datastores=DataStoreService(DataStoreRepository(db), SharingRepository(db), credentials, connector),
             oauth=OAuthService(OAuthRepository(db), credentials, barrier, settings, connector),
+            datastores=datastores,
+            jobs=JobService(JobRepository(db), datastores, connector, settings),
         )
 
     @classmethod
@@ -79,4 +84,5 @@ class Services:
         return services
 
     def close(self) -> None:
+        self.jobs.stop_runner()
         self.db.dispose()

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     connect_deny: str = ""  # comma-separated hosts or networks never connected to
     # OAuth access tokens (POST credentials/{id}/accessToken/): refreshed when they expire within this many seconds.
     oauth_refresh_margin: float = 60
+    # Batch jobs (services/jobs.py): the embedded runner and its limits.
+    job_threads: int = 2  # jobs run at once by the server's embedded runner (each on its own thread)
+    job_max_concurrent: int = 4  # upper bound of a job's numConcurrent (chunks of one job at once)
+    job_chunk_rows: int = 10_000  # rows per chunk when a job gives no chunkSize
+    job_statement_timeout: float = 3600  # seconds a job's statement on a data store may run
+    job_upload_max_bytes: int = 5 * 1024**3  # the largest localFile intake a job accepts
 
     @field_validator("public_url")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -67,7 +69,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         holder["services"].db.start_loop_pool(settings.resolved_store_threads)
         _settle_heap()
         recorder = asyncio.create_task(_record_token_use(holder["services"], executor, settings.last_used_flush))
+        holder["services"].jobs.start_runner(settings.job_threads, f"{socket.gethostname()}:{os.getpid()}")
         yield
+        holder["services"].jobs.stop_runner()
         recorder.cancel()
         await _flush_token_use(holder["services"], executor)
         if access_log is not None:

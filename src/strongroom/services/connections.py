@@ -86,12 +86,16 @@ class Connector:
         return str(addresses[0])
 
     @contextmanager
-    def connect(self, where: Target, user: str, password: str) -> Iterator[Connection]:
-        """An open connection to the store as `user` (ConnectionFailed saying why when it cannot be made)."""
+    def connect(
+        self, where: Target, user: str, password: str, *, statement_timeout: float | None = None
+    ) -> Iterator[Connection]:
+        """An open connection to the store as `user` (ConnectionFailed saying why when it cannot be made);
+        `statement_timeout` replaces the settings' bound on each statement (batch jobs run longer ones)."""
         driver = where.driver
         address = self.address(where.host, where.port)
         timeout = max(2, math.ceil(self.connect_timeout))
-        statement_ms = int(self.statement_timeout * 1000)
+        seconds = self.statement_timeout if statement_timeout is None else statement_timeout
+        statement_ms = int(seconds * 1000)
         if driver.dialect.startswith("postgresql"):
             url = URL.create(driver.dialect, user, password, where.host, where.port, where.database or None)
             args: dict[str, Any] = {
@@ -105,19 +109,19 @@ class Connector:
             url = URL.create(driver.dialect, user, password, address, where.port, where.database or None)
             args = {
                 "connect_timeout": timeout,
-                "read_timeout": self.statement_timeout,
-                "write_timeout": self.statement_timeout,
+                "read_timeout": seconds,
+                "write_timeout": seconds,
             }
         engine = sa.create_engine(url, poolclass=NullPool, connect_args=args, hide_parameters=True)
         try:
             try:
                 conn = engine.connect()
             except Exception as exc:  # every driver failure becomes a reason; the driver's text may quote anything
-                raise _explain(exc, where) from None
+                raise explain(exc, where) from None
             try:
                 yield conn
             except sa.exc.DBAPIError as exc:
-                raise _explain(exc, where) from None
+                raise explain(exc, where) from None
             finally:
                 conn.close()
         finally:
@@ -212,7 +216,7 @@ _UNREACHABLE = (
 )
 
 
-def _explain(exc: BaseException, where: Target) -> StrongroomError:
+def explain(exc: BaseException, where: Target) -> StrongroomError:
     """Which of the known reasons a driver error is; its own text is never passed on (it may quote input)."""
     orig = getattr(exc, "orig", exc)
     text = str(orig).lower()
@@ -240,4 +244,4 @@ def _explain(exc: BaseException, where: Target) -> StrongroomError:
     return ConnectionFailed(f"connection to {place} failed ({type(orig).__name__})", {"host": "failed"})
 
 
-__all__ = ["DRIVERS", "MAX_ROWS", "ConnectionFailed", "Connector", "Target", "target"]
+__all__ = ["DRIVERS", "MAX_ROWS", "ConnectionFailed", "Connector", "Target", "explain", "target"]

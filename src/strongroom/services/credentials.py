@@ -222,6 +222,12 @@ class CredentialService:
         row = self._current(who, credential_id, CONSUMER, "use it")
         return row, {**json.loads(row["public_data"]), **self._open(row)}
 
+    def check_use(self, who: Principal, credential_id: str) -> str:
+        """The credential's type if the caller may use it (`use` scope, CONSUMER or above; 404 with no role, 403
+        with too low a one), without opening it or writing an audit record (a job checks before it starts)."""
+        who.require("use")
+        return str(self._current(who, credential_id, CONSUMER, "use it")["credential_type"])
+
     def record(self, entry: Entry) -> None:
         """Append an audit record of its own (a use or a reveal, which change nothing)."""
         if self.audit is not None:

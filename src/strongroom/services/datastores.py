@@ -245,6 +245,38 @@ class DataStoreService:
         kind, values = _credential_data(body.get("credentialData"))
         return {"message": s3.list_one(self.connector, where, s3.keys(kind, values, "credentialData"))}
 
+    # ---- batch jobs -------------------------------------------------------------------------------------
+
+    def check_job_use(self, who: Principal, store_id: str, credential_id: str | None, field: str) -> str:
+        """The credential a job will connect to the store with (the given one or the caller's default), once
+        the caller may use both (404 with no role, 403 with too low a one); nothing is opened or audited."""
+        who.require("use")
+        row = self._store(who, store_id, CONSUMER, "use it")
+        target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
+        if credential_id is None:
+            defaults = [a for a in self.stores.for_store(row["id"], who.user_id) if a["is_default"]]
+            if not defaults:
+                msg = "give credentialId: you have no default credential for this data store"
+                raise InvalidInput(f"{field}.credentialId: {msg}", {f"{field}.credentialId": msg})
+            credential_id = str(defaults[0]["credential_id"])
+        kind = self.credentials.check_use(who, credential_id)
+        if kind != "basic":
+            msg = f"a database connection needs a basic credential (user and password), not {kind}"
+            raise InvalidInput(f"{field}.credentialId: {msg}", {f"{field}.credentialId": msg})
+        return credential_id
+
+    def job_login(
+        self, who: Principal, store_id: str, credential_id: str, purpose: Mapping[str, Any]
+    ) -> tuple[Target, str, str]:
+        """Where to connect and with which user and password, for a job on the caller's behalf: the roles are
+        checked again and the credential's use is audited with `purpose` (never a value)."""
+        who.require("use")
+        row = self._store(who, store_id, CONSUMER, "use it")
+        where = target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
+        kind, fields = self.credentials.use(who, credential_id, {**purpose, "dataStoreId": row["id"]})
+        user, password = _basic(kind, fields, "credentialId")
+        return where, user, password
+
     # ---- credential associations ------------------------------------------------------------------------
 
     def associate(self, who: Principal, credential_id: str, key: str, body: Mapping[str, Any]) -> bool:

@@ -315,3 +315,53 @@ class OAuthTokenState(Base):
     refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reauth_error: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+class Deployment(Base):
+    """A scoring function an administrator registered (`package.module:function`); the built-in `passthrough`
+    deployment is not stored."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    label: Mapped[str] = mapped_column(String(255), unique=True)
+    entry_point: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class BatchJob(Base):
+    """A batch job (DataRobot's `batchPredictions`): its validated spec (ids only, never a secret), its status and
+    counters; the work itself is in `batch_job_chunks`."""
+
+    __tablename__ = "batch_jobs"
+    __table_args__ = (Index("ix_batch_jobs_owner", "owner_id", "created_at"), Index("ix_batch_jobs_status", "status"))
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_id: Mapped[str] = mapped_column(String(24))
+    deployment_id: Mapped[str] = mapped_column(String(24))
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[str] = mapped_column(Text)  # the jobSpec as JSON: ids and settings, never a secret
+    status_details: Mapped[str] = mapped_column(Text, default="")
+    intake_ready: Mapped[bool] = mapped_column(Boolean, default=False)  # localFile: the upload is complete
+    expected_rows: Mapped[int | None] = mapped_column(Integer, nullable=True)  # for percentageCompleted
+    total_chunks: Mapped[int | None] = mapped_column(Integer, nullable=True)  # known once the intake is read
+    scored_rows: Mapped[int] = mapped_column(Integer, default=0)
+    failed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class BatchJobChunk(Base):
+    """One chunk of a job: read -> scored -> written under its number, which orders (and deduplicates) output."""
+
+    __tablename__ = "batch_job_chunks"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # RUNNING, DONE, FAILED
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,375 @@
+"""The data path of a batch job: intake adapters that yield chunks as `pyarrow.RecordBatch`es, the scoring call,
+and output adapters that write each chunk under its number, so that a chunk run twice replaces its first attempt.
+
+- localFile intake: the uploaded CSV (one file, or the parts of a multipart upload, each with its header) read
+  by pyarrow's streaming CSV reader; column types are inferred from the first block and kept for the rest.
+- jdbc intake: one server-side cursor (`stream_results`, `fetchSize` rows per round trip) on the data store.
+- localFile output: one spool file per chunk (`out/<number>.csv`, written aside then renamed), streamed in
+  chunk order by the download route.
+- jdbc output: the rows go to a staging table per job (`sr_stage_<job id>`, each row tagged with its chunk
+  number and position; a chunk run again first deletes its earlier rows), and `finish` moves them into the
+  target table in one transaction, in chunk order, then drops the staging table.
+
+Memory stays bounded by the chunk size times the chunks in flight. No secret passes through this module's
+messages: failures name the adapter and the cause (`connections.explain` for drivers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from strongroom.errors import InvalidInput, StrongroomError
+from strongroom.services.connections import Connector, Target, explain
+
+Scorer = Callable[[pa.RecordBatch], pa.RecordBatch]
+STAGE_CHUNK = "_sr_chunk"
+STAGE_ROW = "_sr_row"
+_ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+class JobFailed(StrongroomError):
+    """A job could not go on; the message names the adapter (or the deployment) and the cause, never a secret."""
+
+    status_code = 409
+
+
+def check_entry_point(entry_point: str) -> None:
+    """422 unless `entry_point` looks like `package.module:function`."""
+    if not isinstance(entry_point, str) or not _ENTRY_POINT.fullmatch(entry_point):
+        msg = "must be package.module:function"
+        raise InvalidInput(f"entryPoint: {msg}", {"entryPoint": msg})
+
+
+def load_function(entry_point: str) -> Callable[[pa.RecordBatch], Any]:
+    """The function an entry point names (JobFailed saying why it cannot be loaded)."""
+    check_entry_point(entry_point)
+    module_name, _, name = entry_point.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise JobFailed(f"deployment: cannot load {entry_point} ({type(exc).__name__}: {exc})") from None
+    if not callable(fn):
+        raise JobFailed(f"deployment: {entry_point} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def scorer(entry_point: str | None, passthrough_columns: Sequence[str] | None) -> Scorer:
+    """The scoring step: the deployment's added columns (None: the built-in passthrough adds none) after the
+    passthrough columns (all of them unless `passthrough_columns` lists some)."""
+    fn = load_function(entry_point) if entry_point else None
+
+    def score(batch: pa.RecordBatch) -> pa.RecordBatch:
+        kept = batch
+        if passthrough_columns is not None:
+            missing = [c for c in passthrough_columns if c not in batch.schema.names]
+            if missing:
+                raise JobFailed(f"passthroughColumns: the intake has no column {missing[0]!r}")
+            kept = batch.select(list(passthrough_columns))
+        if fn is None:
+            return kept
+        try:
+            added = fn(batch)
+        except Exception as exc:
+            raise JobFailed(f"deployment: {entry_point} raised {type(exc).__name__}: {str(exc)[:300]}") from None
+        columns = added
+        if isinstance(added, pa.RecordBatch):
+            columns = dict(zip(added.schema.names, added.columns, strict=True))
+        if not isinstance(columns, Mapping):
+            raise JobFailed(f"deployment: {entry_point} must return a mapping or a RecordBatch of columns")
+        for name, values in columns.items():
+            array = values if isinstance(values, pa.Array) else pa.array(values)
+            if len(array) != batch.num_rows:
+                raise JobFailed(
+                    f"deployment: {entry_point} returned {len(array)} values for {name!r}, expected {batch.num_rows}"
+                )
+            if name in kept.schema.names:
+                kept = kept.drop_columns([name])
+            kept = kept.append_column(str(name), array)
+        return kept
+
+    return score
+
+
+def rechunk(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+    """Batches of exactly `rows` rows (the last may be shorter); at least one, empty when there is nothing."""
+    buffered: list[pa.RecordBatch] = []
+    count, produced = 0, False
+    for batch in batches:
+        schema = batch.schema
+        if batch.num_rows == 0:
+            continue
+        buffered.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(buffered)
+            yield _one_batch(table.slice(0, rows))
+            produced = True
+            rest = table.slice(rows)
+            buffered, count = rest.to_batches(), rest.num_rows
+    if count or not produced:
+        if buffered:
+            yield _one_batch(pa.Table.from_batches(buffered))
+        else:
+            yield pa.RecordBatch.from_pylist([], schema=schema or pa.schema([]))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    combined = table.combine_chunks()
+    found = combined.to_batches()
+    return found[0] if found else pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
+# ---- CSV ------------------------------------------------------------------------------------------------------
+
+
+def csv_options(settings: Mapping[str, Any] | None) -> dict[str, str]:
+    """The job's csvSettings as delimiter, quotechar and encoding."""
+    settings = settings or {}
+    delimiter = settings.get("delimiter") or ","
+    return {
+        "delimiter": "\t" if delimiter == "tab" else delimiter,
+        "quotechar": settings.get("quotechar") or '"',
+        "encoding": settings.get("encoding") or "utf-8",
+    }
+
+
+def read_csv(files: Sequence[Path], options: Mapping[str, str], rows: int) -> Iterator[pa.RecordBatch]:
+    """The CSV files (each with its header), streamed in chunks of `rows` rows."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        types: dict[str, pa.DataType] | None = None
+        for path in files:
+            try:
+                reader = pacsv.open_csv(
+                    path,
+                    read_options=pacsv.ReadOptions(block_size=1 << 20, encoding=options["encoding"]),
+                    parse_options=pacsv.ParseOptions(
+                        delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True
+                    ),
+                    convert_options=pacsv.ConvertOptions(column_types=types or {}),
+                )
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc):
+                    continue
+                raise JobFailed(f"localFile intake: the CSV cannot be read ({str(exc)[:300]})") from None
+            if types is None:
+                types = {f.name: f.type for f in reader.schema}
+            try:
+                yield from reader
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise JobFailed(f"localFile intake: the CSV cannot be read ({str(exc)[:300]})") from None
+
+    yield from rechunk(batches(), rows)
+
+
+def write_csv(batch: pa.RecordBatch, path: Path, header: bool, options: Mapping[str, str]) -> None:
+    """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt)."""
+    aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
+    with pa.OSFile(str(aside), "wb") as sink:
+        pacsv.write_csv(batch, sink, write)
+    os.replace(aside, path)
+
+
+# ---- databases ------------------------------------------------------------------------------------------------
+
+
+def _relation(table: str, schema: str | None) -> Any:
+    return sa.table(table, schema=schema)
+
+
+def count_rows(conn: Connection, settings: Mapping[str, Any]) -> int | None:
+    """How many rows the intake will read (for percentageCompleted), or None when the store cannot say cheaply."""
+    if settings.get("query"):
+        source: Any = sa.text(settings["query"]).columns().subquery("q")
+    else:
+        source = _relation(settings["table"], settings.get("schema"))
+    try:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(source)).scalar_one())
+    except sa.exc.DBAPIError:
+        conn.rollback()
+        return None
+
+
+def read_table(conn: Connection, settings: Mapping[str, Any], rows: int) -> Iterator[pa.RecordBatch]:
+    """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `rows`."""
+    fetch = int(settings.get("fetchSize") or min(rows, 10_000))
+    if settings.get("query"):
+        statement: Any = sa.text(settings["query"])
+    else:
+        statement = sa.select(sa.text("*")).select_from(_relation(settings["table"], settings.get("schema")))
+    result = conn.execution_options(stream_results=True, max_row_buffer=fetch).execute(statement)
+    names = list(result.keys())
+    produced = False
+    for part in result.partitions(rows):
+        produced = True
+        columns = list(zip(*part, strict=True)) if part else [() for _ in names]
+        yield pa.RecordBatch.from_arrays([_array(c) for c in columns], names=names)
+    if not produced:
+        yield pa.RecordBatch.from_arrays([pa.array([], pa.string()) for _ in names], names=names)
+
+
+def _array(values: Sequence[Any]) -> pa.Array:
+    """An Arrow array of one column's values (text when the values mix types Arrow cannot unify)."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+_ARROW_TO_SQL: tuple[tuple[Callable[[pa.DataType], bool], Callable[[], Any]], ...] = (
+    (pa.types.is_boolean, sa.Boolean),
+    (pa.types.is_integer, sa.BigInteger),
+    (pa.types.is_floating, sa.Float),
+    (pa.types.is_decimal, sa.Numeric),
+    (pa.types.is_timestamp, sa.DateTime),
+    (pa.types.is_date, sa.Date),
+)
+
+
+def sql_type(arrow: pa.DataType) -> Any:
+    """The SQL column type for an Arrow type (text for anything else)."""
+    for test, make in _ARROW_TO_SQL:
+        if test(arrow):
+            return make()
+    return sa.Text()
+
+
+class TableOutput:
+    """jdbc output through a per-job staging table, moved into the target in one final transaction."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        where: Target,
+        user: str,
+        password: str,
+        settings: Mapping[str, Any],
+        job_id: str,
+        statement_timeout: float,
+    ) -> None:
+        self.connector, self.where, self.user, self.password = connector, where, user, password
+        self.settings = settings
+        self.table, self.schema = str(settings["table"]), settings.get("schema")
+        self.stage_name = f"sr_stage_{job_id}"
+        self.timeout = statement_timeout
+        self.lock = threading.Lock()
+        self.stage: sa.Table | None = None
+        self.target_columns: dict[str, Any] | None = None
+
+    def connect(self) -> Any:
+        """A connection to the output store under the job's timeouts."""
+        return self.connector.connect(self.where, self.user, self.password, statement_timeout=self.timeout)
+
+    def _prepare(self, conn: Connection, batch: pa.RecordBatch) -> sa.Table:
+        """The staging table (created on the first chunk, reused by a resumed job) with the target's column
+        types where the target exists, else the chunk's."""
+        with self.lock:
+            if self.stage is not None:
+                return self.stage
+            inspector = sa.inspect(conn)
+            exists = inspector.has_table(self.table, schema=self.schema)
+            if exists:
+                self.target_columns = {c["name"]: c["type"] for c in inspector.get_columns(self.table, self.schema)}
+            elif self.settings["statementType"] in ("update", "insert_update") or (
+                self.settings["statementType"] == "insert" and not self.settings.get("createTableIfNotExists")
+            ):
+                raise JobFailed(f"jdbc output: the table {self.table!r} does not exist")
+            columns = []
+            for field in batch.schema:
+                if self.target_columns is not None and field.name not in self.target_columns:
+                    raise JobFailed(f"jdbc output: the table {self.table!r} has no column {field.name!r}")
+                kind = self.target_columns[field.name] if self.target_columns is not None else sql_type(field.type)
+                columns.append(sa.Column(field.name, kind, nullable=True))
+            stage = sa.Table(
+                self.stage_name,
+                sa.MetaData(),
+                *columns,
+                sa.Column(STAGE_CHUNK, sa.Integer, nullable=False),
+                sa.Column(STAGE_ROW, sa.Integer, nullable=False),
+                schema=self.schema,
+            )
+            stage.create(conn, checkfirst=True)
+            conn.commit()
+            self.stage = stage
+            return stage
+
+    def write(self, number: int, batch: pa.RecordBatch) -> None:
+        """Replace chunk `number`'s rows in the staging table, in one transaction."""
+        try:
+            with self.connect() as conn:
+                stage = self._prepare(conn, batch)
+                conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
+                rows = batch.to_pylist()
+                for i, row in enumerate(rows):
+                    row[STAGE_CHUNK], row[STAGE_ROW] = number, i
+                if rows:
+                    conn.execute(stage.insert(), rows)
+                conn.commit()
+        except sa.exc.DBAPIError as exc:
+            raise JobFailed(f"jdbc output: {explain(exc, self.where).message}") from None
+
+    def finish(self) -> None:
+        """Move every staged row into the target in one transaction (creating it for create_table), in chunk
+        order, then drop the staging table."""
+        if self.stage is None:
+            return
+        stage = self.stage
+        names = [c.name for c in stage.columns if c.name not in (STAGE_CHUNK, STAGE_ROW)]
+        kind = self.settings["statementType"]
+        try:
+            with self.connect() as conn:
+                if self.target_columns is None:
+                    target = sa.Table(
+                        self.table,
+                        sa.MetaData(),
+                        *(sa.Column(c.name, c.type, nullable=True) for c in stage.columns if c.name in names),
+                        schema=self.schema,
+                    )
+                    target.create(conn)
+                else:
+                    target = sa.Table(
+                        self.table, sa.MetaData(), *(sa.Column(n, stage.c[n].type) for n in names), schema=self.schema
+                    )
+                where_columns = list(self.settings.get("whereColumns") or [])
+                others = [n for n in names if n not in where_columns]
+                update_columns = list(self.settings.get("updateColumns") or others)
+                for name in [*where_columns, *update_columns]:
+                    if name not in names:
+                        raise JobFailed(f"jdbc output: the output has no column {name!r}")
+                if kind in ("update", "insert_update"):
+                    match = sa.and_(*(target.c[w] == stage.c[w] for w in where_columns))
+                    values = {u: sa.select(stage.c[u]).where(match).limit(1).scalar_subquery() for u in update_columns}
+                    conn.execute(target.update().where(sa.exists().where(match)).values(**values))
+                if kind in ("insert", "create_table", "insert_update"):
+                    source = sa.select(*(stage.c[n] for n in names)).order_by(stage.c[STAGE_CHUNK], stage.c[STAGE_ROW])
+                    if kind == "insert_update":
+                        match = sa.and_(*(target.c[w] == stage.c[w] for w in where_columns))
+                        source = source.where(~sa.exists().where(match))
+                    conn.execute(target.insert().from_select(names, source))
+                conn.commit()
+                stage.drop(conn)
+                conn.commit()
+        except sa.exc.DBAPIError as exc:
+            raise JobFailed(f"jdbc output: {explain(exc, self.where).message}") from None
+
+    def discard(self) -> None:
+        """Drop the staging table (a failed or aborted job leaves nothing in the store)."""
+        try:
+            with self.connect() as conn:
+                stage = sa.Table(self.stage_name, sa.MetaData(), schema=self.schema)
+                stage.drop(conn, checkfirst=True)
+                conn.commit()
+        except (StrongroomError, sa.exc.DBAPIError):
+            return

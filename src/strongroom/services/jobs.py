@@ -1,0 +1,734 @@
+"""Batch jobs (DataRobot's `batchPredictions`) and deployments (registered scoring functions).
+
+A job is validated and its access checked when it is created: the caller must be able to use every data store
+and credential it names (no role: 404, too low a role: 403), before any row is read. Its stored spec holds ids
+and settings only. It then runs as numbered chunks (see services/batch.py): read -> scored -> written under its
+number. The embedded runner (`JobRunner`) runs jobs in the server process, `job_threads` at a time, each job's
+chunks `numConcurrent` at a time, never on the event loop. Each run opens the credentials it needs through
+`CredentialService.use`, which writes one `credential.use` audit record per credential.
+
+A job the server was running when it stopped is run again when the server starts: with a localFile intake
+(the spooled upload does not change) its finished chunks are kept and the rest run; a jdbc intake is read again
+from the start (a table may have changed), its chunks replacing their earlier attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from strongroom.config import Settings
+from strongroom.errors import Conflict, InvalidInput, NotFound, StrongroomError
+from strongroom.representation import iso
+from strongroom.services.accounts import Principal
+from strongroom.services.audit import Event
+from strongroom.services.connections import Connector
+from strongroom.services.credentials import is_id
+from strongroom.services.datastores import DataStoreService
+from strongroom.store.db import Database
+from strongroom.store.models import new_id, utcnow
+from strongroom.store.repositories.jobs import JobRepository
+
+_log = logging.getLogger("strongroom.jobs")
+PASSTHROUGH_ID = "5e0000000000000000000001"
+ADAPTERS = ("localFile", "s3", "jdbc")
+AVAILABLE = ("localFile", "jdbc")  # the adapters this server runs today; s3 is validated, then refused
+STATEMENT_TYPES = ("insert", "create_table", "update", "insert_update")
+ACTIVE = ("INITIALIZING", "RUNNING")
+FINAL = ("COMPLETED", "ABORTED", "FAILED")
+STATUSES = (*ACTIVE, *FINAL)
+CHUNK_NAMES = ("auto", "fixed", "dynamic")
+LEASE = timedelta(minutes=10)
+
+
+class JobService:
+    """Deployment and job use cases; `runner` (set by the server) runs jobs once their intake is ready."""
+
+    def __init__(
+        self, jobs: JobRepository, datastores: DataStoreService, connector: Connector, settings: Settings
+    ) -> None:
+        self.jobs = jobs
+        self.datastores = datastores
+        self.connector = connector
+        self.settings = settings
+        self.root = settings.data_dir / "jobs"
+        self.runner: JobRunner | None = None
+
+    def start_runner(self, threads: int, worker: str) -> JobRunner:
+        """Run jobs in this process from now on, first those a stopped server left (see the module's doc)."""
+        self.runner = JobRunner(self, threads, worker)
+        resumed = self.runner.resume()
+        if resumed:
+            _log.info("resuming %d batch job(s)", len(resumed))
+        return self.runner
+
+    def stop_runner(self) -> None:
+        """Stop taking chunks and wait for those being written; unfinished jobs resume at the next start."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+    # ---- deployments ------------------------------------------------------------------------------------
+
+    def deployments(self, who: Principal) -> list[dict[str, Any]]:
+        """The built-in passthrough deployment, then every registered one, oldest first."""
+        who.require("read")
+        return [_deployment_wire(d) for d in self._deployments()]
+
+    def deployment(self, who: Principal, deployment_id: str) -> dict[str, Any]:
+        who.require("read")
+        return _deployment_wire(self._deployment(deployment_id, "deploymentId"))
+
+    def add_deployment(self, who: Principal, label: str, entry_point: str) -> dict[str, Any]:
+        """Register a scoring function (`admin`; audited); 409 if the label is taken."""
+        from strongroom.services.batch import check_entry_point
+
+        who.require("admin")
+        if not isinstance(label, str) or not label.strip() or len(label) > 255:
+            raise InvalidInput("label: must be 1 to 255 characters", {"label": "must be 1 to 255 characters"})
+        check_entry_point(entry_point)
+        if label == "passthrough" or any(d["label"] == label for d in self.jobs.deployments()):
+            raise Conflict(f"a deployment named {label!r} exists", {"label": "in use"})
+        row = {"id": new_id(), "label": label, "entry_point": entry_point, "created_at": utcnow()}
+        event = Event("deployment.create", 201, who, detail={"deploymentId": row["id"], "entryPoint": entry_point})
+        self.jobs.add_deployment(row, event.entry())
+        return _deployment_wire(row)
+
+    def _deployments(self) -> list[dict[str, Any]]:
+        builtin = {"id": PASSTHROUGH_ID, "label": "passthrough", "entry_point": None, "created_at": None}
+        return [builtin, *self.jobs.deployments()]
+
+    def _deployment(self, deployment_id: Any, field: str) -> dict[str, Any]:
+        if not isinstance(deployment_id, str) or not deployment_id:
+            raise InvalidInput(f"{field}: is required", {field: "is required"})
+        found = next((d for d in self._deployments() if deployment_id in (d["id"], d["label"])), None)
+        if found is None:
+            raise NotFound(f"{field}: no deployment {deployment_id!r}", {field: "unknown deployment"})
+        return found
+
+    # ---- jobs -------------------------------------------------------------------------------------------
+
+    def create(self, who: Principal, body: Mapping[str, Any], base: str) -> dict[str, Any]:
+        """Validate a job, check that the caller may use what it names, store it (audited) and start it unless
+        it waits for an upload; the job as the API shows it (`base`: the API root URL for its links)."""
+        who.require("use")
+        spec = self._validate(who, body)
+        now = utcnow()
+        localfile = spec["intakeSettings"]["type"] == "localFile"
+        row: dict[str, Any] = {
+            "id": new_id(),
+            "owner_id": who.user_id,
+            "token_id": who.token_id,
+            "deployment_id": spec["deploymentId"],
+            "status": "INITIALIZING",
+            "spec": json.dumps(spec, sort_keys=True),
+            "status_details": "Waiting for the CSV upload" if localfile else "Queued",
+            "intake_ready": not localfile,
+            "expected_rows": None,
+            "total_chunks": None,
+            "scored_rows": 0,
+            "failed_rows": 0,
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+        event = Event("batchJob.create", 202, who, detail=_ids(row["id"], spec))
+        self.jobs.insert(row, event.entry())
+        if not localfile and self.runner is not None:
+            self.runner.submit(row["id"])
+        return self.wire({**row, "owner": who.username}, base)
+
+    def get(self, who: Principal, job_id: str) -> dict[str, Any]:
+        """The caller's job (an administrator's: anyone's); 404 otherwise."""
+        who.require("read")
+        row = self.jobs.get(job_id) if is_id(job_id) else None
+        if row is None or (row["owner_id"] != who.user_id and not who.admin):
+            raise NotFound("batch job not found", {"batchPredictionJobId": "unknown"})
+        return row
+
+    def page(
+        self, who: Principal, statuses: Sequence[str], offset: int, limit: int, base: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the caller's jobs, newest first, optionally in some statuses; and their total."""
+        who.require("read")
+        for s in statuses:
+            if s not in STATUSES:
+                msg = f"must be among {', '.join(STATUSES)}"
+                raise InvalidInput(f"status: {msg}", {"status": msg})
+        rows, total = self.jobs.page(who.user_id, statuses, offset, limit)
+        return [self.wire(r, base) for r in rows], total
+
+    def abort(self, who: Principal, job_id: str) -> dict[str, Any]:
+        """Abort a job that has not finished (audited); a finished job is left as it is. The job as it now is."""
+        who.require("use")
+        row = self.get(who, job_id)
+        if row["status"] in ACTIVE:
+            event = Event("batchJob.abort", 202, who, detail={"jobId": job_id})
+            done = self.jobs.transition(
+                job_id,
+                ACTIVE,
+                {"status": "ABORTED", "status_details": f"Aborted by {who.username}", "finished_at": utcnow()},
+                event.entry(),
+            )
+            if done and self.runner is not None:
+                self.runner.cancel(job_id)
+        return self.get(who, job_id)
+
+    # ---- localFile intake and output ----------------------------------------------------------------------
+
+    def upload_target(self, who: Principal, job_id: str, part: int | None) -> Path:
+        """Where an upload (or a part of one) of the caller's waiting localFile job is spooled."""
+        who.require("use")
+        row = self.get(who, job_id)
+        spec = json.loads(row["spec"])
+        if spec["intakeSettings"]["type"] != "localFile":
+            msg = "this job's intake is not localFile: it takes no upload"
+            raise Conflict(msg, {"intakeSettings": "not localFile"})
+        if row["status"] != "INITIALIZING" or row["intake_ready"]:
+            raise Conflict(f"this job takes no more upload (it is {row['status']})", {"status": row["status"]})
+        if part is not None and not 0 <= part < 100_000:
+            raise InvalidInput("part: must be 0 to 99999", {"part": "out of range"})
+        folder = self.root / job_id / "intake"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder / ("upload.csv" if part is None else f"part-{part:05d}.csv")
+
+    def upload_complete(self, who: Principal, job_id: str, lines: int) -> None:
+        """The intake is complete (`lines` newlines counted in it): queue the job."""
+        row = self.get(who, job_id)
+        files = self.intake_files(job_id)
+        if not files:
+            raise InvalidInput("csvUpload: nothing was uploaded", {"csvUpload": "no data"})
+        headers = len(files)
+        moved = self.jobs.transition(
+            job_id,
+            ("INITIALIZING",),
+            {"intake_ready": True, "expected_rows": max(lines - headers, 0), "status_details": "Queued"},
+        )
+        if moved and not row["intake_ready"] and self.runner is not None:
+            self.runner.submit(job_id)
+
+    def intake_files(self, job_id: str) -> list[Path]:
+        """The spooled intake of a localFile job: the single upload, or the parts in order."""
+        folder = self.root / job_id / "intake"
+        if not folder.is_dir():
+            return []
+        single = folder / "upload.csv"
+        return [single] if single.exists() else sorted(folder.glob("part-*.csv"))
+
+    def output_file(self, job_id: str, number: int) -> Path:
+        """Chunk `number`'s spooled output of a localFile job."""
+        return self.root / job_id / "out" / f"{number:08d}.csv"
+
+    def download_state(self, who: Principal, job_id: str) -> tuple[str, int | None]:
+        """(status, total chunks once known) of the caller's job with a localFile output."""
+        row = self.get(who, job_id)
+        if json.loads(row["spec"])["outputSettings"]["type"] != "localFile":
+            raise Conflict("this job's output is not localFile: nothing to download", {"outputSettings": "not local"})
+        return row["status"], row["total_chunks"]
+
+    # ---- the API's view of a job ------------------------------------------------------------------------
+
+    def wire(self, row: Mapping[str, Any], base: str) -> dict[str, Any]:
+        """A job as `GET batchPredictions/{id}/` shows it (`base`: the API root URL)."""
+        spec = json.loads(row["spec"])
+        status = row["status"]
+        own = f"{base}/batchPredictions/{row['id']}/"
+        links = {"self": own}
+        if spec["intakeSettings"]["type"] == "localFile" and status == "INITIALIZING" and not row["intake_ready"]:
+            links["csvUpload"] = own + "csvUpload/"
+        if spec["outputSettings"]["type"] == "localFile" and status in ("RUNNING", "COMPLETED"):
+            links["download"] = own + "download/"
+        if status == "COMPLETED":
+            percentage = 100.0
+        elif row["expected_rows"]:
+            percentage = min(99.0, round(100.0 * row["scored_rows"] / row["expected_rows"], 1))
+        else:
+            percentage = 0.0
+        start = row["started_at"] or row["created_at"]
+        end = row["finished_at"] or utcnow()
+        return {
+            "id": row["id"],
+            "status": status,
+            "percentageCompleted": percentage,
+            "elapsedTimeSec": max(0, int((_moment(end) - _moment(start)).total_seconds())),
+            "statusDetails": row["status_details"] or status.capitalize(),
+            "links": links,
+            "jobSpec": spec,
+            "scoredRows": row["scored_rows"],
+            "failedRows": row["failed_rows"],
+            "skippedRows": 0,
+            "created": iso(row["created_at"]),
+            "createdBy": {"userId": row["owner_id"], "username": row.get("owner")},
+            "source": "api",
+            "hidden": None,
+        }
+
+    # ---- validation -------------------------------------------------------------------------------------
+
+    def _validate(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        known = {
+            "deploymentId",
+            "intakeSettings",
+            "outputSettings",
+            "csvSettings",
+            "numConcurrent",
+            "chunkSize",
+            "passthroughColumns",
+            "passthroughColumnsSet",
+            "abortOnError",
+            "includeProbabilities",
+            "includePredictionStatus",
+            "skipDriftTracking",
+        }
+        unknown = sorted(k for k in body if k not in known and body[k] is not None)
+        if unknown:
+            msg = "is not supported by this server"
+            raise InvalidInput(f"{unknown[0]}: {msg}", {unknown[0]: msg})
+        deployment = self._deployment(body.get("deploymentId"), "deploymentId")
+        spec: dict[str, Any] = {"deploymentId": deployment["id"]}
+        spec["numConcurrent"] = _int(body, "numConcurrent", 1, 1, self.settings.job_max_concurrent)
+        chunk = body.get("chunkSize")
+        if chunk is None or chunk in CHUNK_NAMES:
+            spec["chunkSize"] = self.settings.job_chunk_rows
+        else:
+            spec["chunkSize"] = _int(body, "chunkSize", 0, 1, 10_000_000)
+        columns = body.get("passthroughColumns")
+        if columns is not None:
+            if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):
+                msg = "must be a list of column names"
+                raise InvalidInput(f"passthroughColumns: {msg}", {"passthroughColumns": msg})
+            spec["passthroughColumns"] = columns
+        if body.get("passthroughColumnsSet") not in (None, "all"):
+            msg = 'must be "all"'
+            raise InvalidInput(f"passthroughColumnsSet: {msg}", {"passthroughColumnsSet": msg})
+        if body.get("passthroughColumnsSet") == "all":
+            spec["passthroughColumnsSet"] = "all"
+        spec["csvSettings"] = _csv_settings(body.get("csvSettings"))
+        spec["intakeSettings"] = self._adapter(who, body.get("intakeSettings"), "intakeSettings")
+        spec["outputSettings"] = self._adapter(who, body.get("outputSettings"), "outputSettings")
+        return spec
+
+    def _adapter(self, who: Principal, value: Any, field: str) -> dict[str, Any]:
+        if value is None:
+            value = {"type": "localFile"}
+        if not isinstance(value, dict):
+            raise InvalidInput(f"{field}: must be an object", {field: "must be an object"})
+        kind = value.get("type")
+        if kind not in ADAPTERS:
+            msg = f"unsupported type {kind!r}; supported: {', '.join(ADAPTERS)}"
+            raise InvalidInput(f"{field}.type: {msg}", {f"{field}.type": msg})
+        given = {k: v for k, v in value.items() if v is not None}
+        intake = field == "intakeSettings"
+        if kind == "localFile":
+            allowed = {"type", "multipart", "async"} if intake else {"type", "path"}
+            _only(given, allowed, field)
+            return {"type": "localFile"}
+        if kind == "s3":
+            _only(given, {"type", "url", "credentialId", "endpointUrl", "format"}, field)
+            _string(given, "url", field, required=True)
+            msg = f"the s3 adapter is not available on this server yet; available: {', '.join(AVAILABLE)}"
+            raise InvalidInput(f"{field}.type: {msg}", {f"{field}.type": msg})
+        if intake:
+            names = {"type", "dataStoreId", "table", "query", "schema", "catalog", "fetchSize", "credentialId"}
+            _only(given, names, field)
+        else:
+            _only(
+                given,
+                {
+                    "type",
+                    "dataStoreId",
+                    "table",
+                    "schema",
+                    "catalog",
+                    "statementType",
+                    "updateColumns",
+                    "whereColumns",
+                    "createTableIfNotExists",
+                    "credentialId",
+                },
+                field,
+            )
+        spec: dict[str, Any] = {"type": "jdbc", "dataStoreId": _string(given, "dataStoreId", field, required=True)}
+        for name in ("schema", "catalog"):
+            if name in given:
+                spec[name] = _string(given, name, field)
+        if intake:
+            table, query = _string(given, "table", field), _string(given, "query", field)
+            if (table is None) == (query is None):
+                msg = "give exactly one of table and query"
+                raise InvalidInput(f"{field}.table: {msg}", {f"{field}.table": msg})
+            spec.update({"table": table} if table else {"query": query})
+            if "fetchSize" in given:
+                spec["fetchSize"] = _int(given, "fetchSize", 0, 1, 1_000_000, f"{field}.")
+        else:
+            spec["table"] = _string(given, "table", field, required=True)
+            statement = given.get("statementType")
+            if statement not in STATEMENT_TYPES:
+                msg = f"must be one of {', '.join(STATEMENT_TYPES)}"
+                raise InvalidInput(f"{field}.statementType: {msg}", {f"{field}.statementType": msg})
+            spec["statementType"] = statement
+            for name in ("updateColumns", "whereColumns"):
+                if name in given:
+                    names = given[name]
+                    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                        msg = "must be a list of column names"
+                        raise InvalidInput(f"{field}.{name}: {msg}", {f"{field}.{name}": msg})
+                    spec[name] = names
+            if statement in ("update", "insert_update") and not spec.get("whereColumns"):
+                msg = f"is required for statementType {statement}"
+                raise InvalidInput(f"{field}.whereColumns: {msg}", {f"{field}.whereColumns": msg})
+            create = given.get("createTableIfNotExists", False)
+            if not isinstance(create, bool):
+                msg = "must be true or false"
+                raise InvalidInput(f"{field}.createTableIfNotExists: {msg}", {f"{field}.createTableIfNotExists": msg})
+            spec["createTableIfNotExists"] = create
+        credential = _string(given, "credentialId", field)
+        spec["credentialId"] = self.datastores.check_job_use(who, spec["dataStoreId"], credential, field)
+        return spec
+
+
+def _moment(value: datetime | str) -> datetime:
+    """A stored moment as a datetime (SQLite may hand back text)."""
+    found = Database.as_datetime(value)
+    assert found is not None
+    return found
+
+
+def _ids(job_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's audit detail: its id, deployment, and the ids of the stores and credentials it names."""
+    detail: dict[str, Any] = {"jobId": job_id, "deploymentId": spec["deploymentId"]}
+    for side in ("intakeSettings", "outputSettings"):
+        adapter = spec[side]
+        detail[side] = {k: adapter[k] for k in ("type", "dataStoreId", "credentialId") if k in adapter}
+    return detail
+
+
+def _deployment_wire(row: Mapping[str, Any]) -> dict[str, Any]:
+    builtin = row["entry_point"] is None
+    return {
+        "id": row["id"],
+        "label": row["label"],
+        "entryPoint": "builtin:passthrough" if builtin else row["entry_point"],
+        "description": "writes the intake rows unchanged" if builtin else f"scores with {row['entry_point']}",
+        "createdAt": iso(row["created_at"]) if row["created_at"] else None,
+        "status": "active",
+    }
+
+
+def _only(given: Mapping[str, Any], allowed: set[str], field: str) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        msg = f"unknown setting for type {given.get('type')}"
+        raise InvalidInput(f"{field}.{unknown[0]}: {msg}", {f"{field}.{unknown[0]}": msg})
+
+
+def _string(given: Mapping[str, Any], name: str, field: str, *, required: bool = False) -> Any:
+    value = given.get(name)
+    if value is None:
+        if required:
+            raise InvalidInput(f"{field}.{name}: is required", {f"{field}.{name}": "is required"})
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 100_000:
+        raise InvalidInput(f"{field}.{name}: must be a non-empty string", {f"{field}.{name}": "must be a string"})
+    return value
+
+
+def _int(body: Mapping[str, Any], name: str, default: int, low: int, high: int, prefix: str = "") -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        msg = f"must be a whole number from {low} to {high}"
+        raise InvalidInput(f"{prefix}{name}: {msg}", {f"{prefix}{name}": msg})
+    return value
+
+
+def _csv_settings(value: Any) -> dict[str, str]:
+    if value is None:
+        return {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
+    if not isinstance(value, dict):
+        raise InvalidInput("csvSettings: must be an object", {"csvSettings": "must be an object"})
+    _only({"type": "csv", **value}, {"type", "delimiter", "quotechar", "encoding"}, "csvSettings")
+    delimiter = value.get("delimiter") or ","
+    if delimiter != "tab" and (not isinstance(delimiter, str) or len(delimiter) != 1):
+        msg = 'must be one character or "tab"'
+        raise InvalidInput(f"csvSettings.delimiter: {msg}", {"csvSettings.delimiter": msg})
+    quote = value.get("quotechar") or '"'
+    if not isinstance(quote, str) or len(quote) != 1:
+        raise InvalidInput("csvSettings.quotechar: must be one character", {"csvSettings.quotechar": "one character"})
+    encoding = value.get("encoding") or "utf-8"
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise InvalidInput("csvSettings.encoding: unknown encoding", {"csvSettings.encoding": "unknown"}) from None
+    return {"delimiter": delimiter, "quotechar": quote, "encoding": encoding}
+
+
+# ---- the embedded runner ----------------------------------------------------------------------------------
+
+
+class JobRunner:
+    """Runs jobs in this process: `threads` jobs at once, each job's chunks `numConcurrent` at once."""
+
+    def __init__(self, service: JobService, threads: int, worker: str) -> None:
+        self.service = service
+        self.jobs = service.jobs
+        self.principal_of = principal_for
+        self._outputs: dict[str, Any] = {}
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="strongroom-job")
+        self.worker = worker
+        self.cancelled: set[str] = set()
+        self.running: dict[str, Future[None]] = {}
+        self.lock = threading.Lock()
+        self.closing = False
+
+    def resume(self) -> list[str]:
+        """Queue every job this store was running or had queued when a server last stopped; their ids."""
+        found = [r["id"] for r in self.jobs.with_status(ACTIVE) if r["status"] == "RUNNING" or r["intake_ready"]]
+        for job_id in found:
+            self.submit(job_id)
+        return found
+
+    def submit(self, job_id: str) -> None:
+        """Queue a job (once: a job already queued here is not queued again)."""
+        with self.lock:
+            if self.closing or job_id in self.running:
+                return
+            self.running[job_id] = self.pool.submit(self._run, job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job after the chunks it is writing (it was aborted)."""
+        self.cancelled.add(job_id)
+
+    def close(self) -> None:
+        """Finish no new chunk, and wait for the chunks being written (their jobs are resumed at the next start)."""
+        with self.lock:
+            self.closing = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stopped(self, job_id: str) -> bool:
+        return self.closing or job_id in self.cancelled
+
+    def _run(self, job_id: str) -> None:
+        try:
+            self._attempt(job_id)
+        except Exception as exc:  # the job fails with a reason; the runner goes on with the next
+            reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
+            if not isinstance(exc, StrongroomError):
+                _log.error("job %s failed: %s", job_id, type(exc).__name__)
+            self.jobs.transition(
+                job_id, ACTIVE, {"status": "FAILED", "status_details": reason[:2000], "finished_at": utcnow()}
+            )
+            self._cleanup_output(job_id)
+        finally:
+            with self.lock:
+                self.running.pop(job_id, None)
+            self.cancelled.discard(job_id)
+
+    def _cleanup_output(self, job_id: str) -> None:
+        output = self._outputs.pop(job_id, None)
+        if output is not None:
+            output.discard()
+
+    def _attempt(self, job_id: str) -> None:
+        from strongroom.services import batch
+
+        row = self.jobs.get(job_id)
+        if row is None or row["status"] not in ACTIVE:
+            return
+        resumed = row["status"] == "RUNNING"
+        if not self.jobs.transition(
+            job_id,
+            ACTIVE,
+            {"status": "RUNNING", "status_details": "Running", "started_at": row["started_at"] or utcnow()},
+        ):
+            return
+        spec = json.loads(row["spec"])
+        who = self.principal_of(row)
+        intake, output = spec["intakeSettings"], spec["outputSettings"]
+        rows = int(spec["chunkSize"])
+        options = batch.csv_options(spec.get("csvSettings"))
+        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
+        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
+        score = batch.scorer(deployment["entry_point"], columns)
+        purpose = {"purpose": "batchJob", "jobId": job_id}
+        # Open what the job connects to first: a credential that no longer works fails it before any row.
+        if output["type"] == "jdbc":
+            where, user, password = self.service.datastores.job_login(
+                who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
+            )
+            sink: Any = batch.TableOutput(
+                self.service.connector,
+                where,
+                user,
+                password,
+                output,
+                job_id,
+                self.service.settings.job_statement_timeout,
+            )
+        else:
+            folder = self.service.root / job_id / "out"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            sink = _FileOutput(self.service, job_id, options)
+        self._outputs[job_id] = sink
+        done: set[int] = set()
+        if resumed and intake["type"] == "localFile":
+            done = {c["number"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE"}
+        elif resumed:
+            self.jobs.forget_chunks(job_id)
+        with self._intake(who, job_id, intake, rows, options, purpose) as chunks:
+            total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake["type"])
+        if job_id in self.cancelled:
+            self._cleanup_output(job_id)
+        if self._stopped(job_id):
+            return
+        try:
+            sink.finish()
+        except StrongroomError as exc:
+            raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
+        self._outputs.pop(job_id, None)
+        scored = sum(c["rows"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE")
+        self.jobs.transition(
+            job_id,
+            ("RUNNING",),
+            {
+                "status": "COMPLETED",
+                "status_details": f"Completed: {scored} rows in {total} chunks",
+                "total_chunks": total,
+                "scored_rows": scored,
+                "finished_at": utcnow(),
+            },
+        )
+
+    def _intake(
+        self,
+        who: Principal,
+        job_id: str,
+        intake: Mapping[str, Any],
+        rows: int,
+        options: Mapping[str, str],
+        purpose: Mapping[str, Any],
+    ) -> Any:
+        from contextlib import contextmanager
+
+        from strongroom.services import batch
+
+        @contextmanager
+        def opened() -> Iterator[Iterator[Any]]:
+            if intake["type"] == "localFile":
+                yield batch.read_csv(self.service.intake_files(job_id), options, rows)
+                return
+            where, user, password = self.service.datastores.job_login(
+                who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
+            )
+            timeout = self.service.settings.job_statement_timeout
+            try:
+                with self.service.connector.connect(where, user, password, statement_timeout=timeout) as conn:
+                    expected = batch.count_rows(conn, intake)
+                    if expected is not None:
+                        self.jobs.set(job_id, {"expected_rows": expected})
+                    yield batch.read_table(conn, intake, rows)
+            except batch.JobFailed:
+                raise
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, "jdbc intake")) from None
+
+        return opened()
+
+    def _chunks(
+        self, job_id: str, chunks: Iterator[Any], done: set[int], score: Any, sink: Any, concurrent: int, kind: str
+    ) -> int:
+        """Score and write every chunk not already done, `concurrent` at once; how many chunks there were."""
+        from strongroom.services import batch
+
+        slots = threading.BoundedSemaphore(concurrent)
+        failures: list[BaseException] = []
+        pending: list[Future[None]] = []
+
+        def work(number: int, chunk: Any) -> None:
+            try:
+                if failures or self._stopped(job_id):
+                    return
+                now = utcnow()
+                self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
+                scored = score(chunk)
+                try:
+                    sink.write(number, scored)
+                except batch.JobFailed:
+                    raise
+                except StrongroomError as exc:
+                    raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
+                self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                slots.release()
+
+        number = -1
+        with ThreadPoolExecutor(concurrent, thread_name_prefix=f"strongroom-chunk-{job_id[-6:]}") as pool:
+            try:
+                for number, chunk in enumerate(chunks):
+                    if failures or self._stopped(job_id):
+                        break
+                    if number in done:
+                        continue
+                    slots.acquire()
+                    pending.append(pool.submit(work, number, chunk))
+            except batch.JobFailed:
+                raise
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, f"{kind} intake")) from None
+            finally:
+                for f in pending:
+                    f.result()
+        if failures:
+            raise failures[0]
+        return number + 1
+
+
+class _FileOutput:
+    """localFile output: one spool file per chunk, chunk 0 with the header."""
+
+    def __init__(self, service: JobService, job_id: str, options: Mapping[str, str]) -> None:
+        self.service, self.job_id, self.options = service, job_id, options
+
+    def write(self, number: int, batch: Any) -> None:
+        from strongroom.services.batch import write_csv
+
+        write_csv(batch, self.service.output_file(self.job_id, number), number == 0, self.options)
+
+    def finish(self) -> None:
+        return None
+
+    def discard(self) -> None:
+        return None
+
+
+def _prefixed(exc: StrongroomError, adapter: str) -> str:
+    return exc.message if exc.message.startswith(adapter) else f"{adapter}: {exc.message}"
+
+
+def principal_for(row: Mapping[str, Any]) -> Principal:
+    """The job's owner as the runner acts for them: the owner's token id and the `use` scope; roles on what the
+    job names are checked again when it runs."""
+    return Principal(
+        user_id=row["owner_id"],
+        username=row.get("owner") or row["owner_id"],
+        token_id=row["token_id"],
+        scopes=frozenset({"read", "use"}),
+        request_id=f"job-{row['id']}",
+    )
+
+
+def remove_spool(root: Path, job_id: str) -> None:
+    """Delete a job's spooled intake and output."""
+    shutil.rmtree(root / job_id, ignore_errors=True)

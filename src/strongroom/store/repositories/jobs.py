@@ -1,0 +1,225 @@
+"""Deployments, batch jobs and their chunks: every statement the job service and its runners need.
+
+A job's status changes only through `transition`, an `UPDATE … WHERE status IN (…)`, so two runners (or a
+runner and an abort) can never both move the same job; chunk rows are keyed by (job, number), so a chunk run
+again overwrites its earlier attempt's row instead of adding one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+
+from strongroom.store.db import Database, Tx
+from strongroom.store.models import BatchJob, BatchJobChunk, Deployment, User
+from strongroom.store.repositories.audit import Entry, append_in
+
+JOB_KEYS = (
+    "id",
+    "owner_id",
+    "token_id",
+    "deployment_id",
+    "status",
+    "spec",
+    "status_details",
+    "intake_ready",
+    "expected_rows",
+    "total_chunks",
+    "scored_rows",
+    "failed_rows",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+_JOB_COLUMNS = tuple(getattr(BatchJob, k) for k in JOB_KEYS)
+_WITH_OWNER = select(*_JOB_COLUMNS, User.username).join(User, User.id == BatchJob.owner_id)
+
+
+def _one_of(statuses: Sequence[str]) -> Any:
+    """`status` is one of `statuses`, spelled out (the SQLite write path takes no expanding IN list)."""
+    return or_(*(BatchJob.status == s for s in statuses))
+
+
+def _job(values: Sequence[Any]) -> dict[str, Any]:
+    """A job's columns by name, with `owner` (the owner's username)."""
+    row = dict(zip(JOB_KEYS, values[: len(JOB_KEYS)], strict=True))
+    row["owner"] = values[len(JOB_KEYS)]
+    row["intake_ready"] = bool(row["intake_ready"])
+    return row
+
+
+class JobRepository:
+    """Every statement about deployments, jobs and chunks."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def postgres(self) -> bool:
+        return not self.db.is_sqlite
+
+    # ---- deployments ------------------------------------------------------------------------------------
+
+    def add_deployment(self, row: Mapping[str, Any], audit: Entry) -> None:
+        """Store a deployment with its audit record (IntegrityError when the label is taken)."""
+
+        def add(tx: Tx) -> None:
+            tx.run(Deployment.__table__.insert().values(**row), {})
+            append_in(tx, audit, postgres=self.postgres)
+
+        self.db.transact(add)
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """Every stored deployment, oldest first."""
+        query = select(Deployment.id, Deployment.label, Deployment.entry_point, Deployment.created_at)
+        with self.db.read() as s:
+            rows = s.execute(query.order_by(Deployment.created_at, Deployment.id)).all()
+        return [dict(zip(("id", "label", "entry_point", "created_at"), r, strict=True)) for r in rows]
+
+    def deployment(self, deployment_id: str) -> dict[str, Any] | None:
+        """One stored deployment, or None."""
+        return next((d for d in self.deployments() if d["id"] == deployment_id), None)
+
+    # ---- jobs -------------------------------------------------------------------------------------------
+
+    def insert(self, row: Mapping[str, Any], audit: Entry) -> None:
+        """Store a new job with its audit record."""
+        values = {k: row[k] for k in JOB_KEYS}
+
+        def add(tx: Tx) -> None:
+            tx.run(BatchJob.__table__.insert().values(**values), {})
+            append_in(tx, audit, postgres=self.postgres)
+
+        self.db.transact(add)
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """The job with its owner's username, or None."""
+        with self.db.read() as s:
+            found = s.execute(_WITH_OWNER.where(BatchJob.id == job_id)).first()
+        return _job(found) if found else None
+
+    def page(self, owner_id: str, statuses: Sequence[str], offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the owner's jobs, newest first, and how many there are in all."""
+        where = [BatchJob.owner_id == owner_id]
+        if statuses:
+            where.append(BatchJob.status.in_(list(statuses)))
+        with self.db.read() as s:
+            rows = s.execute(
+                _WITH_OWNER.where(*where)
+                .order_by(BatchJob.created_at.desc(), BatchJob.id.desc())
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            total = s.execute(select(func.count()).select_from(BatchJob).where(*where)).scalar_one()
+        return [_job(r) for r in rows], int(total)
+
+    def with_status(self, statuses: Sequence[str]) -> list[dict[str, Any]]:
+        """Every job in one of `statuses`, oldest first (what a starting runner picks up)."""
+        with self.db.read() as s:
+            rows = s.execute(_WITH_OWNER.where(BatchJob.status.in_(list(statuses))).order_by(BatchJob.created_at))
+            return [_job(r) for r in rows]
+
+    def transition(
+        self, job_id: str, from_statuses: Sequence[str], values: Mapping[str, Any], audit: Entry | None = None
+    ) -> bool:
+        """Set `values` (a new status among them) if the job is in one of `from_statuses`; True if it was."""
+
+        def change(tx: Tx) -> bool:
+            done = tx.run(
+                update(BatchJob)
+                .where(BatchJob.id == job_id, _one_of(from_statuses))
+                .values(**values),
+                {},
+            )
+            if done and audit is not None:
+                append_in(tx, audit, postgres=self.postgres)
+            return bool(done)
+
+        return self.db.transact(change)
+
+    def set(self, job_id: str, values: Mapping[str, Any]) -> None:
+        """Set columns of a job whatever its status (counters, expected rows)."""
+        self.db.transact(lambda tx: tx.run(update(BatchJob).where(BatchJob.id == job_id).values(**values), {}))
+
+    # ---- chunks -----------------------------------------------------------------------------------------
+
+    def chunk_started(self, job_id: str, number: int, worker: str, at: datetime, lease_until: datetime) -> None:
+        """Record that `worker` runs chunk `number` (a new row, or the earlier attempt's row taken over)."""
+
+        def start(tx: Tx) -> None:
+            moved = tx.run(
+                update(BatchJobChunk)
+                .where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
+                .values(
+                    status="RUNNING",
+                    attempts=BatchJobChunk.attempts + 1,
+                    worker=worker,
+                    lease_until=lease_until,
+                    updated_at=at,
+                ),
+                {},
+            )
+            if not moved:
+                tx.run(
+                    BatchJobChunk.__table__.insert().values(
+                        job_id=job_id,
+                        number=number,
+                        status="RUNNING",
+                        rows=0,
+                        attempts=1,
+                        worker=worker,
+                        lease_until=lease_until,
+                        updated_at=at,
+                    ),
+                    {},
+                )
+
+        self.db.transact(start)
+
+    def chunk_done(self, job_id: str, number: int, rows: int, at: datetime) -> None:
+        """Mark a chunk written with its row count, and recount the job's scored rows from its chunks."""
+
+        def finish(tx: Tx) -> None:
+            tx.run(
+                update(BatchJobChunk)
+                .where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
+                .values(status="DONE", rows=rows, lease_until=None, updated_at=at),
+                {},
+            )
+            scored = (
+                select(func.coalesce(func.sum(BatchJobChunk.rows), 0))
+                .where(BatchJobChunk.job_id == job_id, BatchJobChunk.status == "DONE")
+                .scalar_subquery()
+            )
+            tx.run(update(BatchJob).where(BatchJob.id == job_id).values(scored_rows=scored), {})
+
+        self.db.transact(finish)
+
+    def chunks(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's chunks in order: number, status, rows, attempts, worker."""
+        query = (
+            select(
+                BatchJobChunk.number,
+                BatchJobChunk.status,
+                BatchJobChunk.rows,
+                BatchJobChunk.attempts,
+                BatchJobChunk.worker,
+            )
+            .where(BatchJobChunk.job_id == job_id)
+            .order_by(BatchJobChunk.number)
+        )
+        with self.db.read() as s:
+            rows = s.execute(query).all()
+        return [dict(zip(("number", "status", "rows", "attempts", "worker"), r, strict=True)) for r in rows]
+
+    def forget_chunks(self, job_id: str) -> None:
+        """Drop every chunk row of a job (it is run again from its first chunk) and zero its scored rows."""
+
+        def forget(tx: Tx) -> None:
+            tx.run(delete(BatchJobChunk).where(BatchJobChunk.job_id == job_id), {})
+            tx.run(update(BatchJob).where(BatchJob.id == job_id).values(scored_rows=0), {})
+
+        self.db.transact(forget)

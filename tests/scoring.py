@@ -1,0 +1,18 @@
+"""Scoring functions the batch-job tests register as deployments (`tests.scoring:…`); the server imports them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def add_total(batch: pa.RecordBatch) -> dict[str, Any]:
+    """A `total` column: price times quantity."""
+    return {"total": pc.multiply(batch.column("price"), batch.column("quantity"))}
+
+
+def explode(batch: pa.RecordBatch) -> dict[str, Any]:
+    """Fails on every chunk, naming why."""
+    raise ValueError("this deployment always fails")
