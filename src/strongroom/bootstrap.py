@@ -21,8 +21,8 @@ from strongroom.store.db import Database
 from strongroom.store.repositories import AccountRepository, CredentialRepository, KeyRepository
 from strongroom.store.repositories.audit import AuditRepository
 from strongroom.store.repositories.datastores import DataStoreRepository
-from strongroom.store.repositories.oauth import OAuthRepository
 from strongroom.store.repositories.jobs import JobRepository
+from strongroom.store.repositories.oauth import OAuthRepository
 from strongroom.store.repositories.sharing import SharingRepository
 
 

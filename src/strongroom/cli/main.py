@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
-from strongroom.cli import archive, audit, credentials, groups, keys, server, tokens, users
+from strongroom.cli import archive, audit, credentials, deployments, groups, jobs, keys, server, tokens, users
 from strongroom.cli.output import CommandError, error_line
 from strongroom.cli.store import SERVER_MODULES, server_missing
 
@@ -37,6 +37,8 @@ app.add_typer(groups.app, name="groups")
 app.add_typer(keys.app, name="keys")
 app.add_typer(credentials.app, name="credentials")
 app.add_typer(audit.app, name="audit")
+app.add_typer(deployments.app, name="deployments")
+app.add_typer(jobs.app, name="jobs")
 app.command("serve")(server.serve)
 app.command("init")(server.init)
 app.command("backup")(archive.backup)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         ServerError,
         StrongroomSDKError,
     )
+    from strongroom.client.jobs import BatchJob, Deployment, JobFailedError
     from strongroom.client.oauth import AccessToken, OAuthProvider
 
 _HOMES = {
@@ -32,6 +33,9 @@ _HOMES = {
     "Credential": "credential",
     "SharingRole": "credential",
     "AuditRecord": "audit",
+    "BatchJob": "jobs",
+    "Deployment": "jobs",
+    "JobFailedError": "jobs",
     "AccessToken": "oauth",
     "OAuthProvider": "oauth",
     "AppPlatformError": "errors",
@@ -46,11 +50,14 @@ __all__ = [
     "ApiKey",
     "AppPlatformError",
     "AuditRecord",
+    "BatchJob",
     "Client",
     "ClientError",
     "ConfigurationError",
     "Credential",
+    "Deployment",
     "Group",
+    "JobFailedError",
     "OAuthProvider",
     "ServerError",
     "SharingRole",

@@ -117,6 +117,31 @@ class Client:
         _raise_for_status(response)
         return response
 
+    def send(self, method: str, url: str, *, content: Any, headers: dict[str, str]) -> httpx.Response:
+        """Send a raw body (bytes or an iterator of bytes, streamed) relative to the endpoint."""
+        if urlsplit(url).scheme or url.startswith("/"):
+            raise StrongroomSDKError(f"refusing a URL outside the endpoint: {url!r}")
+        try:
+            response = self._http.request(method, url, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise StrongroomSDKError(f"cannot reach {self.endpoint}: {exc}") from None
+        _raise_for_status(response)
+        return response
+
+    def stream_to(self, method: str, url: str, sink: Any) -> None:
+        """Stream a response body relative to the endpoint into `sink` (a binary file)."""
+        if urlsplit(url).scheme or url.startswith("/"):
+            raise StrongroomSDKError(f"refusing a URL outside the endpoint: {url!r}")
+        try:
+            with self._http.stream(method, url) as response:
+                if response.status_code >= 300:
+                    response.read()
+                    _raise_for_status(response)
+                for piece in response.iter_bytes():
+                    sink.write(piece)
+        except httpx.TransportError as exc:
+            raise StrongroomSDKError(f"cannot reach {self.endpoint}: {exc}") from None
+
     def get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
         """GET relative to the endpoint (datarobot RESTClientObject-style helper)."""
         return self.request("GET", url, params=params)

@@ -20,6 +20,7 @@ import importlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,16 @@ def sql_type(arrow: pa.DataType) -> Any:
     return sa.Text()
 
 
+_RETRIES = 5
+
+
+def _transient(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock or serialisation failure, which the same transaction may simply try again."""
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    return code in (1205, 1213) or getattr(orig, "sqlstate", None) in ("40001", "40P01")
+
+
 class TableOutput:
     """jdbc output through a per-job staging table, moved into the target in one final transaction."""
 
@@ -296,8 +307,8 @@ class TableOutput:
                 self.stage_name,
                 sa.MetaData(),
                 *columns,
-                sa.Column(STAGE_CHUNK, sa.Integer, nullable=False),
-                sa.Column(STAGE_ROW, sa.Integer, nullable=False),
+                sa.Column(STAGE_CHUNK, sa.Integer, primary_key=True),
+                sa.Column(STAGE_ROW, sa.Integer, primary_key=True),
                 schema=self.schema,
             )
             stage.create(conn, checkfirst=True)
@@ -307,18 +318,23 @@ class TableOutput:
 
     def write(self, number: int, batch: pa.RecordBatch) -> None:
         """Replace chunk `number`'s rows in the staging table, in one transaction."""
-        try:
-            with self.connect() as conn:
-                stage = self._prepare(conn, batch)
-                conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
-                rows = batch.to_pylist()
-                for i, row in enumerate(rows):
-                    row[STAGE_CHUNK], row[STAGE_ROW] = number, i
-                if rows:
-                    conn.execute(stage.insert(), rows)
-                conn.commit()
-        except sa.exc.DBAPIError as exc:
-            raise JobFailed(f"jdbc output: {explain(exc, self.where).message}") from None
+        rows = batch.to_pylist()
+        for i, row in enumerate(rows):
+            row[STAGE_CHUNK], row[STAGE_ROW] = number, i
+        with self.connect() as conn:
+            stage = self._prepare(conn, batch)
+            for attempt in range(_RETRIES):
+                try:
+                    conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
+                    if rows:
+                        conn.execute(stage.insert(), rows)
+                    conn.commit()
+                    return
+                except sa.exc.OperationalError as exc:
+                    conn.rollback()
+                    if attempt == _RETRIES - 1 or not _transient(exc):
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
 
     def finish(self) -> None:
         """Move every staged row into the target in one transaction (creating it for create_table), in chunk

@@ -316,6 +316,7 @@ class OAuthTokenState(Base):
     reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reauth_error: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
+
 class Deployment(Base):
     """A scoring function an administrator registered (`package.module:function`); the built-in `passthrough`
     deployment is not stored."""

@@ -129,9 +129,7 @@ class JobRepository:
 
         def change(tx: Tx) -> bool:
             done = tx.run(
-                update(BatchJob)
-                .where(BatchJob.id == job_id, _one_of(from_statuses))
-                .values(**values),
+                update(BatchJob).where(BatchJob.id == job_id, _one_of(from_statuses)).values(**values),
                 {},
             )
             if done and audit is not None:

@@ -1,0 +1,362 @@
+"""Batch jobs (issue 16) through a real server with the real `datarobot` client: localFile in and out, a registered
+scoring function, jdbc intake and output against a scram-sha-256 PostgreSQL and a MariaDB user, access checked
+before any row is read, failures that name the adapter and never the secret, and a server restart mid-job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datarobot as dr
+import httpx
+import psycopg
+import pymysql
+import pytest
+
+from tests.support import PeerDatabase, Server, assert_error, client, mariadb_user, scram_postgres, unique
+
+PASSTHROUGH = "5e0000000000000000000001"
+ROWS = 40
+
+
+@pytest.fixture(scope="module")
+def peers() -> Iterator[dict[str, PeerDatabase]]:
+    with scram_postgres() as pg, mariadb_user() as maria:
+        yield {"postgres": pg, "mariadb": maria}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(data_dir=tmp_path_factory.mktemp("jobs") / "srv")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def totals(srv: Server) -> str:
+    """A deployment registered with the CLI: tests.scoring:add_total."""
+    result = srv.cli("deployments", "create", unique("totals"), "--entry-point", "tests.scoring:add_total", "--json")
+    return str(json.loads(result.stdout)["id"])
+
+
+@pytest.fixture
+def token(srv: Server) -> str:
+    token = srv.new_user("jobs")
+    dr.Client(endpoint=srv.api, token=token)
+    return token
+
+
+@pytest.fixture
+def api(srv: Server, token: str) -> Iterator[httpx.Client]:
+    with client(srv, token) as c:
+        yield c
+
+
+def _csv(rows: int = ROWS) -> str:
+    lines = ["id,item,price,quantity"] + [f'{i},"item, {i}",{i}.5,{i % 4}' for i in range(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def _store(api: httpx.Client, peer: PeerDatabase) -> str:
+    drivers = api.get("externalDataDrivers/").json()["data"]
+    wanted = "postgres" if peer.scheme == "postgresql" else "mysql"
+    driver = next(d["id"] for d in drivers if d["databaseDriver"] == wanted)
+    body = {"type": "jdbc", "canonicalName": unique("store"), "params": {"driverId": driver, "jdbcUrl": peer.jdbc_url}}
+    resp = api.post("externalDataStores/", json=body)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+def _basic(api: httpx.Client, user: str, password: str) -> str:
+    resp = api.post("credentials/", json={"name": unique("db"), "user": user, "password": password})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["credentialId"])
+
+
+def _execute(peer: PeerDatabase, *statements: str) -> list[tuple[Any, ...]]:
+    """Run statements on the peer as its user; the last one's rows."""
+    found: list[tuple[Any, ...]] = []
+    if peer.scheme == "postgresql":
+        dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for statement in statements:
+                cur = conn.execute(statement)
+                found = cur.fetchall() if cur.description else []
+        return found
+    conn = pymysql.connect(
+        host=peer.host, port=peer.port, user=peer.user, password=peer.password, database=peer.database, autocommit=True
+    )
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+                found = list(cur.fetchall())
+    finally:
+        conn.close()
+    return found
+
+
+def _items(peer: PeerDatabase, table: str, rows: int = ROWS) -> None:
+    values = ", ".join(f"({i}, 'item {i}', {i}.5)" for i in range(rows))
+    _execute(
+        peer,
+        f"DROP TABLE IF EXISTS {table}",
+        f"CREATE TABLE {table} (id integer PRIMARY KEY, item varchar(40), price float)",
+        f"INSERT INTO {table} VALUES {values}",
+    )
+
+
+def _wait(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The job once it has ended (the 409 body's job for a FAILED one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = api.get(f"batchPredictions/{job_id}/")
+        job = resp.json()["job"] if resp.status_code == 409 else resp.json()
+        if job["status"] in ("COMPLETED", "FAILED", "ABORTED"):
+            return dict(job)
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end in {timeout} s: {job}")
+
+
+def test_local_file_passthrough_equals_input(token: str, tmp_path: Path) -> None:
+    """localFile in -> passthrough -> localFile out, in several chunks two at a time: the output is the input."""
+    out = tmp_path / "out.csv"
+    job = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "localFile", "file": io.BytesIO(_csv().encode())},
+        output_settings={"type": "localFile", "path": str(out)},
+        chunk_size=7,
+        num_concurrent=2,
+    )
+    job.wait_for_completion()
+    status = job.get_status()
+    assert status["status"] == "COMPLETED" and status["percentage_completed"] == 100
+    assert status["scored_rows"] == ROWS and status["job_spec"]["num_concurrent"] == 2
+    assert _rows(out.read_text()) == _rows(_csv())
+
+
+def test_a_registered_function_adds_its_columns(srv: Server, token: str, totals: str, tmp_path: Path) -> None:
+    """A deployment registered with `strongroom deployments create` adds its column to every row."""
+    assert totals in [d["id"] for d in httpx.get(f"{srv.api}/deployments/", headers=_auth(token)).json()["data"]]
+    out = tmp_path / "out.csv"
+    dr.BatchPredictionJob.score(
+        totals,
+        intake_settings={"type": "localFile", "file": io.BytesIO(_csv().encode())},
+        output_settings={"type": "localFile", "path": str(out)},
+        chunk_size=16,
+    )
+    rows = _rows(out.read_text())
+    assert rows[0] == ["id", "item", "price", "quantity", "total"]
+    expected = _rows(_csv())[1:]
+    assert [r[:4] for r in rows[1:]] == expected
+    assert [float(r[4]) for r in rows[1:]] == [float(r[2]) * int(r[3]) for r in expected]
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_multipart_upload_is_one_intake(api: httpx.Client) -> None:
+    """PUT …/part/{n}/ (each part with its header) then POST …/finalizeMultipart/: one intake, in part order."""
+    created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": 5})
+    assert created.status_code == 202 and created.headers["location"].endswith("/")
+    job = created.json()
+    assert job["status"] == "INITIALIZING" and "csvUpload" in job["links"]
+    upload = job["links"]["csvUpload"]
+    lines = _csv(12).splitlines(keepends=True)
+    for n, part in enumerate((lines[1:7], lines[7:])):
+        resp = api.put(f"{upload}part/{n}/", content="".join([lines[0], *part]), headers={"Content-Type": "text/csv"})
+        assert resp.status_code == 202, resp.text
+    assert api.get(f"batchPredictions/{job['id']}/").json()["status"] == "INITIALIZING"
+    assert api.post(f"{upload}finalizeMultipart/").status_code == 202
+    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    assert _rows(api.get(f"batchPredictions/{job['id']}/download/").text) == _rows(_csv(12))
+
+
+@pytest.mark.parametrize("which", ["postgres", "mariadb"])
+def test_jdbc_intake_to_local_file(
+    api: httpx.Client, token: str, peers: dict[str, PeerDatabase], which: str, tmp_path: Path
+) -> None:
+    """A table read through a stored credential by id arrives whole in the localFile output; the credential's use
+    is audited once."""
+    peer = peers[which]
+    _items(peer, "items")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    out = tmp_path / "out.csv"
+    job = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "jdbc", "data_store_id": store, "table": "items", "credential_id": cred},
+        output_settings={"type": "localFile", "path": str(out)},
+        chunk_size=15,
+        num_concurrent=2,
+    )
+    job.wait_for_completion()
+    rows = _rows(out.read_text())
+    assert rows[0] == ["id", "item", "price"]
+    assert sorted(int(r[0]) for r in rows[1:]) == list(range(ROWS))
+    uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
+    assert len(uses) == 1 and uses[0]["detail"]["jobId"] == job.id
+
+
+@pytest.mark.parametrize(("which", "statement"), [("postgres", "create_table"), ("mariadb", "insert")])
+def test_local_file_to_jdbc_output(
+    api: httpx.Client, token: str, peers: dict[str, PeerDatabase], which: str, statement: str
+) -> None:
+    """localFile in -> a database table out, through a staging table moved in one final transaction."""
+    peer = peers[which]
+    table = unique("out").replace("-", "_")
+    if statement == "insert":
+        _execute(peer, f"CREATE TABLE {table} (id integer, item varchar(40), price float, quantity integer)")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    job = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "localFile", "file": io.BytesIO(_csv().encode())},
+        output_settings={
+            "type": "jdbc",
+            "data_store_id": store,
+            "table": table,
+            "statement_type": statement,
+            "credential_id": cred,
+        },
+        chunk_size=9,
+        num_concurrent=2,
+    )
+    assert _wait(api, job.id)["status"] == "COMPLETED"
+    job.wait_for_completion()
+    found = _execute(peer, f"SELECT id, item, price, quantity FROM {table} ORDER BY id")
+    expected = [(int(r[0]), r[1], float(r[2]), int(r[3])) for r in _rows(_csv())[1:]]
+    assert [(int(a), b, float(c), int(d)) for a, b, c, d in found] == expected
+    leftovers = _execute(peer, "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'sr_stage_%'")
+    assert leftovers == []
+
+
+def test_a_credential_the_caller_cannot_use_is_refused_before_the_job_exists(
+    srv: Server, api: httpx.Client, peers: dict[str, PeerDatabase]
+) -> None:
+    """Another user's credential answers 404 as if unknown, and their data store too: no job is created, no row
+    is read, nothing is opened."""
+    peer = peers["postgres"]
+    with client(srv, srv.new_user("other")) as other:
+        their_store, their_cred = _store(other, peer), _basic(other, peer.user, peer.password)
+    mine = _store(api, peer)
+    for intake in (
+        {"type": "jdbc", "dataStoreId": mine, "table": "orders", "credentialId": their_cred},
+        {"type": "jdbc", "dataStoreId": their_store, "table": "orders"},
+    ):
+        resp = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
+        assert_error(resp, 404)
+    assert api.get("batchPredictions/").json()["totalCount"] == 0
+
+
+def test_a_wrong_password_fails_the_job_naming_adapter_and_cause(
+    api: httpx.Client, token: str, peers: dict[str, PeerDatabase]
+) -> None:
+    """The job fails with a message naming the adapter and the cause, never the password; the real client's
+    `wait_for_completion` raises on its next poll (the status route answers 409 for a FAILED job)."""
+    peer = peers["postgres"]
+    wrong = "wrong-" + peer.password
+    store, cred = _store(api, peer), _basic(api, peer.user, wrong)
+    job = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "jdbc", "data_store_id": store, "table": "orders", "credential_id": cred},
+        output_settings={"type": "localFile"},
+    )
+    failed = _wait(api, job.id)
+    assert failed["status"] == "FAILED"
+    assert failed["statusDetails"].startswith("jdbc intake: authentication failed"), failed["statusDetails"]
+    with pytest.raises(dr.errors.ClientError) as raised:
+        job.wait_for_completion(max_wait=30)
+    assert "jdbc intake: authentication failed" in str(raised.value) and wrong not in str(raised.value)
+    listed = api.get("batchPredictions/", params={"status": "FAILED"}).json()["data"]
+    assert [j["id"] for j in listed] == [job.id]
+    assert wrong not in api.get("auditLog/").text
+
+
+def test_bad_specs_name_the_field(api: httpx.Client) -> None:
+    """An unknown adapter names the type and the supported ones; missing and invalid fields are named."""
+    resp = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": {"type": "ftp"}})
+    body = assert_error(resp, 422, "intakeSettings.type")
+    assert "'ftp'" in body["message"] and "localFile, s3, jdbc" in body["message"]
+    cases = [
+        ({}, 422, "deploymentId"),
+        ({"deploymentId": "5e00000000000000000000ff"}, 404, "deploymentId"),
+        ({"deploymentId": PASSTHROUGH, "numConcurrent": 0}, 422, "numConcurrent"),
+        ({"deploymentId": PASSTHROUGH, "intakeSettings": {"type": "jdbc"}}, 422, "intakeSettings.dataStoreId"),
+        (
+            {"deploymentId": PASSTHROUGH, "outputSettings": {"type": "jdbc", "dataStoreId": "x", "table": "t"}},
+            422,
+            "outputSettings.statementType",
+        ),
+        ({"deploymentId": PASSTHROUGH, "csvSettings": {"delimiter": ";;"}}, 422, "csvSettings.delimiter"),
+    ]
+    for spec, status, field in cases:
+        assert_error(api.post("batchPredictions/", json=spec), status, field)
+
+
+def test_abort(api: httpx.Client) -> None:
+    """DELETE aborts a job that waits for its upload; the upload link is gone."""
+    job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+    resp = api.delete(f"batchPredictions/{job['id']}/")
+    assert resp.status_code == 202 and resp.json()["status"] == "ABORTED"
+    assert "csvUpload" not in resp.json()["links"]
+    assert_error(api.put(f"batchPredictions/{job['id']}/csvUpload/", content=b"a\n1\n"), 409)
+
+
+def test_cli_runs_and_watches_a_job(srv: Server, token: str, tmp_path: Path) -> None:
+    """`strongroom jobs run` uploads, shows progress and writes the output; `jobs watch` follows a job to its end."""
+    source = tmp_path / "in.csv"
+    source.write_text(_csv())
+    out = tmp_path / "out.csv"
+    env = ("--token", token)
+    done = srv.cli("jobs", "run", *env, "--intake", "localFile", "--csv", str(source), "--out", str(out), "--json")
+    job = json.loads(done.stdout)
+    assert job["status"] == "COMPLETED" and _rows(out.read_text()) == _rows(_csv())
+    watched = srv.cli("jobs", "watch", job["id"], *env)
+    assert "COMPLETED" in watched.stdout
+
+
+def test_a_job_survives_a_server_restart(tmp_path: Path) -> None:
+    """SIGKILL the server mid-job: at the next start the job resumes from its chunk state (chunks written before
+    the kill are not run again) and its output equals its input."""
+    server = Server(data_dir=tmp_path / "srv")
+    server.start()
+    try:
+        slow = server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow", "--json")
+        deployment = json.loads(slow.stdout)["id"]
+        token = server.new_user("restart")
+        with client(server, token) as api:
+            job = api.post("batchPredictions/", json={"deploymentId": deployment, "chunkSize": 2}).json()
+            assert api.put(job["links"]["csvUpload"], content=_csv(30).encode()).status_code == 202
+            deadline = time.monotonic() + 30
+            while api.get(f"batchPredictions/{job['id']}/").json()["scoredRows"] < 6:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        server.stop(signal.SIGKILL)
+        server.start()
+        with client(server, token) as api:
+            ended = _wait(api, job["id"])
+            assert ended["status"] == "COMPLETED", ended["statusDetails"]
+            assert _rows(api.get(f"batchPredictions/{job['id']}/download/").text) == _rows(_csv(30))
+        from strongroom.bootstrap import Services
+        from strongroom.config import Settings
+
+        services = Services.open(Settings(data_dir=server.data_dir))
+        try:
+            chunks = services.jobs.jobs.chunks(job["id"])
+        finally:
+            services.close()
+        assert [c["number"] for c in chunks] == list(range(15))
+        assert chunks[0]["attempts"] == 1 and len({c["worker"] for c in chunks}) == 2
+    finally:
+        server.stop()
