@@ -22,6 +22,7 @@ from strongroom.api.openapi import answers, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
 from strongroom.errors import InvalidInput
+from strongroom.services.jobs import STATUSES
 
 _BUFFER = 1 << 20
 
@@ -54,7 +55,7 @@ async def create_job(call: Call) -> Response:
 
 async def list_jobs(call: Call) -> Response:
     offset, limit = window(call)
-    statuses = [s for v in call.request.query_params.getlist("status") for s in v.split(",") if s]
+    statuses = [s for v in call.request.query_params.getlist("status") for s in v.split(",")]
     jobs, who, root = call.services.jobs, call.principal, _root(call)
     data, total = await call.read(lambda: jobs.page(who, statuses, offset, limit, root))
     return paged(call, data, len(data), total, offset, limit)
@@ -235,7 +236,11 @@ ENDPOINTS = [
         list_jobs,
         doc={
             "summary": "The caller's batch jobs, newest first (status= filters, repeated or comma-separated)",
-            "parameters": [{"name": "status", "in": "query", "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            ],
             "responses": {"200": _ok("Batch jobs"), **answers(401, 403, 422, 429)},
         },
     ),
