@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     job_chunk_rows: int = 10_000  # rows per chunk when a job gives no chunkSize
     job_statement_timeout: float = 3600  # seconds a job's statement on a data store may run
     job_upload_max_bytes: int = 5 * 1024**3  # the largest localFile intake a job accepts
+    job_s3_part_bytes: int = 8 * 1024**2  # parts of an s3 output's multipart upload (S3's minimum, 5 MiB, at least)
 
     @field_validator("public_url")
     @classmethod

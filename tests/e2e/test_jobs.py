@@ -19,7 +19,17 @@ import psycopg
 import pymysql
 import pytest
 
-from tests.support import PeerDatabase, Server, assert_error, client, mariadb_user, scram_postgres, unique
+from tests.support import (
+    PeerDatabase,
+    S3Peer,
+    Server,
+    assert_error,
+    client,
+    mariadb_user,
+    s3_server,
+    scram_postgres,
+    unique,
+)
 
 PASSTHROUGH = "5e0000000000000000000001"
 ROWS = 40
@@ -32,8 +42,16 @@ def peers() -> Iterator[dict[str, PeerDatabase]]:
 
 
 @pytest.fixture(scope="module")
+def bucket() -> Iterator[S3Peer]:
+    with s3_server() as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(data_dir=tmp_path_factory.mktemp("jobs") / "srv")
+    """A server whose s3 outputs upload parts of 5 MiB (S3's minimum), so a test of a few MiB has several."""
+    env = {"STRONGROOM_JOB_S3_PART_BYTES": str(5 * 1024 * 1024)}
+    server = Server(data_dir=tmp_path_factory.mktemp("jobs") / "srv", extra_env=env)
     server.start()
     yield server
     server.stop()
@@ -360,3 +378,106 @@ def test_a_job_survives_a_server_restart(tmp_path: Path) -> None:
         assert chunks[0]["attempts"] == 1 and len({c["worker"] for c in chunks}) == 2
     finally:
         server.stop()
+
+
+def _s3_credential(api: httpx.Client, peer: S3Peer, secret: str | None = None) -> str:
+    body = {
+        "name": unique("s3"),
+        "credentialType": "s3",
+        "awsAccessKeyId": peer.access_key_id,
+        "awsSecretAccessKey": secret or peer.secret_access_key,
+    }
+    resp = api.post("credentials/", json=body)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["credentialId"])
+
+
+def test_jdbc_to_s3_and_back(api: httpx.Client, token: str, peers: dict[str, PeerDatabase], bucket: S3Peer) -> None:
+    """PostgreSQL table -> S3 CSV -> a new PostgreSQL table, with the real client and nothing but ids: the rows
+    arrive unchanged both ways, and each run opens each credential once (audited)."""
+    peer = peers["postgres"]
+    _items(peer, "s3items")
+    store, cred, keys = _store(api, peer), _basic(api, peer.user, peer.password), _s3_credential(api, bucket)
+    key = f"{unique('out')}.csv"
+    out = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "jdbc", "data_store_id": store, "table": "s3items", "credential_id": cred},
+        output_settings={
+            "type": "s3",
+            "url": f"{bucket.url}/{key}",
+            "credential_id": keys,
+            "endpoint_url": bucket.endpoint_url,
+        },
+        chunk_size=12,
+        num_concurrent=2,
+    )
+    assert _wait(api, out.id)["status"] == "COMPLETED"
+    body = bucket.client().get_object(Bucket=bucket.bucket, Key=key)["Body"].read().decode()
+    rows = _rows(body)
+    assert rows[0] == ["id", "item", "price"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(ROWS))
+
+    table = unique("back").replace("-", "_")
+    back = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={
+            "type": "s3",
+            "url": f"{bucket.url}/{key}",
+            "credential_id": keys,
+            "endpoint_url": bucket.endpoint_url,
+        },
+        output_settings={
+            "type": "jdbc",
+            "data_store_id": store,
+            "table": table,
+            "statement_type": "create_table",
+            "credential_id": cred,
+        },
+        chunk_size=7,
+    )
+    assert _wait(api, back.id)["status"] == "COMPLETED"
+    assert _execute(peer, f"SELECT id, item, price FROM {table} ORDER BY id") == _execute(
+        peer, "SELECT id, item, price FROM s3items ORDER BY id"
+    )
+    uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": keys}).json()["data"]
+    assert sorted(u["detail"]["side"] for u in uses) == ["intake", "output"]
+
+
+def test_an_s3_output_of_several_parts_is_the_input(api: httpx.Client, bucket: S3Peer, tmp_path: Path) -> None:
+    """A localFile intake of ~8 MiB to S3: chunks are cut into 5 MiB parts of one multipart upload, and the
+    object is the input, row for row, in order."""
+    keys = _s3_credential(api, bucket)
+    key = f"{unique('big')}.csv"
+    source = _csv(240_000)
+    spec = {
+        "deploymentId": PASSTHROUGH,
+        "chunkSize": 20_000,
+        "numConcurrent": 3,
+        "outputSettings": {"type": "s3", "url": f"{bucket.url}/{key}", "credentialId": keys,
+                           "endpointUrl": bucket.endpoint_url},
+    }  # fmt: skip
+    job = api.post("batchPredictions/", json=spec).json()
+    assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
+    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    head = bucket.client().head_object(Bucket=bucket.bucket, Key=key, PartNumber=1)
+    assert head["PartsCount"] >= 2
+    body = bucket.client().get_object(Bucket=bucket.bucket, Key=key)["Body"].read().decode()
+    assert _rows(body) == _rows(source)
+
+
+def test_a_wrong_secret_key_fails_the_s3_job(api: httpx.Client, token: str, bucket: S3Peer) -> None:
+    """A wrong secret key fails the job naming the adapter and the cause, never the key."""
+    wrong = "wrong-" + bucket.secret_access_key
+    keys = _s3_credential(api, bucket, secret=wrong)
+    job = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "s3", "url": f"{bucket.url}/in.csv", "credential_id": keys,
+                         "endpoint_url": bucket.endpoint_url},
+        output_settings={"type": "localFile"},
+    )  # fmt: skip
+    failed = _wait(api, job.id)
+    assert failed["status"] == "FAILED"
+    assert failed["statusDetails"].startswith("s3 intake: signature mismatch"), failed["statusDetails"]
+    with pytest.raises(dr.errors.ClientError) as raised:
+        job.wait_for_completion(max_wait=30)
+    assert "s3 intake: signature mismatch" in str(raised.value) and wrong not in str(raised.value)

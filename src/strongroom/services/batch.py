@@ -6,6 +6,9 @@ and output adapters that write each chunk under its number, so that a chunk run 
 - jdbc intake: one server-side cursor (`stream_results`, `fetchSize` rows per round trip) on the data store.
 - localFile output: one spool file per chunk (`out/<number>.csv`, written aside then renamed), streamed in
   chunk order by the download route.
+- s3 intake: the object streamed through a 1 MiB buffer into the same CSV reader.
+- s3 output: chunks spooled as for localFile, the contiguous run of written chunks cut into 8 MiB parts of one
+  multipart upload as they fill, completed by `finish` (see `S3Output`).
 - jdbc output: the rows go to a staging table per job (`sr_stage_<job id>`, each row tagged with its chunk
   number and position; a chunk run again first deletes its earlier rows), and `finish` moves them into the
   target table in one transaction, in chunk order, then drops the staging table.
@@ -17,6 +20,7 @@ messages: failures name the adapter and the cause (`connections.explain` for dri
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import re
 import threading
@@ -31,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from strongroom.errors import InvalidInput, StrongroomError
+from strongroom.services import s3
 from strongroom.services.connections import Connector, Target, explain
 
 Scorer = Callable[[pa.RecordBatch], pa.RecordBatch]
@@ -145,15 +150,17 @@ def csv_options(settings: Mapping[str, Any] | None) -> dict[str, str]:
     }
 
 
-def read_csv(files: Sequence[Path], options: Mapping[str, str], rows: int) -> Iterator[pa.RecordBatch]:
-    """The CSV files (each with its header), streamed in chunks of `rows` rows."""
+def read_csv(
+    files: Sequence[Any], options: Mapping[str, str], rows: int, adapter: str = "localFile intake"
+) -> Iterator[pa.RecordBatch]:
+    """The CSV files or binary streams (each with its header), streamed in chunks of `rows` rows."""
 
     def batches() -> Iterator[pa.RecordBatch]:
         types: dict[str, pa.DataType] | None = None
-        for path in files:
+        for source in files:
             try:
                 reader = pacsv.open_csv(
-                    path,
+                    source,
                     read_options=pacsv.ReadOptions(block_size=1 << 20, encoding=options["encoding"]),
                     parse_options=pacsv.ParseOptions(
                         delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True
@@ -163,13 +170,15 @@ def read_csv(files: Sequence[Path], options: Mapping[str, str], rows: int) -> It
             except pa.ArrowInvalid as exc:
                 if "Empty CSV file" in str(exc):
                     continue
-                raise JobFailed(f"localFile intake: the CSV cannot be read ({str(exc)[:300]})") from None
+                raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
             if types is None:
                 types = {f.name: f.type for f in reader.schema}
             try:
                 yield from reader
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise JobFailed(f"localFile intake: the CSV cannot be read ({str(exc)[:300]})") from None
+                raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+            except OSError as exc:
+                raise JobFailed(f"{adapter}: reading failed ({type(exc).__name__})") from None
 
     yield from rechunk(batches(), rows)
 
@@ -336,7 +345,7 @@ class TableOutput:
                         raise
                     time.sleep(0.05 * (attempt + 1))
 
-    def finish(self) -> None:
+    def finish(self, total: int) -> None:
         """Move every staged row into the target in one transaction (creating it for create_table), in chunk
         order, then drop the staging table."""
         if self.stage is None:
@@ -389,3 +398,147 @@ class TableOutput:
                 conn.commit()
         except (StrongroomError, sa.exc.DBAPIError):
             return
+
+
+# ---- S3 -------------------------------------------------------------------------------------------------------
+
+
+class _Body(io.RawIOBase):
+    """A botocore streaming body as a raw binary stream, for a buffered reader (and pyarrow) to pull from."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def read_s3(
+    connector: Connector, where: s3.Location, keys: s3.Keys, options: Mapping[str, str], rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The object's CSV, streamed (a 1 MiB buffer, never the whole object) in chunks of `rows` rows."""
+    client = s3.client(connector, where, keys)
+    try:
+        try:
+            found = client.get_object(Bucket=where.bucket, Key=where.prefix)
+        except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
+            raise JobFailed(f"s3 intake: {s3.explain(exc, where).message}") from None
+        stream = io.BufferedReader(_Body(found["Body"]), 1 << 20)
+        yield from read_csv([stream], options, rows, "s3 intake")
+    finally:
+        client.close()
+
+
+class S3Output:
+    """s3 output: each chunk's CSV is spooled under its number; the contiguous run of written chunks is cut into
+    parts of `part_bytes` (part k+1 is the k-th such slice, so the mapping from chunks to parts depends only on
+    the output), uploaded as they fill, and `finish` uploads the rest and completes the multipart upload. A
+    resumed job starts a new upload from the spooled chunks and aborts the one it left."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        where: s3.Location,
+        keys: s3.Keys,
+        spool: Path,
+        options: Mapping[str, str],
+        part_bytes: int,
+    ) -> None:
+        self.where, self.spool, self.options, self.part_bytes = where, spool, options, part_bytes
+        self.client = s3.client(connector, where, keys)
+        self.lock = threading.Lock()
+        self.next_chunk = 0
+        self.total: int | None = None
+        self.buffer = bytearray()
+        self.parts: list[dict[str, Any]] = []
+        self.upload_id: str | None = None
+        self.marker = spool / "s3-upload-id"
+        if self.marker.exists():
+            self._call(
+                self.client.abort_multipart_upload,
+                Bucket=where.bucket,
+                Key=where.prefix,
+                UploadId=self.marker.read_text(),
+                tolerate=True,
+            )
+            self.marker.unlink()
+
+    def _call(self, method: Callable[..., Any], *, tolerate: bool = False, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
+            if tolerate:
+                return None
+            raise JobFailed(f"s3 output: {s3.explain(exc, self.where).message}") from None
+
+    def write(self, number: int, batch: pa.RecordBatch) -> None:
+        """Spool chunk `number`, then upload whatever whole parts the written chunks now fill."""
+        write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
+        self._advance()
+
+    def _advance(self) -> None:
+        with self.lock:
+            while self.total is None or self.next_chunk < self.total:
+                path = self.spool / f"{self.next_chunk:08d}.csv"
+                if not path.exists():
+                    break
+                self.buffer += path.read_bytes()
+                self.next_chunk += 1
+                while len(self.buffer) >= self.part_bytes:
+                    self._upload(bytes(self.buffer[: self.part_bytes]))
+                    del self.buffer[: self.part_bytes]
+
+    def _upload(self, data: bytes) -> None:
+        where = self.where
+        if self.upload_id is None:
+            started = self._call(self.client.create_multipart_upload, Bucket=where.bucket, Key=where.prefix)
+            self.upload_id = str(started["UploadId"])
+            self.marker.write_text(self.upload_id)
+        number = len(self.parts) + 1
+        done = self._call(
+            self.client.upload_part,
+            Bucket=where.bucket,
+            Key=where.prefix,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        self.parts.append({"ETag": done["ETag"], "PartNumber": number})
+
+    def finish(self, total: int) -> None:
+        """Upload what is left as the last part and complete the upload: the object appears whole, or not at all."""
+        self.total = total
+        self._advance()
+        with self.lock:
+            if self.next_chunk < total:
+                raise JobFailed(f"s3 output: chunk {self.next_chunk} was never written")
+            if self.buffer or not self.parts:
+                self._upload(bytes(self.buffer))
+                self.buffer.clear()
+            self._call(
+                self.client.complete_multipart_upload,
+                Bucket=self.where.bucket,
+                Key=self.where.prefix,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
+            )
+            self.marker.unlink(missing_ok=True)
+        self.client.close()
+
+    def discard(self) -> None:
+        """Abort the multipart upload (a failed or aborted job leaves no object)."""
+        if self.upload_id is not None:
+            self._call(
+                self.client.abort_multipart_upload,
+                Bucket=self.where.bucket,
+                Key=self.where.prefix,
+                UploadId=self.upload_id,
+                tolerate=True,
+            )
+            self.marker.unlink(missing_ok=True)
+        self.client.close()

@@ -27,6 +27,7 @@ from typing import Any
 from strongroom.config import Settings
 from strongroom.errors import Conflict, InvalidInput, NotFound, StrongroomError
 from strongroom.representation import iso
+from strongroom.services import s3
 from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
 from strongroom.services.connections import Connector
@@ -39,7 +40,6 @@ from strongroom.store.repositories.jobs import JobRepository
 _log = logging.getLogger("strongroom.jobs")
 PASSTHROUGH_ID = "5e0000000000000000000001"
 ADAPTERS = ("localFile", "s3", "jdbc")
-AVAILABLE = ("localFile", "jdbc")  # the adapters this server runs today; s3 is validated, then refused
 STATEMENT_TYPES = ("insert", "create_table", "update", "insert_update")
 ACTIVE = ("INITIALIZING", "RUNNING")
 FINAL = ("COMPLETED", "ABORTED", "FAILED")
@@ -315,6 +315,36 @@ class JobService:
         spec["outputSettings"] = self._adapter(who, body.get("outputSettings"), "outputSettings")
         return spec
 
+    def _s3(self, who: Principal, given: Mapping[str, Any], field: str) -> dict[str, Any]:
+        _only(given, {"type", "url", "credentialId", "endpointUrl", "region", "format"}, field)
+        spec: dict[str, Any] = {"type": "s3", "url": _string(given, "url", field, required=True)}
+        for name in ("endpointUrl", "region"):
+            if name in given:
+                spec[name] = _string(given, name, field)
+        _s3_location(spec, field)
+        if given.get("format", "csv") != "csv":
+            msg = "only csv is supported"
+            raise InvalidInput(f"{field}.format: {msg}", {f"{field}.format": msg})
+        spec["format"] = "csv"
+        credential = _string(given, "credentialId", field, required=True)
+        kind = self.datastores.credentials.check_use(who, credential)
+        if kind != "s3":
+            msg = f"an s3 adapter needs an s3 credential, not {kind}"
+            raise InvalidInput(f"{field}.credentialId: {msg}", {f"{field}.credentialId": msg})
+        spec["credentialId"] = credential
+        return spec
+
+    def s3_keys(self, who: Principal, spec: Mapping[str, Any], purpose: Mapping[str, Any]) -> s3.Keys:
+        """The signing keys of an s3 adapter's credential, opened for the job (audited as credential.use); a
+        failure names the adapter (`s3 intake` or `s3 output`)."""
+        from strongroom.services.batch import JobFailed
+
+        try:
+            kind, fields = self.datastores.credentials.use(who, spec["credentialId"], {**purpose, "url": spec["url"]})
+            return s3.keys(kind, fields, "credentialId")
+        except StrongroomError as exc:
+            raise JobFailed(f"s3 {purpose['side']}: {exc.message}") from None
+
     def _adapter(self, who: Principal, value: Any, field: str) -> dict[str, Any]:
         if value is None:
             value = {"type": "localFile"}
@@ -331,10 +361,7 @@ class JobService:
             _only(given, allowed, field)
             return {"type": "localFile"}
         if kind == "s3":
-            _only(given, {"type", "url", "credentialId", "endpointUrl", "format"}, field)
-            _string(given, "url", field, required=True)
-            msg = f"the s3 adapter is not available on this server yet; available: {', '.join(AVAILABLE)}"
-            raise InvalidInput(f"{field}.type: {msg}", {f"{field}.type": msg})
+            return self._s3(who, given, field)
         if intake:
             names = {"type", "dataStoreId", "table", "query", "schema", "catalog", "fetchSize", "credentialId"}
             _only(given, names, field)
@@ -392,6 +419,19 @@ class JobService:
         credential = _string(given, "credentialId", field)
         spec["credentialId"] = self.datastores.check_job_use(who, spec["dataStoreId"], credential, field)
         return spec
+
+
+def _s3_location(spec: Mapping[str, Any], field: str) -> s3.Location:
+    """Where an s3 adapter reads or writes (422 naming `field`'s setting that is wrong)."""
+    body = {k: spec[k] for k in ("url", "endpointUrl", "region") if k in spec}
+    try:
+        where = s3.location(body)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}.{exc.message}", {f"{field}.{k}": v for k, v in exc.errors.items()}) from None
+    if not where.prefix or where.prefix.endswith("/"):
+        msg = "must name an object: s3://bucket/key"
+        raise InvalidInput(f"{field}.url: {msg}", {f"{field}.url": msg})
+    return where
 
 
 def _moment(value: datetime | str) -> datetime:
@@ -563,9 +603,12 @@ class JobRunner:
         purpose = {"purpose": "batchJob", "jobId": job_id}
         # Open what the job connects to first: a credential that no longer works fails it before any row.
         if output["type"] == "jdbc":
-            where, user, password = self.service.datastores.job_login(
-                who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
-            )
+            try:
+                where, user, password = self.service.datastores.job_login(
+                    who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
+                )
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
             sink: Any = batch.TableOutput(
                 self.service.connector,
                 where,
@@ -575,26 +618,35 @@ class JobRunner:
                 job_id,
                 self.service.settings.job_statement_timeout,
             )
-        else:
-            folder = self.service.root / job_id / "out"
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            sink = _FileOutput(self.service, job_id, options)
-        self._outputs[job_id] = sink
         done: set[int] = set()
+        folder = self.service.root / job_id / "out"
         if resumed and intake["type"] == "localFile":
             done = {c["number"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE"}
         elif resumed:
             self.jobs.forget_chunks(job_id)
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if output["type"] == "s3":
+            location = _s3_location(output, "outputSettings")
+            keys = self.service.s3_keys(who, output, {**purpose, "side": "output"})
+            part = max(5 * 1024 * 1024, self.service.settings.job_s3_part_bytes)
+            try:
+                sink = batch.S3Output(self.service.connector, location, keys, folder, options, part)
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, "s3 output")) from None
+        elif output["type"] == "localFile":
+            sink = _FileOutput(self.service, job_id, options)
+        self._outputs[job_id] = sink
         with self._intake(who, job_id, intake, rows, options, purpose) as chunks:
-            total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake["type"])
+            total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
         if job_id in self.cancelled:
             self._cleanup_output(job_id)
         if self._stopped(job_id):
             return
         try:
-            sink.finish()
+            sink.finish(total)
         except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
+            raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
         self._outputs.pop(job_id, None)
         scored = sum(c["rows"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE")
         self.jobs.transition(
@@ -627,11 +679,16 @@ class JobRunner:
             if intake["type"] == "localFile":
                 yield batch.read_csv(self.service.intake_files(job_id), options, rows)
                 return
-            where, user, password = self.service.datastores.job_login(
-                who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
-            )
+            if intake["type"] == "s3":
+                location = _s3_location(intake, "intakeSettings")
+                keys = self.service.s3_keys(who, intake, {**purpose, "side": "intake"})
+                yield batch.read_s3(self.service.connector, location, keys, options, rows)
+                return
             timeout = self.service.settings.job_statement_timeout
             try:
+                where, user, password = self.service.datastores.job_login(
+                    who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
+                )
                 with self.service.connector.connect(where, user, password, statement_timeout=timeout) as conn:
                     expected = batch.count_rows(conn, intake)
                     if expected is not None:
@@ -645,11 +702,20 @@ class JobRunner:
         return opened()
 
     def _chunks(
-        self, job_id: str, chunks: Iterator[Any], done: set[int], score: Any, sink: Any, concurrent: int, kind: str
+        self,
+        job_id: str,
+        chunks: Iterator[Any],
+        done: set[int],
+        score: Any,
+        sink: Any,
+        concurrent: int,
+        intake: Mapping[str, Any],
+        output: Mapping[str, Any],
     ) -> int:
         """Score and write every chunk not already done, `concurrent` at once; how many chunks there were."""
         from strongroom.services import batch
 
+        kind, output_kind = intake["type"], output["type"]
         slots = threading.BoundedSemaphore(concurrent)
         failures: list[BaseException] = []
         pending: list[Future[None]] = []
@@ -666,7 +732,7 @@ class JobRunner:
                 except batch.JobFailed:
                     raise
                 except StrongroomError as exc:
-                    raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
+                    raise batch.JobFailed(_prefixed(exc, f"{output_kind} output")) from None
                 self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
             except BaseException as exc:
                 failures.append(exc)
@@ -706,7 +772,7 @@ class _FileOutput:
 
         write_csv(batch, self.service.output_file(self.job_id, number), number == 0, self.options)
 
-    def finish(self) -> None:
+    def finish(self, total: int) -> None:
         return None
 
     def discard(self) -> None:
