@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
 from strongroom import credential_types
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from strongroom.store.db import MIGRATIONS, Database
+from strongroom.store.db import MIGRATIONS, Database, head_revision
 from tests.support import backend_database, fetch_credential, make_credential
 
 
@@ -73,3 +76,51 @@ def test_upgrade_renders_the_api_json_of_existing_credentials(backend: str, tmp_
             assert service.credentials.get_for_token(token, created[0]["credentialId"]) is not None
         finally:
             service.close()
+
+
+def test_head_revision_read_from_the_files_is_alembics() -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_head_revision_leaves_a_branch_or_an_unreadable_script_to_alembic(tmp_path: Path) -> None:
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        (tmp_path / script.name).write_text(script.read_text())
+    assert head_revision(tmp_path) == head_revision()
+    (tmp_path / "9998_branch.py").write_text('revision = "9998"\ndown_revision = "0001"\n')
+    assert head_revision(tmp_path) is None
+    (tmp_path / "9998_branch.py").write_text('revision = make_revision()\ndown_revision = "0001"\n')
+    assert head_revision(tmp_path) is None
+
+
+def test_an_up_to_date_store_opens_without_alembic_or_the_postgres_driver(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'strongroom.db'}"
+    db = Database(url)
+    db.migrate()
+    db.dispose()
+    code = (
+        "import sys; from strongroom.store.db import Database; "
+        f"db = Database({url!r}); db.migrate(); db.dispose(); "
+        "print([m for m in ('alembic', 'psycopg') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_store_behind_the_files_is_still_migrated(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'strongroom.db'}")
+    try:
+        db.migrate()
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "-1")
+        tables = set(inspect(db.engine).get_table_names())
+        db.migrate()
+        assert set(inspect(db.engine).get_table_names()) > tables
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
+    finally:
+        db.dispose()

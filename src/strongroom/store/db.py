@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -13,12 +14,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import psycopg
-from alembic import command
-from alembic.config import Config
-from psycopg.pq import ExecStatus
 from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
@@ -29,9 +26,14 @@ from sqlalchemy.pool import NullPool
 
 from strongroom.config import Settings
 from strongroom.errors import ServiceUnavailable
-from strongroom.store import pgloop
 from strongroom.store.models import COUNT_SHARDS, CredentialCount
-from strongroom.store.pgloop import ConnectionLost, LoopPool
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.pq import ExecStatus
+
+    from strongroom.store import pgloop
+    from strongroom.store.pgloop import ConnectionLost, LoopPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
@@ -42,6 +44,37 @@ T = TypeVar("T")
 # BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14, 15})
 log = logging.getLogger("strongroom.store")
+
+
+_REVISION = re.compile(r"^revision(?:: *str)? *= *[\"'](\w+)[\"']", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision(?:: *[\w |]+)? *= *(?:None|[\"'](\w+)[\"'])", re.MULTILINE)
+
+
+def head_revision(versions: Path = MIGRATIONS / "versions") -> str | None:
+    """The one revision of the migration files that no other revises (None unless exactly one is found, so
+    anything unusual, such as a merge or a branch, is left to Alembic)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in versions.glob("*.py"):
+        source = script.read_text()
+        found, down = _REVISION.findall(source), _DOWN_REVISION.findall(source)
+        if len(found) != 1 or len(down) != 1:
+            return None
+        revisions.add(found[0])
+        revised.add(down[0])
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 and revised - {""} <= revisions else None
+
+
+def _import_postgres() -> None:
+    """Bind psycopg and the event-loop pool as module globals: only a PostgreSQL store loads them, so SQLite
+    stores and the local CLI commands start without the driver, and the hot path pays no import per call."""
+    global ConnectionLost, ExecStatus, LoopPool, pgloop, psycopg
+    import psycopg
+    from psycopg.pq import ExecStatus
+
+    from strongroom.store import pgloop
+    from strongroom.store.pgloop import ConnectionLost, LoopPool
 
 
 def unavailable(exc: BaseException) -> ServiceUnavailable | None:
@@ -137,6 +170,7 @@ class Database:
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 32
         else:
+            _import_postgres()
             # No pre-ping (a round trip per checkout on the hot path): a dead connection is noticed when used,
             # which invalidates the pools, and `fetch` retries once. Short connect timeout: an outage is a
             # quick 503, not a hung worker. statement_timeout bounds a query on a stuck server.
@@ -251,6 +285,11 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent, safe with several processes)."""
+        if self._at_head():
+            return
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
@@ -265,6 +304,19 @@ class Database:
             if unavailable(exc) is None:
                 raise
             raise ServiceUnavailable(f"cannot use the database at {self.where}: {self._reason(exc)}") from exc
+
+    def _at_head(self) -> bool:
+        """True when the database records the newest revision of the migration files: a store that needs no
+        migration is opened without loading Alembic (a third of a local command's start-up)."""
+        head = head_revision()
+        if head is None:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        except DBAPIError:  # no such table yet (a new store), or the database cannot answer: let Alembic say
+            return False
+        return current == [head]
 
     def _reason(self, exc: BaseException) -> str:
         """The driver's first line of explanation (libpq names host and port), with any password masked."""
