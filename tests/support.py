@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -90,6 +91,45 @@ def default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def cli_in_process(
+    args: list[str], env: Mapping[str, str], input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `strongroom ARGS` through the CLI's own entry point (its error wrapper included) in this process, with
+    exactly `env` for Strongroom's variables, stdin from `input` (never a terminal) and stdout/stderr captured;
+    what a command changes for its process (umask, SIGINT handler, the SDK's default client) is put back."""
+    from typer.testing import CliRunner
+
+    from strongroom.cli.main import main
+    from strongroom.cli.output import forget_consoles
+    from strongroom.client.client import set_client
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("STRONGROOM_", "DATAROBOT_"))}
+    overrides.update(env)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    sigint = signal.getsignal(signal.SIGINT)
+    previous_client = set_client(None)
+    code: int | str | None = 0
+    try:
+        with CliRunner().isolation(input=input, env=overrides) as (out, err, _):
+            forget_consoles()
+            try:
+                main(args)
+            except SystemExit as exc:
+                code = exc.code
+            finally:
+                forget_consoles()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    finally:
+        os.umask(umask)
+        signal.signal(signal.SIGINT, sigint)
+        set_client(previous_client)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["strongroom", *args], status, stdout, stderr)
+
+
 @dataclass
 class Server:
     """A `strongroom serve` child process with its own data directory and log file."""
@@ -155,16 +195,30 @@ class Server:
             self.proc.wait(timeout=15)
         self.proc = None
 
-    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the `strongroom` CLI against this server's data and endpoint."""
-        result = subprocess.run(
-            [sys.executable, "-m", "strongroom", *args],
-            env={**self.env, "STRONGROOM_ENDPOINT": self.api, "COLUMNS": "200"},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def cli(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        process: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the `strongroom` CLI against this server's data and endpoint: in this process (the command's
+        logic, at a fraction of a start-up's cost), or with `process=True` as a real `strongroom` subprocess
+        (for what only a process shows: its exact console output, exit status and interpreter warnings); Threads other
+        than the main one always get a process. `env` adds to the server's environment."""
+        env = {**self.env, "STRONGROOM_ENDPOINT": self.api, "COLUMNS": "200", **(env or {})}
+        if process or threading.current_thread() is not threading.main_thread():  # one process, one sys.stdout
+            result = subprocess.run(
+                [sys.executable, "-m", "strongroom", *args],
+                env=env,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        else:
+            result = cli_in_process(list(args), env=env, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"strongroom {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result

@@ -193,16 +193,7 @@ def test_cli_remote_users_tokens_groups(srv: Server, root: str) -> None:
     name = f"rem-{secrets.token_hex(3)}"
 
     def cli(*args: str, check: bool = True) -> Any:
-        import subprocess
-        import sys
-
-        result = subprocess.run(
-            [sys.executable, "-m", "strongroom", *args],
-            env={**srv.env, "STRONGROOM_ENDPOINT": srv.api, "COLUMNS": "200", **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = srv.cli(*args, check=False, env=env)
         assert not check or result.returncode == 0, result.stderr
         return result
 

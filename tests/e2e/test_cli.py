@@ -1,4 +1,5 @@
-"""The `strongroom` command line, run as a user would: a subprocess against the live server."""
+"""The `strongroom` command line against the live server: its commands' logic in-process, its error output as a
+user sees it from a real subprocess."""
 
 from __future__ import annotations
 
@@ -85,13 +86,23 @@ def test_credentials_lifecycle(server: Server, cli_user: tuple[str, str]) -> Non
 def test_cli_reports_validation_errors_cleanly(server: Server, cli_user: tuple[str, str]) -> None:
     _, token = cli_user
     result = server.cli(
-        "credentials", "--token", token, "create", "s3", "--name", "half", "--aws-access-key-id", "AKIA", check=False
+        "credentials",
+        "--token",
+        token,
+        "create",
+        "s3",
+        "--name",
+        "half",
+        "--aws-access-key-id",
+        "AKIA",
+        check=False,
+        process=True,
     )
     assert result.returncode == 1
     assert "awsSecretAccessKey" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bad_token_is_a_clean_error(server: Server) -> None:
-    result = server.cli("credentials", "--token", "sr_not-a-real-token", "list", check=False)
+    result = server.cli("credentials", "--token", "sr_not-a-real-token", "list", check=False, process=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "token" in result.stderr.lower()

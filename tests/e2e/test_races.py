@@ -296,7 +296,7 @@ def test_revocation_is_immediate_while_the_token_is_in_use(server: Server) -> No
     def revoke(_: int) -> str:
         for _ in range(4):
             enough.acquire()
-        outputs = in_threads(2, lambda _: server.cli("tokens", "revoke", doomed.id).stdout)
+        outputs = in_threads(2, lambda _: server.cli("tokens", "revoke", doomed.id, process=True).stdout)
         revoked.set()
         return " ".join(outputs)
 

@@ -359,12 +359,12 @@ def test_cli_refusals_are_one_clean_line(archives: dict[str, bytes], source: Sou
     locked = tmp_path / "locked.srb"
     locked.write_bytes(archives["pass"])
     refusals = {
-        "chunk 2 fails authentication": target.cli("restore", str(damaged), check=False),
-        "protected by a passphrase": target.cli("restore", str(locked), input="", check=False),
-        "already exists": source.server.cli("backup", str(damaged), check=False),
-        "cannot write": source.server.cli("backup", str(tmp_path / "no-such-dir" / "x.srb"), check=False),
+        "chunk 2 fails authentication": target.cli("restore", str(damaged), check=False, process=True),
+        "protected by a passphrase": target.cli("restore", str(locked), input="", check=False, process=True),
+        "already exists": source.server.cli("backup", str(damaged), check=False, process=True),
+        "cannot write": source.server.cli("backup", str(tmp_path / "no-such-dir" / "x.srb"), check=False, process=True),
         "at least 10 characters": source.server.cli(
-            "backup", str(tmp_path / "weak.srb"), "--passphrase-file", "-", input="short", check=False
+            "backup", str(tmp_path / "weak.srb"), "--passphrase-file", "-", input="short", check=False, process=True
         ),
     }
     for expected, result in refusals.items():

@@ -29,8 +29,17 @@ class _LazyConsole:
         return getattr(self._console, name)
 
 
-out = cast("Console", _LazyConsole(stderr=False))
-err = cast("Console", _LazyConsole(stderr=True))
+_out = _LazyConsole(stderr=False)
+_err = _LazyConsole(stderr=True)
+out = cast("Console", _out)
+err = cast("Console", _err)
+
+
+def forget_consoles() -> None:
+    """Drop the consoles built so far: the next print builds them for the streams and environment of then
+    (for running several commands in one process)."""
+    _out._console = None
+    _err._console = None
 
 
 class CommandError(Exception):
