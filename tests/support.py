@@ -203,10 +203,10 @@ class Server:
         process: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the `strongroom` CLI against this server's data and endpoint: in this process (the command's
-        logic, at a fraction of a start-up's cost), or with `process=True` as a real `strongroom` subprocess
-        (for what only a process shows: its exact console output, exit status and interpreter warnings); Threads other
-        than the main one always get a process. `env` adds to the server's environment."""
+        """Run the `strongroom` CLI against this server's data and endpoint (`env` added to its environment):
+        in this process (the command's logic, at a fraction of a start-up's cost), or as a real subprocess with
+        `process=True` or from a thread other than the main one (what only a process shows: its exact console
+        output, exit status and interpreter warnings; concurrent commands)."""
         env = {**self.env, "STRONGROOM_ENDPOINT": self.api, "COLUMNS": "200", **(env or {})}
         if process or threading.current_thread() is not threading.main_thread():  # one process, one sys.stdout
             result = subprocess.run(
