@@ -862,3 +862,43 @@ def oauth_peer(log_dir: Path) -> Iterator[OAuthPeer]:
         proc.terminate()
         proc.wait(timeout=15)
         log.close()
+
+
+@dataclass
+class Listener:
+    """A loopback port whose server accepts connections and closes them at once, counting them."""
+
+    port: int
+    accepted: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def closing_listener() -> Iterator[Listener]:
+    """A thread that accepts each connection on a free loopback port and closes it without a word (a broken
+    upstream), counting the connections; stopped afterwards."""
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.settimeout(0.1)
+    listener = Listener(int(sock.getsockname()[1]))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            listener.accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()

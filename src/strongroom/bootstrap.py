@@ -53,15 +53,16 @@ class Services:
         settings = settings or Settings()
         connector = Connector(settings)
         datastores = DataStoreService(DataStoreRepository(db), SharingRepository(db), credentials, connector)
+        oauth_repo = OAuthRepository(db)
         return cls(
             db=db,
             barrier=barrier,
             accounts=accounts,
             credentials=credentials,
-            keys=KeyService(KeyRepository(db), credential_repo, barrier),
+            keys=KeyService(KeyRepository(db), credential_repo, barrier, oauth_repo),
             audit=AuditService(audit_repo),
             sharing=SharingService(SharingRepository(db), credentials),
-            oauth=OAuthService(OAuthRepository(db), credentials, barrier, settings, connector),
+            oauth=OAuthService(oauth_repo, credentials, barrier, settings, connector),
             datastores=datastores,
             jobs=JobService(JobRepository(db), datastores, connector, settings),
         )

@@ -19,6 +19,7 @@ from tests.support import (
     assert_error,
     backend_database,
     client,
+    closing_listener,
     free_port,
     oauth_peer,
     stored_bytes,
@@ -198,6 +199,32 @@ def test_what_cannot_be_refreshed_says_why(server: Server, api: httpx.Client, pe
     assert api.patch(f"credentials/{cid}/", json={"oauthProviderId": provider}).status_code == 200
     down = assert_error(api.post(f"credentials/{cid}/accessToken/"), 502, "oauthProvider")
     assert "127.0.0.1" in down["message"] and "unreachable" in down["message"]
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        metadata = _provider(admin, peer, "app", tokenUrl="http://169.254.169.254/latest/token")
+    assert api.patch(f"credentials/{cid}/", json={"oauthProviderId": metadata}).status_code == 200
+    refused = assert_error(api.post(f"credentials/{cid}/accessToken/"), 403)
+    assert "169.254.169.254" in refused["message"] and "link-local" in refused["message"]
+
+
+def test_a_failing_provider_is_called_once_not_by_every_waiting_caller(
+    server: Server, api: httpx.Client, peer: OAuthPeer
+) -> None:
+    """A provider that drops every connection: 20 concurrent callers all get a 502 naming its host, and it sees
+    one connection (the failure is remembered for a few seconds instead of retried by each waiting caller)."""
+    with closing_listener() as broken, client(server, server.new_user("admin", admin=True)) as admin:
+        provider = _provider(admin, peer, "app", tokenUrl=f"http://127.0.0.1:{broken.port}/token")
+        cid, _ = _credential(api, peer, provider, "app")
+        start = threading.Barrier(20)
+
+        def ask(_: int) -> httpx.Response:
+            start.wait()
+            return api.post(f"credentials/{cid}/accessToken/")
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(ask, range(20)))
+        assert [a.status_code for a in answers] == [502] * 20
+        assert all("127.0.0.1" in a.json()["message"] for a in answers)
+        assert len(broken.accepted) == 1
 
 
 def test_tokens_and_client_secrets_leak_nowhere(
@@ -285,3 +312,25 @@ def test_connect_oauth_sends_a_bearer_the_provider_accepts(
         with connect.oauth(brief, client=sdk, base_url=peer.base) as http:
             assert [http.get("/me").status_code for _ in range(2)] == [200, 200]
         assert peer.refreshes("brief")["success"] == before["success"] + 2
+
+
+def test_key_rotation_moves_oauth_secrets_and_token_states(peer: OAuthPeer, tmp_path: Path) -> None:
+    """`keys rotate` re-wraps providers' client secrets and stored token states too, so the old version can be
+    retired and the credential still gives its token and refreshes."""
+    srv = Server(data_dir=tmp_path / "srv")
+    srv.start()
+    try:
+        with client(srv, srv.new_user("admin", admin=True)) as admin:
+            providers = {c: _provider(admin, peer, c) for c in ("app", "brief")}
+        with client(srv, srv.new_user()) as api:
+            cid, _ = _credential(api, peer, providers["app"], "app")
+            brief, _ = _credential(api, peer, providers["brief"], "brief")
+            first = api.post(f"credentials/{cid}/accessToken/").json()
+            assert api.post(f"credentials/{brief}/accessToken/").status_code == 200
+            srv.cli("keys", "rotate")
+            srv.cli("keys", "retire", "1")
+            assert api.post(f"credentials/{cid}/accessToken/").json() == first
+            refreshed = api.post(f"credentials/{brief}/accessToken/")
+            assert refreshed.status_code == 200, refreshed.text
+    finally:
+        srv.stop()

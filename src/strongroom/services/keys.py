@@ -6,19 +6,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from strongroom.crypto.barrier import KEY_REFRESH_SECONDS, Barrier, Binding
+from strongroom.crypto.barrier import KEY_REFRESH_SECONDS, Barrier, Binding, RecordBinding
 from strongroom.crypto.keys import DecryptionError
 from strongroom.errors import Conflict, InvalidInput, MasterKeyError, NotFound
 from strongroom.store.models import utcnow
 from strongroom.store.repositories import CredentialRepository, KeyRepository
+from strongroom.store.repositories.oauth import OAuthRepository
 
 
 class KeyService:
     """Key checks, status, rotation (re-wrapping data keys) and retirement."""
 
-    def __init__(self, versions: KeyRepository, credentials: CredentialRepository, barrier: Barrier) -> None:
+    def __init__(
+        self,
+        versions: KeyRepository,
+        credentials: CredentialRepository,
+        barrier: Barrier,
+        oauth: OAuthRepository | None = None,
+    ) -> None:
         self.versions = versions
         self.credentials = credentials
+        self.oauth = oauth
         self.barrier = barrier
         self.keys = barrier.keys
 
@@ -159,6 +167,7 @@ class KeyService:
                 time.sleep(settle)
                 waited += settle
                 settled = True
+        rewrapped += self._rewrap_oauth(target)
         return {
             "rewrapped": rewrapped,
             "retried": conflicts,
@@ -167,6 +176,22 @@ class KeyService:
             "passes": passes,
             "settleSeconds": round(waited, 3),
         }
+
+    def _rewrap_oauth(self, target: int) -> int:
+        """Re-wrap the data keys of OAuth providers' client secrets and credentials' token states (few rows, one
+        pass; a row changed meanwhile was sealed anew under the active version); how many."""
+        if self.oauth is None:
+            return 0
+        changes = []
+        for kind, row_id, generation, version, wrapped in self.oauth.sealed_not_on(target):
+            try:
+                new_version, new_wrapped = self.barrier.rewrap(
+                    RecordBinding(kind, row_id, generation), version, wrapped
+                )
+            except DecryptionError:
+                continue  # tampered or corrupt: it keeps its version, so that version cannot be retired
+            changes.append((kind, row_id, wrapped, new_version, new_wrapped))
+        return self.oauth.rewrap(changes) if changes else 0
 
     def retire(self, version: int, *, force: bool = False) -> list[str]:
         """Forget an old master-key version; refused while it is active or any credential still uses it, and,
@@ -187,7 +212,7 @@ class KeyService:
             raise NotFound(f"master key version {version} does not exist")
         if used:
             raise Conflict(
-                f"master key version {version} still wraps the data keys of {used} credential(s); "
+                f"master key version {version} still wraps the data keys of {used} credential(s) or OAuth secret(s); "
                 "run `strongroom keys rotate` to finish re-wrapping them first"
             )
         self.keys.remove_version(version)

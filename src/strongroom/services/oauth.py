@@ -13,6 +13,7 @@ credential's secret is replaced.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -142,6 +143,8 @@ class OAuthService:
         self.connector = connector
         self.margin = timedelta(seconds=settings.oauth_refresh_margin)
         self.timeout = httpx.Timeout(settings.statement_timeout, connect=settings.connect_timeout)
+        self.backoff = settings.oauth_failure_backoff
+        self._down: dict[str, tuple[float, StrongroomError]] = {}  # provider id -> (when it failed, how)
 
     # ---- providers (administrators) -------------------------------------------------------------------------
 
@@ -238,7 +241,7 @@ class OAuthService:
                 return Flight(audit=_use(who, row, refreshed=False), result=_answer(tokens))
             generation = tokens.seal_generation + 1
             try:
-                answer = self._refresh(provider, tokens.refresh)
+                answer = self._refresh_unless_down(provider, tokens.refresh)
             except _Rejected as rejected:
                 marked = {"refresh": tokens.refresh, "access": None, "source": source}
                 state_row = self._state_row(credential_id, row, generation, marked, None, tokens.token_type)
@@ -307,6 +310,20 @@ class OAuthService:
             "reauth_at": None,
             "reauth_error": None,
         }
+
+    def _refresh_unless_down(self, provider: Mapping[str, Any], refresh_token: str) -> dict[str, Any]:
+        """`_refresh`, except while the provider failed (unreachable, timed out) less than `backoff` seconds ago:
+        then the same error at once, so waiting callers do not each wait out a timeout (no retry storm)."""
+        down = self._down.get(provider["id"])
+        if down is not None and time.monotonic() - down[0] < self.backoff:
+            error = down[1]
+            retry = f"; not tried again for {self.backoff:g} s"
+            raise type(error)(error.message + retry, error.errors)
+        try:
+            return self._refresh(provider, refresh_token)
+        except (ProviderFailed, ProviderTimeout) as exc:
+            self._down[provider["id"]] = (time.monotonic(), exc)
+            raise
 
     def _refresh(self, provider: Mapping[str, Any], refresh_token: str) -> dict[str, Any]:
         """One refresh-token grant at the provider's token endpoint: access_token, token_type, expires_in and the

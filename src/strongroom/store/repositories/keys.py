@@ -7,7 +7,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from strongroom.store.db import Database
-from strongroom.store.models import Backup, Credential, KeyVersion
+from strongroom.store.models import Backup, Credential, KeyVersion, OAuthProvider, OAuthTokenState
+
+_SEALED = (Credential.key_version, OAuthProvider.key_version, OAuthTokenState.key_version)
 
 
 class KeyRepository:
@@ -21,9 +23,9 @@ class KeyRepository:
             return {kv.version: kv for kv in s.scalars(select(KeyVersion))}
 
     def used_versions(self) -> set[int]:
-        """The versions some credential's data key is wrapped with."""
+        """The versions some credential's (or OAuth provider's or token state's) data key is wrapped with."""
         with self.db.read() as s:
-            return set(s.scalars(select(Credential.key_version).distinct()))
+            return {v for column in _SEALED for v in s.scalars(select(column).distinct())}
 
     def kms_refs(self) -> dict[int, str]:
         """The KMS key of each live (unretired) KMS version."""
@@ -54,7 +56,7 @@ class KeyRepository:
         Nothing changes while any credential uses it."""
         with self.db.write() as s:
             kv = s.get(KeyVersion, version)
-            used = s.scalar(select(func.count()).where(Credential.key_version == version)) or 0
+            used = sum(s.scalar(select(func.count()).where(column == version)) or 0 for column in _SEALED)
             if not used and kv is not None and kv.retired_at is None:
                 kv.retired_at = when
             return kv is not None, int(used)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text, update
 
 from strongroom.store.db import Database, Tx
 from strongroom.store.models import Credential, OAuthProvider, OAuthTokenState
@@ -180,6 +180,40 @@ class OAuthRepository:
             tx.run(OAuthTokenState.__table__.insert().values(**values), {})
         if flight.audit is not None:
             append_in(tx, flight.audit, postgres=self.postgres)
+
+    # ---- master-key rotation -------------------------------------------------------------------------------
+
+    def sealed_not_on(self, version: int) -> list[tuple[str, str, int, int, bytes]]:
+        """Every sealed OAuth row whose data key another master-key version wraps: (kind, id, seal generation,
+        key version, wrapped key), kind being "oauth-provider" or "oauth-token" (the barrier's binding kinds)."""
+        providers = select(
+            OAuthProvider.id, OAuthProvider.seal_generation, OAuthProvider.key_version, OAuthProvider.wrapped_key
+        ).where(OAuthProvider.key_version != version)
+        states = select(
+            OAuthTokenState.credential_id,
+            OAuthTokenState.seal_generation,
+            OAuthTokenState.key_version,
+            OAuthTokenState.wrapped_key,
+        ).where(OAuthTokenState.key_version != version)
+        with self.db.read() as s:
+            found = [("oauth-provider", *r) for r in s.execute(providers).all()]
+            found += [("oauth-token", *r) for r in s.execute(states).all()]
+        return [(kind, i, int(g), int(v), bytes(w)) for kind, i, g, v, w in found]
+
+    def rewrap(self, changes: list[tuple[str, str, bytes, int, bytes]]) -> int:
+        """Apply (kind, id, old wrapped key, new version, new wrapped key) where the row still holds the key that
+        was read (a concurrent refresh wins); how many applied."""
+
+        def apply(tx: Tx) -> int:
+            done = 0
+            for kind, row_id, old, version, new in changes:
+                table: Any = OAuthProvider if kind == "oauth-provider" else OAuthTokenState
+                key = table.id if kind == "oauth-provider" else table.credential_id
+                statement = update(table).where(key == row_id, table.wrapped_key == old)
+                done += tx.run(statement.values(key_version=version, wrapped_key=new), {})
+            return done
+
+        return self.db.transact(apply)
 
     def _lock(self, credential_id: str) -> threading.Lock:
         with self._locks_guard:
