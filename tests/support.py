@@ -876,6 +876,7 @@ class Listener:
 def closing_listener() -> Iterator[Listener]:
     """A thread that accepts each connection on a free loopback port and closes it without a word (a broken
     upstream), counting the connections; stopped afterwards."""
+    import socket
     import threading
 
     sock = socket.socket()

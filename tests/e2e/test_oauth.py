@@ -4,6 +4,7 @@ across threads and processes, a revoked refresh token, the consumer's view, and 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -334,3 +335,26 @@ def test_key_rotation_moves_oauth_secrets_and_token_states(peer: OAuthPeer, tmp_
             assert refreshed.status_code == 200, refreshed.text
     finally:
         srv.stop()
+
+
+def test_cli_manages_providers_locally_and_remotely(server: Server, api: httpx.Client, peer: OAuthPeer) -> None:
+    """`strongroom oauth-providers`: create in the local store (the secret read from stdin, never an option or
+    printed), list and delete over HTTP with an admin token; a provider made locally refreshes credentials."""
+    name = unique("cli-idp")
+    made = server.cli(
+        "oauth-providers", "create", name, "--token-url", peer.token_url, "--client-id", "app", "--json",
+        input=peer.secrets["app"] + "\n",
+    )  # fmt: skip
+    provider = json.loads(made.stdout)
+    assert provider["name"] == name and peer.secrets["app"] not in made.stdout + made.stderr
+    cid, _ = _credential(api, peer, provider["id"], "app")
+    assert api.post(f"credentials/{cid}/accessToken/").status_code == 200
+    admin = server.new_user("admin", admin=True)
+    listed = json.loads(server.cli("oauth-providers", "list", "--json", "--token", admin).stdout)
+    assert provider["id"] in [p["id"] for p in listed]
+    assert api.delete(f"credentials/{cid}/").status_code == 204
+    server.cli("oauth-providers", "delete", provider["id"], "--token", admin)
+    left = json.loads(server.cli("oauth-providers", "list", "--json", "--token", admin).stdout)
+    assert provider["id"] not in [p["id"] for p in left]
+    refused = server.cli("oauth-providers", "list", "--token", server.new_user(), check=False)
+    assert refused.returncode == 1 and "administrator" in refused.stderr

@@ -13,7 +13,19 @@ from collections.abc import Sequence
 
 import typer
 
-from strongroom.cli import archive, audit, credentials, deployments, groups, jobs, keys, server, tokens, users
+from strongroom.cli import (
+    archive,
+    audit,
+    credentials,
+    deployments,
+    groups,
+    jobs,
+    keys,
+    oauth_providers,
+    server,
+    tokens,
+    users,
+)
 from strongroom.cli.output import CommandError, error_line
 from strongroom.cli.store import SERVER_MODULES, server_missing
 
@@ -39,6 +51,7 @@ app.add_typer(credentials.app, name="credentials")
 app.add_typer(audit.app, name="audit")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(oauth_providers.app, name="oauth-providers")
 app.command("serve")(server.serve)
 app.command("init")(server.init)
 app.command("backup")(archive.backup)

@@ -78,6 +78,12 @@ class Tokens:
         return self.access is not None and self.expires_at is not None and self.expires_at - utcnow() > margin
 
 
+def _admin(who: Principal | None) -> None:
+    """Administrators only: a principal with the admin scope, or None (the machine's local administrator)."""
+    if who is not None:
+        who.require("admin")
+
+
 def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", {field: message})
 
@@ -148,9 +154,10 @@ class OAuthService:
 
     # ---- providers (administrators) -------------------------------------------------------------------------
 
-    def create_provider(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate, seal the client secret and store a provider (admin scope; audited); its API JSON."""
-        who.require("admin")
+    def create_provider(self, who: Principal | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate, seal the client secret and store a provider (admin scope, or None: local; audited); its API
+        JSON."""
+        _admin(who)
         unknown = sorted(k for k in body if k not in _PROVIDER_FIELDS)
         if unknown:
             shown = unknown[0][:64] if not _CONTROL.search(unknown[0]) else "(unprintable)"
@@ -182,19 +189,19 @@ class OAuthService:
             raise Conflict(f"name: the name {name[:80]!r} is already in use", {"name": "already in use"}) from None
         return _provider_wire(row)
 
-    def list_providers(self, who: Principal) -> list[dict[str, Any]]:
+    def list_providers(self, who: Principal | None) -> list[dict[str, Any]]:
         """Every provider, oldest first (admin scope)."""
-        who.require("admin")
+        _admin(who)
         return [_provider_wire(r) for r in self.repo.providers()]
 
-    def get_provider(self, who: Principal, provider_id: str) -> dict[str, Any]:
+    def get_provider(self, who: Principal | None, provider_id: str) -> dict[str, Any]:
         """One provider (admin scope); 404 if unknown."""
-        who.require("admin")
+        _admin(who)
         return _provider_wire(self._provider(provider_id))
 
-    def delete_provider(self, who: Principal, provider_id: str) -> None:
+    def delete_provider(self, who: Principal | None, provider_id: str) -> None:
         """Delete a provider (admin scope; audited); 409 naming how many credentials still name it."""
-        who.require("admin")
+        _admin(who)
         row = self._provider(provider_id)
         using = self.repo.credentials_using(provider_id)
         if using:
