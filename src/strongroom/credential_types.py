@@ -77,6 +77,18 @@ class CredentialType:
     requires: tuple[tuple[str, ...], ...]
     # A reference field (configId) that stands for all the others: when set, no other field may be.
     exclusive: str | None = None
+    # An inline `credentialData` object of this type, where its keys differ from the stored fields (DataRobot's
+    # oauth data says oauthRefreshToken where a stored credential says refreshToken): its fields and alternatives.
+    data_fields: tuple[Field, ...] | None = None
+    data_requires: tuple[tuple[str, ...], ...] | None = None
+
+    @cached_property
+    def inline(self) -> CredentialType:
+        """The type as an inline `credentialData` object is validated: its own keys where it declares them."""
+        if self.data_fields is None:
+            return self
+        requires = self.data_requires or (tuple(f.name for f in self.data_fields),)
+        return CredentialType(self.name, self.title, self.sdk_method, self.doc, self.data_fields, requires)
 
     @cached_property
     def _by_name(self) -> dict[str, Field]:
@@ -146,6 +158,13 @@ TYPES: dict[str, CredentialType] = {
                 ),
             ),
             requires=(("token", "refreshToken"),),
+            data_fields=(
+                _s("oauthRefreshToken", "OAuth refresh token."),
+                _s("oauthClientId", "OAuth client id (default: the provider's)."),
+                _s("oauthClientSecret", "OAuth client secret (default: the provider's)."),
+                _s("oauthAccessToken", "OAuth access token (not used: a new one is obtained)."),
+            ),
+            data_requires=(("oauthRefreshToken",),),
         ),
         CredentialType(
             name="s3",
@@ -275,6 +294,33 @@ def get_type(name: Any, field: str = "credentialType") -> CredentialType:
             shown = "must be a string naming a type"
         raise InvalidInput(f"{field}: {shown}; expected one of {', '.join(TYPES)}", {field: "unknown credential type"})
     return TYPES[name]
+
+
+def parse_credential_data(data: Any, field: str = "credentialData") -> tuple[CredentialType, dict[str, Any]]:
+    """An inline `credentialData` object (used once, never stored): its type and fields, validated as the type
+    declares them (`CredentialType.inline`), with the same per-field messages as a stored credential."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{field}: must be an object", {field: "must be an object"})
+    rest = dict(data)
+    ctype = get_type(rest.pop("credentialType", None), field=f"{field}.credentialType").inline
+    values = parse_fields(ctype, rest)
+    check_complete(ctype, values)
+    return ctype, values
+
+
+def credential_data_schema(ctype: CredentialType) -> dict[str, Any]:
+    """JSON Schema of an inline `credentialData` object of one type."""
+    inline = ctype.inline
+    props: dict[str, Any] = {"credentialType": {"type": "string", "enum": [ctype.name]}}
+    props.update({f.name: _field_schema(f) for f in inline.fields})
+    required = ["credentialType", *inline.always_required]
+    return {
+        "title": f"{ctype.title}, inline",
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 def check_name(value: Any) -> str:

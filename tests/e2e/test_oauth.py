@@ -228,6 +228,43 @@ def test_a_failing_provider_is_called_once_not_by_every_waiting_caller(
         assert len(broken.accepted) == 1
 
 
+def test_inline_credential_data_is_refreshed_once_and_never_stored(
+    api: httpx.Client, peer: OAuthPeer, providers: dict[str, str]
+) -> None:
+    """POST credentials/accessToken/ with DataRobot's inline oauth credentialData: the named provider's token
+    endpoint and client (or the data's own client), the rotated refresh token handed back; the data's keys are
+    validated as declared (a stored credential's `refreshToken` is not one of them)."""
+    tokens = peer.authorize("app")
+    body = {
+        "credentialData": {"credentialType": "oauth", "oauthRefreshToken": tokens["refresh_token"]},
+        "oauthProviderId": providers["app"],
+    }
+    answer = api.post("credentials/accessToken/", json=body)
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert peer.userinfo(got["accessToken"]).status_code == 200
+    assert got["refreshToken"] not in (tokens["refresh_token"], "")
+    brief = peer.authorize("brief")
+    own_client = {
+        "credentialType": "oauth",
+        "oauthRefreshToken": brief["refresh_token"],
+        "oauthClientId": "brief",
+        "oauthClientSecret": peer.secrets["brief"],
+    }
+    before = peer.refreshes("brief")
+    answer = api.post("credentials/accessToken/", json={**body, "credentialData": own_client})
+    assert answer.status_code == 200, answer.text
+    assert peer.refreshes("brief")["success"] == before["success"] + 1
+    stored_names = {"credentialType": "oauth", "refreshToken": "r"}
+    assert_error(
+        api.post("credentials/accessToken/", json={**body, "credentialData": stored_names}), 422, "refreshToken"
+    )
+    spent = {**body, "credentialData": {"credentialType": "oauth", "oauthRefreshToken": tokens["refresh_token"]}}
+    assert_error(api.post("credentials/accessToken/", json=spent), 409, "credentialData.oauthRefreshToken")
+    unknown = {**body, "oauthProviderId": "0" * 24}
+    assert_error(api.post("credentials/accessToken/", json=unknown), 404)
+
+
 def test_tokens_and_client_secrets_leak_nowhere(
     server: Server, api: httpx.Client, peer: OAuthPeer, providers: dict[str, str], tmp_path: Path
 ) -> None:
@@ -237,7 +274,12 @@ def test_tokens_and_client_secrets_leak_nowhere(
     issued = [api.post(f"credentials/{cid}/accessToken/").json()["accessToken"] for _ in range(2)]
     revealed = api.post(f"credentials/{cid}/reveal/").json()  # the owner's reveal: the credential as stored
     assert revealed["refreshToken"] == tokens["refresh_token"]
-    planted = [tokens["refresh_token"], tokens["access_token"], peer.secrets["brief"], *issued]
+    inline = peer.authorize("app")
+    data = {"credentialType": "oauth", "oauthRefreshToken": inline["refresh_token"]}
+    handed = api.post("credentials/accessToken/", json={"credentialData": data, "oauthProviderId": providers["app"]})
+    assert handed.status_code == 200, handed.text
+    issued += [handed.json()["accessToken"], handed.json()["refreshToken"], inline["refresh_token"]]
+    planted = [tokens["refresh_token"], tokens["access_token"], peer.secrets["brief"], peer.secrets["app"], *issued]
     seen = [
         api.get(f"credentials/{cid}/").text,
         api.get("credentials/").text,
@@ -247,6 +289,9 @@ def test_tokens_and_client_secrets_leak_nowhere(
     assert [r["action"] for r in audit].count("credential.use") == 2
     with client(server, server.new_user("admin", admin=True)) as admin:
         seen.append(admin.get("oauthProviders/").text)
+        uses = admin.get("auditLog/", params={"action": "credential.use", "since": "10m", "limit": 1000})
+        assert any(r["detail"].get("providerId") == providers["app"] for r in uses.json()["data"]), uses.text
+        seen.append(uses.text)
     stored = stored_bytes(server, tmp_path)
     log = server.log_path.read_bytes()
     for value in planted:
@@ -257,11 +302,13 @@ def test_tokens_and_client_secrets_leak_nowhere(
 
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
 def two_servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    """Two server processes on one PostgreSQL database and master key."""
+    """Two server processes on one PostgreSQL database and master key, with four store threads each: a burst
+    then needs a few connections per process, not one per caller (the machine's PostgreSQL is shared)."""
+    env = {"STRONGROOM_STORE_THREADS": "4"}
     with backend_database(request.param) as url:
-        first = Server(data_dir=tmp_path / "data", database_url=url)
+        first = Server(data_dir=tmp_path / "data", database_url=url, extra_env=env)
         first.start()
-        second = Server(data_dir=tmp_path / "data", database_url=url)
+        second = Server(data_dir=tmp_path / "data", database_url=url, extra_env=env)
         second.start()
         yield first, second
         first.stop()

@@ -405,12 +405,7 @@ def _params(value: Any) -> dict[str, Any]:
 
 def _credential_data(data: Any) -> tuple[str, dict[str, Any]]:
     """The type and fields of an inline `credentialData` object, validated like a stored credential's."""
-    if not isinstance(data, dict):
-        raise InvalidInput("credentialData: must be an object", {"credentialData": "must be an object"})
-    rest = dict(data)
-    ctype = credential_types.get_type(rest.pop("credentialType", None), field="credentialData.credentialType")
-    values = credential_types.parse_fields(ctype, rest)
-    credential_types.check_complete(ctype, values)
+    ctype, values = credential_types.parse_credential_data(data)
     return ctype.name, values
 
 

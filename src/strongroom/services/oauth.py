@@ -273,6 +273,42 @@ class OAuthService:
         result: dict[str, Any] = flight.result
         return result
 
+    def access_token_for_data(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
+        """An access token from an inline oauth `credentialData` (used once, never stored) at the provider named by
+        `oauthProviderId`, whose token endpoint it uses (its client id and secret too, unless the data gives
+        them): `{accessToken, expiresAt, tokenType, refreshToken}`, `refreshToken` being the one to use next time
+        (rotated by the provider, or the one given). `use` scope; audited as credential.use, never a token."""
+        who.require("use")
+        unknown = sorted(k for k in body if k not in ("credentialData", "oauthProviderId"))
+        if unknown:
+            shown = unknown[0][:64] if not _CONTROL.search(unknown[0]) else "(unprintable)"
+            raise _invalid(shown, "unknown field; give credentialData and oauthProviderId")
+        if body.get("credentialData") is None:
+            raise _invalid("credentialData", "is required")
+        ctype, values = credential_types.parse_credential_data(body["credentialData"])
+        if ctype.name != "oauth":
+            raise _invalid("credentialData.credentialType", "must be oauth to get an access token")
+        provider_id = body.get("oauthProviderId")
+        if not isinstance(provider_id, str) or not provider_id:
+            raise _invalid("oauthProviderId", "must name the OAuth provider whose token endpoint to use")
+        provider = self._provider(provider_id)
+        refresh = str(values["oauthRefreshToken"])
+        client = (values.get("oauthClientId"), values.get("oauthClientSecret"))
+        try:
+            answer = self._refresh_unless_down(provider, refresh, client)
+        except _Rejected as rejected:
+            raise ReauthorisationNeeded(
+                f"credentialData.oauthRefreshToken: the OAuth provider rejected the refresh token ({rejected.code}): "
+                "authorise again for a new one",
+                {"credentialData.oauthRefreshToken": "rejected by the OAuth provider"},
+            ) from None
+        lifetime = answer["expires_in"]
+        expires_at = utcnow() + (timedelta(seconds=lifetime) if lifetime is not None else ASSUMED_LIFETIME)
+        audit = Event("credential.use", 200, who, detail={"purpose": "accessToken", "providerId": provider_id})
+        self.repo.record(audit.entry())
+        tokens = Tokens(answer["access_token"], refresh, expires_at, answer["token_type"], None, None, 0)
+        return {**_answer(tokens), "refreshToken": answer["refresh_token"] or refresh}
+
     def _tokens(self, state: Mapping[str, Any] | None, row: Mapping[str, Any], source: Mapping[str, Any]) -> Tokens:
         """The tokens in force: the stored state while it derives from the credential's current secret (its seal
         generation, or the same token values after a re-seal that kept them), else the credential's own."""
@@ -318,7 +354,9 @@ class OAuthService:
             "reauth_error": None,
         }
 
-    def _refresh_unless_down(self, provider: Mapping[str, Any], refresh_token: str) -> dict[str, Any]:
+    def _refresh_unless_down(
+        self, provider: Mapping[str, Any], refresh_token: str, client: tuple[str | None, str | None] = (None, None)
+    ) -> dict[str, Any]:
         """`_refresh`, except while the provider failed (unreachable, timed out) less than `backoff` seconds ago:
         then the same error at once, so waiting callers do not each wait out a timeout (no retry storm)."""
         down = self._down.get(provider["id"])
@@ -327,12 +365,14 @@ class OAuthService:
             retry = f"; not tried again for {self.backoff:g} s"
             raise type(error)(error.message + retry, error.errors)
         try:
-            return self._refresh(provider, refresh_token)
+            return self._refresh(provider, refresh_token, client)
         except (ProviderFailed, ProviderTimeout) as exc:
             self._down[provider["id"]] = (time.monotonic(), exc)
             raise
 
-    def _refresh(self, provider: Mapping[str, Any], refresh_token: str) -> dict[str, Any]:
+    def _refresh(
+        self, provider: Mapping[str, Any], refresh_token: str, client: tuple[str | None, str | None] = (None, None)
+    ) -> dict[str, Any]:
         """One refresh-token grant at the provider's token endpoint: access_token, token_type, expires_in and the
         rotated refresh_token (or None). _Rejected for a rejected refresh token; ProviderFailed / ProviderTimeout
         naming the host otherwise. Never retried; no token or provider text in any message."""
@@ -340,15 +380,17 @@ class OAuthService:
         parts = urlsplit(url)
         host = parts.hostname or "?"
         self.connector.address(host, parts.port or (443 if parts.scheme == "https" else 80))  # SSRF rules
-        binding = RecordBinding("oauth-provider", provider["id"], int(provider["seal_generation"]))
-        sealed = Sealed(provider["key_version"], bytes(provider["wrapped_key"]), bytes(provider["ciphertext"]))
-        client_secret = self.barrier.open(binding, sealed)["clientSecret"]
+        client_id, client_secret = client[0] or provider["client_id"], client[1]
+        if client_secret is None:  # the provider's own
+            binding = RecordBinding("oauth-provider", provider["id"], int(provider["seal_generation"]))
+            sealed = Sealed(provider["key_version"], bytes(provider["wrapped_key"]), bytes(provider["ciphertext"]))
+            client_secret = str(self.barrier.open(binding, sealed)["clientSecret"])
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         auth: httpx.Auth | None = None
         if provider["auth_method"] == "client_secret_post":
-            data.update(client_id=provider["client_id"], client_secret=client_secret)
+            data.update(client_id=client_id, client_secret=client_secret)
         else:  # RFC 6749 2.3.1: both form-encoded before Basic
-            auth = httpx.BasicAuth(quote(provider["client_id"], safe=""), quote(client_secret, safe=""))
+            auth = httpx.BasicAuth(quote(client_id, safe=""), quote(client_secret, safe=""))
         try:
             with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as http:
                 resp = http.post(url, data=data, auth=auth, headers={"Accept": "application/json"})

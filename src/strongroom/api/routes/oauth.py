@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from strongroom import credential_types
 from strongroom.api.errors import JSONResponse
 from strongroom.api.openapi import answers, credential_id_parameter, json_body
 from strongroom.api.paging import paged, window
@@ -43,6 +44,13 @@ async def access_token(call: Call) -> Response:
     """Runs in the worker pool: it may wait for the credential's refresh lock and call the provider."""
     credential_id, oauth, who = call.path("credentialId"), call.services.oauth, call.principal
     return JSONResponse(await call.write(lambda: oauth.access_token(who, credential_id)))
+
+
+async def access_token_for_data(call: Call) -> Response:
+    """Runs in the worker pool: it calls the provider."""
+    body = await call.body()
+    oauth, who = call.services.oauth, call.principal
+    return JSONResponse(await call.write(lambda: oauth.access_token_for_data(who, body)))
 
 
 _PROVIDER = {
@@ -85,6 +93,26 @@ _ACCESS_TOKEN = {
         "expiresAt": {"type": ["string", "null"], "format": "date-time"},
         "tokenType": {"type": "string"},
     },
+}
+_DATA_BODY = {
+    "type": "object",
+    "title": "Inline OAuth credential data",
+    "required": ["credentialData", "oauthProviderId"],
+    "additionalProperties": False,
+    "properties": {
+        "credentialData": credential_types.credential_data_schema(credential_types.TYPES["oauth"]),
+        "oauthProviderId": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The provider whose token endpoint refreshes (and whose client, unless the data names one)",
+        },
+    },
+}
+_DATA_TOKEN = {
+    **_ACCESS_TOKEN,
+    "title": "Access token and the refresh token to use next",
+    "required": [*_ACCESS_TOKEN["required"], "refreshToken"],  # type: ignore[list-item]
+    "properties": {**_ACCESS_TOKEN["properties"], "refreshToken": {"type": "string"}},  # type: ignore[dict-item]
 }
 _PROVIDER_ID = {"name": "providerId", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -142,6 +170,22 @@ ENDPOINTS = [
             "summary": "Delete an OAuth provider (administrators; 409 while oauth credentials name it)",
             "parameters": [_PROVIDER_ID],
             "responses": {"204": {"description": "Deleted"}, **answers(401, 403, 404, 409, 429)},
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/credentials/accessToken/",
+        "use",
+        access_token_for_data,
+        action="credential.use",
+        doc={
+            "summary": "An access token from inline oauth credentialData (used once, never stored), refreshed at the "
+            "named provider's token endpoint; answers the refresh token to use next (rotated or the same)",
+            "requestBody": json_body(_DATA_BODY),
+            "responses": {
+                "200": _ok(_DATA_TOKEN, "The access token"),
+                **answers(400, 401, 403, 404, 409, 422, 429, 502, 504),
+            },
         },
     ),
     Endpoint(

@@ -5,6 +5,8 @@ once it holds it, so concurrent callers wait and then find the token the first o
 
 - PostgreSQL: a transaction-scoped advisory lock keyed by the credential id (`pg_advisory_xact_lock`), taken in
   the transaction that then stores the new state and its audit record; every process on the database shares it.
+  Threads of one process first queue on an in-process lock per credential, so a burst of callers holds one
+  database connection per process while it waits, not one per caller.
 - SQLite: an in-process lock per credential (threads wait instead of failing on the one writer), then the state
   and its audit record in one write transaction. Several processes on one SQLite file are not serialised.
 """
@@ -166,7 +168,8 @@ class OAuthRepository:
                 self._store(tx, credential_id, flight)
                 return flight
 
-            return self.db.transact(locked)
+            with self._lock(credential_id):  # threads of this process queue here, not on database connections
+                return self.db.transact(locked)
         with self._lock(credential_id):
             flight = decide(self.state(credential_id))
             if flight.state is not None or flight.audit is not None:
