@@ -239,6 +239,18 @@ class Server:
             service.close()
 
 
+def start_worker(server: Server, name: str, *args: str) -> subprocess.Popen[bytes]:
+    """A `strongroom worker` child on the server's store and data directory, logging beside the server's log."""
+    log = (server.data_dir.parent / f"worker-{name}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "strongroom", "worker", *args],
+        env=server.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=default_signals,
+    )
+
+
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     job_chunk_rows: int = 10_000  # rows per chunk when a job gives no chunkSize
     job_statement_timeout: float = 3600  # seconds a job's statement on a data store may run
     job_upload_max_bytes: int = 5 * 1024**3  # the largest localFile intake a job accepts
+    job_queue: str = "auto"  # auto: procrastinate workers on PostgreSQL, the embedded runner on SQLite; or embedded
+    worker_heartbeat: float = 10  # seconds between a `strongroom worker`'s heartbeats
+    worker_stalled_after: float = 30  # seconds without a heartbeat after which a worker's tasks are run again
+    job_orphan_after: float = 300  # seconds a RUNNING job may go without any live worker before it FAILS
     job_s3_part_bytes: int = 8 * 1024**2  # parts of an s3 output's multipart upload (S3's minimum, 5 MiB, at least)
 
     @field_validator("public_url")

@@ -281,24 +281,30 @@ def test_a_wrong_password_fails_the_job_naming_adapter_and_cause(
     api: httpx.Client, token: str, peers: dict[str, PeerDatabase]
 ) -> None:
     """The job fails with a message naming the adapter and the cause, never the password; the real client's
-    `wait_for_completion` raises on its next poll (the status route answers 409 for a FAILED job)."""
+    `wait_for_completion` raises on its next poll (the status route answers 409 for a FAILED job), and the job
+    is listed with `?status=FAILED`."""
     peer = peers["postgres"]
     wrong = "wrong-" + peer.password
     store, cred = _store(api, peer), _basic(api, peer.user, wrong)
-    job = dr.BatchPredictionJob.score(
-        PASSTHROUGH,
-        intake_settings={"type": "jdbc", "data_store_id": store, "table": "orders", "credential_id": cred},
-        output_settings={"type": "localFile"},
-    )
-    failed = _wait(api, job.id)
+    intake = {"type": "jdbc", "dataStoreId": store, "table": "orders", "credentialId": cred}
+    created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
+    failed = _wait(api, created.json()["id"])
     assert failed["status"] == "FAILED"
     assert failed["statusDetails"].startswith("jdbc intake: authentication failed"), failed["statusDetails"]
-    with pytest.raises(dr.errors.ClientError) as raised:
-        job.wait_for_completion(max_wait=30)
-    assert "jdbc intake: authentication failed" in str(raised.value) and wrong not in str(raised.value)
+    _client_raises(failed, "jdbc intake: authentication failed", wrong)
     listed = api.get("batchPredictions/", params={"status": "FAILED"}).json()["data"]
-    assert [j["id"] for j in listed] == [job.id]
+    assert [j["id"] for j in listed] == [failed["id"]]
     assert wrong not in api.get("auditLog/").text
+
+
+def _client_raises(failed: dict[str, Any], reason: str, secret: str) -> None:
+    """The real client's `wait_for_completion` on a FAILED job raises on its first poll, as its `get` does, with
+    the reason and never the secret."""
+    job = dr.BatchPredictionJob(failed)
+    for attempt in (lambda: job.wait_for_completion(max_wait=30), lambda: dr.BatchPredictionJob.get(failed["id"])):
+        with pytest.raises(dr.errors.ClientError) as raised:
+            attempt()
+        assert reason in str(raised.value) and secret not in str(raised.value)
 
 
 def test_bad_specs_name_the_field(api: httpx.Client) -> None:
@@ -469,15 +475,9 @@ def test_a_wrong_secret_key_fails_the_s3_job(api: httpx.Client, token: str, buck
     """A wrong secret key fails the job naming the adapter and the cause, never the key."""
     wrong = "wrong-" + bucket.secret_access_key
     keys = _s3_credential(api, bucket, secret=wrong)
-    job = dr.BatchPredictionJob.score(
-        PASSTHROUGH,
-        intake_settings={"type": "s3", "url": f"{bucket.url}/in.csv", "credential_id": keys,
-                         "endpoint_url": bucket.endpoint_url},
-        output_settings={"type": "localFile"},
-    )  # fmt: skip
-    failed = _wait(api, job.id)
+    intake = {"type": "s3", "url": f"{bucket.url}/in.csv", "credentialId": keys, "endpointUrl": bucket.endpoint_url}
+    created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
+    failed = _wait(api, created.json()["id"])
     assert failed["status"] == "FAILED"
     assert failed["statusDetails"].startswith("s3 intake: signature mismatch"), failed["statusDetails"]
-    with pytest.raises(dr.errors.ClientError) as raised:
-        job.wait_for_completion(max_wait=30)
-    assert "s3 intake: signature mismatch" in str(raised.value) and wrong not in str(raised.value)
+    _client_raises(failed, "s3 intake: signature mismatch", wrong)

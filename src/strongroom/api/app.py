@@ -69,9 +69,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         holder["services"].db.start_loop_pool(settings.resolved_store_threads)
         _settle_heap()
         recorder = asyncio.create_task(_record_token_use(holder["services"], executor, settings.last_used_flush))
-        holder["services"].jobs.start_runner(settings.job_threads, f"{socket.gethostname()}:{os.getpid()}")
+        jobs = holder["services"].jobs
+        queue_app, orphans = None, None
+        if jobs.uses_queue():
+            queue_app = await asyncio.get_running_loop().run_in_executor(executor, _open_queue, holder["services"])
+            orphans = asyncio.create_task(_fail_orphans(holder["services"], executor, settings))
+        else:
+            jobs.start_runner(settings.job_threads, f"{socket.gethostname()}:{os.getpid()}")
         yield
-        holder["services"].jobs.stop_runner()
+        jobs.stop_runner()
+        if orphans is not None:
+            orphans.cancel()
+        if queue_app is not None:
+            queue_app.close()
         recorder.cancel()
         await _flush_token_use(holder["services"], executor)
         if access_log is not None:
@@ -152,6 +162,32 @@ async def _flush_token_use(services: Services, executor: ThreadPoolExecutor) -> 
         await asyncio.get_running_loop().run_in_executor(executor, services.accounts.record_use, batch)
     except Exception as exc:
         _log.warning("could not record the last use of %d token(s): %s", len(batch), type(exc).__name__)
+
+
+def _open_queue(services: Services) -> Any:
+    """Send this server's jobs to `strongroom worker` processes through procrastinate; the app to close."""
+    from strongroom.services import queue
+    from strongroom.services.jobs import QueuedJobs
+
+    queue.ensure_schema(services)
+    defer, app = queue.deferrer(services.jobs.settings)
+    services.jobs.queued = QueuedJobs(services.jobs, defer, queue.worker_name())
+    return app
+
+
+async def _fail_orphans(services: Services, executor: ThreadPoolExecutor, settings: Settings) -> None:
+    """Every few seconds, FAIL the RUNNING jobs that no live worker has touched for `job_orphan_after` seconds."""
+    queued = services.jobs.queued
+    assert queued is not None
+    every = max(1.0, min(10.0, settings.job_orphan_after / 3))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                executor, queued.fail_orphans, settings.worker_stalled_after, settings.job_orphan_after
+            )
+        except Exception as exc:
+            _log.warning("could not check for orphaned batch jobs: %s", type(exc).__name__)
 
 
 def _dispatch(methods: dict[str, Any]) -> Any:

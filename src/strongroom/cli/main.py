@@ -25,6 +25,7 @@ from strongroom.cli import (
     server,
     tokens,
     users,
+    worker,
 )
 from strongroom.cli.output import CommandError, error_line
 from strongroom.cli.store import SERVER_MODULES, server_missing
@@ -54,6 +55,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(oauth_providers.app, name="oauth-providers")
 app.command("serve")(server.serve)
 app.command("init")(server.init)
+app.command("worker")(worker.worker)
 app.command("backup")(archive.backup)
 app.command("restore")(archive.restore)
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.ipc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -183,6 +184,20 @@ def read_csv(
     yield from rechunk(batches(), rows)
 
 
+def spool_batch(batch: pa.RecordBatch, path: Path) -> None:
+    """Write a chunk's rows as an Arrow IPC stream (aside, then renamed), for another process to score."""
+    aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    with pa.OSFile(str(aside), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    os.replace(aside, path)
+
+
+def read_spooled(path: Path) -> pa.RecordBatch:
+    """A chunk spooled by `spool_batch`."""
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.ipc.open_stream(source).read_next_batch()
+
+
 def write_csv(batch: pa.RecordBatch, path: Path, header: bool, options: Mapping[str, str]) -> None:
     """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt)."""
     aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
@@ -320,8 +335,13 @@ class TableOutput:
                 sa.Column(STAGE_ROW, sa.Integer, primary_key=True),
                 schema=self.schema,
             )
-            stage.create(conn, checkfirst=True)
-            conn.commit()
+            try:
+                stage.create(conn, checkfirst=True)
+                conn.commit()
+            except sa.exc.DBAPIError:  # another process created it meanwhile
+                conn.rollback()
+                if not sa.inspect(conn).has_table(self.stage_name, schema=self.schema):
+                    raise
             self.stage = stage
             return stage
 
@@ -348,9 +368,10 @@ class TableOutput:
     def finish(self, total: int) -> None:
         """Move every staged row into the target in one transaction (creating it for create_table), in chunk
         order, then drop the staging table."""
-        if self.stage is None:
+        if self.stage is None and not self._reflect():
             return
         stage = self.stage
+        assert stage is not None
         names = [c.name for c in stage.columns if c.name not in (STAGE_CHUNK, STAGE_ROW)]
         kind = self.settings["statementType"]
         try:
@@ -388,6 +409,17 @@ class TableOutput:
                 conn.commit()
         except sa.exc.DBAPIError as exc:
             raise JobFailed(f"jdbc output: {explain(exc, self.where).message}") from None
+
+    def _reflect(self) -> bool:
+        """Find the staging table another process filled (a queued job's chunks run elsewhere); False if none."""
+        with self.connect() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(self.stage_name, schema=self.schema):
+                return False
+            if inspector.has_table(self.table, schema=self.schema):
+                self.target_columns = {c["name"]: c["type"] for c in inspector.get_columns(self.table, self.schema)}
+            self.stage = sa.Table(self.stage_name, sa.MetaData(), autoload_with=conn, schema=self.schema)
+        return True
 
     def discard(self) -> None:
         """Drop the staging table (a failed or aborted job leaves nothing in the store)."""

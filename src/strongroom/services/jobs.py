@@ -18,7 +18,8 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -60,6 +61,18 @@ class JobService:
         self.settings = settings
         self.root = settings.data_dir / "jobs"
         self.runner: JobRunner | None = None
+        self.queued: QueuedJobs | None = None  # set in a server or worker on PostgreSQL with the queue
+
+    def dispatch(self, job_id: str) -> None:
+        """Hand a job whose intake is ready to whatever runs jobs here: the queue, or the embedded runner."""
+        if self.queued is not None:
+            self.queued.start(job_id)
+        elif self.runner is not None:
+            self.runner.submit(job_id)
+
+    def uses_queue(self) -> bool:
+        """Whether jobs go to `strongroom worker` processes (PostgreSQL, unless STRONGROOM_JOB_QUEUE=embedded)."""
+        return not self.jobs.db.is_sqlite and self.settings.job_queue != "embedded"
 
     def start_runner(self, threads: int, worker: str) -> JobRunner:
         """Run jobs in this process from now on, first those a stopped server left (see the module's doc)."""
@@ -135,14 +148,15 @@ class JobService:
             "total_chunks": None,
             "scored_rows": 0,
             "failed_rows": 0,
+            "generation": 0,
             "created_at": now,
             "started_at": None,
             "finished_at": None,
         }
         event = Event("batchJob.create", 202, who, detail=_ids(row["id"], spec))
         self.jobs.insert(row, event.entry())
-        if not localfile and self.runner is not None:
-            self.runner.submit(row["id"])
+        if not localfile:
+            self.dispatch(row["id"])
         return self.wire({**row, "owner": who.username}, base)
 
     def get(self, who: Principal, job_id: str) -> dict[str, Any]:
@@ -164,6 +178,27 @@ class JobService:
                 raise InvalidInput(f"status: {msg}", {"status": msg})
         rows, total = self.jobs.page(who.user_id, statuses, offset, limit)
         return [self.wire(r, base) for r in rows], total
+
+    def fail(self, job_id: str, reason: str) -> bool:
+        """Mark an unfinished job FAILED with `reason`; True if it was unfinished."""
+        return self.jobs.transition(
+            job_id, ACTIVE, {"status": "FAILED", "status_details": reason[:2000], "finished_at": utcnow()}
+        )
+
+    def complete(self, job_id: str, total: int) -> None:
+        """Mark a RUNNING job COMPLETED with its chunk and row counts."""
+        scored = sum(c["rows"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE")
+        self.jobs.transition(
+            job_id,
+            ("RUNNING",),
+            {
+                "status": "COMPLETED",
+                "status_details": f"Completed: {scored} rows in {total} chunks",
+                "total_chunks": total,
+                "scored_rows": scored,
+                "finished_at": utcnow(),
+            },
+        )
 
     def abort(self, who: Principal, job_id: str) -> dict[str, Any]:
         """Abort a job that has not finished (audited); a finished job is left as it is. The job as it now is."""
@@ -211,8 +246,8 @@ class JobService:
             ("INITIALIZING",),
             {"intake_ready": True, "expected_rows": max(lines - headers, 0), "status_details": "Queued"},
         )
-        if moved and not row["intake_ready"] and self.runner is not None:
-            self.runner.submit(job_id)
+        if moved and not row["intake_ready"]:
+            self.dispatch(job_id)
 
     def intake_files(self, job_id: str) -> list[Path]:
         """The spooled intake of a localFile job: the single upload, or the parts in order."""
@@ -601,23 +636,6 @@ class JobRunner:
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
         score = batch.scorer(deployment["entry_point"], columns)
         purpose = {"purpose": "batchJob", "jobId": job_id}
-        # Open what the job connects to first: a credential that no longer works fails it before any row.
-        if output["type"] == "jdbc":
-            try:
-                where, user, password = self.service.datastores.job_login(
-                    who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
-                )
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
-            sink: Any = batch.TableOutput(
-                self.service.connector,
-                where,
-                user,
-                password,
-                output,
-                job_id,
-                self.service.settings.job_statement_timeout,
-            )
         done: set[int] = set()
         folder = self.service.root / job_id / "out"
         if resumed and intake["type"] == "localFile":
@@ -625,19 +643,9 @@ class JobRunner:
         elif resumed:
             self.jobs.forget_chunks(job_id)
             shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if output["type"] == "s3":
-            location = _s3_location(output, "outputSettings")
-            keys = self.service.s3_keys(who, output, {**purpose, "side": "output"})
-            part = max(5 * 1024 * 1024, self.service.settings.job_s3_part_bytes)
-            try:
-                sink = batch.S3Output(self.service.connector, location, keys, folder, options, part)
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, "s3 output")) from None
-        elif output["type"] == "localFile":
-            sink = _FileOutput(self.service, job_id, options)
+        sink = open_sink(self.service, job_id, who, output, options, purpose)
         self._outputs[job_id] = sink
-        with self._intake(who, job_id, intake, rows, options, purpose) as chunks:
+        with open_intake(self.service, who, job_id, intake, rows, options, purpose) as chunks:
             total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
         if job_id in self.cancelled:
             self._cleanup_output(job_id)
@@ -660,46 +668,6 @@ class JobRunner:
                 "finished_at": utcnow(),
             },
         )
-
-    def _intake(
-        self,
-        who: Principal,
-        job_id: str,
-        intake: Mapping[str, Any],
-        rows: int,
-        options: Mapping[str, str],
-        purpose: Mapping[str, Any],
-    ) -> Any:
-        from contextlib import contextmanager
-
-        from strongroom.services import batch
-
-        @contextmanager
-        def opened() -> Iterator[Iterator[Any]]:
-            if intake["type"] == "localFile":
-                yield batch.read_csv(self.service.intake_files(job_id), options, rows)
-                return
-            if intake["type"] == "s3":
-                location = _s3_location(intake, "intakeSettings")
-                keys = self.service.s3_keys(who, intake, {**purpose, "side": "intake"})
-                yield batch.read_s3(self.service.connector, location, keys, options, rows)
-                return
-            timeout = self.service.settings.job_statement_timeout
-            try:
-                where, user, password = self.service.datastores.job_login(
-                    who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
-                )
-                with self.service.connector.connect(where, user, password, statement_timeout=timeout) as conn:
-                    expected = batch.count_rows(conn, intake)
-                    if expected is not None:
-                        self.jobs.set(job_id, {"expected_rows": expected})
-                    yield batch.read_table(conn, intake, rows)
-            except batch.JobFailed:
-                raise
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, "jdbc intake")) from None
-
-        return opened()
 
     def _chunks(
         self,
@@ -761,6 +729,83 @@ class JobRunner:
         return number + 1
 
 
+def open_intake(
+    service: JobService,
+    who: Principal,
+    job_id: str,
+    intake: Mapping[str, Any],
+    rows: int,
+    options: Mapping[str, str],
+    purpose: Mapping[str, Any],
+) -> Any:
+    """The intake's chunks, in a context that holds its connection open (failures name the adapter)."""
+    from contextlib import contextmanager
+
+    from strongroom.services import batch
+
+    @contextmanager
+    def opened() -> Iterator[Iterator[Any]]:
+        if intake["type"] == "localFile":
+            yield batch.read_csv(service.intake_files(job_id), options, rows)
+            return
+        if intake["type"] == "s3":
+            location = _s3_location(intake, "intakeSettings")
+            keys = service.s3_keys(who, intake, {**purpose, "side": "intake"})
+            yield batch.read_s3(service.connector, location, keys, options, rows)
+            return
+        timeout = service.settings.job_statement_timeout
+        try:
+            where, user, password = service.datastores.job_login(
+                who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
+            )
+            with service.connector.connect(where, user, password, statement_timeout=timeout) as conn:
+                expected = batch.count_rows(conn, intake)
+                if expected is not None:
+                    service.jobs.set(job_id, {"expected_rows": expected})
+                yield batch.read_table(conn, intake, rows)
+        except batch.JobFailed:
+            raise
+        except StrongroomError as exc:
+            raise batch.JobFailed(_prefixed(exc, "jdbc intake")) from None
+
+    return opened()
+
+
+def open_sink(
+    service: JobService,
+    job_id: str,
+    who: Principal,
+    output: Mapping[str, Any],
+    options: Mapping[str, str],
+    purpose: Mapping[str, Any],
+) -> Any:
+    """The job's output adapter, its credential opened (audited): a credential that no longer works fails the
+    job before any row is read."""
+    from strongroom.services import batch
+
+    folder = service.root / job_id / "out"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if output["type"] == "jdbc":
+        try:
+            where, user, password = service.datastores.job_login(
+                who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
+            )
+        except StrongroomError as exc:
+            raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
+        return batch.TableOutput(
+            service.connector, where, user, password, output, job_id, service.settings.job_statement_timeout
+        )
+    if output["type"] == "s3":
+        location = _s3_location(output, "outputSettings")
+        keys = service.s3_keys(who, output, {**purpose, "side": "output"})
+        part = max(5 * 1024 * 1024, service.settings.job_s3_part_bytes)
+        try:
+            return batch.S3Output(service.connector, location, keys, folder, options, part)
+        except StrongroomError as exc:
+            raise batch.JobFailed(_prefixed(exc, "s3 output")) from None
+    return _FileOutput(service, job_id, options)
+
+
 class _FileOutput:
     """localFile output: one spool file per chunk, chunk 0 with the header."""
 
@@ -798,3 +843,198 @@ def principal_for(row: Mapping[str, Any]) -> Principal:
 def remove_spool(root: Path, job_id: str) -> None:
     """Delete a job's spooled intake and output."""
     shutil.rmtree(root / job_id, ignore_errors=True)
+
+
+# ---- the PostgreSQL queue: `strongroom worker` processes -----------------------------------------------------
+
+
+Defer = Callable[[str, dict[str, Any], "str | None"], None]
+
+
+class QueuedJobs:
+    """A job as procrastinate tasks run by any number of `strongroom worker` processes sharing the data directory.
+
+    - `produce` (one per run of a job) reads the intake and spools each chunk (Arrow IPC, `in/<gen>-<n>.arrow`),
+      records it PENDING and queues a `chunk` task, never more than `numConcurrent` chunks queued or running at
+      once: that is how `numConcurrent` holds across workers.
+    - `chunk` scores one chunk and writes it under its number (a spool file replaced whole, or the staging
+      table's rows of that chunk replaced in one transaction), so a chunk run twice leaves one copy.
+    - `finish` (queued once all chunks are DONE, under a procrastinate lock) moves the output into place.
+    A task whose worker vanished is run again (procrastinate's stalled jobs, found by worker heartbeats, are
+    retried by a periodic task of every worker); a producer run again starts a new generation, and chunk tasks
+    of an earlier generation do nothing.
+    """
+
+    def __init__(self, service: JobService, defer: Defer, worker: str) -> None:
+        self.service = service
+        self.jobs = service.jobs
+        self.defer = defer
+        self.worker = worker
+
+    def start(self, job_id: str) -> None:
+        """Queue a job's producer."""
+        self.defer("strongroom.produce", {"job_id": job_id}, None)
+
+    def _guarded(self, job_id: str, step: Callable[[], None]) -> None:
+        """Run a step of a job; a failure fails the job with its reason (the output discarded)."""
+        try:
+            step()
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
+            if not isinstance(exc, StrongroomError):
+                _log.error("job %s failed: %s", job_id, type(exc).__name__)
+            if self.service.fail(job_id, reason):
+                self._discard(job_id)
+
+    def _context(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], Principal, dict[str, str], dict[str, Any]]:
+        from strongroom.services import batch
+
+        spec = json.loads(row["spec"])
+        purpose = {"purpose": "batchJob", "jobId": row["id"]}
+        return spec, principal_for(row), batch.csv_options(spec.get("csvSettings")), purpose
+
+    def _discard(self, job_id: str) -> None:
+        row = self.jobs.get(job_id)
+        if row is None:
+            return
+        spec, who, options, purpose = self._context(row)
+        try:
+            open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose).discard()
+        except StrongroomError:
+            return
+
+    def produce(self, job_id: str) -> None:
+        """Read the intake into spooled chunks and queue them (a task)."""
+        self._guarded(job_id, lambda: self._produce(job_id))
+
+    def _produce(self, job_id: str) -> None:
+        row = self.jobs.get(job_id)
+        if row is None or row["status"] not in ACTIVE:
+            return
+        if not self.jobs.transition(
+            job_id,
+            ACTIVE,
+            {"status": "RUNNING", "status_details": "Running", "started_at": row["started_at"] or utcnow()},
+        ):
+            return
+        generation = self.jobs.next_generation(job_id)
+        spec, who, options, purpose = self._context(row)
+        folder = self.service.root / job_id
+        shutil.rmtree(folder / "out", ignore_errors=True)
+        (folder / "in").mkdir(parents=True, exist_ok=True, mode=0o700)
+        sink = open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose)
+        sink.discard()  # a staging table or an upload of an earlier run
+        limit = int(spec["numConcurrent"])
+        from strongroom.services import batch
+
+        number = -1
+        rows = int(spec["chunkSize"])
+        with open_intake(self.service, who, job_id, spec["intakeSettings"], rows, options, purpose) as chunks:
+            try:
+                for number, chunk in enumerate(chunks):
+                    while self.jobs.in_flight(job_id) >= limit:
+                        if not self._current(job_id, generation):
+                            return
+                        time.sleep(0.05)
+                    if not self._current(job_id, generation):
+                        return
+                    batch.spool_batch(chunk, folder / "in" / f"{generation}-{number:08d}.arrow")
+                    self.jobs.chunk_queued(job_id, number, utcnow())
+                    self.defer("strongroom.chunk", {"job_id": job_id, "number": number, "generation": generation}, None)
+            except batch.JobFailed:
+                raise
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, f"{spec['intakeSettings']['type']} intake")) from None
+        if self._current(job_id, generation):
+            self.jobs.set(job_id, {"total_chunks": number + 1})
+            self._maybe_finish(job_id)
+
+    def _current(self, job_id: str, generation: int) -> bool:
+        row = self.jobs.get(job_id)
+        return row is not None and row["status"] == "RUNNING" and row["generation"] == generation
+
+    def chunk(self, job_id: str, number: int, generation: int) -> None:
+        """Score one spooled chunk and write it under its number (a task)."""
+        self._guarded(job_id, lambda: self._chunk(job_id, number, generation))
+
+    def _chunk(self, job_id: str, number: int, generation: int) -> None:
+        from strongroom.services import batch
+
+        row = self.jobs.get(job_id)
+        if row is None or row["status"] != "RUNNING" or row["generation"] != generation:
+            return
+        spec, who, options, purpose = self._context(row)
+        path = self.service.root / job_id / "in" / f"{generation}-{number:08d}.arrow"
+        now = utcnow()
+        self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
+        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
+        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
+        scored = batch.scorer(deployment["entry_point"], columns)(batch.read_spooled(path))
+        output = spec["outputSettings"]
+        if output["type"] == "jdbc":
+            sink = open_sink(self.service, job_id, who, output, options, purpose)
+            try:
+                sink.write(number, scored)
+            except batch.JobFailed:
+                raise
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
+        else:  # localFile and s3: spooled under its number; s3 parts are cut by `finish`
+            folder = self.service.root / job_id / "out"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            batch.write_csv(scored, folder / f"{number:08d}.csv", number == 0, options)
+        if not self._current(job_id, generation):
+            return
+        self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
+        path.unlink(missing_ok=True)
+        self._maybe_finish(job_id)
+
+    def _maybe_finish(self, job_id: str) -> None:
+        row = self.jobs.get(job_id)
+        if row is None or row["status"] != "RUNNING" or row["total_chunks"] is None:
+            return
+        chunks = self.jobs.chunks(job_id)
+        if len(chunks) == row["total_chunks"] and all(c["status"] == "DONE" for c in chunks):
+            self.defer("strongroom.finish", {"job_id": job_id}, f"finish-{job_id}")
+
+    def finish(self, job_id: str) -> None:
+        """Move the output into place and complete the job (a task; runs once per job at a time)."""
+        self._guarded(job_id, lambda: self._finish(job_id))
+
+    def _finish(self, job_id: str) -> None:
+        from strongroom.services import batch
+
+        row = self.jobs.get(job_id)
+        if row is None or row["status"] != "RUNNING" or row["total_chunks"] is None:
+            return
+        total = int(row["total_chunks"])
+        spec, who, options, purpose = self._context(row)
+        output = spec["outputSettings"]
+        sink = open_sink(self.service, job_id, who, output, options, purpose)
+        try:
+            sink.finish(total)
+        except batch.JobFailed:
+            raise
+        except StrongroomError as exc:
+            raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
+        self.service.complete(job_id, total)
+        shutil.rmtree(self.service.root / job_id / "in", ignore_errors=True)
+
+    def fail_orphans(self, stalled_after: float, orphan_after: float) -> list[str]:
+        """FAIL the RUNNING jobs no live worker has touched for `orphan_after` seconds (every worker vanished);
+        their ids."""
+        if self.jobs.live_workers(stalled_after) > 0:
+            return []
+        failed = []
+        now = utcnow()
+        for row in self.jobs.with_status(("RUNNING",)):
+            last = self.jobs.last_activity(row["id"]) or _moment(row["started_at"] or row["created_at"])
+            if (now - last).total_seconds() > orphan_after:
+                reason = (
+                    f"no strongroom worker has run this job for {int(orphan_after)} s (every worker stopped); "
+                    "start `strongroom worker` and submit it again"
+                )
+                if self.service.fail(row["id"], reason):
+                    self._discard(row["id"])
+                    failed.append(row["id"])
+        return failed

@@ -348,6 +348,7 @@ class BatchJob(Base):
     total_chunks: Mapped[int | None] = mapped_column(Integer, nullable=True)  # known once the intake is read
     scored_rows: Mapped[int] = mapped_column(Integer, default=0)
     failed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # runs of the producer (queued)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

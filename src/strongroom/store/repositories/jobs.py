@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 
 from strongroom.store.db import Database, Tx
 from strongroom.store.models import BatchJob, BatchJobChunk, Deployment, User
@@ -30,6 +30,7 @@ JOB_KEYS = (
     "total_chunks",
     "scored_rows",
     "failed_rows",
+    "generation",
     "created_at",
     "started_at",
     "finished_at",
@@ -221,3 +222,63 @@ class JobRepository:
             tx.run(update(BatchJob).where(BatchJob.id == job_id).values(scored_rows=0), {})
 
         self.db.transact(forget)
+
+    # ---- the PostgreSQL queue -----------------------------------------------------------------------------
+
+    def next_generation(self, job_id: str) -> int:
+        """Start a new run of the job's producer: drop its chunk rows, zero its counts; the new generation."""
+
+        def bump(tx: Tx) -> int:
+            tx.run(delete(BatchJobChunk).where(BatchJobChunk.job_id == job_id), {})
+            tx.run(
+                update(BatchJob)
+                .where(BatchJob.id == job_id)
+                .values(generation=BatchJob.generation + 1, scored_rows=0, total_chunks=None),
+                {},
+            )
+            return int(tx.rows(select(BatchJob.generation).where(BatchJob.id == job_id), {})[0][0])
+
+        return self.db.transact(bump)
+
+    def chunk_queued(self, job_id: str, number: int, at: datetime) -> None:
+        """A chunk of the current run is spooled and queued (PENDING)."""
+        self.db.transact(
+            lambda tx: tx.run(
+                BatchJobChunk.__table__.insert().values(
+                    job_id=job_id, number=number, status="PENDING", rows=0, attempts=0, updated_at=at
+                ),
+                {},
+            )
+        )
+
+    def in_flight(self, job_id: str) -> int:
+        """How many of the job's chunks are queued or running."""
+        query = select(func.count()).where(
+            BatchJobChunk.job_id == job_id, or_(BatchJobChunk.status == "PENDING", BatchJobChunk.status == "RUNNING")
+        )
+        with self.db.read() as s:
+            return int(s.execute(query).scalar_one())
+
+    def last_activity(self, job_id: str) -> datetime | None:
+        """The latest change to any of the job's chunks."""
+        with self.db.read() as s:
+            found = s.execute(select(func.max(BatchJobChunk.updated_at)).where(BatchJobChunk.job_id == job_id))
+            return Database.as_datetime(found.scalar_one())
+
+    def live_workers(self, within_seconds: float) -> int:
+        """procrastinate workers whose last heartbeat is at most `within_seconds` old (PostgreSQL only)."""
+        query = text(
+            "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => :s)"
+        )
+        with self.db.read() as s:
+            return int(s.execute(query, {"s": within_seconds}).scalar_one())
+
+    def ensure_queue_schema(self, schema_sql: str) -> bool:
+        """Apply procrastinate's schema unless its tables exist (under an advisory lock, so several processes may
+        start together); True if it was applied."""
+        with self.db.engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(84848484)")
+            if conn.exec_driver_sql("SELECT to_regclass('procrastinate_jobs')").scalar() is not None:
+                return False
+            conn.connection.driver_connection.execute(schema_sql)  # no parameters: its % signs are literal
+            return True

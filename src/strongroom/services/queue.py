@@ -1,0 +1,112 @@
+"""The PostgreSQL job queue (procrastinate): what a server defers and what a `strongroom worker` runs.
+
+procrastinate keeps its jobs in the store's own PostgreSQL database, so workers need nothing beside it; its
+schema is applied by Strongroom when a server or worker starts and finds it missing (under an advisory lock).
+A worker sends a heartbeat every `worker_heartbeat` seconds; a periodic task of every worker retries the tasks
+of workers silent for `worker_stalled_after` seconds, so a chunk whose worker vanished runs again. On SIGTERM
+(or SIGINT) a worker takes no new task and finishes the ones it is running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from strongroom.config import Settings
+
+QUEUE = "strongroom-jobs"
+_log = logging.getLogger("strongroom.worker")
+
+
+def conninfo(database_url: str) -> str:
+    """The libpq connection string of a SQLAlchemy PostgreSQL URL."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def ensure_schema(services: Any) -> None:
+    """Apply procrastinate's schema to the store's database unless it is there."""
+    from procrastinate.schema import SchemaManager
+
+    if services.jobs.jobs.ensure_queue_schema(SchemaManager.get_schema()):
+        _log.info("applied procrastinate's schema")
+
+
+def deferrer(settings: Settings) -> Any:
+    """A function `defer(task name, arguments, lock)` that queues a task from synchronous code (its own pool),
+    and the app to close with it. A lock both keeps a second copy from being queued and runs one at a time."""
+    import procrastinate
+    from procrastinate import exceptions
+
+    connector = procrastinate.SyncPsycopgConnector(conninfo=conninfo(settings.resolved_database_url))
+    app = procrastinate.App(connector=connector)
+    app.open()
+
+    def defer(task: str, arguments: dict[str, Any], lock: str | None) -> None:
+        options: dict[str, Any] = {"queue": QUEUE}
+        if lock is not None:
+            options.update(lock=lock, queueing_lock=lock)
+        try:
+            app.configure_task(name=task, **options).defer(**arguments)
+        except exceptions.AlreadyEnqueued:
+            return
+
+    return defer, app
+
+
+def worker_name() -> str:
+    """This process as the chunk table names it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
+    """Run jobs' tasks until SIGTERM or SIGINT (then finish the running ones)."""
+    import procrastinate
+
+    from strongroom.services.jobs import QueuedJobs
+
+    ensure_schema(services)
+    defer, sync_app = deferrer(settings)
+    steps = QueuedJobs(services.jobs, defer, worker_name())
+    services.jobs.queued = steps
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(settings.resolved_database_url)))
+
+    @app.task(name="strongroom.produce", queue=QUEUE)
+    def produce(job_id: str) -> None:
+        steps.produce(job_id)
+
+    @app.task(name="strongroom.chunk", queue=QUEUE)
+    def chunk(job_id: str, number: int, generation: int) -> None:
+        steps.chunk(job_id, number, generation)
+
+    @app.task(name="strongroom.finish", queue=QUEUE)
+    def finish(job_id: str) -> None:
+        steps.finish(job_id)
+
+    stalled = settings.worker_stalled_after
+
+    @app.periodic(cron="* * * * * */2")
+    @app.task(name="strongroom.retry_stalled", queue=QUEUE, pass_context=True)
+    async def retry_stalled(context: Any, timestamp: int) -> None:
+        """Run again the tasks of workers that stopped sending heartbeats."""
+        manager = context.app.job_manager
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled):
+            _log.warning("running task %s (%s) again: its worker stopped", job.id, job.task_name)
+            await manager.retry_job(job)
+
+    del produce, chunk, finish, retry_stalled
+    try:
+        app.run_worker(
+            queues=[QUEUE],
+            concurrency=concurrency,
+            name=worker_name(),
+            update_heartbeat_interval=settings.worker_heartbeat,
+            stalled_worker_timeout=stalled,
+            install_signal_handlers=True,
+        )
+    finally:
+        sync_app.close()

@@ -1,0 +1,150 @@
+"""Batch jobs on PostgreSQL run by `strongroom worker` processes through the procrastinate queue (issue 16): a
+worker SIGKILLed mid-job leaves the job to the others, with every intake row in the output exactly once, and a
+job whose workers all vanished is FAILED, saying why, instead of staying RUNNING."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from strongroom.bootstrap import Services
+from strongroom.config import Settings
+from tests.support import PeerDatabase, Server, backend_database, client, scram_postgres, start_worker, unique
+
+pytestmark = pytest.mark.postgres
+ROWS = 60
+
+
+@pytest.fixture(scope="module")
+def peer() -> Iterator[PeerDatabase]:
+    with scram_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server on PostgreSQL (jobs go to the queue) with quick heartbeats, stall and orphan timeouts."""
+    env = {
+        "STRONGROOM_WORKER_HEARTBEAT": "0.5",
+        "STRONGROOM_WORKER_STALLED_AFTER": "2",
+        "STRONGROOM_JOB_ORPHAN_AFTER": "4",
+    }
+    with backend_database("postgres") as url:
+        server = Server(data_dir=tmp_path_factory.mktemp("workers") / "srv", database_url=url, extra_env=env)
+        server.start()
+        server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow")
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def workers(srv: Server) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=15)
+
+
+def _csv(rows: int = ROWS) -> str:
+    return "id,item,price,quantity\n" + "".join(f"{i},item {i},{i}.5,{i % 4}\n" for i in range(rows))
+
+
+def _chunks(srv: Server, job_id: str) -> list[dict[str, Any]]:
+    services = Services.open(Settings(data_dir=srv.data_dir, database_url=srv.database_url))
+    try:
+        return services.jobs.jobs.chunks(job_id)
+    finally:
+        services.close()
+
+
+def _job(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    resp = api.get(f"batchPredictions/{job_id}/")
+    return dict(resp.json()["job"] if resp.status_code == 409 else resp.json())
+
+
+def _until(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.1)
+    return found
+
+
+def _output_job(api: httpx.Client, peer: PeerDatabase, table: str) -> dict[str, Any]:
+    """A slow localFile -> PostgreSQL job (30 chunks of 2 rows, 2 at once) with its intake uploaded."""
+    drivers = api.get("externalDataDrivers/").json()["data"]
+    driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+    store = api.post(
+        "externalDataStores/",
+        json={"type": "jdbc", "canonicalName": unique("s"), "params": {"driverId": driver, "jdbcUrl": peer.jdbc_url}},
+    ).json()["id"]
+    cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password}).json()
+    spec = {
+        "deploymentId": "slow",
+        "chunkSize": 2,
+        "numConcurrent": 2,
+        "outputSettings": {"type": "jdbc", "dataStoreId": store, "table": table, "statementType": "create_table",
+                           "credentialId": cred["credentialId"]},
+    }  # fmt: skip
+    created = api.post("batchPredictions/", json=spec)
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert api.put(job["links"]["csvUpload"], content=_csv().encode()).status_code == 202
+    return dict(job)
+
+
+def test_a_killed_worker_leaves_the_job_to_the_others(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """SIGKILL one of two workers mid-job: its chunk runs again on the other, the job completes, and the output
+    table holds every intake row exactly once."""
+    workers += [start_worker(srv, "a"), start_worker(srv, "b")]
+    table = unique("out").replace("-", "_")
+    with client(srv, srv.new_user("w")) as api:
+        job = _output_job(api, peer, table)
+        _until(lambda: len({c["worker"] for c in _chunks(srv, job["id"])}) == 2, 60, "both workers running chunks")
+        _until(lambda: _job(api, job["id"])["scoredRows"] >= 10, 60, "10 rows scored")
+        workers[0].send_signal(signal.SIGKILL)
+        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 90, "the job's end")
+        assert ended["status"] == "COMPLETED", ended["statusDetails"]
+        assert ended["scoredRows"] == ROWS
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute(f"SELECT id, item FROM {table} ORDER BY id").fetchall()
+    assert found == [(i, f"item {i}") for i in range(ROWS)]
+    chunks = _chunks(srv, job["id"])
+    assert [c["number"] for c in chunks] == list(range(ROWS // 2)) and all(c["status"] == "DONE" for c in chunks)
+
+
+def test_a_job_whose_workers_all_vanished_fails(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """With its only worker SIGKILLed, the job is FAILED (saying no worker runs it), not RUNNING forever."""
+    workers.append(start_worker(srv, "only"))
+    with client(srv, srv.new_user("w")) as api:
+        job = _output_job(api, peer, unique("gone").replace("-", "_"))
+        _until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
+        workers[0].send_signal(signal.SIGKILL)
+        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 60, "the job's end")
+    assert ended["status"] == "FAILED" and "no strongroom worker" in ended["statusDetails"]
+
+
+def test_worker_refuses_sqlite(tmp_path: Path) -> None:
+    """On SQLite the server runs jobs itself; a worker says so."""
+    server = Server(data_dir=tmp_path / "srv")
+    server.start()
+    try:
+        result = server.cli("worker", check=False)
+    finally:
+        server.stop()
+    assert result.returncode == 1 and "PostgreSQL" in result.stderr
