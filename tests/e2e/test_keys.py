@@ -39,6 +39,9 @@ from tests.support import (
     stored_bytes,
 )
 
+# `keys rotate` where no server runs: nothing has to adopt the new version, so the rotation need not wait for it.
+NO_SERVER = ("--settle", "0")
+
 
 @pytest.fixture
 def store_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
@@ -63,8 +66,9 @@ def settings_of(srv: Server, **extra: Any) -> Settings:
 
 
 def seed(srv: Server, n: int) -> tuple[str, dict[str, str]]:
-    """A user with a token and `n` basic credentials created in-process (fast); returns token and passwords."""
-    service = Services.open(settings_of(srv))
+    """A user with a token and `n` basic credentials created in-process (fast: without an fsync per credential,
+    which only a crash of the seeding itself could miss); returns token and passwords."""
+    service = Services.open(settings_of(srv, sqlite_synchronous="OFF"))
     try:
         username = f"seed-{secrets.token_hex(4)}"
         service.accounts.create_user(username)
@@ -278,7 +282,7 @@ def test_rewrap_never_undoes_a_concurrent_patch(srv: Server) -> None:
 def interrupt_rotation(srv: Server, sig: int, once_rewrapped: int) -> dict[int, int]:
     """Start a slow `keys rotate`, send it `sig` once that many data keys are on version 2; the counts then."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "strongroom", "keys", "rotate", "--batch-size", "10", "--pause", "0.02"],
+        [sys.executable, "-m", "strongroom", "keys", "rotate", "--batch-size", "10", "--pause", "0.02", *NO_SERVER],
         env=srv.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -304,10 +308,10 @@ def test_rotation_interrupted_then_killed_midway_resumes(store_server: Server) -
     assert midway.get(1, 0) > 0 and midway.get(2, 0) >= after_ctrl_c[2] + 50, f"not killed midway: {midway}"
     assert cli_json(srv, "keys", "status")["onOlderVersions"] == midway[1]
 
-    report = cli_json(srv, "keys", "rotate")
+    report = cli_json(srv, "keys", "rotate", *NO_SERVER)
     assert report["newVersion"] is None and report["active"] == 2  # resumed, not rotated again
     assert report["rewrapped"] == midway[1] and report["left"] == 0
-    again = cli_json(srv, "keys", "rotate", "--resume")
+    again = cli_json(srv, "keys", "rotate", *NO_SERVER, "--resume")
     assert again["newVersion"] is None and again["rewrapped"] == 0
 
     assert {cid: (v, secret["password"]) for cid, (v, secret) in opened(srv).items()} == {
@@ -322,7 +326,7 @@ def test_rotation_interrupted_then_killed_midway_resumes(store_server: Server) -
 def test_rotate_of_a_quiet_store(srv: Server) -> None:
     """A figure for the report: rotating 5,000 credentials with nothing else running (no timing asserted)."""
     seed(srv, 5000)
-    report = cli_json(srv, "keys", "rotate")
+    report = cli_json(srv, "keys", "rotate", *NO_SERVER)
     print(
         f"\nquiet rotate: {report['rewrapped']} data keys re-wrapped in {report['seconds']}s "
         f"(of which {report['settleSeconds']}s waiting for servers to adopt the version)"
@@ -348,7 +352,7 @@ def test_retire_only_once_nothing_uses_the_version(srv: Server) -> None:
     assert status["active"] == 2 and status["onOlderVersions"] == 5
     assert [(v["version"], v["credentials"], v["active"]) for v in status["versions"]] == [(1, 5, False), (2, 0, True)]
 
-    cli_json(srv, "keys", "rotate", "--resume")
+    cli_json(srv, "keys", "rotate", *NO_SERVER, "--resume")
     srv.cli("keys", "retire", "1")
     keyring = json.loads((srv.data_dir / "master.key").read_text())
     assert list(keyring["keys"]) == ["2"] and keyring["active"] == 2
@@ -371,7 +375,7 @@ def test_two_rotations_at_once_never_put_two_keys_under_one_version(srv: Server)
     finally:
         first.close()
         second.close()
-    assert cli_json(srv, "keys", "rotate")["rewrapped"] == 3  # the first rotation is finished by a rerun
+    assert cli_json(srv, "keys", "rotate", *NO_SERVER)["rewrapped"] == 3  # the first rotation is finished by a rerun
     assert {c: (v, s["password"]) for c, (v, s) in opened(srv).items()} == {c: (2, p) for c, p in passwords.items()}
 
 
@@ -385,7 +389,7 @@ def test_environment_keys_cannot_be_rewritten_but_a_new_version_is_adopted(srv: 
     two = base64.b64encode(os.urandom(32)).decode()
     keyring = {"format": "strongroom-keyring-1", "active": 2, "keys": {"1": one, "2": two}}
     srv.extra_env["STRONGROOM_MASTER_KEY"] = json.dumps(keyring)
-    report = cli_json(srv, "keys", "rotate")
+    report = cli_json(srv, "keys", "rotate", *NO_SERVER)
     assert report["newVersion"] is None and report["active"] == 2 and report["rewrapped"] == 3
     assert {cid: (v, s["password"]) for cid, (v, s) in opened(srv).items()} == {c: (2, p) for c, p in passwords.items()}
 
@@ -399,7 +403,7 @@ def test_missing_or_wrong_key_version_refused_at_start(srv: Server) -> None:
     key_file = srv.data_dir / "master.key"
     token, _ = seed(srv, 4)
     before_rotation = key_file.read_text()
-    cli_json(srv, "keys", "rotate")
+    cli_json(srv, "keys", "rotate", *NO_SERVER)
     rotated = key_file.read_text()
 
     key_file.write_text(before_rotation)
