@@ -217,7 +217,9 @@ def measure(
     warm_up: float = 2,
 ) -> Result:
     url = srv.base
-    wrk(script, url, env, min(warm_up, args.duration), args.connections, args.load_core)  # discarded
+    warm = min(warm_up, args.duration) if args.warm_up is None else args.warm_up
+    if warm > 0:
+        wrk(script, url, env, warm, args.connections, args.load_core)  # discarded
     assert srv.proc is not None
     if args.db_core and srv.database_url:
         pin_database(srv.database_url.rsplit("/", 1)[1], args.db_core)
@@ -438,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--scale-duration", type=float, default=5)
+    parser.add_argument(
+        "--warm-up",
+        type=float,
+        help="seconds of discarded load before each measurement (default: 6 for the first of a server, then 2; "
+        "0: none, for a smoke run that only checks every scenario answers)",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000, 100000])
     parser.add_argument("--workers", type=int, default=1)
