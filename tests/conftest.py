@@ -75,9 +75,10 @@ def guard(api: httpx.Client) -> Iterator[LeakGuard]:
     leak_guard.check()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kms_endpoint() -> Iterator[str]:
-    """A local KMS-compatible server (moto in server mode), started and stopped by the test."""
+    """A local KMS-compatible server (moto in server mode) for the session (of each worker under xdist): every
+    test makes its own keys in it."""
     pytest.importorskip("moto")
     port = free_port()
     proc = subprocess.Popen(
