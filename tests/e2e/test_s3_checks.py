@@ -112,6 +112,13 @@ def test_each_failure_says_why_and_never_echoes_a_secret(owner: httpx.Client, s3
         ({}, s3, _check(s3, "s3://no-such-bucket/x"), "bucket missing", "url"),
         ({}, s3.denied, _check(s3), "access denied", "url"),
         ({}, s3, {**_check(s3), "endpointUrl": dead}, "endpoint unreachable", "endpointUrl"),
+        (
+            {},
+            s3,
+            {**_check(s3), "endpointUrl": "http://s3.no-such-host.invalid"},
+            "endpoint unreachable",
+            "endpointUrl",
+        ),
     ]
     for changes, peer, check, reason, field in cases:
         cid = _credential(owner, peer, **changes)

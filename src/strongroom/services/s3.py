@@ -135,7 +135,13 @@ def client(connector: Connector, where: Location, signing: Keys) -> Any:
     endpoint = urlsplit(where.endpoint)
     host, https = str(endpoint.hostname), endpoint.scheme == "https"
     port = endpoint.port or (443 if https else 80)
-    address = connector.address(host, port)
+    try:
+        address = connector.address(host, port)
+    except ConnectionFailed:
+        raise ConnectionFailed(
+            f"endpoint unreachable: the host of endpointUrl {where.endpoint} does not resolve",
+            {"endpointUrl": "does not resolve"},
+        ) from None
     config: dict[str, Any] = {
         "connect_timeout": connector.connect_timeout,
         "read_timeout": connector.statement_timeout,
