@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from strongroom import __version__
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError, KeyProvider, Keyring, Sealed, load_keyring
-from strongroom.crypto.barrier import Barrier, Binding
+from strongroom.crypto.barrier import Barrier, Binding, RecordBinding
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
 from strongroom.store.db import unavailable
@@ -55,6 +55,7 @@ SCRYPT = {"n": 2**17, "r": 8, "p": 1}  # OWASP's scrypt guidance: 128 MiB and ab
 # its parameters must not choose the memory spent): the current set, and the 32 MiB one of earlier versions.
 KNOWN_SCRYPT = frozenset({(2**17, 8, 1), (2**15, 8, 1)})
 ARCHIVE_KEY_VERSION = 0  # the `key_version` of a credential whose data key is wrapped by the archive key
+_SEALED_TABLES = frozenset({"credentials", "oauth_providers", "oauth_token_states"})
 MIN_PASSPHRASE = 10
 _PREFIX = struct.Struct(">HI")  # format version, header length
 _CHUNK = struct.Struct(">I")
@@ -197,28 +198,47 @@ def backup(
     return Summary(counts, path.stat().st_size, doc["createdAt"])
 
 
+def _sealed(table: Table, row: Mapping[str, Any]) -> tuple[str, Binding | RecordBinding]:
+    """What the sealed secret of a row of `_SEALED_TABLES` is bound to, and a name for messages: credentials,
+    OAuth providers' client secrets and credentials' OAuth token states are sealed under the master keys."""
+    if table.name == "credentials":
+        return f"credential {row['id']}", Binding.of(row)
+    if table.name == "oauth_providers":
+        return f"OAuth provider {row['id']}", RecordBinding("oauth-provider", row["id"], row["seal_generation"])
+    if table.name == "oauth_token_states":
+        name = f"the OAuth token state of credential {row['credential_id']}"
+        return name, RecordBinding("oauth-token", row["credential_id"], row["seal_generation"])
+    raise ValueError(f"table {table.name} holds no sealed secret")
+
+
+def _sealed_key(table: Table, row: Mapping[str, Any]) -> tuple[str, str]:
+    return table.name, str(row["credential_id"] if table.name == "oauth_token_states" else row["id"])
+
+
 def _archive_keys(archive_key: bytes) -> Keyring:
     """The archive key as a one-version keyring, so the barrier can wrap data keys with it."""
     return Keyring({ARCHIVE_KEY_VERSION: archive_key}, ARCHIVE_KEY_VERSION, "the archive key")
 
 
 class _Exporter:
-    """Re-wraps each credential's data key from the store's master keys to the archive key."""
+    """Re-wraps each sealed row's data key (credentials, OAuth secrets) from the store's master keys to the
+    archive key."""
 
     def __init__(self, keys: KeyProvider, archive_key: bytes) -> None:
         self._barrier = Barrier(keys)
         self._archive = _archive_keys(archive_key)
 
     def __call__(self, table: Table, row: Sequence[Any]) -> Sequence[Any]:
-        if table.name != "credentials":
+        if table.name not in _SEALED_TABLES:
             return row
         values = dict(zip(table.columns.keys(), row, strict=True))
+        what, binding = _sealed(table, values)
         try:
             version, wrapped = self._barrier.rewrap_to(
-                self._archive, Binding.of(values), values["key_version"], bytes(values["wrapped_key"])
+                self._archive, binding, values["key_version"], bytes(values["wrapped_key"])
             )
         except (MasterKeyError, DecryptionError) as exc:
-            raise ArchiveError(f"credential {values['id']} cannot be opened for the archive: {exc.message}") from None
+            raise ArchiveError(f"{what} cannot be opened for the archive: {exc.message}") from None
         values["key_version"], values["wrapped_key"] = version, wrapped
         return list(values.values())
 
@@ -603,14 +623,14 @@ def _unwrap_archive_key(header: Header, keys: KeyProvider | None, passphrase: st
 
 
 def _adopted(
-    rows: Iterator[tuple[Table, dict[str, Any]]], rewrapped: dict[str, tuple[int, bytes]]
+    rows: Iterator[tuple[Table, dict[str, Any]]], rewrapped: dict[tuple[str, str], tuple[int, bytes]]
 ) -> Iterator[tuple[Table, dict[str, Any]]]:
     """The archive's rows for a target with its own keys: no source key versions, data keys re-wrapped."""
     for table, row in rows:
         if table.name == "key_versions":
             continue
-        if table.name == "credentials":
-            row["key_version"], row["wrapped_key"] = rewrapped[row["id"]]
+        if table.name in _SEALED_TABLES:
+            row["key_version"], row["wrapped_key"] = rewrapped[_sealed_key(table, row)]
         yield table, row
 
 
@@ -685,7 +705,7 @@ def _verify(
     reporter: Reporter,
     *,
     archive: KeyProvider | None = None,
-) -> dict[str, tuple[int, bytes]]:
+) -> dict[tuple[str, str], tuple[int, bytes]]:
     """Authenticate every chunk, count rows, and prove every credential decrypts.
 
     Under the target's keys for a master-key archive; with `archive` (a self-contained archive's key) the
@@ -695,7 +715,7 @@ def _verify(
     source = getattr(keys, "source", "the configured keys")
     seen = dict.fromkeys(header.rows, 0)
     versions: list[Mapping[str, Any]] = []
-    rewrapped: dict[str, tuple[int, bytes]] = {}
+    rewrapped: dict[tuple[str, str], tuple[int, bytes]] = {}
     for table, row in rows:
         seen[table.name] += 1
         if table.name == "key_versions":  # they come first: the credentials need them
@@ -704,11 +724,11 @@ def _verify(
             if versions and archive is None:
                 _check_key_versions(keys, versions, kms_refs, source)
             versions = []
-            if table.name == "credentials":
+            if table.name in _SEALED_TABLES:
                 if archive is None:
-                    _check_credential(barrier, row, source)
+                    _check_credential(barrier, table, row, source)
                 else:
-                    rewrapped[row["id"]] = _open_self_contained(barrier, keys, row)
+                    rewrapped[_sealed_key(table, row)] = _open_self_contained(barrier, keys, table, row)
         reporter.advance(1)
     if archive is None:
         _check_key_versions(keys, versions, kms_refs, source)
@@ -717,16 +737,17 @@ def _verify(
     return rewrapped
 
 
-def _open_self_contained(barrier: Barrier, target: KeyProvider, row: Mapping[str, Any]) -> tuple[int, bytes]:
-    """Open a credential sealed for a self-contained archive; its data key re-wrapped under `target`."""
-    binding = Binding.of(row)
+def _open_self_contained(
+    barrier: Barrier, target: KeyProvider, table: Table, row: Mapping[str, Any]
+) -> tuple[int, bytes]:
+    """Open a row (credential, OAuth secret) sealed for a self-contained archive; its data key re-wrapped under
+    `target`."""
+    what, binding = _sealed(table, row)
     try:
         barrier.open(binding, Sealed(row["key_version"], row["wrapped_key"], row["ciphertext"]))
         return barrier.rewrap_to(target, binding, row["key_version"], row["wrapped_key"])
     except (MasterKeyError, DecryptionError):
-        raise ArchiveError(
-            f"credential {row['id']} does not decrypt with the archive key; the archive is damaged"
-        ) from None
+        raise ArchiveError(f"{what} does not decrypt with the archive key; the archive is damaged") from None
 
 
 def _needs_kms(version: int, key_ref: str) -> ArchiveError:
@@ -761,19 +782,21 @@ def _check_key_version(keys: KeyProvider, row: Mapping[str, Any], source: str) -
         raise ArchiveError(f"master key version {version} from {source} is not the key of the store that was backed up")
 
 
-def _check_credential(barrier: Barrier, row: Mapping[str, Any], source: str) -> None:
+def _check_credential(barrier: Barrier, table: Table, row: Mapping[str, Any], source: str) -> None:
+    """A sealed row (credential, OAuth secret) of a master-key archive opens under the target's keys."""
+    what, binding = _sealed(table, row)
     version = row["key_version"]
     sealed = Sealed(version, row["wrapped_key"], row["ciphertext"])
     try:
-        barrier.open(Binding.of(row), sealed)
+        barrier.open(binding, sealed)
     except MasterKeyError:
         raise ArchiveError(
-            f"credential {row['id']} is sealed with master key version {version}, which {source} does not have; "
+            f"{what} is sealed with master key version {version}, which {source} does not have; "
             "the archive holds data keys wrapped by the source store's master keys, not the keys themselves"
         ) from None
     except DecryptionError:
         raise ArchiveError(
-            f"credential {row['id']} does not decrypt under master key version {version} from {source}: "
+            f"{what} does not decrypt under master key version {version} from {source}: "
             "it is not the master key of the store that was backed up"
         ) from None
 

@@ -141,6 +141,9 @@ def test_a_revoked_refresh_token_asks_for_reauthorisation_once(
     again = assert_error(api.post(f"credentials/{cid}/accessToken/"), 409, "refreshToken")
     assert again["message"] == refused["message"]
     assert peer.refreshes("app") == {**before, "error": before["error"] + 1}
+    audit = api.get("auditLog/", params={"credentialId": cid}).json()["data"]
+    refusals = [r for r in audit if r["action"] == "credential.use"]
+    assert [(r["outcome"], r["status"]) for r in refusals] == [("failed", 409)] * 2
     renewed = peer.authorize("app")
     assert api.patch(f"credentials/{cid}/", json={"refreshToken": renewed["refresh_token"]}).status_code == 200
     answer = api.post(f"credentials/{cid}/accessToken/")
@@ -405,3 +408,33 @@ def test_cli_manages_providers_locally_and_remotely(server: Server, api: httpx.C
     assert provider["id"] not in [p["id"] for p in left]
     refused = server.cli("oauth-providers", "list", "--token", server.new_user(), check=False)
     assert refused.returncode == 1 and "administrator" in refused.stderr
+
+
+def test_a_passphrase_backup_carries_oauth_secrets_to_a_new_master_key(peer: OAuthPeer, tmp_path: Path) -> None:
+    """A self-contained archive re-wraps providers' client secrets and token states like credentials, so a store
+    restored under a fresh master key still answers the stored token and refreshes with the rotated one."""
+    srv = Server(data_dir=tmp_path / "srv")
+    srv.start()
+    restored = Server(data_dir=tmp_path / "restored")
+    try:
+        with client(srv, srv.new_user("admin", admin=True)) as admin:
+            providers = {c: _provider(admin, peer, c) for c in ("app", "brief")}
+        token = srv.new_user()
+        with client(srv, token) as api:
+            cid, _ = _credential(api, peer, providers["app"], "app")
+            brief, _ = _credential(api, peer, providers["brief"], "brief")
+            first = api.post(f"credentials/{cid}/accessToken/").json()
+            assert api.post(f"credentials/{brief}/accessToken/").status_code == 200  # rotated: only the state has it
+        (tmp_path / "passphrase").write_text("correct horse battery staple")
+        archive = tmp_path / "store.backup"
+        srv.cli("backup", str(archive), "--passphrase-file", str(tmp_path / "passphrase"))
+        srv.stop()
+        restored.cli("restore", str(archive), "--passphrase-file", str(tmp_path / "passphrase"))
+        restored.start()
+        with client(restored, token) as api:
+            assert api.post(f"credentials/{cid}/accessToken/").json() == first
+            again = api.post(f"credentials/{brief}/accessToken/")
+            assert again.status_code == 200, again.text
+    finally:
+        srv.stop()
+        restored.stop()

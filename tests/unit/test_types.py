@@ -125,3 +125,27 @@ def test_unprintable_or_non_string_type_is_not_quoted(value: Any) -> None:
         credential_types.get_type(value)
     assert "'value'" not in info.value.message and "basic" in info.value.message
     assert "\x00" not in info.value.message and "x" * 65 not in info.value.message
+
+
+def test_inline_credential_data_uses_the_keys_its_type_declares() -> None:
+    """oauth credentialData says oauthRefreshToken (DataRobot's key), a stored oauth credential refreshToken;
+    types without their own data keys validate data like a stored credential."""
+    ctype, values = credential_types.parse_credential_data({"credentialType": "oauth", "oauthRefreshToken": "r"})
+    assert ctype.name == "oauth" and values == {"oauthRefreshToken": "r"}
+    with pytest.raises(InvalidInput) as info:
+        credential_types.parse_credential_data({"credentialType": "oauth", "refreshToken": "r"})
+    assert "refreshToken" in info.value.errors
+    with pytest.raises(InvalidInput) as info:
+        credential_types.parse_credential_data({"credentialType": "oauth", "oauthClientId": "c"})
+    assert "oauthRefreshToken" in info.value.errors
+    basic, fields = credential_types.parse_credential_data({"credentialType": "basic", "user": "u", "password": "p"})
+    assert basic.name == "basic" and fields == {"user": "u", "password": "p"}
+    schema = credential_types.credential_data_schema(credential_types.TYPES["oauth"])
+    assert schema["required"] == ["credentialType", "oauthRefreshToken"]
+    assert set(schema["properties"]) == {
+        "credentialType",
+        "oauthRefreshToken",
+        "oauthClientId",
+        "oauthClientSecret",
+        "oauthAccessToken",
+    }
