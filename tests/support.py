@@ -885,9 +885,10 @@ class Listener:
 
 
 @contextmanager
-def closing_listener() -> Iterator[Listener]:
+def closing_listener(*, hold: bool = False) -> Iterator[Listener]:
     """A thread that accepts each connection on a free loopback port and closes it without a word (a broken
-    upstream), counting the connections; stopped afterwards."""
+    upstream), or with `hold` keeps it open without answering (a hung one), counting the connections; stopped
+    afterwards."""
     import socket
     import threading
 
@@ -905,8 +906,12 @@ def closing_listener() -> Iterator[Listener]:
             except TimeoutError:
                 continue
             listener.accepted.append(1)
-            conn.close()
+            if hold:
+                held.append(conn)
+            else:
+                conn.close()
 
+    held: list[socket.socket] = []
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
@@ -914,4 +919,6 @@ def closing_listener() -> Iterator[Listener]:
     finally:
         stop.set()
         thread.join()
+        for conn in held:
+            conn.close()
         sock.close()

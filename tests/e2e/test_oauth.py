@@ -187,6 +187,11 @@ def test_providers_are_for_administrators_and_checked(server: Server, api: httpx
         assert created.status_code == 201, created.text
         listed = admin.get("oauthProviders/").json()["data"]
         assert created.json() in listed and all("clientSecret" not in p for p in listed)
+        named = {"name": unique(), "credentialType": "oauth", "token": "t", "refreshToken": "r"}
+        cid = api.post("credentials/", json={**named, "oauthProviderId": created.json()["id"]}).json()["credentialId"]
+        in_use = assert_error(admin.delete(f"oauthProviders/{created.json()['id']}/"), 409, "oauthProvider")
+        assert "1 oauth credential(s) name this provider" in in_use["message"]
+        assert api.delete(f"credentials/{cid}/").status_code == 204
         assert admin.delete(f"oauthProviders/{created.json()['id']}/").status_code == 204
         assert_error(admin.get(f"oauthProviders/{created.json()['id']}/"), 404)
 
@@ -266,6 +271,36 @@ def test_inline_credential_data_is_refreshed_once_and_never_stored(
     assert_error(api.post("credentials/accessToken/", json=spent), 409, "credentialData.oauthRefreshToken")
     unknown = {**body, "oauthProviderId": "0" * 24}
     assert_error(api.post("credentials/accessToken/", json=unknown), 404)
+
+
+def test_a_provider_that_never_answers_is_a_504_naming_its_host(peer: OAuthPeer, tmp_path: Path) -> None:
+    srv = Server(data_dir=tmp_path / "srv", extra_env={"STRONGROOM_STATEMENT_TIMEOUT": "1"})
+    srv.start()
+    try:
+        with closing_listener(hold=True) as hung, client(srv, srv.new_user("admin", admin=True)) as admin:
+            provider = _provider(admin, peer, "app", tokenUrl=f"http://127.0.0.1:{hung.port}/token")
+            with client(srv, srv.new_user()) as api:
+                cid, _ = _credential(api, peer, provider, "app")
+                late = assert_error(api.post(f"credentials/{cid}/accessToken/"), 504, "oauthProvider")
+                assert "127.0.0.1 did not answer in time" in late["message"]
+            assert len(hung.accepted) == 1
+    finally:
+        srv.stop()
+
+
+def test_a_re_sealed_credential_keeps_its_rotated_refresh_token(
+    api: httpx.Client, peer: OAuthPeer, providers: dict[str, str], server: Server
+) -> None:
+    """A PATCH of a public field re-seals the credential's secret (a new seal generation) without changing its
+    tokens: the stored state, holding the rotated refresh token, stays in force (the credential's own refresh
+    token is spent, and presenting it would revoke the grant)."""
+    cid, _ = _credential(api, peer, providers["brief"], "brief")
+    assert api.post(f"credentials/{cid}/accessToken/").status_code == 200
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        twin = _provider(admin, peer, "brief")
+    assert api.patch(f"credentials/{cid}/", json={"oauthProviderId": twin}).status_code == 200
+    again = api.post(f"credentials/{cid}/accessToken/")
+    assert again.status_code == 200, again.text
 
 
 def test_tokens_and_client_secrets_leak_nowhere(
@@ -356,6 +391,11 @@ def test_connect_oauth_sends_a_bearer_the_provider_accepts(
     with strongroom.Client(endpoint=server.api, token=token) as sdk:
         fetched = strongroom.AccessToken.fetch(cid, sdk)
         assert fetched.access_token and fetched.access_token not in repr(fetched)
+        strongroom.set_client(sdk)
+        try:
+            assert strongroom.Credential.get(cid).access_token() == fetched
+        finally:
+            strongroom.set_client(None)
         with connect.oauth(cid, client=sdk, base_url=peer.base) as http:
             assert http.get("/me").json()["sub"] == "tester"
             assert http.get("/me").status_code == 200
