@@ -49,6 +49,7 @@ PG_ADMIN_URL = bench_server.PG_ADMIN_URL
 PgDatabase = bench_server.PgDatabase
 free_port = bench_server.free_port
 pg_unreachable_reason = bench_server.pg_unreachable_reason
+S3Peer = bench_server.S3Peer
 
 
 @contextmanager
@@ -659,110 +660,12 @@ def log_with(server: Any, needle: bytes, timeout: float = 10) -> bytes:
 # ---- a real S3-compatible server that checks signatures (moto in server mode, authentication on) -------------
 
 
-@dataclass(frozen=True)
-class S3Peer:
-    """Where an S3-compatible server is and a key that may use every bucket there (a missing bucket is
-    NoSuchBucket); `temporary` is the same access as STS session credentials (with `session_token`), `denied`
-    a valid key of a user without any permission (AccessDenied)."""
-
-    endpoint_url: str
-    bucket: str
-    access_key_id: str
-    secret_access_key: str
-    region: str = "us-east-1"
-    session_token: str | None = None
-    temporary: S3Peer | None = None
-    denied: S3Peer | None = None
-
-    @property
-    def url(self) -> str:
-        """The bucket as an `s3://` URL."""
-        return f"s3://{self.bucket}"
-
-    def client(self) -> Any:
-        """A boto3 S3 client signing with this peer's key (and session token, if any)."""
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            aws_session_token=self.session_token,
-        )
-
-
-S3_POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
-
-
 @contextmanager
 def s3_server() -> Iterator[S3Peer]:
-    """A moto S3 server on a free loopback port in a subprocess that checks every request's signature once set
-    up: an IAM user with an access key allowed on all of S3 and a created empty bucket (and STS session
-    credentials of a role with the same rights, and a user with none); stopped afterwards. A wrong secret key
-    gets SignatureDoesNotMatch, an unknown key InvalidAccessKeyId, a wrong session token InvalidToken."""
+    """The bench's signature-checking moto S3 server (`bench.server.s3_server`); skips when moto is missing."""
     pytest.importorskip("moto")
-    import boto3
-
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    # No request is checked until the set-up below is done; then /moto-api/reset-auth switches checking on.
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "1000000", "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the moto S3 server did not start") from None
-                time.sleep(0.1)
-        region, bucket = "us-east-1", f"bucket-{secrets.token_hex(4)}"
-        setup = {"endpoint_url": endpoint, "region_name": region, "aws_access_key_id": "AKIASETUP0000000000",
-                 "aws_secret_access_key": "setup"}  # fmt: skip
-        iam, sts = boto3.client("iam", **setup), boto3.client("sts", **setup)
-        iam.create_user(UserName="alice")
-        iam.put_user_policy(UserName="alice", PolicyName="bucket", PolicyDocument=S3_POLICY)
-        key = iam.create_access_key(UserName="alice")["AccessKey"]
-        iam.create_user(UserName="mallory")
-        denied_key = iam.create_access_key(UserName="mallory")["AccessKey"]
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
-                                                          "Action": "sts:AssumeRole"}]}  # fmt: skip
-        role = iam.create_role(RoleName="reader", AssumeRolePolicyDocument=orjson.dumps(trust).decode())["Role"]
-        iam.put_role_policy(RoleName="reader", PolicyName="bucket", PolicyDocument=S3_POLICY)
-        temp = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="tests")["Credentials"]
-        boto3.client("s3", **setup).create_bucket(Bucket=bucket)
-        httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"0", timeout=5).raise_for_status()
-        base = {"endpoint_url": endpoint, "bucket": bucket, "region": region}
-        yield S3Peer(
-            **base,
-            access_key_id=key["AccessKeyId"],
-            secret_access_key=key["SecretAccessKey"],
-            temporary=S3Peer(
-                **base,
-                access_key_id=temp["AccessKeyId"],
-                secret_access_key=temp["SecretAccessKey"],
-                session_token=temp["SessionToken"],
-            ),
-            denied=S3Peer(
-                **base, access_key_id=denied_key["AccessKeyId"], secret_access_key=denied_key["SecretAccessKey"]
-            ),
-        )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with bench_server.s3_server() as peer:
+        yield peer
 
 
 # ---- a real OAuth 2.0 authorization server: npm's oidc-provider (tests/peers/oauth) ------------------------------
