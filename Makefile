@@ -8,7 +8,7 @@ SUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
 SERVER_STAMP := $(VENV)/.installed-server-$(SUM)
 TEST_STAMP := $(VENV)/.installed-test-$(SUM)
 
-.PHONY: serve test lint bench install clean wrk oauth-peer
+.PHONY: serve test lint bench bench-jobs install clean wrk oauth-peer
 
 $(SERVER_STAMP): pyproject.toml
 	@if [ -f $(TEST_STAMP) ]; then touch $@; else \
@@ -51,6 +51,11 @@ $(OAUTH_PEER)/node_modules/.package-lock.json: $(OAUTH_PEER)/package-lock.json $
 bench: $(TEST_STAMP) wrk
 	$(BIN)/python -m pip install --quiet -e '.[server,test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Batch jobs against their baselines (PostgreSQL's COPY, boto3's upload), peak RSS, one worker vs two (bench/jobs.py).
+bench-jobs: $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[server,test,bench]'
+	$(BIN)/python -m bench.jobs $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache $(OAUTH_PEER)/node_modules

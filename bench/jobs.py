@@ -1,0 +1,490 @@
+"""Batch-job benchmark (issue 16's targets): real jobs on a real server, each against a baseline run the same way.
+
+1. S3 -> PostgreSQL table (`passthrough`, `insert` into a same-shaped table): rows/s vs PostgreSQL's own
+   `COPY ... FROM STDIN` of the same CSV (psycopg `cursor.copy`).
+2. PostgreSQL table -> S3 CSV: rows/s vs a plain boto3 `upload_fileobj` of the same CSV bytes.
+3. Peak RSS (VmHWM) of the process that runs the job, a fresh process per job, at each size.
+4. Two `strongroom worker` processes vs one on the largest S3 -> PostgreSQL job (server and workers on a
+   PostgreSQL store).
+
+The server runs as `strongroom serve` runs by default (SQLite store, embedded runner); S3 is the
+signature-checking moto server of the tests; the target database is a throwaway database on the machine's
+PostgreSQL reached through a data store and a stored basic credential. A job's time runs from its create request
+to the poll that sees it COMPLETED.
+Usage: `python -m bench.jobs [--sizes 100000,1000000] [--py-spy DIR] [--no-workers]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.server import PG_ADMIN_URL, PgDatabase, S3Peer, Server, s3_server
+
+RESULTS = Path(__file__).parent / "results"
+PASSTHROUGH = "5e0000000000000000000001"
+COLUMNS = (
+    "id bigint, customer text, city text, amount double precision, quantity bigint, ordered text, "
+    "express boolean, score double precision, code text, note text"
+)
+CITIES = ("Amsterdam", "Berlin", "Copenhagen", "Dublin", "Edinburgh", "Frankfurt", "Geneva", "Helsinki")
+TARGETS = {"s3-to-postgres": 0.50, "postgres-to-s3": 0.50, "rss-growth": 1.2, "two-workers": 0.65}
+
+
+def make_csv(path: Path, rows: int) -> int:
+    """Write `rows` deterministic rows of 10 columns (~100 bytes each) as CSV with a header; its size in bytes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(16)
+    block = 100_000
+    with pa.OSFile(str(path), "wb") as sink:
+        writer = None
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            ids = np.arange(start, start + n, dtype=np.int64)
+            table = pa.table(
+                {
+                    "id": ids,
+                    "customer": pa.array([f"customer-{i % 50_000:07d}" for i in ids.tolist()]),
+                    "city": pa.array([CITIES[i] for i in rng.integers(0, len(CITIES), n).tolist()]),
+                    "amount": np.round(rng.uniform(0, 10_000, n), 2),
+                    "quantity": rng.integers(1, 100, n),
+                    "ordered": pa.array([f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in ids.tolist()]),
+                    "express": rng.integers(0, 2, n).astype(bool),
+                    "score": np.round(rng.random(n), 6),
+                    "code": pa.array([f"{i * 2654435761 % 2**32:08x}" for i in ids.tolist()]),
+                    "note": pa.array([f"order note {i % 997:03d}" for i in ids.tolist()]),
+                }
+            )
+            if writer is None:
+                writer = pacsv.CSVWriter(sink, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+    return path.stat().st_size
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def load() -> str:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass
+class Measure:
+    """One timed run: what, at what size, how long, rows/s, the peak RSS of the job's process(es), the load."""
+
+    scenario: str
+    rows: int
+    seconds: float
+    rows_per_s: float
+    peak_rss_mib: float = 0.0
+    load: str = field(default_factory=load)
+
+
+class Profiler:
+    """`py-spy record -r 200 -f raw --gil` on a process while a job runs (when enabled), into `folder`."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, pid: int, name: str) -> None:
+        """Start recording `pid` into `folder/name.txt`."""
+        if self.folder is None or shutil.which("py-spy") is None:
+            return
+        out = self.folder / f"{name}.txt"
+        cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "--gil", "-p", str(pid), "-o", str(out)]
+        self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        """Stop every recording (py-spy writes its file on SIGINT)."""
+        import signal
+
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            proc.wait(timeout=60)
+        self.procs.clear()
+
+
+def summarise_profile(path: Path, top: int = 12) -> str:
+    """The leaf functions (self) and any functions (inclusive) taking the most GIL-holding samples of a raw
+    py-spy profile, as percentages."""
+    leaf: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f.split(" (")[0] + " (" + f.split("/")[-1] for f in stack.split(";")]
+        n = int(count)
+        total += n
+        leaf[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if not total:
+        return f"{path.name}: no samples\n"
+    out = [f"{path.name}: {total} samples holding the GIL", "  self:"]
+    out += [f"    {n / total:6.1%}  {f}" for f, n in leaf.most_common(top)]
+    out.append("  inclusive:")
+    out += [f"    {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top * 2)]
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class Stack:
+    """A running server (and workers) with a user, a PostgreSQL data store with a basic credential, and an s3
+    credential: what a job needs, all by id."""
+
+    server: Server
+    api: httpx.Client
+    store_id: str
+    basic_id: str
+    s3_id: str
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def job(self, intake: dict[str, Any], output: dict[str, Any], chunk: int, concurrent: int) -> float:
+        """Run a passthrough job to COMPLETED; the seconds from the create request to the poll that saw it."""
+        spec = {
+            "deploymentId": PASSTHROUGH,
+            "chunkSize": chunk,
+            "numConcurrent": concurrent,
+            "intakeSettings": intake,
+            "outputSettings": output,
+        }
+        started = time.perf_counter()
+        created = self.api.post("batchPredictions/", json=spec)
+        if created.status_code != 202:
+            raise RuntimeError(f"job not created: {created.status_code} {created.text}")
+        job_id = created.json()["id"]
+        while True:
+            resp = self.api.get(f"batchPredictions/{job_id}/")
+            body = resp.json()
+            status = (body.get("job") or body)["status"]
+            if status == "COMPLETED":
+                return time.perf_counter() - started
+            if status in ("FAILED", "ABORTED"):
+                raise RuntimeError(f"job {status}: {(body.get('job') or body).get('statusDetails')}")
+            time.sleep(0.1)
+
+    def job_pids(self) -> list[int]:
+        """The processes that run jobs: the workers if any, else the server."""
+        procs = self.workers or [self.server.proc]
+        return [p.pid for p in procs if p is not None]
+
+
+@contextmanager
+def stack(
+    workdir: Path, name: str, target: PgDatabase, s3: S3Peer, store_url: str | None, workers: int
+) -> Iterator[Stack]:
+    """A fresh server (on `store_url`, or SQLite) with `workers` `strongroom worker` processes, set up for jobs."""
+    from strongroom.bootstrap import Services
+    from strongroom.config import Settings
+
+    server = Server(data_dir=workdir / name, database_url=store_url)
+    server.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        services = Services.open(Settings(data_dir=server.data_dir, database_url=store_url))
+        try:
+            services.accounts.create_user("bench")
+            token = services.accounts.create_token("bench")[1]
+        finally:
+            services.close()
+        for i in range(workers):
+            log = (workdir / f"worker-{name}-{i}.log").open("ab")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "strongroom", "worker"], env=server.env, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+        api = httpx.Client(base_url=f"{server.base}/api/v2/", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        drivers = api.get("externalDataDrivers/").json()["data"]
+        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+        host = PG_ADMIN_URL.split("@")[-1].rsplit("/", 1)[0]
+        jdbc = f"jdbc:postgresql://{host}/{target.name}"
+        store = api.post(
+            "externalDataStores/",
+            json={"type": "jdbc", "canonicalName": f"bench-{name}", "params": {"driverId": driver, "jdbcUrl": jdbc}},
+        )
+        user = PG_ADMIN_URL.split("://", 1)[1].split("@")[0].split(":")[0] or "postgres"
+        basic = api.post("credentials/", json={"name": f"pg-{name}", "user": user, "password": "bench"})
+        keys = api.post(
+            "credentials/",
+            json={
+                "name": f"s3-{name}",
+                "credentialType": "s3",
+                "awsAccessKeyId": s3.access_key_id,
+                "awsSecretAccessKey": s3.secret_access_key,
+            },
+        )
+        for resp in (store, basic, keys):
+            if resp.status_code != 201:
+                raise RuntimeError(f"set-up failed: {resp.status_code} {resp.text}")
+        yield Stack(server, api, store.json()["id"], basic.json()["credentialId"], keys.json()["credentialId"], procs)
+        api.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        server.stop()
+
+
+def sql(target: PgDatabase, statement: str) -> Any:
+    """Run one statement on the target database; the first column of the first row, if any."""
+    with psycopg.connect(target.url.replace("+psycopg", ""), autocommit=True) as conn:
+        cur = conn.execute(statement)  # type: ignore[arg-type]
+        return cur.fetchone()[0] if cur.description else None  # type: ignore[index]
+
+
+def copy_baseline(target: PgDatabase, csv_path: Path, table: str) -> float:
+    """Seconds for PostgreSQL's own COPY FROM STDIN of the CSV into a fresh same-shaped table (committed)."""
+    sql(target, f"CREATE TABLE {table} ({COLUMNS})")
+    with psycopg.connect(target.url.replace("+psycopg", "")) as conn, csv_path.open("rb") as source:
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy:  # type: ignore[arg-type]
+            while data := source.read(1 << 20):
+                copy.write(data)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def upload_baseline(s3: S3Peer, csv_path: Path, key: str) -> float:
+    """Seconds for a plain boto3 `upload_fileobj` of the CSV to the same S3 server."""
+    client = s3.client()
+    with csv_path.open("rb") as source:
+        started = time.perf_counter()
+        client.upload_fileobj(source, s3.bucket, key)
+        return time.perf_counter() - started
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Every scenario at every size; the measurements and the derived ratios."""
+    sizes = [int(s) for s in args.sizes.split(",")]
+    measures: list[Measure] = []
+    profiles: list[str] = []
+    spy_dir: Path | None = args.py_spy
+    if spy_dir:
+        spy_dir.mkdir(parents=True, exist_ok=True)
+    profiler = Profiler(spy_dir)
+    target = PgDatabase()
+    target.create()
+    stores: list[PgDatabase] = []
+    try:
+        with s3_server() as s3:
+            s3_keys = {"credentialId": "", "endpointUrl": s3.endpoint_url}
+            for rows in sizes:
+                csv_path = workdir / f"in-{rows}.csv"
+                size = make_csv(csv_path, rows)
+                print(f"{rows} rows: {size / 1e6:.1f} MB CSV; load {load()}", flush=True)
+                s3.client().upload_file(str(csv_path), s3.bucket, f"in-{rows}.csv")
+
+                seconds = copy_baseline(target, csv_path, f"copy_{rows}")
+                measures.append(Measure("copy-baseline", rows, seconds, rows / seconds))
+                sql(target, f"CREATE TABLE job_{rows} ({COLUMNS})")
+                with stack(workdir, f"s3pg-{rows}", target, s3, None, 0) as st:
+                    profiler.start(st.job_pids()[0], f"s3-to-postgres-{rows}")
+                    seconds = st.job(
+                        {"type": "s3", "url": f"{s3.url}/in-{rows}.csv", **s3_keys, "credentialId": st.s3_id},
+                        {"type": "jdbc", "dataStoreId": st.store_id, "credentialId": st.basic_id,
+                         "table": f"job_{rows}", "statementType": "insert"},
+                        args.chunk_size, args.num_concurrent,
+                    )  # fmt: skip
+                    profiler.stop()
+                    rss = max(vm_hwm_mib(p) for p in st.job_pids())
+                count = sql(target, f"SELECT count(*) FROM job_{rows}")
+                if count != rows:
+                    raise RuntimeError(f"the S3 -> PostgreSQL job wrote {count} rows of {rows}")
+                measures.append(Measure("s3-to-postgres", rows, seconds, rows / seconds, rss))
+
+                seconds = upload_baseline(s3, csv_path, f"upload-{rows}.csv")
+                measures.append(Measure("upload-baseline", rows, seconds, rows / seconds))
+                with stack(workdir, f"pgs3-{rows}", target, s3, None, 0) as st:
+                    profiler.start(st.job_pids()[0], f"postgres-to-s3-{rows}")
+                    seconds = st.job(
+                        {"type": "jdbc", "dataStoreId": st.store_id, "credentialId": st.basic_id,
+                         "table": f"copy_{rows}"},
+                        {"type": "s3", "url": f"{s3.url}/out-{rows}.csv", **s3_keys, "credentialId": st.s3_id},
+                        args.chunk_size, args.num_concurrent,
+                    )  # fmt: skip
+                    profiler.stop()
+                    rss = max(vm_hwm_mib(p) for p in st.job_pids())
+                written = s3.client().head_object(Bucket=s3.bucket, Key=f"out-{rows}.csv")["ContentLength"]
+                if abs(written - size) > size * 0.05:
+                    raise RuntimeError(f"the PostgreSQL -> S3 job wrote {written} bytes, the CSV has {size}")
+                measures.append(Measure("postgres-to-s3", rows, seconds, rows / seconds, rss))
+                sql(target, f"DROP TABLE job_{rows}")
+                print(f"  {measures[-4:]}", flush=True)
+
+            if args.workers:
+                rows = max(sizes)
+                for count in (1, 2):
+                    stores.append(PgDatabase())
+                    stores[-1].create()
+                    table = f"workers_{count}"
+                    sql(target, f"CREATE TABLE {table} ({COLUMNS})")
+                    with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count) as st:
+                        seconds = st.job(
+                            {"type": "s3", "url": f"{s3.url}/in-{rows}.csv", **s3_keys, "credentialId": st.s3_id},
+                            {"type": "jdbc", "dataStoreId": st.store_id, "credentialId": st.basic_id,
+                             "table": table, "statementType": "insert"},
+                            args.chunk_size, args.workers_concurrent,
+                        )  # fmt: skip
+                        rss = max(vm_hwm_mib(p) for p in st.job_pids())
+                    written = sql(target, f"SELECT count(*) FROM {table}")
+                    if written != rows:
+                        raise RuntimeError(f"{count} worker(s) wrote {written} rows of {rows}")
+                    measures.append(Measure(f"workers-{count}", rows, seconds, rows / seconds, rss))
+                    print(f"  {measures[-1]}", flush=True)
+    finally:
+        target.drop()
+        for store in stores:
+            store.drop()
+    if spy_dir:
+        profiles = [summarise_profile(p) for p in sorted(spy_dir.glob("*.txt"))]
+    return {"measures": [asdict(m) for m in measures], "ratios": ratios(measures, sizes), "profiles": profiles}
+
+
+def ratios(measures: list[Measure], sizes: list[int]) -> list[dict[str, Any]]:
+    """Each target's figure: a job's rows/s over its baseline's at each size, RSS growth, the workers' speed-up."""
+    by = {(m.scenario, m.rows): m for m in measures}
+    out: list[dict[str, Any]] = []
+    for rows in sizes:
+        for job, base in (("s3-to-postgres", "copy-baseline"), ("postgres-to-s3", "upload-baseline")):
+            ratio = by[(job, rows)].rows_per_s / by[(base, rows)].rows_per_s
+            out.append({"figure": f"{job} / {base}", "rows": rows, "value": ratio, "target": f">= {TARGETS[job]}",
+                        "met": ratio >= TARGETS[job], "load": by[(job, rows)].load})  # fmt: skip
+    if len(sizes) > 1:
+        low, high = min(sizes), max(sizes)
+        for job in ("s3-to-postgres", "postgres-to-s3"):
+            growth = by[(job, high)].peak_rss_mib / by[(job, low)].peak_rss_mib
+            met = growth <= TARGETS["rss-growth"]
+            out.append({"figure": f"peak RSS {job} {high} / {low} rows", "rows": high, "value": growth,
+                        "target": "<= 1.2", "met": met, "load": by[(job, high)].load})  # fmt: skip
+    if ("workers-1", max(sizes)) in by and ("workers-2", max(sizes)) in by:
+        one, two = by[("workers-1", max(sizes))], by[("workers-2", max(sizes))]
+        share = two.seconds / one.seconds
+        out.append({"figure": "two workers' time / one worker's", "rows": one.rows, "value": share,
+                    "target": "<= 0.65", "met": share <= TARGETS["two-workers"], "load": two.load})  # fmt: skip
+    else:
+        out.append({"figure": "two workers' time / one worker's", "rows": max(sizes), "value": None,
+                    "target": "<= 0.65", "met": None, "load": "not measured (--no-workers)"})  # fmt: skip
+    return out
+
+
+def report(result: dict[str, Any], args: argparse.Namespace, out: Path) -> Path:
+    """Write the table (markdown), the raw figures (JSON) and the plot; the markdown's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{date.today().isoformat()}-jobs{args.suffix}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Batch-job benchmark, {date.today().isoformat()}",
+        "",
+        f"`python -m bench.jobs --sizes {args.sizes} --chunk-size {args.chunk_size} --num-concurrent "
+        f"{args.num_concurrent}`; {os.cpu_count()} cores shared with other work (load averages 1/5/15 min "
+        "beside each figure). Jobs: the built-in passthrough deployment, timed from the create request to the "
+        "poll that sees COMPLETED. S3 is the signature-checking moto server; PostgreSQL the machine's.",
+        "",
+        "| figure | rows | value | target | met | load |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for r in result["ratios"]:
+        value = "not measured" if r["value"] is None else f"{r['value']:.2f}"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {r['figure']} | {r['rows']:,} | {value} | {r['target']} | {met} | {r['load']} |")
+    lines += ["", "| run | rows | seconds | rows/s | peak RSS MiB | load |", "|---|---:|---:|---:|---:|---|"]
+    for m in result["measures"]:
+        rss = f"{m['peak_rss_mib']:.0f}" if m["peak_rss_mib"] else ""
+        lines.append(
+            f"| {m['scenario']} | {m['rows']:,} | {m['seconds']:.2f} | {m['rows_per_s']:,.0f} | {rss} | {m['load']} |"
+        )
+    if result["profiles"]:
+        lines += ["", "## Where the GIL-holding CPU went (py-spy, 200 Hz, --gil)", "", "```"]
+        lines += [p.rstrip() for p in result["profiles"]] + ["```"]
+    md = stem.with_suffix(".md")
+    md.write_text("\n".join(lines) + "\n")
+    plot(result, stem.with_suffix(".png"))
+    return md
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """One bar per figure (value over its target, so 1.0 is the line each must clear)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in result["ratios"] if r["value"] is not None]
+    labels, heights = [], []
+    for r in shown:
+        limit = float(r["target"].split()[-1])
+        better_high = r["target"].startswith(">=")
+        labels.append(f"{r['figure']}\n{r['rows']:,} rows")
+        heights.append(r["value"] / limit if better_high else limit / r["value"])
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(shown) + 1.5))
+    colours = ["tab:green" if h >= 1 else "tab:red" for h in heights]
+    ax.barh(labels, heights, color=colours)
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("figure relative to its target (>= 1: target met)")
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.jobs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="rows per run, comma-separated")
+    parser.add_argument("--chunk-size", type=int, default=50_000, help="rows per chunk (chunkSize)")
+    parser.add_argument("--num-concurrent", type=int, default=2, help="chunks of a job at once (numConcurrent)")
+    parser.add_argument("--workers-concurrent", type=int, default=4, help="numConcurrent of the workers' job")
+    parser.add_argument("--no-workers", dest="workers", action="store_false", help="skip the workers' runs")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile each job's process with py-spy into DIR")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
+    parser.add_argument("--suffix", default="", help="appended to the results' file names")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-jobs-"))
+    try:
+        result = run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    md = report(result, args, args.out)
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
