@@ -25,18 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
 
 from bench.server import PG_ADMIN_URL, PgDatabase, S3Peer, Server, s3_server
 
+T = TypeVar("T")
 RESULTS = Path(__file__).parent / "results"
 PASSTHROUGH = "5e0000000000000000000001"
 COLUMNS = (
@@ -264,9 +265,26 @@ def stack(
         server.stop()
 
 
+def patiently(step: Callable[[], T], seconds: float = 120) -> T:
+    """Run `step`, again while PostgreSQL has no connection slot free (other suites share this server)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return step()
+        except psycopg.OperationalError as exc:
+            if "too many clients" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def connect(target: PgDatabase, autocommit: bool = False) -> psycopg.Connection[Any]:
+    """A connection to the target database (waiting for a free slot)."""
+    return patiently(lambda: psycopg.connect(target.url.replace("+psycopg", ""), autocommit=autocommit))
+
+
 def sql(target: PgDatabase, statement: str) -> Any:
     """Run one statement on the target database; the first column of the first row, if any."""
-    with psycopg.connect(target.url.replace("+psycopg", ""), autocommit=True) as conn:
+    with connect(target, autocommit=True) as conn:
         cur = conn.execute(statement)  # type: ignore[arg-type]
         return cur.fetchone()[0] if cur.description else None  # type: ignore[index]
 
@@ -274,7 +292,7 @@ def sql(target: PgDatabase, statement: str) -> Any:
 def copy_baseline(target: PgDatabase, csv_path: Path, table: str) -> float:
     """Seconds for PostgreSQL's own COPY FROM STDIN of the CSV into a fresh same-shaped table (committed)."""
     sql(target, f"CREATE TABLE {table} ({COLUMNS})")
-    with psycopg.connect(target.url.replace("+psycopg", "")) as conn, csv_path.open("rb") as source:
+    with connect(target) as conn, csv_path.open("rb") as source:
         started = time.perf_counter()
         with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy:  # type: ignore[arg-type]
             while data := source.read(1 << 20):
@@ -318,7 +336,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         spy_dir.mkdir(parents=True, exist_ok=True)
     profiler = Profiler(spy_dir)
     target = PgDatabase()
-    target.create()
+    patiently(target.create)
     stores: list[PgDatabase] = []
     chunk, concurrent, kind = args.chunk_size, args.num_concurrent, args.statement_type
     try:
@@ -372,7 +390,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 rows = max(sizes)
                 for count in (1, 2):
                     stores.append(PgDatabase())
-                    stores[-1].create()
+                    patiently(stores[-1].create)
                     table = f"workers_{count}"
                     if kind == "insert":
                         sql(target, f"CREATE TABLE {table} ({COLUMNS})")
@@ -389,9 +407,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     print(f"  {measures[-1]}", flush=True)
     finally:
         profiler.stop()
-        target.drop()
-        for store in stores:
-            store.drop()
+        for db in [target, *stores]:
+            patiently(db.drop)
     profiles = [summarise_profile(p) for p in sorted(spy_dir.glob("*.txt"))] if spy_dir else []
     return {"measures": [asdict(m) for m in measures], "ratios": ratios(measures, sizes), "profiles": profiles}
 
