@@ -278,7 +278,7 @@ def test_a_credential_the_caller_cannot_use_is_refused_before_the_job_exists(
 
 
 def test_a_wrong_password_fails_the_job_naming_adapter_and_cause(
-    api: httpx.Client, token: str, peers: dict[str, PeerDatabase]
+    srv: Server, api: httpx.Client, token: str, peers: dict[str, PeerDatabase]
 ) -> None:
     """The job fails with a message naming the adapter and the cause, never the password; the real client's
     `wait_for_completion` raises on its next poll (the status route answers 409 for a FAILED job), and the job
@@ -295,6 +295,7 @@ def test_a_wrong_password_fails_the_job_naming_adapter_and_cause(
     listed = api.get("batchPredictions/", params={"status": "FAILED"}).json()["data"]
     assert [j["id"] for j in listed] == [failed["id"]]
     assert wrong not in api.get("auditLog/").text
+    assert wrong.encode() not in srv.log_path.read_bytes()
 
 
 def _client_raises(failed: dict[str, Any], reason: str, secret: str) -> None:
@@ -481,3 +482,39 @@ def test_a_wrong_secret_key_fails_the_s3_job(api: httpx.Client, token: str, buck
     assert failed["status"] == "FAILED"
     assert failed["statusDetails"].startswith("s3 intake: signature mismatch"), failed["statusDetails"]
     _client_raises(failed, "s3 intake: signature mismatch", wrong)
+
+
+def test_a_token_without_the_use_scope_is_refused(srv: Server) -> None:
+    """Creating a job needs the `use` scope: a read-and-write token gets a 403 naming it, and no job exists."""
+    from strongroom.bootstrap import Services
+    from strongroom.config import Settings
+
+    services = Services.open(Settings(data_dir=srv.data_dir))
+    try:
+        username = unique("noscope")
+        services.accounts.create_user(username)
+        token = services.accounts.create_token(username, scopes=("read", "write"))[1]
+    finally:
+        services.close()
+    with client(srv, token) as api:
+        assert_error(api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}), 403, "scope")
+        assert api.get("batchPredictions/").json()["totalCount"] == 0
+
+
+@pytest.mark.parametrize("statement", ["update", "insert_update"])
+def test_update_and_insert_update(api: httpx.Client, peers: dict[str, PeerDatabase], statement: str) -> None:
+    """update changes the rows whose whereColumns match; insert_update also adds the others, in one transaction."""
+    peer = peers["postgres"]
+    table = unique("upd").replace("-", "_")
+    old = ", ".join(f"({i}, 'old')" for i in range(10))
+    _execute(peer, f"CREATE TABLE {table} (id integer PRIMARY KEY, item text)", f"INSERT INTO {table} VALUES {old}")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    output = {"type": "jdbc", "dataStoreId": store, "table": table, "statementType": statement,
+              "whereColumns": ["id"], "updateColumns": ["item"], "credentialId": cred}  # fmt: skip
+    job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": 3, "outputSettings": output})
+    source = "id,item\n" + "".join(f"{i},new\n" for i in range(5, 15))
+    assert api.put(job.json()["links"]["csvUpload"], content=source.encode()).status_code == 202
+    assert _wait(api, job.json()["id"])["status"] == "COMPLETED"
+    found = _execute(peer, f"SELECT id, item FROM {table} ORDER BY id")
+    expected = [(i, "old" if i < 5 else "new") for i in range(15 if statement == "insert_update" else 10)]
+    assert found == expected

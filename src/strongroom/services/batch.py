@@ -360,6 +360,7 @@ class TableOutput:
                 self.settings["statementType"] == "insert" and not self.settings.get("createTableIfNotExists")
             ):
                 raise JobFailed(f"jdbc output: the table {self.table!r} does not exist")
+            mysql = conn.dialect.name != "postgresql"
             columns = []
             for field in batch.schema:
                 if self.target_columns is not None and field.name not in self.target_columns:
@@ -370,8 +371,10 @@ class TableOutput:
                 self.stage_name,
                 sa.MetaData(),
                 *columns,
-                sa.Column(STAGE_CHUNK, sa.Integer, primary_key=True),
-                sa.Column(STAGE_ROW, sa.Integer, primary_key=True),
+                # MySQL/InnoDB clusters rows on a primary key; PostgreSQL's staging table has no index to keep up
+                # (a chunk's first attempt deletes nothing, a rare retry scans).
+                sa.Column(STAGE_CHUNK, sa.Integer, primary_key=mysql, nullable=False),
+                sa.Column(STAGE_ROW, sa.Integer, primary_key=mysql, nullable=False),
                 schema=self.schema,
             )
             try:
@@ -384,28 +387,31 @@ class TableOutput:
             self.stage = stage
             return stage
 
-    def write(self, number: int, batch: pa.RecordBatch) -> None:
+    def write(self, number: int, batch: pa.RecordBatch, attempt: int = 2) -> None:
         """Replace chunk `number`'s rows in the staging table, in one transaction (PostgreSQL: `COPY … FROM
-        STDIN` of the chunk as CSV; MySQL/MariaDB: a multi-row INSERT)."""
+        STDIN` of the chunk as CSV; MySQL/MariaDB: a multi-row INSERT). A first attempt has nothing to replace:
+        an attempt that died before its commit left nothing."""
         with self.connect() as conn:
             stage = self._prepare(conn, batch)
             postgres = conn.dialect.name == "postgresql"
             tagged = batch.append_column(STAGE_CHUNK, pa.array([number] * batch.num_rows, pa.int32()))
             tagged = tagged.append_column(STAGE_ROW, pa.array(range(batch.num_rows), pa.int32()))
-            for attempt in range(_RETRIES):
+            if conn.in_transaction():
+                conn.commit()
+            for tries in range(_RETRIES):
                 try:
-                    conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
-                    if batch.num_rows and postgres:
-                        self._copy_in(conn, stage, tagged)
-                    elif batch.num_rows:
-                        conn.execute(stage.insert(), tagged.to_pylist())
-                    conn.commit()
+                    with conn.begin():  # COPY goes through the driver: the transaction must be SQLAlchemy's
+                        if attempt > 1 or tries > 0:
+                            conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
+                        if batch.num_rows and postgres:
+                            self._copy_in(conn, stage, tagged)
+                        elif batch.num_rows:
+                            conn.execute(stage.insert(), tagged.to_pylist())
                     return
                 except sa.exc.OperationalError as exc:
-                    conn.rollback()
-                    if attempt == _RETRIES - 1 or not _transient(exc):
+                    if tries == _RETRIES - 1 or not _transient(exc):
                         raise
-                    time.sleep(0.05 * (attempt + 1))
+                    time.sleep(0.05 * (tries + 1))
 
     @staticmethod
     def _copy_in(conn: Connection, stage: sa.Table, tagged: pa.RecordBatch) -> None:
@@ -573,7 +579,7 @@ class S3Output:
                 return None
             raise JobFailed(f"s3 output: {s3.explain(exc, self.where).message}") from None
 
-    def write(self, number: int, batch: pa.RecordBatch) -> None:
+    def write(self, number: int, batch: pa.RecordBatch, attempt: int = 2) -> None:
         """Spool chunk `number`, then upload whatever whole parts the written chunks now fill."""
         write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
         self._advance()

@@ -644,6 +644,8 @@ class JobRunner:
             self.jobs.forget_chunks(job_id)
             shutil.rmtree(folder, ignore_errors=True)
         sink = open_sink(self.service, job_id, who, output, options, purpose)
+        if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
+            sink.discard()  # what the stopped run staged: every chunk is written again
         self._outputs[job_id] = sink
         with open_intake(self.service, who, job_id, intake, rows, options, purpose) as chunks:
             total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
@@ -693,10 +695,10 @@ class JobRunner:
                 if failures or self._stopped(job_id):
                     return
                 now = utcnow()
-                self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
+                attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
                 scored = score(chunk)
                 try:
-                    sink.write(number, scored)
+                    sink.write(number, scored, attempt)
                 except batch.JobFailed:
                     raise
                 except StrongroomError as exc:
@@ -812,7 +814,7 @@ class _FileOutput:
     def __init__(self, service: JobService, job_id: str, options: Mapping[str, str]) -> None:
         self.service, self.job_id, self.options = service, job_id, options
 
-    def write(self, number: int, batch: Any) -> None:
+    def write(self, number: int, batch: Any, attempt: int = 2) -> None:
         from strongroom.services.batch import write_csv
 
         write_csv(batch, self.service.output_file(self.job_id, number), number == 0, self.options)
@@ -966,7 +968,7 @@ class QueuedJobs:
         spec, who, options, purpose = self._context(row)
         path = self.service.root / job_id / "in" / f"{generation}-{number:08d}.arrow"
         now = utcnow()
-        self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
+        attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
         deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
         scored = batch.scorer(deployment["entry_point"], columns)(batch.read_spooled(path))
@@ -974,7 +976,7 @@ class QueuedJobs:
         if output["type"] == "jdbc":
             sink = open_sink(self.service, job_id, who, output, options, purpose)
             try:
-                sink.write(number, scored)
+                sink.write(number, scored, attempt)
             except batch.JobFailed:
                 raise
             except StrongroomError as exc:

@@ -42,7 +42,9 @@ def deferrer(settings: Settings) -> Any:
     import procrastinate
     from procrastinate import exceptions
 
-    connector = procrastinate.SyncPsycopgConnector(conninfo=conninfo(settings.resolved_database_url))
+    connector = procrastinate.SyncPsycopgConnector(
+        conninfo=conninfo(settings.resolved_database_url), min_size=1, max_size=2
+    )
     app = procrastinate.App(connector=connector)
     app.open()
 
@@ -73,7 +75,10 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     defer, sync_app = deferrer(settings)
     steps = QueuedJobs(services.jobs, defer, worker_name())
     services.jobs.queued = steps
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(settings.resolved_database_url)))
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo(settings.resolved_database_url), min_size=1, max_size=max(2, concurrency + 1)
+    )
+    app = procrastinate.App(connector=connector)
 
     @app.task(name="strongroom.produce", queue=QUEUE)
     def produce(job_id: str) -> None:

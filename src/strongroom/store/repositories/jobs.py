@@ -145,10 +145,11 @@ class JobRepository:
 
     # ---- chunks -----------------------------------------------------------------------------------------
 
-    def chunk_started(self, job_id: str, number: int, worker: str, at: datetime, lease_until: datetime) -> None:
-        """Record that `worker` runs chunk `number` (a new row, or the earlier attempt's row taken over)."""
+    def chunk_started(self, job_id: str, number: int, worker: str, at: datetime, lease_until: datetime) -> int:
+        """Record that `worker` runs chunk `number` (a new row, or the earlier attempt's row taken over); which
+        attempt this is, from 1."""
 
-        def start(tx: Tx) -> None:
+        def start(tx: Tx) -> int:
             moved = tx.run(
                 update(BatchJobChunk)
                 .where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
@@ -175,8 +176,13 @@ class JobRepository:
                     ),
                     {},
                 )
+            found = tx.rows(
+                select(BatchJobChunk.attempts).where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number),
+                {},
+            )
+            return int(found[0][0])
 
-        self.db.transact(start)
+        return self.db.transact(start)
 
     def chunk_done(self, job_id: str, number: int, rows: int, at: datetime) -> None:
         """Mark a chunk written with its row count, and recount the job's scored rows from its chunks."""
