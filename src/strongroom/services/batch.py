@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.ipc
 import sqlalchemy as sa
@@ -394,8 +395,9 @@ class TableOutput:
         with self.connect() as conn:
             stage = self._prepare(conn, batch)
             postgres = conn.dialect.name == "postgresql"
-            tagged = batch.append_column(STAGE_CHUNK, pa.array([number] * batch.num_rows, pa.int32()))
-            tagged = tagged.append_column(STAGE_ROW, pa.array(range(batch.num_rows), pa.int32()))
+            ones = pa.repeat(pa.scalar(1, pa.int32()), batch.num_rows)
+            tagged = batch.append_column(STAGE_CHUNK, pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
+            tagged = tagged.append_column(STAGE_ROW, pc.subtract(pc.cumulative_sum(ones), 1))
             if conn.in_transaction():
                 conn.commit()
             for tries in range(_RETRIES):
