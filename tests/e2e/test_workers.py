@@ -148,3 +148,22 @@ def test_worker_refuses_sqlite(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert result.returncode == 1 and "PostgreSQL" in result.stderr
+
+
+def test_sigterm_gives_the_job_back(srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM stops a worker soon (its running chunks finished, its producer given back to the queue); a worker
+    started later completes the job with every row exactly once."""
+    workers.append(start_worker(srv, "first"))
+    table = unique("term").replace("-", "_")
+    with client(srv, srv.new_user("w")) as api:
+        job = _output_job(api, peer, table)
+        _until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
+        workers[0].send_signal(signal.SIGTERM)
+        assert workers[0].wait(timeout=30) == 0
+        assert _job(api, job["id"])["status"] == "RUNNING"
+        workers.append(start_worker(srv, "second"))
+        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 90, "the job's end")
+        assert ended["status"] == "COMPLETED", ended["statusDetails"]
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall() == [(i,) for i in range(ROWS)]

@@ -853,6 +853,10 @@ def remove_spool(root: Path, job_id: str) -> None:
 Defer = Callable[[str, dict[str, Any], "str | None"], None]
 
 
+class _GiveBack(Exception):
+    """The worker is stopping: the producer stops reading and its job goes back to the queue."""
+
+
 class QueuedJobs:
     """A job as procrastinate tasks run by any number of `strongroom worker` processes sharing the data directory.
 
@@ -872,6 +876,7 @@ class QueuedJobs:
         self.jobs = service.jobs
         self.defer = defer
         self.worker = worker
+        self.stopping = threading.Event()  # set on SIGTERM: producers give their job back
 
     def start(self, job_id: str) -> None:
         """Queue a job's producer."""
@@ -881,6 +886,8 @@ class QueuedJobs:
         """Run a step of a job; a failure fails the job with its reason (the output discarded)."""
         try:
             step()
+        except _GiveBack:
+            raise
         except Exception as exc:
             reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
             if not isinstance(exc, StrongroomError):
@@ -906,8 +913,12 @@ class QueuedJobs:
             return
 
     def produce(self, job_id: str) -> None:
-        """Read the intake into spooled chunks and queue them (a task)."""
-        self._guarded(job_id, lambda: self._produce(job_id))
+        """Read the intake into spooled chunks and queue them (a task); a stopping worker queues it again."""
+        try:
+            self._guarded(job_id, lambda: self._produce(job_id))
+        except _GiveBack:
+            _log.info("giving job %s back to the queue: this worker is stopping", job_id)
+            self.start(job_id)
 
     def _produce(self, job_id: str) -> None:
         row = self.jobs.get(job_id)
@@ -937,7 +948,11 @@ class QueuedJobs:
                     while self.jobs.in_flight(job_id) >= limit:
                         if not self._current(job_id, generation):
                             return
+                        if self.stopping.is_set():
+                            raise _GiveBack
                         time.sleep(0.05)
+                    if self.stopping.is_set():
+                        raise _GiveBack
                     if not self._current(job_id, generation):
                         return
                     batch.spool_batch(chunk, folder / "in" / f"{generation}-{number:08d}.arrow")

@@ -4,13 +4,16 @@ procrastinate keeps its jobs in the store's own PostgreSQL database, so workers 
 schema is applied by Strongroom when a server or worker starts and finds it missing (under an advisory lock).
 A worker sends a heartbeat every `worker_heartbeat` seconds; a periodic task of every worker retries the tasks
 of workers silent for `worker_stalled_after` seconds, so a chunk whose worker vanished runs again. On SIGTERM
-(or SIGINT) a worker takes no new task and finishes the ones it is running.
+(or SIGINT) a worker takes no new task, finishes the chunks it is running, and gives a job's producer back to
+the queue (another worker starts it again, in a new generation) rather than reading the rest of the intake.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -104,14 +107,23 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
             await manager.retry_job(job)
 
     del produce, chunk, finish, retry_stalled
+
+    async def run() -> None:
+        async with app.open_async():
+            worker = app._worker(  # procrastinate's own run_worker_async, with our signal handling
+                queues=[QUEUE],
+                concurrency=concurrency,
+                name=worker_name(),
+                update_heartbeat_interval=settings.worker_heartbeat,
+                stalled_worker_timeout=stalled,
+                install_signal_handlers=False,
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: (steps.stopping.set(), worker.stop()))
+            await worker.run()
+
     try:
-        app.run_worker(
-            queues=[QUEUE],
-            concurrency=concurrency,
-            name=worker_name(),
-            update_heartbeat_interval=settings.worker_heartbeat,
-            stalled_worker_timeout=stalled,
-            install_signal_handlers=True,
-        )
+        asyncio.run(run())
     finally:
         sync_app.close()
