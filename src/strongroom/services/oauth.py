@@ -236,7 +236,9 @@ class OAuthService:
         source = {"token": fields.get("token"), "refreshToken": fields.get("refreshToken")}
 
         current = self._tokens(self.repo.state(credential_id), row, source)
-        if current.reauth_at is None and current.fresh(self.margin):
+        if current.reauth_at is not None:  # marked: answered without the lock, and without the provider
+            raise _reauthorise(row, current.reauth_error)
+        if current.fresh(self.margin):
             self.repo.record(_use(who, row, refreshed=False))
             return _answer(current)
 
