@@ -114,3 +114,42 @@ def test_name_lookup_reads_the_owner_name_index(store: Store) -> None:
         plan = _plan(services, statement, params)
         assert "uq_credentials_owner_name" in plan or "(owner_id=? AND name=?)" in plan, plan
         assert not re.search(r"SCAN credentials\b(?! USING)|Seq Scan on credentials", plan), plan
+
+
+def test_search_reads_the_trigram_index(store: Store) -> None:
+    """Three characters or more: the trigram index finds the candidates (migration 0013), never a walk of the
+    owner's rows (PostgreSQL's `ILIKE` uses its GIN index; SQLite's FTS5 table drives the join)."""
+    services, alice, _ = store
+    if not services.db.is_sqlite:  # statistics of an owner with many credentials, as where the index pays
+        with services.db.engine.begin() as conn:
+            columns = ", ".join(conn.exec_driver_sql("SELECT * FROM credentials LIMIT 0").keys())
+            copied = columns.replace("id, ", "left(md5(n::text), 24), ", 1).replace("name, ", "'bulk-' || n, ", 1)
+            conn.exec_driver_sql(
+                f"INSERT INTO credentials ({columns}) SELECT {copied} FROM credentials, generate_series(1, 5000) n "
+                "WHERE credentials.name = 'lake'"
+            )
+            conn.exec_driver_sql("ANALYZE credentials")
+    params = {"user": alice.user_id, "search": "%house%", "search_plain": "%house%", "limit": 100, "offset": 0}
+    for statement in _shared_page(True, False, False, False, True, services.db.is_sqlite):
+        plan = _plan(services, statement, params)
+        if services.db.is_sqlite:
+            first = plan.index("credential_names VIRTUAL TABLE INDEX")
+            assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan[first:], plan
+            assert "(owner_id=?)" not in plan, plan
+        else:
+            assert "ix_credentials_name_trgm" in plan, plan
+
+
+def test_search_follows_renames_and_deletes(store: Store) -> None:
+    services, alice, _ = store
+    lake = next(c for c in services.credentials.list(alice, name="lake").credentials())
+    services.credentials.update(alice, lake["credentialId"], {"name": "Reservoir"})
+    assert _found(services, alice, search="servo") == [("Reservoir", "OWNER")]
+    assert _found(services, alice, search="lake") == []
+    services.credentials.delete(alice, lake["credentialId"])
+    assert _found(services, alice, search="servo") == []
+    assert _found(services, alice, search="WAREHOUSE") == [
+        ("warehouse", "OWNER"),
+        ("Warehouse-EU", "OWNER"),
+        ("warehouse", "CONSUMER"),
+    ]

@@ -20,14 +20,17 @@ from sqlalchemy import (
     LargeBinary,
     bindparam,
     cast,
+    column,
     delete,
     exists,
     func,
     insert,
     literal,
+    literal_column,
     null,
     or_,
     select,
+    table,
     union_all,
     update,
 )
@@ -343,10 +346,16 @@ class CredentialRepository:
         that role (`Page.roles`); `params` may hold `types`, `role` (a rank), `name` (exact) and `search` (a
         case-insensitive substring) filters."""
         query = {**params, "user": user_id}
-        if "search" in params:
-            query["search"] = "%" + _LIKE_SPECIAL.sub(r"\\\g<0>", params["search"]) + "%"
+        search = params.get("search")
+        if search is not None:
+            query["search"] = "%" + _LIKE_SPECIAL.sub(r"\\\g<0>", search) + "%"
+        # SQLite: the trigram table narrows a search of three characters or more (it takes no escapes);
+        # PostgreSQL's ILIKE finds its trigram index by itself.
+        narrowed = self.db.is_sqlite and search is not None and len(search) >= 3 and not _LIKE_SPECIAL.search(search)
+        if narrowed:
+            query["search_plain"] = f"%{search}%"
         statement, count = _shared_page(
-            newest_first, "types" in params, "role" in params, "name" in params, "search" in params
+            newest_first, "types" in params, "role" in params, "name" in params, search is not None, narrowed
         )
         if self.db.is_sqlite:
             rows = self.db.fetch(statement, query)
@@ -529,9 +538,17 @@ def _row(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, Any], int | None] | N
     return {c.name: value for c, value in zip(COLUMNS, values, strict=True)}, None if role is None else int(role)
 
 
+_NAMES = table("credential_names", column("rowid"), column("name"))  # SQLite's trigram index of names
+
+
 @cache
 def _shared_page(
-    newest_first: bool, filtered: bool, by_role: bool, by_name: bool = False, by_search: bool = False
+    newest_first: bool,
+    filtered: bool,
+    by_role: bool,
+    by_name: bool = False,
+    by_search: bool = False,
+    narrowed: bool = False,
 ) -> tuple[Executable, Executable]:
     """A page of every credential the user (`user`) has a role on, with that role, and the matching count.
 
@@ -540,7 +557,8 @@ def _shared_page(
     times only (an `(id, created_at, credential_type)` index serves that), and only its rows are read in full:
     users with shares pay for the size of what they see, owner-only lists keep the flat `_page`. A `name`
     filter reaches the user's own credentials through the (owner, name) unique index, so it stays flat however
-    many they own; a `search` (a LIKE pattern) is checked on the names of that index for the owner's part.
+    many they own; a `search` (a LIKE pattern) is checked on the names of that index for the owner's part, and,
+    `narrowed` (SQLite), only on the rows whose name the trigram table `credential_names` finds (migration 0013).
     """
     user = bindparam("user")
     by_names = []
@@ -548,9 +566,15 @@ def _shared_page(
         by_names.append(Credential.name == bindparam("name"))
     if by_search:
         by_names.append(Credential.name.ilike(bindparam("search"), escape="\\"))
-    owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(
-        Credential.owner_id == user, *by_names
-    )
+    owner: Any = Credential.owner_id
+    if narrowed:  # the trigram table drives; `+` keeps SQLite from walking the owner's rows instead
+        owner = literal_column("+credentials.owner_id")
+    owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(owner == user, *by_names)
+    if narrowed:
+        rowid = literal_column("credentials.rowid")
+        owned = owned.select_from(_NAMES.join(Credential, rowid == _NAMES.c.rowid)).where(
+            _NAMES.c.name.like(bindparam("search_plain"))
+        )
     direct = select(CredentialRole.credential_id, CredentialRole.role).where(
         CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user
     )
