@@ -1,7 +1,8 @@
 """`python -m bench.cli_startup`: how long a CLI call takes, as a ratio to `python -c pass`.
 
-Times `strongroom --help` and `strongroom credentials list` (against a server it starts on a temporary SQLite
-store) N times each, and prints the median wall time of each and its ratio to the bare interpreter's median.
+Times `strongroom --help`, `strongroom credentials list` (against a server it starts on a temporary SQLite
+store) and `strongroom users list` (a local administration command on that store) N times each, and prints
+the median wall time of each and its ratio to the bare interpreter's median.
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, server(Path(tmp) / "store") as env:
         floor = median_seconds([sys.executable, "-c", "pass"], env, args.runs)
         rows = [("python -c pass", floor)]
-        for label, command in (
-            ("strongroom --help", ["--help"]),
-            ("strongroom credentials list", ["credentials", "list"]),
+        local = {k: v for k, v in env.items() if k not in ("STRONGROOM_ENDPOINT", "STRONGROOM_API_TOKEN")}
+        for label, command, command_env in (
+            ("strongroom --help", ["--help"], env),
+            ("strongroom credentials list", ["credentials", "list"], env),
+            ("strongroom users list (local)", ["users", "list"], local),
         ):
-            rows.append((label, median_seconds([sys.executable, "-m", "strongroom", *command], env, args.runs)))
+            argv = [sys.executable, "-m", "strongroom", *command]
+            rows.append((label, median_seconds(argv, command_env, args.runs)))
     print(f"CLI start-up, median of {args.runs} runs (ratio to `python -c pass`):")
     for label, seconds in rows:
         print(f"  {label:<30} {seconds * 1000:7.1f} ms  {seconds / floor:5.1f}x")
