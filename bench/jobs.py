@@ -136,6 +136,12 @@ class Profiler:
         self.procs.clear()
 
 
+def _frame(raw: str) -> str:
+    """`function (file)`: the file's base name, without the line (a function's lines add up)."""
+    function, _, where = raw.rpartition(" (")
+    return f"{function} ({where.rsplit('/', 1)[-1].rsplit(':', 1)[0]})" if function else raw
+
+
 def summarise_profile(path: Path, top: int = 12) -> str:
     """The leaf functions (self) and any functions (inclusive) taking the most GIL-holding samples of a raw
     py-spy profile, as percentages."""
@@ -146,7 +152,7 @@ def summarise_profile(path: Path, top: int = 12) -> str:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = [f.split(" (")[0] + " (" + f.split("/")[-1] for f in stack.split(";")]
+        frames = [_frame(f) for f in stack.split(";")]
         n = int(count)
         total += n
         leaf[frames[-1]] += n
