@@ -21,6 +21,7 @@ import collections
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,8 +128,6 @@ class Profiler:
 
     def stop(self) -> None:
         """Stop every recording (py-spy writes its file on SIGINT)."""
-        import signal
-
         for proc in self.procs:
             proc.send_signal(signal.SIGINT)
         for proc in self.procs:
@@ -201,6 +200,9 @@ class Stack:
                 return time.perf_counter() - started
             if status in ("FAILED", "ABORTED"):
                 raise RuntimeError(f"job {status}: {(body.get('job') or body).get('statusDetails')}")
+            gone = [w for w in self.workers if w.poll() is not None]
+            if gone:  # the figure would be another worker count's: stop, and say why
+                raise RuntimeError(f"a worker exited ({gone[0].returncode}) mid-job: see {self.server.data_dir.parent}")
             time.sleep(0.1)
 
     def job_pids(self) -> list[int]:
@@ -523,11 +525,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
     parser.add_argument("--suffix", default="", help="appended to the results' file names")
     args = parser.parse_args(argv)
+    # Stopped by a signal, the bench still stops its servers and drops its databases (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="strongroom-bench-jobs-"))
     try:
         result = run(args, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    except BaseException:
+        for data in workdir.glob("*.csv"):
+            data.unlink()
+        print(f"the servers' and workers' logs are in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
     md = report(result, args, args.out)
     print(md.read_text())
     return 0
