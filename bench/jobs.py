@@ -11,7 +11,7 @@ The server runs as `strongroom serve` runs by default (SQLite store, embedded ru
 signature-checking moto server of the tests; the target database is a throwaway database on the machine's
 PostgreSQL reached through a data store and a stored basic credential. A job's time runs from its create request
 to the poll that sees it COMPLETED.
-Usage: `python -m bench.jobs [--sizes 100000,1000000] [--py-spy DIR] [--no-workers]`.
+Usage: `python -m bench.jobs [--sizes 100000,1000000] [--py-spy DIR] [--no-workers | --no-moves]`.
 """
 
 from __future__ import annotations
@@ -360,6 +360,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 size = make_csv(csv_path, rows)
                 print(f"{rows} rows: {size / 1e6:.1f} MB CSV; load {load()}", flush=True)
                 s3.client().upload_file(str(csv_path), s3.bucket, f"in-{rows}.csv")
+                if not args.moves:
+                    continue
 
                 seconds = copy_baseline(target, csv_path, f"copy_{rows}")
                 measures.append(Measure("copy-baseline", rows, seconds, rows / seconds))
@@ -427,10 +429,12 @@ def ratios(measures: list[Measure], sizes: list[int]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for rows in sizes:
         for job, base in (("s3-to-postgres", "copy-baseline"), ("postgres-to-s3", "upload-baseline")):
+            if (job, rows) not in by:
+                continue
             ratio = by[(job, rows)].rows_per_s / by[(base, rows)].rows_per_s
             out.append({"figure": f"{job} / {base}", "rows": rows, "value": ratio, "target": f">= {TARGETS[job]}",
                         "met": ratio >= TARGETS[job], "load": by[(job, rows)].load})  # fmt: skip
-    if len(sizes) > 1:
+    if len(sizes) > 1 and ("s3-to-postgres", min(sizes)) in by:
         low, high = min(sizes), max(sizes)
         for job in ("s3-to-postgres", "postgres-to-s3"):
             growth = by[(job, high)].peak_rss_mib / by[(job, low)].peak_rss_mib
@@ -520,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--statement-type", default="create_table", choices=("create_table", "insert"), help="of the jdbc output"
     )
+    parser.add_argument("--no-moves", dest="moves", action="store_false", help="only the workers' runs")
     parser.add_argument("--no-workers", dest="workers", action="store_false", help="skip the workers' runs")
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile each job's process with py-spy into DIR")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
