@@ -250,25 +250,32 @@ def read_table(conn: Connection, settings: Mapping[str, Any], rows: int) -> Iter
 
 
 class _CopyOut(io.RawIOBase):
-    """A PostgreSQL `COPY … TO STDOUT` as a raw binary stream (its pieces re-cut to the reader's buffer)."""
+    """A PostgreSQL `COPY … TO STDOUT` as a raw binary stream: each read fills the reader's whole buffer from
+    as many of the server's pieces (one per row) as it takes, copied once into place."""
 
     def __init__(self, copy: Any) -> None:
         self.copy = copy
-        self.rest = b""
+        self.rest = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self.rest:
-            piece = self.copy.read()
-            if not piece:
-                return 0
-            self.rest = bytes(piece)
-        n = min(len(buffer), len(self.rest))
-        buffer[:n] = self.rest[:n]
-        self.rest = self.rest[n:]
-        return n
+        view = memoryview(buffer).cast("B")
+        size, filled, read = len(view), 0, self.copy.read
+        rest = self.rest
+        while filled < size:
+            if not rest:
+                piece = read()
+                if not piece:
+                    break
+                rest = memoryview(piece)
+            n = min(size - filled, len(rest))
+            view[filled : filled + n] = rest[:n]
+            rest = rest[n:]
+            filled += n
+        self.rest = rest
+        return filled
 
 
 def _copy_out(conn: Connection, statement: Any, rows: int) -> Iterator[pa.RecordBatch]:
