@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import queue
 import re
 import threading
 import time
@@ -552,7 +553,11 @@ class S3Output:
     """s3 output: each chunk's CSV is spooled under its number; the contiguous run of written chunks is cut into
     parts of `part_bytes` (part k+1 is the k-th such slice, so the mapping from chunks to parts depends only on
     the output), uploaded as they fill, and `finish` uploads the rest and completes the multipart upload. A
-    resumed job starts a new upload from the spooled chunks and aborts the one it left."""
+    resumed job starts a new upload from the spooled chunks and aborts the one it left. Parts go up on a thread
+    of their own, in order, at most `QUEUED_PARTS` waiting: chunk writers (and the intake behind them) do not
+    wait for S3 unless it falls that far behind."""
+
+    QUEUED_PARTS = 2
 
     def __init__(
         self,
@@ -571,6 +576,11 @@ class S3Output:
         self.buffer = bytearray()
         self.parts: list[dict[str, Any]] = []
         self.upload_id: str | None = None
+        self.sent = 0
+        self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(self.QUEUED_PARTS)
+        self.uploader: threading.Thread | None = None
+        self.failure: JobFailed | None = None
+        self.closed = False
         self.marker = spool / "s3-upload-id"
         if self.marker.exists():
             self._call(
@@ -604,25 +614,55 @@ class S3Output:
                 self.buffer += path.read_bytes()
                 self.next_chunk += 1
                 while len(self.buffer) >= self.part_bytes:
-                    self._upload(bytes(self.buffer[: self.part_bytes]))
+                    self._send(bytes(self.buffer[: self.part_bytes]))
                     del self.buffer[: self.part_bytes]
 
-    def _upload(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
+        """Queue the next part for the uploader thread (started with the multipart upload, on the first part);
+        waits while `QUEUED_PARTS` are queued. A failed upload is raised here, at the next part."""
+        if self.failure is not None:
+            raise self.failure
         where = self.where
         if self.upload_id is None:
             started = self._call(self.client.create_multipart_upload, Bucket=where.bucket, Key=where.prefix)
             self.upload_id = str(started["UploadId"])
             self.marker.write_text(self.upload_id)
-        number = len(self.parts) + 1
-        done = self._call(
-            self.client.upload_part,
-            Bucket=where.bucket,
-            Key=where.prefix,
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=data,
-        )
-        self.parts.append({"ETag": done["ETag"], "PartNumber": number})
+            self.uploader = threading.Thread(target=self._upload_parts, name="strongroom-s3-parts", daemon=True)
+            self.uploader.start()
+        self.sent += 1
+        while True:
+            try:
+                self.queue.put((self.sent, data), timeout=0.5)
+                return
+            except queue.Full:
+                if self.closed:
+                    raise JobFailed("s3 output: the upload was abandoned") from None
+
+    def _upload_parts(self) -> None:
+        """The uploader thread: each queued part in turn, until the end marker; after a failure, only drain."""
+        while (item := self.queue.get()) is not None:
+            number, data = item
+            if self.failure is not None:
+                continue
+            try:
+                done = self._call(
+                    self.client.upload_part,
+                    Bucket=self.where.bucket,
+                    Key=self.where.prefix,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=data,
+                )
+                self.parts.append({"ETag": done["ETag"], "PartNumber": number})
+            except JobFailed as exc:
+                self.failure = exc
+
+    def _drain(self) -> None:
+        """Wait until every queued part is uploaded and stop the uploader thread."""
+        if self.uploader is not None:
+            self.queue.put(None)
+            self.uploader.join()
+            self.uploader = None
 
     def finish(self, total: int) -> None:
         """Upload what is left as the last part and complete the upload: the object appears whole, or not at all."""
@@ -631,9 +671,12 @@ class S3Output:
         with self.lock:
             if self.next_chunk < total:
                 raise JobFailed(f"s3 output: chunk {self.next_chunk} was never written")
-            if self.buffer or not self.parts:
-                self._upload(bytes(self.buffer))
+            if self.buffer or not self.sent:
+                self._send(bytes(self.buffer))
                 self.buffer.clear()
+            self._drain()
+            if self.failure is not None:
+                raise self.failure
             self._call(
                 self.client.complete_multipart_upload,
                 Bucket=self.where.bucket,
@@ -646,6 +689,9 @@ class S3Output:
 
     def discard(self) -> None:
         """Abort the multipart upload (a failed or aborted job leaves no object)."""
+        self.closed = True
+        self.failure = self.failure or JobFailed("s3 output: the upload was abandoned")  # queued parts: dropped
+        self._drain()
         if self.upload_id is not None:
             self._call(
                 self.client.abort_multipart_upload,
