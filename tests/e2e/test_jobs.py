@@ -49,8 +49,9 @@ def bucket() -> Iterator[S3Peer]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server whose s3 outputs upload parts of 5 MiB (S3's minimum), so a test of a few MiB has several."""
-    env = {"STRONGROOM_JOB_S3_PART_BYTES": str(5 * 1024 * 1024)}
+    """A server whose s3 outputs upload parts of 5 MiB (S3's minimum), so a test of a few MiB has several, and
+    whose uploads stop at 10 MiB."""
+    env = {"STRONGROOM_JOB_S3_PART_BYTES": str(5 * 1024 * 1024), "STRONGROOM_JOB_UPLOAD_MAX_BYTES": str(10 << 20)}
     server = Server(data_dir=tmp_path_factory.mktemp("jobs") / "srv", extra_env=env)
     server.start()
     yield server
@@ -518,3 +519,16 @@ def test_update_and_insert_update(api: httpx.Client, peers: dict[str, PeerDataba
     found = _execute(peer, f"SELECT id, item FROM {table} ORDER BY id")
     expected = [(i, "old" if i < 5 else "new") for i in range(15 if statement == "insert_update" else 10)]
     assert found == expected
+
+
+def test_an_upload_over_the_limit_is_refused(api: httpx.Client) -> None:
+    """An upload past STRONGROOM_JOB_UPLOAD_MAX_BYTES is a 422 naming the limit (streamed: the server never holds
+    it); nothing is kept, and the job still waits for its upload."""
+    job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+    big = (b"a,b\n" + b"1,2\n" * (3 << 20))[: 11 << 20]
+    body = assert_error(api.put(job["links"]["csvUpload"], content=big), 422, "csvUpload")
+    assert str(10 << 20) in body["message"]
+    again = api.get(f"batchPredictions/{job['id']}/").json()
+    assert again["status"] == "INITIALIZING" and "csvUpload" in again["links"]
+    assert api.put(job["links"]["csvUpload"], content=_csv().encode()).status_code == 202
+    assert _wait(api, job["id"])["status"] == "COMPLETED"

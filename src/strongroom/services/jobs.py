@@ -185,8 +185,9 @@ class JobService:
             job_id, ACTIVE, {"status": "FAILED", "status_details": reason[:2000], "finished_at": utcnow()}
         )
 
-    def complete(self, job_id: str, total: int) -> None:
-        """Mark a RUNNING job COMPLETED with its chunk and row counts."""
+    def complete(self, job_id: str, total: int, output: str) -> None:
+        """Mark a RUNNING job COMPLETED with its chunk and row counts, and delete its spooled intake (and its
+        output spool unless it is a localFile output, which is downloaded from there)."""
         scored = sum(c["rows"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE")
         self.jobs.transition(
             job_id,
@@ -199,6 +200,8 @@ class JobService:
                 "finished_at": utcnow(),
             },
         )
+        for part in ("intake", "in", *(("out",) if output != "localFile" else ())):
+            shutil.rmtree(self.root / job_id / part, ignore_errors=True)
 
     def abort(self, who: Principal, job_id: str) -> dict[str, Any]:
         """Abort a job that has not finished (audited); a finished job is left as it is. The job as it now is."""
@@ -658,18 +661,7 @@ class JobRunner:
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
         self._outputs.pop(job_id, None)
-        scored = sum(c["rows"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE")
-        self.jobs.transition(
-            job_id,
-            ("RUNNING",),
-            {
-                "status": "COMPLETED",
-                "status_details": f"Completed: {scored} rows in {total} chunks",
-                "total_chunks": total,
-                "scored_rows": scored,
-                "finished_at": utcnow(),
-            },
-        )
+        self.service.complete(job_id, total, output["type"])
 
     def _chunks(
         self,
@@ -922,6 +914,8 @@ class QueuedJobs:
 
     def _produce(self, job_id: str) -> None:
         row = self.jobs.get(job_id)
+        if row is not None and row["status"] == "ABORTED":
+            self._discard(job_id)
         if row is None or row["status"] not in ACTIVE:
             return
         if not self.jobs.transition(
@@ -978,6 +972,8 @@ class QueuedJobs:
         from strongroom.services import batch
 
         row = self.jobs.get(job_id)
+        if row is not None and row["status"] == "ABORTED":
+            self._discard(job_id)  # what the aborted job staged
         if row is None or row["status"] != "RUNNING" or row["generation"] != generation:
             return
         spec, who, options, purpose = self._context(row)
@@ -1034,8 +1030,7 @@ class QueuedJobs:
             raise
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
-        self.service.complete(job_id, total)
-        shutil.rmtree(self.service.root / job_id / "in", ignore_errors=True)
+        self.service.complete(job_id, total, output["type"])
 
     def fail_orphans(self, stalled_after: float, orphan_after: float) -> list[str]:
         """FAIL the RUNNING jobs no live worker has touched for `orphan_after` seconds (every worker vanished);
