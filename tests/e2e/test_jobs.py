@@ -532,3 +532,16 @@ def test_an_upload_over_the_limit_is_refused(api: httpx.Client) -> None:
     assert again["status"] == "INITIALIZING" and "csvUpload" in again["links"]
     assert api.put(job["links"]["csvUpload"], content=_csv().encode()).status_code == 202
     assert _wait(api, job["id"])["status"] == "COMPLETED"
+
+
+def test_no_secret_is_stored_or_logged(srv: Server, peers: dict[str, PeerDatabase], bucket: S3Peer) -> None:
+    """After every job of this module (named by stored credentials: database passwords, an S3 secret key, right
+    and wrong), no secret is in the store's files (database, WAL), the jobs' spools or the server's log."""
+    secrets = [p.password for p in peers.values()] + [bucket.secret_access_key]
+    secrets += ["wrong-" + s for s in secrets]
+    files = [p for p in srv.data_dir.rglob("*") if p.is_file() and p.name != "master.key"] + [srv.log_path]
+    assert any(p.suffix == ".db" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"a secret is in {path.relative_to(srv.data_dir.parent)}"
