@@ -167,3 +167,27 @@ def test_sigterm_gives_the_job_back(srv: Server, peer: PeerDatabase, workers: li
     dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
     with psycopg.connect(dsn) as conn:
         assert conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall() == [(i,) for i in range(ROWS)]
+
+
+def test_an_aborted_job_leaves_nothing_in_the_target(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """DELETE batchPredictions/{id}/ mid-job: ABORTED at once; the workers stop its chunks and drop its staging
+    table, and the target table is never created."""
+    workers.append(start_worker(srv, "abort"))
+    table = unique("aborted").replace("-", "_")
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+
+    def tables() -> set[str]:
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        return {r[0] for r in rows}
+
+    with client(srv, srv.new_user("w")) as api:
+        job = _output_job(api, peer, table)
+        stage = f"sr_stage_{job['id']}"
+        _until(lambda: stage in tables(), 60, "the staging table")
+        resp = api.delete(f"batchPredictions/{job['id']}/")
+        assert resp.status_code == 202 and resp.json()["status"] == "ABORTED"
+        _until(lambda: stage not in tables(), 30, "the staging table dropped")
+        assert _job(api, job["id"])["status"] == "ABORTED" and table not in tables()

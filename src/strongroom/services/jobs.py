@@ -997,6 +997,9 @@ class QueuedJobs:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             batch.write_csv(scored, folder / f"{number:08d}.csv", number == 0, options)
         if not self._current(job_id, generation):
+            now_row = self.jobs.get(job_id)
+            if now_row is not None and now_row["status"] in ("ABORTED", "FAILED"):
+                self._discard(job_id)  # this write may have come after the job's output was discarded
             return
         self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
         path.unlink(missing_ok=True)
