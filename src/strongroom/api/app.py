@@ -167,7 +167,7 @@ async def _flush_token_use(services: Services, executor: ThreadPoolExecutor) -> 
 def _open_queue(services: Services) -> Any:
     """Send this server's jobs to `strongroom worker` processes through procrastinate; the app to close."""
     from strongroom.services import queue
-    from strongroom.services.jobs import QueuedJobs
+    from strongroom.services.runners import QueuedJobs
 
     queue.ensure_schema(services)
     defer, app = queue.deferrer(services.jobs.settings)

@@ -3,9 +3,9 @@
 A job is validated and its access checked when it is created: the caller must be able to use every data store
 and credential it names (no role: 404, too low a role: 403), before any row is read. Its stored spec holds ids
 and settings only. It then runs as numbered chunks (see services/batch.py): read -> scored -> written under its
-number. The embedded runner (`JobRunner`) runs jobs in the server process, `job_threads` at a time, each job's
-chunks `numConcurrent` at a time, never on the event loop. Each run opens the credentials it needs through
-`CredentialService.use`, which writes one `credential.use` audit record per credential.
+number. The embedded runner (`JobRunner`, services/runners.py) runs jobs in the server process, `job_threads`
+at a time, each job's chunks `numConcurrent` at a time, never on the event loop. Each run opens the credentials
+it needs through `CredentialService.use`, which writes one `credential.use` audit record per credential.
 
 A job the server was running when it stopped is run again when the server starts: with a localFile intake
 (the spooled upload does not change) its finished chunks are kept and the rest run; a jdbc intake is read again
@@ -17,13 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strongroom.config import Settings
 from strongroom.errors import Conflict, InvalidInput, NotFound, StrongroomError
@@ -37,6 +34,9 @@ from strongroom.services.datastores import DataStoreService
 from strongroom.store.db import Database
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories.jobs import JobRepository
+
+if TYPE_CHECKING:
+    from strongroom.services.runners import JobRunner, QueuedJobs
 
 _log = logging.getLogger("strongroom.jobs")
 PASSTHROUGH_ID = "5e0000000000000000000001"
@@ -76,6 +76,8 @@ class JobService:
 
     def start_runner(self, threads: int, worker: str) -> JobRunner:
         """Run jobs in this process from now on, first those a stopped server left (see the module's doc)."""
+        from strongroom.services.runners import JobRunner  # the runner needs this module first
+
         self.runner = JobRunner(self, threads, worker)
         resumed = self.runner.resume()
         if resumed:
@@ -295,7 +297,7 @@ class JobService:
             "id": row["id"],
             "status": status,
             "percentageCompleted": percentage,
-            "elapsedTimeSec": max(0, int((_moment(end) - _moment(start)).total_seconds())),
+            "elapsedTimeSec": max(0, int((moment(end) - moment(start)).total_seconds())),
             "statusDetails": row["status_details"] or status.capitalize(),
             "links": links,
             "jobSpec": spec,
@@ -359,7 +361,7 @@ class JobService:
         for name in ("endpointUrl", "region"):
             if name in given:
                 spec[name] = _string(given, name, field)
-        _s3_location(spec, field)
+        s3_location(spec, field)
         if given.get("format", "csv") != "csv":
             msg = "only csv is supported"
             raise InvalidInput(f"{field}.format: {msg}", {f"{field}.format": msg})
@@ -459,7 +461,7 @@ class JobService:
         return spec
 
 
-def _s3_location(spec: Mapping[str, Any], field: str) -> s3.Location:
+def s3_location(spec: Mapping[str, Any], field: str) -> s3.Location:
     """Where an s3 adapter reads or writes (422 naming `field`'s setting that is wrong)."""
     body = {k: spec[k] for k in ("url", "endpointUrl", "region") if k in spec}
     try:
@@ -472,7 +474,7 @@ def _s3_location(spec: Mapping[str, Any], field: str) -> s3.Location:
     return where
 
 
-def _moment(value: datetime | str) -> datetime:
+def moment(value: datetime | str) -> datetime:
     """A stored moment as a datetime (SQLite may hand back text)."""
     found = Database.as_datetime(value)
     assert found is not None
@@ -549,507 +551,3 @@ def _csv_settings(value: Any) -> dict[str, str]:
     except (LookupError, TypeError):
         raise InvalidInput("csvSettings.encoding: unknown encoding", {"csvSettings.encoding": "unknown"}) from None
     return {"delimiter": delimiter, "quotechar": quote, "encoding": encoding}
-
-
-# ---- the embedded runner ----------------------------------------------------------------------------------
-
-
-class JobRunner:
-    """Runs jobs in this process: `threads` jobs at once, each job's chunks `numConcurrent` at once."""
-
-    def __init__(self, service: JobService, threads: int, worker: str) -> None:
-        self.service = service
-        self.jobs = service.jobs
-        self.principal_of = principal_for
-        self._outputs: dict[str, Any] = {}
-        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="strongroom-job")
-        self.worker = worker
-        self.cancelled: set[str] = set()
-        self.running: dict[str, Future[None]] = {}
-        self.lock = threading.Lock()
-        self.closing = False
-
-    def resume(self) -> list[str]:
-        """Queue every job this store was running or had queued when a server last stopped; their ids."""
-        found = [r["id"] for r in self.jobs.with_status(ACTIVE) if r["status"] == "RUNNING" or r["intake_ready"]]
-        for job_id in found:
-            self.submit(job_id)
-        return found
-
-    def submit(self, job_id: str) -> None:
-        """Queue a job (once: a job already queued here is not queued again)."""
-        with self.lock:
-            if self.closing or job_id in self.running:
-                return
-            self.running[job_id] = self.pool.submit(self._run, job_id)
-
-    def cancel(self, job_id: str) -> None:
-        """Stop a job after the chunks it is writing (it was aborted)."""
-        self.cancelled.add(job_id)
-
-    def close(self) -> None:
-        """Finish no new chunk, and wait for the chunks being written (their jobs are resumed at the next start)."""
-        with self.lock:
-            self.closing = True
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _stopped(self, job_id: str) -> bool:
-        return self.closing or job_id in self.cancelled
-
-    def _run(self, job_id: str) -> None:
-        try:
-            self._attempt(job_id)
-        except Exception as exc:  # the job fails with a reason; the runner goes on with the next
-            reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
-            if not isinstance(exc, StrongroomError):
-                _log.error("job %s failed: %s", job_id, type(exc).__name__)
-            self.jobs.transition(
-                job_id, ACTIVE, {"status": "FAILED", "status_details": reason[:2000], "finished_at": utcnow()}
-            )
-            self._cleanup_output(job_id)
-        finally:
-            with self.lock:
-                self.running.pop(job_id, None)
-            self.cancelled.discard(job_id)
-
-    def _cleanup_output(self, job_id: str) -> None:
-        output = self._outputs.pop(job_id, None)
-        if output is not None:
-            output.discard()
-
-    def _attempt(self, job_id: str) -> None:
-        from strongroom.services import batch
-
-        row = self.jobs.get(job_id)
-        if row is None or row["status"] not in ACTIVE:
-            return
-        resumed = row["status"] == "RUNNING"
-        if not self.jobs.transition(
-            job_id,
-            ACTIVE,
-            {"status": "RUNNING", "status_details": "Running", "started_at": row["started_at"] or utcnow()},
-        ):
-            return
-        spec = json.loads(row["spec"])
-        who = self.principal_of(row)
-        intake, output = spec["intakeSettings"], spec["outputSettings"]
-        rows = int(spec["chunkSize"])
-        options = batch.csv_options(spec.get("csvSettings"))
-        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
-        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
-        score = batch.scorer(deployment["entry_point"], columns)
-        purpose = {"purpose": "batchJob", "jobId": job_id}
-        done: set[int] = set()
-        folder = self.service.root / job_id / "out"
-        if resumed and intake["type"] == "localFile":
-            done = {c["number"] for c in self.jobs.chunks(job_id) if c["status"] == "DONE"}
-        elif resumed:
-            self.jobs.forget_chunks(job_id)
-            shutil.rmtree(folder, ignore_errors=True)
-        sink = open_sink(self.service, job_id, who, output, options, purpose)
-        if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
-            sink.discard()  # what the stopped run staged: every chunk is written again
-        self._outputs[job_id] = sink
-        with open_intake(self.service, who, job_id, intake, rows, options, purpose) as chunks:
-            total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
-        if job_id in self.cancelled:
-            self._cleanup_output(job_id)
-        if self._stopped(job_id):
-            return
-        try:
-            sink.finish(total)
-        except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
-        self._outputs.pop(job_id, None)
-        self.service.complete(job_id, total, output["type"])
-
-    def _chunks(
-        self,
-        job_id: str,
-        chunks: Iterator[Any],
-        done: set[int],
-        score: Any,
-        sink: Any,
-        concurrent: int,
-        intake: Mapping[str, Any],
-        output: Mapping[str, Any],
-    ) -> int:
-        """Score and write every chunk not already done, `concurrent` at once; how many chunks there were."""
-        from strongroom.services import batch
-
-        kind, output_kind = intake["type"], output["type"]
-        slots = threading.BoundedSemaphore(concurrent)
-        failures: list[BaseException] = []
-        pending: list[Future[None]] = []
-
-        def work(number: int, chunk: Any) -> None:
-            try:
-                if failures or self._stopped(job_id):
-                    return
-                now = utcnow()
-                attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
-                scored = score(chunk)
-                try:
-                    sink.write(number, scored, attempt)
-                except batch.JobFailed:
-                    raise
-                except StrongroomError as exc:
-                    raise batch.JobFailed(_prefixed(exc, f"{output_kind} output")) from None
-                self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
-            except BaseException as exc:
-                failures.append(exc)
-            finally:
-                slots.release()
-
-        number = -1
-        with ThreadPoolExecutor(concurrent, thread_name_prefix=f"strongroom-chunk-{job_id[-6:]}") as pool:
-            try:
-                for number, chunk in enumerate(chunks):
-                    if failures or self._stopped(job_id):
-                        break
-                    if number in done:
-                        continue
-                    slots.acquire()
-                    pending.append(pool.submit(work, number, chunk))
-            except batch.JobFailed:
-                raise
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, f"{kind} intake")) from None
-            finally:
-                for f in pending:
-                    f.result()
-        if failures:
-            raise failures[0]
-        return number + 1
-
-
-def open_intake(
-    service: JobService,
-    who: Principal,
-    job_id: str,
-    intake: Mapping[str, Any],
-    rows: int,
-    options: Mapping[str, str],
-    purpose: Mapping[str, Any],
-) -> Any:
-    """The intake's chunks, in a context that holds its connection open (failures name the adapter)."""
-    from contextlib import contextmanager
-
-    from strongroom.services import batch
-
-    @contextmanager
-    def opened() -> Iterator[Iterator[Any]]:
-        if intake["type"] == "localFile":
-            yield batch.read_csv(service.intake_files(job_id), options, rows)
-            return
-        if intake["type"] == "s3":
-            location = _s3_location(intake, "intakeSettings")
-            keys = service.s3_keys(who, intake, {**purpose, "side": "intake"})
-            yield batch.read_s3(service.connector, location, keys, options, rows)
-            return
-        timeout = service.settings.job_statement_timeout
-        try:
-            where, user, password = service.datastores.job_login(
-                who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
-            )
-            with service.connector.connect(where, user, password, statement_timeout=timeout) as conn:
-                expected = batch.count_rows(conn, intake)
-                if expected is not None:
-                    service.jobs.set(job_id, {"expected_rows": expected})
-                yield batch.read_table(conn, intake, rows)
-        except batch.JobFailed:
-            raise
-        except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, "jdbc intake")) from None
-
-    return opened()
-
-
-def open_sink(
-    service: JobService,
-    job_id: str,
-    who: Principal,
-    output: Mapping[str, Any],
-    options: Mapping[str, str],
-    purpose: Mapping[str, Any],
-) -> Any:
-    """The job's output adapter, its credential opened (audited): a credential that no longer works fails the
-    job before any row is read."""
-    from strongroom.services import batch
-
-    folder = service.root / job_id / "out"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if output["type"] == "jdbc":
-        try:
-            where, user, password = service.datastores.job_login(
-                who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
-            )
-        except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
-        return batch.TableOutput(
-            service.connector, where, user, password, output, job_id, service.settings.job_statement_timeout
-        )
-    if output["type"] == "s3":
-        location = _s3_location(output, "outputSettings")
-        keys = service.s3_keys(who, output, {**purpose, "side": "output"})
-        part = max(5 * 1024 * 1024, service.settings.job_s3_part_bytes)
-        try:
-            return batch.S3Output(service.connector, location, keys, folder, options, part)
-        except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, "s3 output")) from None
-    return _FileOutput(service, job_id, options)
-
-
-class _FileOutput:
-    """localFile output: one spool file per chunk, chunk 0 with the header."""
-
-    def __init__(self, service: JobService, job_id: str, options: Mapping[str, str]) -> None:
-        self.service, self.job_id, self.options = service, job_id, options
-
-    def write(self, number: int, batch: Any, attempt: int = 2) -> None:
-        from strongroom.services.batch import write_csv
-
-        write_csv(batch, self.service.output_file(self.job_id, number), number == 0, self.options)
-
-    def finish(self, total: int) -> None:
-        return None
-
-    def discard(self) -> None:
-        return None
-
-
-def _prefixed(exc: StrongroomError, adapter: str) -> str:
-    return exc.message if exc.message.startswith(adapter) else f"{adapter}: {exc.message}"
-
-
-def principal_for(row: Mapping[str, Any]) -> Principal:
-    """The job's owner as the runner acts for them: the owner's token id and the `use` scope; roles on what the
-    job names are checked again when it runs."""
-    return Principal(
-        user_id=row["owner_id"],
-        username=row.get("owner") or row["owner_id"],
-        token_id=row["token_id"],
-        scopes=frozenset({"read", "use"}),
-        request_id=f"job-{row['id']}",
-    )
-
-
-def remove_spool(root: Path, job_id: str) -> None:
-    """Delete a job's spooled intake and output."""
-    shutil.rmtree(root / job_id, ignore_errors=True)
-
-
-# ---- the PostgreSQL queue: `strongroom worker` processes -----------------------------------------------------
-
-
-Defer = Callable[[str, dict[str, Any], "str | None"], None]
-
-
-class _GiveBack(Exception):
-    """The worker is stopping: the producer stops reading and its job goes back to the queue."""
-
-
-class QueuedJobs:
-    """A job as procrastinate tasks run by any number of `strongroom worker` processes sharing the data directory.
-
-    - `produce` (one per run of a job) reads the intake and spools each chunk (Arrow IPC, `in/<gen>-<n>.arrow`),
-      records it PENDING and queues a `chunk` task, never more than `numConcurrent` chunks queued or running at
-      once: that is how `numConcurrent` holds across workers.
-    - `chunk` scores one chunk and writes it under its number (a spool file replaced whole, or the staging
-      table's rows of that chunk replaced in one transaction), so a chunk run twice leaves one copy.
-    - `finish` (queued once all chunks are DONE, under a procrastinate lock) moves the output into place.
-    A task whose worker vanished is run again (procrastinate's stalled jobs, found by worker heartbeats, are
-    retried by a periodic task of every worker); a producer run again starts a new generation, and chunk tasks
-    of an earlier generation do nothing.
-    """
-
-    def __init__(self, service: JobService, defer: Defer, worker: str) -> None:
-        self.service = service
-        self.jobs = service.jobs
-        self.defer = defer
-        self.worker = worker
-        self.stopping = threading.Event()  # set on SIGTERM: producers give their job back
-
-    def start(self, job_id: str) -> None:
-        """Queue a job's producer."""
-        self.defer("strongroom.produce", {"job_id": job_id}, None)
-
-    def _guarded(self, job_id: str, step: Callable[[], None]) -> None:
-        """Run a step of a job; a failure fails the job with its reason (the output discarded)."""
-        try:
-            step()
-        except _GiveBack:
-            raise
-        except Exception as exc:
-            reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
-            if not isinstance(exc, StrongroomError):
-                _log.error("job %s failed: %s", job_id, type(exc).__name__)
-            if self.service.fail(job_id, reason):
-                self._discard(job_id)
-
-    def _context(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], Principal, dict[str, str], dict[str, Any]]:
-        from strongroom.services import batch
-
-        spec = json.loads(row["spec"])
-        purpose = {"purpose": "batchJob", "jobId": row["id"]}
-        return spec, principal_for(row), batch.csv_options(spec.get("csvSettings")), purpose
-
-    def _discard(self, job_id: str) -> None:
-        row = self.jobs.get(job_id)
-        if row is None:
-            return
-        spec, who, options, purpose = self._context(row)
-        try:
-            open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose).discard()
-        except StrongroomError:
-            return
-
-    def produce(self, job_id: str) -> None:
-        """Read the intake into spooled chunks and queue them (a task); a stopping worker queues it again."""
-        try:
-            self._guarded(job_id, lambda: self._produce(job_id))
-        except _GiveBack:
-            _log.info("giving job %s back to the queue: this worker is stopping", job_id)
-            self.start(job_id)
-
-    def _produce(self, job_id: str) -> None:
-        row = self.jobs.get(job_id)
-        if row is not None and row["status"] == "ABORTED":
-            self._discard(job_id)
-        if row is None or row["status"] not in ACTIVE:
-            return
-        if not self.jobs.transition(
-            job_id,
-            ACTIVE,
-            {"status": "RUNNING", "status_details": "Running", "started_at": row["started_at"] or utcnow()},
-        ):
-            return
-        generation = self.jobs.next_generation(job_id)
-        spec, who, options, purpose = self._context(row)
-        folder = self.service.root / job_id
-        shutil.rmtree(folder / "out", ignore_errors=True)
-        (folder / "in").mkdir(parents=True, exist_ok=True, mode=0o700)
-        sink = open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose)
-        sink.discard()  # a staging table or an upload of an earlier run
-        limit = int(spec["numConcurrent"])
-        from strongroom.services import batch
-
-        number = -1
-        rows = int(spec["chunkSize"])
-        with open_intake(self.service, who, job_id, spec["intakeSettings"], rows, options, purpose) as chunks:
-            try:
-                for number, chunk in enumerate(chunks):
-                    while self.jobs.in_flight(job_id) >= limit:
-                        if not self._current(job_id, generation):
-                            return
-                        if self.stopping.is_set():
-                            raise _GiveBack
-                        time.sleep(0.05)
-                    if self.stopping.is_set():
-                        raise _GiveBack
-                    if not self._current(job_id, generation):
-                        return
-                    batch.spool_batch(chunk, folder / "in" / f"{generation}-{number:08d}.arrow")
-                    self.jobs.chunk_queued(job_id, number, utcnow())
-                    self.defer("strongroom.chunk", {"job_id": job_id, "number": number, "generation": generation}, None)
-            except batch.JobFailed:
-                raise
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, f"{spec['intakeSettings']['type']} intake")) from None
-        if self._current(job_id, generation):
-            self.jobs.set(job_id, {"total_chunks": number + 1})
-            self._maybe_finish(job_id)
-
-    def _current(self, job_id: str, generation: int) -> bool:
-        row = self.jobs.get(job_id)
-        return row is not None and row["status"] == "RUNNING" and row["generation"] == generation
-
-    def chunk(self, job_id: str, number: int, generation: int) -> None:
-        """Score one spooled chunk and write it under its number (a task)."""
-        self._guarded(job_id, lambda: self._chunk(job_id, number, generation))
-
-    def _chunk(self, job_id: str, number: int, generation: int) -> None:
-        from strongroom.services import batch
-
-        row = self.jobs.get(job_id)
-        if row is not None and row["status"] == "ABORTED":
-            self._discard(job_id)  # what the aborted job staged
-        if row is None or row["status"] != "RUNNING" or row["generation"] != generation:
-            return
-        spec, who, options, purpose = self._context(row)
-        path = self.service.root / job_id / "in" / f"{generation}-{number:08d}.arrow"
-        now = utcnow()
-        attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
-        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
-        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
-        scored = batch.scorer(deployment["entry_point"], columns)(batch.read_spooled(path))
-        output = spec["outputSettings"]
-        if output["type"] == "jdbc":
-            sink = open_sink(self.service, job_id, who, output, options, purpose)
-            try:
-                sink.write(number, scored, attempt)
-            except batch.JobFailed:
-                raise
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
-        else:  # localFile and s3: spooled under its number; s3 parts are cut by `finish`
-            folder = self.service.root / job_id / "out"
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            batch.write_csv(scored, folder / f"{number:08d}.csv", number == 0, options)
-        if not self._current(job_id, generation):
-            now_row = self.jobs.get(job_id)
-            if now_row is not None and now_row["status"] in ("ABORTED", "FAILED"):
-                self._discard(job_id)  # this write may have come after the job's output was discarded
-            return
-        self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
-        path.unlink(missing_ok=True)
-        self._maybe_finish(job_id)
-
-    def _maybe_finish(self, job_id: str) -> None:
-        row = self.jobs.get(job_id)
-        if row is None or row["status"] != "RUNNING" or row["total_chunks"] is None:
-            return
-        chunks = self.jobs.chunks(job_id)
-        if len(chunks) == row["total_chunks"] and all(c["status"] == "DONE" for c in chunks):
-            self.defer("strongroom.finish", {"job_id": job_id}, f"finish-{job_id}")
-
-    def finish(self, job_id: str) -> None:
-        """Move the output into place and complete the job (a task; runs once per job at a time)."""
-        self._guarded(job_id, lambda: self._finish(job_id))
-
-    def _finish(self, job_id: str) -> None:
-        from strongroom.services import batch
-
-        row = self.jobs.get(job_id)
-        if row is None or row["status"] != "RUNNING" or row["total_chunks"] is None:
-            return
-        total = int(row["total_chunks"])
-        spec, who, options, purpose = self._context(row)
-        output = spec["outputSettings"]
-        sink = open_sink(self.service, job_id, who, output, options, purpose)
-        try:
-            sink.finish(total)
-        except batch.JobFailed:
-            raise
-        except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
-        self.service.complete(job_id, total, output["type"])
-
-    def fail_orphans(self, stalled_after: float, orphan_after: float) -> list[str]:
-        """FAIL the RUNNING jobs no live worker has touched for `orphan_after` seconds (every worker vanished);
-        their ids."""
-        if self.jobs.live_workers(stalled_after) > 0:
-            return []
-        failed = []
-        now = utcnow()
-        for row in self.jobs.with_status(("RUNNING",)):
-            last = self.jobs.last_activity(row["id"]) or _moment(row["started_at"] or row["created_at"])
-            if (now - last).total_seconds() > orphan_after:
-                reason = (
-                    f"no strongroom worker has run this job for {int(orphan_after)} s (every worker stopped); "
-                    "start `strongroom worker` and submit it again"
-                )
-                if self.service.fail(row["id"], reason):
-                    self._discard(row["id"])
-                    failed.append(row["id"])
-        return failed

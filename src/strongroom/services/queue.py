@@ -72,7 +72,7 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     """Run jobs' tasks until SIGTERM or SIGINT (then finish the running ones)."""
     import procrastinate
 
-    from strongroom.services.jobs import QueuedJobs
+    from strongroom.services.runners import QueuedJobs
 
     ensure_schema(services)
     defer, sync_app = deferrer(settings)
