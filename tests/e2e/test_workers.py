@@ -40,9 +40,11 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with backend_database("postgres") as url:
         server = Server(data_dir=tmp_path_factory.mktemp("workers") / "srv", database_url=url, extra_env=env)
         server.start()
-        server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow")
-        yield server
-        server.stop()
+        try:
+            server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow")
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture
