@@ -336,7 +336,8 @@ def postgres_to_s3(st: Stack, s3: S3Peer, table: str, key: str) -> dict[str, Any
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Every scenario at every size; the measurements and the derived ratios."""
+    """Every scenario at every size, each timed `--repeat` times (the fastest counts: on a shared machine the
+    slower runs measure the neighbours); the measurements and the derived ratios."""
     sizes = [int(s) for s in args.sizes.split(",")]
     measures: list[Measure] = []
     spy_dir: Path | None = args.py_spy
@@ -346,54 +347,68 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     target = PgDatabase()
     patiently(target.create)
     stores: list[PgDatabase] = []
-    chunk, concurrent, kind = args.chunk_size, args.num_concurrent, args.statement_type
+    chunk, concurrent, kind, repeat = args.chunk_size, args.num_concurrent, args.statement_type, args.repeat
     try:
         with s3_server() as s3:
+            client = s3.client()
             # A warm-up job of each kind in each fresh process first: what is measured is moving rows, not
             # the first job's imports.
             warm = workdir / "warm.csv"
             make_csv(warm, WARM_ROWS)
-            s3.client().upload_file(str(warm), s3.bucket, "warm.csv")
+            client.upload_file(str(warm), s3.bucket, "warm.csv")
             copy_baseline(target, warm, "warm")
             for rows in sizes:
                 csv_path = workdir / f"in-{rows}.csv"
                 size = make_csv(csv_path, rows)
                 print(f"{rows} rows: {size / 1e6:.1f} MB CSV; load {load()}", flush=True)
-                s3.client().upload_file(str(csv_path), s3.bucket, f"in-{rows}.csv")
+                client.upload_file(str(csv_path), s3.bucket, f"in-{rows}.csv")
                 if not args.moves:
                     continue
 
-                seconds = copy_baseline(target, csv_path, f"copy_{rows}")
-                measures.append(Measure("copy-baseline", rows, seconds, rows / seconds))
-                if kind == "insert":
-                    sql(target, f"CREATE TABLE job_{rows} ({COLUMNS})")
+                times = [copy_baseline(target, csv_path, f"copy_{rows}_{i}") for i in range(repeat)]
+                measures.append(Measure("copy-baseline", rows, min(times), rows / min(times)))
+                for i in range(1, repeat):
+                    sql(target, f"DROP TABLE copy_{rows}_{i}")
+                times = []
                 with stack(workdir, f"s3pg-{rows}", target, s3, None, 0) as st:
                     st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_{rows}", "create_table"), chunk=chunk,
                            concurrent=concurrent)  # fmt: skip
                     profiler.start(st.job_pids()[0], f"s3-to-postgres-{rows}")
-                    seconds = st.job(**s3_to_postgres(st, s3, f"in-{rows}.csv", f"job_{rows}", kind), chunk=chunk,
-                                     concurrent=concurrent)  # fmt: skip
+                    for i in range(repeat):
+                        table = f"job_{rows}_{i}"
+                        if kind == "insert":
+                            sql(target, f"CREATE TABLE {table} ({COLUMNS})")
+                        times.append(st.job(**s3_to_postgres(st, s3, f"in-{rows}.csv", table, kind), chunk=chunk,
+                                            concurrent=concurrent))  # fmt: skip
+                        count = sql(target, f"SELECT count(*) FROM {table}")
+                        if count != rows:
+                            raise RuntimeError(f"the S3 -> PostgreSQL job wrote {count} rows of {rows}")
+                        sql(target, f"DROP TABLE {table}")
                     profiler.stop()
                     rss = max(vm_hwm_mib(p) for p in st.job_pids())
-                count = sql(target, f"SELECT count(*) FROM job_{rows}")
-                if count != rows:
-                    raise RuntimeError(f"the S3 -> PostgreSQL job wrote {count} rows of {rows}")
-                measures.append(Measure("s3-to-postgres", rows, seconds, rows / seconds, rss))
+                measures.append(Measure("s3-to-postgres", rows, min(times), rows / min(times), rss))
 
-                seconds = upload_baseline(s3, csv_path, f"upload-{rows}.csv")
-                measures.append(Measure("upload-baseline", rows, seconds, rows / seconds))
+                times = []
+                for _ in range(repeat):
+                    times.append(upload_baseline(s3, csv_path, f"upload-{rows}.csv"))
+                    client.delete_object(Bucket=s3.bucket, Key=f"upload-{rows}.csv")
+                measures.append(Measure("upload-baseline", rows, min(times), rows / min(times)))
+                times = []
                 with stack(workdir, f"pgs3-{rows}", target, s3, None, 0) as st:
                     st.job(**postgres_to_s3(st, s3, "warm", f"warm-{rows}.csv"), chunk=chunk, concurrent=concurrent)
                     profiler.start(st.job_pids()[0], f"postgres-to-s3-{rows}")
-                    seconds = st.job(**postgres_to_s3(st, s3, f"copy_{rows}", f"out-{rows}.csv"), chunk=chunk,
-                                     concurrent=concurrent)  # fmt: skip
+                    for i in range(repeat):
+                        key = f"out-{rows}-{i}.csv"
+                        times.append(st.job(**postgres_to_s3(st, s3, f"copy_{rows}_0", key), chunk=chunk,
+                                            concurrent=concurrent))  # fmt: skip
+                        written = client.head_object(Bucket=s3.bucket, Key=key)["ContentLength"]
+                        if abs(written - size) > size * 0.05:
+                            raise RuntimeError(f"the PostgreSQL -> S3 job wrote {written} bytes, the CSV has {size}")
+                        client.delete_object(Bucket=s3.bucket, Key=key)
                     profiler.stop()
                     rss = max(vm_hwm_mib(p) for p in st.job_pids())
-                written = s3.client().head_object(Bucket=s3.bucket, Key=f"out-{rows}.csv")["ContentLength"]
-                if abs(written - size) > size * 0.05:
-                    raise RuntimeError(f"the PostgreSQL -> S3 job wrote {written} bytes, the CSV has {size}")
-                measures.append(Measure("postgres-to-s3", rows, seconds, rows / seconds, rss))
-                sql(target, f"DROP TABLE job_{rows}")
+                measures.append(Measure("postgres-to-s3", rows, min(times), rows / min(times), rss))
+                sql(target, f"DROP TABLE copy_{rows}_0")
                 print(f"  {measures[-4:]}", flush=True)
 
             if args.workers:
@@ -401,19 +416,22 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 for count in (1, 2):
                     stores.append(PgDatabase())
                     patiently(stores[-1].create)
-                    table = f"workers_{count}"
-                    if kind == "insert":
-                        sql(target, f"CREATE TABLE {table} ({COLUMNS})")
+                    times = []
                     with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count) as st:
                         st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_w{count}", "create_table"), chunk=chunk,
                                concurrent=args.workers_concurrent)  # fmt: skip
-                        seconds = st.job(**s3_to_postgres(st, s3, f"in-{rows}.csv", table, kind), chunk=chunk,
-                                         concurrent=args.workers_concurrent)  # fmt: skip
+                        for i in range(repeat):
+                            table = f"workers_{count}_{i}"
+                            if kind == "insert":
+                                sql(target, f"CREATE TABLE {table} ({COLUMNS})")
+                            times.append(st.job(**s3_to_postgres(st, s3, f"in-{rows}.csv", table, kind), chunk=chunk,
+                                                concurrent=args.workers_concurrent))  # fmt: skip
+                            written = sql(target, f"SELECT count(*) FROM {table}")
+                            if written != rows:
+                                raise RuntimeError(f"{count} worker(s) wrote {written} rows of {rows}")
+                            sql(target, f"DROP TABLE {table}")
                         rss = max(vm_hwm_mib(p) for p in st.job_pids())
-                    written = sql(target, f"SELECT count(*) FROM {table}")
-                    if written != rows:
-                        raise RuntimeError(f"{count} worker(s) wrote {written} rows of {rows}")
-                    measures.append(Measure(f"workers-{count}", rows, seconds, rows / seconds, rss))
+                    measures.append(Measure(f"workers-{count}", rows, min(times), rows / min(times), rss))
                     print(f"  {measures[-1]}", flush=True)
     finally:
         profiler.stop()
@@ -462,10 +480,11 @@ def report(result: dict[str, Any], args: argparse.Namespace, out: Path) -> Path:
         "",
         f"`python -m bench.jobs --sizes {args.sizes} --chunk-size {args.chunk_size} --num-concurrent "
         f"{args.num_concurrent} --workers-concurrent {args.workers_concurrent} --statement-type "
-        f"{args.statement_type}`; {os.cpu_count()} cores shared with other work (load averages 1/5/15 min "
-        "beside each figure). Jobs: the built-in passthrough deployment, in a fresh server (or workers) after "
-        f"a {WARM_ROWS}-row warm-up job of the same kind, timed from the create request to the "
-        "poll that sees COMPLETED. S3 is the signature-checking moto server; PostgreSQL the machine's.",
+        f"{args.statement_type} --repeat {args.repeat}` (the fastest of the runs counts, for each job and each "
+        f"baseline; peak RSS over all of a process's runs); {os.cpu_count()} cores shared with other work "
+        "(load averages 1/5/15 min beside each figure). Jobs: the built-in passthrough deployment, in a fresh "
+        f"server (or workers) after a {WARM_ROWS}-row warm-up job of the same kind, timed from the create "
+        "request to the poll that sees COMPLETED. S3 is the signature-checking moto server; PostgreSQL the machine's.",
         "",
         "| figure | rows | value | target | met | load |",
         "|---|---:|---:|---|---|---|",
@@ -524,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--statement-type", default="create_table", choices=("create_table", "insert"), help="of the jdbc output"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (the fastest counts)")
     parser.add_argument("--no-moves", dest="moves", action="store_false", help="only the workers' runs")
     parser.add_argument("--no-workers", dest="workers", action="store_false", help="skip the workers' runs")
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile each job's process with py-spy into DIR")
