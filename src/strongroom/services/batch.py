@@ -573,7 +573,8 @@ class S3Output:
         self.lock = threading.Lock()
         self.next_chunk = 0
         self.total: int | None = None
-        self.buffer = bytearray()
+        self.pending: list[memoryview] = []  # the written chunks' CSV not yet cut into parts, in order
+        self.pending_bytes = 0
         self.parts: list[dict[str, Any]] = []
         self.upload_id: str | None = None
         self.sent = 0
@@ -611,11 +612,28 @@ class S3Output:
                 path = self.spool / f"{self.next_chunk:08d}.csv"
                 if not path.exists():
                     break
-                self.buffer += path.read_bytes()
+                data = memoryview(path.read_bytes())
+                self.pending.append(data)
+                self.pending_bytes += len(data)
                 self.next_chunk += 1
-                while len(self.buffer) >= self.part_bytes:
-                    self._send(bytes(self.buffer[: self.part_bytes]))
-                    del self.buffer[: self.part_bytes]
+                while self.pending_bytes >= self.part_bytes:
+                    self._send(self._take(self.part_bytes))
+
+    def _take(self, size: int) -> bytes:
+        """The next `size` pending bytes, copied once (slices of the chunks' bytes are views)."""
+        pieces: list[memoryview] = []
+        needed = size
+        while needed:
+            head = self.pending[0]
+            if len(head) <= needed:
+                pieces.append(self.pending.pop(0))
+                needed -= len(head)
+            else:
+                pieces.append(head[:needed])
+                self.pending[0] = head[needed:]
+                needed = 0
+        self.pending_bytes -= size
+        return b"".join(pieces)
 
     def _send(self, data: bytes) -> None:
         """Queue the next part for the uploader thread (started with the multipart upload, on the first part);
@@ -671,9 +689,8 @@ class S3Output:
         with self.lock:
             if self.next_chunk < total:
                 raise JobFailed(f"s3 output: chunk {self.next_chunk} was never written")
-            if self.buffer or not self.sent:
-                self._send(bytes(self.buffer))
-                self.buffer.clear()
+            if self.pending_bytes or not self.sent:
+                self._send(self._take(self.pending_bytes))
             self._drain()
             if self.failure is not None:
                 raise self.failure
