@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Match, Mount, Route
@@ -50,7 +49,7 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Boundary:
     """Build the ASGI app. The store opens at startup so a bad key or database fails before serving."""
     settings = settings or Settings()
     holder: dict[str, Services] = {}
@@ -124,8 +123,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for endpoint in routes.ALL:
         table.setdefault(endpoint.path, {})[endpoint.method] = pipeline.endpoint(endpoint)
     api_routes = [Route(PREFIX + path, _dispatch(methods), methods=list(methods)) for path, methods in table.items()]
-    app = Starlette(
-        routes=[  # Starlette tries routes in order: the health check, then the API's (hot ones first)
+    fallback = Starlette(
+        routes=[  # what `Routes` does not find: Starlette tries these in order
             Route("/healthz", healthz, include_in_schema=False),
             *api_routes,
             Route(f"{PREFIX}/openapi.json", openapi_json, include_in_schema=False),
@@ -133,15 +132,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             Route(f"{PREFIX}/docs/init.js", docs_init, include_in_schema=False),
             Mount(f"{PREFIX}/docs", StaticFiles(directory=STATIC / "swagger-ui"), name="docs-assets"),
         ],
-        middleware=[  # the API's endpoints are found by `Routes`; Starlette's router answers the rest
-            Middleware(Boundary, proxies=settings.proxy_networks, access_log=access_log),
-            Middleware(Routes, table=table, prefix=PREFIX),
-        ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )
-    app.router.redirect_slashes = False  # not_found redirects, without reflecting the Host header
-    return app
+    fallback.router.redirect_slashes = False  # not_found redirects, without reflecting the Host header
+    # The boundary wraps everything once; the API's endpoints are found by `Routes`, the rest (health, docs,
+    # 404/405 and redirects, the lifespan) by Starlette.
+    return Boundary(Routes(fallback, table, PREFIX), proxies=settings.proxy_networks, access_log=access_log)
 
 
 async def _record_token_use(services: Services, executor: ThreadPoolExecutor, every: float) -> None:
