@@ -141,6 +141,28 @@ def test_a_job_whose_workers_all_vanished_fails(
     assert ended["status"] == "FAILED" and "no strongroom worker" in ended["statusDetails"]
 
 
+def test_a_job_left_without_tasks_fails_while_workers_live(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A job whose tasks all ended without finishing it (as when a worker loses the database mid-step) is FAILED
+    once idle, even with a live worker beside it, not RUNNING forever."""
+    workers.append(start_worker(srv, "first"))
+    with client(srv, srv.new_user("w")) as api:
+        job = _output_job(api, peer, unique("lost").replace("-", "_"))
+        _until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=15)
+        with psycopg.connect(srv.database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            conn.execute(  # the tasks end as a worker that lost its database leaves them: failed, not retried
+                "UPDATE procrastinate_jobs SET status = 'failed' WHERE args->>'job_id' = %s AND status IN "
+                "('todo', 'doing')",
+                (job["id"],),
+            )
+        workers.append(start_worker(srv, "alive"))
+        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 60, "the job's end")
+    assert ended["status"] == "FAILED" and "no task on the queue" in ended["statusDetails"], ended
+
+
 def test_worker_refuses_sqlite(tmp_path: Path) -> None:
     """On SQLite the server runs jobs itself; a worker says so."""
     server = Server(data_dir=tmp_path / "srv")

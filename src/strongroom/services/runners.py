@@ -510,20 +510,29 @@ class QueuedJobs:
         self.service.complete(job_id, total, output["type"])
 
     def fail_orphans(self, stalled_after: float, orphan_after: float) -> list[str]:
-        """FAIL the RUNNING jobs no live worker has touched for `orphan_after` seconds (every worker vanished);
-        their ids."""
-        if self.jobs.live_workers(stalled_after) > 0:
-            return []
+        """FAIL the RUNNING jobs nothing has moved for `orphan_after` seconds that nothing will move again: every
+        worker vanished, or the job has no task left on the queue (a task that ended without finishing or
+        failing it, e.g. when its worker lost the database mid-job); their ids."""
+        workers = self.jobs.live_workers(stalled_after)
         failed = []
         now = utcnow()
         for row in self.jobs.with_status(("RUNNING",)):
             last = self.jobs.last_activity(row["id"]) or moment(row["started_at"] or row["created_at"])
-            if (now - last).total_seconds() > orphan_after:
+            if (now - last).total_seconds() <= orphan_after:
+                continue
+            if workers == 0:
                 reason = (
                     f"no strongroom worker has run this job for {int(orphan_after)} s (every worker stopped); "
                     "start `strongroom worker` and submit it again"
                 )
-                if self.service.fail(row["id"], reason):
-                    self._discard(row["id"])
-                    failed.append(row["id"])
+            elif self.jobs.open_tasks(row["id"]) == 0:
+                reason = (
+                    f"this job has had no task on the queue for {int(orphan_after)} s: a step ended without "
+                    "finishing it (see the workers' logs); submit it again"
+                )
+            else:
+                continue
+            if self.service.fail(row["id"], reason):
+                self._discard(row["id"])
+                failed.append(row["id"])
         return failed

@@ -279,6 +279,14 @@ class JobRepository:
         with self.db.read() as s:
             return int(s.execute(query, {"s": within_seconds}).scalar_one())
 
+    def open_tasks(self, job_id: str) -> int:
+        """The job's procrastinate tasks still queued or running (PostgreSQL only)."""
+        query = text(
+            "SELECT count(*) FROM procrastinate_jobs WHERE args->>'job_id' = :id AND status IN ('todo', 'doing')"
+        )
+        with self.db.read() as s:
+            return int(s.execute(query, {"id": job_id}).scalar_one())
+
     def ensure_queue_schema(self, schema_sql: str) -> bool:
         """Apply procrastinate's schema unless its tables exist (under an advisory lock, so several processes may
         start together); True if it was applied."""
