@@ -153,3 +153,17 @@ def test_search_follows_renames_and_deletes(store: Store) -> None:
         ("Warehouse-EU", "OWNER"),
         ("warehouse", "CONSUMER"),
     ]
+
+
+@pytest.mark.parametrize("key", ["name", "search"])
+def test_a_nul_in_a_filter_is_refused_not_a_server_error(store: Store, key: str) -> None:
+    """PostgreSQL text cannot hold NUL: a filter with one is a 422 naming it on both backends, never a 500;
+    likewise the data-store list's `name`, while an unknown store `type` lists nothing."""
+    services, alice, _ = store
+    with pytest.raises(InvalidInput) as caught:
+        services.credentials.list(alice, **{key: "a\x00b"})
+    assert caught.value.errors == {key: "must not contain NUL"}
+    with pytest.raises(InvalidInput) as caught:
+        services.datastores.list(alice, None, "a\x00b")
+    assert caught.value.errors == {"name": "must not contain NUL"}
+    assert services.datastores.list(alice, "\x00bogus", None) == []

@@ -82,6 +82,8 @@ def name_filters(name: str | None, search: str | None) -> dict[str, str]:
         if not value or len(value) > credential_types.NAME_MAX:
             msg = f"must be 1 to {credential_types.NAME_MAX} characters"
             raise InvalidInput(f"{key}: {msg}", {key: msg})
+        if "\x00" in value:  # no stored name holds one (PostgreSQL text cannot)
+            raise InvalidInput(f"{key}: must not contain NUL", {key: "must not contain NUL"})
         params[key] = value
     return params
 

@@ -55,7 +55,11 @@ class DataStoreService:
     def list(self, who: Principal, store_type: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
         """The stores the caller has a role on, each with that role; `type` and `name` filter."""
         who.require("read")
+        if name is not None and "\x00" in name:  # no stored name holds one (PostgreSQL text cannot)
+            raise InvalidInput("name: must not contain NUL", {"name": "must not contain NUL"})
         wanted = None if store_type in (None, "", "all") else store_type
+        if wanted is not None and wanted not in STORE_TYPES:
+            return []  # no store is of another type
         return [_wire(r) for r in self.stores.visible(who.user_id, wanted, name or None)]
 
     def get(self, who: Principal, store_id: str) -> dict[str, Any]:
