@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from strongroom.bootstrap import Services
@@ -68,10 +68,27 @@ class Writers:
             return len(self.acked)
 
 
+def _await_dead_sessions(service: Services, timeout: float = 30) -> None:
+    """Wait until no other PostgreSQL session of the store is busy: a statement the database had already
+    received from the killed server still commits after its client died, and the checks must see a still store."""
+    others = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND state <> 'idle'"
+    )
+    deadline = time.monotonic() + timeout
+    with service.db.engine.connect() as conn:
+        while conn.execute(others).scalar_one() > 0:
+            assert time.monotonic() < deadline, "the killed server's database sessions did not end"
+            time.sleep(0.05)
+            conn.rollback()
+
+
 def _verify_store(settings: Settings, token: str, acked: dict[str, tuple[str, str]]) -> int:
     """Open the store in-process and check every acked create and every row; returns the owner's row count."""
     service = Services.open(settings)
     try:
+        if not service.db.is_sqlite:
+            _await_dead_sessions(service)
         owner = service.accounts.authenticate(token).user_id
         with service.db.read() as s:
             rows = list(s.scalars(select(Credential).where(Credential.owner_id == owner)))
