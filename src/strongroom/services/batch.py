@@ -341,11 +341,15 @@ class TableOutput:
         settings: Mapping[str, Any],
         job_id: str,
         statement_timeout: float,
+        generation: int = 0,
     ) -> None:
         self.connector, self.where, self.user, self.password = connector, where, user, password
         self.settings = settings
         self.table, self.schema = str(settings["table"]), settings.get("schema")
-        self.stage_name = f"sr_stage_{job_id}"
+        # One staging table per generation of a queued job: a chunk of an earlier run that was still writing
+        # when the job started again fills its own generation's table, never the one `finish` moves.
+        names = [f"sr_stage_{job_id}" + (f"_{g}" if g else "") for g in range(generation + 1)]
+        self.stage_name, self.older_stages = names[-1], names[:-1]
         self.timeout = statement_timeout
         self.lock = threading.Lock()
         self.stage: sa.Table | None = None
@@ -456,6 +460,7 @@ class TableOutput:
                     )
                     conn.exec_driver_sql(f"ALTER TABLE {staged} RENAME TO {preparer.quote(self.table)}")
                     conn.commit()
+                    self._drop(self.older_stages)
                     return
                 if self.target_columns is None:
                     target = sa.Table(
@@ -492,6 +497,7 @@ class TableOutput:
                 conn.commit()
         except sa.exc.DBAPIError as exc:
             raise JobFailed(f"jdbc output: {explain(exc, self.where).message}") from None
+        self._drop(self.older_stages)
 
     def _reflect(self) -> bool:
         """Find the staging table another process filled (a queued job's chunks run elsewhere); False if none."""
@@ -505,11 +511,14 @@ class TableOutput:
         return True
 
     def discard(self) -> None:
-        """Drop the staging table (a failed or aborted job leaves nothing in the store)."""
+        """Drop the staging tables of this and earlier generations (a failed or aborted job leaves nothing)."""
+        self._drop([*self.older_stages, self.stage_name])
+
+    def _drop(self, names: Sequence[str]) -> None:
         try:
             with self.connect() as conn:
-                stage = sa.Table(self.stage_name, sa.MetaData(), schema=self.schema)
-                stage.drop(conn, checkfirst=True)
+                for name in names:
+                    sa.Table(name, sa.MetaData(), schema=self.schema).drop(conn, checkfirst=True)
                 conn.commit()
         except (StrongroomError, sa.exc.DBAPIError):
             return

@@ -246,9 +246,10 @@ def open_sink(
     output: Mapping[str, Any],
     options: Mapping[str, str],
     purpose: Mapping[str, Any],
+    generation: int = 0,
 ) -> Any:
     """The job's output adapter, its credential opened (audited): a credential that no longer works fails the
-    job before any row is read."""
+    job before any row is read. `generation`: the run of a queued job whose staging table a jdbc output uses."""
     from strongroom.services import batch
 
     folder = service.root / job_id / "out"
@@ -261,7 +262,7 @@ def open_sink(
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
         return batch.TableOutput(
-            service.connector, where, user, password, output, job_id, service.settings.job_statement_timeout
+            service.connector, where, user, password, output, job_id, service.settings.job_statement_timeout, generation
         )
     if output["type"] == "s3":
         location = s3_location(output, "outputSettings")
@@ -374,7 +375,8 @@ class QueuedJobs:
             return
         spec, who, options, purpose = self._context(row)
         try:
-            open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose).discard()
+            generation = int(row["generation"])
+            open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose, generation).discard()
         except StrongroomError:
             return
 
@@ -403,8 +405,8 @@ class QueuedJobs:
         folder = self.service.root / job_id
         shutil.rmtree(folder / "out", ignore_errors=True)
         (folder / "in").mkdir(parents=True, exist_ok=True, mode=0o700)
-        sink = open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose)
-        sink.discard()  # a staging table or an upload of an earlier run
+        sink = open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose, generation)
+        sink.discard()  # staging tables or an upload of earlier runs
         limit = int(spec["numConcurrent"])
         from strongroom.services import batch
 
@@ -453,13 +455,15 @@ class QueuedJobs:
         spec, who, options, purpose = self._context(row)
         path = self.service.root / job_id / "in" / f"{generation}-{number:08d}.arrow"
         now = utcnow()
-        attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
+        attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE, generation)
+        if not attempt:  # the job started again meanwhile: this chunk is an earlier run's
+            return
         deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
         scored = batch.scorer(deployment["entry_point"], columns)(batch.read_spooled(path))
         output = spec["outputSettings"]
         if output["type"] == "jdbc":
-            sink = open_sink(self.service, job_id, who, output, options, purpose)
+            sink = open_sink(self.service, job_id, who, output, options, purpose, generation)
             try:
                 sink.write(number, scored, attempt)
             except batch.JobFailed:
@@ -475,7 +479,8 @@ class QueuedJobs:
             if now_row is not None and now_row["status"] in ("ABORTED", "FAILED"):
                 self._discard(job_id)  # this write may have come after the job's output was discarded
             return
-        self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
+        if not self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow(), generation):
+            return
         path.unlink(missing_ok=True)
         self._maybe_finish(job_id)
 
@@ -500,7 +505,7 @@ class QueuedJobs:
         total = int(row["total_chunks"])
         spec, who, options, purpose = self._context(row)
         output = spec["outputSettings"]
-        sink = open_sink(self.service, job_id, who, output, options, purpose)
+        sink = open_sink(self.service, job_id, who, output, options, purpose, int(row["generation"]))
         try:
             sink.finish(total)
         except batch.JobFailed:

@@ -145,11 +145,17 @@ class JobRepository:
 
     # ---- chunks -----------------------------------------------------------------------------------------
 
-    def chunk_started(self, job_id: str, number: int, worker: str, at: datetime, lease_until: datetime) -> int:
+    def chunk_started(
+        self, job_id: str, number: int, worker: str, at: datetime, lease_until: datetime, generation: int | None = None
+    ) -> int:
         """Record that `worker` runs chunk `number` (a new row, or the earlier attempt's row taken over); which
-        attempt this is, from 1."""
+        attempt this is, from 1. With `generation`, only while the job is still at it (0 otherwise): the job's row
+        is read under a share lock, so a producer starting a new generation waits for this to commit, and one
+        that committed first is seen."""
 
         def start(tx: Tx) -> int:
+            if generation is not None and not _at_generation(tx, job_id, generation):
+                return 0
             moved = tx.run(
                 update(BatchJobChunk)
                 .where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
@@ -184,10 +190,13 @@ class JobRepository:
 
         return self.db.transact(start)
 
-    def chunk_done(self, job_id: str, number: int, rows: int, at: datetime) -> None:
-        """Mark a chunk written with its row count, and recount the job's scored rows from its chunks."""
+    def chunk_done(self, job_id: str, number: int, rows: int, at: datetime, generation: int | None = None) -> bool:
+        """Mark a chunk written with its row count, and recount the job's scored rows from its chunks; with
+        `generation`, only while the job is still at it (as `chunk_started`). Whether it was marked."""
 
-        def finish(tx: Tx) -> None:
+        def finish(tx: Tx) -> bool:
+            if generation is not None and not _at_generation(tx, job_id, generation):
+                return False
             tx.run(
                 update(BatchJobChunk)
                 .where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
@@ -200,8 +209,9 @@ class JobRepository:
                 .scalar_subquery()
             )
             tx.run(update(BatchJob).where(BatchJob.id == job_id).values(scored_rows=scored), {})
+            return True
 
-        self.db.transact(finish)
+        return bool(self.db.transact(finish))
 
     def chunks(self, job_id: str) -> list[dict[str, Any]]:
         """The job's chunks in order: number, status, rows, attempts, worker."""
@@ -296,3 +306,10 @@ class JobRepository:
                 return False
             conn.connection.driver_connection.execute(schema_sql)  # no parameters: its % signs are literal
             return True
+
+
+def _at_generation(tx: Tx, job_id: str, generation: int) -> bool:
+    """Whether the job is at `generation`, read under a share lock on its row (PostgreSQL; SQLite's writer holds
+    the whole database)."""
+    found = tx.rows(select(BatchJob.generation).where(BatchJob.id == job_id).with_for_update(read=True), {})
+    return bool(found) and int(found[0][0]) == generation
