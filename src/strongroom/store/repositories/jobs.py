@@ -195,7 +195,9 @@ class JobRepository:
         `generation`, only while the job is still at it (as `chunk_started`). Whether it was marked."""
 
         def finish(tx: Tx) -> bool:
-            if generation is not None and not _at_generation(tx, job_id, generation):
+            # An exclusive lock: this transaction updates the job's row below, and two that both held a share
+            # lock and then updated it would deadlock.
+            if generation is not None and not _at_generation(tx, job_id, generation, exclusive=True):
                 return False
             tx.run(
                 update(BatchJobChunk)
@@ -245,13 +247,14 @@ class JobRepository:
         """Start a new run of the job's producer: drop its chunk rows, zero its counts; the new generation."""
 
         def bump(tx: Tx) -> int:
-            tx.run(delete(BatchJobChunk).where(BatchJobChunk.job_id == job_id), {})
+            # The job's row first, then its chunks: the order chunk_started and chunk_done lock them in.
             tx.run(
                 update(BatchJob)
                 .where(BatchJob.id == job_id)
                 .values(generation=BatchJob.generation + 1, scored_rows=0, total_chunks=None),
                 {},
             )
+            tx.run(delete(BatchJobChunk).where(BatchJobChunk.job_id == job_id), {})
             return int(tx.rows(select(BatchJob.generation).where(BatchJob.id == job_id), {})[0][0])
 
         return self.db.transact(bump)
@@ -308,8 +311,9 @@ class JobRepository:
             return True
 
 
-def _at_generation(tx: Tx, job_id: str, generation: int) -> bool:
-    """Whether the job is at `generation`, read under a share lock on its row (PostgreSQL; SQLite's writer holds
-    the whole database)."""
-    found = tx.rows(select(BatchJob.generation).where(BatchJob.id == job_id).with_for_update(read=True), {})
+def _at_generation(tx: Tx, job_id: str, generation: int, *, exclusive: bool = False) -> bool:
+    """Whether the job is at `generation`, read under a share (or `exclusive`) lock on its row (PostgreSQL;
+    SQLite's writer holds the whole database)."""
+    locked = select(BatchJob.generation).where(BatchJob.id == job_id).with_for_update(read=not exclusive)
+    found = tx.rows(locked, {})
     return bool(found) and int(found[0][0]) == generation
