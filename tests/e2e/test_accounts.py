@@ -265,3 +265,23 @@ def test_cli_local_users_and_groups(srv: Server) -> None:
 def test_cli_endpoint_without_token_is_refused(srv: Server, tmp_path: Path) -> None:
     result = srv.cli("users", "list", "--endpoint", srv.api, check=False)
     assert result.returncode == 1 and "STRONGROOM_API_TOKEN" in result.stderr
+
+
+def test_local_changes_reach_the_servers_repeated_reads_at_once(srv: Server) -> None:
+    """A GET repeated while nothing changes may be answered from memory (SQLite); a change made by another
+    process on the same store (the local CLI, a second server) shows in the very next answer."""
+    name, token = _local_user(srv, "hot")
+    with _http(srv, token) as http:
+        cid = http.post("/credentials/", json={"name": "hot", "user": "u", "password": "p"}).json()["credentialId"]
+        for _ in range(3):
+            assert http.get(f"/credentials/{cid}/").json()["name"] == "hot"
+        services = Services.open(Settings(data_dir=srv.data_dir, database_url=srv.database_url))
+        try:
+            owner = services.accounts.authenticate(token)
+            services.credentials.update(owner, cid, {"name": "renamed"})
+        finally:
+            services.close()
+        assert http.get(f"/credentials/{cid}/").json()["name"] == "renamed"
+        key = json.loads(srv.cli("tokens", "list", name, "--json").stdout)[-1]["id"]
+        srv.cli("tokens", "revoke", key)
+        assert http.get(f"/credentials/{cid}/").status_code == 401

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if "services" not in holder:
             holder["services"] = Services.open(settings)
         holder["services"].db.start_loop_pool(settings.resolved_store_threads)
+        holder["services"].db.start_hot_reads()
         _settle_heap()
         recorder = asyncio.create_task(_record_token_use(holder["services"], executor, settings.last_used_flush))
         jobs = holder["services"].jobs

@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from strongroom.config import Settings
 from strongroom.errors import ServiceUnavailable
 from strongroom.store.models import COUNT_SHARDS, CredentialCount
+from strongroom.store.unchanged import UnchangedReads
 
 if TYPE_CHECKING:
     import psycopg
@@ -209,6 +210,7 @@ class Database:
         self._pg_idle: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         self._local = threading.local()
         self._thread_conns: list[Any] = []
+        self._unchanged: UnchangedReads | None = None  # see start_hot_reads
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
         self._numbered: dict[str, tuple[bytes, tuple[str, ...]]] = {}
         self._loop_pool: LoopPool | None = None
@@ -351,6 +353,33 @@ class Database:
             if error is None:
                 raise
             raise error from exc
+
+    def start_hot_reads(self) -> None:
+        """Let `fetch_hot` answer from memory (SQLite files only; for the one long-lived store of a server
+        process: see store/unchanged.py on why a file is attached once per process)."""
+        database = make_url(str(self.engine.url)).database
+        if self.is_sqlite and database not in (None, "", ":memory:"):
+            self._unchanged = UnchangedReads(Path(database))  # type: ignore[arg-type]
+
+    def _thread_read(self) -> None:
+        self._thread_sqlite().execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+
+    def fetch_hot(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`fetch`, answered from memory on SQLite while the database is unchanged since the same statement and
+        parameters were read (a commit by any connection, of any process, is seen by the next call)."""
+        cache = self._unchanged
+        if cache is None:
+            return self.fetch(statement, params)
+        stamp = cache.stamp()
+        key = (statement, *params.values())
+        rows = cache.get(stamp, key)
+        if rows is None:
+            rows = self.fetch(statement, params)
+            if not cache.tried:
+                cache.attach(self._thread_read)
+            elif rows:
+                cache.put(stamp, key, rows)
+        return rows
 
     def _pg_fetch(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """PostgreSQL: a prebuilt read on a raw pooled connection (SQLAlchemy only for expanding IN lists)."""
@@ -667,6 +696,8 @@ class Database:
         self._close_idle_pg()
         self.engine.dispose()
         self._fetch_engine.dispose()
+        if self._unchanged is not None:  # last: closing its descriptor drops the process's locks on the file
+            self._unchanged.close()
 
 
 class _Lost(Exception):

@@ -295,7 +295,7 @@ class CredentialRepository:
     def get_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow, int | None] | None:
         """The credential, the scopes of an unrevoked token of an enabled user, and that user's role rank, in one
         statement; None if either is missing."""
-        return _got(self.db.fetch(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
+        return _got(self.db.fetch_hot(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
 
     async def aget_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow, int | None] | None:
         return _got(await self.db.afetch(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
