@@ -30,12 +30,13 @@ _DUPLICATE_SCAN_KEYS = 64  # bodies with more keys than this are checked for dup
 
 
 def token(request: Request) -> str | None:
-    """The bearer token; both `Bearer` (OAuth style) and `Token` (the DataRobot client's default) schemes."""
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() in ("bearer", "token") else None
+    """The bearer token; both `Bearer` (OAuth style) and `Token` (the DataRobot client's default) schemes.
+    Read from the raw headers (ASGI servers give their names in lower case): the first `Authorization`."""
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, raw = value.decode("latin-1").partition(" ")
+            return raw.strip() if scheme.lower() in ("bearer", "token") else None
+    return None
 
 
 def base_url(request: Request, public_url: str | None) -> str:

@@ -64,13 +64,14 @@ class Endpoint:
 class Call:
     """One request as a handler sees it."""
 
-    __slots__ = ("_raw", "pipeline", "request", "who")
+    __slots__ = ("_raw", "_token", "pipeline", "request", "who")
 
     def __init__(self, pipeline: Pipeline, request: Request) -> None:
         self.pipeline = pipeline
         self.request = request
         self.who: Principal | None = None
         self._raw: bytes | bool | None = False  # False: not read yet
+        self._token: str | bool | None = False  # False: not parsed yet
 
     @property
     def services(self) -> Services:
@@ -83,7 +84,9 @@ class Call:
 
     @property
     def token(self) -> str | None:
-        return http.token(self.request)
+        if self._token is False:
+            self._token = http.token(self.request)
+        return self._token  # type: ignore[return-value]
 
     @property
     def on_loop(self) -> bool:
