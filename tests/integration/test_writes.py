@@ -3,6 +3,8 @@ down, and the per-owner counts always match the rows."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -167,3 +169,26 @@ def test_pages_walk_every_credential_once_in_order(service: Services) -> None:
                 assert page.total == len(kinds)
                 seen += [item["credentialId"] for item in page.credentials()]
             assert seen == kinds, (order_by, wanted)
+
+
+def test_writes_awaited_on_the_event_loop_commit_together_and_fail_alone(service: Services) -> None:
+    """`atransact` (the server's path for creates and updates): concurrent writes from one loop, one of them
+    failing after its change, each get their own outcome; the failed one leaves no trace."""
+    who = _user(service, "carol")
+    victim = make_credential(service, who, {"name": "victim", "user": "u", "password": "p"})
+    rename = update(Credential).where(Credential.id == bindparam("target")).values(name=bindparam("new_name"))
+
+    def rename_then_fail(tx: Tx) -> None:
+        tx.run(rename, {"target": victim["credentialId"], "new_name": "half-done"})
+        raise RuntimeError("fails after its first change")
+
+    async def scenario() -> list[object]:
+        creates = [service.credentials.acreate(who, {"name": f"a{k}", "user": "u", "password": "p"}) for k in range(8)]
+        return await asyncio.gather(service.db.atransact(rename_then_fail), *creates, return_exceptions=True)
+
+    failed, *created = asyncio.run(scenario())
+    assert isinstance(failed, RuntimeError)
+    assert all(isinstance(c, str) and json.loads(c)["role"] == "OWNER" for c in created)
+    assert fetch_credential(service, who, victim["credentialId"])["name"] == "victim"
+    names = {c["name"] for c in service.credentials.list(who, offset=0, limit=20).credentials()}
+    assert names == {"victim", *(f"a{k}" for k in range(8))}

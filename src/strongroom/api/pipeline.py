@@ -93,6 +93,13 @@ class Call:
         """Whether the store answers on the event loop's own connections (PostgreSQL's async path)."""
         return self.services.db.on_loop()
 
+    @property
+    def writes_on_loop(self) -> bool:
+        """Whether a change is awaited on the event loop rather than in a worker thread: PostgreSQL's loop
+        connections, or SQLite's group committer (which the loop hands writes to directly)."""
+        db = self.services.db
+        return db.is_sqlite or db.on_loop()
+
     def path(self, name: str) -> str:
         return str(self.request.path_params[name])
 

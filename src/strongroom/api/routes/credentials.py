@@ -133,7 +133,7 @@ async def create_fused(call: Call) -> Response | None:
 async def create_credential(call: Call) -> Response:
     body = await call.body()
     credentials, who = call.services.credentials, call.principal
-    if call.on_loop:
+    if call.writes_on_loop:
         created = await credentials.acreate(who, body)
     else:
         created = await call.write(lambda: credentials.create(who, body))
@@ -159,7 +159,7 @@ async def update_credential(call: Call) -> Response:
     credential_id, credentials, who = call.path("credentialId"), call.services.credentials, call.principal
     body = await call.body(empty_message=_UPDATE_EMPTY)
     if_match = http.if_match(call.request)
-    if call.on_loop:
+    if call.writes_on_loop:
         wire, revision = await credentials.aupdate(who, credential_id, body, if_match=if_match)
     else:
         wire, revision = await call.write(lambda: credentials.update(who, credential_id, body, if_match=if_match))

@@ -385,7 +385,10 @@ class CredentialRepository:
 
     async def ainsert(self, row: Mapping[str, Any], audit: Entry) -> None:
         with _NamesUnique():
-            await self.db.awrite_one(_PG_CREATE, {**row, **audit.params()})
+            if self.db.is_sqlite:
+                await self.db.atransact(lambda tx: _insert_counted(tx, row, audit))
+            else:
+                await self.db.awrite_one(_PG_CREATE, {**row, **audit.params()})
 
     async def ainsert_if_token(self, row: Mapping[str, Any], token_hash: str, now: datetime, audit: Entry) -> bool:
         """PostgreSQL: insert only while `token_hash` is a valid token of the row's owner; False if it is not."""
@@ -402,8 +405,11 @@ class CredentialRepository:
             return bool(self.db.write_one(_PG_UPDATE, {**params, **audit.params()}))
 
     async def aswap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
+        params = _swap_params(read_revision, row)
         with _NamesUnique():
-            return bool(await self.db.awrite_one(_PG_UPDATE, {**_swap_params(read_revision, row), **audit.params()}))
+            if self.db.is_sqlite:
+                return bool(await self.db.atransact(lambda tx: _swap_audited(tx, params, audit)))
+            return bool(await self.db.awrite_one(_PG_UPDATE, {**params, **audit.params()}))
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
         """Delete and uncount the credential (only if `owner_id` owns it, when given) with its audit record;
