@@ -14,6 +14,15 @@ from typing import Any
 import orjson
 
 
+def compact_json(value: Any, *, sort_keys: bool = False) -> str:
+    """JSON with no spaces and non-ASCII as is (orjson; what it refuses, such as an integer beyond 64 bits or
+    a lone surrogate, goes through the standard library's encoder instead). Stored text: parse, never compare."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
+
+
 def iso(value: datetime | str) -> str:
     """RFC 3339 in UTC with a Z and microseconds, as DataRobot emits; a SQLite date string is reformatted."""
     if value.__class__ is str:

@@ -100,6 +100,15 @@ class Call:
         db = self.services.db
         return db.is_sqlite or db.on_loop()
 
+    @property
+    def address(self) -> str | None:
+        """The client's address (after `Boundary`'s trusted-proxy rewrite), for the audit trail."""
+        return _address(self.request)
+
+    @property
+    def request_id(self) -> str | None:
+        return self.request.scope.get(REQUEST_ID)
+
     def path(self, name: str) -> str:
         return str(self.request.path_params[name])
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from strongroom.crypto.envelope import Envelope, Sealed
 from strongroom.crypto.keys import DecryptionError, KeyProvider
+from strongroom.representation import compact_json
 
 T = TypeVar("T")
 KEY_CHECK = b"strongroom key check v1"
@@ -102,7 +103,7 @@ class Barrier:
         if binding.generation < 1:
             raise ValueError("a new seal needs a generation of 1 or more")
         self._fresh_keys()
-        plaintext = json.dumps(secret, separators=(",", ":")).encode()
+        plaintext = compact_json(secret).encode()
         return self.envelope.seal(plaintext, binding.aad())
 
     def open(self, binding: Binding | RecordBinding, sealed: Sealed, *, legacy: bool = False) -> dict[str, Any]:

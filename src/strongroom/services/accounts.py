@@ -85,14 +85,18 @@ class AccountService:
     # ---- authentication ---------------------------------------------------------------------------------
 
     def authenticate(self, raw: str | None) -> Principal:
-        """Resolve a bearer token; every failure reads the same so tokens cannot be probed."""
+        """Resolve a bearer token, remembering the principal for `remembered`; every failure reads the same so
+        tokens cannot be probed."""
         token_hash = token_hash_of(raw)
-        return self._principal(None if token_hash is None else self.accounts.token_owner(token_hash))
+        return self._remember(token_hash, None if token_hash is None else self.accounts.token_owner(token_hash))
 
     async def aauthenticate(self, raw: str | None) -> Principal:
-        """`authenticate` for the event loop; remembers the principal for `remembered`."""
+        """`authenticate` for the event loop."""
         token_hash = token_hash_of(raw)
-        who = self._principal(None if token_hash is None else await self.accounts.atoken_owner(token_hash))
+        return self._remember(token_hash, None if token_hash is None else await self.accounts.atoken_owner(token_hash))
+
+    def _remember(self, token_hash: str | None, owner: TokenOwner | None) -> Principal:
+        who = self._principal(owner)
         if len(self._known) >= _KNOWN_TOKENS_MAX:
             self._known.clear()
         self._known[token_hash] = who  # type: ignore[index]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strongroom.errors import InvalidInput
-from strongroom.representation import iso
+from strongroom.representation import compact_json, iso
 from strongroom.services.accounts import Principal
 from strongroom.store.models import utcnow
 from strongroom.store.repositories.audit import GENESIS, AuditRepository, Entry, chain_hash
@@ -87,7 +87,7 @@ class Event:
             credential_id=self.credential_id,
             owner_id=self.owner_id,
             status=self.status,
-            content=json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+            content=compact_json(content, sort_keys=True),
         )
 
 

@@ -8,6 +8,7 @@ stored API JSON text, which the server sends untouched.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -265,14 +266,18 @@ class CredentialService:
         token_hash = token_hash_of(raw)
         return token_hash is not None and self.accounts.remembered(token_hash) is not None
 
-    async def acreate_for_token(self, raw: str | None, body: Mapping[str, Any]) -> str | None:
-        """Create in one statement for a token this process authenticated before: the insert re-checks the
-        token. None means "take the ordinary path" (authenticate, then create), which reports any error, so a
-        caller whose token is no longer valid only ever learns 401."""
+    async def acreate_for_token(
+        self, raw: str | None, body: Mapping[str, Any], *, address: str | None = None, request_id: str | None = None
+    ) -> str | None:
+        """Create for a token this process authenticated before, re-checking the token in the write itself
+        (PostgreSQL: in its one statement; SQLite: in the committer's transaction). None means "take the
+        ordinary path" (authenticate, then create), which reports any error, so a caller whose token is no
+        longer valid only ever learns 401. `address` and `request_id` go into the audit record."""
         token_hash = token_hash_of(raw)
         who = None if token_hash is None else self.accounts.remembered(token_hash)
         if who is None or token_hash is None:
             return None
+        who = dataclasses.replace(who, address=address, request_id=request_id)
         try:
             row = await self.barrier.run(self._new, who, body)
         except StrongroomError:
@@ -308,7 +313,7 @@ class CredentialService:
             "name": name,
             "credential_type": ctype.name,
             "description": description,
-            "public_data": json.dumps(public, separators=(",", ":")),
+            "public_data": representation.compact_json(public),
             "revision": 1,
             "seal_generation": 0,  # `_seal` makes it 1
             "created_at": now,
@@ -395,7 +400,7 @@ class CredentialService:
             merged = _merge(ctype, current, patch)
             credential_types.check_complete(ctype, merged)
             public, secret = ctype.split(merged)
-            row["public_data"] = json.dumps(public, separators=(",", ":"))
+            row["public_data"] = representation.compact_json(public)
             self._seal(row, secret)
         else:
             row["wire"] = representation.render_credential([row[c] for c in WIRE_COLUMNS])

@@ -116,8 +116,8 @@ def _page_response(call: Call, page: Page) -> Response:
 
 
 async def create_fused(call: Call) -> Response | None:
-    """PostgreSQL: one statement for a token this process authenticated before (the insert re-checks it)."""
-    if not call.on_loop:
+    """For a token this process authenticated before, no separate authentication: the write re-checks it."""
+    if not call.writes_on_loop:
         return None
     credentials = call.services.credentials
     if not credentials.remembers(call.token):
@@ -126,7 +126,7 @@ async def create_fused(call: Call) -> Response | None:
         body = await call.body()
     except InvalidInput:
         return None
-    created = await credentials.acreate_for_token(call.token, body)
+    created = await credentials.acreate_for_token(call.token, body, address=call.address, request_id=call.request_id)
     return None if created is None else _json_text(created, 201)
 
 

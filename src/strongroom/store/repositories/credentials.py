@@ -174,6 +174,7 @@ _TOKEN_STILL_VALID = exists().where(
     or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now", type_=UTCDateTime())),
     _ENABLED,
 )
+_TOKEN_CHECK = select(literal(1)).where(_TOKEN_STILL_VALID)  # SQLite: read in the committer's transaction
 _PG_CREATE_CHECKED = _pg_counted(
     insert(Credential).from_select(
         [c.name for c in COLUMNS],
@@ -391,9 +392,20 @@ class CredentialRepository:
                 await self.db.awrite_one(_PG_CREATE, {**row, **audit.params()})
 
     async def ainsert_if_token(self, row: Mapping[str, Any], token_hash: str, now: datetime, audit: Entry) -> bool:
-        """PostgreSQL: insert only while `token_hash` is a valid token of the row's owner; False if it is not."""
-        params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
+        """Insert only while `token_hash` is a valid token of the row's owner, checked in the same transaction
+        (PostgreSQL: the same statement); False if it is not."""
         with _NamesUnique():
+            if self.db.is_sqlite:
+                check = {"token_hash": token_hash, "owner_id": row["owner_id"], "now": now}
+
+                def insert_checked(tx: Tx) -> bool:
+                    if not tx.rows(_TOKEN_CHECK, check):
+                        return False
+                    _insert_counted(tx, row, audit)
+                    return True
+
+                return await self.db.atransact(insert_checked)
+            params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
             return bool(await self.db.awrite_one(_PG_CREATE_CHECKED, params))
 
     def swap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
