@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from strongroom.cli.output import out, print_table, table
-from strongroom.cli.remote import EndpointOpt, TokenOpt, connect, remember, target
-from strongroom.cli.store import store
+from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
     help="Manage groups: on a server with an admin token when an endpoint and a token are given "
@@ -27,22 +26,26 @@ def connection(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt
     remember(ctx, endpoint, token)
 
 
+def _shown(group: Any) -> dict[str, Any]:
+    """A group from the server (`strongroom.client.Group`) as the command prints it."""
+    return {"id": group.group_id, "name": group.name, "members": group.members}
+
+
+def _created(group: Any) -> dict[str, Any]:
+    """A group just made in the local store (no members yet) as the command prints it."""
+    return {"id": group.id, "name": group.name, "members": []}
+
+
 @app.command("create")
 def groups_create(
     ctx: typer.Context, name: str, as_json: JsonOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None
 ) -> None:
     """Create a group."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import Group
-
-        with connect(remote):
-            made = Group.create(name)
-        group = {"id": made.group_id, "name": made.name, "members": made.members}
-    else:
-        with store() as services:
-            created = services.sharing.create_group(None, name)
-        group = {"id": created.id, "name": created.name, "members": []}
+    group = either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: _shown(sdk.Group.create(name)),
+        local=lambda services: _created(services.sharing.create_group(None, name)),
+    )
     if as_json:
         print(json.dumps(group))
     else:
@@ -54,16 +57,11 @@ def groups_list(
     ctx: typer.Context, as_json: JsonOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None
 ) -> None:
     """List groups and their members."""
-    remote = target(ctx, endpoint, token)
-    rows: list[dict[str, Any]]
-    if remote is not None:
-        from strongroom.client import Group
-
-        with connect(remote):
-            rows = [{"id": g.group_id, "name": g.name, "members": g.members} for g in Group.list()]
-    else:
-        with store() as services:
-            rows = services.sharing.list_groups(None)
+    rows: list[dict[str, Any]] = either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: [_shown(g) for g in sdk.Group.list()],
+        local=lambda services: services.sharing.list_groups(None),
+    )
     if as_json:
         print(json.dumps(rows))
         return
@@ -78,15 +76,11 @@ def groups_add(
     ctx: typer.Context, group: GroupArg, username: str, endpoint: EndpointOpt = None, token: TokenOpt = None
 ) -> None:
     """Add a user to a group."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import Group
-
-        with connect(remote):
-            Group.add_member(group, username)
-    else:
-        with store() as services:
-            services.sharing.add_member(None, group, username)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.Group.add_member(group, username),
+        local=lambda services: services.sharing.add_member(None, group, username),
+    )
     out.print(f"Added {username} to group {group}")
 
 
@@ -95,28 +89,20 @@ def groups_remove(
     ctx: typer.Context, group: GroupArg, username: str, endpoint: EndpointOpt = None, token: TokenOpt = None
 ) -> None:
     """Remove a user from a group; their access through it ends at once."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import Group
-
-        with connect(remote):
-            Group.remove_member(group, username)
-    else:
-        with store() as services:
-            services.sharing.remove_member(None, group, username)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.Group.remove_member(group, username),
+        local=lambda services: services.sharing.remove_member(None, group, username),
+    )
     out.print(f"Removed {username} from group {group}")
 
 
 @app.command("delete")
 def groups_delete(ctx: typer.Context, group: GroupArg, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
     """Delete a group and every role given to it."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import Group
-
-        with connect(remote):
-            Group.delete(group)
-    else:
-        with store() as services:
-            services.sharing.delete_group(None, group)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.Group.delete(group),
+        local=lambda services: services.sharing.delete_group(None, group),
+    )
     out.print(f"Deleted group {group}")

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from strongroom.cli.output import fail, out, print_table, table
-from strongroom.cli.remote import EndpointOpt, TokenOpt, connect, remember, target
-from strongroom.cli.store import store
+from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
     help="Manage OAuth providers (token endpoint, client id and secret) that refresh oauth credentials: on a server "
@@ -53,7 +52,7 @@ def providers_create(
     token: TokenOpt = None,
 ) -> None:
     """Add an OAuth provider; the client secret is prompted for (or read from stdin), never an option."""
-    remote = target(ctx, endpoint, token)
+    where = target(ctx, endpoint, token)
     secret = _client_secret()
     body = {
         "name": name,
@@ -62,14 +61,11 @@ def providers_create(
         "clientSecret": secret,
         "tokenEndpointAuthMethod": auth_method,
     }
-    if remote is not None:
-        from strongroom.client import OAuthProvider
-
-        with connect(remote):
-            made = OAuthProvider.create(name, token_url, client_id, secret, auth_method).as_dict()
-    else:
-        with store() as services:
-            made = services.oauth.create_provider(None, body)
+    made = either(
+        where,
+        remote=lambda sdk: sdk.OAuthProvider.create(name, token_url, client_id, secret, auth_method).as_dict(),
+        local=lambda services: services.oauth.create_provider(None, body),
+    )
     if as_json:
         print(json.dumps(made))
     else:
@@ -81,16 +77,11 @@ def providers_list(
     ctx: typer.Context, as_json: JsonOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None
 ) -> None:
     """List OAuth providers (never a client secret)."""
-    remote = target(ctx, endpoint, token)
-    rows: list[dict[str, Any]]
-    if remote is not None:
-        from strongroom.client import OAuthProvider
-
-        with connect(remote):
-            rows = [p.as_dict() for p in OAuthProvider.list()]
-    else:
-        with store() as services:
-            rows = services.oauth.list_providers(None)
+    rows: list[dict[str, Any]] = either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: [p.as_dict() for p in sdk.OAuthProvider.list()],
+        local=lambda services: services.oauth.list_providers(None),
+    )
     if as_json:
         print(json.dumps(rows))
         return
@@ -108,13 +99,9 @@ def providers_delete(
     token: TokenOpt = None,
 ) -> None:
     """Delete an OAuth provider (refused while oauth credentials name it)."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import OAuthProvider
-
-        with connect(remote):
-            OAuthProvider.delete(provider_id)
-    else:
-        with store() as services:
-            services.oauth.delete_provider(None, provider_id)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.OAuthProvider.delete(provider_id),
+        local=lambda services: services.oauth.delete_provider(None, provider_id),
+    )
     out.print(f"Deleted OAuth provider {provider_id}")

@@ -2,22 +2,27 @@
 
 The rule: remote when an endpoint **and** a token are given (`--endpoint`/`--token`, before or after the
 subcommand, or STRONGROOM_ENDPOINT / STRONGROOM_API_TOKEN); local otherwise. An explicit `--endpoint` without
-any token is refused rather than silently run locally.
+any token is refused rather than silently run locally. `either` runs a command's remote or local step by it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from strongroom.cli.output import fail
+from strongroom.cli.store import store
 
 if TYPE_CHECKING:
+    from strongroom.bootstrap import Services
     from strongroom.client import Client
+
+T = TypeVar("T")
 
 EndpointOpt = Annotated[
     str | None,
@@ -59,3 +64,18 @@ def connect(remote: tuple[str, str]) -> Iterator[Client]:
 
     with Client(endpoint=remote[0], token=remote[1]) as client:
         yield client
+
+
+def either(where: tuple[str, str] | None, *, remote: Callable[[ModuleType], T], local: Callable[[Services], T]) -> T:
+    """`remote(sdk)` against the server `where` names (see `target`), else `local(services)` on the local store.
+
+    Returns the value of whichever ran. `sdk` is the `strongroom.client` module, imported here and only on the
+    remote way (its classes load on first use), so a command module never imports the SDK itself.
+    """
+    if where is not None:
+        import strongroom.client as sdk
+
+        with connect(where):
+            return remote(sdk)
+    with store() as services:
+        return local(services)

@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from strongroom.cli.output import err, fail, out, print_table, table
-from strongroom.cli.remote import EndpointOpt, TokenOpt, connect, remember, target
-from strongroom.cli.store import store
+from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
+
+if TYPE_CHECKING:
+    from strongroom.bootstrap import Services
 
 app = typer.Typer(
     help="Manage API tokens: your own on a server when an endpoint and a token are given (--endpoint/--token or "
@@ -106,17 +109,16 @@ def tokens_create(
 ) -> None:
     """Create an API token. The token is shown once and stored only as a hash."""
     expires_at = parse_expiry(expires, datetime.now(UTC)) if expires is not None else None
-    remote = _where(ctx, username, endpoint, token)
-    if remote is not None:
-        from strongroom.client import ApiKey
 
-        with connect(remote):
-            key = ApiKey.create(name, scope or None, expires_at)
-        shown, raw, owner = key.as_dict(), key.token or "", "you"
-    else:
-        with store() as services:
-            made, raw = services.accounts.create_token(username, name, tuple(scope or SCOPE_NAMES), expires_at)  # type: ignore[arg-type]
-        shown, owner = _local(made), username
+    def remote(sdk: ModuleType) -> tuple[dict[str, Any], str, str | None]:
+        key = sdk.ApiKey.create(name, scope or None, expires_at)
+        return key.as_dict(), key.token or "", "you"
+
+    def local(services: Services) -> tuple[dict[str, Any], str, str | None]:
+        made, raw = services.accounts.create_token(username, name, tuple(scope or SCOPE_NAMES), expires_at)  # type: ignore[arg-type]
+        return _local(made), raw, username
+
+    shown, raw, owner = either(_where(ctx, username, endpoint, token), remote=remote, local=local)
     if as_json:
         print(json.dumps({k: shown[k] for k in ("id", "name", "scopes", "expiresAt")} | {"token": raw}))
         return
@@ -134,15 +136,11 @@ def tokens_list(
     token: TokenOpt = None,
 ) -> None:
     """List tokens (never their values), with their last use; ids are printed in full at any terminal width."""
-    remote = _where(ctx, username, endpoint, token)
-    if remote is not None:
-        from strongroom.client import ApiKey
-
-        with connect(remote):
-            rows = [k.as_dict() for k in ApiKey.list()]
-    else:
-        with store() as services:
-            rows = [_local(t) for t in services.accounts.list_tokens(username)]  # type: ignore[arg-type]
+    rows = either(
+        _where(ctx, username, endpoint, token),
+        remote=lambda sdk: [k.as_dict() for k in sdk.ApiKey.list()],
+        local=lambda services: [_local(t) for t in services.accounts.list_tokens(username)],  # type: ignore[arg-type]
+    )
     if as_json:
         print(json.dumps(rows))
         return
@@ -164,13 +162,9 @@ def tokens_list(
 @app.command("revoke")
 def tokens_revoke(ctx: typer.Context, token_id: str, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
     """Revoke a token (remotely: one of your own); it stops working at once."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import ApiKey
-
-        with connect(remote):
-            ApiKey.revoke(token_id)
-    else:
-        with store() as services:
-            services.accounts.revoke_token(token_id)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.ApiKey.revoke(token_id),
+        local=lambda services: services.accounts.revoke_token(token_id),
+    )
     out.print(f"Revoked token {token_id}")

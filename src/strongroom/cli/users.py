@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from strongroom.cli.output import out, print_table, table
-from strongroom.cli.remote import EndpointOpt, TokenOpt, connect, remember, target
-from strongroom.cli.store import store
+from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
     help="Manage users: on a server with an admin token when an endpoint and a token are given "
@@ -54,15 +53,11 @@ def users_create(
     token: TokenOpt = None,
 ) -> None:
     """Create a user (an administrator with --admin)."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import User
-
-        with connect(remote):
-            user = User.create(username, is_admin=admin).as_dict()
-    else:
-        with store() as services:
-            user = _local(services.accounts.create_user(username, admin=admin))
+    user = either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.User.create(username, is_admin=admin).as_dict(),
+        local=lambda services: _local(services.accounts.create_user(username, admin=admin)),
+    )
     _show(user, as_json, "Created administrator" if admin else "Created")
 
 
@@ -71,15 +66,11 @@ def users_list(
     ctx: typer.Context, as_json: JsonOpt = False, endpoint: EndpointOpt = None, token: TokenOpt = None
 ) -> None:
     """List users."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import User
-
-        with connect(remote):
-            rows = [u.as_dict() for u in User.list()]
-    else:
-        with store() as services:
-            rows = [_local(u) for u in services.accounts.list_users()]
+    rows = either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: [u.as_dict() for u in sdk.User.list()],
+        local=lambda services: [_local(u) for u in services.accounts.list_users()],
+    )
     if as_json:
         print(json.dumps(rows))
         return
@@ -92,15 +83,11 @@ def users_list(
 
 
 def _set_disabled(ctx: typer.Context, username: str, disabled: bool, endpoint: str | None, token: str | None) -> None:
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import User
-
-        with connect(remote):
-            (User.disable if disabled else User.enable)(username)
-    else:
-        with store() as services:
-            services.accounts.set_disabled(username, disabled)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: (sdk.User.disable if disabled else sdk.User.enable)(username),
+        local=lambda services: services.accounts.set_disabled(username, disabled),
+    )
     out.print(f"{'Disabled' if disabled else 'Enabled'} user {username}")
 
 
@@ -119,13 +106,9 @@ def users_enable(ctx: typer.Context, username: str, endpoint: EndpointOpt = None
 @app.command("delete")
 def users_delete(ctx: typer.Context, username: str, endpoint: EndpointOpt = None, token: TokenOpt = None) -> None:
     """Delete a user and their tokens; refused while they own credentials."""
-    remote = target(ctx, endpoint, token)
-    if remote is not None:
-        from strongroom.client import User
-
-        with connect(remote):
-            User.delete(username)
-    else:
-        with store() as services:
-            services.accounts.delete_user(username)
+    either(
+        target(ctx, endpoint, token),
+        remote=lambda sdk: sdk.User.delete(username),
+        local=lambda services: services.accounts.delete_user(username),
+    )
     out.print(f"Deleted user {username}")
