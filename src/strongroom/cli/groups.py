@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from strongroom.cli.output import out, print_table, table
+from strongroom.cli.output import out, print_rows
 from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
@@ -62,13 +62,7 @@ def groups_list(
         remote=lambda sdk: [_shown(g) for g in sdk.Group.list()],
         local=lambda services: services.sharing.list_groups(None),
     )
-    if as_json:
-        print(json.dumps(rows))
-        return
-    grid = table("id", "name", "members")
-    for r in rows:
-        grid.add_row(r["id"], r["name"], " ".join(r["members"]))
-    print_table(grid)
+    print_rows(rows, as_json, ("id", "name", "members"), lambda r: (r["id"], r["name"], " ".join(r["members"])))
 
 
 @app.command("add")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from strongroom.cli.output import fail, out, print_table, table
+from strongroom.cli.output import fail, out, print_rows
 from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
@@ -82,13 +82,12 @@ def providers_list(
         remote=lambda sdk: [p.as_dict() for p in sdk.OAuthProvider.list()],
         local=lambda services: services.oauth.list_providers(None),
     )
-    if as_json:
-        print(json.dumps(rows))
-        return
-    grid = table("id", "name", "token url", "client id", "auth method")
-    for r in rows:
-        grid.add_row(r["id"], r["name"], r["tokenUrl"], r["clientId"], r["tokenEndpointAuthMethod"])
-    print_table(grid)
+    print_rows(
+        rows,
+        as_json,
+        ("id", "name", "token url", "client id", "auth method"),
+        lambda r: (r["id"], r["name"], r["tokenUrl"], r["clientId"], r["tokenEndpointAuthMethod"]),
+    )
 
 
 @app.command("delete")

@@ -7,6 +7,8 @@ Markup, highlighting and emoji codes are off: user data (names, ids, server mess
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 if TYPE_CHECKING:
@@ -82,3 +84,16 @@ def print_table(grid: Table) -> None:
         file=out.file, width=natural, markup=False, highlight=False, emoji=False, force_terminal=out.is_terminal
     )
     wide.print(grid, crop=False)
+
+
+def print_rows(
+    rows: list[dict[str, Any]], as_json: bool, headers: Sequence[str], cells: Callable[[dict[str, Any]], Sequence[str]]
+) -> None:
+    """Print `rows` on stdout: one JSON array with `--json`, else a table of `headers` whose lines are `cells(row)`."""
+    if as_json:
+        print(json.dumps(rows))
+        return
+    grid = table(*headers)
+    for row in rows:
+        grid.add_row(*cells(row))
+    print_table(grid)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strongroom.cli.output import err, fail, out, print_table, table
+from strongroom.cli.output import err, fail, out, print_rows
 from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 if TYPE_CHECKING:
@@ -141,12 +141,11 @@ def tokens_list(
         remote=lambda sdk: [k.as_dict() for k in sdk.ApiKey.list()],
         local=lambda services: [_local(t) for t in services.accounts.list_tokens(username)],  # type: ignore[arg-type]
     )
-    if as_json:
-        print(json.dumps(rows))
-        return
-    grid = table("id", "name", "prefix", "scopes", "created", "expires", "last used", "revoked")
-    for r in rows:
-        grid.add_row(
+    print_rows(
+        rows,
+        as_json,
+        ("id", "name", "prefix", "scopes", "created", "expires", "last used", "revoked"),
+        lambda r: (
             r["id"],
             r["name"],
             r["prefix"] + "…",
@@ -155,8 +154,8 @@ def tokens_list(
             r["expiresAt"] or "",
             r["lastUsedAt"] or "",
             "yes" if r["revoked"] else "",
-        )
-    print_table(grid)
+        ),
+    )
 
 
 @app.command("revoke")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from strongroom.cli.output import out, print_table, table
+from strongroom.cli.output import out, print_rows
 from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
@@ -71,15 +71,18 @@ def users_list(
         remote=lambda sdk: [u.as_dict() for u in sdk.User.list()],
         local=lambda services: [_local(u) for u in services.accounts.list_users()],
     )
-    if as_json:
-        print(json.dumps(rows))
-        return
-    grid = table("id", "username", "created", "admin", "disabled")
-    for r in rows:
-        grid.add_row(
-            r["id"], r["username"], r["createdAt"], "yes" if r["isAdmin"] else "", "yes" if r["disabled"] else ""
-        )
-    print_table(grid)
+    print_rows(
+        rows,
+        as_json,
+        ("id", "username", "created", "admin", "disabled"),
+        lambda r: (
+            r["id"],
+            r["username"],
+            r["createdAt"],
+            "yes" if r["isAdmin"] else "",
+            "yes" if r["disabled"] else "",
+        ),
+    )
 
 
 def _set_disabled(ctx: typer.Context, username: str, disabled: bool, endpoint: str | None, token: str | None) -> None:
