@@ -76,6 +76,25 @@ def test_usage_error_is_exit_2_without_traceback() -> None:
     assert result.returncode == 2 and "Missing argument" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_jobs_run_refuses_a_spec_or_adapter_that_is_not_a_json_object(tmp_path: Path) -> None:
+    """Checked before any connection: each refusal is one line naming the option, exit 1."""
+    env = {"STRONGROOM_ENDPOINT": "http://127.0.0.1:1/api/v2", "STRONGROOM_API_TOKEN": "sr_unused"}
+    spec = tmp_path / "spec.json"
+    cases = {
+        ("--spec", "-"): ("{not json", "Error: --spec -: not JSON"),
+        ("--spec", str(spec)): ("", f"Error: --spec {spec}: must be a JSON object"),
+        ("--intake", "s3"): (
+            "",
+            'Error: --intake must be localFile or a JSON object such as \'{"type": "jdbc", ...}\'',
+        ),
+        ("--output", "[1]"): ("", "Error: --output must be a JSON object"),
+    }
+    spec.write_text("[]")
+    for (option, value), (stdin, expected) in cases.items():
+        result = run("jobs", "run", option, value, env=env, stdin=stdin)
+        assert (result.returncode, result.stderr.strip()) == (1, expected), (option, value, result.stderr)
+
+
 def test_tokens_list_never_cuts_ids_and_create_takes_an_expiry(tmp_path: Path) -> None:
     env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
     run("init", env=env)

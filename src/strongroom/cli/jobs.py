@@ -25,31 +25,37 @@ def connection(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt
     ctx.ensure_object(dict).update(endpoint=endpoint, token=token)
 
 
+def _json_object(text: str, *, not_json: str, not_object: str) -> dict[str, Any]:
+    """The JSON object `text` holds; refused with `not_json` when it is not JSON, `not_object` when not an object."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        fail(not_json)
+    if not isinstance(found, dict):
+        fail(not_object)
+    return found
+
+
 def _adapter(value: str | None, option: str) -> dict[str, Any] | None:
     """An adapter's settings from `--intake`/`--output`: `localFile`, or a JSON object."""
     if value is None:
         return None
     if value == "localFile":
         return {"type": "localFile"}
-    try:
-        found = json.loads(value)
-    except ValueError:
-        fail(f'{option} must be localFile or a JSON object such as \'{{"type": "jdbc", ...}}\'')
-    if not isinstance(found, dict):
-        fail(f"{option} must be a JSON object")
-    return found
+    return _json_object(
+        value,
+        not_json=f'{option} must be localFile or a JSON object such as \'{{"type": "jdbc", ...}}\'',
+        not_object=f"{option} must be a JSON object",
+    )
 
 
 def _spec(spec_file: str | None, deployment: str | None, intake: str | None, output: str | None) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if spec_file is not None:
         text = sys.stdin.read() if spec_file == "-" else Path(spec_file).read_text()
-        try:
-            spec = json.loads(text)
-        except ValueError:
-            fail(f"--spec {spec_file}: not JSON")
-        if not isinstance(spec, dict):
-            fail(f"--spec {spec_file}: must be a JSON object")
+        spec = _json_object(
+            text, not_json=f"--spec {spec_file}: not JSON", not_object=f"--spec {spec_file}: must be a JSON object"
+        )
     if deployment is not None:
         spec["deploymentId"] = deployment
     for key, value, option in (("intakeSettings", intake, "--intake"), ("outputSettings", output, "--output")):
