@@ -26,11 +26,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A store with alice (who owns a few credentials) and bob (who shares one of his named like one of hers)."""
     with backend_database(request.param) as url:
         services = Services.open(Settings(data_dir=tmp_path, database_url=url))
-        people = []
+        tokens = []
         for name in ("alice", "bob"):
             services.accounts.create_user(name)
-            people.append(services.accounts.authenticate(services.accounts.create_token(name)[1]))
-        alice, bob = people
+            tokens.append(services.accounts.create_token(name)[1])
+        alice, bob = (services.accounts.authenticate(token) for token in tokens)
         for name in ("warehouse", "Warehouse-EU", "lake", "100%_real", "100xxreal"):
             make_credential(services, alice, {"name": name, "user": "u", "password": "p"})
         shared = make_credential(services, bob, {"name": "warehouse", "user": "u", "password": "p"})
@@ -40,6 +40,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
             shared["credentialId"],
             {"operation": "updateRoles", "roles": [{"username": "alice", "role": "CONSUMER"}]},
         )
+        alice = services.accounts.authenticate(tokens[0])  # as a request after the share sees her: `shared`
+        assert alice.shared and not bob.shared  # bob sees only his own: the owner-only statement serves him
         try:
             yield services, alice, bob
         finally:
@@ -107,37 +109,97 @@ def _plan(services: Services, statement: Any, params: dict[str, Any]) -> str:
         return "\n".join(row[0] for row in rows)
 
 
-def test_name_lookup_reads_the_owner_name_index(store: Store) -> None:
+def _grow(services: Services) -> None:
+    """PostgreSQL: give alice 5 000 more credentials and analyse, so that plans are those of a store where the
+    indexes pay (on a handful of rows any plan is as cheap)."""
+    if services.db.is_sqlite:
+        return
+    with services.db.engine.begin() as conn:
+        columns = ", ".join(conn.exec_driver_sql("SELECT * FROM credentials LIMIT 0").keys())
+        copied = columns.replace("id, ", "left(md5(n::text), 24), ", 1).replace("name, ", "'bulk-' || n, ", 1)
+        conn.exec_driver_sql(
+            f"INSERT INTO credentials ({columns}) SELECT {copied} FROM credentials, generate_series(1, 5000) n "
+            "WHERE credentials.name = 'lake'"
+        )
+        conn.exec_driver_sql("ANALYZE credentials")
+
+
+@pytest.mark.parametrize("owner_only", [False, True])
+def test_name_lookup_reads_the_owner_name_index(store: Store, owner_only: bool) -> None:
     services, alice, _ = store
+    _grow(services)
     params = {"user": alice.user_id, "name": "warehouse", "limit": 100, "offset": 0}
-    for statement in _shared_page(True, False, False, True, False):
-        plan = _plan(services, statement, params)
-        assert "uq_credentials_owner_name" in plan or "(owner_id=? AND name=?)" in plan, plan
-        assert not re.search(r"SCAN credentials\b(?! USING)|Seq Scan on credentials", plan), plan
+    statement = _shared_page(True, False, False, True, False, False, owner_only, services.db.is_sqlite)
+    plan = _plan(services, statement, params)
+    assert "uq_credentials_owner_name" in plan or "(owner_id=? AND name=?)" in plan, plan
+    assert not re.search(r"SCAN credentials\b(?! USING)|Seq Scan on credentials", plan), plan
 
 
-def test_search_reads_the_trigram_index(store: Store) -> None:
+@pytest.mark.parametrize("owner_only", [False, True])
+def test_search_reads_the_trigram_index_once(store: Store, owner_only: bool) -> None:
     """Three characters or more: the trigram index finds the candidates (migration 0013), never a walk of the
-    owner's rows (PostgreSQL's `ILIKE` uses its GIN index; SQLite's FTS5 table drives the join)."""
+    owner's rows (PostgreSQL's `ILIKE` uses its GIN index; SQLite's FTS5 table drives the join), and only once
+    per page: the count and the page read the same matches (`hits`), so `totalCount` costs no second search."""
     services, alice, _ = store
-    if not services.db.is_sqlite:  # statistics of an owner with many credentials, as where the index pays
-        with services.db.engine.begin() as conn:
-            columns = ", ".join(conn.exec_driver_sql("SELECT * FROM credentials LIMIT 0").keys())
-            copied = columns.replace("id, ", "left(md5(n::text), 24), ", 1).replace("name, ", "'bulk-' || n, ", 1)
-            conn.exec_driver_sql(
-                f"INSERT INTO credentials ({columns}) SELECT {copied} FROM credentials, generate_series(1, 5000) n "
-                "WHERE credentials.name = 'lake'"
-            )
-            conn.exec_driver_sql("ANALYZE credentials")
-    params = {"user": alice.user_id, "search": "%house%", "search_plain": "%house%", "limit": 100, "offset": 0}
-    for statement in _shared_page(True, False, False, False, True, services.db.is_sqlite):
-        plan = _plan(services, statement, params)
-        if services.db.is_sqlite:
-            first = plan.index("credential_names VIRTUAL TABLE INDEX")
-            assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan[first:], plan
-            assert "(owner_id=?)" not in plan, plan
-        else:
-            assert "ix_credentials_name_trgm" in plan, plan
+    sqlite = services.db.is_sqlite
+    _grow(services)
+    params = {"user": alice.user_id, "search": "%house%", "phrase": '"house"', "limit": 100, "offset": 0}
+    plan = _plan(services, _shared_page(True, False, False, False, True, sqlite, owner_only, sqlite), params)
+    if sqlite:
+        assert plan.count("credential_names VIRTUAL TABLE INDEX") == 1, plan
+        first = plan.index("credential_names VIRTUAL TABLE INDEX")
+        assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan[first:], plan
+        assert "(owner_id=?)" not in plan, plan
+        assert plan.count("MATERIALIZE hits") == 1, plan
+    else:
+        assert plan.count("Index Scan on ix_credentials_name_trgm") == 1, plan
+        assert "CTE hits" in plan, plan
+
+
+def test_search_text_is_taken_as_typed(store: Store) -> None:
+    """LIKE's `%` and `_` and FTS5's `"` are plain characters in a search of any length (three or more go through
+    the trigram table on SQLite)."""
+    services, alice, _ = store
+    make_credential(services, alice, {"name": 'say "hi" 50%', "user": "u", "password": "p"})
+    assert _found(services, alice, search="0%_r") == [("100%_real", "OWNER")]
+    assert _found(services, alice, search="0%_") == [("100%_real", "OWNER")]
+    assert _found(services, alice, search='"HI"') == [('say "hi" 50%', "OWNER")]
+    assert _found(services, alice, search='"') == [('say "hi" 50%', "OWNER")]
+    assert _found(services, alice, search=" 50%") == [('say "hi" 50%', "OWNER")]
+    assert _found(services, alice, search="x_r") == []
+
+
+def test_search_case_beyond_ascii_follows_the_backend(store: Store) -> None:
+    """PostgreSQL's ILIKE folds every letter; SQLite's LIKE ASCII letters only (README), whatever the length of the
+    search: the trigram table, which folds more, only proposes candidates that LIKE then decides on."""
+    services, alice, _ = store
+    make_credential(services, alice, {"name": "Über-Straße", "user": "u", "password": "p"})
+    beyond_ascii = [] if services.db.is_sqlite else [("Über-Straße", "OWNER")]
+    assert _found(services, alice, search="ÜBER") == [("Über-Straße", "OWNER")]  # ASCII letters: any case
+    assert _found(services, alice, search="üBER") == beyond_ascii
+    assert _found(services, alice, search="ü") == beyond_ascii
+    assert _found(services, alice, search="STRASSE") == []  # a fold, not a case: ß stays ß
+    assert _found(services, alice, search="straße") == [("Über-Straße", "OWNER")]
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_a_filtered_page_counts_every_match(store: Store, who: str) -> None:
+    """Pages walk the matches in order with the same total on each, and a page past the end still says how many
+    there are, for users with shares (alice) and without (bob)."""
+    services, alice, bob = store
+    user = alice if who == "alice" else bob
+    for n in range(5):
+        make_credential(services, user, {"name": f"Page-{n}", "user": "u", "password": "p"})
+    for order in ("creationDate", "-creationDate"):
+        pages = [
+            services.credentials.list(user, search="PAGE-", limit=2, offset=o, order_by=order) for o in (0, 2, 4, 6)
+        ]
+        assert [p.total for p in pages] == [5, 5, 5, 5]
+        names = [item["name"] for p in pages for item in p.credentials()]
+        assert names == [f"Page-{n}" for n in (range(5) if order == "creationDate" else reversed(range(5)))]
+    assert services.credentials.list(user, search="page-", role="OWNER").total == 5
+    assert services.credentials.list(user, search="page-", role="CONSUMER").total == 0
+    assert services.credentials.list(user, name="Page-3", search="GE-").total == 1
 
 
 def test_search_follows_renames_and_deletes(store: Store) -> None:

@@ -134,7 +134,8 @@ class CredentialService:
         if not named and not who.shared and params.get("role", OWNER) == OWNER:
             params.pop("role", None)
             return _owned(self.credentials.page(who.user_id, params, order_by.startswith("-")))
-        return _with_roles(self.credentials.shared_page(who.user_id, params, order_by.startswith("-")))
+        newest_first = order_by.startswith("-")
+        return _with_roles(self.credentials.shared_page(who.user_id, params, newest_first, owner_only=not who.shared))
 
     def list_for_token(
         self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str

@@ -389,6 +389,36 @@ class Database:
         with self._fetch_engine.connect() as conn:
             return conn.execute(statement, params).all()
 
+    def fetch_planned(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`fetch` for a read whose best plan depends on its values and may sort (a search, a shared list).
+
+        PostgreSQL: on a pooled autocommit connection, planned as any query is (no transaction, no ORM
+        session), not on a hot-path one: their generic, sort-less plans walked all of a large owner's rows for a
+        search (145 ms instead of 0.5). SQLite: `fetch`.
+        """
+        if self.is_sqlite:
+            return self.fetch(statement, params)
+        sql, named = self._pg_bind(statement, params)
+        with self._outage_is_unavailable():
+            if sql is None:
+                with self._fetch_engine.connect() as conn:
+                    return conn.execute(statement, params).all()
+            proxy = self._fetch_engine.raw_connection()
+            try:
+                cur = proxy.driver_connection.cursor()
+                cur.execute(sql, named)
+                return cur.fetchall()
+            except psycopg.Error as exc:
+                broken = bool(proxy.driver_connection.broken)
+                if broken:  # the server went away: so did this pool's other connections
+                    proxy.invalidate()
+                    self._discard_pools()
+                raise DBAPIError.instance(
+                    sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=broken
+                ) from exc
+            finally:
+                proxy.close()
+
     def _fetch_again(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Retry a read once on a fresh connection: a pooled one went stale (the server restarted)."""
         with self._outage_is_unavailable():

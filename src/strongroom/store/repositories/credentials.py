@@ -31,6 +31,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    true,
     union_all,
     update,
 )
@@ -342,30 +343,42 @@ class CredentialRepository:
             items = [row[3] for row in rows if row[0] is None]
         return Page(items, int(total), params["offset"], params["limit"]), TokenRow(scopes, expires_at)
 
-    def shared_page(self, user_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
+    def shared_page(
+        self, user_id: str, params: Mapping[str, Any], newest_first: bool, owner_only: bool = False
+    ) -> Page:
         """A page of everything the user has a role on (owned, shared with them or with their groups), each with
-        that role (`Page.roles`); `params` may hold `types`, `role` (a rank), `name` (exact) and `search` (a
-        case-insensitive substring) filters."""
+        that role (`Page.roles`), in one statement; `params` may hold `types`, `role` (a rank), `name` (exact)
+        and `search` (a case-insensitive substring) filters. `owner_only`: the user sees nothing beyond their
+        own credentials (`Principal.shared` is false), so only those are read."""
+        offset, limit = params["offset"], params["limit"]
         query = {**params, "user": user_id}
+        by_role = "role" in params
+        if owner_only and by_role:  # every credential they see is their own: OWNER keeps all, any other none
+            if query.pop("role") != OWNER:
+                return Page([], 0, offset, limit, [])
+            by_role = False
         search = params.get("search")
         if search is not None:
             query["search"] = "%" + _LIKE_SPECIAL.sub(r"\\\g<0>", search) + "%"
-        # SQLite: the trigram table narrows a search of three characters or more (it takes no escapes);
-        # PostgreSQL's ILIKE finds its trigram index by itself.
-        narrowed = self.db.is_sqlite and search is not None and len(search) >= 3 and not _LIKE_SPECIAL.search(search)
+        # SQLite: the trigram table finds the candidates of a search of three characters or more, as a phrase
+        # (consecutive trigrams: the names holding the text, in any case); PostgreSQL's ILIKE finds its trigram
+        # index by itself.
+        narrowed = self.db.is_sqlite and search is not None and len(search) >= 3 and "name" not in params
         if narrowed:
-            query["search_plain"] = f"%{search}%"
-        statement, count = _shared_page(
-            newest_first, "types" in params, "role" in params, "name" in params, search is not None, narrowed
+            query["phrase"] = '"' + search.replace('"', '""') + '"'
+        statement = _shared_page(
+            newest_first,
+            "types" in params,
+            by_role,
+            "name" in params,
+            search is not None,
+            narrowed,
+            owner_only,
+            self.db.is_sqlite,
         )
-        if self.db.is_sqlite:
-            rows = self.db.fetch(statement, query)
-            total = int(self.db.fetch(count, query)[0][0])
-        else:  # not on the hot-path connections: their planner may not sort, and this page must
-            with self.db.read() as s:
-                rows = s.execute(statement, query).all()
-                total = int(s.execute(count, query).scalar_one())
-        return Page([r[0] for r in rows], total, params["offset"], params["limit"], [int(r[1]) for r in rows])
+        rows = self.db.fetch_planned(statement, query)  # PostgreSQL: planned for these values, free to sort
+        found = [row for row in rows if row[1] is not None]
+        return Page([r[1] for r in found], int(rows[0][0]), offset, limit, [int(r[2]) for r in found])
 
     def current(self, credential_id: str, user_id: str) -> tuple[dict[str, Any], int | None] | None:
         """Every column of the credential and the user's role rank on it; None if there is no such credential."""
@@ -567,60 +580,93 @@ def _shared_page(
     by_name: bool = False,
     by_search: bool = False,
     narrowed: bool = False,
-) -> tuple[Executable, Executable]:
-    """A page of every credential the user (`user`) has a role on, with that role, and the matching count.
+    owner_only: bool = False,
+    sqlite: bool = False,
+) -> Executable:
+    """A page of every credential the user (`user`) has a role on, with that role, and their count, in one
+    statement: rows `(total, wire, role)`, the first of which always holds the total (a page past the end is the
+    one row `(total, NULL, NULL)`).
 
-    The visible set is the user's own credentials (owner index), rows shared with them and with their groups
-    (recipient index), each credential once with its highest role. The page is chosen from ids and creation
-    times only (an `(id, created_at, credential_type)` index serves that), and only its rows are read in full:
-    users with shares pay for the size of what they see, owner-only lists keep the flat `_page`. A `name`
-    filter reaches the user's own credentials through the (owner, name) unique index, so it stays flat however
-    many they own; a `search` (a LIKE pattern) is checked on the names of that index for the owner's part, and,
-    `narrowed` (SQLite), only on the rows whose name the trigram table `credential_names` finds (migration 0013).
+    The matching credentials (`hits`: id, creation time, role) are found once, then counted and paged; only the
+    page's rows are read in full. The visible set is the user's own credentials (owner index), rows shared with
+    them and with their groups (recipient index), each credential once with its highest role; `owner_only`
+    reads the user's own alone (no merge). A `name` filter reaches the user's own credentials through the
+    (owner, name) unique index, so it stays flat however many they own; a `search` (a LIKE pattern, `search`) is
+    checked on the names of the owner's rows and, `narrowed` (SQLite), only on the rows whose name the trigram
+    table `credential_names` (migration 0013) finds for the phrase `phrase`. A shared-list page is chosen from
+    ids and creation times only (an `(id, created_at, credential_type)` index serves that).
     """
     user = bindparam("user")
     by_names = []
     if by_name:
         by_names.append(Credential.name == bindparam("name"))
-    if by_search:
-        by_names.append(Credential.name.ilike(bindparam("search"), escape="\\"))
+    if by_search:  # SQLite's LIKE ignores the case of ASCII letters (and lower() knows no other)
+        pattern = bindparam("search")
+        like = Credential.name.like if sqlite else Credential.name.ilike
+        by_names.append(like(pattern, escape="\\"))
+    by_type = [Credential.credential_type.in_(bindparam("types", expanding=True))] if filtered else []
+    key = literal_column("credentials.rowid") if sqlite else Credential.id  # how the page's rows are read back
     owner: Any = Credential.owner_id
     if narrowed:  # the trigram table drives; `+` keeps SQLite from walking the owner's rows instead
         owner = literal_column("+credentials.owner_id")
     owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(owner == user, *by_names)
+    if owner_only:
+        owned = select(
+            Credential.id.label("pid"),
+            Credential.created_at.label("pat"),
+            literal(OWNER).label("prole"),
+            key.label("pkey"),
+        ).where(owner == user, *by_names, *by_type)
     if narrowed:
         rowid = literal_column("credentials.rowid")
         owned = owned.select_from(_NAMES.join(Credential, rowid == _NAMES.c.rowid)).where(
-            _NAMES.c.name.like(bindparam("search_plain"))
+            literal_column("credential_names").op("MATCH")(bindparam("phrase"))
         )
-    direct = select(CredentialRole.credential_id, CredentialRole.role).where(
-        CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user
-    )
-    via = select(CredentialRole.credential_id, CredentialRole.role).where(
-        CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user))
-    )
-    visible = union_all(owned, direct, via).subquery("visible")
-    roles = select(visible.c.cid, func.max(visible.c.role).label("role")).group_by(visible.c.cid).subquery("roles")
-    where = list(by_names)
-    if filtered:
-        where.append(Credential.credential_type.in_(bindparam("types", expanding=True)))
-    if by_role:
-        where.append(roles.c.role == bindparam("role"))
-    joined = roles.join(Credential, Credential.id == roles.c.cid)
-    if newest_first:
-        ordering = (Credential.created_at.desc(), Credential.id.desc())
+    if owner_only:
+        hits = owned.cte("hits")
     else:
-        ordering = (Credential.created_at.asc(), Credential.id.asc())
+        direct = select(CredentialRole.credential_id, CredentialRole.role).where(
+            CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user
+        )
+        via = select(CredentialRole.credential_id, CredentialRole.role).where(
+            CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user))
+        )
+        if by_names:  # each share's name is checked where it is found, so the merge sees only matches
+            shared_row = Credential.id == CredentialRole.credential_id
+            direct, via = (
+                part.join_from(CredentialRole, Credential, shared_row).where(*by_names) for part in (direct, via)
+            )
+        visible = union_all(owned, direct, via).subquery("visible")
+        roles = select(visible.c.cid, func.max(visible.c.role).label("role")).group_by(visible.c.cid).subquery("roles")
+        where = list(by_type)
+        if by_role:
+            where.append(roles.c.role == bindparam("role"))
+        hits = (
+            select(
+                Credential.id.label("pid"),
+                Credential.created_at.label("pat"),
+                roles.c.role.label("prole"),
+                key.label("pkey"),
+            )
+            .select_from(roles.join(Credential, Credential.id == roles.c.cid))
+            .where(*where)
+            .cte("hits")
+        )
+    total = select(func.count().label("n")).select_from(hits).subquery("total")
     chosen = (
-        select(Credential.id.label("pid"), Credential.created_at.label("pat"), roles.c.role.label("prole"))
-        .select_from(joined)
-        .where(*where)
-        .order_by(*ordering)
+        select(hits)
+        .order_by(*_by_creation(hits.c, newest_first))
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
         .subquery("chosen")
     )
-    again = (chosen.c.pat.desc(), chosen.c.pid.desc()) if newest_first else (chosen.c.pat.asc(), chosen.c.pid.asc())
-    page = select(Credential.wire, chosen.c.prole).join(chosen, Credential.id == chosen.c.pid).order_by(*again)
-    count = select(func.count()).select_from(joined if where else roles).where(*where)
-    return page, count
+    again = _by_creation(chosen.c, newest_first)
+    page = total.outerjoin(chosen, true()).outerjoin(Credential, key == chosen.c.pkey)
+    return select(total.c.n, Credential.wire, chosen.c.prole).select_from(page).order_by(*again)
+
+
+def _by_creation(hit: Any, newest_first: bool) -> tuple[Any, Any]:
+    """The order of a page over `hit` columns (`pat`, `pid`): creation time, then id, either way."""
+    if newest_first:
+        return hit.pat.desc(), hit.pid.desc()
+    return hit.pat.asc(), hit.pid.asc()
