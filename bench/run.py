@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -41,12 +42,13 @@ BASELINES = {
     "get-shared": "floor-get",
     "list": "floor-page",
     "name": "floor-get",  # a list filtered to one name: one item
-    "search": "floor-page",
+    "search": "floor-page",  # a page of 100 matches
+    "search-prefix": "floor-page",
     "list-shared": "floor-page",
     "create": "floor-post",
     "update": "floor-post",
 }
-SCALED = ("get", "list", "name", "search")  # the scenarios measured at each store size
+SCALED = ("get", "list", "name", "search", "search-prefix")  # the scenarios measured at each store size
 TARGETS = {"get": 0.60, "list": 0.50, "create": 0.25, "update": 0.25}
 
 
@@ -75,8 +77,29 @@ def wrk(script: str, url: str, env: dict[str, str], seconds: float, connections:
     return json.loads(line.removeprefix("BENCH_JSON "))
 
 
-def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
-    """Insert `count` sealed basic credentials quickly (bulk insert; each still gets its own data key)."""
+# What users call their credentials: a team or project, a system, an environment and a short random tag.
+TEAMS = ("finance", "growth", "marketing", "payments", "risk", "search", "ops", "platform", "sales", "support")
+TEAMS += ("data", "ml", "infra", "billing", "identity", "mobile", "web", "research", "security", "hr")
+SYSTEMS = ("warehouse", "snowflake", "redshift", "bigquery", "postgres", "mysql", "s3-raw", "s3-curated", "kafka")
+SYSTEMS += ("databricks", "looker", "tableau", "airflow", "dbt", "salesforce", "hubspot", "stripe", "zendesk", "gcs")
+ENVS = ("prod", "staging", "dev", "test", "qa", "sandbox")
+PROJECT = "atlas"  # the team of every tenth of the first size's names only: `search@N` finds it at every size
+
+
+def realistic_name(i: int, team: str | None = None) -> str:
+    """The store's `i`-th name as users write them, e.g. `finance-warehouse-prod-7f3a9c` (distinct for every
+    i < 2**24: the tag is i times an odd number modulo 2**24). No word holds a trigram of PROJECT."""
+    tag = (i * 0x9E3779B1) % (1 << 24)
+    team = team or TEAMS[tag % len(TEAMS)]
+    return f"{team}-{SYSTEMS[(tag >> 5) % len(SYSTEMS)]}-{ENVS[(tag >> 10) % len(ENVS)]}-{tag:06x}"
+
+
+def seed(
+    service: Services, user_id: str, count: int, prefix: str, names: Callable[[int], str] | None = None
+) -> list[str]:
+    """Insert `count` sealed basic credentials quickly (bulk insert; each still gets its own data key), named
+    `names(i)` for i in range(count), or `{prefix}-{i}`."""
+    named = names or (lambda i: f"{prefix}-{i}")
     ids: list[str] = []
     batch = 5000
     for start in range(0, count, batch):
@@ -95,7 +118,7 @@ def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
                 {
                     "id": cred.id,
                     "owner_id": user_id,
-                    "name": f"{prefix}-{i}",
+                    "name": named(i),
                     "credential_type": "basic",
                     "description": "",
                     "public_data": "{}",
@@ -106,7 +129,7 @@ def seed(service: Services, user_id: str, count: int, prefix: str) -> list[str]:
                     "seal_generation": 1,
                     "created_at": now,
                     "updated_at": now,
-                    "wire": render_credential((cred.id, f"{prefix}-{i}", "basic", "", "{}", now)),
+                    "wire": render_credential((cred.id, named(i), "basic", "", "{}", now)),
                 }
             )
         with service.db.write() as s:
@@ -305,20 +328,41 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
             r.store_size = 1000
 
         # Store-size scaling: a second user whose store grows; GET, list-page and name look-up latency at each
-        # size (`--only` picks among them too). `name` finds one of the first seeded names (`?name=`, exact);
-        # `search` that name upper-cased (`?search=`: it and the names it begins, a few dozen, any case).
+        # size (`--only` picks among them too). Their names are as users write them (`realistic_name`). `name`
+        # finds one of the first seeded names (`?name=`, exact); `search` a project that every tenth of the first
+        # size's names belongs to (`?search=Atlas`: 100 matches at 1 000 credentials and at 100 000, any case).
+        # `search-prefix` is a trigram index's worst case, reported beside it: a third user's names all share a
+        # prefix (`s1000-0` … `s100000-98999`, as the benchmark named everything before), and `S1000-7` finds
+        # 111 of them, while four of its five trigrams are in every one of that user's names.
         scale_token, scale_user = bench_user(service, "bench-scale")
         have: list[str] = []
         scaled = [kind for kind in SCALED if not args.only or kind in args.only]
-        first = f"s{args.sizes[0]}-7"
+        small = args.sizes[0]
+        if "search-prefix" in scaled:
+            prefix_token, prefix_user = bench_user(service, "bench-prefix")
         for size in args.sizes if scaled else []:
-            have += seed(service, scale_user, size - len(have), f"s{size}")
+            start = len(have)
+
+            def named(i: int, start: int = start) -> str:
+                n = start + i
+                return realistic_name(n, PROJECT if n < small and n % 10 == 0 else None)
+
+            have += seed(service, scale_user, size - start, "", named)
+            if "search-prefix" in scaled:
+                seed(service, prefix_user, size - start, f"s{size}")
             env = {"BENCH_TOKEN": scale_token, "BENCH_PREFIX": "scale"}
             for name, script, extra in (
                 ("get", "get.lua", {"BENCH_IDS": ",".join(have[:: max(1, len(have) // 1000)][:1000])}),
                 ("list", "path.lua", {"BENCH_PATH": "/api/v2/credentials/?limit=100"}),
-                ("name", "path.lua", {"BENCH_PATH": f"/api/v2/credentials/?name={first}"}),
-                ("search", "path.lua", {"BENCH_PATH": f"/api/v2/credentials/?search={first.upper()}"}),
+                ("name", "path.lua", {"BENCH_PATH": f"/api/v2/credentials/?name={realistic_name(7)}"}),
+                ("search", "path.lua", {"BENCH_PATH": f"/api/v2/credentials/?search={PROJECT.title()}"}),
+                (
+                    "search-prefix",
+                    "path.lua",
+                    {"BENCH_TOKEN": prefix_token, "BENCH_PATH": f"/api/v2/credentials/?search=S{small}-7"}
+                    if "search-prefix" in scaled
+                    else {},
+                ),
             ):
                 if name not in scaled:
                     continue
@@ -326,7 +370,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[R
                 r = measure(f"{name}@{size}", script, srv, {**env, **extra}, short)
                 r.ratio, r.store_size = r.rps / floors[BASELINES[name]], size
                 results.append(r)
-                print(f"  {backend:8} {r.scenario:12} p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms", flush=True)
+                print(f"  {backend:8} {r.scenario:20} p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms", flush=True)
         return results
     finally:
         service.close()
@@ -354,7 +398,10 @@ def report(backend: str, results: list[Result], args: argparse.Namespace) -> Pat
             else ""
         )
         + "Store size = the credentials of the user whose token reads them; the table also holds another "
-        "owner's 1 000 (and, in the scaling rows, the first user's). "
+        "owner's 1 000 (and, in the scaling rows, the first user's and the other scaling user's). Scaling rows: "
+        "`search` finds 100 names as users write them (`?search=Atlas`, a project's); `search-prefix` 111 of "
+        "names that all share a prefix (`?search=S1000-7` among `s1000-…`, `s100000-…`), a trigram index's "
+        "worst case. "
         "Ratio = requests/s relative to the bare-framework floor in this run (bench/floor.py: a plain Starlette "
         "app with no middleware, served by the same function and settings as `strongroom serve`): GET and "
         "/healthz against the floor's GET, the list page against its 100-item page, create and update against "
@@ -416,7 +463,8 @@ def plot(backend: str, results: list[Result], args: argparse.Namespace, path: Pa
         left.annotate(f"{r.ratio:.0%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
     left.set_title(f"Throughput ({backend}, {args.connections} conns); label = ratio to floor")
     left.set_ylabel("requests/s")
-    for kind, color in (("get", "#55a868"), ("list", "#c44e52"), ("name", "#8172b2"), ("search", "#ccb974")):
+    colors = {"get": "#55a868", "list": "#c44e52", "name": "#8172b2", "search": "#ccb974", "search-prefix": "#64b5cd"}
+    for kind, color in colors.items():
         pts = sorted((r.store_size, r.p50_ms, r.p99_ms) for r in results if r.scenario.startswith(f"{kind}@"))
         if pts:
             sizes = [p[0] for p in pts]

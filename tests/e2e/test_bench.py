@@ -32,7 +32,7 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path: Path) -> None
         *floors,
         *("healthz", "get", "list", "get-shared", "list-shared", "create", "update"),
         *(f"{floor}-again" for floor in floors),
-        *(f"{kind}@{size}" for size in (200, 400) for kind in ("get", "list", "name", "search")),
+        *(f"{kind}@{size}" for size in (200, 400) for kind in ("get", "list", "name", "search", "search-prefix")),
     ]
     # Each scenario against its own floor route of the bare app, the faster of that floor's two measurements.
     baseline = {f: max(r["rps"] for r in results if r["scenario"].startswith(f)) for f in floors}
@@ -41,6 +41,7 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path: Path) -> None
     against |= {"update": "floor-post", "get@200": "floor-get", "get@400": "floor-get"}
     against |= {"list@200": "floor-page", "list@400": "floor-page"}
     against |= {f"name@{size}": "floor-get" for size in (200, 400)} | {f"search@{s}": "floor-page" for s in (200, 400)}
+    against |= {f"search-prefix@{size}": "floor-page" for size in (200, 400)}
     for r in results:
         assert r["errors"] == 0, r
         assert r["rps"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] and r["cpu_us"] > 0, r
@@ -51,4 +52,5 @@ def test_bench_runs_every_scenario_and_writes_its_report(tmp_path: Path) -> None
         assert f"| {r['scenario']} | {r['store_size']} | {r['rps']:.0f} |" in text
     assert "Audit: each write also appends one hash-chained record" in text
     assert "get: p50 at 400 is" in text and "list: p50 at 400 is" in text and "name: p50 at 400 is" in text
+    assert "search: p50 at 400 is" in text and "search-prefix: p50 at 400 is" in text
     assert table.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
