@@ -377,6 +377,10 @@ class CredentialRepository:
             self.db.is_sqlite,
         )
         rows = self.db.fetch_planned(statement, query)  # PostgreSQL: planned for these values, free to sort
+        if self.db.is_sqlite:
+            total, joined, roles = rows[0]
+            items = joined.split(_SEP) if joined else []
+            return Page(items, int(total), offset, limit, [int(r) for r in roles.split(",")] if roles else [])
         found = [row for row in rows if row[1] is not None]
         return Page([r[1] for r in found], int(rows[0][0]), offset, limit, [int(r[2]) for r in found])
 
@@ -652,7 +656,6 @@ def _shared_page(
             .where(*where)
             .cte("hits")
         )
-    total = select(func.count().label("n")).select_from(hits).subquery("total")
     chosen = (
         select(hits)
         .order_by(*_by_creation(hits.c, newest_first))
@@ -661,6 +664,12 @@ def _shared_page(
         .subquery("chosen")
     )
     again = _by_creation(chosen.c, newest_first)
+    if sqlite:  # one row, the page joined in its order (as `_page` does): one step of SQLite, one GIL hand-back
+        page = select(Credential.wire, chosen.c.prole).join(chosen, key == chosen.c.pkey).order_by(*again)
+        rows = page.subquery("page")
+        joined = (func.group_concat(rows.c.wire, literal(_SEP)), func.group_concat(rows.c.prole, literal(",")))
+        return select(select(func.count()).select_from(hits).scalar_subquery(), *joined).select_from(rows)
+    total = select(func.count().label("n")).select_from(hits).subquery("total")
     page = total.outerjoin(chosen, true()).outerjoin(Credential, key == chosen.c.pkey)
     return select(total.c.n, Credential.wire, chosen.c.prole).select_from(page).order_by(*again)
 
