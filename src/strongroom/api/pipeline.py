@@ -127,6 +127,11 @@ class Call:
             return fn()
         return await self.write(fn)
 
+    async def scan(self, fn: Callable[[], T]) -> T:
+        """Run a read whose cost grows with what it matches (a `search`) in a worker thread on every backend, so a
+        long one never holds the event loop: sqlite3 lets go of the GIL while SQLite works."""
+        return await self.write(fn)
+
     async def write(self, fn: Callable[[], T]) -> T:
         """Run store work that may block (a writer queueing for a commit, the network) in a worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.pipeline.executor, fn)

@@ -103,7 +103,8 @@ async def list_credentials(call: Call) -> Response:
     credentials, who = call.services.credentials, call.principal
     query = call.request.query_params
     filters = {key: query.get(key) for key in _ORDINARY_ONLY}
-    page = await call.read(
+    run = call.scan if filters["search"] is not None else call.read
+    page = await run(
         lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters)
     )
     return _page_response(call, page)
