@@ -129,13 +129,36 @@ def test_server_answers_after_its_connections_are_killed(tmp_path: Path) -> None
                     assert all(
                         r.status_code == 200 for r in threads.map(lambda _: http.get(f"/credentials/{cid}/"), range(64))
                     )
+                search = {"search": "C0"}  # a search reads on the autocommit pool (Database.fetch_planned)
+                assert http.get("/credentials/", params=search).json()["totalCount"] == 1
                 with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
                     for pid in _backend_pids(url.rsplit("/", 1)[1]):
                         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                assert http.get(f"/credentials/{cid}/").status_code == 200  # a read retries on a fresh connection
+                searched = http.get("/credentials/", params=search)  # reads retry on a fresh connection
+                assert searched.status_code == 200 and searched.json()["totalCount"] == 1, searched.text
+                assert http.get(f"/credentials/{cid}/").status_code == 200
                 created = http.post("/credentials/", json={"name": "c1", "user": "u", "password": "p"})
                 assert created.status_code == 201, created.text
                 assert http.patch(f"/credentials/{cid}/", json={"name": "c0b"}).status_code == 200
                 assert http.get("/credentials/").json()["totalCount"] == 2
         finally:
             srv.stop()
+
+
+def test_a_planned_read_retries_once_when_its_pooled_connection_died(db: Database) -> None:
+    """`fetch_planned` (searches) draws from the autocommit pool, apart from the hot path: a connection killed
+    while idle there (a restarted server) costs a retry on a fresh one, not a failed request; a read that
+    fails for another reason is not retried."""
+    from sqlalchemy import literal, select
+    from sqlalchemy.exc import DBAPIError
+
+    statement = select(literal(1).label("one"))
+    assert db.fetch_planned(statement, {}) == [(1,)]  # a connection now idles in the pool
+    for pid in _backend_pids(db.engine.url.database or ""):
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert db.fetch_planned(statement, {}) == [(1,)]
+    broken = select(literal(1) / 0)
+    with pytest.raises(DBAPIError, match="division by zero"):
+        db.fetch_planned(broken, {})
+    assert db.fetch_planned(statement, {}) == [(1,)]

@@ -403,21 +403,30 @@ class Database:
             if sql is None:
                 with self._fetch_engine.connect() as conn:
                     return conn.execute(statement, params).all()
-            proxy = self._fetch_engine.raw_connection()
             try:
-                cur = proxy.driver_connection.cursor()
-                cur.execute(sql, named)
-                return cur.fetchall()
-            except psycopg.Error as exc:
-                broken = bool(proxy.driver_connection.broken)
-                if broken:  # the server went away: so did this pool's other connections
-                    proxy.invalidate()
-                    self._discard_pools()
-                raise DBAPIError.instance(
-                    sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=broken
-                ) from exc
-            finally:
-                proxy.close()
+                return self._pooled_fetch(sql, named)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            return self._pooled_fetch(sql, named)  # a pooled connection had gone stale: once more, on a fresh one
+
+    def _pooled_fetch(self, sql: str, named: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """PostgreSQL: `sql` on a connection of the autocommit pool; a lost connection drops the pools."""
+        proxy = self._fetch_engine.raw_connection()
+        try:
+            cur = proxy.driver_connection.cursor()
+            cur.execute(sql, named)
+            return cur.fetchall()
+        except psycopg.Error as exc:
+            broken = bool(proxy.driver_connection.broken)
+            if broken:  # the server went away: so did the pools' other connections
+                proxy.invalidate()
+                self._discard_pools()
+            raise DBAPIError.instance(
+                sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=broken
+            ) from exc
+        finally:
+            proxy.close()
 
     def _fetch_again(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Retry a read once on a fresh connection: a pooled one went stale (the server restarted)."""
