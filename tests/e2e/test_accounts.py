@@ -282,6 +282,22 @@ def test_local_changes_reach_the_servers_repeated_reads_at_once(srv: Server) -> 
         finally:
             services.close()
         assert http.get(f"/credentials/{cid}/").json()["name"] == "renamed"
+
+        # A consumer's list of what is shared with them (also answered from memory while nothing changes).
+        reader, reader_token = _local_user(srv, "reader")
+        share = {"operation": "updateRoles", "roles": [{"username": reader, "role": "CONSUMER"}]}
+        assert http.patch(f"/credentials/{cid}/sharedRoles/", json=share).status_code == 204
+        with _http(srv, reader_token) as consumer:
+            for _ in range(3):
+                assert [c["credentialId"] for c in consumer.get("/credentials/").json()["data"]] == [cid]
+            services = Services.open(Settings(data_dir=srv.data_dir, database_url=srv.database_url))
+            try:
+                unshare = {"operation": "updateRoles", "roles": [{"username": reader, "role": "NO_ROLE"}]}
+                services.sharing.update_roles(services.accounts.authenticate(token), cid, unshare)
+            finally:
+                services.close()
+            assert consumer.get("/credentials/").json()["data"] == []
+
         key = json.loads(srv.cli("tokens", "list", name, "--json").stdout)[-1]["id"]
         srv.cli("tokens", "revoke", key)
         assert http.get(f"/credentials/{cid}/").status_code == 401

@@ -376,7 +376,10 @@ class CredentialRepository:
             owner_only,
             self.db.is_sqlite,
         )
-        rows = self.db.fetch_planned(statement, query)  # PostgreSQL: planned for these values, free to sort
+        if self.db.is_sqlite and "types" not in query:  # the same page again, while nothing changed: from memory
+            rows = self.db.fetch_hot(statement, query)
+        else:
+            rows = self.db.fetch_planned(statement, query)  # PostgreSQL: planned for these values, free to sort
         if self.db.is_sqlite:
             total, joined, roles = rows[0]
             items = joined.split(_SEP) if joined else []
