@@ -228,6 +228,47 @@ def test_jdbc_intake_to_local_file(
     assert len(uses) == 1 and uses[0]["detail"]["jobId"] == job.id
 
 
+FLAGS_CSV = 'id,label,flag\n1,plain,true\n2,"two\nlines, ""quoted""",false\n3,"",\n4,,true\n'
+
+
+def _flags(peer: PeerDatabase, table: str) -> None:
+    """A table with a boolean column (and a NULL one), a quoted newline, the empty string and NULL."""
+    _execute(
+        peer,
+        f"DROP TABLE IF EXISTS {table}",
+        f"CREATE TABLE {table} (id integer, label text, flag boolean)",
+        f"INSERT INTO {table} VALUES (1, 'plain', true), (2, E'two\\nlines, \"quoted\"', false), (3, '', NULL), "
+        "(4, NULL, true)",
+    )
+
+
+@pytest.mark.parametrize("deployment", ["passthrough", "slow"])
+def test_postgres_booleans_are_true_and_false_in_the_csv(
+    api: httpx.Client, token: str, srv: Server, peers: dict[str, PeerDatabase], deployment: str
+) -> None:
+    """A PostgreSQL table with booleans, a quoted newline, the empty string and NULL to a CSV output: the passthrough
+    writes COPY's own CSV (cut at row boundaries, one row per chunk here), a registered function's output comes
+    from Arrow; both write booleans as `true`/`false` (pyarrow's CSV writer's words), never `t`/`f`."""
+    peer = peers["postgres"]
+    _flags(peer, "flags")
+    if deployment == "slow":
+        srv.cli("deployments", "create", unique("slow"), "--entry-point", "tests.scoring:slow", check=False)
+        deployment = next(d["id"] for d in api.get("deployments/").json()["data"] if d["entryPoint"].endswith("slow"))
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    spec = {
+        "deploymentId": PASSTHROUGH if deployment == "passthrough" else deployment,
+        "chunkSize": 1,
+        "intakeSettings": {"type": "jdbc", "dataStoreId": store, "query": "SELECT * FROM flags ORDER BY id",
+                           "credentialId": cred},
+    }  # fmt: skip
+    job = api.post("batchPredictions/", json=spec).json()
+    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    body = api.get(f"batchPredictions/{job['id']}/download/").text
+    assert _rows(body) == _rows(FLAGS_CSV)
+    if deployment == "passthrough":
+        assert body == FLAGS_CSV  # byte for byte what COPY wrote: NULL unquoted, the empty string quoted
+
+
 @pytest.mark.parametrize(("which", "statement"), [("postgres", "create_table"), ("mariadb", "insert")])
 def test_local_file_to_jdbc_output(
     api: httpx.Client, token: str, peers: dict[str, PeerDatabase], which: str, statement: str

@@ -215,3 +215,48 @@ def test_an_aborted_job_leaves_nothing_in_the_target(
         assert resp.status_code == 202 and resp.json()["status"] == "ABORTED"
         _until(lambda: not staged(), 30, "the staging tables dropped")
         assert _job(api, job["id"])["status"] == "ABORTED" and table not in tables()
+
+
+def test_a_postgres_table_passes_through_the_workers_as_csv(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """PostgreSQL table -> passthrough -> localFile on two workers: the producer spools COPY's CSV as it came, the
+    chunk tasks write it under its number, and the download is every row once, the header once, booleans
+    `true`/`false`."""
+    workers += [start_worker(srv, "csv-a"), start_worker(srv, "csv-b")]
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS rows_out")
+        conn.execute("CREATE TABLE rows_out (id integer, note text, flag boolean)")
+        conn.execute(
+            "INSERT INTO rows_out SELECT i, CASE WHEN i %% 7 = 0 THEN E'multi\\nline, \"q\"' ELSE 'n' || i END, "
+            "i %% 2 = 0 FROM generate_series(0, %s) AS i",
+            (ROWS - 1,),
+        )
+    with client(srv, srv.new_user("w")) as api:
+        drivers = api.get("externalDataDrivers/").json()["data"]
+        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+        params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
+        store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
+        cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
+        intake = {"type": "jdbc", "dataStoreId": store.json()["id"], "query": "SELECT * FROM rows_out ORDER BY id"}
+        intake["credentialId"] = cred.json()["credentialId"]
+        spec = {
+            "deploymentId": "5e0000000000000000000001",
+            "chunkSize": 1,
+            "numConcurrent": 3,
+            "intakeSettings": intake,
+        }
+        job = api.post("batchPredictions/", json=spec).json()
+        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j["status"] != "INITIALIZING"
+                       and j, 90, "the job's end")  # fmt: skip
+        assert ended["status"] == "COMPLETED", ended["statusDetails"]
+        body = api.get(f"batchPredictions/{job['id']}/download/").text
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        expected = bytearray()
+        with cur.copy("COPY (SELECT id, note, CASE WHEN flag THEN 'true' ELSE 'false' END AS flag FROM rows_out "
+                      "ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)") as copy:  # fmt: skip
+            for piece in copy:
+                expected += piece
+    assert body == expected.decode()
+    assert len(_chunks(srv, job["id"])) == ROWS

@@ -19,6 +19,7 @@ messages: failures name the adapter and the cause (`connections.explain` for dri
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import io
 import os
@@ -27,6 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.ipc
 import sqlalchemy as sa
+from psycopg import sql as psycopg_sql
 from sqlalchemy.engine import Connection
 
 from strongroom.errors import InvalidInput, StrongroomError
@@ -186,26 +189,42 @@ def read_csv(
     yield from rechunk(batches(), rows)
 
 
-def spool_batch(batch: pa.RecordBatch, path: Path) -> None:
-    """Write a chunk's rows as an Arrow IPC stream (aside, then renamed), for another process to score."""
+_SPOOLED_CSV = b"strongroom.csv_rows"
+
+
+def spool_batch(batch: pa.RecordBatch | CsvChunk, path: Path) -> None:
+    """Write a chunk as an Arrow IPC stream (aside, then renamed), for another process to score; a CsvChunk as
+    one binary value with its row count in the schema's metadata."""
+    if isinstance(batch, CsvChunk):
+        data = pa.array([batch.data], pa.large_binary())
+        batch = pa.RecordBatch.from_arrays([data], ["csv"]).replace_schema_metadata({_SPOOLED_CSV: str(batch.num_rows)})
     aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     with pa.OSFile(str(aside), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
     os.replace(aside, path)
 
 
-def read_spooled(path: Path) -> pa.RecordBatch:
+def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk:
     """A chunk spooled by `spool_batch`."""
     with pa.OSFile(str(path), "rb") as source:
-        return pa.ipc.open_stream(source).read_next_batch()
+        batch = pa.ipc.open_stream(source).read_next_batch()
+    metadata = batch.schema.metadata or {}
+    if _SPOOLED_CSV in metadata:
+        return CsvChunk(batch.column(0)[0].as_py(), int(metadata[_SPOOLED_CSV]))
+    return batch
 
 
-def write_csv(batch: pa.RecordBatch, path: Path, header: bool, options: Mapping[str, str]) -> None:
-    """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt)."""
+def write_csv(batch: pa.RecordBatch | CsvChunk, path: Path, header: bool, options: Mapping[str, str]) -> None:
+    """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt); a CsvChunk's
+    bytes as they are."""
     aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
-    with pa.OSFile(str(aside), "wb") as sink:
-        pacsv.write_csv(batch, sink, write)
+    if isinstance(batch, CsvChunk):
+        with open(aside, "wb") as file:
+            file.write(batch.data)
+    else:
+        write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
+        with pa.OSFile(str(aside), "wb") as sink:
+            pacsv.write_csv(batch, sink, write)
     os.replace(aside, path)
 
 
@@ -229,13 +248,16 @@ def count_rows(conn: Connection, settings: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _intake_statement(settings: Mapping[str, Any]) -> Any:
+    if settings.get("query"):
+        return sa.text(settings["query"])
+    return sa.select(sa.text("*")).select_from(_relation(settings["table"], settings.get("schema")))
+
+
 def read_table(conn: Connection, settings: Mapping[str, Any], rows: int) -> Iterator[pa.RecordBatch]:
     """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `rows`."""
     fetch = int(settings.get("fetchSize") or min(rows, 10_000))
-    if settings.get("query"):
-        statement: Any = sa.text(settings["query"])
-    else:
-        statement = sa.select(sa.text("*")).select_from(_relation(settings["table"], settings.get("schema")))
+    statement = _intake_statement(settings)
     if conn.dialect.name == "postgresql":
         yield from _copy_out(conn, statement, rows)
         return
@@ -279,18 +301,88 @@ class _CopyOut(io.RawIOBase):
         return filled
 
 
-def _copy_out(conn: Connection, statement: Any, rows: int) -> Iterator[pa.RecordBatch]:
-    """PostgreSQL intake as `COPY (…) TO STDOUT` in CSV, parsed by the streaming CSV reader: the rows never
-    become Python objects (types as CSV inference sees them; booleans arrive as t/f)."""
+_PG_BOOL = 16  # the boolean type's oid
+
+
+def _select_sql(conn: Connection, statement: Any) -> str:
+    """The intake's SELECT as PostgreSQL text, its booleans rendered `true`/`false` (COPY writes `t`/`f`; the
+    CSV outputs write what pyarrow's CSV writer writes for a boolean column)."""
     if isinstance(statement, sa.TextClause):
         sql = statement.text
     else:
         sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)") as copy:
+    with raw.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+        described = list(cursor.description or ())
+    if not any(d.type_code == _PG_BOOL for d in described):
+        return sql
+    aliases = [f"c{i}" for i in range(len(described))]
+    columns = []
+    for alias, d in zip(aliases, described, strict=True):
+        name = psycopg_sql.Identifier(d.name).as_string(raw)
+        if d.type_code == _PG_BOOL:
+            columns.append(f"CASE WHEN q.{alias} THEN 'true' WHEN NOT q.{alias} THEN 'false' END AS {name}")
+        else:
+            columns.append(f"q.{alias} AS {name}")
+    return f"SELECT {', '.join(columns)} FROM ({sql}) AS q({', '.join(aliases)})"
+
+
+def _copy_statement(conn: Connection, statement: Any, options: Mapping[str, str]) -> str:
+    delimiter, quote = (options[k].replace("'", "''") for k in ("delimiter", "quotechar"))
+    return (
+        f"COPY ({_select_sql(conn, statement)}) TO STDOUT "
+        f"WITH (FORMAT csv, HEADER true, DELIMITER '{delimiter}', QUOTE '{quote}', ENCODING 'UTF8')"
+    )
+
+
+def _copy_out(conn: Connection, statement: Any, rows: int) -> Iterator[pa.RecordBatch]:
+    """PostgreSQL intake as `COPY (…) TO STDOUT` in CSV, parsed by the streaming CSV reader: the rows never
+    become Python objects (types as CSV inference sees them)."""
+    options = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)) as copy:
         stream = io.BufferedReader(_CopyOut(copy), 1 << 20)
-        options = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
         yield from read_csv([stream], options, rows, "jdbc intake")
+
+
+class CsvChunk:
+    """A chunk as CSV bytes ready to write (chunk 0 starting with the header) and its row count: what a
+    passthrough job moves from a PostgreSQL intake to a CSV output, never parsed or rendered again."""
+
+    __slots__ = ("data", "num_rows")
+
+    def __init__(self, data: bytes | bytearray, num_rows: int) -> None:
+        self.data, self.num_rows = data, num_rows
+
+
+def passes_csv_through(options: Mapping[str, str]) -> bool:
+    """Whether a passthrough job's PostgreSQL intake can be written as COPY's own CSV (UTF-8 output only)."""
+    return codecs.lookup(options["encoding"]).name == "utf-8"
+
+
+def read_table_csv(
+    conn: Connection, settings: Mapping[str, Any], rows: int, options: Mapping[str, str]
+) -> Iterator[CsvChunk]:
+    """A PostgreSQL intake as COPY's CSV (`csvSettings`' delimiter and quote, booleans `true`/`false`), in
+    chunks of `rows` rows cut at COPY's own row boundaries (one CopyData message per row, so a quoted newline
+    never splits a row); the header once, at the start of chunk 0. Rows are never parsed."""
+    statement = _intake_statement(settings)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)) as copy:
+        pieces = iter(copy)
+        data = bytearray(next(pieces, b""))  # the header
+        number = 0
+        while True:
+            taken = 0
+            for piece in islice(pieces, rows):
+                data += piece
+                taken += 1
+            if taken or number == 0:
+                yield CsvChunk(data, taken)
+            if taken < rows:
+                return
+            data, number = bytearray(), number + 1
 
 
 def _array(values: Sequence[Any]) -> pa.Array:
@@ -567,6 +659,7 @@ class S3Output:
     wait for S3 unless it falls that far behind."""
 
     QUEUED_PARTS = 2
+    UPLOADERS = 2
 
     def __init__(
         self,
@@ -588,7 +681,7 @@ class S3Output:
         self.upload_id: str | None = None
         self.sent = 0
         self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(self.QUEUED_PARTS)
-        self.uploader: threading.Thread | None = None
+        self.uploaders: list[threading.Thread] = []
         self.failure: JobFailed | None = None
         self.closed = False
         self.marker = spool / "s3-upload-id"
@@ -654,8 +747,12 @@ class S3Output:
             started = self._call(self.client.create_multipart_upload, Bucket=where.bucket, Key=where.prefix)
             self.upload_id = str(started["UploadId"])
             self.marker.write_text(self.upload_id)
-            self.uploader = threading.Thread(target=self._upload_parts, name="strongroom-s3-parts", daemon=True)
-            self.uploader.start()
+            self.uploaders = [
+                threading.Thread(target=self._upload_parts, name="strongroom-s3-parts", daemon=True)
+                for _ in range(self.UPLOADERS)
+            ]
+            for uploader in self.uploaders:
+                uploader.start()
         self.sent += 1
         while True:
             try:
@@ -686,10 +783,11 @@ class S3Output:
 
     def _drain(self) -> None:
         """Wait until every queued part is uploaded and stop the uploader thread."""
-        if self.uploader is not None:
+        for _ in self.uploaders:
             self.queue.put(None)
-            self.uploader.join()
-            self.uploader = None
+        for uploader in self.uploaders:
+            uploader.join()
+        self.uploaders = []
 
     def finish(self, total: int) -> None:
         """Upload what is left as the last part and complete the upload: the object appears whole, or not at all."""
@@ -708,7 +806,7 @@ class S3Output:
                 Bucket=self.where.bucket,
                 Key=self.where.prefix,
                 UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
+                MultipartUpload={"Parts": sorted(self.parts, key=lambda part: part["PartNumber"])},
             )
             self.marker.unlink(missing_ok=True)
         self.client.close()

@@ -112,6 +112,7 @@ class JobRunner:
         deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
         score = batch.scorer(deployment["entry_point"], columns)
+        raw = passes_csv_through(deployment, columns, output, options)
         purpose = {"purpose": "batchJob", "jobId": job_id}
         done: set[int] = set()
         folder = self.service.root / job_id / "out"
@@ -124,7 +125,7 @@ class JobRunner:
         if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
             sink.discard()  # what the stopped run staged: every chunk is written again
         self._outputs[job_id] = sink
-        with open_intake(self.service, who, job_id, intake, rows, options, purpose) as chunks:
+        with open_intake(self.service, who, job_id, intake, rows, options, purpose, raw) as chunks:
             total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
         if job_id in self.cancelled:
             self._cleanup_output(job_id)
@@ -205,8 +206,10 @@ def open_intake(
     rows: int,
     options: Mapping[str, str],
     purpose: Mapping[str, Any],
+    raw: bool = False,
 ) -> Any:
-    """The intake's chunks, in a context that holds its connection open (failures name the adapter)."""
+    """The intake's chunks, in a context that holds its connection open (failures name the adapter). `raw`: a
+    PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a passthrough into a CSV output."""
     from contextlib import contextmanager
 
     from strongroom.services import batch
@@ -230,13 +233,27 @@ def open_intake(
                 expected = batch.count_rows(conn, intake)
                 if expected is not None:
                     service.jobs.set(job_id, {"expected_rows": expected})
-                yield batch.read_table(conn, intake, rows)
+                if raw and conn.dialect.name == "postgresql":
+                    yield batch.read_table_csv(conn, intake, rows, options)
+                else:
+                    yield batch.read_table(conn, intake, rows)
         except batch.JobFailed:
             raise
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, "jdbc intake")) from None
 
     return opened()
+
+
+def passes_csv_through(
+    deployment: Mapping[str, Any], columns: Any, output: Mapping[str, Any], options: Mapping[str, str]
+) -> bool:
+    """Whether the job moves its intake's CSV as it is: the built-in passthrough of every column into a CSV
+    output (localFile or s3) in UTF-8. A registered function, or a jdbc output, gets Arrow batches."""
+    from strongroom.services import batch
+
+    plain = deployment["entry_point"] is None and columns is None
+    return plain and output["type"] in ("localFile", "s3") and batch.passes_csv_through(options)
 
 
 def open_sink(
@@ -412,7 +429,11 @@ class QueuedJobs:
 
         number = -1
         rows = int(spec["chunkSize"])
-        with open_intake(self.service, who, job_id, spec["intakeSettings"], rows, options, purpose) as chunks:
+        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
+        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
+        raw = passes_csv_through(deployment, columns, spec["outputSettings"], options)
+        intake = spec["intakeSettings"]
+        with open_intake(self.service, who, job_id, intake, rows, options, purpose, raw) as chunks:
             try:
                 for number, chunk in enumerate(chunks):
                     while self.jobs.in_flight(job_id) >= limit:

@@ -1,0 +1,107 @@
+"""A PostgreSQL intake read as COPY's own CSV (the passthrough into a CSV output, issue 16): chunks cut at row
+boundaries even inside quoted newlines, the header once, every row once, and booleans written `true`/`false`
+on both the CSV path and the Arrow path."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from strongroom.services import batch
+from tests.support import backend_database
+
+pytestmark = pytest.mark.postgres
+
+ROWS: list[tuple[Any, ...]] = [
+    (1, "plain", True, 1.5),
+    (2, "a, comma", False, None),
+    (3, 'a "quote"', None, -2.25),
+    (4, "two\nlines", True, 0.0),
+    (5, "", False, 3.0),  # the empty string, not NULL
+    (6, None, True, 1e-7),
+    (7, "ünïcödé ✓", False, 42.0),
+    (8, 'line\r\nbreak, and "all"', True, 7.5),
+]
+EXPECTED = [
+    ["id", "label", "flag", "amount"],
+    ["1", "plain", "true", "1.5"],
+    ["2", "a, comma", "false", ""],
+    ["3", 'a "quote"', "", "-2.25"],
+    ["4", "two\nlines", "true", "0"],
+    ["5", "", "false", "3"],
+    ["6", "", "true", "1e-07"],
+    ["7", "ünïcödé ✓", "false", "42"],
+    ["8", 'line\r\nbreak, and "all"', "true", "7.5"],
+]
+OPTIONS = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[sa.Connection]:
+    with backend_database("postgres") as url:
+        engine = sa.create_engine(url)
+        with engine.connect() as connection:
+            connection.exec_driver_sql(
+                "CREATE TABLE items (id integer, label text, flag boolean, amount double precision)"
+            )
+            connection.execute(
+                sa.text("INSERT INTO items VALUES (:id, :label, :flag, :amount)"),
+                [dict(zip(("id", "label", "flag", "amount"), row, strict=True)) for row in ROWS],
+            )
+            connection.commit()
+            yield connection
+        engine.dispose()
+
+
+def _parse(data: bytes, delimiter: str = ",") -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode(), newline=""), delimiter=delimiter))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 100])
+def test_chunks_are_whole_rows_with_the_header_once(conn: sa.Connection, rows: int) -> None:
+    settings = {"query": "SELECT * FROM items ORDER BY id"}
+    chunks = list(batch.read_table_csv(conn, settings, rows, OPTIONS))
+    conn.rollback()
+    assert [c.num_rows for c in chunks] == [min(rows, len(ROWS) - i) for i in range(0, len(ROWS), rows)]
+    # each chunk parses on its own into whole rows: no cut inside a quoted newline
+    parsed = [_parse(bytes(c.data)) for c in chunks]
+    assert parsed[0][0] == EXPECTED[0]
+    assert [len(p) for p in parsed] == [chunks[0].num_rows + 1] + [c.num_rows for c in chunks[1:]]
+    assert [row for p in parsed for row in p] == EXPECTED
+    assert b"".join(bytes(c.data) for c in chunks).count(b"id,label,flag,amount") == 1
+
+
+def test_an_empty_intake_is_one_chunk_with_the_header(conn: sa.Connection) -> None:
+    chunks = list(batch.read_table_csv(conn, {"query": "SELECT * FROM items WHERE false"}, 5, OPTIONS))
+    conn.rollback()
+    assert [(bytes(c.data), c.num_rows) for c in chunks] == [(b"id,label,flag,amount\n", 0)]
+
+
+def test_the_job_delimiter_and_a_table_intake(conn: sa.Connection) -> None:
+    options = {**OPTIONS, "delimiter": ";"}
+    chunks = list(batch.read_table_csv(conn, {"table": "items"}, 4, options))
+    conn.rollback()
+    rows = sorted(_parse(b"".join(bytes(c.data) for c in chunks), ";")[1:], key=lambda r: int(r[0]))
+    assert rows == EXPECTED[1:]
+
+
+def test_a_spooled_csv_chunk_reads_back(conn: sa.Connection, tmp_path: Any) -> None:
+    chunk = next(batch.read_table_csv(conn, {"table": "items"}, 100, OPTIONS))
+    conn.rollback()
+    batch.spool_batch(chunk, tmp_path / "0.arrow")
+    back = batch.read_spooled(tmp_path / "0.arrow")
+    assert isinstance(back, batch.CsvChunk)
+    assert (bytes(back.data), back.num_rows) == (bytes(chunk.data), chunk.num_rows)
+
+
+def test_the_arrow_path_reads_booleans_as_booleans(conn: sa.Connection) -> None:
+    found = pa.Table.from_batches(list(batch.read_table(conn, {"query": "SELECT * FROM items ORDER BY id"}, 100)))
+    conn.rollback()
+    assert found.schema.field("flag").type == pa.bool_()
+    assert found.column("flag").to_pylist() == [r[2] for r in ROWS]
