@@ -20,6 +20,8 @@ messages: failures name the adapter and the cause (`connections.explain` for dri
 from __future__ import annotations
 
 import codecs
+import ctypes
+import ctypes.util
 import importlib
 import io
 import os
@@ -54,6 +56,22 @@ class JobFailed(StrongroomError):
     """A job could not go on; the message names the adapter (or the deployment) and the cause, never a secret."""
 
     status_code = 409
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 4 << 20
+
+
+def return_big_buffers() -> bool:
+    """Make glibc's malloc serve every allocation of `MMAP_THRESHOLD` bytes or more (a chunk's CSV, an S3 part)
+    with its own mapping, given back to the system when freed; whether it could (glibc only). Left alone,
+    glibc raises that threshold to the largest block freed so far, after which such buffers come from its
+    per-thread arenas and stay there: a job's peak RSS then grows with the data it moves."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def check_entry_point(entry_point: str) -> None:
@@ -214,18 +232,25 @@ def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk:
     return batch
 
 
-def write_csv(batch: pa.RecordBatch | CsvChunk, path: Path, header: bool, options: Mapping[str, str]) -> None:
-    """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt); a CsvChunk's
-    bytes as they are."""
-    aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+def csv_bytes(batch: pa.RecordBatch | CsvChunk, header: bool, options: Mapping[str, str]) -> Any:
+    """One chunk's CSV as a bytes-like object: a CsvChunk's bytes as they are, a batch rendered by pyarrow."""
     if isinstance(batch, CsvChunk):
-        with open(aside, "wb") as file:
-            file.write(batch.data)
-    else:
-        write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
-        with pa.OSFile(str(aside), "wb") as sink:
-            pacsv.write_csv(batch, sink, write)
+        return batch.data
+    sink = pa.BufferOutputStream()
+    write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
+    pacsv.write_csv(batch, sink, write)
+    return sink.getvalue()
+
+
+def write_csv(batch: pa.RecordBatch | CsvChunk, path: Path, header: bool, options: Mapping[str, str]) -> Any:
+    """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt); what was
+    written, as a bytes-like object."""
+    data = csv_bytes(batch, header, options)
+    aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    with open(aside, "wb") as file:
+        file.write(data)
     os.replace(aside, path)
+    return data
 
 
 # ---- databases ------------------------------------------------------------------------------------------------
@@ -658,7 +683,7 @@ class S3Output:
     of their own, in order, at most `QUEUED_PARTS` waiting: chunk writers (and the intake behind them) do not
     wait for S3 unless it falls that far behind."""
 
-    QUEUED_PARTS = 2
+    QUEUED_PARTS = 1
     UPLOADERS = 2
 
     def __init__(
@@ -675,6 +700,7 @@ class S3Output:
         self.lock = threading.Lock()
         self.next_chunk = 0
         self.total: int | None = None
+        self.written: dict[int, memoryview] = {}  # chunks written here, not yet taken: no need to read them back
         self.pending: list[memoryview] = []  # the written chunks' CSV not yet cut into parts, in order
         self.pending_bytes = 0
         self.parts: list[dict[str, Any]] = []
@@ -705,16 +731,23 @@ class S3Output:
 
     def write(self, number: int, batch: pa.RecordBatch, attempt: int = 2) -> None:
         """Spool chunk `number`, then upload whatever whole parts the written chunks now fill."""
-        write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
+        data = write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
+        with self.lock:
+            if number >= self.next_chunk:
+                self.written[number] = memoryview(data)
         self._advance()
 
     def _advance(self) -> None:
+        """Take the written chunks in order (from memory, or the spool when another process wrote them) and cut
+        every whole part they fill."""
         with self.lock:
             while self.total is None or self.next_chunk < self.total:
-                path = self.spool / f"{self.next_chunk:08d}.csv"
-                if not path.exists():
-                    break
-                data = memoryview(path.read_bytes())
+                data = self.written.pop(self.next_chunk, None)
+                if data is None:
+                    path = self.spool / f"{self.next_chunk:08d}.csv"
+                    if not path.exists():
+                        break
+                    data = memoryview(path.read_bytes())
                 self.pending.append(data)
                 self.pending_bytes += len(data)
                 self.next_chunk += 1

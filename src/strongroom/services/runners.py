@@ -32,6 +32,9 @@ class JobRunner:
     """Runs jobs in this process: `threads` jobs at once, each job's chunks `numConcurrent` at once."""
 
     def __init__(self, service: JobService, threads: int, worker: str) -> None:
+        from strongroom.services.batch import return_big_buffers
+
+        return_big_buffers()
         self.service = service
         self.jobs = service.jobs
         self.principal_of = principal_for
@@ -356,6 +359,9 @@ class QueuedJobs:
     """
 
     def __init__(self, service: JobService, defer: Defer, worker: str) -> None:
+        from strongroom.services.batch import return_big_buffers
+
+        return_big_buffers()
         self.service = service
         self.jobs = service.jobs
         self.defer = defer
