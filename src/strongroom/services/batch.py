@@ -74,6 +74,12 @@ def return_big_buffers() -> bool:
         return False
 
 
+def warm_up() -> None:
+    """Load now what a process's first chunk would otherwise load: pyarrow imports pandas the first time it
+    converts a Python value (about a second of CPU), which a fresh worker would pay inside its first chunk."""
+    pa.array([0], pa.int32())
+
+
 def check_entry_point(entry_point: str) -> None:
     """422 unless `entry_point` looks like `package.module:function`."""
     if not isinstance(entry_point, str) or not _ENTRY_POINT.fullmatch(entry_point):

@@ -72,9 +72,11 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     """Run jobs' tasks until SIGTERM or SIGINT (then finish the running ones)."""
     import procrastinate
 
+    from strongroom.services.batch import warm_up
     from strongroom.services.runners import QueuedJobs
 
     ensure_schema(services)
+    warm_up()
     defer, sync_app = deferrer(settings)
     steps = QueuedJobs(services.jobs, defer, worker_name())
     services.jobs.queued = steps
