@@ -537,7 +537,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.jobs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="rows per run, comma-separated")
-    parser.add_argument("--chunk-size", type=int, default=50_000, help="rows per chunk (chunkSize)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=5_000_000, help="bytes per chunk (chunkSize, bytes as in DataRobot)"
+    )
     parser.add_argument("--num-concurrent", type=int, default=2, help="chunks of a job at once (numConcurrent)")
     parser.add_argument("--workers-concurrent", type=int, default=4, help="numConcurrent of the workers' job")
     parser.add_argument(

@@ -396,14 +396,14 @@ def test_cli_runs_and_watches_a_job(srv: Server, token: str, tmp_path: Path) -> 
 def test_a_job_survives_a_server_restart(tmp_path: Path) -> None:
     """SIGKILL the server mid-job: at the next start the job resumes from its chunk state (chunks written before
     the kill are not run again) and its output equals its input."""
-    server = Server(data_dir=tmp_path / "srv")
+    server = Server(data_dir=tmp_path / "srv", extra_env={"STRONGROOM_JOB_CHUNK_ROWS": "2"})
     server.start()
     try:
         slow = server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow", "--json")
         deployment = json.loads(slow.stdout)["id"]
         token = server.new_user("restart")
         with client(server, token) as api:
-            job = api.post("batchPredictions/", json={"deploymentId": deployment, "chunkSize": 2}).json()
+            job = api.post("batchPredictions/", json={"deploymentId": deployment}).json()  # 2 rows per chunk
             assert api.put(job["links"]["csvUpload"], content=_csv(30).encode()).status_code == 202
             deadline = time.monotonic() + 30
             while api.get(f"batchPredictions/{job['id']}/").json()["scoredRows"] < 6:
@@ -500,7 +500,7 @@ def test_an_s3_output_of_several_parts_is_the_input(api: httpx.Client, bucket: S
     source = _csv(240_000)
     spec = {
         "deploymentId": PASSTHROUGH,
-        "chunkSize": 20_000,
+        "chunkSize": 450_000,  # bytes: about 20 000 of these rows
         "numConcurrent": 3,
         "outputSettings": {"type": "s3", "url": f"{bucket.url}/{key}", "credentialId": keys,
                            "endpointUrl": bucket.endpoint_url},
@@ -512,6 +512,48 @@ def test_an_s3_output_of_several_parts_is_the_input(api: httpx.Client, bucket: S
     assert head["PartsCount"] >= 2
     body = bucket.client().get_object(Bucket=bucket.bucket, Key=key)["Body"].read().decode()
     assert _rows(body) == _rows(source)
+
+
+def test_percentage_advances_during_an_s3_intake(api: httpx.Client, srv: Server, bucket: S3Peer) -> None:
+    """An s3 intake has no row count up front: percentageCompleted follows the rows parsed against the share of
+    the object read, so it moves while the job runs instead of staying 0 until COMPLETED."""
+    keys = _s3_credential(api, bucket)
+    key = f"{unique('progress')}.csv"
+    bucket.client().put_object(Bucket=bucket.bucket, Key=key, Body=_csv(20).encode())
+    slow = json.loads(srv.cli("deployments", "create", unique("slow"), "--entry-point", "tests.scoring:slow",
+                              "--json").stdout)["id"]  # fmt: skip
+    spec = {
+        "deploymentId": slow,
+        "chunkSize": 1,  # one row per chunk, 0.2 s each
+        "intakeSettings": {"type": "s3", "url": f"{bucket.url}/{key}", "credentialId": keys,
+                           "endpointUrl": bucket.endpoint_url},
+    }  # fmt: skip
+    job = api.post("batchPredictions/", json=spec).json()
+    seen: list[float] = []
+    deadline = time.monotonic() + 60
+    while (now := api.get(f"batchPredictions/{job['id']}/").json())["status"] != "COMPLETED":
+        assert now["status"] in ("INITIALIZING", "RUNNING") and time.monotonic() < deadline, now
+        if now["status"] == "RUNNING":
+            seen.append(now["percentageCompleted"])
+        time.sleep(0.05)
+    assert any(0 < p < 100 for p in seen), seen
+    assert seen == sorted(seen) and now["percentageCompleted"] == 100
+
+
+def test_chunk_size_is_bytes(api: httpx.Client) -> None:
+    """chunkSize is bytes, as in DataRobot: rows per chunk are chunkSize over the CSV size of a row (22 bytes
+    here, every row the same); a strategy name takes this server's default rows; past 40 MiB is a 422."""
+    source = "code,word\n" + "".join(f"r{i:06d},abcdefgh\n" for i in range(1000))
+    job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": 2200}).json()
+    assert job["jobSpec"]["chunkSize"] == 2200
+    assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
+    done = _wait(api, job["id"])
+    assert done["statusDetails"] == "Completed: 1000 rows in 10 chunks", done
+    assert _rows(api.get(f"batchPredictions/{job['id']}/download/").text) == _rows(source)
+    named = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": "dynamic"}).json()
+    assert named["jobSpec"]["chunkSize"] == "dynamic"
+    assert_error(api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": (40 << 20) + 1}),
+                 422, "chunkSize")  # fmt: skip
 
 
 def test_a_wrong_secret_key_fails_the_s3_job(api: httpx.Client, token: str, bucket: S3Peer) -> None:

@@ -36,6 +36,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "STRONGROOM_WORKER_HEARTBEAT": "0.5",
         "STRONGROOM_WORKER_STALLED_AFTER": "2",
         "STRONGROOM_JOB_ORPHAN_AFTER": "4",
+        "STRONGROOM_JOB_CHUNK_ROWS": "2",  # a job without chunkSize
     }
     with backend_database("postgres") as url:
         server = Server(data_dir=tmp_path_factory.mktemp("workers") / "srv", database_url=url, extra_env=env)
@@ -93,7 +94,6 @@ def _output_job(api: httpx.Client, peer: PeerDatabase, table: str) -> dict[str, 
     cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password}).json()
     spec = {
         "deploymentId": "slow",
-        "chunkSize": 2,
         "numConcurrent": 2,
         "outputSettings": {"type": "jdbc", "dataStoreId": store, "table": table, "statementType": "create_table",
                            "credentialId": cred["credentialId"]},

@@ -105,3 +105,16 @@ def test_the_arrow_path_reads_booleans_as_booleans(conn: sa.Connection) -> None:
     conn.rollback()
     assert found.schema.field("flag").type == pa.bool_()
     assert found.column("flag").to_pylist() == [r[2] for r in ROWS]
+
+
+def test_a_chunk_size_in_bytes_is_rows_of_that_size(conn: sa.Connection) -> None:
+    """chunkSize in bytes: rows per chunk are the bytes over the average size of the first rows as COPY writes
+    them (here 11 bytes each: `r000000,ab` and a newline)."""
+    settings = {"query": "SELECT 'r' || lpad(i::text, 6, '0') AS code, 'ab' AS word FROM generate_series(0, 99) i"}
+    chunks = list(batch.read_table_csv(conn, settings, batch.ChunkSize(bytes=110), OPTIONS))
+    conn.rollback()
+    assert [c.num_rows for c in chunks] == [10] * 10
+    assert [len(c.data) for c in chunks[1:]] == [110] * 9
+    arrow = list(batch.read_table(conn, settings, batch.ChunkSize(bytes=150)))  # pyarrow quotes strings: 15 bytes
+    conn.rollback()
+    assert [b.num_rows for b in arrow] == [10] * 10

@@ -30,7 +30,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import islice
+from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +138,57 @@ def scorer(entry_point: str | None, passthrough_columns: Sequence[str] | None) -
     return score
 
 
-def rechunk(batches: Iterator[pa.RecordBatch], rows: int, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
-    """Batches of exactly `rows` rows (the last may be shorter); at least one, empty when there is nothing."""
+SAMPLE_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class ChunkSize:
+    """How many rows a chunk holds: `rows`, or, given `bytes` (DataRobot's chunkSize is bytes), as many rows as
+    make that many bytes of CSV at the average size of a row among the intake's first `SAMPLE_ROWS` (at least
+    one row)."""
+
+    rows: int | None = None
+    bytes: int | None = None
+
+    def rows_at(self, row_bytes: float) -> int:
+        """Rows per chunk when a row's CSV takes `row_bytes` on average."""
+        if self.rows is not None:
+            return self.rows
+        return max(1, int((self.bytes or 1) // max(row_bytes, 1.0)))
+
+    def rows_for(self, sample: pa.RecordBatch) -> int:
+        """Rows per chunk, measured on the first rows of `sample` rendered as CSV."""
+        if self.rows is not None or sample.num_rows == 0:
+            return self.rows or 1
+        head = sample.slice(0, SAMPLE_ROWS)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(head, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+        return self.rows_at(sink.tell() / head.num_rows)
+
+
+def chunk_size(spec: Mapping[str, Any], default_rows: int) -> ChunkSize:
+    """A job's chunk size: its chunkSize in bytes, or rows (`chunkRows`, else `default_rows`) when it named a
+    strategy (auto, fixed, dynamic) or gave none."""
+    given = spec.get("chunkSize")
+    if isinstance(given, int) and not isinstance(given, bool):
+        return ChunkSize(bytes=given)
+    return ChunkSize(rows=int(spec.get("chunkRows") or default_rows))
+
+
+def rechunk(
+    batches: Iterator[pa.RecordBatch], size: ChunkSize | int, schema: pa.Schema | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Batches of exactly `size` rows (the last may be shorter); at least one, empty when there is nothing."""
+    size = ChunkSize(rows=size) if isinstance(size, int) else size
+    rows = size.rows
     buffered: list[pa.RecordBatch] = []
     count, produced = 0, False
     for batch in batches:
         schema = batch.schema
         if batch.num_rows == 0:
             continue
+        if rows is None:
+            rows = size.rows_for(batch)
         buffered.append(batch)
         count += batch.num_rows
         while count >= rows:
@@ -181,9 +225,14 @@ def csv_options(settings: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def read_csv(
-    files: Sequence[Any], options: Mapping[str, str], rows: int, adapter: str = "localFile intake"
+    files: Sequence[Any],
+    options: Mapping[str, str],
+    size: ChunkSize | int,
+    adapter: str = "localFile intake",
+    parsed: Callable[[int], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The CSV files or binary streams (each with its header), streamed in chunks of `rows` rows."""
+    """The CSV files or binary streams (each with its header), streamed in chunks of `size`; `parsed` gets the
+    row count of each block as the reader parses it (ahead of the chunks it yields)."""
 
     def batches() -> Iterator[pa.RecordBatch]:
         types: dict[str, pa.DataType] | None = None
@@ -204,13 +253,16 @@ def read_csv(
             if types is None:
                 types = {f.name: f.type for f in reader.schema}
             try:
-                yield from reader
+                for block in reader:
+                    if parsed is not None:
+                        parsed(block.num_rows)
+                    yield block
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
             except OSError as exc:
                 raise JobFailed(f"{adapter}: reading failed ({type(exc).__name__})") from None
 
-    yield from rechunk(batches(), rows)
+    yield from rechunk(batches(), size)
 
 
 _SPOOLED_CSV = b"strongroom.csv_rows"
@@ -285,22 +337,37 @@ def _intake_statement(settings: Mapping[str, Any]) -> Any:
     return sa.select(sa.text("*")).select_from(_relation(settings["table"], settings.get("schema")))
 
 
-def read_table(conn: Connection, settings: Mapping[str, Any], rows: int) -> Iterator[pa.RecordBatch]:
-    """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `rows`."""
-    fetch = int(settings.get("fetchSize") or min(rows, 10_000))
+def read_table(conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int) -> Iterator[pa.RecordBatch]:
+    """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `size`."""
+    size = ChunkSize(rows=size) if isinstance(size, int) else size
+    fetch = int(settings.get("fetchSize") or min(size.rows or 10_000, 10_000))
     statement = _intake_statement(settings)
     if conn.dialect.name == "postgresql":
-        yield from _copy_out(conn, statement, rows)
+        yield from _copy_out(conn, statement, size)
         return
     result = conn.execution_options(stream_results=True, max_row_buffer=fetch).execute(statement)
     names = list(result.keys())
+    pending: list[Any] = []
+    rows = size.rows
+    if rows is None:
+        pending = list(result.fetchmany(SAMPLE_ROWS))
+        rows = size.rows_for(_batch(pending, names))
     produced = False
-    for part in result.partitions(rows):
+    while True:
+        while len(pending) < rows and (more := result.fetchmany(min(fetch, rows - len(pending)))):
+            pending.extend(more)
+        if not pending:
+            break
         produced = True
-        columns = list(zip(*part, strict=True)) if part else [() for _ in names]
-        yield pa.RecordBatch.from_arrays([_array(c) for c in columns], names=names)
+        yield _batch(pending[:rows], names)
+        pending = pending[rows:]
     if not produced:
         yield pa.RecordBatch.from_arrays([pa.array([], pa.string()) for _ in names], names=names)
+
+
+def _batch(rows: Sequence[Any], names: Sequence[str]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pa.RecordBatch.from_arrays([_array(c) for c in columns], names=list(names))
 
 
 class _CopyOut(io.RawIOBase):
@@ -367,14 +434,14 @@ def _copy_statement(conn: Connection, statement: Any, options: Mapping[str, str]
     )
 
 
-def _copy_out(conn: Connection, statement: Any, rows: int) -> Iterator[pa.RecordBatch]:
+def _copy_out(conn: Connection, statement: Any, size: ChunkSize) -> Iterator[pa.RecordBatch]:
     """PostgreSQL intake as `COPY (…) TO STDOUT` in CSV, parsed by the streaming CSV reader: the rows never
     become Python objects (types as CSV inference sees them)."""
     options = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)) as copy:
         stream = io.BufferedReader(_CopyOut(copy), 1 << 20)
-        yield from read_csv([stream], options, rows, "jdbc intake")
+        yield from read_csv([stream], options, size, "jdbc intake")
 
 
 class CsvChunk:
@@ -393,16 +460,22 @@ def passes_csv_through(options: Mapping[str, str]) -> bool:
 
 
 def read_table_csv(
-    conn: Connection, settings: Mapping[str, Any], rows: int, options: Mapping[str, str]
+    conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int, options: Mapping[str, str]
 ) -> Iterator[CsvChunk]:
     """A PostgreSQL intake as COPY's CSV (`csvSettings`' delimiter and quote, booleans `true`/`false`), in
-    chunks of `rows` rows cut at COPY's own row boundaries (one CopyData message per row, so a quoted newline
-    never splits a row); the header once, at the start of chunk 0. Rows are never parsed."""
+    chunks of `size` cut at COPY's own row boundaries (one CopyData message per row, so a quoted newline never
+    splits a row); the header once, at the start of chunk 0. Rows are never parsed."""
+    size = ChunkSize(rows=size) if isinstance(size, int) else size
     statement = _intake_statement(settings)
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)) as copy:
-        pieces = iter(copy)
+        pieces: Iterator[Any] = iter(copy)
         data = bytearray(next(pieces, b""))  # the header
+        rows = size.rows
+        if rows is None:
+            sample = [bytes(piece) for piece in islice(pieces, SAMPLE_ROWS)]
+            rows = size.rows_at(sum(map(len, sample)) / max(len(sample), 1))
+            pieces = chain(sample, pieces)
         number = 0
         while True:
             taken = 0
@@ -651,10 +724,12 @@ class TableOutput:
 
 
 class _Body(io.RawIOBase):
-    """A botocore streaming body as a raw binary stream, for a buffered reader (and pyarrow) to pull from."""
+    """A botocore streaming body as a raw binary stream, for a buffered reader (and pyarrow) to pull from;
+    `consumed` counts the bytes read so far."""
 
     def __init__(self, body: Any) -> None:
         self.body = body
+        self.consumed = 0
 
     def readable(self) -> bool:
         return True
@@ -662,21 +737,45 @@ class _Body(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         data = self.body.read(len(buffer))
         buffer[: len(data)] = data
+        self.consumed += len(data)
         return len(data)
 
 
 def read_s3(
-    connector: Connector, where: s3.Location, keys: s3.Keys, options: Mapping[str, str], rows: int
+    connector: Connector,
+    where: s3.Location,
+    keys: s3.Keys,
+    options: Mapping[str, str],
+    size: ChunkSize | int,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The object's CSV, streamed (a 1 MiB buffer, never the whole object) in chunks of `rows` rows."""
+    """The object's CSV, streamed (a 1 MiB buffer, never the whole object) in chunks of `size`. Before each
+    chunk, `progress` gets the object's estimated row count (the rows read so far scaled by the share of its
+    bytes parsed; at the end, the rows read)."""
     client = s3.client(connector, where, keys)
     try:
         try:
             found = client.get_object(Bucket=where.bucket, Key=where.prefix)
         except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
             raise JobFailed(f"s3 intake: {s3.explain(exc, where).message}") from None
-        stream = io.BufferedReader(_Body(found["Body"]), 1 << 20)
-        yield from read_csv([stream], options, rows, "s3 intake")
+        body = _Body(found["Body"])
+        total = int(found.get("ContentLength") or 0)
+        parsed = 0
+
+        def count(block: int) -> None:
+            nonlocal parsed
+            parsed += block
+
+        rows, told = 0, None
+        for chunk in read_csv([io.BufferedReader(body, 1 << 20)], options, size, "s3 intake", count):
+            rows += chunk.num_rows
+            estimate = max(parsed, round(parsed * total / body.consumed)) if total and body.consumed else None
+            if progress is not None and estimate is not None and estimate != told:
+                progress(estimate)
+                told = estimate
+            yield chunk
+        if progress is not None and rows != told:
+            progress(rows)
     finally:
         client.close()
 

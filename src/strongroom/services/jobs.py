@@ -35,6 +35,8 @@ from strongroom.store.db import Database
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories.jobs import JobRepository
 
+MAX_CHUNK_BYTES = 40 << 20  # DataRobot's largest chunkSize (bytes)
+
 if TYPE_CHECKING:
     from strongroom.services.runners import JobRunner, QueuedJobs
 
@@ -335,10 +337,11 @@ class JobService:
         spec: dict[str, Any] = {"deploymentId": deployment["id"]}
         spec["numConcurrent"] = _int(body, "numConcurrent", 1, 1, self.settings.job_max_concurrent)
         chunk = body.get("chunkSize")
-        if chunk is None or chunk in CHUNK_NAMES:
-            spec["chunkSize"] = self.settings.job_chunk_rows
-        else:
-            spec["chunkSize"] = _int(body, "chunkSize", 0, 1, 10_000_000)
+        if chunk is None or chunk in CHUNK_NAMES:  # a strategy: rows, this server's default
+            spec["chunkSize"] = chunk or "auto"
+            spec["chunkRows"] = self.settings.job_chunk_rows
+        else:  # bytes, as in DataRobot (see batch.ChunkSize for the rows that makes)
+            spec["chunkSize"] = _int(body, "chunkSize", 0, 1, MAX_CHUNK_BYTES)
         columns = body.get("passthroughColumns")
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) and c for c in columns):

@@ -110,7 +110,7 @@ class JobRunner:
         spec = json.loads(row["spec"])
         who = self.principal_of(row)
         intake, output = spec["intakeSettings"], spec["outputSettings"]
-        rows = int(spec["chunkSize"])
+        size = batch.chunk_size(spec, self.service.settings.job_chunk_rows)
         options = batch.csv_options(spec.get("csvSettings"))
         deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
@@ -128,7 +128,7 @@ class JobRunner:
         if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
             sink.discard()  # what the stopped run staged: every chunk is written again
         self._outputs[job_id] = sink
-        with open_intake(self.service, who, job_id, intake, rows, options, purpose, raw) as chunks:
+        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw) as chunks:
             total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
         if job_id in self.cancelled:
             self._cleanup_output(job_id)
@@ -206,13 +206,15 @@ def open_intake(
     who: Principal,
     job_id: str,
     intake: Mapping[str, Any],
-    rows: int,
+    size: Any,
     options: Mapping[str, str],
     purpose: Mapping[str, Any],
     raw: bool = False,
 ) -> Any:
-    """The intake's chunks, in a context that holds its connection open (failures name the adapter). `raw`: a
-    PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a passthrough into a CSV output."""
+    """The intake's chunks of `size` (a `batch.ChunkSize`), in a context that holds its connection open (failures
+    name the adapter). `raw`: a PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a
+    passthrough into a CSV output. An s3 intake keeps the job's expected rows (its percentage) estimated as it
+    reads."""
     from contextlib import contextmanager
 
     from strongroom.services import batch
@@ -220,12 +222,13 @@ def open_intake(
     @contextmanager
     def opened() -> Iterator[Iterator[Any]]:
         if intake["type"] == "localFile":
-            yield batch.read_csv(service.intake_files(job_id), options, rows)
+            yield batch.read_csv(service.intake_files(job_id), options, size)
             return
         if intake["type"] == "s3":
             location = s3_location(intake, "intakeSettings")
             keys = service.s3_keys(who, intake, {**purpose, "side": "intake"})
-            yield batch.read_s3(service.connector, location, keys, options, rows)
+            expect = lambda rows: service.jobs.set(job_id, {"expected_rows": rows})  # noqa: E731
+            yield batch.read_s3(service.connector, location, keys, options, size, expect)
             return
         timeout = service.settings.job_statement_timeout
         try:
@@ -237,9 +240,9 @@ def open_intake(
                 if expected is not None:
                     service.jobs.set(job_id, {"expected_rows": expected})
                 if raw and conn.dialect.name == "postgresql":
-                    yield batch.read_table_csv(conn, intake, rows, options)
+                    yield batch.read_table_csv(conn, intake, size, options)
                 else:
-                    yield batch.read_table(conn, intake, rows)
+                    yield batch.read_table(conn, intake, size)
         except batch.JobFailed:
             raise
         except StrongroomError as exc:
@@ -434,12 +437,12 @@ class QueuedJobs:
         from strongroom.services import batch
 
         number = -1
-        rows = int(spec["chunkSize"])
+        size = batch.chunk_size(spec, self.service.settings.job_chunk_rows)
         deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
         raw = passes_csv_through(deployment, columns, spec["outputSettings"], options)
         intake = spec["intakeSettings"]
-        with open_intake(self.service, who, job_id, intake, rows, options, purpose, raw) as chunks:
+        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw) as chunks:
             try:
                 for number, chunk in enumerate(chunks):
                     while self.jobs.in_flight(job_id) >= limit:
