@@ -3,7 +3,9 @@ and output adapters that write each chunk under its number, so that a chunk run 
 
 - localFile intake: the uploaded CSV (one file, or the parts of a multipart upload, each with its header) read
   by pyarrow's streaming CSV reader; column types are inferred from the first block and kept for the rest.
-- jdbc intake: one server-side cursor (`stream_results`, `fetchSize` rows per round trip) on the data store.
+- jdbc intake: on PostgreSQL `COPY (…) TO STDOUT` in CSV (booleans `true`/`false`), parsed by the same CSV
+  reader, or, for a passthrough into a CSV output, passed on as COPY's own bytes (`CsvChunk`); elsewhere one
+  server-side cursor (`stream_results`, `fetchSize` rows per round trip).
 - localFile output: one spool file per chunk (`out/<number>.csv`, written aside then renamed), streamed in
   chunk order by the download route.
 - s3 intake: the object streamed through a 1 MiB buffer into the same CSV reader.
@@ -13,8 +15,9 @@ and output adapters that write each chunk under its number, so that a chunk run 
   number and position; a chunk run again first deletes its earlier rows), and `finish` moves them into the
   target table in one transaction (create_table on PostgreSQL: renamed into place), then drops the staging table.
 
-Memory stays bounded by the chunk size times the chunks in flight. No secret passes through this module's
-messages: failures name the adapter and the cause (`connections.explain` for drivers).
+A chunk is `ChunkSize` rows: given, or derived from DataRobot's chunkSize in bytes. Memory stays bounded by the
+chunk size times the chunks in flight (see `return_big_buffers` for what the allocator keeps). No secret passes
+through this module's messages: failures name the adapter and the cause (`connections.explain` for drivers).
 """
 
 from __future__ import annotations
