@@ -17,7 +17,16 @@ import pytest
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from tests.support import PeerDatabase, Server, backend_database, client, scram_postgres, start_worker, unique
+from tests.support import (
+    PeerDatabase,
+    Server,
+    backend_database,
+    client,
+    s3_server,
+    scram_postgres,
+    start_worker,
+    unique,
+)
 
 pytestmark = pytest.mark.postgres
 ROWS = 60
@@ -260,3 +269,43 @@ def test_a_postgres_table_passes_through_the_workers_as_csv(
                 expected += piece
     assert body == expected.decode()
     assert len(_chunks(srv, job["id"])) == ROWS
+
+
+def test_an_s3_intake_is_parsed_by_the_chunk_tasks(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """S3 -> PostgreSQL on two workers with chunkSize in bytes: the producer cuts the object into slices of whole
+    rows (quoted newlines and doubled quotes inside), each chunk task parses its own with the types of the first
+    block, and the table holds every row once, as written."""
+    workers += [start_worker(srv, "split-a"), start_worker(srv, "split-b")]
+    rows = [(i, f'line {i}\nwith "quotes", and commas' if i % 5 == 0 else f"n{i}", i * 0.5) for i in range(ROWS)]
+    body = "id,note,amount\n" + "".join(f'{i},"{n.replace(chr(34), chr(34) * 2)}",{a}\n' for i, n, a in rows)
+    table = unique("split").replace("-", "_")
+    with s3_server() as bucket, client(srv, srv.new_user("w")) as api:
+        bucket.client().put_object(Bucket=bucket.bucket, Key="in.csv", Body=body.encode())
+        drivers = api.get("externalDataDrivers/").json()["data"]
+        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+        params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
+        store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
+        cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
+        keys = api.post("credentials/", json={"name": unique("k"), "credentialType": "s3",
+                                              "awsAccessKeyId": bucket.access_key_id,
+                                              "awsSecretAccessKey": bucket.secret_access_key})  # fmt: skip
+        spec = {
+            "deploymentId": "5e0000000000000000000001",
+            "chunkSize": 200,  # bytes: a few rows per slice
+            "numConcurrent": 3,
+            "intakeSettings": {"type": "s3", "url": f"{bucket.url}/in.csv", "credentialId": keys.json()["credentialId"],
+                               "endpointUrl": bucket.endpoint_url},
+            "outputSettings": {"type": "jdbc", "dataStoreId": store.json()["id"], "table": table,
+                               "statementType": "create_table", "credentialId": cred.json()["credentialId"]},
+        }  # fmt: skip
+        job = api.post("batchPredictions/", json=spec).json()
+        ended = _until(lambda: (j := _job(api, job["id"]))["status"] not in ("INITIALIZING", "RUNNING") and j, 90,
+                       "the job's end")  # fmt: skip
+        assert ended["status"] == "COMPLETED", ended["statusDetails"]
+    assert len(_chunks(srv, job["id"])) > 3
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute(f"SELECT id, note, amount FROM {table} ORDER BY id").fetchall()
+    assert found == rows

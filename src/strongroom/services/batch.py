@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import importlib
 import io
+import json
 import os
 import queue
 import re
@@ -269,14 +270,23 @@ def read_csv(
 
 
 _SPOOLED_CSV = b"strongroom.csv_rows"
+_SPOOLED_SLICE = b"strongroom.csv_slice"
 
 
-def spool_batch(batch: pa.RecordBatch | CsvChunk, path: Path) -> None:
-    """Write a chunk as an Arrow IPC stream (aside, then renamed), for another process to score; a CsvChunk as
-    one binary value with its row count in the schema's metadata."""
-    if isinstance(batch, CsvChunk):
+def spool_batch(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path) -> None:
+    """Write a chunk as an Arrow IPC stream (aside, then renamed), for another process to score; a CsvChunk or a
+    CsvSlice as one binary value, what it needs beside its bytes in the schema's metadata."""
+    if isinstance(batch, CsvChunk | CsvSlice):
+        if isinstance(batch, CsvChunk):
+            metadata = {_SPOOLED_CSV: str(batch.num_rows).encode()}
+        else:
+            described = {"options": dict(batch.options), "adapter": batch.adapter}
+            metadata = {
+                _SPOOLED_SLICE: json.dumps(described).encode(),
+                b"schema": batch.schema.serialize().to_pybytes(),
+            }
         data = pa.array([batch.data], pa.large_binary())
-        batch = pa.RecordBatch.from_arrays([data], ["csv"]).replace_schema_metadata({_SPOOLED_CSV: str(batch.num_rows)})
+        batch = pa.RecordBatch.from_arrays([data], ["csv"]).replace_schema_metadata(metadata)
     aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     with pa.OSFile(str(aside), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
@@ -284,12 +294,17 @@ def spool_batch(batch: pa.RecordBatch | CsvChunk, path: Path) -> None:
 
 
 def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk:
-    """A chunk spooled by `spool_batch`."""
+    """A chunk spooled by `spool_batch` (a CsvSlice parsed here, into its batch)."""
     with pa.OSFile(str(path), "rb") as source:
         batch = pa.ipc.open_stream(source).read_next_batch()
     metadata = batch.schema.metadata or {}
     if _SPOOLED_CSV in metadata:
         return CsvChunk(batch.column(0)[0].as_py(), int(metadata[_SPOOLED_CSV]))
+    if _SPOOLED_SLICE in metadata:
+        described = json.loads(metadata[_SPOOLED_SLICE])
+        schema = pa.ipc.read_schema(pa.py_buffer(metadata[b"schema"]))
+        data = batch.column(0)[0].as_buffer()
+        return CsvSlice(data, schema, described["options"], described["adapter"]).parse()
     return batch
 
 
@@ -312,6 +327,117 @@ def write_csv(batch: pa.RecordBatch | CsvChunk, path: Path, header: bool, option
         file.write(data)
     os.replace(aside, path)
     return data
+
+
+class CsvSlice:
+    """Whole rows of an intake's CSV as they were read (no header), not parsed yet: a queued job's producer cuts an
+    S3 object at row ends and each chunk task parses its own slice, so the parsing runs on every worker instead
+    of only on the producer's. `schema` holds the column names and the types inferred from the object's first
+    block (so every slice parses alike, as one streaming reader would), `options` the job's csvSettings."""
+
+    __slots__ = ("adapter", "data", "options", "schema")
+
+    def __init__(self, data: Any, schema: pa.Schema, options: Mapping[str, str], adapter: str) -> None:
+        self.data, self.schema, self.options, self.adapter = data, schema, options, adapter
+
+    def parse(self) -> pa.RecordBatch:
+        """The slice's rows as one batch of `schema` (JobFailed naming the adapter when they do not parse)."""
+        if not self.schema.names or not len(self.data):
+            return pa.RecordBatch.from_pylist([], schema=self.schema)
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(self.data),
+                read_options=pacsv.ReadOptions(column_names=self.schema.names, encoding=self.options["encoding"]),
+                parse_options=_parse_options(self.options),
+                convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in self.schema}),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise JobFailed(f"{self.adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+        return _one_batch(table) if table.num_rows else pa.RecordBatch.from_pylist([], schema=self.schema)
+
+
+def _parse_options(options: Mapping[str, str]) -> pacsv.ParseOptions:
+    return pacsv.ParseOptions(delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True)
+
+
+def splits_at_bytes(options: Mapping[str, str]) -> bool:
+    """Whether CSV in these settings can be cut at row ends by bytes: newline and quote are one byte each, as in
+    UTF-8 and the other ASCII-compatible encodings."""
+    try:
+        encode = codecs.lookup(options["encoding"]).encode
+        return encode("\n")[0] == b"\n" and len(encode(options["quotechar"])[0]) == 1
+    except LookupError:
+        return False
+
+
+def _row_end(data: bytearray, start: int, quote: bytes) -> int:
+    """The index just past the first line end at or after `start` that is outside quotes (`data` starts at the
+    start of a row, and a quote inside a quoted value is doubled, so an even count of quotes before a newline
+    means it ends a row); -1 when `data` has none yet."""
+    inside = data.count(quote, 0, start) % 2
+    while (newline := data.find(b"\n", start)) >= 0:
+        inside = (inside + data.count(quote, start, newline)) % 2
+        if not inside:
+            return newline + 1
+        start = newline + 1
+    return -1
+
+
+def split_csv(
+    stream: Any, options: Mapping[str, str], size: int, adapter: str, progress: Callable[[int], None] | None = None
+) -> Iterator[CsvSlice]:
+    """A CSV stream (`read(n)`, with its header) cut into slices of whole rows, each the first row end at or past
+    `size` bytes (at least one slice, empty when there are no rows). Types are inferred from the first 1 MiB of
+    rows, as the streaming reader infers them from its first block. `progress` gets the stream's estimated row
+    count from that first MiB (`total` bytes, if the caller knows it, is read from `stream.total`)."""
+    quote = options["quotechar"].encode(options["encoding"])
+    data = bytearray()
+    ended = False
+
+    def fill(wanted: int) -> None:
+        nonlocal ended
+        while len(data) < wanted and not ended:
+            piece = stream.read(1 << 20)
+            if piece:
+                data.extend(piece)
+            else:
+                ended = True
+
+    def cut(at: int) -> int:
+        while (end := _row_end(data, min(at, len(data)), quote)) < 0 and not ended:
+            fill(len(data) + (1 << 20))
+        return end if end >= 0 else len(data)
+
+    fill(1 << 20)
+    header = bytes(data[: cut(0)])
+    del data[: len(header)]
+    if not header.strip():
+        yield CsvSlice(b"", pa.schema([]), options, adapter)
+        return
+    fill(1 << 20)
+    first = bytes(data[: cut(1 << 20)]) if len(data) > 1 << 20 else bytes(data)
+    try:
+        sample = pacsv.read_csv(
+            pa.BufferReader(header + first),
+            read_options=pacsv.ReadOptions(block_size=1 << 20, encoding=options["encoding"]),
+            parse_options=_parse_options(options),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+    total = getattr(stream, "total", 0)
+    if progress is not None and total and first:
+        progress(round(sample.num_rows * (total - len(header)) / len(first)))
+    produced = False
+    while True:
+        fill(size)
+        if not data:
+            break
+        end = cut(max(size - 1, 0))
+        produced = True
+        yield CsvSlice(bytes(data[:end]), sample.schema, options, adapter)
+        del data[:end]
+    if not produced:
+        yield CsvSlice(b"", sample.schema, options, adapter)
 
 
 # ---- databases ------------------------------------------------------------------------------------------------
@@ -779,6 +905,40 @@ def read_s3(
             yield chunk
         if progress is not None and rows != told:
             progress(rows)
+    finally:
+        client.close()
+
+
+class _Counted:
+    """A botocore streaming body with its object's size (`total`), for `split_csv`."""
+
+    def __init__(self, body: Any, total: int) -> None:
+        self.body, self.total = body, total
+
+    def read(self, size: int) -> bytes:
+        try:
+            return bytes(self.body.read(size))
+        except Exception as exc:  # a broken stream, whatever the library calls it: its text may quote the request
+            raise JobFailed(f"s3 intake: reading failed ({type(exc).__name__})") from None
+
+
+def split_s3(
+    connector: Connector,
+    where: s3.Location,
+    keys: s3.Keys,
+    options: Mapping[str, str],
+    size: int,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[CsvSlice]:
+    """The object's CSV cut into slices of whole rows of about `size` bytes, unparsed (see `split_csv`)."""
+    client = s3.client(connector, where, keys)
+    try:
+        try:
+            found = client.get_object(Bucket=where.bucket, Key=where.prefix)
+        except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
+            raise JobFailed(f"s3 intake: {s3.explain(exc, where).message}") from None
+        body = _Counted(found["Body"], int(found.get("ContentLength") or 0))
+        yield from split_csv(body, options, size, "s3 intake", progress)
     finally:
         client.close()
 

@@ -210,11 +210,13 @@ def open_intake(
     options: Mapping[str, str],
     purpose: Mapping[str, Any],
     raw: bool = False,
+    split: bool = False,
 ) -> Any:
     """The intake's chunks of `size` (a `batch.ChunkSize`), in a context that holds its connection open (failures
     name the adapter). `raw`: a PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a
-    passthrough into a CSV output. An s3 intake keeps the job's expected rows (its percentage) estimated as it
-    reads."""
+    passthrough into a CSV output. `split`: an s3 intake's chunks are unparsed slices of whole rows of about
+    `size.bytes` (`CsvSlice`s, parsed by whoever writes them). An s3 intake keeps the job's expected rows (its
+    percentage) estimated as it reads."""
     from contextlib import contextmanager
 
     from strongroom.services import batch
@@ -228,7 +230,10 @@ def open_intake(
             location = s3_location(intake, "intakeSettings")
             keys = service.s3_keys(who, intake, {**purpose, "side": "intake"})
             expect = lambda rows: service.jobs.set(job_id, {"expected_rows": rows})  # noqa: E731
-            yield batch.read_s3(service.connector, location, keys, options, size, expect)
+            if split and size.bytes and batch.splits_at_bytes(options):
+                yield batch.split_s3(service.connector, location, keys, options, size.bytes, expect)
+            else:
+                yield batch.read_s3(service.connector, location, keys, options, size, expect)
             return
         timeout = service.settings.job_statement_timeout
         try:
@@ -442,7 +447,8 @@ class QueuedJobs:
         columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
         raw = passes_csv_through(deployment, columns, spec["outputSettings"], options)
         intake = spec["intakeSettings"]
-        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw) as chunks:
+        # Parsing an s3 intake is left to the chunk tasks, on every worker: the one producer only cuts rows.
+        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, split=True) as chunks:
             try:
                 for number, chunk in enumerate(chunks):
                     while self.jobs.in_flight(job_id) >= limit:

@@ -1,0 +1,76 @@
+"""Cutting a CSV stream into slices of whole rows by bytes (a queued job's S3 producer, issue 16): every slice
+ends at a row end, even with quoted newlines, doubled quotes and CRLF; the header goes once into the schema;
+parsed, the slices are the rows a streaming reader reads, in order."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from strongroom.services.batch import CsvSlice, JobFailed, split_csv, splits_at_bytes
+
+OPTIONS = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
+TRICKY = (
+    'id,text,flag,amount\n1,plain,true,1.5\n2,"two\nlines",false,\n3,"a ""quoted"" ""\n"" word",true,2\n'
+    '4,"",false,3.25\r\n5,"ends with newline\n",true,4\n6,ünï,false,5'
+)
+
+
+def _slices(text: str, size: int, options: dict[str, str] = OPTIONS) -> list[CsvSlice]:
+    return list(split_csv(io.BytesIO(text.encode(options["encoding"])), options, size, "s3 intake"))
+
+
+def _whole(text: str, options: dict[str, str] = OPTIONS) -> pa.Table:
+    parse = pacsv.ParseOptions(delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True)
+    return pacsv.read_csv(io.BytesIO(text.encode(options["encoding"])), parse_options=parse)
+
+
+@pytest.mark.parametrize("size", [1, 10, 25, 60, 1000])
+def test_slices_are_whole_rows_in_order(size: int) -> None:
+    slices = _slices(TRICKY, size)
+    header = TRICKY.encode().index(b"\n") + 1
+    assert b"".join(bytes(s.data) for s in slices) == TRICKY.encode()[header:]
+    assert all(len(s.data) >= size for s in slices[:-1])
+    batches = [s.parse() for s in slices]
+    assert all(b.num_rows >= 1 for b in batches)
+    assert pa.Table.from_batches(batches).to_pylist() == _whole(TRICKY).to_pylist()
+
+
+def test_one_row_per_slice_when_size_is_one_byte() -> None:
+    assert [s.parse().num_rows for s in _slices(TRICKY, 1)] == [1] * 6
+
+
+def test_a_big_stream_keeps_the_first_block_types() -> None:
+    rows = "".join(f'{i},"text {i}\nline",{i % 2 == 0},{i}.5\n' for i in range(60_000))
+    text = "id,text,flag,amount\n" + rows
+    slices = _slices(text, 200_000)
+    assert len(slices) > 5 and {str(s.schema) for s in slices} == {str(_whole(text).schema)}
+    assert pa.Table.from_batches([s.parse() for s in slices]).equals(_whole(text).combine_chunks())
+
+
+def test_a_header_only_or_empty_stream_is_one_empty_slice() -> None:
+    (only,) = _slices("id,text\n", 10)
+    assert only.parse().num_rows == 0 and only.schema.names == ["id", "text"]
+    (empty,) = _slices("", 10)
+    assert empty.parse().num_rows == 0
+
+
+def test_other_settings_and_encodings() -> None:
+    options = {"delimiter": ";", "quotechar": "'", "encoding": "latin-1"}
+    text = "a;b\n1;'x;\ny'\n2;'é'\n"
+    slices = _slices(text, 1, options)
+    assert [s.parse().to_pylist() for s in slices] == [[{"a": 1, "b": "x;\ny"}], [{"a": 2, "b": "é"}]]
+    assert splits_at_bytes(options) and not splits_at_bytes({**OPTIONS, "encoding": "utf-16"})
+
+
+def test_a_slice_that_does_not_parse_names_the_adapter() -> None:
+    """Types come from the first MiB: a later slice with a value that does not fit them fails, naming the
+    adapter, as the streaming reader would."""
+    text = "id,n\n" + "".join(f"{i},{i}\n" for i in range(200_000)) + "x,y\n"
+    slices = _slices(text, 500_000)
+    assert slices[0].parse().num_rows > 0
+    with pytest.raises(JobFailed, match=r"^s3 intake: the CSV cannot be read"):
+        slices[-1].parse()
