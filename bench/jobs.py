@@ -401,9 +401,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         key = f"out-{rows}-{i}.csv"
                         times.append(st.job(**postgres_to_s3(st, s3, f"copy_{rows}_0", key), chunk=chunk,
                                             concurrent=concurrent))  # fmt: skip
-                        written = client.head_object(Bucket=s3.bucket, Key=key)["ContentLength"]
-                        if abs(written - size) > size * 0.05:
-                            raise RuntimeError(f"the PostgreSQL -> S3 job wrote {written} bytes, the CSV has {size}")
+                        lines = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read().count(b"\n")
+                        if lines != rows + 1:  # the header and every row once (no value here holds a newline)
+                            raise RuntimeError(f"the PostgreSQL -> S3 job wrote {lines} lines for {rows} rows")
                         client.delete_object(Bucket=s3.bucket, Key=key)
                     profiler.stop()
                     rss = max(vm_hwm_mib(p) for p in st.job_pids())

@@ -962,8 +962,10 @@ class S3Output:
         spool: Path,
         options: Mapping[str, str],
         part_bytes: int,
+        keep_chunks: bool = True,
     ) -> None:
         self.where, self.spool, self.options, self.part_bytes = where, spool, options, part_bytes
+        self.keep_chunks = keep_chunks  # False: chunks written here are not spooled (nothing would read them again)
         self.client = s3.client(connector, where, keys)
         self.lock = threading.Lock()
         self.next_chunk = 0
@@ -999,7 +1001,10 @@ class S3Output:
 
     def write(self, number: int, batch: pa.RecordBatch, attempt: int = 2) -> None:
         """Spool chunk `number`, then upload whatever whole parts the written chunks now fill."""
-        data = write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
+        if self.keep_chunks:
+            data = write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
+        else:
+            data = csv_bytes(batch, number == 0, self.options)
         with self.lock:
             if number >= self.next_chunk:
                 self.written[number] = memoryview(data)

@@ -124,7 +124,8 @@ class JobRunner:
         elif resumed:
             self.jobs.forget_chunks(job_id)
             shutil.rmtree(folder, ignore_errors=True)
-        sink = open_sink(self.service, job_id, who, output, options, purpose)
+        keep = intake["type"] == "localFile"  # a resumed localFile job keeps its finished chunks' output
+        sink = open_sink(self.service, job_id, who, output, options, purpose, keep_chunks=keep)
         if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
             sink.discard()  # what the stopped run staged: every chunk is written again
         self._outputs[job_id] = sink
@@ -275,9 +276,12 @@ def open_sink(
     options: Mapping[str, str],
     purpose: Mapping[str, Any],
     generation: int = 0,
+    keep_chunks: bool = True,
 ) -> Any:
     """The job's output adapter, its credential opened (audited): a credential that no longer works fails the
-    job before any row is read. `generation`: the run of a queued job whose staging table a jdbc output uses."""
+    job before any row is read. `generation`: the run of a queued job whose staging table a jdbc output uses.
+    `keep_chunks=False`: an s3 output does not spool the chunks written through it (a run that starts over
+    from its intake never reads them again)."""
     from strongroom.services import batch
 
     folder = service.root / job_id / "out"
@@ -297,7 +301,7 @@ def open_sink(
         keys = service.s3_keys(who, output, {**purpose, "side": "output"})
         part = max(5 * 1024 * 1024, service.settings.job_s3_part_bytes)
         try:
-            return batch.S3Output(service.connector, location, keys, folder, options, part)
+            return batch.S3Output(service.connector, location, keys, folder, options, part, keep_chunks)
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, "s3 output")) from None
     return _FileOutput(service, job_id, options)
