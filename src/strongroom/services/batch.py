@@ -549,7 +549,7 @@ def _select_sql(conn: Connection, statement: Any) -> str:
     for alias, d in zip(aliases, described, strict=True):
         name = psycopg_sql.Identifier(d.name).as_string(raw)
         if d.type_code == _PG_BOOL:
-            columns.append(f"CASE WHEN q.{alias} THEN 'true' WHEN NOT q.{alias} THEN 'false' END AS {name}")
+            columns.append(f"q.{alias}::text AS {name}")  # PostgreSQL's boolean-to-text cast: true, false
         else:
             columns.append(f"q.{alias} AS {name}")
     return f"SELECT {', '.join(columns)} FROM ({sql}) AS q({', '.join(aliases)})"
