@@ -654,6 +654,9 @@ def _transient(exc: sa.exc.DBAPIError) -> bool:
     return code in (1205, 1213) or getattr(orig, "sqlstate", None) in ("40001", "40P01")
 
 
+_COPY_ROWS = 8192  # rows rendered per write of a chunk's COPY (about 1 MB of CSV here)
+
+
 class TableOutput:
     """jdbc output through a per-job staging table, moved into the target in one final transaction."""
 
@@ -755,15 +758,18 @@ class TableOutput:
     @staticmethod
     def _copy_in(conn: Connection, stage: sa.Table, tagged: pa.RecordBatch) -> None:
         """`COPY stage FROM STDIN` of a chunk as CSV (an unquoted empty field is NULL, a quoted one the empty
-        string), in the connection's transaction."""
-        sink = io.BytesIO()
-        pacsv.write_csv(tagged, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+        string), in the connection's transaction; rendered `_COPY_ROWS` rows at a time, so the chunk's CSV is
+        never held whole."""
         preparer = conn.dialect.identifier_preparer
         columns = ", ".join(preparer.quote(name) for name in tagged.schema.names)
         target = preparer.format_table(stage)
         raw = conn.connection.driver_connection
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(sink.getbuffer())
+            for start in range(0, tagged.num_rows, _COPY_ROWS):
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(tagged.slice(start, _COPY_ROWS), sink, options)
+                copy.write(memoryview(sink.getvalue()))
 
     def finish(self, total: int) -> None:
         """Move every staged row into the target in one transaction (creating it for create_table), then drop
