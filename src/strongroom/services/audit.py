@@ -43,7 +43,11 @@ def parse_moment(value: str, name: str, now: datetime | None = None) -> datetime
     if moment is None:
         message = "must be an ISO 8601 date or time, or a span such as 1d, 12h, 30m"
         raise InvalidInput(f"{name}: {message}", {name: message})
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # in UTC, as stored: an offset can carry the first or last day of the calendar beyond it
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        message = "is beyond the calendar once in UTC"
+        raise InvalidInput(f"{name}: {message}", {name: message}) from None
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ async def audit_log(call: Call) -> Response:
         if value:
             if len(value) > _FILTER_MAX:
                 raise InvalidInput(f"{name}: at most {_FILTER_MAX} characters", {name: "too long"})
+            if "\x00" in value:  # no record holds one (PostgreSQL text cannot)
+                raise InvalidInput(f"{name}: must not contain NUL", {name: "must not contain NUL"})
             filters[key] = value
     for name in ("since", "until"):
         value = query.get(name)
