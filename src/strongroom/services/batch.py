@@ -34,6 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -61,6 +62,11 @@ class JobFailed(StrongroomError):
     """A job could not go on; the message names the adapter (or the deployment) and the cause, never a secret."""
 
     status_code = 409
+
+
+def _unreadable(adapter: str, exc: Exception) -> JobFailed:
+    """pyarrow's refusal of a CSV as the job's reason: the adapter and the first 300 characters of its message."""
+    return JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})")
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -253,7 +259,7 @@ def read_csv(
             except pa.ArrowInvalid as exc:
                 if "Empty CSV file" in str(exc):
                     continue
-                raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+                raise _unreadable(adapter, exc) from None
             if types is None:
                 types = {f.name: f.type for f in reader.schema}
             try:
@@ -262,7 +268,7 @@ def read_csv(
                         parsed(block.num_rows)
                     yield block
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+                raise _unreadable(adapter, exc) from None
             except OSError as exc:
                 raise JobFailed(f"{adapter}: reading failed ({type(exc).__name__})") from None
 
@@ -352,7 +358,7 @@ class CsvSlice:
                 convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in self.schema}),
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise JobFailed(f"{self.adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+            raise _unreadable(self.adapter, exc) from None
         return _one_batch(table) if table.num_rows else pa.RecordBatch.from_pylist([], schema=self.schema)
 
 
@@ -423,7 +429,7 @@ def split_csv(
             parse_options=_parse_options(options),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})") from None
+        raise _unreadable(adapter, exc) from None
     total = getattr(stream, "total", 0)
     if progress is not None and total and first:
         progress(round(sample.num_rows * (total - len(header)) / len(first)))
@@ -887,12 +893,7 @@ def read_s3(
     """The object's CSV, streamed (a 1 MiB buffer, never the whole object) in chunks of `size`. Before each
     chunk, `progress` gets the object's estimated row count (the rows read so far scaled by the share of its
     bytes parsed; at the end, the rows read)."""
-    client = s3.client(connector, where, keys)
-    try:
-        try:
-            found = client.get_object(Bucket=where.bucket, Key=where.prefix)
-        except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
-            raise JobFailed(f"s3 intake: {s3.explain(exc, where).message}") from None
+    with _s3_object(connector, where, keys) as found:
         body = _Body(found["Body"])
         total = int(found.get("ContentLength") or 0)
         parsed = 0
@@ -911,6 +912,19 @@ def read_s3(
             yield chunk
         if progress is not None and rows != told:
             progress(rows)
+
+
+@contextmanager
+def _s3_object(connector: Connector, where: s3.Location, keys: s3.Keys) -> Iterator[dict[str, Any]]:
+    """The object's GET response (its body still to be read), on a client closed on exit; any failure to get it
+    is a JobFailed naming the reason, never the library's text (it may quote the request)."""
+    client = s3.client(connector, where, keys)
+    try:
+        try:
+            found = client.get_object(Bucket=where.bucket, Key=where.prefix)
+        except Exception as exc:
+            raise JobFailed(f"s3 intake: {s3.explain(exc, where).message}") from None
+        yield found
     finally:
         client.close()
 
@@ -937,16 +951,9 @@ def split_s3(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[CsvSlice]:
     """The object's CSV cut into slices of whole rows of about `size` bytes, unparsed (see `split_csv`)."""
-    client = s3.client(connector, where, keys)
-    try:
-        try:
-            found = client.get_object(Bucket=where.bucket, Key=where.prefix)
-        except Exception as exc:  # every failure becomes a reason; the library's text may quote the request
-            raise JobFailed(f"s3 intake: {s3.explain(exc, where).message}") from None
+    with _s3_object(connector, where, keys) as found:
         body = _Counted(found["Body"], int(found.get("ContentLength") or 0))
         yield from split_csv(body, options, size, "s3 intake", progress)
-    finally:
-        client.close()
 
 
 class S3Output:
