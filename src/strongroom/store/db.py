@@ -357,9 +357,8 @@ class Database:
     def start_hot_reads(self) -> None:
         """Let `fetch_hot` answer from memory (SQLite files only; for the one long-lived store of a server
         process: see store/unchanged.py on why a file is attached once per process)."""
-        database = make_url(str(self.engine.url)).database
-        if self.is_sqlite and database not in (None, "", ":memory:"):
-            self._unchanged = UnchangedReads(Path(database))  # type: ignore[arg-type]
+        if self.path is not None:
+            self._unchanged = UnchangedReads(self.path)
 
     def _thread_read(self) -> None:
         self._thread_sqlite().execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
