@@ -191,9 +191,8 @@ class Pipeline:
         except Unauthorized:
             raise self._failed(call.request) from None
         accounts.used(token)
-        scope = call.request.scope
-        scope[USER] = who.username
-        return replace(who, address=_address(call.request), request_id=scope.get(REQUEST_ID))
+        call.request.scope[USER] = who.username
+        return replace(who, address=call.address, request_id=call.request_id)
 
     async def _audit_refusal(self, call: Call, exc: StrongroomError, action: str | None) -> None:
         """Audit a failed authentication, an authorisation denial, or a change that failed; reads that fail
@@ -212,7 +211,7 @@ class Pipeline:
                 credential_id=getattr(exc, "target", None) or _path_id(call),
                 detail={"reason": exc.message[:200]},
             )
-        event = replace(event, address=_address(call.request), request_id=call.request.scope.get(REQUEST_ID))
+        event = replace(event, address=call.address, request_id=call.request_id)
         audit = call.services.audit
         await call.write(lambda: audit.record(event))
 
