@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = "FULL"  # FULL: an acknowledged write survives power loss, not only a crash
     db_timeout: float = 30  # seconds a statement may wait: PostgreSQL statement_timeout, SQLite busy_timeout
     db_connect_timeout: int = 3  # seconds to reach PostgreSQL before answering 503 (libpq's minimum is 2)
+    db_pool_size: int = 10  # PostgreSQL: connections each of the store's two pools keeps open
+    db_pool_overflow: int = 20  # PostgreSQL: connections each pool may open beyond that under load
     log_level: str = "info"
     last_used_flush: float = 30  # seconds between writes of tokens' last use (each at most once a minute)
     access_log: bool = True  # one line per request with its X-Request-Id (Strongroom's own; uvicorn's is off)

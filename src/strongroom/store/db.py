@@ -158,6 +158,8 @@ class Database:
         timeout: float = 30,
         connect_timeout: int = 3,
         echo: bool = False,
+        pool_size: int = 10,
+        max_overflow: int = 20,
     ) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -176,8 +178,8 @@ class Database:
             # which invalidates the pools, and `fetch` retries once. Short connect timeout: an outage is a
             # quick 503, not a hung worker. statement_timeout bounds a query on a stuck server.
             kwargs["pool_pre_ping"] = False
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = max_overflow
             defaults = {
                 "connect_timeout": connect_timeout,
                 "options": f"-c statement_timeout={int(timeout * 1000)}",
@@ -227,6 +229,8 @@ class Database:
             sqlite_synchronous=settings.sqlite_synchronous,
             timeout=settings.db_timeout,
             connect_timeout=settings.db_connect_timeout,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_overflow,
         )
 
     @staticmethod
