@@ -118,3 +118,51 @@ def test_a_chunk_size_in_bytes_is_rows_of_that_size(conn: sa.Connection) -> None
     arrow = list(batch.read_table(conn, settings, batch.ChunkSize(bytes=150)))  # pyarrow quotes strings: 15 bytes
     conn.rollback()
     assert [b.num_rows for b in arrow] == [10] * 10
+
+
+MANY = "SELECT i AS id, repeat('x', i % 50) AS pad FROM generate_series(1, 60000) i"
+
+
+def test_a_long_copy_arrives_whole_on_both_paths(conn: sa.Connection) -> None:
+    """Many socket reads' worth of rows (COPY's rows are taken from libpq as they arrive): each row once, in
+    order, on the CSV path and the Arrow path."""
+    chunks = list(batch.read_table_csv(conn, {"query": MANY}, 7000, OPTIONS))
+    conn.rollback()
+    assert [c.num_rows for c in chunks] == [7000] * 8 + [4000]
+    rows = _parse(b"".join(bytes(c.data) for c in chunks))
+    assert rows[0] == ["id", "pad"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 60001))
+    assert all(r[1] == "x" * (int(r[0]) % 50) for r in rows[1:])
+    table = pa.Table.from_batches(list(batch.read_table(conn, {"query": MANY}, 25000)))
+    conn.rollback()
+    assert table.column("id").to_pylist() == list(range(1, 60001))
+
+
+@pytest.mark.parametrize("reader", ["csv", "arrow"])
+def test_a_copy_that_fails_midway_raises_and_leaves_the_connection_usable(conn: sa.Connection, reader: str) -> None:
+    """A statement timeout after rows have arrived is raised from the reader (not a short, silent intake), and
+    the connection answers the next statement."""
+    conn.exec_driver_sql("SET statement_timeout = '300ms'")
+    slow = {
+        "query": "SELECT i, repeat('x', 100) AS pad, CASE WHEN i > 60000 THEN pg_sleep(0.01)::text END AS s"
+        " FROM generate_series(1, 70000) i"
+    }
+    read = batch.read_table_csv(conn, slow, 5000, OPTIONS) if reader == "csv" else batch.read_table(conn, slow, 5000)
+    seen = 0
+    with pytest.raises(Exception, match="statement timeout"):
+        for chunk in read:
+            seen += chunk.num_rows
+    assert seen > 0  # rows came before the failure: the error came mid-COPY
+    conn.rollback()
+    assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    conn.rollback()
+
+
+def test_a_copy_left_early_leaves_the_connection_usable(conn: sa.Connection) -> None:
+    """A reader closed after its first chunk (an aborted job) cancels the rest of the COPY."""
+    read = batch.read_table_csv(conn, {"query": MANY}, 100, OPTIONS)
+    assert next(read).num_rows == 100
+    read.close()
+    conn.connection.driver_connection.rollback()  # the cancelled COPY's transaction (SQLAlchemy never began one)
+    assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == len(ROWS)
+    conn.rollback()

@@ -31,12 +31,13 @@ import json
 import os
 import queue
 import re
+import select
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.ipc
 import sqlalchemy as sa
+from psycopg import pq
 from psycopg import sql as psycopg_sql
+from psycopg.errors import error_from_result
 from sqlalchemy.engine import Connection
 
 from strongroom.errors import InvalidInput, StrongroomError
@@ -505,33 +508,68 @@ def _batch(rows: Sequence[Any], names: Sequence[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([_array(c) for c in columns], names=list(names))
 
 
-class _CopyOut(io.RawIOBase):
-    """A PostgreSQL `COPY … TO STDOUT` as a raw binary stream: each read fills the reader's whole buffer from
-    as many of the server's pieces (one per row) as it takes, copied once into place."""
+class _CopyRows:
+    """The rows of a PostgreSQL `COPY … TO STDOUT` in progress (one CopyData message each), appended straight
+    from libpq's receive queue; at the end, COPY's result is taken and its error (a statement timeout, say)
+    raised. psycopg's `Copy.read` hands out the same rows through a wait-generator round each: about three times
+    the CPU per row, which bounded a table-to-S3 job."""
 
-    def __init__(self, copy: Any) -> None:
-        self.copy = copy
-        self.rest = memoryview(b"")
+    def __init__(self, raw: Any) -> None:
+        self.pgconn = raw.pgconn
+        self.ready = select.poll()
+        self.ready.register(self.pgconn.socket, select.POLLIN)
+        self.ended = False
+
+    def take(self, data: bytearray, rows: int) -> int:
+        """Append up to `rows` rows to `data`; how many were appended (fewer only at the end)."""
+        get, taken = self.pgconn.get_copy_data, 0
+        while taken < rows and not self.ended:
+            nbytes, piece = get(1)
+            if nbytes > 0:
+                data += piece
+                taken += 1
+            elif nbytes == 0:  # no whole message received yet
+                self.ready.poll()
+                self.pgconn.consume_input()
+            else:
+                self._end()
+        return taken
+
+    def _end(self) -> None:
+        """Take every result of the finished COPY (leaving the connection ready), then raise the first error."""
+        self.ended = True
+        results = []
+        while True:
+            while self.pgconn.is_busy():
+                self.ready.poll()
+                self.pgconn.consume_input()
+            if (result := self.pgconn.get_result()) is None:
+                break
+            results.append(result)
+        for result in results:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise error_from_result(result)
+
+
+class _CopyOut(io.RawIOBase):
+    """A PostgreSQL `COPY … TO STDOUT` as a raw binary stream: each read fills the reader's whole buffer."""
+
+    def __init__(self, copied: _CopyRows) -> None:
+        self.copied = copied
+        self.rest = bytearray()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        size, filled, read = len(view), 0, self.copy.read
-        rest = self.rest
-        while filled < size:
-            if not rest:
-                piece = read()
-                if not piece:
-                    break
-                rest = memoryview(piece)
-            n = min(size - filled, len(rest))
-            view[filled : filled + n] = rest[:n]
-            rest = rest[n:]
-            filled += n
-        self.rest = rest
-        return filled
+        while len(self.rest) < len(view) and self.copied.take(self.rest, 1024):
+            pass
+        n = min(len(view), len(self.rest))
+        with memoryview(self.rest) as rest:
+            view[:n] = rest[:n]
+        del self.rest[:n]
+        return n
 
 
 _PG_BOOL = 16  # the boolean type's oid
@@ -574,8 +612,8 @@ def _copy_out(conn: Connection, statement: Any, size: ChunkSize) -> Iterator[pa.
     become Python objects (types as CSV inference sees them)."""
     options = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)) as copy:
-        stream = io.BufferedReader(_CopyOut(copy), 1 << 20)
+    with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)):
+        stream = io.BufferedReader(_CopyOut(_CopyRows(raw)), 1 << 20)
         yield from read_csv([stream], options, size, "jdbc intake")
 
 
@@ -603,20 +641,23 @@ def read_table_csv(
     size = ChunkSize(rows=size) if isinstance(size, int) else size
     statement = _intake_statement(settings)
     raw = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)) as copy:
-        pieces: Iterator[Any] = iter(copy)
-        data = bytearray(next(pieces, b""))  # the header
+    with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)):
+        copied = _CopyRows(raw)
+        data = bytearray()
+        copied.take(data, 1)  # the header
+        sample: deque[bytearray] = deque()
         rows = size.rows
         if rows is None:
-            sample = [bytes(piece) for piece in islice(pieces, SAMPLE_ROWS)]
+            while len(sample) < SAMPLE_ROWS and copied.take(row := bytearray(), 1):
+                sample.append(row)
             rows = size.rows_at(sum(map(len, sample)) / max(len(sample), 1))
-            pieces = chain(sample, pieces)
         number = 0
         while True:
             taken = 0
-            for piece in islice(pieces, rows):
-                data += piece
+            while sample and taken < rows:
+                data += sample.popleft()
                 taken += 1
+            taken += copied.take(data, rows - taken)
             if taken or number == 0:
                 yield CsvChunk(data, taken)
             if taken < rows:
