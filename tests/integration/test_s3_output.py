@@ -52,6 +52,9 @@ def test_the_object_is_the_chunks_in_order(peer: S3Peer, tmp_path: Path) -> None
     assert lines[0] == '"id","text"'
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(600_000))
     assert peer.client().head_object(Bucket=peer.bucket, Key="ordered.csv", PartNumber=1)["PartsCount"] >= 3
+    # every part went up with its CRC32, which S3 checked and combined, as boto3's own transfer manager does
+    found = peer.client().get_object_attributes(Bucket=peer.bucket, Key="ordered.csv", ObjectAttributes=["Checksum"])
+    assert found["Checksum"]["ChecksumType"] == "COMPOSITE" and found["Checksum"]["ChecksumCRC32"]
 
 
 def test_a_part_that_fails_to_upload_fails_the_job(peer: S3Peer, tmp_path: Path) -> None:

@@ -1003,7 +1003,8 @@ class S3Output:
     the output), uploaded as they fill, and `finish` uploads the rest and completes the multipart upload. A
     resumed job starts a new upload from the spooled chunks and aborts the one it left. Parts go up on a thread
     of their own, in order, at most `QUEUED_PARTS` waiting: chunk writers (and the intake behind them) do not
-    wait for S3 unless it falls that far behind."""
+    wait for S3 unless it falls that far behind. Each part carries its CRC32, which S3 checks and combines into
+    the object's checksum (as boto3's transfer manager uploads)."""
 
     QUEUED_PARTS = 1
     UPLOADERS = 2
@@ -1104,7 +1105,9 @@ class S3Output:
             raise self.failure
         where = self.where
         if self.upload_id is None:
-            started = self._call(self.client.create_multipart_upload, Bucket=where.bucket, Key=where.prefix)
+            started = self._call(
+                self.client.create_multipart_upload, Bucket=where.bucket, Key=where.prefix, ChecksumAlgorithm="CRC32"
+            )
             self.upload_id = str(started["UploadId"])
             self.marker.write_text(self.upload_id)
             self.uploaders = [
@@ -1135,9 +1138,13 @@ class S3Output:
                     Key=self.where.prefix,
                     UploadId=self.upload_id,
                     PartNumber=number,
+                    ChecksumAlgorithm="CRC32",
                     Body=data,
                 )
-                self.parts.append({"ETag": done["ETag"], "PartNumber": number})
+                part = {"ETag": done["ETag"], "PartNumber": number}
+                if "ChecksumCRC32" in done:  # a server that keeps part checksums wants them back at completion
+                    part["ChecksumCRC32"] = done["ChecksumCRC32"]
+                self.parts.append(part)
             except JobFailed as exc:
                 self.failure = exc
 
