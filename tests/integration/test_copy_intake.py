@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,3 +167,52 @@ def test_a_copy_left_early_leaves_the_connection_usable(conn: sa.Connection) -> 
     conn.connection.driver_connection.rollback()  # the cancelled COPY's transaction (SQLAlchemy never began one)
     assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == len(ROWS)
     conn.rollback()
+
+
+class _JobRows:
+    """The one method of the jobs repository the count uses: what it set, by job."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+
+    def set(self, job_id: str, values: dict[str, Any]) -> None:
+        self.values.setdefault(job_id, {}).update(values)
+
+
+def test_rows_are_counted_aside_and_a_count_still_running_is_cancelled(tmp_path: Any) -> None:
+    """A jdbc intake's rows are counted on a connection of their own (the job's expected rows); a count still
+    running when the read ends is cancelled, not waited for, and sets nothing."""
+    from types import SimpleNamespace
+
+    from strongroom.config import Settings
+    from strongroom.jdbc import target
+    from strongroom.services.connections import Connector
+    from strongroom.services.runners import _CountAside
+
+    with backend_database("postgres") as url:
+        assert url is not None
+        where = target("postgres", "jdbc:postgresql://" + url.split("@", 1)[1], [])
+        rows = _JobRows()
+        service: Any = SimpleNamespace(connector=Connector(Settings(data_dir=tmp_path)), jobs=rows)
+        login = (where, "postgres", "unused")
+        counted = _CountAside(service, "job-a", {"query": MANY}, login, 60)
+        counted.thread.join(30)
+        counted.stop()
+        assert rows.values == {"job-a": {"expected_rows": 60000}}
+        slow = {"query": "SELECT i FROM generate_series(1, 3) i, pg_sleep(30)"}
+        counting = _CountAside(service, "job-b", slow, login, 60)
+        probe = sa.create_engine(url)
+        with probe.connect() as watch:  # until the count runs: a cancel that came earlier would be lost
+            while (
+                counting.thread.is_alive()
+                and not watch.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND strpos(query, 'pg_sleep(30)') > 0"
+                    " AND pid <> pg_backend_pid()"
+                ).scalar()
+            ):
+                watch.rollback()
+                time.sleep(0.01)
+        probe.dispose()
+        counting.stop()
+        assert not counting.thread.is_alive()
+        assert "job-b" not in rows.values  # cancelled: a count that ran its 30 s would have set 3
