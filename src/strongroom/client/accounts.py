@@ -9,15 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from strongroom.client.client import get_client
-
-
-def _date(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
+from strongroom.client.dates import parse_date, wire_date
 
 
 def _part(value: str) -> str:
@@ -38,11 +30,15 @@ class User:
     @classmethod
     def from_server(cls, data: dict[str, Any]) -> User:
         return cls(
-            data["id"], data["username"], _date(data.get("createdAt")), bool(data["isAdmin"]), bool(data["disabled"])
+            data["id"],
+            data["username"],
+            parse_date(data.get("createdAt")),
+            bool(data["isAdmin"]),
+            bool(data["disabled"]),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        created = self.created_at.isoformat() if self.created_at else None
+        created = wire_date(self.created_at)
         return {
             "id": self.user_id,
             "username": self.username,
@@ -107,9 +103,9 @@ class ApiKey:
             data["name"],
             data["prefix"],
             list(data["scopes"]),
-            _date(data.get("createdAt")),
-            _date(data.get("expiresAt")),
-            _date(data.get("lastUsedAt")),
+            parse_date(data.get("createdAt")),
+            parse_date(data.get("expiresAt")),
+            parse_date(data.get("lastUsedAt")),
             bool(data["revoked"]),
             data.get("token"),
         )
@@ -118,7 +114,7 @@ class ApiKey:
         """The key's description (never its value)."""
 
         def when(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
+            return wire_date(value)
 
         return {
             "id": self.key_id,

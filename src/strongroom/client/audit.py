@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from strongroom.client.client import get_client
+from strongroom.client.dates import parse_date
 from strongroom.client.errors import StrongroomSDKError
 
 _PATH = "auditLog/"
@@ -24,7 +25,7 @@ class AuditRecord:
         self.data: dict[str, Any] = dict(data)
         actor = data.get("actor") or {}
         target = data.get("target") or {}
-        self.time: datetime | None = _parse(data.get("time"))
+        self.time: datetime | None = parse_date(data.get("time"))
         self.action: str | None = data.get("action")
         self.outcome: str | None = data.get("outcome")
         self.status: int | None = data.get("status")
@@ -70,12 +71,3 @@ class AuditRecord:
                 raise StrongroomSDKError("the server returned an audit record that is not an object")
             records.append(cls(item))
         return records
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from strongroom.client.client import get_client
+from strongroom.client.dates import parse_date, wire_date
 from strongroom.client.errors import ClientError, StrongroomSDKError
 from strongroom.credential_types import TYPES, CredentialType, Field
 
@@ -81,16 +82,6 @@ class SharingRole:
         }
 
 
-def _parse_date(value: Any) -> datetime | None:
-    """Parse the server's ISO-8601 date (trailing Z included); None when absent or unparseable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _object_value(f: Field, value: Any) -> dict[str, Any]:
     """An object field (the GCP key) as a dict, parsing a JSON string client-side as datarobot does."""
     if isinstance(value, str):
@@ -157,7 +148,7 @@ class Credential:
             credential_id=data["credentialId"],
             name=data.get("name"),
             credential_type=data.get("credentialType"),
-            creation_date=_parse_date(data.get("creationDate")),
+            creation_date=parse_date(data.get("creationDate")),
             description=data.get("description") or "",
             public=public,
         )
@@ -169,7 +160,7 @@ class Credential:
 
     def as_dict(self) -> dict[str, Any]:
         """The credential in its wire (camelCase) shape, e.g. for JSON output."""
-        created = self.creation_date.isoformat().replace("+00:00", "Z") if self.creation_date else None
+        created = wire_date(self.creation_date)
         return {
             "credentialId": self.credential_id,
             "name": self.name,

@@ -9,19 +9,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from strongroom.client.client import get_client
+from strongroom.client.dates import parse_date, wire_date
 from strongroom.client.errors import StrongroomSDKError
 
 if TYPE_CHECKING:
     from strongroom.client.client import Client
-
-
-def _date(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ class OAuthProvider:
             data["tokenUrl"],
             data["clientId"],
             data["tokenEndpointAuthMethod"],
-            _date(data.get("createdAt")),
+            parse_date(data.get("createdAt")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -56,7 +48,7 @@ class OAuthProvider:
             "tokenUrl": self.token_url,
             "clientId": self.client_id,
             "tokenEndpointAuthMethod": self.token_endpoint_auth_method,
-            "createdAt": self.created_at.isoformat() if self.created_at else None,
+            "createdAt": wire_date(self.created_at),
         }
 
     @classmethod
@@ -106,4 +98,4 @@ class AccessToken:
         token = data.get("accessToken") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise StrongroomSDKError("the server answered accessToken/ without an access token")
-        return cls(token, _date(data.get("expiresAt")), str(data.get("tokenType") or "Bearer"))
+        return cls(token, parse_date(data.get("expiresAt")), str(data.get("tokenType") or "Bearer"))
