@@ -16,7 +16,9 @@ from strongroom.config import Settings
 from strongroom.crypto.keys import load_key_file, load_keyring
 from strongroom.errors import MasterKeyError
 
-STARTS = 20
+# Processes that race: each imports what it needs first, then all are released at once (`_start_together`), so
+# they reach the key file and the database within the same moment rather than one interpreter start-up apart.
+STARTS = 8
 
 
 def _mode(path: Path) -> int:
@@ -74,7 +76,11 @@ _LOAD = """
 import sys
 from pathlib import Path
 from strongroom.crypto.keys import load_keyring
-load_keyring(env_value=None, key_file=Path(sys.argv[1]), create=True)
+print("ready", flush=True)
+sys.stdin.readline()
+keyring = load_keyring(env_value=None, key_file=Path(sys.argv[1]), create=True)
+version, wrapped = keyring.wrap(bytes(32), b"which key")
+print(version, wrapped.hex())
 """
 
 _OPEN = """
@@ -82,17 +88,33 @@ import sys
 from pathlib import Path
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
+import alembic.command  # the migration's modules too: Services.open imports them on first use
+print("ready", flush=True)
+sys.stdin.readline()
 Services.open(Settings(data_dir=Path(sys.argv[1]))).close()
 """
 
 
 def _start_together(code: str, arg: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Run `code` in STARTS processes released together: each says `ready` once its imports are done and waits
+    for a line on stdin, which all get only when every one is ready."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(arg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", code, str(arg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(STARTS)
     ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)[1]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=120)
@@ -101,10 +123,15 @@ def _start_together(code: str, arg: Path) -> list[subprocess.CompletedProcess[st
 
 
 def test_concurrent_first_loads_make_one_key(tmp_path: Path) -> None:
+    """Every process ends up holding the one key the file holds: each wraps a data key, which that key opens."""
     path = tmp_path / "data" / "master.key"
     results = _start_together(_LOAD, path)
     assert [r.stderr for r in results if r.returncode] == []
     assert len(json.loads(path.read_text())["keys"]) == 1
+    final = load_key_file(path, create=False)
+    for result in results:
+        version, wrapped = result.stdout.split()
+        assert final.unwrap(int(version), bytes.fromhex(wrapped), b"which key") == bytes(32)
 
 
 def test_concurrent_first_starts_all_succeed_with_one_key(tmp_path: Path) -> None:
@@ -125,7 +152,8 @@ def test_library_creates_private_files_whatever_the_umask(tmp_path: Path) -> Non
     data_dir = tmp_path / "data"
     code = (
         "import os, sys\nos.umask(0o022)\n"
-        + _OPEN.split("\n", 1)[1]
+        + "from pathlib import Path\nfrom strongroom.bootstrap import Services\n"
+        + "from strongroom.config import Settings\n"
         + "s = Services.open(Settings(data_dir=Path(sys.argv[1])))\n"
         + "s.accounts.create_user('alice')\n"
         + "print('ready', flush=True)\n"
