@@ -1,4 +1,7 @@
-"""The `strongroom` command's own behaviour, run as a subprocess: errors, stores, options, input and imports."""
+"""The `strongroom` command's own behaviour: errors, stores, options, input and imports. The commands' logic runs
+in-process through the CLI's own entry point (`cli_in_process`: its error wrapper and exit codes included, at a
+fraction of an interpreter start-up); what only a process shows runs as a subprocess: a usage error's exit status,
+an unexpected error's report, what importing the CLI loads, and prompts on a terminal."""
 
 from __future__ import annotations
 
@@ -11,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Server
+from tests.support import Server, cli_in_process
 
 HEAVY = ("sqlalchemy", "starlette", "cryptography", "alembic", "pydantic_settings", "httpx", "uvicorn", "rich")
 
 
-def run(*args: str, env: dict[str, str], stdin: str | None = "") -> subprocess.CompletedProcess[str]:
-    """`python -m strongroom ARGS` with exactly `env` (plus PATH and PYTHONPATH), stdin not a terminal."""
+def run(
+    *args: str, env: dict[str, str], stdin: str | None = "", process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`strongroom ARGS` with `env` for Strongroom's variables (and COLUMNS=200), stdin not a terminal: in-process,
+    or with `process` as `python -m strongroom ARGS` with exactly `env` plus PATH, PYTHONPATH and HOME."""
+    if not process:
+        return cli_in_process(list(args), env={"COLUMNS": "200", **env}, input=stdin)
     base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ}
     return subprocess.run(
         [sys.executable, "-m", "strongroom", *args],
@@ -72,7 +80,7 @@ def test_user_data_with_markup_is_printed_verbatim(tmp_path: Path) -> None:
 
 
 def test_usage_error_is_exit_2_without_traceback() -> None:
-    result = run("tokens", "create", env={})
+    result = run("tokens", "create", env={}, process=True)
     assert result.returncode == 2 and "Missing argument" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -184,7 +192,7 @@ def test_create_without_a_terminal_lets_the_server_name_what_is_missing(server: 
 def test_unexpected_error_is_a_short_report_without_locals(tmp_path: Path) -> None:
     env = {"STRONGROOM_DATA_DIR": str(tmp_path), "STRONGROOM_DATABASE_URL": "nosuchdriver://x:hunter2@h/db"}
     (tmp_path / "master.key").touch(mode=0o600)
-    result = run("users", "list", env=env)
+    result = run("users", "list", env=env, process=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "hunter2" not in result.stderr
     assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
 
