@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     job_queue: str = "auto"  # auto: procrastinate workers on PostgreSQL, the embedded runner on SQLite; or embedded
     worker_heartbeat: float = 10  # seconds between a `strongroom worker`'s heartbeats
     worker_stalled_after: float = 30  # seconds without a heartbeat after which a worker's tasks are run again
+    worker_poll_interval: float = 5  # seconds between a worker's looks for tasks no notification announced (retries)
     job_orphan_after: float = 300  # seconds a RUNNING job may go without any live worker before it FAILS
     job_s3_part_bytes: int = 8 * 1024**2  # parts of an s3 output's multipart upload (S3's minimum, 5 MiB, at least)
 

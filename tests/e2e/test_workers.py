@@ -29,7 +29,7 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.postgres
-ROWS = 60
+ROWS = 30
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,12 @@ def peer() -> Iterator[PeerDatabase]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server on PostgreSQL (jobs go to the queue) with quick heartbeats, stall and orphan timeouts."""
+    """A server on PostgreSQL (jobs go to the queue) with quick heartbeats, stall and orphan timeouts, and workers
+    (given the server's settings) that look for tasks run again every half second."""
     env = {
         "STRONGROOM_WORKER_HEARTBEAT": "0.5",
         "STRONGROOM_WORKER_STALLED_AFTER": "2",
+        "STRONGROOM_WORKER_POLL_INTERVAL": "0.5",
         "STRONGROOM_JOB_ORPHAN_AFTER": "4",
         "STRONGROOM_JOB_CHUNK_ROWS": "2",  # a job without chunkSize
     }
@@ -93,7 +95,7 @@ def _until(check: Any, timeout: float, what: str) -> Any:
 
 
 def _output_job(api: httpx.Client, peer: PeerDatabase, table: str) -> dict[str, Any]:
-    """A slow localFile -> PostgreSQL job (30 chunks of 2 rows, 2 at once) with its intake uploaded."""
+    """A slow localFile -> PostgreSQL job (15 chunks of 2 rows, 2 at once) with its intake uploaded."""
     drivers = api.get("externalDataDrivers/").json()["data"]
     driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
     store = api.post(
@@ -293,7 +295,7 @@ def test_an_s3_intake_is_parsed_by_the_chunk_tasks(
                                               "awsSecretAccessKey": bucket.secret_access_key})  # fmt: skip
         spec = {
             "deploymentId": "5e0000000000000000000001",
-            "chunkSize": 200,  # bytes: a few rows per slice
+            "chunkSize": 100,  # bytes: a few rows per slice
             "numConcurrent": 3,
             "intakeSettings": {"type": "s3", "url": f"{bucket.url}/in.csv", "credentialId": keys.json()["credentialId"],
                                "endpointUrl": bucket.endpoint_url},

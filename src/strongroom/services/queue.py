@@ -3,7 +3,9 @@
 procrastinate keeps its jobs in the store's own PostgreSQL database, so workers need nothing beside it; its
 schema is applied by Strongroom when a server or worker starts and finds it missing (under an advisory lock).
 A worker sends a heartbeat every `worker_heartbeat` seconds; a periodic task of every worker retries the tasks
-of workers silent for `worker_stalled_after` seconds, so a chunk whose worker vanished runs again. On SIGTERM
+of workers silent for `worker_stalled_after` seconds, so a chunk whose worker vanished runs again (a task put back
+on the queue is announced by no notification: workers find it when they next look, every `worker_poll_interval`
+seconds). On SIGTERM
 (or SIGINT) a worker takes no new task, finishes the chunks it is running, and gives a job's producer back to
 the queue (another worker starts it again, in a new generation) rather than reading the rest of the intake.
 """
@@ -117,6 +119,7 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
                 concurrency=concurrency,
                 name=worker_name(),
                 update_heartbeat_interval=settings.worker_heartbeat,
+                fetch_job_polling_interval=settings.worker_poll_interval,
                 stalled_worker_timeout=stalled,
                 install_signal_handlers=False,
             )
