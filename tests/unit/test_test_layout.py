@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import SLOW_FIRST
+
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 
@@ -40,3 +42,8 @@ def test_unit_tests_start_no_process(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "bench").rglob("*.py")), ids=lambda p: p.name)
 def test_bench_imports_nothing_from_tests(path: Path) -> None:
     assert not {m for m in _imported_modules(path) if m == "tests" or m.startswith("tests.")}, path.name
+
+
+def test_the_slow_files_handed_out_first_exist() -> None:
+    assert [path for path in SLOW_FIRST if not (ROOT / path).is_file()] == []
+    assert len(set(SLOW_FIRST)) == len(SLOW_FIRST)
