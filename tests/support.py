@@ -53,32 +53,59 @@ S3Peer = bench_server.S3Peer
 
 
 @contextmanager
-def backend_database(backend: str) -> Iterator[str | None]:
+def backend_database(backend: str, *, migrated: bool = False) -> Iterator[str | None]:
     """The database URL for a test on `backend`: None (SQLite in the data directory), or a throwaway PostgreSQL
-    database dropped afterwards; skips, saying why, when PostgreSQL is unreachable."""
+    database dropped afterwards, empty or with `migrated` a copy of an already migrated one (`migrated_template`:
+    for tests about what runs on the schema, not about migrating it); skips, saying why, when PostgreSQL is
+    unreachable."""
     if backend == "sqlite":
         yield None
         return
     if reason := pg_unreachable_reason():
         pytest.skip(reason)
     pg = PgDatabase()
-    pg.create()
+    if migrated:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{pg.name}" TEMPLATE "{migrated_template()}"')
+    else:
+        pg.create()
     try:
         yield pg.url
     finally:
         pg.drop()
 
 
+_TEMPLATE: list[str] = []
+
+
+def migrated_template() -> str:
+    """The name of this process's PostgreSQL database at the migrations' head, made on first use and dropped when
+    the process exits. Copying it (`CREATE DATABASE … TEMPLATE`) takes a tenth of the time migrating takes."""
+    if not _TEMPLATE:
+        import atexit
+
+        template = PgDatabase(name="strongroom_tpl_" + secrets.token_hex(4))
+        template.create()
+        atexit.register(template.drop)
+        database = Database(template.url)
+        try:
+            database.migrate()
+        finally:
+            database.dispose()  # a template must have no connection while it is copied
+        _TEMPLATE.append(template.name)
+    return _TEMPLATE[0]
+
+
 @contextmanager
 def postgres_store() -> Iterator[Any]:
     """A migrated `Database` on a throwaway PostgreSQL database, disposed and dropped afterwards (skips, saying
     why, when PostgreSQL is unreachable)."""
-    from strongroom.store.db import Database
-
-    with backend_database("postgres") as url:
+    with backend_database("postgres", migrated=True) as url:
         assert url is not None
         database = Database(url)
-        database.migrate()
+        database.migrate()  # at head already: checks the revision only
         try:
             yield database
         finally:

@@ -24,7 +24,7 @@ Store = tuple[Services, Principal, Principal]
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A store with alice (who owns a few credentials) and bob (who shares one of his named like one of hers)."""
-    with backend_database(request.param) as url:
+    with backend_database(request.param, migrated=True) as url:
         services = Services.open(Settings(data_dir=tmp_path, database_url=url))
         tokens = []
         for name in ("alice", "bob"):

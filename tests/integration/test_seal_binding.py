@@ -27,7 +27,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 @pytest.fixture(params=BACKENDS)
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    with backend_database(request.param) as url:
+    with backend_database(request.param, migrated=True) as url:
         yield Settings(data_dir=tmp_path, database_url=url)
 
 

@@ -19,7 +19,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Services, dict[str, Principal]]]:
-    with backend_database(request.param) as url:
+    with backend_database(request.param, migrated=True) as url:
         services = Services.open(Settings(data_dir=tmp_path, database_url=url))
         people = {}
         for name in ("alice", "bob", "carol"):

@@ -25,7 +25,7 @@ from tests.support import backend_database, fetch_credential, make_credential, s
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
-    with backend_database(request.param) as url:
+    with backend_database(request.param, migrated=True) as url:
         # PostgreSQL's 100 connections are shared by the whole parallel suite: 32 writer threads queue for 8
         # (each of the store's two pools 4 + 4), still many at once on every name.
         svc = Services.open(Settings(data_dir=tmp_path, database_url=url, db_pool_size=4, db_pool_overflow=4))
