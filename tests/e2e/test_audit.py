@@ -147,10 +147,12 @@ def test_since_and_until_take_iso_or_spans_and_name_the_bad_one(server: Server) 
         assert_error(http.get("auditLog/", params={"since": "yesterday"}), 422, "since")
         assert_error(http.get("auditLog/", params={"until": "2024-13-45"}), 422, "until")
         assert_error(http.get("auditLog/", params={"limit": "0"}), 422, "limit")
-        # Found by the fuzzer on PostgreSQL (500s): a NUL in a filter, a moment that leaves the calendar in UTC.
+        # Found by the fuzzer on PostgreSQL (500s): a NUL in a filter (refused, as the schema says), a moment
+        # that leaves the calendar in UTC (the calendar's end: it bounds nothing).
         assert_error(http.get("auditLog/", params={"actor": "a\x00b"}), 422, "actor")
-        assert_error(http.get("auditLog/", params={"since": "0001-01-01T00:00:00+01:00"}), 422, "since")
-        assert_error(http.get("auditLog/", params={"until": "9999-12-31T23:59:59-01:00"}), 422, "until")
+        for bound in ({"since": "0001-01-01T00:00:00+01:00"}, {"until": "9999-12-31T23:59:59-01:00"}):
+            page = http.get("auditLog/", params={"credentialId": cid, **bound}).json()
+            assert [r["action"] for r in page["data"]] == ["credential.create"], bound
         paged = http.get("auditLog/", params={"credentialId": cid, "limit": 1, "since": "1d"}).json()
         assert (paged["count"], paged["totalCount"], paged["next"]) == (1, 1, None)
 

@@ -53,8 +53,9 @@ def test_bad_filters_are_422(api: httpx.Client) -> None:
 def test_filters_are_in_the_openapi_document(server: Server) -> None:
     doc = httpx.get(f"{server.api}/openapi.json").json()
     parameters = {p["name"]: p for p in doc["paths"]["/api/v2/credentials/"]["get"]["parameters"]}
-    assert parameters["name"]["schema"] == {"type": "string", "minLength": 1, "maxLength": 255}
-    assert parameters["search"]["in"] == "query"
+    no_nul = "^[^\\x00]*$"  # a NUL is refused (422), as no stored name holds one
+    assert parameters["name"]["schema"] == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": no_nul}
+    assert parameters["search"]["in"] == "query" and parameters["search"]["schema"]["pattern"] == no_nul
 
 
 @pytest.fixture

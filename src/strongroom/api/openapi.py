@@ -25,6 +25,13 @@ _ANSWERS = {
 }
 
 
+def filter_text(max_length: int | None = None) -> dict[str, Any]:
+    """The schema of a text filter in a query: no NUL (no stored text holds one: 422), at most `max_length`
+    characters when the route enforces a bound."""
+    bound = {} if max_length is None else {"maxLength": max_length}
+    return {"type": "string", **bound, "pattern": "^[^\\x00]*$"}
+
+
 def answers(*codes: int) -> dict[str, dict[str, Any]]:
     """Error answers of an operation; 503 (database unreachable) can meet every route that reaches the store."""
     retry = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}

@@ -27,8 +27,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 
 def parse_moment(value: str, name: str, now: datetime | None = None) -> datetime:
-    """A point in time from ISO 8601 (naive means UTC) or a span before `now` (`90s`, `30m`, `12h`, `1d`, `2w`);
-    422 naming `name` otherwise."""
+    """A point in time from ISO 8601 (naive means UTC; a moment that in UTC falls beyond either end of the
+    calendar is that end) or a span before `now` (`90s`, `30m`, `12h`, `1d`, `2w`); 422 naming `name` otherwise."""
     text = value.strip()
     if match := _RELATIVE.fullmatch(text):
         try:
@@ -45,9 +45,8 @@ def parse_moment(value: str, name: str, now: datetime | None = None) -> datetime
         raise InvalidInput(f"{name}: {message}", {name: message})
     try:  # in UTC, as stored: an offset can carry the first or last day of the calendar beyond it
         return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except OverflowError:
-        message = "is beyond the calendar once in UTC"
-        raise InvalidInput(f"{name}: {message}", {name: message}) from None
+    except OverflowError:  # a bound beyond either end of the calendar bounds nothing: the calendar's end
+        return (datetime.max if moment.year == datetime.max.year else datetime.min).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from strongroom.api.openapi import answers
+from strongroom.api.openapi import answers, filter_text
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
 from strongroom.errors import InvalidInput
@@ -75,9 +75,9 @@ ENDPOINTS = [
         doc={
             "summary": "Audit records, oldest first (administrators: all; others: about the credentials they own)",
             "parameters": [
-                _query("credentialId", "Only records about this credential", {"type": "string"}),
-                _query("actor", "Only records of this username", {"type": "string"}),
-                _query("action", "Only this action, e.g. credential.update or auth.failed", {"type": "string"}),
+                _query("credentialId", "Only records about this credential", filter_text(_FILTER_MAX)),
+                _query("actor", "Only records of this username", filter_text(_FILTER_MAX)),
+                _query("action", "Only this action, e.g. credential.update or auth.failed", filter_text(_FILTER_MAX)),
                 _query("since", f"Records at or after this moment. {_MOMENT}", _MOMENT_SCHEMA),
                 _query("until", f"Records before this moment. {_MOMENT}", _MOMENT_SCHEMA),
                 _query(

@@ -15,6 +15,7 @@ from strongroom.api.openapi import (
     answers,
     create_body_schema,
     credential_id_parameter,
+    filter_text,
     if_match_parameter,
     json_body,
 )
@@ -60,13 +61,13 @@ _LIST_PARAMETERS = [
         "in": "query",
         "description": "Only the credentials of exactly this name (one of the caller's own at most, as names are "
         "unique per owner, plus any shared with them)",
-        "schema": {"type": "string", "minLength": 1, "maxLength": credential_types.NAME_MAX},
+        "schema": {**filter_text(credential_types.NAME_MAX), "minLength": 1},
     },
     {
         "name": "search",
         "in": "query",
         "description": "Only credentials whose name contains this text, ignoring case",
-        "schema": {"type": "string", "minLength": 1, "maxLength": credential_types.NAME_MAX},
+        "schema": {**filter_text(credential_types.NAME_MAX), "minLength": 1},
     },
 ]
 _ORDINARY_ONLY = ("role", "name", "search")  # filters the one-statement list leaves to the ordinary path

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import Response
 
 from strongroom.api.errors import JSONResponse
-from strongroom.api.openapi import answers, credential_id_parameter, json_body
+from strongroom.api.openapi import answers, credential_id_parameter, filter_text, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
 
@@ -220,9 +220,9 @@ ENDPOINTS = [
             "summary": "Data stores the caller has a role on",
             "parameters": [
                 {"name": "type", "in": "query", "schema": {"type": "string"}},
-                {"name": "name", "in": "query", "schema": {"type": "string"}},
+                {"name": "name", "in": "query", "schema": filter_text()},
             ],
-            "responses": {"200": _ok("Data stores"), **answers(401, 403, 429)},
+            "responses": {"200": _ok("Data stores"), **answers(401, 403, 422, 429)},
         },
     ),
     Endpoint(
