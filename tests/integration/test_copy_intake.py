@@ -216,3 +216,23 @@ def test_rows_are_counted_aside_and_a_count_still_running_is_cancelled(tmp_path:
         counting.stop()
         assert not counting.thread.is_alive()
         assert "job-b" not in rows.values  # cancelled: a count that ran its 30 s would have set 3
+
+
+def test_a_statement_timeout_mid_copy_is_named_for_the_job(tmp_path: Any) -> None:
+    """The COPY read raises the driver's own error (it goes through psycopg's raw connection); the connection
+    context turns it into a reason naming the timeout, as it does for SQLAlchemy's errors, never the driver's
+    text or an internal error."""
+    from strongroom.config import Settings
+    from strongroom.jdbc import target
+    from strongroom.services.connections import ConnectionFailed, Connector
+
+    slow = {"query": "SELECT i, pg_sleep(0.01)::text AS s FROM generate_series(1, 100000) i"}
+    with backend_database("postgres") as url:
+        assert url is not None
+        where = target("postgres", "jdbc:postgresql://" + url.split("@", 1)[1], [])
+        connector = Connector(Settings(data_dir=tmp_path))
+        timed = connector.connect(where, "postgres", "unused", statement_timeout=0.3)
+        with pytest.raises(ConnectionFailed) as caught, timed as conn:
+            for _ in batch.read_table_csv(conn, slow, 5, OPTIONS):
+                pass
+    assert caught.value.message.startswith("statement timeout:") and caught.value.errors == {"sql": "timed out"}

@@ -120,8 +120,10 @@ class Connector:
                 raise explain(exc, where) from None
             try:
                 yield conn
-            except sa.exc.DBAPIError as exc:
-                raise explain(exc, where) from None
+            except Exception as exc:  # SQLAlchemy's wrapper, or the driver's own error through its raw connection
+                if isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.split(".", 1)[0] in _DRIVER_MODULES:
+                    raise explain(exc, where) from None
+                raise
             finally:
                 conn.close()
         finally:
@@ -204,7 +206,8 @@ def _refused(host: str, why: str) -> Forbidden:
 
 
 _AUTH = ("password authentication failed", "authentication failed", "access denied for user", "no password supplied")
-_TIMEOUT = ("timeout expired", "timed out", "statement timeout", "canceling statement")
+_TIMEOUT = ("timeout expired", "timed out", "canceling statement")
+_DRIVER_MODULES = ("psycopg", "pymysql")  # the modules whose errors a raw driver connection raises
 _UNREACHABLE = (
     "connection refused",
     "could not connect",
@@ -234,6 +237,10 @@ def explain(exc: BaseException, where: Target) -> StrongroomError:
         return ConnectionFailed(
             f"authentication failed: the user may not open database {where.database!r} on {place}",
             {"credentials": "no access to the database"},
+        )
+    if "statement timeout" in text:
+        return ConnectionFailed(
+            f"statement timeout: {place} cancelled a statement that ran longer than allowed", {"sql": "timed out"}
         )
     if any(s in text for s in _TIMEOUT):
         return ConnectionFailed(f"timed out: {place} did not answer in time", {"host": "timed out"})
