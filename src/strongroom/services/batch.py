@@ -163,6 +163,11 @@ class ChunkSize:
     rows: int | None = None
     bytes: int | None = None
 
+    @staticmethod
+    def of(size: ChunkSize | int) -> ChunkSize:
+        """`size` as a ChunkSize (an int is rows)."""
+        return ChunkSize(rows=size) if isinstance(size, int) else size
+
     def rows_at(self, row_bytes: float) -> int:
         """Rows per chunk when a row's CSV takes `row_bytes` on average."""
         if self.rows is not None:
@@ -192,7 +197,7 @@ def rechunk(
     batches: Iterator[pa.RecordBatch], size: ChunkSize | int, schema: pa.Schema | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Batches of exactly `size` rows (the last may be shorter); at least one, empty when there is nothing."""
-    size = ChunkSize(rows=size) if isinstance(size, int) else size
+    size = ChunkSize.of(size)
     rows = size.rows
     buffered: list[pa.RecordBatch] = []
     count, produced = 0, False
@@ -254,9 +259,7 @@ def read_csv(
                 reader = pacsv.open_csv(
                     source,
                     read_options=pacsv.ReadOptions(block_size=1 << 20, encoding=options["encoding"]),
-                    parse_options=pacsv.ParseOptions(
-                        delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True
-                    ),
+                    parse_options=_parse_options(options),
                     convert_options=pacsv.ConvertOptions(column_types=types or {}),
                 )
             except pa.ArrowInvalid as exc:
@@ -477,7 +480,7 @@ def _intake_statement(settings: Mapping[str, Any]) -> Any:
 
 def read_table(conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int) -> Iterator[pa.RecordBatch]:
     """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `size`."""
-    size = ChunkSize(rows=size) if isinstance(size, int) else size
+    size = ChunkSize.of(size)
     fetch = int(settings.get("fetchSize") or min(size.rows or 10_000, 10_000))
     statement = _intake_statement(settings)
     if conn.dialect.name == "postgresql":
@@ -638,7 +641,7 @@ def read_table_csv(
     """A PostgreSQL intake as COPY's CSV (`csvSettings`' delimiter and quote, booleans `true`/`false`), in
     chunks of `size` cut at COPY's own row boundaries (one CopyData message per row, so a quoted newline never
     splits a row); the header once, at the start of chunk 0. Rows are never parsed."""
-    size = ChunkSize(rows=size) if isinstance(size, int) else size
+    size = ChunkSize.of(size)
     statement = _intake_statement(settings)
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)):
@@ -1001,9 +1004,9 @@ class S3Output:
     """s3 output: each chunk's CSV is spooled under its number; the contiguous run of written chunks is cut into
     parts of `part_bytes` (part k+1 is the k-th such slice, so the mapping from chunks to parts depends only on
     the output), uploaded as they fill, and `finish` uploads the rest and completes the multipart upload. A
-    resumed job starts a new upload from the spooled chunks and aborts the one it left. Parts go up on a thread
-    of their own, in order, at most `QUEUED_PARTS` waiting: chunk writers (and the intake behind them) do not
-    wait for S3 unless it falls that far behind. Each part carries its CRC32, which S3 checks and combines into
+    resumed job starts a new upload from the spooled chunks and aborts the one it left. Parts go up on
+    `UPLOADERS` threads of their own, at most `QUEUED_PARTS` waiting: chunk writers (and the intake behind them)
+    do not wait for S3 unless it falls that far behind. Each part carries its CRC32, which S3 checks and combines into
     the object's checksum (as boto3's transfer manager uploads)."""
 
     QUEUED_PARTS = 1
@@ -1149,7 +1152,7 @@ class S3Output:
                 self.failure = exc
 
     def _drain(self) -> None:
-        """Wait until every queued part is uploaded and stop the uploader thread."""
+        """Wait until every queued part is uploaded and stop the uploader threads."""
         for _ in self.uploaders:
             self.queue.put(None)
         for uploader in self.uploaders:

@@ -112,8 +112,7 @@ class JobRunner:
         intake, output = spec["intakeSettings"], spec["outputSettings"]
         size = batch.chunk_size(spec, self.service.settings.job_chunk_rows)
         options = batch.csv_options(spec.get("csvSettings"))
-        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
-        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
+        deployment, columns = _scoring(self.service, spec)
         score = batch.scorer(deployment["entry_point"], columns)
         raw = passes_csv_through(deployment, columns, output, options)
         purpose = {"purpose": "batchJob", "jobId": job_id}
@@ -294,6 +293,12 @@ class _CountAside:
             if running is not None and hasattr(running, "cancel"):
                 running.cancel()  # psycopg's cancel request: safe from another thread
             self.thread.join(0.2)
+
+
+def _scoring(service: JobService, spec: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
+    """The job's deployment and the intake columns it passes through (None: every column)."""
+    deployment = service._deployment(spec["deploymentId"], "deploymentId")
+    return deployment, None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
 
 
 def passes_csv_through(
@@ -486,8 +491,7 @@ class QueuedJobs:
 
         number = -1
         size = batch.chunk_size(spec, self.service.settings.job_chunk_rows)
-        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
-        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
+        deployment, columns = _scoring(self.service, spec)
         raw = passes_csv_through(deployment, columns, spec["outputSettings"], options)
         intake = spec["intakeSettings"]
         # Parsing an s3 intake is left to the chunk tasks, on every worker: the one producer only cuts rows.
@@ -537,8 +541,7 @@ class QueuedJobs:
         attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE, generation)
         if not attempt:  # the job started again meanwhile: this chunk is an earlier run's
             return
-        deployment = self.service._deployment(spec["deploymentId"], "deploymentId")
-        columns = None if spec.get("passthroughColumnsSet") == "all" else spec.get("passthroughColumns")
+        deployment, columns = _scoring(self.service, spec)
         scored = batch.scorer(deployment["entry_point"], columns)(batch.read_spooled(path))
         output = spec["outputSettings"]
         if output["type"] == "jdbc":
