@@ -191,6 +191,10 @@ class Server:
         env["STRONGROOM_AUTH_FAILURE_LIMIT"] = "1000000"
         if self.database_url:
             env["STRONGROOM_DATABASE_URL"] = self.database_url
+            # One PostgreSQL of 100 connections serves the whole run: by default a server keeps up to 36 open
+            # (two pools of 10, 16 on the event loop), and the session's servers beside a concurrent test once
+            # left it no connection to give ("too many clients"). Small pools still queue, never refuse.
+            env.update(STRONGROOM_DB_POOL_SIZE="2", STRONGROOM_DB_POOL_OVERFLOW="8", STRONGROOM_STORE_THREADS="4")
         env.update(self.extra_env)
         return env
 
