@@ -194,3 +194,38 @@ def test_writes_awaited_on_the_event_loop_commit_together_and_fail_alone(service
     assert fetch_credential(service, who, victim["credentialId"])["name"] == "victim"
     names = {c["name"] for c in service.credentials.list(who, offset=0, limit=20).credentials()}
     assert names == {"victim", *(f"a{k}" for k in range(8))}
+
+
+def test_a_caller_cancelled_while_its_write_waits_does_not_fail_the_rest_of_its_batch(service: Services) -> None:
+    """SQLite's committer answers a batch after its COMMIT: a waiter cancelled meanwhile (its request went away)
+    is skipped, and the other writes of the same batch still get their own outcome; the committer goes on."""
+    if not service.db.is_sqlite:
+        pytest.skip("the committer is SQLite's")
+    who = _user(service, "dave")
+    held, release = threading.Event(), threading.Event()
+
+    def hold(tx: Tx) -> None:  # keeps the committer busy so the next writes queue up as one batch
+        held.set()
+        release.wait(10)
+
+    async def scenario() -> tuple[object, object]:
+        blocker = asyncio.ensure_future(service.db.atransact(hold))
+        await asyncio.to_thread(held.wait, 10)
+        cancelled = asyncio.ensure_future(
+            service.credentials.acreate(who, {"name": "gone", "user": "u", "password": "p"})
+        )
+        kept = asyncio.ensure_future(service.credentials.acreate(who, {"name": "kept", "user": "u", "password": "p"}))
+        await asyncio.sleep(0.05)  # both are queued behind `hold`
+        cancelled.cancel()
+        release.set()
+        await blocker
+        outcome = await asyncio.gather(cancelled, kept, return_exceptions=True)
+        return outcome[0], outcome[1]
+
+    cancelled, kept = asyncio.run(scenario())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert isinstance(kept, str) and json.loads(kept)["name"] == "kept"
+    later = make_credential(service, who, {"name": "later", "user": "u", "password": "p"})
+    assert later["name"] == "later"
+    names = {c["name"] for c in service.credentials.list(who, offset=0, limit=20).credentials()}
+    assert {"kept", "later"} <= names  # the cancelled write may have committed: its caller only stopped waiting

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -41,6 +41,8 @@ _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server p
 _WAL_KEEP_BYTES = 0  # the WAL is truncated to what the first commit after a checkpoint wrote
 _GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at most
 T = TypeVar("T")
+Waiter = Future[Any] | asyncio.Future[Any]  # a committer job's: a thread's future or the event loop's
+W = TypeVar("W", bound=Waiter)
 # SQLite primary result codes that mean "the file is busy or unusable right now", not "the query is wrong":
 # BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14, 15})
@@ -217,7 +219,7 @@ class Database:
         self._numbered: dict[str, tuple[bytes, tuple[str, ...]]] = {}
         self._loop_pool: LoopPool | None = None
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Session], Any] | None, Future[Any] | None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Tx], Any] | None, Waiter | None]] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         self._committer_lock = threading.Lock()
 
@@ -660,7 +662,7 @@ class Database:
                     result = fn(tx)
                     _apply_counts(tx, "postgresql", tx.counts)
                     return result
-            return self._enqueue(fn, one_change).result()
+            return self._enqueue(fn, one_change, Future()).result()
 
     async def atransact(self, fn: Callable[[Tx], T], *, one_change: bool = False) -> T:
         """`transact` for the event loop: on SQLite the write joins the committer's next batch straight from
@@ -668,15 +670,17 @@ class Database:
         PostgreSQL it runs in a worker thread."""
         if not self.is_sqlite:
             return await asyncio.get_running_loop().run_in_executor(None, lambda: self.transact(fn))
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._outage_is_unavailable():
-            return await asyncio.wrap_future(self._enqueue(fn, one_change))
+            return await self._enqueue(fn, one_change, waiter)
 
-    def _enqueue(self, fn: Callable[[Tx], T], one_change: bool) -> Future[T]:
-        future: Future[T] = Future()
-        self._jobs.put((_OneChange(fn) if one_change else fn, future))
+    def _enqueue(self, fn: Callable[[Tx], T], one_change: bool, waiter: W) -> W:
+        """Queue `fn` for the committer's next batch; `waiter` (a thread's or the event loop's future) gets
+        its outcome once the batch is durable."""
+        self._jobs.put((_OneChange(fn) if one_change else fn, waiter))
         if self._committer is None:
             self._start_committer()
-        return future
+        return waiter
 
     def _start_committer(self) -> None:
         with self._committer_lock:
@@ -712,9 +716,7 @@ class Database:
                     tx.commit_batch(batch)
                 except Exception as exc:
                     error = _wrap(exc, "BEGIN") if isinstance(exc, sqlite3.Error) else exc
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    _settle([waiter for _, waiter in batch], [(False, error)] * len(batch))
                     if proxy is not None:
                         proxy.invalidate()
                         proxy = None
@@ -891,14 +893,36 @@ class _SqliteTx:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = _wrap(exc, "COMMIT") if isinstance(exc, sqlite3.Error) else exc
-            for _, future in batch:
-                future.set_exception(error)
-            return
-        for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            outcomes = [(False, error)] * len(batch)
+        _settle([waiter for _, waiter in batch], outcomes)
+
+
+def _settle(waiters: Sequence[Waiter], outcomes: Sequence[tuple[bool, Any]]) -> None:
+    """Hand each waiter its outcome `(ok, result or exception)`, once: a thread's future directly, the event
+    loop's futures in one call per loop (one wake-up of the loop per batch, not one per write)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for waiter, (ok, value) in zip(waiters, outcomes, strict=True):
+        if isinstance(waiter, asyncio.Future):
+            by_loop.setdefault(waiter.get_loop(), []).append((waiter, ok, value))
+        elif waiter.done():
+            continue
+        elif ok:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(value)
+    for loop, settled in by_loop.items():
+        with suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle_on_loop, settled)
+
+
+def _settle_on_loop(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for waiter, ok, value in settled:
+        if waiter.done():  # its caller was cancelled meanwhile
+            continue
+        if ok:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(value)
 
 
 def _wrap(exc: sqlite3.Error, sql: str) -> DBAPIError:
