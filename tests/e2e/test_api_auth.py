@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from strongroom.services.accounts import token_hash_of
 from tests.support import (
     UNKNOWN_ID,
     Server,
@@ -139,13 +140,16 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
             assert c.get(f"credentials/{cid}/").json()["credentialId"] == cid
             assert [item["credentialId"] for item in c.get("credentials/").json()["data"]] == [cid]
         page_args: dict[str, Any] = {"offset": 0, "limit": 10, "types_filter": None, "order_by": "-creationDate"}
-        assert orjson.loads(service.credentials.get_for_token(raw, cid)[0])["credentialId"] == cid  # one-statement path
-        assert [c["credentialId"] for c in service.credentials.list_for_token(raw, **page_args).credentials()] == [cid]
+        hashed = token_hash_of(raw)
+        assert orjson.loads(service.credentials.get_for_token(hashed, cid)[0])["credentialId"] == cid  # one statement
+        listed = service.credentials.list_for_token(hashed, **page_args)
+        assert [c["credentialId"] for c in listed.credentials()] == [cid]
         for token in (expired, write_only, other, raw[:-1] + "x"):  # and hands every doubtful case over
-            assert service.credentials.get_for_token(token, cid) is None
+            assert service.credentials.get_for_token(token_hash_of(token), cid) is None
             if token != other:
-                assert service.credentials.list_for_token(token, **page_args) is None
-        empty = service.credentials.list_for_token(other, **page_args)  # another user's list: theirs, so empty
+                assert service.credentials.list_for_token(token_hash_of(token), **page_args) is None
+        # another user's list: theirs, so empty
+        empty = service.credentials.list_for_token(token_hash_of(other), **page_args)
         assert empty is not None and (empty.items, empty.total) == ([], 0)  # still one statement
         for token, status in ((expired, 401), (write_only, 403), (other, 404), (raw[:-1] + "x", 401)):
             with client(server, token) as c:
@@ -157,8 +161,8 @@ def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> No
                     assert_error(listed, status)
         service.accounts.revoke_token(live.id)
         assert (
-            service.credentials.get_for_token(raw, cid) is None
-            and service.credentials.list_for_token(raw, **page_args) is None
+            service.credentials.get_for_token(token_hash_of(raw), cid) is None
+            and service.credentials.list_for_token(token_hash_of(raw), **page_args) is None
         )
         with client(server, raw) as c:
             assert_error(c.get(f"credentials/{cid}/"), 401)

@@ -16,6 +16,7 @@ from sqlalchemy import inspect, text
 from strongroom import credential_types
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
+from strongroom.services.accounts import token_hash_of
 from strongroom.store.db import MIGRATIONS, Database, head_revision
 from tests.support import backend_database, fetch_credential, make_credential
 
@@ -73,7 +74,7 @@ def test_upgrade_renders_the_api_json_of_existing_credentials(backend: str, tmp_
             assert service.credentials.list(who, limit=100).credentials() == before
             for cred in created:
                 assert fetch_credential(service, who, cred["credentialId"]) == cred
-            assert service.credentials.get_for_token(token, created[0]["credentialId"]) is not None
+            assert service.credentials.get_for_token(token_hash_of(token), created[0]["credentialId"]) is not None
         finally:
             service.close()
 

@@ -37,7 +37,7 @@ from strongroom.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from strongroom.services.accounts import Principal
+from strongroom.services.accounts import Principal, token_hash_of
 from strongroom.services.audit import Event
 from strongroom.services.credentials import is_id
 
@@ -64,7 +64,7 @@ class Endpoint:
 class Call:
     """One request as a handler sees it."""
 
-    __slots__ = ("_raw", "_token", "pipeline", "request", "who")
+    __slots__ = ("_hash", "_raw", "_token", "pipeline", "request", "who")
 
     def __init__(self, pipeline: Pipeline, request: Request) -> None:
         self.pipeline = pipeline
@@ -72,6 +72,7 @@ class Call:
         self.who: Principal | None = None
         self._raw: bytes | bool | None = False  # False: not read yet
         self._token: str | bool | None = False  # False: not parsed yet
+        self._hash: str | bool | None = False  # False: not hashed yet
 
     @property
     def services(self) -> Services:
@@ -87,6 +88,13 @@ class Call:
         if self._token is False:
             self._token = http.token(self.request)
         return self._token  # type: ignore[return-value]
+
+    @property
+    def token_hash(self) -> str | None:
+        """The bearer token's stored form (`token_hash_of`), computed once per request; None: not one of ours."""
+        if self._hash is False:
+            self._hash = token_hash_of(self.token)
+        return self._hash  # type: ignore[return-value]
 
     @property
     def on_loop(self) -> bool:
@@ -161,7 +169,7 @@ class Pipeline:
                 if fused is not None:
                     answer = await fused(call)
                     if answer is not None:  # only ever for a valid token
-                        call.services.accounts.used(call.token)
+                        call.services.accounts.used(call.token_hash)
                         return answer
                 call.who = await self.authenticate(call)
                 if scope is not None:
@@ -190,7 +198,7 @@ class Pipeline:
                 who = await call.read(lambda: accounts.authenticate(token))
         except Unauthorized:
             raise self._failed(call.request) from None
-        accounts.used(token)
+        accounts.used(call.token_hash)
         call.request.scope[USER] = who.username
         return replace(who, address=call.address, request_id=call.request_id)
 

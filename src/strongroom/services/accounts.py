@@ -128,9 +128,9 @@ class AccountService:
 
     # ---- last use -----------------------------------------------------------------------------------------
 
-    def used(self, raw: str | None) -> None:
-        """Note that a valid token was just used (in memory; `take_used` and `record_use` write it later)."""
-        token_hash = token_hash_of(raw)
+    def used(self, token_hash: str | None) -> None:
+        """Note that the valid token hashed `token_hash` was just used (in memory; `take_used` and `record_use`
+        write it later)."""
         if token_hash is not None:
             self._used.add(token_hash)
 

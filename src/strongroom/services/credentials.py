@@ -31,7 +31,7 @@ from strongroom.errors import (
     PreconditionFailed,
     StrongroomError,
 )
-from strongroom.services.accounts import AccountService, Principal, expired, token_hash_of
+from strongroom.services.accounts import AccountService, Principal, expired
 from strongroom.services.audit import Event
 from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, role_rank
 from strongroom.store.models import new_id, utcnow
@@ -138,20 +138,21 @@ class CredentialService:
         return _with_roles(self.credentials.shared_page(who.user_id, params, newest_first, owner_only=not who.shared))
 
     def list_for_token(
-        self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+        self, token_hash: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
     ) -> Page | None:
-        """`list` in one statement with the token check; None means "take the ordinary path", which explains
-        any failure (an invalid token, a missing scope, a bad parameter)."""
-        query = self._token_list_query(raw, offset, limit, types_filter, order_by)
+        """`list` in one statement with the check of the token hashed `token_hash` (`token_hash_of`); None means
+        "take the ordinary path", which explains any failure (an invalid token, a missing scope, a bad
+        parameter)."""
+        query = self._token_list_query(token_hash, offset, limit, types_filter, order_by)
         if query is None:
             return None
         found = self.credentials.page_for_token(*query)
         return _owned(found[0]) if found is not None and _readable(found[1]) else None
 
     async def alist_for_token(
-        self, raw: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+        self, token_hash: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
     ) -> Page | None:
-        query = self._token_list_query(raw, offset, limit, types_filter, order_by)
+        query = self._token_list_query(token_hash, offset, limit, types_filter, order_by)
         if query is None:
             return None
         found = await self.credentials.apage_for_token(*query)
@@ -159,9 +160,8 @@ class CredentialService:
 
     @staticmethod
     def _token_list_query(
-        raw: str | None, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+        token_hash: str | None, offset: int, limit: int, types_filter: list[str] | None, order_by: str
     ) -> tuple[str, dict[str, Any], bool] | None:
-        token_hash = token_hash_of(raw)
         if token_hash is None:
             return None
         try:
@@ -181,16 +181,14 @@ class CredentialService:
             raise _hidden(credential_id)
         return representation.with_role(wire, ROLE_NAMES[role]), revision
 
-    def get_for_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
-        """`get` in one statement with the token check; None means "take the ordinary path", which tells 401,
-        403 and 404 apart."""
-        token_hash = token_hash_of(raw)
+    def get_for_token(self, token_hash: str | None, credential_id: str) -> tuple[str, int] | None:
+        """`get` in one statement with the check of the token hashed `token_hash`; None means "take the
+        ordinary path", which tells 401, 403 and 404 apart."""
         if token_hash is None or not is_id(credential_id):
             return None
         return _visible(self.credentials.get_for_token(token_hash, credential_id))
 
-    async def aget_for_token(self, raw: str | None, credential_id: str) -> tuple[str, int] | None:
-        token_hash = token_hash_of(raw)
+    async def aget_for_token(self, token_hash: str | None, credential_id: str) -> tuple[str, int] | None:
         if token_hash is None or not is_id(credential_id):
             return None
         return _visible(await self.credentials.aget_for_token(token_hash, credential_id))
@@ -262,19 +260,23 @@ class CredentialService:
             raise _name_taken(row["name"]) from None
         return _as_owner(row)
 
-    def remembers(self, raw: str | None) -> bool:
-        """Whether this process authenticated the token before (so `acreate_for_token` may be tried)."""
-        token_hash = token_hash_of(raw)
+    def remembers(self, token_hash: str | None) -> bool:
+        """Whether this process authenticated the token hashed `token_hash` before (so `acreate_for_token` may be
+        tried)."""
         return token_hash is not None and self.accounts.remembered(token_hash) is not None
 
     async def acreate_for_token(
-        self, raw: str | None, body: Mapping[str, Any], *, address: str | None = None, request_id: str | None = None
+        self,
+        token_hash: str | None,
+        body: Mapping[str, Any],
+        *,
+        address: str | None = None,
+        request_id: str | None = None,
     ) -> str | None:
         """Create for a token this process authenticated before, re-checking the token in the write itself
         (PostgreSQL: in its one statement; SQLite: in the committer's transaction). None means "take the
         ordinary path" (authenticate, then create), which reports any error, so a caller whose token is no
         longer valid only ever learns 401. `address` and `request_id` go into the audit record."""
-        token_hash = token_hash_of(raw)
         who = None if token_hash is None else self.accounts.remembered(token_hash)
         if who is None or token_hash is None:
             return None

@@ -90,7 +90,7 @@ async def list_fused(call: Call) -> Response | None:
         offset, limit, wanted, order_by = _list_query(call)
     except InvalidInput:
         return None
-    credentials, token = call.services.credentials, call.token
+    credentials, token = call.services.credentials, call.token_hash
     args: dict[str, Any] = {"offset": offset, "limit": limit, "types_filter": wanted, "order_by": order_by}
     if call.on_loop:
         page = await credentials.alist_for_token(token, **args)
@@ -122,13 +122,15 @@ async def create_fused(call: Call) -> Response | None:
     if not call.writes_on_loop:
         return None
     credentials = call.services.credentials
-    if not credentials.remembers(call.token):
+    if not credentials.remembers(call.token_hash):
         return None
     try:
         body = await call.body()
     except InvalidInput:
         return None
-    created = await credentials.acreate_for_token(call.token, body, address=call.address, request_id=call.request_id)
+    created = await credentials.acreate_for_token(
+        call.token_hash, body, address=call.address, request_id=call.request_id
+    )
     return None if created is None else _json_text(created, 201)
 
 
@@ -143,7 +145,7 @@ async def create_credential(call: Call) -> Response:
 
 
 async def get_fused(call: Call) -> Response | None:
-    credential_id, credentials, token = call.path("credentialId"), call.services.credentials, call.token
+    credential_id, credentials, token = call.path("credentialId"), call.services.credentials, call.token_hash
     if call.on_loop:
         found = await credentials.aget_for_token(token, credential_id)
     else:
