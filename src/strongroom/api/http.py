@@ -52,11 +52,27 @@ def base_url(request: Request, public_url: str | None) -> str:
     return f"{scope['scheme']}://{host}"
 
 
+# Scope key the server's protocol (`api.serve`) sets once the request's whole body has arrived: reading it then
+# cannot wait, so it needs no deadline.
+BODY_RECEIVED = "strongroom.body_received"
+
+
 async def read_body(request: Request, limit: int, timeout: float = 30) -> bytes | None:
     """Read the body, stopping at the size limit (None: over it) or after `timeout` seconds (408)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
+    if request.scope.get(BODY_RECEIVED):  # one message holds it all (the server buffered it)
+        message = await request.receive()
+        body: bytes = message.get("body", b"")
+        if message.get("more_body", False):  # not the server we know: read the rest under the deadline
+            rest = await _read_rest(request, limit - len(body), timeout)
+            return None if rest is None else body + rest
+        return None if len(body) > limit else body
+    return await _read_rest(request, limit, timeout)
+
+
+async def _read_rest(request: Request, limit: int, timeout: float) -> bytes | None:
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout):
