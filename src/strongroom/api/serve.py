@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from strongroom.api.http import BODY_RECEIVED
 from strongroom.config import Settings
 
 
@@ -86,6 +87,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_head_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.scope[BODY_RECEIVED] = True  # the app reads a buffered body without a deadline (`api.http`)
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """The parser stopped: with 431 when a callback refused the head, else uvicorn's 400."""
