@@ -136,11 +136,14 @@ def test_server_answers_after_its_connections_are_killed(tmp_path: Path) -> None
                         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
                 searched = http.get("/credentials/", params=search)  # reads retry on a fresh connection
                 assert searched.status_code == 200 and searched.json()["totalCount"] == 1, searched.text
-                assert http.get(f"/credentials/{cid}/").status_code == 200
+                got = http.get(f"/credentials/{cid}/")
+                assert got.status_code == 200, got.text
                 created = http.post("/credentials/", json={"name": "c1", "user": "u", "password": "p"})
                 assert created.status_code == 201, created.text
-                assert http.patch(f"/credentials/{cid}/", json={"name": "c0b"}).status_code == 200
-                assert http.get("/credentials/").json()["totalCount"] == 2
+                patched = http.patch(f"/credentials/{cid}/", json={"name": "c0b"})
+                assert patched.status_code == 200, patched.text
+                listed = http.get("/credentials/")
+                assert listed.status_code == 200 and listed.json()["totalCount"] == 2, listed.text
         finally:
             srv.stop()
 
