@@ -121,6 +121,41 @@ def test_creates_recheck_a_token_the_server_has_seen(server: Server) -> None:
         assert names == {"a0", "a1", "a2", "b0", "b1"}
 
 
+def test_updates_recheck_a_token_the_server_has_seen(server: Server) -> None:
+    """A PATCH by a token the server authenticated before skips the separate authentication: its write re-checks
+    the token (SQLite: in the committer's transaction; PostgreSQL: in its one statement). Revoked or expired
+    since, it answers 401 and changes nothing; every refusal is the ordinary path's (a stale If-Match 412,
+    an unknown id 404, a taken name 409)."""
+    with open_service(server) as service:
+        username = unique("updater")
+        service.accounts.create_user(username)
+        live, raw = service.accounts.create_token(username)
+        expires = datetime.now(UTC) + timedelta(seconds=3)
+        _, brief = service.accounts.create_token(username, name="brief", expires_at=expires)
+        with client(server, raw) as c:
+            cid = c.post("credentials/", json={"name": "u0", "user": "u", "password": "p"}).json()["credentialId"]
+            c.post("credentials/", json={"name": "taken", "user": "u", "password": "p"})
+            for i in range(3):  # seen, then remembered
+                patched = c.patch(f"credentials/{cid}/", json={"password": f"p{i}"})
+                assert patched.status_code == 200 and patched.headers["etag"] == f'"{i + 2}"', patched.text
+            assert_error(c.patch(f"credentials/{cid}/", json={"name": "taken"}), 409)
+            assert_error(c.patch(f"credentials/{cid}/", json={"password": "x"}, headers={"If-Match": '"1"'}), 412)
+            assert_error(c.patch("credentials/0123456789abcdef01234567/", json={"password": "x"}), 404)
+            service.accounts.revoke_token(live.id)
+            assert_error(c.patch(f"credentials/{cid}/", json={"password": "late"}), 401)
+            assert_error(c.patch(f"credentials/{cid}/", json={"user": 5}), 401)  # not 422: the token comes first
+        with client(server, brief) as c:
+            assert c.patch(f"credentials/{cid}/", json={"description": "b0"}).status_code == 200
+            assert c.patch(f"credentials/{cid}/", json={"description": "b1"}).status_code == 200
+            threading.Event().wait(max((expires - datetime.now(UTC)).total_seconds(), 0) + 0.2)  # now expired
+            assert_error(c.patch(f"credentials/{cid}/", json={"description": "b2"}), 401)
+        _, fresh = service.accounts.create_token(username, name="fresh")
+        with client(server, fresh) as c:
+            now = c.get(f"credentials/{cid}/")
+        assert now.json()["description"] == "b1" and now.headers["etag"] == '"6"'
+        assert service.credentials.secrets(service.accounts.authenticate(fresh), cid)["password"] == "p2"
+
+
 def test_reads_check_the_token_on_their_one_statement_path(server: Server) -> None:
     """GET and list read token and credentials in one statement: with credentials present they must still
     answer 401 to a revoked or expired token of the owner, 403 to a token without `read`, and show another

@@ -366,6 +366,41 @@ class CredentialService:
             await asyncio.sleep(random.uniform(0, 0.002 * (1 + attempt)))
         raise _busy()
 
+    async def aupdate_for_token(
+        self,
+        token_hash: str | None,
+        credential_id: str,
+        body: Mapping[str, Any],
+        *,
+        if_match: Revisions = None,
+        address: str | None = None,
+        request_id: str | None = None,
+    ) -> tuple[str, int] | None:
+        """`aupdate` for a token this process authenticated before, re-checking the token in the write itself
+        (as `acreate_for_token` does). None means "take the ordinary path" (authenticate, then update), which
+        answers every refusal, a lost race included."""
+        who = None if token_hash is None else self.accounts.remembered(token_hash)
+        if who is None or token_hash is None:
+            return None
+        who = dataclasses.replace(who, address=address, request_id=request_id)
+        try:
+            self._check_update(who, credential_id, body)
+            found = await self.credentials.acurrent(credential_id, who.user_id)
+            role, read_revision, row = await self.barrier.run(self._patched, found, credential_id, body, if_match)
+        except StrongroomError:
+            return None
+        audit = _update_event(who, row, body)
+        try:
+            written = await self.credentials.aswap_if_token(
+                read_revision, row, audit, token_hash, who.user_id, utcnow()
+            )
+        except NameTaken:  # the row was tried, so the token was valid
+            raise _name_taken(str(body.get("name"))) from None
+        if not written:  # the token is no longer valid, or the credential changed meanwhile
+            self.accounts.forget(token_hash)
+            return None
+        return representation.with_role(row["wire"], ROLE_NAMES[role]), int(row["revision"])
+
     @staticmethod
     def _check_update(who: Principal, credential_id: str, body: Mapping[str, Any]) -> None:
         who.require("write")

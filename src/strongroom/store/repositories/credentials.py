@@ -192,6 +192,9 @@ _PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)  # the owner's, i
 _PG_DELETE_ANY = _pg_counted(delete(Credential).where(_ONE), -1)  # after the caller's role was checked
 _SWAPPED = _UPDATE.returning(Credential.revision).cte("changed")
 _PG_UPDATE = pg_audited(select(_SWAPPED.c.revision), _SWAPPED)  # one autocommit statement: atomic on its own
+# The same, only while the caller's token (`token_hash`, of user `owner_id`) is still valid.
+_SWAPPED_CHECKED = _UPDATE.where(_TOKEN_STILL_VALID).returning(Credential.revision).cte("changed")
+_PG_UPDATE_CHECKED = pg_audited(select(_SWAPPED_CHECKED.c.revision), _SWAPPED_CHECKED)
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
@@ -442,6 +445,23 @@ class CredentialRepository:
             if self.db.is_sqlite:
                 return bool(await self.db.atransact(lambda tx: _swap_audited(tx, params, audit)))
             return bool(await self.db.awrite_one(_PG_UPDATE, {**params, **audit.params()}))
+
+    async def aswap_if_token(
+        self, read_revision: int, row: Mapping[str, Any], audit: Entry, token_hash: str, user_id: str, now: datetime
+    ) -> bool:
+        """`aswap` only while `token_hash` is a valid token of user `user_id`, checked in the same transaction
+        (PostgreSQL: the same statement); False if it is not, or if the revision moved (the caller cannot tell
+        which: it starts over on the ordinary path)."""
+        params = _swap_params(read_revision, row)
+        check = {"token_hash": token_hash, "owner_id": user_id, "now": now}
+        with _NamesUnique():
+            if self.db.is_sqlite:
+
+                def swap_checked(tx: Tx) -> int:
+                    return _swap_audited(tx, params, audit) if tx.rows(_TOKEN_CHECK, check) else 0
+
+                return bool(await self.db.atransact(swap_checked))
+            return bool(await self.db.awrite_one(_PG_UPDATE_CHECKED, {**params, **check, **audit.params()}))
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
         """Delete and uncount the credential (only if `owner_id` owns it, when given) with its audit record;
