@@ -196,11 +196,10 @@ def test_writes_awaited_on_the_event_loop_commit_together_and_fail_alone(service
     assert names == {"victim", *(f"a{k}" for k in range(8))}
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the committer is SQLite's
 def test_a_caller_cancelled_while_its_write_waits_does_not_fail_the_rest_of_its_batch(service: Services) -> None:
     """SQLite's committer answers a batch after its COMMIT: a waiter cancelled meanwhile (its request went away)
     is skipped, and the other writes of the same batch still get their own outcome; the committer goes on."""
-    if not service.db.is_sqlite:
-        pytest.skip("the committer is SQLite's")
     who = _user(service, "dave")
     held, release = threading.Event(), threading.Event()
 
