@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,6 +21,17 @@ def compact_json(value: Any, *, sort_keys: bool = False) -> str:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
     except (TypeError, orjson.JSONEncodeError):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
+
+
+def in_utc(moment: datetime) -> datetime:
+    """`moment` in UTC (naive means UTC already); a moment that in UTC falls beyond either end of the calendar
+    (year 1 with a positive offset, year 9999 with a negative one) is that end."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (datetime.max if moment.year == datetime.max.year else datetime.min).replace(tzinfo=UTC)
 
 
 def iso(value: datetime | str) -> str:

@@ -132,6 +132,11 @@ def test_api_keys_are_each_users_own(srv: Server, root: str) -> None:
         assert default["scopes"] == ["read", "write", "use"]  # a non-admin's new token never gets `admin`
         bad = carol.post("/account/apiKeys/", json={"name": "x", "expiresAt": "2001-01-01T00:00:00Z"})
         assert bad.status_code == 422
+        # An offset that carries the calendar's first or last minute beyond it in UTC (found by the fuzzer: 500):
+        before_time = carol.post("/account/apiKeys/", json={"name": "y", "expiresAt": "0001-01-01T00:00:00+00:02"})
+        assert before_time.status_code == 422 and "expiresAt" in before_time.json()["message"], before_time.text
+        last = carol.post("/account/apiKeys/", json={"name": "z", "expiresAt": "9999-12-31T23:59:00-00:02"})
+        assert last.status_code == 201 and last.json()["expiresAt"] == "9999-12-31T23:59:59.999999Z", last.text
 
         assert dave.delete(f"/account/apiKeys/{key['id']}/").status_code == 404
         assert key["id"] not in dave.get("/account/apiKeys/").text

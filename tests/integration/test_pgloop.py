@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from strongroom.store.db import Database
-from strongroom.store.pgloop import LoopPool
+from strongroom.store.pgloop import ConnectionLost, LoopPool
 from tests.support import PG_ADMIN_URL, Server, backend_database, postgres_store
 
 pytestmark = pytest.mark.postgres
@@ -165,3 +165,31 @@ def test_a_planned_read_retries_once_when_its_pooled_connection_died(db: Databas
     with pytest.raises(DBAPIError, match="division by zero"):
         db.fetch_planned(broken, {})
     assert db.fetch_planned(statement, {}) == [(1,)]
+
+
+def test_a_connection_ended_while_being_set_up_is_lost_not_failed(db: Database) -> None:
+    """A server restarting ends new connections too: one terminated during its set-up (here it terminates
+    itself, as `pg_terminate_backend` from an administrator would) is a lost connection, which a read retries,
+    not a failed statement (that was a 503 for a read in the middle of a restart)."""
+    attempts: list[int] = []
+
+    def connect_that_ends_once() -> psycopg.Connection[Any]:
+        conn = db._pg_connect()
+        attempts.append(1)
+        if len(attempts) == 1:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # raises the server's 57P01
+        return conn
+
+    async def main() -> tuple[str, int]:
+        pool = LoopPool(connect_that_ends_once, 1)
+        try:
+            try:
+                await pool.execute(b"SELECT $1::int", [1])
+                first = "answered"
+            except ConnectionLost:
+                first = "lost"
+            return first, (await pool.execute(b"SELECT $1::int", [2]))[0][0]
+        finally:
+            pool.close()
+
+    assert asyncio.run(main()) == ("lost", 2)

@@ -42,7 +42,9 @@ def parse_expiry(value: str, now: datetime) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         fail(f"--expires {value!r}: expected a duration such as 30d, 12h, 90m, 2w, or an ISO date such as 2027-01-31")
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    from strongroom.representation import in_utc
+
+    moment = in_utc(moment)
     if moment <= now:
         fail(f"--expires {value!r} is in the past")
     return moment

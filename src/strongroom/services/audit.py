@@ -12,11 +12,11 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from strongroom.errors import InvalidInput
-from strongroom.representation import compact_json, iso
+from strongroom.representation import compact_json, in_utc, iso
 from strongroom.services.accounts import Principal
 from strongroom.store.models import utcnow
 from strongroom.store.repositories.audit import GENESIS, AuditRepository, Entry, chain_hash
@@ -43,10 +43,7 @@ def parse_moment(value: str, name: str, now: datetime | None = None) -> datetime
     if moment is None:
         message = "must be an ISO 8601 date or time, or a span such as 1d, 12h, 30m"
         raise InvalidInput(f"{name}: {message}", {name: message})
-    try:  # in UTC, as stored: an offset can carry the first or last day of the calendar beyond it
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except OverflowError:  # a bound beyond either end of the calendar bounds nothing: the calendar's end
-        return (datetime.max if moment.year == datetime.max.year else datetime.min).replace(tzinfo=UTC)
+    return in_utc(moment)  # in UTC, as stored; a bound beyond either end of the calendar is the calendar's end
 
 
 @dataclass(frozen=True)

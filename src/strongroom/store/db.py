@@ -261,6 +261,8 @@ class Database:
 
     def _discard_pool_on_disconnect(self, other: Engine) -> Any:
         def on_error(ctx: ExceptionContext) -> None:
+            if not ctx.is_disconnect and pgloop.connection_ended(getattr(ctx.original_exception, "sqlstate", None)):
+                ctx.is_disconnect = True  # SQLAlchemy looks at libpq's status, which may not say BAD yet
             if ctx.is_disconnect:
                 other.dispose(close=False)
                 self._close_idle_pg()
@@ -423,7 +425,7 @@ class Database:
             cur.execute(sql, named)
             return cur.fetchall()
         except psycopg.Error as exc:
-            broken = bool(proxy.driver_connection.broken)
+            broken = bool(proxy.driver_connection.broken) or pgloop.connection_ended(exc.sqlstate)
             if broken:  # the server went away: so did the pools' other connections
                 proxy.invalidate()
                 self._discard_pools()
@@ -561,12 +563,18 @@ class Database:
 
     def _pg_execute(self, sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """Run on an idle autocommit psycopg connection; psycopg prepares statements it sees repeatedly."""
-        conn, cur = self._pg_checkout()
+        try:
+            conn, cur = self._pg_checkout()
+        except psycopg.Error as exc:  # a new connection ended while being set up: lost, so a read retries
+            lost = pgloop.connection_ended(exc.sqlstate)
+            raise DBAPIError.instance(
+                sql, None, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost
+            ) from exc
         try:
             cur.execute(sql, params)
             rows = cur.fetchall() if cur.pgresult.status == ExecStatus.TUPLES_OK else []
         except psycopg.Error as exc:
-            broken = bool(conn.broken)
+            broken = bool(conn.broken) or pgloop.connection_ended(exc.sqlstate)
             if broken:  # the server went away: this connection and every idle sibling are dead
                 conn.close()
                 self._discard_pools()
@@ -598,11 +606,15 @@ class Database:
         # Every hot-path statement is an index lookup or an ordered index range. Sorting is priced out so that
         # a cached generic plan, made while the table was small, cannot choose "fetch the owner's rows, then
         # sort" and keep it after the owner has 100 000 credentials.
-        conn.execute("SET enable_sort = off")
         # They are also planned once, not per execution. With more than one owner in the statistics PostgreSQL
         # rated the generic list-page plan above a custom one and re-planned every page; the plan is the same
         # index range for every parameter value.
-        conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            conn.execute("SET enable_sort = off")
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+        except psycopg.Error:  # ended as it was set up (a server restarting): the caller tells lost from failed
+            conn.close()
+            raise
         return conn
 
     def _sqlite_bind(self, statement: Executable, params: Mapping[str, Any]) -> tuple[str | None, list[Any]]:

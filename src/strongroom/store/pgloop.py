@@ -40,6 +40,17 @@ class ConnectionLost(Exception):
     """The server closed the connection or the network failed (the statement's outcome is unknown)."""
 
 
+# The server's last words on a connection it is closing: terminated by an administrator (57P01), a crash or
+# immediate shutdown (57P02), its idle-session timeout (57P05), or any connection exception (class 08).
+_ENDING = frozenset({"57P01", "57P02", "57P05"})
+
+
+def connection_ended(sqlstate: str | None) -> bool:
+    """Whether an error with this SQLSTATE means the server closed the connection. libpq may hand over the
+    server's FATAL message before it has read the end of the connection, so its status can still say OK."""
+    return sqlstate is not None and (sqlstate in _ENDING or sqlstate.startswith("08"))
+
+
 class _Connection:
     """One libpq connection driven by the loop: a reader callback wakes the statement waiting on it."""
 
@@ -111,7 +122,8 @@ class _Connection:
 
     def _check(self, result: pq.abc.PGresult) -> None:
         if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE):
-            if self.pg.status == pq.ConnStatus.BAD:
+            sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+            if self.pg.status == pq.ConnStatus.BAD or connection_ended(sqlstate.decode() if sqlstate else None):
                 self.broken = True
                 raise ConnectionLost
             raise psycopg.errors.error_from_result(result, encoding=self.conn.info.encoding)
@@ -146,6 +158,11 @@ class LoopPool:
             try:
                 conn = await self.loop.run_in_executor(None, self._connect)
                 return _Connection(conn, self.loop)
+            except psycopg.Error as exc:  # ended while being set up (a server restarting): lost, not failed
+                self._open -= 1
+                if connection_ended(exc.sqlstate):
+                    raise ConnectionLost from None
+                raise
             except BaseException:
                 self._open -= 1
                 raise

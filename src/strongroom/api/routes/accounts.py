@@ -3,7 +3,7 @@ own tokens: `read` to list, `write` to create or revoke)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -14,7 +14,7 @@ from strongroom.api.openapi import answers, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
 from strongroom.errors import InvalidInput
-from strongroom.representation import iso
+from strongroom.representation import in_utc, iso
 from strongroom.services.accounts import SCOPES
 
 _USER = {
@@ -171,7 +171,7 @@ def _moment(body: dict[str, Any], name: str) -> datetime | None:
     if moment is None:
         msg = "must be an ISO 8601 date-time such as 2027-01-31T00:00:00Z"
         raise InvalidInput(f"{name}: {msg}", {name: msg})
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return in_utc(moment)
 
 
 def _path(name: str, doc: str) -> dict[str, Any]:
