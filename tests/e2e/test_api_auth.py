@@ -108,8 +108,9 @@ def test_creates_recheck_a_token_the_server_has_seen(server: Server) -> None:
             for i in range(3):  # seen, then remembered
                 assert c.post("credentials/", json={"name": f"a{i}", "user": "u", "password": "p"}).status_code == 201
             service.accounts.revoke_token(live.id)
+            assert_error(c.post("credentials/", content=b"{nope"), 401)  # not 400: the token comes first
             assert_error(c.post("credentials/", json={"name": "late", "user": "u", "password": "p"}), 401)
-            assert_error(c.post("credentials/", json={"name": "late"}), 401)  # not 422: the token comes first
+            assert_error(c.post("credentials/", json={"name": "late"}), 401)  # nor 422
         with client(server, brief) as c:
             assert c.post("credentials/", json={"name": "b0", "user": "u", "password": "p"}).status_code == 201
             assert c.post("credentials/", json={"name": "b1", "user": "u", "password": "p"}).status_code == 201
@@ -142,8 +143,9 @@ def test_updates_recheck_a_token_the_server_has_seen(server: Server) -> None:
             assert_error(c.patch(f"credentials/{cid}/", json={"password": "x"}, headers={"If-Match": '"1"'}), 412)
             assert_error(c.patch("credentials/0123456789abcdef01234567/", json={"password": "x"}), 404)
             service.accounts.revoke_token(live.id)
+            assert_error(c.patch(f"credentials/{cid}/", content=b"{nope"), 401)  # not 400: the token comes first
             assert_error(c.patch(f"credentials/{cid}/", json={"password": "late"}), 401)
-            assert_error(c.patch(f"credentials/{cid}/", json={"user": 5}), 401)  # not 422: the token comes first
+            assert_error(c.patch(f"credentials/{cid}/", json={"user": 5}), 401)  # nor 422
         with client(server, brief) as c:
             assert c.patch(f"credentials/{cid}/", json={"description": "b0"}).status_code == 200
             assert c.patch(f"credentials/{cid}/", json={"description": "b1"}).status_code == 200

@@ -21,7 +21,7 @@ from strongroom.api.openapi import (
 )
 from strongroom.api.paging import paged
 from strongroom.api.pipeline import Call, Endpoint
-from strongroom.errors import InvalidInput
+from strongroom.errors import InvalidInput, MalformedRequest
 from strongroom.services.credentials import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, ORDERS, Page
 
 _UPDATE_EMPTY = "Must specify at least one field to update"
@@ -126,7 +126,7 @@ async def create_fused(call: Call) -> Response | None:
         return None
     try:
         body = await call.body()
-    except InvalidInput:
+    except (InvalidInput, MalformedRequest):  # the ordinary path answers it after the token
         return None
     created = await credentials.acreate_for_token(
         call.token_hash, body, address=call.address, request_id=call.request_id
@@ -169,7 +169,7 @@ async def update_fused(call: Call) -> Response | None:
     try:
         body = await call.body(empty_message=_UPDATE_EMPTY)
         if_match = http.if_match(call.request)
-    except InvalidInput:
+    except (InvalidInput, MalformedRequest):  # the ordinary path answers it after the token
         return None
     updated = await credentials.aupdate_for_token(
         call.token_hash,
