@@ -265,6 +265,12 @@ class CredentialService:
         tried)."""
         return token_hash is not None and self.accounts.remembered(token_hash) is not None
 
+    def _remembered(self, token_hash: str | None, address: str | None, request_id: str | None) -> Principal | None:
+        """The principal this process authenticated for the token before, with this request's address and id
+        for the audit record; None if it has not."""
+        who = None if token_hash is None else self.accounts.remembered(token_hash)
+        return None if who is None else dataclasses.replace(who, address=address, request_id=request_id)
+
     async def acreate_for_token(
         self,
         token_hash: str | None,
@@ -277,10 +283,9 @@ class CredentialService:
         (PostgreSQL: in its one statement; SQLite: in the committer's transaction). None means "take the
         ordinary path" (authenticate, then create), which reports any error, so a caller whose token is no
         longer valid only ever learns 401. `address` and `request_id` go into the audit record."""
-        who = None if token_hash is None else self.accounts.remembered(token_hash)
+        who = self._remembered(token_hash, address, request_id)
         if who is None or token_hash is None:
             return None
-        who = dataclasses.replace(who, address=address, request_id=request_id)
         try:
             row = await self.barrier.run(self._new, who, body)
         except StrongroomError:
@@ -379,10 +384,9 @@ class CredentialService:
         """`aupdate` for a token this process authenticated before, re-checking the token in the write itself
         (as `acreate_for_token` does). None means "take the ordinary path" (authenticate, then update), which
         answers every refusal, a lost race included."""
-        who = None if token_hash is None else self.accounts.remembered(token_hash)
+        who = self._remembered(token_hash, address, request_id)
         if who is None or token_hash is None:
             return None
-        who = dataclasses.replace(who, address=address, request_id=request_id)
         try:
             self._check_update(who, credential_id, body)
             found = await self.credentials.acurrent(credential_id, who.user_id)

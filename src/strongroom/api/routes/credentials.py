@@ -117,18 +117,24 @@ def _page_response(call: Call, page: Page) -> Response:
     return paged(call, data, len(page.items), page.total, page.offset, page.limit)
 
 
-async def create_fused(call: Call) -> Response | None:
-    """For a token this process authenticated before, no separate authentication: the write re-checks it."""
-    if not call.writes_on_loop:
-        return None
-    credentials = call.services.credentials
-    if not credentials.remembers(call.token_hash):
+async def _remembered_write(call: Call, **body_options: str) -> dict[str, Any] | None:
+    """The body of a write by a token this process authenticated before, made without a separate
+    authentication (the write re-checks the token); None: take the ordinary path, which answers a malformed
+    body only after checking the token."""
+    if not call.writes_on_loop or not call.services.credentials.remembers(call.token_hash):
         return None
     try:
-        body = await call.body()
-    except (InvalidInput, MalformedRequest):  # the ordinary path answers it after the token
+        return await call.body(**body_options)
+    except (InvalidInput, MalformedRequest):
         return None
-    created = await credentials.acreate_for_token(
+
+
+async def create_fused(call: Call) -> Response | None:
+    """For a token this process authenticated before, no separate authentication: the write re-checks it."""
+    body = await _remembered_write(call)
+    if body is None:
+        return None
+    created = await call.services.credentials.acreate_for_token(
         call.token_hash, body, address=call.address, request_id=call.request_id
     )
     return None if created is None else _json_text(created, 201)
@@ -161,17 +167,14 @@ async def get_credential(call: Call) -> Response:
 
 async def update_fused(call: Call) -> Response | None:
     """For a token this process authenticated before, no separate authentication: the write re-checks it."""
-    if not call.writes_on_loop:
-        return None
-    credentials = call.services.credentials
-    if not credentials.remembers(call.token_hash):
+    body = await _remembered_write(call, empty_message=_UPDATE_EMPTY)
+    if body is None:
         return None
     try:
-        body = await call.body(empty_message=_UPDATE_EMPTY)
         if_match = http.if_match(call.request)
     except (InvalidInput, MalformedRequest):  # the ordinary path answers it after the token
         return None
-    updated = await credentials.aupdate_for_token(
+    updated = await call.services.credentials.aupdate_for_token(
         call.token_hash,
         call.path("credentialId"),
         body,
