@@ -31,6 +31,7 @@ from strongroom.representation import render_credential
 from strongroom.services.audit import Event
 from strongroom.store.models import Credential, CredentialRole, new_id, utcnow
 from strongroom.store.repositories.audit import append_in
+from strongroom.store.repositories.sharing import rederive_all
 
 HERE = Path(__file__).parent
 LUA = HERE / "lua"
@@ -155,6 +156,7 @@ def share_through_group(service: Services, owner_id: str, ids: list[str]) -> str
     ]
     with service.db.write() as s:
         s.execute(insert(CredentialRole), rows)
+        rederive_all(s)  # the derived access rows the sharing service would have written
     return token
 
 
@@ -185,7 +187,10 @@ def settle(service: Services) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return
     with service.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM (ANALYZE) credentials, credential_counts, api_tokens, users")
+        conn.exec_driver_sql(
+            "VACUUM (ANALYZE) credentials, credential_counts, api_tokens, users, credential_roles, credential_access, "
+            "group_members"
+        )
         conn.exec_driver_sql("CHECKPOINT")  # now, rather than spread over the next minutes of measurement
 
 

@@ -41,12 +41,14 @@ from strongroom.store import Database
 from strongroom.store.db import unavailable
 from strongroom.store.models import AuditHead, Base, Credential, CredentialCount, KeyVersion, utcnow
 from strongroom.store.repositories import KeyRepository
+from strongroom.store.repositories.sharing import rederive_all
 
 MAGIC = b"STRONGROOM-BACKUP\n"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20  # plaintext per chunk before compression (a chunk ends after the row that crosses it)
-# Not archived: counts are rebuilt from the credentials; backup records describe the source's own archives.
-DERIVED = frozenset({"credential_counts", "backups"})
+# Not archived: counts and access rows are rebuilt from the credentials, roles and memberships; backup records
+# describe the source's own archives.
+DERIVED = frozenset({"credential_counts", "credential_access", "backups"})
 # Rows every store has from its first start (the audit chains' genesis heads, store facts); an empty target's are
 # replaced by the archive's.
 REPLACED = ("audit_heads", "store_state")
@@ -802,12 +804,13 @@ def _check_credential(barrier: Barrier, table: Table, row: Mapping[str, Any], so
 
 
 def _recount(conn: Connection) -> None:
-    """The derived per-owner counts, from the restored credentials, in the same transaction."""
+    """The derived per-owner counts and access rows, from the restored rows, in the same transaction."""
     totals = select(Credential.owner_id, Credential.credential_type, func.count()).group_by(
         Credential.owner_id, Credential.credential_type
     )
     conn.execute(CredentialCount.__table__.delete())
     conn.execute(CredentialCount.__table__.insert().from_select(["owner_id", "credential_type", "n"], totals))
+    rederive_all(conn)
 
 
 def _insert(conn: Connection, rows: Iterator[tuple[Table, dict[str, Any]]], reporter: Reporter) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,15 +37,21 @@ def _body(ctype: credential_types.CredentialType) -> dict[str, Any]:
     return body
 
 
-def _at_revision(url: str, revision: str) -> None:
-    """Move the schema to `revision` (downgrading), as a store last used by that release would be."""
+def _downgrade(url: str, revision: str) -> Database:
+    """Move the schema to `revision`, as a store last used by that release would be; the caller disposes."""
     db = Database(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+    return db
+
+
+def _at_revision(url: str, revision: str) -> None:
+    """`_downgrade` to a revision before the stored API JSON."""
+    db = _downgrade(url, revision)
     try:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with db.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
         assert "wire" not in {c["name"] for c in inspect(db.engine).get_columns("credentials")}
     finally:
         db.dispose()
@@ -131,3 +138,40 @@ def test_a_store_behind_the_files_is_still_migrated(tmp_path: Path) -> None:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrade_derives_the_access_of_roles_and_members_already_stored(backend: str, tmp_path: Path) -> None:
+    """Migration 0014 fills `credential_access` from the roles and memberships of a store written before it."""
+    with backend_database(backend) as url:
+        settings = Settings(data_dir=tmp_path, database_url=url)
+        service = Services.open(settings)
+        people = {}
+        for name in ("alice", "bob", "carol"):
+            service.accounts.create_user(name)
+            people[name] = service.accounts.authenticate(service.accounts.create_token(name)[1])
+        service.sharing.create_group(None, "team")
+        for member in ("carol", "alice"):  # alice, an owner, in a group with a role on her own credential
+            service.sharing.add_member(None, "team", member)
+        cid = make_credential(service, people["alice"], {"name": "db", "user": "u", "password": "p"})["credentialId"]
+        roles = [
+            {"username": "bob", "role": "CONSUMER"},
+            {"shareRecipientType": "group", "name": "team", "role": "EDITOR", "canShare": True},
+        ]
+        service.sharing.update_roles(people["alice"], cid, {"operation": "updateRoles", "roles": roles})
+        with service.db.read() as s:
+            before = set(s.execute(text("SELECT user_id, credential_id, role, can_share FROM credential_access")))
+        assert {(row[0], row[2]) for row in before} == {(people["bob"].user_id, 1), (people["carol"].user_id, 2)}
+        service.close()
+
+        _downgrade(settings.resolved_database_url, "0013").dispose()
+
+        service = Services.open(settings)  # migrates to the newest revision at start
+        try:
+            with service.db.read() as s:
+                after = set(s.execute(text("SELECT user_id, credential_id, role, can_share FROM credential_access")))
+            assert after == before
+            carol = service.accounts.authenticate(service.accounts.create_token("carol", name="again")[1])
+            assert [json.loads(w)["role"] for w in service.credentials.list(carol).items] == ["EDITOR"]
+        finally:
+            service.close()

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import Conflict, Forbidden, InvalidInput, NotFound
 from strongroom.services.accounts import Principal
+from strongroom.store.models import Credential, CredentialAccess, CredentialRole, GroupMember
 from tests.support import backend_database, make_credential
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -131,3 +133,86 @@ def test_bad_role_changes_name_what_is_wrong(store: tuple[Services, dict[str, Pr
     _share(services, alice, cid, {"username": "bob", "role": "EDITOR", "canShare": True})
     with pytest.raises(Forbidden, match="EDITOR may share as EDITOR or CONSUMER"):
         _share(services, _who(services, people["bob"]), cid, {"username": "carol", "role": "OWNER"})
+
+
+def _access_rows(services: Services) -> set[tuple[str, str, int, bool]]:
+    """The stored `credential_access` rows: (user, credential, role, can_share)."""
+    with services.db.read() as s:
+        rows = s.execute(
+            select(
+                CredentialAccess.user_id,
+                CredentialAccess.credential_id,
+                CredentialAccess.role,
+                CredentialAccess.can_share,
+            )
+        ).all()
+    return {(u, c, int(r), bool(share)) for u, c, r, share in rows}
+
+
+def _expected_access(services: Services) -> set[tuple[str, str, int, bool]]:
+    """The same rows worked out in Python from the roles, memberships and owners (the oracle)."""
+    with services.db.read() as s:
+        owners = dict(s.execute(select(Credential.id, Credential.owner_id)).all())
+        members = s.execute(select(GroupMember.group_id, GroupMember.user_id)).all()
+        roles = s.execute(
+            select(
+                CredentialRole.credential_id,
+                CredentialRole.recipient_type,
+                CredentialRole.recipient_id,
+                CredentialRole.role,
+                CredentialRole.can_share,
+            )
+        ).all()
+    best: dict[tuple[str, str], tuple[int, bool]] = {}
+    for cid, kind, rid, role, share in roles:
+        for user in [rid] if kind == "user" else [u for g, u in members if g == rid]:
+            if owners[cid] != user:
+                was = best.get((user, cid), (0, False))
+                best[(user, cid)] = (max(was[0], int(role)), was[1] or bool(share))
+    return {(user, cid, role, share) for (user, cid), (role, share) in best.items()}
+
+
+def test_derived_access_follows_every_change_of_roles_members_and_owners(
+    store: tuple[Services, dict[str, Principal]],
+) -> None:
+    """`credential_access` (what lists and role checks read) equals what the roles and memberships give after
+    each kind of change: a share to a user and to a group, a member added and removed, an owner handing over,
+    a group deleted, a user deleted, a credential deleted."""
+    services, people = store
+    alice = people["alice"]
+    services.accounts.create_user("dave")
+    services.sharing.create_group(None, "ops")
+    one = make_credential(services, alice, {"name": "one", "user": "u", "password": "p"})["credentialId"]
+    two = make_credential(services, alice, {"name": "two", "user": "u", "password": "p"})["credentialId"]
+    steps = [
+        lambda: _share(services, alice, one, {"username": "bob", "role": "CONSUMER"}),
+        lambda: _share(
+            services, alice, one, {"shareRecipientType": "group", "name": "team", "role": "EDITOR", "canShare": True}
+        ),
+        lambda: _share(services, alice, two, {"shareRecipientType": "group", "name": "ops", "role": "CONSUMER"}),
+        lambda: services.sharing.add_member(None, "ops", "carol"),
+        lambda: services.sharing.add_member(None, "ops", "bob"),
+        lambda: services.sharing.add_member(None, "team", "bob"),  # bob: CONSUMER directly, EDITOR via team
+        lambda: services.sharing.add_member(None, "team", "alice"),  # the owner's own group: no access row
+        lambda: services.sharing.remove_member(None, "team", "bob"),
+        lambda: _share(
+            services, alice, one, {"username": "carol", "role": "OWNER"}, {"username": "alice", "role": "CONSUMER"}
+        ),
+        lambda: services.sharing.delete_group(None, "ops"),
+        lambda: _share(services, _who(services, people["carol"]), one, {"username": "dave", "role": "EDITOR"}),
+        lambda: services.accounts.delete_user("dave"),
+        lambda: services.credentials.delete(alice, two),
+    ]
+    assert _access_rows(services) == set()
+    seen = []
+    for step in steps:
+        step()
+        rows = _access_rows(services)
+        assert rows == _expected_access(services)
+        seen.append(rows)
+    assert all(seen[:-1]), "every step but the last leaves someone with access"
+    users = {u.username: u.id for u in services.accounts.list_users()}
+    assert (users["bob"], one, 2, True) in seen[5]  # the highest of his rows, and its canShare
+    handed_over = {(u, role, share) for u, c, role, share in seen[8] if c == one}
+    assert (users["alice"], 2, True) in handed_over  # her team's EDITOR outranks the CONSUMER she kept
+    assert not any(u == users["carol"] for u, _, _ in handed_over)  # the new owner's own: no access row

@@ -125,17 +125,29 @@ class CredentialService:
         """A page of what the caller has a role on (owned, shared with them or their groups), each item with the
         caller's `role`; `role` keeps one role only, `name` the credentials of that exact name, `search` those
         whose name holds it, ignoring case."""
-        who.require("read")
-        params = list_params(offset, limit, types_filter, order_by)
-        named = name_filters(name, search)
-        params.update(named)
-        if role is not None:
-            params["role"] = role_rank(role, field="role")
-        if not named and not who.shared and params.get("role", OWNER) == OWNER:
-            params.pop("role", None)
-            return _owned(self.credentials.page(who.user_id, params, order_by.startswith("-")))
-        newest_first = order_by.startswith("-")
+        own, params, newest_first = _list_plan(who, offset, limit, types_filter, order_by, role, name, search)
+        if own:
+            return _owned(self.credentials.page(who.user_id, params, newest_first))
         return _with_roles(self.credentials.shared_page(who.user_id, params, newest_first, owner_only=not who.shared))
+
+    async def alist(
+        self,
+        who: Principal,
+        *,
+        offset: int = 0,
+        limit: int = DEFAULT_PAGE,
+        types_filter: list[str] | None = None,
+        order_by: str = "-creationDate",
+        role: str | None = None,
+        name: str | None = None,
+        search: str | None = None,
+    ) -> Page:
+        """`list` for async callers (on the event loop's own PostgreSQL connections where it has them)."""
+        own, params, newest_first = _list_plan(who, offset, limit, types_filter, order_by, role, name, search)
+        if own:
+            return _owned(await self.credentials.apage(who.user_id, params, newest_first))
+        repo = self.credentials
+        return _with_roles(await repo.ashared_page(who.user_id, params, newest_first, owner_only=not who.shared))
 
     def list_for_token(
         self, token_hash: str | None, *, offset: int, limit: int, types_filter: list[str] | None, order_by: str
@@ -158,11 +170,13 @@ class CredentialService:
         found = await self.credentials.apage_for_token(*query)
         return _owned(found[0]) if found is not None and _readable(found[1]) else None
 
-    @staticmethod
     def _token_list_query(
-        token_hash: str | None, offset: int, limit: int, types_filter: list[str] | None, order_by: str
+        self, token_hash: str | None, offset: int, limit: int, types_filter: list[str] | None, order_by: str
     ) -> tuple[str, dict[str, Any], bool] | None:
         if token_hash is None:
+            return None
+        known = self.accounts.remembered(token_hash)
+        if known is not None and known.shared:  # the statement serves owners alone (a user stays `shared`)
             return None
         try:
             params = list_params(offset, limit, types_filter, order_by)
@@ -554,6 +568,29 @@ def _visible(found: tuple[str, int, TokenRow, int | None] | None) -> tuple[str, 
     if found is None or found[3] is None or not _readable(found[2]):
         return None
     return representation.with_role(found[0], ROLE_NAMES[found[3]]), found[1]
+
+
+def _list_plan(
+    who: Principal,
+    offset: int,
+    limit: int,
+    types_filter: list[str] | None,
+    order_by: str,
+    role: str | None,
+    name: str | None,
+    search: str | None,
+) -> tuple[bool, dict[str, Any], bool]:
+    """What `list` reads: (only the caller's own credentials, the page's parameters, newest first)."""
+    who.require("read")
+    params = list_params(offset, limit, types_filter, order_by)
+    named = name_filters(name, search)
+    params.update(named)
+    if role is not None:
+        params["role"] = role_rank(role, field="role")
+    own = not named and not who.shared and params.get("role", OWNER) == OWNER
+    if own:
+        params.pop("role", None)
+    return own, params, order_by.startswith("-")
 
 
 def _owned(page: Page) -> Page:

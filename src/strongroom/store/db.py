@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -218,6 +219,7 @@ class Database:
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
         self._numbered: dict[str, tuple[bytes, tuple[str, ...]]] = {}
         self._loop_pool: LoopPool | None = None
+        self._planned_pool: LoopPool | None = None  # statements planned for their values (`afetch_planned`)
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
         self._jobs: queue.SimpleQueue[tuple[Callable[[Tx], Any] | None, Waiter | None]] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
@@ -457,24 +459,28 @@ class Database:
             return self._pg_execute(sql, named)
 
     def start_loop_pool(self, size: int) -> None:
-        """PostgreSQL: run `afetch` and `awrite_one` on the running event loop from now on (see `pgloop`).
+        """PostgreSQL: run `afetch`, `afetch_planned` and `awrite_one` on the running event loop from now on (see
+        `pgloop`).
         One loop at a time: while another loop has the pool, this one's statements go to worker threads."""
         if not self.is_sqlite and self._loop_pool is None:
             self._loop_pool = LoopPool(self._pg_connect, size)
+            self._planned_pool = LoopPool(partial(self._pg_connect, hot=False), size)
 
     def stop_loop_pool(self) -> None:
         """Close the running loop's connections (only that loop may: they are registered with it)."""
         pool = self._pool_for_loop()
         if pool is not None:
-            self._loop_pool = None
+            planned, self._loop_pool, self._planned_pool = self._planned_pool, None, None
             pool.close()
+            if planned is not None:
+                planned.close()
 
     def on_loop(self) -> bool:
         """True when the running event loop has its own PostgreSQL connections (`start_loop_pool`)."""
         return self._pool_for_loop() is not None
 
-    def _pool_for_loop(self) -> LoopPool | None:
-        pool = self._loop_pool
+    def _pool_for_loop(self, planned: bool = False) -> LoopPool | None:
+        pool = self._planned_pool if planned else self._loop_pool
         if pool is None:
             return None
         try:
@@ -502,6 +508,30 @@ class Database:
         except _Lost as lost:
             raise lost.error from None
 
+    async def afetch_planned(
+        self, statement: Executable, params: Mapping[str, Any], prepared: bool = False
+    ) -> Sequence[Sequence[Any]]:
+        """`fetch_planned` for async callers: on the event loop's own PostgreSQL connections when it has them,
+        unprepared (planned for these values) or, `prepared` (a plan that suits every value: an ordered range,
+        not a search), prepared once per connection and planned as PostgreSQL chooses; else as `fetch_planned`,
+        inline on SQLite or in a worker thread. Either way free to sort, unlike `afetch`."""
+        pool = self._pool_for_loop(planned=True)
+        if pool is None:
+            if self.is_sqlite:
+                return self.fetch_planned(statement, params)
+            return await asyncio.get_running_loop().run_in_executor(None, self.fetch_planned, statement, params)
+        sql, values = self._pg_numbered(statement, params)
+        if sql is None:
+            return await asyncio.get_running_loop().run_in_executor(None, self.fetch_planned, statement, params)
+        try:
+            return await self._loop_execute(pool, sql, values, prepared)
+        except _Lost:  # a pooled connection went stale (the server restarted): retry once on a fresh one
+            pass
+        try:
+            return await self._loop_execute(pool, sql, values, prepared)
+        except _Lost as lost:
+            raise lost.error from None
+
     async def awrite_one(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """`write_one` for async callers (never retried: a lost reply may hide a committed write)."""
         pool = self._pool_for_loop()
@@ -513,11 +543,13 @@ class Database:
         except _Lost as lost:
             raise lost.error from None
 
-    async def _loop_execute(self, pool: LoopPool, sql: bytes, values: list[Any]) -> Sequence[Sequence[Any]]:
+    async def _loop_execute(
+        self, pool: LoopPool, sql: bytes, values: list[Any], prepare: bool = True
+    ) -> Sequence[Sequence[Any]]:
         """Run on the loop's pool; driver errors leave as SQLAlchemy's classes, outages as ServiceUnavailable
         (or `_Lost`, carrying it, when the connection was lost and a read may retry)."""
         try:
-            return await pool.execute(sql, values)
+            return await pool.execute(sql, values, prepare)
         except ConnectionLost:  # the pool has dropped the lost connection and its idle siblings already
             self._discard_pools()
             error = ServiceUnavailable("the database connection was lost; retry shortly")
@@ -595,8 +627,9 @@ class Database:
         conn = self._pg_connect()
         return conn, conn.cursor()
 
-    def _pg_connect(self) -> Any:
-        """A hot-path psycopg connection of our own: the engine's connect settings and timeouts, autocommit."""
+    def _pg_connect(self, hot: bool = True) -> Any:
+        """A psycopg connection of our own: the engine's connect settings and timeouts, autocommit; `hot`, with
+        the planner settings of the hot path's prepared statements."""
         try:
             proxy = self._fetch_engine.raw_connection()
         except psycopg.Error as exc:  # a failed connect leaves the pool as the driver's own error: wrap it too
@@ -609,6 +642,8 @@ class Database:
         # They are also planned once, not per execution. With more than one owner in the statistics PostgreSQL
         # rated the generic list-page plan above a custom one and re-planned every page; the plan is the same
         # index range for every parameter value.
+        if not hot:
+            return conn
         try:
             conn.execute("SET enable_sort = off")
             conn.execute("SET plan_cache_mode = force_generic_plan")

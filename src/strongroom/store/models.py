@@ -203,6 +203,22 @@ class CredentialRole(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class CredentialAccess(Base):
+    """What a user holds on a credential they do not own, derived from `credential_roles` and `group_members`
+    (rewritten by the sharing repository in the transaction that changes either): the highest of their roles,
+    whether any of their rows may share, and the credential's creation time, so that a shared list pages through
+    an index and a role is one key lookup."""
+
+    __tablename__ = "credential_access"
+    __table_args__ = (Index("ix_credential_access_page", "user_id", "created_at", "credential_id", "role"),)
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    credential_id: Mapped[str] = mapped_column(ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[int] = mapped_column(Integer)
+    can_share: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 AUDIT_SHARDS = 32  # independent hash chains: concurrent writers on PostgreSQL extend different ones
 
 

@@ -104,10 +104,14 @@ async def list_credentials(call: Call) -> Response:
     credentials, who = call.services.credentials, call.principal
     query = call.request.query_params
     filters = {key: query.get(key) for key in _ORDINARY_ONLY}
-    run = call.scan if filters["search"] is not None else call.read
-    page = await run(
-        lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters)
-    )
+    if filters["search"] is not None and call.services.db.is_sqlite:  # SQLite works in the caller's thread
+        page = await call.scan(
+            lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters)
+        )
+    else:
+        page = await credentials.alist(
+            who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters
+        )
     return _page_response(call, page)
 
 

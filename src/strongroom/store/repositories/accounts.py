@@ -14,7 +14,15 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from strongroom.store.db import Database, Tx
-from strongroom.store.models import ApiToken, Credential, CredentialCount, CredentialRole, GroupMember, User
+from strongroom.store.models import (
+    ApiToken,
+    Credential,
+    CredentialAccess,
+    CredentialCount,
+    CredentialRole,
+    GroupMember,
+    User,
+)
 from strongroom.store.repositories.audit import Entry, append_in
 
 _AUTH = (
@@ -70,6 +78,7 @@ _DELETE_USER = (
         CredentialRole.recipient_type == "user", CredentialRole.recipient_id == bindparam("user_id")
     ),
     delete(GroupMember).where(GroupMember.user_id == bindparam("user_id")),
+    delete(CredentialAccess).where(CredentialAccess.user_id == bindparam("user_id")),
     delete(ApiToken).where(ApiToken.user_id == bindparam("user_id")),
     delete(CredentialCount).where(CredentialCount.owner_id == bindparam("user_id")),
     delete(User).where(User.id == bindparam("user_id")),

@@ -43,14 +43,14 @@ from strongroom.store.db import Database, Tx, count_shard
 from strongroom.store.models import (
     ApiToken,
     Credential,
+    CredentialAccess,
     CredentialCount,
-    CredentialRole,
     StoreState,
     User,
     UTCDateTime,
 )
 from strongroom.store.repositories.audit import Entry, append_in, pg_audited
-from strongroom.store.repositories.sharing import OWNER, groups_of, role_of
+from strongroom.store.repositories.sharing import OWNER, role_of
 
 COLUMNS = tuple(Credential.__table__.c)  # a credential row, in table order (`row` and `current` use it)
 FIXED = ("id", "owner_id", "credential_type", "created_at")  # never changed by an update
@@ -307,16 +307,27 @@ class CredentialRepository:
 
     def page(self, owner_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
         """A page of the owner's credentials (`params`: offset, limit and optionally types)."""
-        sqlite = self.db.is_sqlite
         query = {**params, "owner": owner_id}
-        rows = self.db.fetch(_page(not sqlite, newest_first, "types" in params), query)
-        if sqlite:
+        page = self._owned_page(self.db.fetch(_page(not self.db.is_sqlite, newest_first, "types" in params), query))
+        if page is None:  # PostgreSQL, past the end: the total alone
+            page = Page([], int(self.db.fetch(_COUNT_TYPES if "types" in params else _COUNT, query)[0][0]), 0, 0)
+        return Page(page.items, page.total, params["offset"], params["limit"])
+
+    async def apage(self, owner_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
+        query = {**params, "owner": owner_id}
+        statement = _page(not self.db.is_sqlite, newest_first, "types" in params)
+        page = self._owned_page(await self.db.afetch(statement, query))
+        if page is None:
+            total = await self.db.afetch(_COUNT_TYPES if "types" in params else _COUNT, query)
+            page = Page([], int(total[0][0]), 0, 0)
+        return Page(page.items, page.total, params["offset"], params["limit"])
+
+    def _owned_page(self, rows: Sequence[Sequence[Any]]) -> Page | None:
+        """The items and total of `_page`'s rows (offset and limit left at 0); None: PostgreSQL found no row."""
+        if self.db.is_sqlite:
             text, total = rows[0]
-            return Page(text.split(_SEP) if text else [], int(total), params["offset"], params["limit"])
-        if rows:
-            return Page([row[0] for row in rows], int(rows[0][1]), params["offset"], params["limit"])
-        total = self.db.fetch(_COUNT_TYPES if "types" in params else _COUNT, query)[0][0]
-        return Page([], int(total), params["offset"], params["limit"])
+            return Page(text.split(_SEP) if text else [], int(total), 0, 0)
+        return Page([row[0] for row in rows], int(rows[0][1]), 0, 0) if rows else None
 
     def page_for_token(
         self, token_hash: str, params: Mapping[str, Any], newest_first: bool
@@ -353,12 +364,36 @@ class CredentialRepository:
         that role (`Page.roles`), in one statement; `params` may hold `types`, `role` (a rank), `name` (exact)
         and `search` (a case-insensitive substring) filters. `owner_only`: the user sees nothing beyond their
         own credentials (`Principal.shared` is false), so only those are read."""
+        statement, query, hot = self._shared_query(user_id, params, newest_first, owner_only)
+        if statement is None:
+            return Page([], 0, params["offset"], params["limit"], [])
+        rows = self.db.fetch_hot(statement, query) if hot else self.db.fetch_planned(statement, query)
+        return self._shared_result(rows, params)
+
+    async def ashared_page(
+        self, user_id: str, params: Mapping[str, Any], newest_first: bool, owner_only: bool = False
+    ) -> Page:
+        statement, query, hot = self._shared_query(user_id, params, newest_first, owner_only)
+        if statement is None:
+            return Page([], 0, params["offset"], params["limit"], [])
+        if hot:
+            rows = self.db.fetch_hot(statement, query)
+        else:  # a plan for every value unless the names are searched (`_shared_page` reads them once)
+            ranged = "name" not in params and "search" not in params
+            rows = await self.db.afetch_planned(statement, query, prepared=ranged)
+        return self._shared_result(rows, params)
+
+    def _shared_query(
+        self, user_id: str, params: Mapping[str, Any], newest_first: bool, owner_only: bool
+    ) -> tuple[Executable | None, dict[str, Any], bool]:
+        """`shared_page`'s statement (None: nothing can match), its values, and whether SQLite may answer it from
+        memory (the same page again, while nothing changed)."""
         offset, limit = params["offset"], params["limit"]
         query = {**params, "user": user_id}
         by_role = "role" in params
         if owner_only and by_role:  # every credential they see is their own: OWNER keeps all, any other none
             if query.pop("role") != OWNER:
-                return Page([], 0, offset, limit, [])
+                return None, query, False
             by_role = False
         search = params.get("search")
         if search is not None:
@@ -379,10 +414,12 @@ class CredentialRepository:
             owner_only,
             self.db.is_sqlite,
         )
-        if self.db.is_sqlite and "types" not in query:  # the same page again, while nothing changed: from memory
-            rows = self.db.fetch_hot(statement, query)
-        else:
-            rows = self.db.fetch_planned(statement, query)  # PostgreSQL: planned for these values, free to sort
+        if not self.db.is_sqlite:
+            query["reach"] = offset + limit
+        return statement, query, self.db.is_sqlite and "types" not in query
+
+    def _shared_result(self, rows: Sequence[Sequence[Any]], params: Mapping[str, Any]) -> Page:
+        offset, limit = params["offset"], params["limit"]
         if self.db.is_sqlite:
             total, joined, roles = rows[0]
             items = joined.split(_SEP) if joined else []
@@ -615,13 +652,14 @@ def _shared_page(
     one row `(total, NULL, NULL)`).
 
     The matching credentials (`hits`: id, creation time, role) are found once, then counted and paged; only the
-    page's rows are read in full. The visible set is the user's own credentials (owner index), rows shared with
-    them and with their groups (recipient index), each credential once with its highest role; `owner_only`
-    reads the user's own alone (no merge). A `name` filter reaches the user's own credentials through the
-    (owner, name) unique index, so it stays flat however many they own; a `search` (a LIKE pattern, `search`) is
-    checked on the names of the owner's rows and, `narrowed` (SQLite), only on the rows whose name the trigram
-    table `credential_names` (migration 0013) finds for the phrase `phrase`. A shared-list page is chosen from
-    ids and creation times only (an `(id, created_at, credential_type)` index serves that).
+    page's rows are read in full. The visible set is the user's own credentials (owner index) and the derived
+    `credential_access` rows of what is shared with them or their groups (each credential once, with its
+    highest role, never one of their own: the two parts never overlap); `owner_only` reads the user's own
+    alone. A `name` filter reaches the user's own credentials through the (owner, name) unique index, so it
+    stays flat however many they own; a `search` (a LIKE pattern, `search`) is checked on the names of the
+    owner's rows and, `narrowed` (SQLite), only on the rows whose name the trigram table `credential_names`
+    (migration 0013) finds for the phrase `phrase`. Both parts are in creation order in their indexes, (owner,
+    type, created_at) and (user, created_at, credential).
     """
     user = bindparam("user")
     by_names = []
@@ -636,52 +674,53 @@ def _shared_page(
     owner: Any = Credential.owner_id
     if narrowed:  # the trigram table drives; `+` keeps SQLite from walking the owner's rows instead
         owner = literal_column("+credentials.owner_id")
-    owned = select(Credential.id.label("cid"), literal(OWNER).label("role")).where(owner == user, *by_names)
-    if owner_only:
-        owned = select(
-            Credential.id.label("pid"),
-            Credential.created_at.label("pat"),
-            literal(OWNER).label("prole"),
-            key.label("pkey"),
-        ).where(owner == user, *by_names, *by_type)
+    owned = select(
+        Credential.id.label("pid"),
+        Credential.created_at.label("pat"),
+        literal(OWNER).label("prole"),
+        key.label("pkey"),
+    ).where(owner == user, *by_names, *by_type)
     if narrowed:
         rowid = literal_column("credentials.rowid")
         owned = owned.select_from(_NAMES.join(Credential, rowid == _NAMES.c.rowid)).where(
             literal_column("credential_names").op("MATCH")(bindparam("phrase"))
         )
-    if owner_only:
-        hits = owned.cte("hits")
-    else:
-        direct = select(CredentialRole.credential_id, CredentialRole.role).where(
-            CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user
-        )
-        via = select(CredentialRole.credential_id, CredentialRole.role).where(
-            CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user))
-        )
-        if by_names:  # each share's name is checked where it is found, so the merge sees only matches
-            shared_row = Credential.id == CredentialRole.credential_id
-            direct, via = (
-                part.join_from(CredentialRole, Credential, shared_row).where(*by_names) for part in (direct, via)
-            )
-        visible = union_all(owned, direct, via).subquery("visible")
-        roles = select(visible.c.cid, func.max(visible.c.role).label("role")).group_by(visible.c.cid).subquery("roles")
-        where = list(by_type)
+    visible: Any = owned
+    if not owner_only:
+        if by_role:  # the owner's rows are all OWNER
+            owned = owned.where(literal(OWNER) == bindparam("role"))
+        # What is shared with the user (derived rows, never their own): read alone on PostgreSQL, where the
+        # page's rows are read back by id; joined to the credential for a filter or for SQLite's rowid.
+        access = CredentialAccess
+        shared = select(
+            access.credential_id.label("pid"),
+            access.created_at.label("pat"),
+            access.role.label("prole"),
+            (key if sqlite else access.credential_id).label("pkey"),
+        ).where(access.user_id == user)
         if by_role:
-            where.append(roles.c.role == bindparam("role"))
-        hits = (
-            select(
-                Credential.id.label("pid"),
-                Credential.created_at.label("pat"),
-                roles.c.role.label("prole"),
-                key.label("pkey"),
+            shared = shared.where(access.role == bindparam("role"))
+        if sqlite or by_names or by_type:
+            shared = shared.join_from(access, Credential, Credential.id == access.credential_id).where(
+                *by_names, *by_type
             )
-            .select_from(roles.join(Credential, Credential.id == roles.c.cid))
-            .where(*where)
-            .cte("hits")
-        )
+        visible = union_all(owned, shared)
+    # SQLite, and a search by name, read the matches once (a CTE) for the count and the page. Otherwise
+    # PostgreSQL counts each part from its index alone, takes the page from the first `reach` (offset + limit)
+    # rows of each part in its index's order, and reads each of the page's credentials by its key.
+    parts = [owned] if owner_only else [owned, shared]
+    if sqlite or by_names:
+        hits = ordered = visible.cte("hits")
+        total: Any = select(func.count()).select_from(hits).scalar_subquery()
+    else:
+        counts = [select(func.count()).select_from(part.subquery()).scalar_subquery() for part in parts]
+        total = counts[0] if owner_only else counts[0] + counts[1]
+        firsts = [part.order_by(*_by_creation(part.selected_columns, newest_first)) for part in parts]
+        ordered = firsts[0] if owner_only else union_all(*(first.limit(bindparam("reach")) for first in firsts))
+        ordered = ordered.subquery("ordered")
     chosen = (
-        select(hits)
-        .order_by(*_by_creation(hits.c, newest_first))
+        select(ordered)
+        .order_by(*_by_creation(ordered.c, newest_first))
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
         .subquery("chosen")
@@ -691,10 +730,11 @@ def _shared_page(
         page = select(Credential.wire, chosen.c.prole).join(chosen, key == chosen.c.pkey).order_by(*again)
         rows = page.subquery("page")
         joined = (func.group_concat(rows.c.wire, literal(_SEP)), func.group_concat(rows.c.prole, literal(",")))
-        return select(select(func.count()).select_from(hits).scalar_subquery(), *joined).select_from(rows)
-    total = select(func.count().label("n")).select_from(hits).subquery("total")
-    page = total.outerjoin(chosen, true()).outerjoin(Credential, key == chosen.c.pkey)
-    return select(total.c.n, Credential.wire, chosen.c.prole).select_from(page).order_by(*again)
+        return select(total, *joined).select_from(rows)
+    counted = select(total.label("n")).subquery("total")
+    wire = select(Credential.wire).where(Credential.id == chosen.c.pkey).scalar_subquery()
+    page = counted.outerjoin(chosen, true())
+    return select(counted.c.n, wire, chosen.c.prole).select_from(page).order_by(*again)
 
 
 def _by_creation(hit: Any, newest_first: bool) -> tuple[Any, Any]:

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select, true, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal, select, true, union_all, update
 from sqlalchemy.exc import IntegrityError
 
 from strongroom.store.db import Database, Tx
-from strongroom.store.models import Credential, CredentialRole, Group, GroupMember, User
+from strongroom.store.models import Credential, CredentialAccess, CredentialRole, Group, GroupMember, User
 from strongroom.store.repositories.audit import Entry, append_in
 
 OWNER, EDITOR, CONSUMER = 3, 2, 1
@@ -26,36 +26,86 @@ def groups_of(user_id: Any) -> Any:
     return select(GroupMember.group_id).where(GroupMember.user_id == user_id).correlate_except(GroupMember)
 
 
-def _over_rows(aggregate: Any, credential_id: Any, user_id: Any) -> Any:
-    """`aggregate` over the rows of `credential_id` shared with `user_id` directly or through a group."""
+def _held(user_id: Any, credential_id: Any, column: Any) -> Any:
+    """`column` of the user's derived access row on the credential (NULL: none), as a scalar subquery."""
     return (
-        select(aggregate)
-        .where(
-            CredentialRole.credential_id == credential_id,
-            or_(
-                and_(CredentialRole.recipient_type == "user", CredentialRole.recipient_id == user_id),
-                and_(CredentialRole.recipient_type == "group", CredentialRole.recipient_id.in_(groups_of(user_id))),
-            ),
-        )
-        .correlate_except(CredentialRole)
+        select(column)
+        .where(CredentialAccess.user_id == user_id, CredentialAccess.credential_id == credential_id)
+        .correlate_except(CredentialAccess)
         .scalar_subquery()
     )
 
 
-def shared_role(credential_id: Any, user_id: Any) -> Any:
-    """The highest role rank shared with `user_id` on `credential_id`, directly or through a group (NULL: none)."""
-    return _over_rows(func.max(CredentialRole.role), credential_id, user_id)
-
-
 def role_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
     """The caller's role rank on a credential (NULL: none): OWNER for its owner, else what is shared."""
-    return case((owner_id == user_id, literal(OWNER)), else_=shared_role(credential_id, user_id))
+    return case((owner_id == user_id, literal(OWNER)), else_=_held(user_id, credential_id, CredentialAccess.role))
 
 
 def can_share_of(credential_id: Any, owner_id: Any, user_id: Any) -> Any:
     """Whether the caller may share the credential: its owner, or any of their rows says so."""
-    shared = _over_rows(func.max(case((CredentialRole.can_share, 1), else_=0)), credential_id, user_id)
+    shared = _held(user_id, credential_id, case((CredentialAccess.can_share, 1), else_=0))
     return case((owner_id == user_id, literal(1)), else_=func.coalesce(shared, 0))
+
+
+def _granted(user: bool = False, credential: bool = False) -> Any:
+    """The `credential_access` rows the roles and memberships give (every one, or those of the user `uid` or of
+    the credential `cid`): per user and credential not theirs, the highest role and whether any row may share."""
+    direct = select(
+        CredentialRole.recipient_id.label("uid"),
+        CredentialRole.credential_id.label("cid"),
+        CredentialRole.role.label("role"),
+        CredentialRole.can_share.label("share"),
+    ).where(CredentialRole.recipient_type == "user")
+    via = (
+        select(GroupMember.user_id, CredentialRole.credential_id, CredentialRole.role, CredentialRole.can_share)
+        .join(GroupMember, GroupMember.group_id == CredentialRole.recipient_id)
+        .where(CredentialRole.recipient_type == "group")
+    )
+    if user:
+        direct = direct.where(CredentialRole.recipient_id == bindparam("uid"))
+        via = via.where(GroupMember.user_id == bindparam("uid"))
+    if credential:
+        direct, via = (part.where(CredentialRole.credential_id == bindparam("cid")) for part in (direct, via))
+    g = union_all(direct, via).subquery("granted")
+    rows = (
+        select(
+            g.c.uid,
+            g.c.cid,
+            func.max(g.c.role),
+            func.max(case((g.c.share, 1), else_=0)) > 0,
+            Credential.created_at,
+        )
+        .join(Credential, Credential.id == g.c.cid)
+        .where(Credential.owner_id != g.c.uid)
+        .group_by(g.c.uid, g.c.cid, Credential.created_at)
+    )
+    columns = ["user_id", "credential_id", "role", "can_share", "created_at"]
+    return CredentialAccess.__table__.insert().from_select(columns, rows)
+
+
+# Rewriting the derived rows of one user (a membership changed) or one credential (its roles or owner changed).
+_REDERIVE_USER = (delete(CredentialAccess).where(CredentialAccess.user_id == bindparam("uid")), _granted(user=True))
+_REDERIVE_CREDENTIAL = (
+    delete(CredentialAccess).where(CredentialAccess.credential_id == bindparam("cid")),
+    _granted(credential=True),
+)
+_REDERIVE_ALL = (delete(CredentialAccess), _granted())
+
+
+def rederive(tx: Tx, *, user_id: str | None = None, credential_id: str | None = None) -> None:
+    """Rewrite the derived access rows of a user or of a credential from the roles and memberships, in `tx`."""
+    if user_id is not None:
+        for statement in _REDERIVE_USER:
+            tx.run(statement, {"uid": user_id})
+    if credential_id is not None:
+        for statement in _REDERIVE_CREDENTIAL:
+            tx.run(statement, {"cid": credential_id})
+
+
+def rederive_all(conn: Any) -> None:
+    """Rewrite every derived access row (after a restore) on the SQLAlchemy connection `conn`."""
+    for statement in _REDERIVE_ALL:
+        conn.execute(statement)
 
 
 _ACCESS = select(
@@ -179,6 +229,7 @@ class SharingRepository:
                 return False
             tx.run(_ADD_MEMBER, key)
             tx.run(_MARK_SHARED, {"rid": user_id})
+            rederive(tx, user_id=user_id)
             append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
@@ -191,6 +242,7 @@ class SharingRepository:
         def remove(tx: Tx) -> bool:
             if not tx.run(_REMOVE_MEMBER, {"gid": group_id, "uid": user_id}):
                 return False
+            rederive(tx, user_id=user_id)
             append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
@@ -201,10 +253,13 @@ class SharingRepository:
         """Delete a group, its members and every role given to it, with the audit record."""
 
         def remove(tx: Tx) -> bool:
+            members = [row[0] for row in tx.rows(_MEMBERS, {"gid": group_id})]
             tx.run(_GROUP_ROLES, {"gid": group_id})
             tx.run(_GROUP_MEMBERS, {"gid": group_id})
             if not tx.run(_DELETE_GROUP, {"gid": group_id}):
                 return False
+            for member in members:
+                rederive(tx, user_id=member)
             append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
@@ -244,6 +299,7 @@ class SharingRepository:
                     tx.run(_ADD_ROLE, {**key, "role": role, "share": share, "at": created_at})
                     if kind == "user":
                         tx.run(_MARK_SHARED, {"rid": rid})
+            rederive(tx, credential_id=credential_id)
             append_in(tx, audit, postgres=postgres)
             return True
 
@@ -302,5 +358,6 @@ _REMOVE_MEMBER = delete(GroupMember).where(
 _GROUP_ROLES = delete(CredentialRole).where(
     CredentialRole.recipient_type == "group", CredentialRole.recipient_id == bindparam("gid")
 )
+_MEMBERS = select(GroupMember.user_id).where(GroupMember.group_id == bindparam("gid"))
 _GROUP_MEMBERS = delete(GroupMember).where(GroupMember.group_id == bindparam("gid"))
 _DELETE_GROUP = delete(Group).where(Group.id == bindparam("gid"))
