@@ -116,24 +116,27 @@ def test_an_up_to_date_store_opens_without_alembic_or_the_postgres_driver(tmp_pa
     assert done.stdout.strip() == "[]"
 
 
-def _columns(db: Database) -> set[tuple[str, str]]:
-    """Every (table, column) of the store."""
+def _schema(db: Database) -> set[tuple[str, str]]:
+    """Every (table, column) and (table, index) of the store."""
     inspector = inspect(db.engine)
-    return {(t, c["name"]) for t in inspector.get_table_names() for c in inspector.get_columns(t)}
+    tables = inspector.get_table_names()
+    columns = {(t, c["name"]) for t in tables for c in inspector.get_columns(t)}
+    return columns | {(t, str(i["name"])) for t in tables for i in inspector.get_indexes(t)}
 
 
 def test_a_store_behind_the_files_is_still_migrated(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'strongroom.db'}")
     try:
         db.migrate()
+        current = _schema(db)
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "-1")
-        columns = _columns(db)
+        assert _schema(db) != current  # the last revision changed tables, columns or indexes
         db.migrate()
-        assert _columns(db) > columns  # the last revision's tables or columns are back
+        assert _schema(db) == current
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head_revision()
     finally:

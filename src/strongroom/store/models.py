@@ -95,7 +95,6 @@ class Credential(Base):
         UniqueConstraint("owner_id", "name", name="uq_credentials_owner_name"),
         Index("ix_credentials_owner_created", "owner_id", "created_at", "id"),
         Index("ix_credentials_owner_type_created", "owner_id", "credential_type", "created_at", "id"),
-        Index("ix_credentials_id_created", "id", "created_at", "credential_type"),
     )
 
     id: Mapped[str] = mapped_column(String(24), primary_key=True, default=new_id)
