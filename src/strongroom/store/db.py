@@ -508,13 +508,10 @@ class Database:
         except _Lost as lost:
             raise lost.error from None
 
-    async def afetch_planned(
-        self, statement: Executable, params: Mapping[str, Any], prepared: bool = False
-    ) -> Sequence[Sequence[Any]]:
-        """`fetch_planned` for async callers: on the event loop's own PostgreSQL connections when it has them,
-        unprepared (planned for these values) or, `prepared` (a plan that suits every value: an ordered range,
-        not a search), prepared once per connection and planned as PostgreSQL chooses; else as `fetch_planned`,
-        inline on SQLite or in a worker thread. Either way free to sort, unlike `afetch`."""
+    async def afetch_planned(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        """`fetch_planned` for async callers: on the event loop's connections that may sort and plan as
+        PostgreSQL chooses (custom plans for the values first, a generic one once it proves as cheap), unlike
+        `afetch`'s; else as `fetch_planned`, inline on SQLite or in a worker thread."""
         pool = self._pool_for_loop(planned=True)
         if pool is None:
             if self.is_sqlite:
@@ -524,11 +521,11 @@ class Database:
         if sql is None:
             return await asyncio.get_running_loop().run_in_executor(None, self.fetch_planned, statement, params)
         try:
-            return await self._loop_execute(pool, sql, values, prepared)
+            return await self._loop_execute(pool, sql, values)
         except _Lost:  # a pooled connection went stale (the server restarted): retry once on a fresh one
             pass
         try:
-            return await self._loop_execute(pool, sql, values, prepared)
+            return await self._loop_execute(pool, sql, values)
         except _Lost as lost:
             raise lost.error from None
 
@@ -543,13 +540,11 @@ class Database:
         except _Lost as lost:
             raise lost.error from None
 
-    async def _loop_execute(
-        self, pool: LoopPool, sql: bytes, values: list[Any], prepare: bool = True
-    ) -> Sequence[Sequence[Any]]:
+    async def _loop_execute(self, pool: LoopPool, sql: bytes, values: list[Any]) -> Sequence[Sequence[Any]]:
         """Run on the loop's pool; driver errors leave as SQLAlchemy's classes, outages as ServiceUnavailable
         (or `_Lost`, carrying it, when the connection was lost and a read may retry)."""
         try:
-            return await pool.execute(sql, values, prepare)
+            return await pool.execute(sql, values)
         except ConnectionLost:  # the pool has dropped the lost connection and its idle siblings already
             self._discard_pools()
             error = ServiceUnavailable("the database connection was lost; retry shortly")

@@ -108,21 +108,13 @@ class _Connection:
         self._check(result)
         return result
 
-    async def execute(
-        self, name: bytes, sql: bytes, values: Sequence[Any], formats: list[PyFormat], planned: bool = False
-    ) -> list[Any]:
-        """Rows of `sql` with `values`: as the prepared statement `name`, or, `planned`, unprepared (planned by
-        the server for these values, as a plan that depends on them must be)."""
+    async def execute(self, name: bytes, sql: bytes, values: Sequence[Any], formats: list[PyFormat]) -> list[Any]:
+        if name not in self.prepared:
+            await self._request(lambda: self.pg.send_prepare(name, sql))
+            self.prepared.add(name)
         tx = self.transformer
-        if planned:
-            params = tx.dump_sequence(values, formats)
-            result = await self._request(lambda: self.pg.send_query_params(sql, params, None, tx.formats))
-        else:
-            if name not in self.prepared:
-                await self._request(lambda: self.pg.send_prepare(name, sql))
-                self.prepared.add(name)
-            params = tx.dump_sequence(values, formats)
-            result = await self._request(lambda: self.pg.send_query_prepared(name, params, tx.formats))
+        params = tx.dump_sequence(values, formats)
+        result = await self._request(lambda: self.pg.send_query_prepared(name, params, tx.formats))
         if result.status != pq.ExecStatus.TUPLES_OK:
             return []
         tx.set_pgresult(result)
@@ -206,9 +198,8 @@ class LoopPool:
             self._open -= 1
             conn.close()
 
-    async def execute(self, sql: bytes, values: Sequence[Any], prepare: bool = True) -> list[Any]:
-        """Run one statement (prepared on each connection at first use; else planned for these values) and
-        return its rows as tuples."""
+    async def execute(self, sql: bytes, values: Sequence[Any]) -> list[Any]:
+        """Run one statement (prepared on each connection at first use) and return its rows as tuples."""
         prepared = self._prepared.get(sql)
         if prepared is None:
             # bytes go in binary (bytea's binary form is the bytes themselves), the rest as text for the server
@@ -218,7 +209,7 @@ class LoopPool:
         name, formats = prepared
         conn = await self._acquire()
         try:
-            return await conn.execute(name, sql, values, formats, planned=not prepare)
+            return await conn.execute(name, sql, values, formats)
         except asyncio.CancelledError:
             conn.broken = True  # a statement may still be in flight: the connection cannot be reused
             raise

@@ -376,11 +376,7 @@ class CredentialRepository:
         statement, query, hot = self._shared_query(user_id, params, newest_first, owner_only)
         if statement is None:
             return Page([], 0, params["offset"], params["limit"], [])
-        if hot:
-            rows = self.db.fetch_hot(statement, query)
-        else:  # a plan for every value unless the names are searched (`_shared_page` reads them once)
-            ranged = "name" not in params and "search" not in params
-            rows = await self.db.afetch_planned(statement, query, prepared=ranged)
+        rows = self.db.fetch_hot(statement, query) if hot else await self.db.afetch_planned(statement, query)
         return self._shared_result(rows, params)
 
     def _shared_query(
