@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,6 +47,38 @@ class _HeadRefused(Exception):
     """Raised inside a parser callback to stop parsing a request whose head is over a limit."""
 
 
+class _HeadDeadlines:
+    """The connections of one event loop whose head is still arriving, each with its deadline, and one timer that
+    answers the late ones every `tick` seconds (a deadline is kept to within a tick): a dictionary entry per
+    request instead of a timer armed and cancelled per request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop, self.timeout = loop, timeout
+        self.tick = min(1.0, timeout / 4)
+        self.waiting: dict[GuardedHttpToolsProtocol, float] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def arm(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self.waiting[protocol] = self.loop.time() + self.timeout
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.tick, self._sweep)
+
+    def disarm(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self.waiting.pop(protocol, None)
+
+    def _sweep(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        for protocol in [p for p, deadline in self.waiting.items() if deadline <= now]:
+            del self.waiting[protocol]
+            protocol.head_timed_out()
+        if self.waiting:
+            self.timer = self.loop.call_later(self.tick, self._sweep)
+
+
+_DEADLINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeadDeadlines] = weakref.WeakKeyDictionary()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a cap on the head's bytes and lines and a deadline for the head."""
 
@@ -60,21 +93,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_lines = 0
         self._refusal: int | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
+        deadlines = _DEADLINES.get(self.loop)
+        if deadlines is None:
+            deadlines = _DEADLINES[self.loop] = _HeadDeadlines(self.loop, self._limits.header_timeout)
+        self._deadlines = deadlines
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._deadlines.arm(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        self._deadlines.disarm(self)
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = self._head_lines = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self not in self._deadlines.waiting:  # a connection's first request: its deadline runs from the open
+            self._deadlines.arm(self)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url), 0)
@@ -85,7 +121,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_timer()
+        self._deadlines.disarm(self)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -106,21 +142,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = 431
             raise _HeadRefused
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
+    def head_timed_out(self) -> None:
+        """The head did not arrive in time (`_HeadDeadlines`): 408 and close."""
         if not self.transport.is_closing():
             self._refuse(408)
 
     def _refuse(self, status: int) -> None:
-        self._disarm_head_timer()
+        self._deadlines.disarm(self)
         self.transport.write(_REFUSED[status] + b"content-length: 0\r\nconnection: close\r\n\r\n")
         self.transport.close()
 

@@ -149,16 +149,19 @@ class JobRepository:
         self, job_id: str, number: int, worker: str, at: datetime, lease_until: datetime, generation: int | None = None
     ) -> int:
         """Record that `worker` runs chunk `number` (a new row, or the earlier attempt's row taken over); which
-        attempt this is, from 1. With `generation`, only while the job is still at it (0 otherwise): the job's row
-        is read under a share lock, so a producer starting a new generation waits for this to commit, and one
-        that committed first is seen."""
+        attempt this is, from 1. With `generation`, only while the job is still at it and the chunk is not DONE
+        (0 otherwise: a task of a finished chunk run again, as procrastinate retries a vanished worker's task,
+        must not write it twice or hold the job's finish back): the job's row is read under a share lock, so a
+        producer starting a new generation waits for this to commit, and one that committed first is seen."""
+        chunk = (BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
 
         def start(tx: Tx) -> int:
             if generation is not None and not _at_generation(tx, job_id, generation):
                 return 0
+            unfinished = (BatchJobChunk.status != "DONE",) if generation is not None else ()
             moved = tx.run(
                 update(BatchJobChunk)
-                .where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number)
+                .where(*chunk, *unfinished)
                 .values(
                     status="RUNNING",
                     attempts=BatchJobChunk.attempts + 1,
@@ -169,6 +172,8 @@ class JobRepository:
                 {},
             )
             if not moved:
+                if unfinished and tx.rows(select(BatchJobChunk.number).where(*chunk), {}):
+                    return 0  # already DONE
                 tx.run(
                     BatchJobChunk.__table__.insert().values(
                         job_id=job_id,
@@ -182,10 +187,7 @@ class JobRepository:
                     ),
                     {},
                 )
-            found = tx.rows(
-                select(BatchJobChunk.attempts).where(BatchJobChunk.job_id == job_id, BatchJobChunk.number == number),
-                {},
-            )
+            found = tx.rows(select(BatchJobChunk.attempts).where(*chunk), {})
             return int(found[0][0])
 
         return self.db.transact(start)

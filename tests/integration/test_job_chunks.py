@@ -1,0 +1,53 @@
+"""Chunk bookkeeping of queued jobs on a real store: a chunk task run again after its chunk is DONE does nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from strongroom.bootstrap import Services
+from strongroom.config import Settings
+from strongroom.services.audit import Event
+from strongroom.store.models import new_id, utcnow
+from tests.support import backend_database
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Services]:
+    with backend_database(request.param, migrated=True) as url:
+        opened = Services.open(Settings(data_dir=tmp_path, database_url=url))
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+
+def test_a_task_of_a_chunk_already_done_does_not_start_it_again(services: Services) -> None:
+    """procrastinate runs a vanished worker's task again; when that worker had finished its chunk, the second
+    run must not mark it RUNNING (the job's finish waits for every chunk DONE, and its rows are written once).
+    A chunk not yet DONE is taken over as before (the attempt counts up)."""
+    user = services.accounts.create_user("runner")
+    jobs = services.jobs.jobs
+    job_id = new_id()
+    now = utcnow()
+    row = {"id": job_id, "owner_id": user.id, "token_id": "t", "deployment_id": "d", "status": "RUNNING"}
+    row |= {"spec": "{}", "status_details": "", "intake_ready": True, "expected_rows": None, "total_chunks": None}
+    row |= {"scored_rows": 0, "failed_rows": 0, "generation": 0, "created_at": now, "started_at": now}
+    jobs.insert(row | {"finished_at": None}, Event("job.create", 202).entry())
+    generation = jobs.next_generation(job_id)
+    lease = now + timedelta(minutes=1)
+    for number in (0, 1):
+        jobs.chunk_queued(job_id, number, now)
+    assert jobs.chunk_started(job_id, 0, "a", now, lease, generation) == 1
+    assert jobs.chunk_done(job_id, 0, 2, now, generation)
+    assert jobs.chunk_started(job_id, 1, "a", now, lease, generation) == 1
+    assert jobs.chunk_started(job_id, 0, "b", now, lease, generation) == 0  # DONE: the task does nothing
+    assert jobs.chunk_started(job_id, 1, "b", now, lease, generation) == 2  # still running: taken over
+    chunks = {c["number"]: c for c in jobs.chunks(job_id)}
+    assert (chunks[0]["status"], chunks[0]["worker"], chunks[0]["rows"]) == ("DONE", "a", 2)
+    assert (chunks[1]["status"], chunks[1]["worker"]) == ("RUNNING", "b")
