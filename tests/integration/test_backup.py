@@ -82,7 +82,11 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
         patched = bob.patch(f"credentials/{made.json()['credentialId']}/", json={"password": "canary-rotated-1"})
         assert patched.status_code == 200
         planted[planted.index(body["password"])] = "canary-rotated-1"  # the replaced one is gone for good
-        assert bob.post("credentials/", json={"name": "lake", "credentialType": "s3", "configId": "cfg"}).is_success
+        lake = bob.post("credentials/", json={"name": "lake", "credentialType": "s3", "configId": "cfg"})
+        assert lake.is_success
+        # A share, so the derived access rows (not archived, rebuilt by a restore) have one to rebuild.
+        shared = {"operation": "updateRoles", "roles": [{"username": "alice", "role": "CONSUMER"}]}
+        assert bob.patch(f"credentials/{lake.json()['credentialId']}/sharedRoles/", json=shared).status_code == 204
     src = Source(srv, tokens, revoked[1], planted)
     src.listings = _listings(srv, tokens)
     yield src
