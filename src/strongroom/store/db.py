@@ -219,7 +219,7 @@ class Database:
         self._compiled: dict[Executable, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
         self._numbered: dict[str, tuple[bytes, tuple[str, ...]]] = {}
         self._loop_pool: LoopPool | None = None
-        self._planned_pool: LoopPool | None = None  # statements planned for their values (`afetch_planned`)
+        self._planned_pool: LoopPool | None = None  # connections free to sort, for `afetch_planned`
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
         self._jobs: queue.SimpleQueue[tuple[Callable[[Tx], Any] | None, Waiter | None]] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
