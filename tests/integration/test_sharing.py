@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,34 @@ def test_derived_access_follows_every_change_of_roles_members_and_owners(
     handed_over = {(u, role, share) for u, c, role, share in seen[8] if c == one}
     assert (users["alice"], 2, True) in handed_over  # her team's EDITOR outranks the CONSUMER she kept
     assert not any(u == users["carol"] for u, _, _ in handed_over)  # the new owner's own: no access row
+
+
+@pytest.mark.postgres
+def test_concurrent_changes_of_roles_and_members_leave_the_derived_access_right(tmp_path: Path) -> None:
+    """Role changes on one credential and membership changes of the users it reaches, from many threads at once
+    on PostgreSQL: each rewrites overlapping derived rows, and none may fail on them (a duplicate key) or leave
+    them stale; the writes take turns on one advisory lock."""
+    with backend_database("postgres", migrated=True) as url:
+        services = Services.open(Settings(data_dir=tmp_path, database_url=url))
+        try:
+            services.accounts.create_user("owner")
+            owner = services.accounts.authenticate(services.accounts.create_token("owner")[1])
+            names = [f"u{i}" for i in range(8)]
+            for name in names:
+                services.accounts.create_user(name)
+            services.sharing.create_group(None, "crew")
+            cid = make_credential(services, owner, {"name": "db", "user": "u", "password": "p"})["credentialId"]
+            _share(services, owner, cid, {"shareRecipientType": "group", "name": "crew", "role": "CONSUMER"})
+
+            def change(i: int) -> None:
+                for _ in range(5):
+                    services.sharing.add_member(None, "crew", names[i])
+                    _share(services, owner, cid, {"username": names[i], "role": "EDITOR" if i % 2 else "CONSUMER"})
+                    services.sharing.remove_member(None, "crew", names[i])
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(change, range(8)))
+            assert _access_rows(services) == _expected_access(services)
+            assert len(_access_rows(services)) == 8
+        finally:
+            services.close()

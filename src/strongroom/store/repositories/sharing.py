@@ -92,8 +92,17 @@ _REDERIVE_CREDENTIAL = (
 _REDERIVE_ALL = (delete(CredentialAccess), _granted())
 
 
-def rederive(tx: Tx, *, user_id: str | None = None, credential_id: str | None = None) -> None:
-    """Rewrite the derived access rows of a user or of a credential from the roles and memberships, in `tx`."""
+# PostgreSQL: rewrites of derived rows take turns ("SRACCESS"). A user's and a credential's rows overlap, and two
+# transactions rewriting them at once would each miss the other's rows (a duplicate key, or a stale role); in
+# turn, each reads what the one before committed. SQLite's one writer takes turns already.
+_ACCESS_TURN = select(func.pg_advisory_xact_lock(literal(0x5352414343455353)))
+
+
+def rederive(tx: Tx, postgres: bool, *, user_id: str | None = None, credential_id: str | None = None) -> None:
+    """Rewrite the derived access rows of a user or of a credential from the roles and memberships, in `tx`
+    (after its changes to them)."""
+    if postgres:
+        tx.rows(_ACCESS_TURN, {})
     if user_id is not None:
         for statement in _REDERIVE_USER:
             tx.run(statement, {"uid": user_id})
@@ -229,7 +238,7 @@ class SharingRepository:
                 return False
             tx.run(_ADD_MEMBER, key)
             tx.run(_MARK_SHARED, {"rid": user_id})
-            rederive(tx, user_id=user_id)
+            rederive(tx, not self.db.is_sqlite, user_id=user_id)
             append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
@@ -242,7 +251,7 @@ class SharingRepository:
         def remove(tx: Tx) -> bool:
             if not tx.run(_REMOVE_MEMBER, {"gid": group_id, "uid": user_id}):
                 return False
-            rederive(tx, user_id=user_id)
+            rederive(tx, not self.db.is_sqlite, user_id=user_id)
             append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
@@ -259,7 +268,7 @@ class SharingRepository:
             if not tx.run(_DELETE_GROUP, {"gid": group_id}):
                 return False
             for member in members:
-                rederive(tx, user_id=member)
+                rederive(tx, not self.db.is_sqlite, user_id=member)
             append_in(tx, audit, postgres=not self.db.is_sqlite)
             return True
 
@@ -299,7 +308,7 @@ class SharingRepository:
                     tx.run(_ADD_ROLE, {**key, "role": role, "share": share, "at": created_at})
                     if kind == "user":
                         tx.run(_MARK_SHARED, {"rid": rid})
-            rederive(tx, credential_id=credential_id)
+            rederive(tx, postgres, credential_id=credential_id)
             append_in(tx, audit, postgres=postgres)
             return True
 
