@@ -1,8 +1,9 @@
 """Who may use what: credential roles for users and groups, and the groups themselves.
 
 A credential's owner (`credentials.owner_id`) always holds OWNER; `credential_roles` adds roles for other
-users and for groups. A caller's role is the highest of their own row and their groups' rows. Roles are
-ranks: 3 OWNER, 2 EDITOR, 1 CONSUMER.
+users and for groups. A caller's role is the highest of their own row and their groups' rows, derived into
+`credential_access` (`rederive`) by every change here that alters it, in that change's transaction; reads use
+the derived rows. Roles are ranks: 3 OWNER, 2 EDITOR, 1 CONSUMER.
 """
 
 from __future__ import annotations
