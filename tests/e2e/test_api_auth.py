@@ -15,7 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from strongroom.bootstrap import Services
 from strongroom.services.accounts import token_hash_of
+from strongroom.store.models import ApiToken
 from tests.support import (
     UNKNOWN_ID,
     Server,
@@ -95,15 +97,22 @@ def test_revoked_and_expired_tokens_are_401(server: Server) -> None:
             assert_error(c.get("version/"), 401)
 
 
+def _lasting_and_brief(service: Services, prefix: str) -> tuple[str, ApiToken, str, str, datetime]:
+    """A new user with a lasting token and one that expires in 3 s: (username, the lasting token's row, its raw
+    value, the brief token's raw value, when it expires)."""
+    username = unique(prefix)
+    service.accounts.create_user(username)
+    live, raw = service.accounts.create_token(username)
+    expires = datetime.now(UTC) + timedelta(seconds=3)
+    _, brief = service.accounts.create_token(username, name="brief", expires_at=expires)
+    return username, live, raw, brief, expires
+
+
 def test_creates_recheck_a_token_the_server_has_seen(server: Server) -> None:
     """On PostgreSQL a create by a token the server authenticated before is one statement whose insert
     re-checks the token: revoked, or expired since, it answers 401 and inserts nothing."""
     with open_service(server) as service:
-        username = unique("creator")
-        service.accounts.create_user(username)
-        live, raw = service.accounts.create_token(username)
-        expires = datetime.now(UTC) + timedelta(seconds=3)
-        _, brief = service.accounts.create_token(username, name="brief", expires_at=expires)
+        username, live, raw, brief, expires = _lasting_and_brief(service, "creator")
         with client(server, raw) as c:
             for i in range(3):  # seen, then remembered
                 assert c.post("credentials/", json={"name": f"a{i}", "user": "u", "password": "p"}).status_code == 201
@@ -128,11 +137,7 @@ def test_updates_recheck_a_token_the_server_has_seen(server: Server) -> None:
     since, it answers 401 and changes nothing; every refusal is the ordinary path's (a stale If-Match 412,
     an unknown id 404, a taken name 409)."""
     with open_service(server) as service:
-        username = unique("updater")
-        service.accounts.create_user(username)
-        live, raw = service.accounts.create_token(username)
-        expires = datetime.now(UTC) + timedelta(seconds=3)
-        _, brief = service.accounts.create_token(username, name="brief", expires_at=expires)
+        username, live, raw, brief, expires = _lasting_and_brief(service, "updater")
         with client(server, raw) as c:
             cid = c.post("credentials/", json={"name": "u0", "user": "u", "password": "p"}).json()["credentialId"]
             c.post("credentials/", json={"name": "taken", "user": "u", "password": "p"})

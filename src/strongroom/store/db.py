@@ -491,35 +491,28 @@ class Database:
     async def afetch(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """`fetch` for async callers: on the event loop's own PostgreSQL connections when it has them,
         else inline on SQLite (reads never wait there) or in a worker thread."""
-        pool = self._pool_for_loop()
-        if pool is None:
-            if self.is_sqlite:
-                return self.fetch(statement, params)
-            return await asyncio.get_running_loop().run_in_executor(None, self.fetch, statement, params)
-        sql, values = self._pg_numbered(statement, params)
-        if sql is None:
-            return await asyncio.get_running_loop().run_in_executor(None, self.fetch, statement, params)
-        try:
-            return await self._loop_execute(pool, sql, values)
-        except _Lost:  # a pooled connection went stale (the server restarted): retry once on a fresh one
-            pass
-        try:
-            return await self._loop_execute(pool, sql, values)
-        except _Lost as lost:
-            raise lost.error from None
+        return await self._aread(self._pool_for_loop(), self.fetch, statement, params)
 
     async def afetch_planned(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """`fetch_planned` for async callers: on the event loop's connections that may sort and plan as
         PostgreSQL chooses (custom plans for the values first, a generic one once it proves as cheap), unlike
         `afetch`'s; else as `fetch_planned`, inline on SQLite or in a worker thread."""
-        pool = self._pool_for_loop(planned=True)
-        if pool is None:
+        return await self._aread(self._pool_for_loop(planned=True), self.fetch_planned, statement, params)
+
+    async def _aread(
+        self,
+        pool: LoopPool | None,
+        fetch: Callable[[Executable, Mapping[str, Any]], Sequence[Sequence[Any]]],
+        statement: Executable,
+        params: Mapping[str, Any],
+    ) -> Sequence[Sequence[Any]]:
+        """A read on `pool`, retried once on a fresh connection if a pooled one went stale; without the pool (or
+        SQL it can send), `fetch` inline on SQLite or in a worker thread."""
+        sql, values = (None, []) if pool is None else self._pg_numbered(statement, params)
+        if pool is None or sql is None:
             if self.is_sqlite:
-                return self.fetch_planned(statement, params)
-            return await asyncio.get_running_loop().run_in_executor(None, self.fetch_planned, statement, params)
-        sql, values = self._pg_numbered(statement, params)
-        if sql is None:
-            return await asyncio.get_running_loop().run_in_executor(None, self.fetch_planned, statement, params)
+                return fetch(statement, params)
+            return await asyncio.get_running_loop().run_in_executor(None, fetch, statement, params)
         try:
             return await self._loop_execute(pool, sql, values)
         except _Lost:  # a pooled connection went stale (the server restarted): retry once on a fresh one

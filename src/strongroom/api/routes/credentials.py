@@ -103,15 +103,12 @@ async def list_credentials(call: Call) -> Response:
     offset, limit, wanted, order_by = _list_query(call)
     credentials, who = call.services.credentials, call.principal
     query = call.request.query_params
-    filters = {key: query.get(key) for key in _ORDINARY_ONLY}
-    if filters["search"] is not None and call.services.db.is_sqlite:  # SQLite works in the caller's thread
-        page = await call.scan(
-            lambda: credentials.list(who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters)
-        )
+    args: dict[str, Any] = {key: query.get(key) for key in _ORDINARY_ONLY}
+    args |= {"offset": offset, "limit": limit, "types_filter": wanted, "order_by": order_by}
+    if args["search"] is not None and call.services.db.is_sqlite:  # SQLite searches in a worker thread
+        page = await call.scan(lambda: credentials.list(who, **args))
     else:
-        page = await credentials.alist(
-            who, offset=offset, limit=limit, types_filter=wanted, order_by=order_by, **filters
-        )
+        page = await credentials.alist(who, **args)
     return _page_response(call, page)
 
 
