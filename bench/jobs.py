@@ -420,6 +420,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count) as st:
                         st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_w{count}", "create_table"), chunk=chunk,
                                concurrent=args.workers_concurrent)  # fmt: skip
+                        for n, pid in enumerate(st.job_pids()):
+                            profiler.start(pid, f"workers-{count}-{n}")
                         for i in range(repeat):
                             table = f"workers_{count}_{i}"
                             if kind == "insert":
@@ -430,6 +432,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                             if written != rows:
                                 raise RuntimeError(f"{count} worker(s) wrote {written} rows of {rows}")
                             sql(target, f"DROP TABLE {table}")
+                        profiler.stop()
                         rss = max(vm_hwm_mib(p) for p in st.job_pids())
                     measures.append(Measure(f"workers-{count}", rows, min(times), rows / min(times), rss))
                     print(f"  {measures[-1]}", flush=True)
