@@ -174,6 +174,25 @@ def test_a_job_left_without_tasks_fails_while_workers_live(
     assert ended["status"] == "FAILED" and "no task on the queue" in ended["statusDetails"], ended
 
 
+def test_one_worker_runs_two_jobs_at_once(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Two jobs started together on one worker (two slots) both complete, every row once: their producers,
+    which wait for their own chunks, do not take the slots the chunks need (they did, and neither job moved)."""
+    workers.append(start_worker(srv, "both"))
+    tables = [unique("both").replace("-", "_") for _ in range(2)]
+    with client(srv, srv.new_user("w")) as api:
+        jobs = [_output_job(api, peer, table) for table in tables]
+        for job in jobs:
+            done = lambda job=job: (j := _job(api, job["id"]))["status"] in ("COMPLETED", "FAILED", "ABORTED") and j  # noqa: E731
+            ended = _until(done, 30, "a job's end")
+            assert ended["status"] == "COMPLETED", ended["statusDetails"]
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn) as conn:
+        for table in tables:
+            assert conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall() == [(i,) for i in range(ROWS)]
+
+
 def test_worker_refuses_sqlite(tmp_path: Path) -> None:
     """On SQLite the server runs jobs itself; a worker says so."""
     server = Server(data_dir=tmp_path / "srv")

@@ -12,7 +12,9 @@ from strongroom.cli.store import store
 
 
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Tasks (chunks) this worker runs at once.")] = 2,
+    concurrency: Annotated[
+        int, typer.Option(help="Chunks this worker runs at once (and, beside them, as many jobs' producers).")
+    ] = 2,
 ) -> None:
     """Run batch jobs' chunks until SIGTERM or SIGINT (the running ones are finished first)."""
     from strongroom.cli.store import settings

@@ -22,6 +22,10 @@ from typing import Any
 from strongroom.config import Settings
 
 QUEUE = "strongroom-jobs"
+# Producers wait on their jobs' chunks (at most numConcurrent in flight): in the chunks' slots, two jobs' producers
+# would hold a two-slot worker's both slots while their chunks waited for a free one, and neither job would move.
+PRODUCE_QUEUE = "strongroom-produce"
+_QUEUES = {"strongroom.produce": PRODUCE_QUEUE}
 _log = logging.getLogger("strongroom.worker")
 
 
@@ -54,7 +58,7 @@ def deferrer(settings: Settings) -> Any:
     app.open()
 
     def defer(task: str, arguments: dict[str, Any], lock: str | None) -> None:
-        options: dict[str, Any] = {"queue": QUEUE}
+        options: dict[str, Any] = {"queue": _QUEUES.get(task, QUEUE)}
         if lock is not None:
             options.update(lock=lock, queueing_lock=lock)
         try:
@@ -71,7 +75,8 @@ def worker_name() -> str:
 
 
 def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
-    """Run jobs' tasks until SIGTERM or SIGINT (then finish the running ones)."""
+    """Run up to `concurrency` chunk (and finish) tasks at once, and beside them up to `concurrency` jobs'
+    producers, until SIGTERM or SIGINT (then finish the running chunks and give the producers back)."""
     import procrastinate
 
     from strongroom.services.batch import warm_up
@@ -83,11 +88,11 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     steps = QueuedJobs(services.jobs, defer, worker_name())
     services.jobs.queued = steps
     connector = procrastinate.PsycopgConnector(
-        conninfo=conninfo(settings.resolved_database_url), min_size=1, max_size=max(2, concurrency + 1)
+        conninfo=conninfo(settings.resolved_database_url), min_size=1, max_size=2 * concurrency + 2
     )
     app = procrastinate.App(connector=connector)
 
-    @app.task(name="strongroom.produce", queue=QUEUE)
+    @app.task(name="strongroom.produce", queue=PRODUCE_QUEUE)
     def produce(job_id: str) -> None:
         steps.produce(job_id)
 
@@ -114,19 +119,28 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
 
     async def run() -> None:
         async with app.open_async():
-            worker = app._worker(  # procrastinate's own run_worker_async, with our signal handling
-                queues=[QUEUE],
-                concurrency=concurrency,
-                name=worker_name(),
-                update_heartbeat_interval=settings.worker_heartbeat,
-                fetch_job_polling_interval=settings.worker_poll_interval,
-                stalled_worker_timeout=stalled,
-                install_signal_handlers=False,
-            )
+            workers = [
+                app._worker(  # procrastinate's own run_worker_async, with our signal handling
+                    queues=[queue],
+                    concurrency=concurrency,
+                    name=worker_name(),
+                    update_heartbeat_interval=settings.worker_heartbeat,
+                    fetch_job_polling_interval=settings.worker_poll_interval,
+                    stalled_worker_timeout=stalled,
+                    install_signal_handlers=False,
+                )
+                for queue in (QUEUE, PRODUCE_QUEUE)
+            ]
+
+            def stop() -> None:
+                steps.stopping.set()
+                for worker in workers:
+                    worker.stop()
+
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, lambda: (steps.stopping.set(), worker.stop()))
-            await worker.run()
+                loop.add_signal_handler(sig, stop)
+            await asyncio.gather(*(worker.run() for worker in workers))
 
     try:
         asyncio.run(run())
