@@ -213,9 +213,16 @@ class Stack:
 
 @contextmanager
 def stack(
-    workdir: Path, name: str, target: PgDatabase, s3: S3Peer, store_url: str | None, workers: int
+    workdir: Path,
+    name: str,
+    target: PgDatabase,
+    s3: S3Peer,
+    store_url: str | None,
+    workers: int,
+    concurrency: int = 2,
 ) -> Iterator[Stack]:
-    """A fresh server (on `store_url`, or SQLite) with `workers` `strongroom worker` processes, set up for jobs."""
+    """A fresh server (on `store_url`, or SQLite) with `workers` `strongroom worker --concurrency N` processes,
+    set up for jobs."""
     from strongroom.bootstrap import Services
     from strongroom.config import Settings
 
@@ -233,7 +240,10 @@ def stack(
             log = (workdir / f"worker-{name}-{i}.log").open("ab")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "strongroom", "worker"], env=server.env, stdout=log, stderr=subprocess.STDOUT
+                    [sys.executable, "-m", "strongroom", "worker", "--concurrency", str(concurrency)],
+                    env=server.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
         api = httpx.Client(base_url=f"{server.base}/api/v2/", headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -417,7 +427,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     stores.append(PgDatabase())
                     patiently(stores[-1].create)
                     times = []
-                    with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count) as st:
+                    with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count,
+                               args.worker_concurrency) as st:  # fmt: skip
                         st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_w{count}", "create_table"), chunk=chunk,
                                concurrent=args.workers_concurrent)  # fmt: skip
                         for n, pid in enumerate(st.job_pids()):
@@ -545,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--num-concurrent", type=int, default=2, help="chunks of a job at once (numConcurrent)")
     parser.add_argument("--workers-concurrent", type=int, default=4, help="numConcurrent of the workers' job")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="each worker's --concurrency")
     parser.add_argument(
         "--statement-type", default="create_table", choices=("create_table", "insert"), help="of the jdbc output"
     )
