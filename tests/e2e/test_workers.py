@@ -4,6 +4,7 @@ job whose workers all vanished is FAILED, saying why, instead of staying RUNNING
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -174,18 +175,21 @@ def test_a_job_left_without_tasks_fails_while_workers_live(
     assert ended["status"] == "FAILED" and "no task on the queue" in ended["statusDetails"], ended
 
 
-def test_one_worker_runs_two_jobs_at_once(
-    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+@pytest.mark.parametrize("concurrency", [2, min(32, (os.cpu_count() or 1) + 4)], ids=["two-slots", "more-than-threads"])
+def test_one_worker_runs_as_many_jobs_at_once_as_it_has_slots(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]], concurrency: int
 ) -> None:
-    """Two jobs started together on one worker (two slots) both complete, every row once: their producers,
-    which wait for their own chunks, do not take the slots the chunks need (they did, and neither job moved)."""
-    workers.append(start_worker(srv, "both"))
-    tables = [unique("both").replace("-", "_") for _ in range(2)]
+    """As many jobs started together as a worker has slots all complete, every row once: their producers, which
+    wait for their own chunks, take neither the slots nor the threads the chunks need. They did: with two slots,
+    two producers held both and neither job moved; a worker with more slots than its event loop's default threads
+    (cores + 4) could have every thread held by a waiting producer."""
+    workers.append(start_worker(srv, f"slots-{concurrency}", "--concurrency", str(concurrency)))
+    tables = [unique("both").replace("-", "_") for _ in range(concurrency)]
     with client(srv, srv.new_user("w")) as api:
         jobs = [_output_job(api, peer, table) for table in tables]
         for job in jobs:
             done = lambda job=job: (j := _job(api, job["id"]))["status"] in ("COMPLETED", "FAILED", "ABORTED") and j  # noqa: E731
-            ended = _until(done, 30, "a job's end")
+            ended = _until(done, 60, "a job's end")
             assert ended["status"] == "COMPLETED", ended["statusDetails"]
     dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
     with psycopg.connect(dsn) as conn:

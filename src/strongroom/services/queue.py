@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from strongroom.config import Settings
@@ -118,6 +119,10 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     del produce, chunk, finish, retry_stalled
 
     async def run() -> None:
+        # procrastinate runs a synchronous task in the loop's default executor: one thread for every chunk slot
+        # and every producer slot, or waiting producers could hold every thread (the default is cores + 4).
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(2 * concurrency + 2, thread_name_prefix="strongroom-task"))
         async with app.open_async():
             workers = [
                 app._worker(  # procrastinate's own run_worker_async, with our signal handling
@@ -137,7 +142,6 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
                 for worker in workers:
                     worker.stop()
 
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             await asyncio.gather(*(worker.run() for worker in workers))
