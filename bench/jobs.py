@@ -220,11 +220,15 @@ def stack(
     store_url: str | None,
     workers: int,
     concurrency: int = 2,
+    pin: bool = False,
 ) -> Iterator[Stack]:
-    """A fresh server (on `store_url`, or SQLite) with `workers` `strongroom worker --concurrency N` processes,
-    set up for jobs."""
+    """A fresh server (on `store_url`, or SQLite) with `workers` `strongroom worker --concurrency N` processes
+    (worker i on core i with `pin`), set up for jobs."""
     from strongroom.bootstrap import Services
     from strongroom.config import Settings
+
+    def core(i: int) -> list[str]:
+        return ["taskset", "-c", str(i % (os.cpu_count() or 1))] if pin and shutil.which("taskset") else []
 
     server = Server(data_dir=workdir / name, database_url=store_url)
     server.start()
@@ -240,7 +244,7 @@ def stack(
             log = (workdir / f"worker-{name}-{i}.log").open("ab")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "strongroom", "worker", "--concurrency", str(concurrency)],
+                    [*core(i), sys.executable, "-m", "strongroom", "worker", "--concurrency", str(concurrency)],
                     env=server.env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -428,7 +432,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     patiently(stores[-1].create)
                     times = []
                     with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count,
-                               args.worker_concurrency) as st:  # fmt: skip
+                               args.worker_concurrency, args.pin_workers) as st:  # fmt: skip
                         st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_w{count}", "create_table"), chunk=chunk,
                                concurrent=args.workers_concurrent)  # fmt: skip
                         for n, pid in enumerate(st.job_pids()):
@@ -557,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-concurrent", type=int, default=2, help="chunks of a job at once (numConcurrent)")
     parser.add_argument("--workers-concurrent", type=int, default=4, help="numConcurrent of the workers' job")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="each worker's --concurrency")
+    parser.add_argument("--pin-workers", action="store_true", help="worker i on core i (taskset)")
     parser.add_argument(
         "--statement-type", default="create_table", choices=("create_table", "insert"), help="of the jdbc output"
     )
