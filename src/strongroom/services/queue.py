@@ -8,6 +8,8 @@ on the queue is announced by no notification: workers find it when they next loo
 seconds). On SIGTERM
 (or SIGINT) a worker takes no new task, finishes the chunks it is running, and gives a job's producer back to
 the queue (another worker starts it again, in a new generation) rather than reading the rest of the intake.
+Producers have a queue and slots of their own beside the chunks' (a producer waits for its chunks), and every
+slot has a thread.
 """
 
 from __future__ import annotations
