@@ -520,8 +520,14 @@ class QueuedJobs:
             self._maybe_finish(job_id)
 
     def _current(self, job_id: str, generation: int) -> bool:
+        """Whether the job still runs this generation. A job that ended (aborted or failed) has what it left
+        discarded here: whichever of its tasks sees the end cleans up, since none may come after it."""
         row = self.jobs.get(job_id)
-        return row is not None and row["status"] == "RUNNING" and row["generation"] == generation
+        if row is not None and row["status"] == "RUNNING" and row["generation"] == generation:
+            return True
+        if row is not None and row["status"] in ("ABORTED", "FAILED"):
+            self._discard(job_id)
+        return False
 
     def chunk(self, job_id: str, number: int, generation: int) -> None:
         """Score one spooled chunk and write it under its number (a task)."""
@@ -556,10 +562,7 @@ class QueuedJobs:
             folder = self.service.root / job_id / "out"
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             batch.write_csv(scored, folder / f"{number:08d}.csv", number == 0, options)
-        if not self._current(job_id, generation):
-            now_row = self.jobs.get(job_id)
-            if now_row is not None and now_row["status"] in ("ABORTED", "FAILED"):
-                self._discard(job_id)  # this write may have come after the job's output was discarded
+        if not self._current(job_id, generation):  # discarded, if ended: this write may have come after
             return
         if not self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow(), generation):
             return
@@ -582,6 +585,8 @@ class QueuedJobs:
         from strongroom.services import batch
 
         row = self.jobs.get(job_id)
+        if row is not None and row["status"] in ("ABORTED", "FAILED"):
+            self._discard(job_id)  # ended after its last chunk: nothing else will clean up
         if row is None or row["status"] != "RUNNING" or row["total_chunks"] is None:
             return
         total = int(row["total_chunks"])
