@@ -18,8 +18,10 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import Conflict
 from strongroom.services.accounts import Principal
+from strongroom.services.audit import Event, Verdict
 from strongroom.store import Tx
 from strongroom.store.models import Credential, CredentialCount
+from strongroom.store.repositories.audit import append_in
 from tests.support import backend_database, fetch_credential, make_credential, secrets_of
 
 
@@ -228,3 +230,84 @@ def test_a_caller_cancelled_while_its_write_waits_does_not_fail_the_rest_of_its_
     assert later["name"] == "later"
     names = {c["name"] for c in service.credentials.list(who, offset=0, limit=20).credentials()}
     assert {"kept", "later"} <= names  # the cancelled write may have committed: its caller only stopped waiting
+
+
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the committer is SQLite's
+def test_a_batch_keeps_one_audit_chain_through_writes_that_fail(service: Services) -> None:
+    """SQLite's committer keeps the audit chain's head in memory through a batch and writes it once: writes
+    that fail at their first change (a taken name, without a savepoint) or later (with one) leave no record,
+    and the chain that results verifies, record for record."""
+    who = _user(service, "erin")
+    make_credential(service, who, {"name": "taken", "user": "u", "password": "p"})
+    before = service.audit.verify().checked
+    held, release = threading.Event(), threading.Event()
+    rename = update(Credential).values(description="half-done")
+
+    def hold(tx: Tx) -> None:  # keeps the committer busy so the writes below queue up as one batch
+        held.set()
+        release.wait(10)
+
+    def audited_then_fail(tx: Tx) -> None:
+        tx.run(rename, {})
+        append_in(tx, Event("credential.update", 200, who).entry(), postgres=False)
+        raise RuntimeError("fails after its change and its record")
+
+    async def scenario() -> list[object]:
+        blocker = asyncio.ensure_future(service.db.atransact(hold))
+        await asyncio.to_thread(held.wait, 10)
+        writes = [service.credentials.acreate(who, {"name": f"b{k}", "user": "u", "password": "p"}) for k in range(3)]
+        writes.insert(1, service.credentials.acreate(who, {"name": "taken", "user": "u", "password": "p"}))
+        writes.insert(3, service.db.atransact(audited_then_fail))
+        pending = [asyncio.ensure_future(w) for w in writes]
+        await asyncio.sleep(0.05)  # all queued behind `hold`: one batch
+        release.set()
+        await blocker
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[1], Conflict) and isinstance(outcomes[3], RuntimeError)
+    assert all(isinstance(outcomes[k], str) for k in (0, 2, 4))
+    verdict = service.audit.verify()
+    assert verdict.first_bad is None
+    assert verdict.checked == before + 3  # the three creates; neither failure left a record
+    assert service.credentials.list(who, offset=0, limit=10).total == 4
+    assert make_credential(service, who, {"name": "after", "user": "u", "password": "p"})["name"] == "after"
+    assert service.audit.verify() == Verdict(before + 4, None)
+
+
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the committer is SQLite's
+def test_a_write_without_savepoint_that_fails_after_its_change_fails_its_whole_batch(service: Services) -> None:
+    """A `one_change` write promises that only its first change can fail; should a later step fail anyway,
+    there is no savepoint to undo the change, so the whole batch rolls back and every write in it fails:
+    nothing half-written is committed, and nothing unacknowledged either."""
+    who = _user(service, "frank")
+    victim = make_credential(service, who, {"name": "victim", "user": "u", "password": "p"})
+    rename = update(Credential).where(Credential.id == bindparam("target")).values(name=bindparam("new_name"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold(tx: Tx) -> None:
+        held.set()
+        release.wait(10)
+
+    def rename_then_fail(tx: Tx) -> None:
+        tx.run(rename, {"target": victim["credentialId"], "new_name": "half-done"})
+        raise RuntimeError("the disk, say")
+
+    async def scenario() -> list[object]:
+        blocker = asyncio.ensure_future(service.db.atransact(hold))
+        await asyncio.to_thread(held.wait, 10)
+        first = asyncio.ensure_future(service.credentials.acreate(who, {"name": "c1", "user": "u", "password": "p"}))
+        broken = asyncio.ensure_future(service.db.atransact(rename_then_fail, one_change=True))
+        last = asyncio.ensure_future(service.credentials.acreate(who, {"name": "c2", "user": "u", "password": "p"}))
+        await asyncio.sleep(0.05)
+        release.set()
+        await blocker
+        return await asyncio.gather(first, broken, last, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    assert fetch_credential(service, who, victim["credentialId"])["name"] == "victim"
+    names = {c["name"] for c in service.credentials.list(who, offset=0, limit=10).credentials()}
+    assert names == {"victim"}
+    assert service.audit.verify().first_bad is None
+    assert make_credential(service, who, {"name": "c1", "user": "u", "password": "p"})["name"] == "c1"

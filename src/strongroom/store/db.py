@@ -9,7 +9,7 @@ import queue
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -683,9 +683,11 @@ class Database:
         On SQLite, writes are serialised by the database anyway and each commit costs an fsync (~4 ms here),
         so concurrent writes are group-committed: one thread runs the queued writes in one transaction,
         each in its own SAVEPOINT (a failing write rolls back alone), and one COMMIT makes them all durable.
-        `one_change` promises that `fn` makes at most one change, with nothing after it that can fail: SQLite
-        undoes a failed statement by itself, so such a write needs no savepoint (three calls into SQLite
-        become one, each a GIL hand-off between the committer and the request threads).
+        `one_change` promises that only the first change `fn` makes can fail for a reason of its own (a
+        duplicate name, say): SQLite undoes a failed statement by itself, so such a write needs no savepoint
+        (two calls into SQLite fewer, each a GIL hand-off between the committer and the request threads). Should
+        a later step fail anyway (the disk, say), the whole batch rolls back and fails: nothing half-written
+        is ever committed.
         PostgreSQL already groups WAL flushes across concurrent transactions, so there `fn` runs in its own
         transaction in the calling thread. Either way `fn` must do all its database work through `Tx`.
         An outage (even at COMMIT) raises ServiceUnavailable: the write was not acknowledged.
@@ -695,6 +697,8 @@ class Database:
                 with self.engine.begin() as conn:
                     tx = _ConnectionTx(conn)
                     result = fn(tx)
+                    for statement, params in tx.deferred.values():
+                        tx.run(statement, params)
                     _apply_counts(tx, "postgresql", tx.counts)
                     return result
             return self._enqueue(fn, one_change, Future()).result()
@@ -808,6 +812,13 @@ class Tx(Protocol):
     def count(self, owner_id: str, credential_type: str, delta: int) -> None:
         """Adjust an owner's per-type credential count when this write commits (summed per transaction)."""
 
+    @property
+    def memo(self) -> dict[Hashable, Any]:
+        """Values a write keeps for the later writes of its transaction (a write that fails takes its own back)."""
+
+    def at_commit(self, key: Hashable, statement: Executable, params: Mapping[str, Any]) -> None:
+        """Run `statement` once just before the transaction commits, with the last `params` given for `key`."""
+
 
 def _count_upsert(dialect: Any) -> Executable:
     """Add `delta` to one (owner, type) count, creating the row on first use (shards: see CredentialCount)."""
@@ -839,6 +850,8 @@ class _ConnectionTx:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.counts: dict[tuple[str, str], int] = {}
+        self.memo: dict[Hashable, Any] = {}
+        self.deferred: dict[Hashable, tuple[Executable, Mapping[str, Any]]] = {}
 
     def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         return self._conn.execute(statement, params).all()
@@ -850,9 +863,13 @@ class _ConnectionTx:
         key = (owner_id, credential_type)
         self.counts[key] = self.counts.get(key, 0) + delta
 
+    def at_commit(self, key: Hashable, statement: Executable, params: Mapping[str, Any]) -> None:
+        self.deferred[key] = (statement, params)
+
 
 class _OneChange:
-    """A write that makes at most one change, as its last step (`Database.transact(..., one_change=True)`)."""
+    """A write whose first change is the only step that can fail for a reason of its own
+    (`Database.transact(..., one_change=True)`)."""
 
     def __init__(self, fn: Callable[[Tx], Any]) -> None:
         self.fn = fn
@@ -865,7 +882,8 @@ class _SqliteTx:
     """The committer's writes on its raw sqlite3 connection.
 
     Each queued write gets a SAVEPOINT, opened lazily before its first change, so a write that fails
-    rolls back alone; count changes are summed and applied once per batch, just before COMMIT.
+    rolls back alone (a `_OneChange` needs none: see `Database.transact`); count changes are summed and
+    applied once per batch, and statements deferred with `at_commit` run once, just before COMMIT.
     """
 
     def __init__(self, db: Database, conn: sqlite3.Connection) -> None:
@@ -874,6 +892,9 @@ class _SqliteTx:
         self._savepoint = False  # this write has opened its savepoint
         self._needs_savepoint = True
         self._pending: dict[tuple[str, str], int] = {}
+        self._changed = False  # this write has changed a row
+        self.memo: dict[Hashable, Any] = {}
+        self._deferred: dict[Hashable, tuple[Executable, Mapping[str, Any]]] = {}
 
     def _execute(self, statement: Executable, params: Mapping[str, Any]) -> sqlite3.Cursor:
         sql, values = self._db._sqlite_bind(statement, params)
@@ -883,7 +904,10 @@ class _SqliteTx:
             if self._needs_savepoint and not self._savepoint and getattr(statement, "is_dml", False):
                 self._conn.execute("SAVEPOINT w")
                 self._savepoint = True
-            return self._conn.execute(sql, values)
+            cursor = self._conn.execute(sql, values)
+            if cursor.rowcount > 0:
+                self._changed = True
+            return cursor
         except sqlite3.Error as exc:
             raise _wrap(exc, sql) from exc
 
@@ -897,16 +921,24 @@ class _SqliteTx:
         key = (owner_id, credential_type)
         self._pending[key] = self._pending.get(key, 0) + delta
 
+    def at_commit(self, key: Hashable, statement: Executable, params: Mapping[str, Any]) -> None:
+        self._deferred[key] = (statement, params)
+
     def _run_one(self, fn: Callable[[Tx], Any], counts: dict[tuple[str, str], int]) -> tuple[bool, Any]:
         self._savepoint = False
         self._needs_savepoint = not isinstance(fn, _OneChange)
         self._pending = {}
+        self._changed = False
+        memo, deferred = dict(self.memo), dict(self._deferred)
         try:
             result = fn(self)
         except Exception as exc:  # handed to its caller, who raises it
             if self._savepoint:
                 self._conn.execute("ROLLBACK TO w")
                 self._conn.execute("RELEASE w")
+            elif self._changed:  # no savepoint to undo what it did: the batch must not commit
+                raise
+            self.memo, self._deferred = memo, deferred
             return False, exc
         if self._savepoint:
             self._conn.execute("RELEASE w")
@@ -918,10 +950,13 @@ class _SqliteTx:
         """One transaction for the batch; futures resolve only after COMMIT returned (the data is on disk)."""
         conn = self._conn
         counts: dict[tuple[str, str], int] = {}
+        self.memo, self._deferred = {}, {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [self._run_one(fn, counts) for fn, _ in batch]
-            self._needs_savepoint = False  # count upserts need no savepoint of their own
+            self._needs_savepoint = False  # the batch's own statements need no savepoint
+            for statement, params in self._deferred.values():
+                self.run(statement, params)
             _apply_counts(self, "sqlite", counts)
             conn.execute("COMMIT")
         except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing in the batch is durable

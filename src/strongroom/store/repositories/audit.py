@@ -76,13 +76,26 @@ _PG_SHARD = select(func.pg_backend_pid() % AUDIT_SHARDS)
 
 
 def append_in(tx: Tx, entry: Entry, *, postgres: bool) -> None:
-    """Append `entry` inside the transaction `tx` (it commits with the change it records, or not at all)."""
-    shard = int(tx.rows(_PG_SHARD, {})[0][0]) if postgres else 0
-    seq, previous = tx.rows(_HEAD, {"a_shard": shard})[0]
-    digest = chain_hash(previous, entry.content)
-    values = {**entry.params(), "a_shard": shard, "a_seq": int(seq) + 1, "a_hash": digest}
-    tx.run(_ADVANCE, values)
+    """Append `entry` inside the transaction `tx` (it commits with the change it records, or not at all).
+
+    On PostgreSQL the head row is read locked and advanced at once (one record per transaction). SQLite's
+    committer runs a batch of writes in one transaction that holds the database's write lock: the head is
+    read once per batch, kept in the transaction's memo from record to record and written once, at commit."""
+    if postgres:
+        shard = int(tx.rows(_PG_SHARD, {})[0][0])
+        seq, previous = tx.rows(_HEAD, {"a_shard": shard})[0]
+        values = {**entry.params(), "a_shard": shard, "a_seq": int(seq) + 1}
+        values["a_hash"] = chain_hash(previous, entry.content)
+        tx.run(_ADVANCE, values)
+        tx.run(_APPEND, values)
+        return
+    key = ("audit-head", 0)
+    head = tx.memo.get(key)
+    seq, previous = head if head is not None else tx.rows(_HEAD, {"a_shard": 0})[0]
+    values = {**entry.params(), "a_shard": 0, "a_seq": int(seq) + 1, "a_hash": chain_hash(previous, entry.content)}
     tx.run(_APPEND, values)
+    tx.memo[key] = (values["a_seq"], values["a_hash"])
+    tx.at_commit(key, _ADVANCE, {"a_shard": 0, "a_seq": values["a_seq"], "a_hash": values["a_hash"]})
 
 
 def pg_audited(statement: Any, changed: Any | None = None, name: Any | None = None) -> Executable:

@@ -175,25 +175,23 @@ _TOKEN_STILL_VALID = exists().where(
     or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now", type_=UTCDateTime())),
     _ENABLED,
 )
-_TOKEN_CHECK = select(literal(1)).where(_TOKEN_STILL_VALID)  # SQLite: read in the committer's transaction
-_PG_CREATE_CHECKED = _pg_counted(
-    insert(Credential).from_select(
-        [c.name for c in COLUMNS],
-        select(
-            *(
-                cast(bindparam(c.name), c.type) if isinstance(c.type, LargeBinary) else bindparam(c.name, type_=c.type)
-                for c in COLUMNS
-            )
-        ).where(_TOKEN_STILL_VALID),
-    ),
-    +1,
+_INSERT_CHECKED = insert(Credential).from_select(
+    [c.name for c in COLUMNS],
+    select(
+        *(
+            cast(bindparam(c.name), c.type) if isinstance(c.type, LargeBinary) else bindparam(c.name, type_=c.type)
+            for c in COLUMNS
+        )
+    ).where(_TOKEN_STILL_VALID),
 )
+_PG_CREATE_CHECKED = _pg_counted(_INSERT_CHECKED, +1)
 _PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)  # the owner's, in one statement
 _PG_DELETE_ANY = _pg_counted(delete(Credential).where(_ONE), -1)  # after the caller's role was checked
 _SWAPPED = _UPDATE.returning(Credential.revision).cte("changed")
 _PG_UPDATE = pg_audited(select(_SWAPPED.c.revision), _SWAPPED)  # one autocommit statement: atomic on its own
 # The same, only while the caller's token (`token_hash`, of user `owner_id`) is still valid.
-_SWAPPED_CHECKED = _UPDATE.where(_TOKEN_STILL_VALID).returning(Credential.revision).cte("changed")
+_UPDATE_CHECKED = _UPDATE.where(_TOKEN_STILL_VALID)
+_SWAPPED_CHECKED = _UPDATE_CHECKED.returning(Credential.revision).cte("changed")
 _PG_UPDATE_CHECKED = pg_audited(select(_SWAPPED_CHECKED.c.revision), _SWAPPED_CHECKED)
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
@@ -436,14 +434,14 @@ class CredentialRepository:
         """Add a credential (all `COLUMNS`), count it and audit it; NameTaken if its owner already uses the name."""
         with _NamesUnique():
             if self.db.is_sqlite:
-                self.db.transact(lambda tx: _insert_counted(tx, row, audit))
+                self.db.transact(lambda tx: _insert_counted(tx, row, audit), one_change=True)
             else:
                 self.db.write_one(_PG_CREATE, {**row, **audit.params()})
 
     async def ainsert(self, row: Mapping[str, Any], audit: Entry) -> None:
         with _NamesUnique():
             if self.db.is_sqlite:
-                await self.db.atransact(lambda tx: _insert_counted(tx, row, audit))
+                await self.db.atransact(lambda tx: _insert_counted(tx, row, audit), one_change=True)
             else:
                 await self.db.awrite_one(_PG_CREATE, {**row, **audit.params()})
 
@@ -452,15 +450,8 @@ class CredentialRepository:
         (PostgreSQL: the same statement); False if it is not."""
         with _NamesUnique():
             if self.db.is_sqlite:
-                check = {"token_hash": token_hash, "owner_id": row["owner_id"], "now": now}
-
-                def insert_checked(tx: Tx) -> bool:
-                    if not tx.rows(_TOKEN_CHECK, check):
-                        return False
-                    _insert_counted(tx, row, audit)
-                    return True
-
-                return await self.db.atransact(insert_checked)
+                checked = {**row, "token_hash": token_hash, "now": now}
+                return await self.db.atransact(lambda tx: _insert_counted(tx, checked, audit), one_change=True)
             params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
             return bool(await self.db.awrite_one(_PG_CREATE_CHECKED, params))
 
@@ -469,14 +460,14 @@ class CredentialRepository:
         params = _swap_params(read_revision, row)
         with _NamesUnique():
             if self.db.is_sqlite:
-                return bool(self.db.transact(lambda tx: _swap_audited(tx, params, audit)))
+                return bool(self.db.transact(lambda tx: _swap_audited(tx, params, audit), one_change=True))
             return bool(self.db.write_one(_PG_UPDATE, {**params, **audit.params()}))
 
     async def aswap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
         params = _swap_params(read_revision, row)
         with _NamesUnique():
             if self.db.is_sqlite:
-                return bool(await self.db.atransact(lambda tx: _swap_audited(tx, params, audit)))
+                return bool(await self.db.atransact(lambda tx: _swap_audited(tx, params, audit), one_change=True))
             return bool(await self.db.awrite_one(_PG_UPDATE, {**params, **audit.params()}))
 
     async def aswap_if_token(
@@ -489,11 +480,8 @@ class CredentialRepository:
         check = {"token_hash": token_hash, "owner_id": user_id, "now": now}
         with _NamesUnique():
             if self.db.is_sqlite:
-
-                def swap_checked(tx: Tx) -> int:
-                    return _swap_audited(tx, params, audit) if tx.rows(_TOKEN_CHECK, check) else 0
-
-                return bool(await self.db.atransact(swap_checked))
+                checked = {**params, **check}
+                return bool(await self.db.atransact(lambda tx: _swap_audited(tx, checked, audit), one_change=True))
             return bool(await self.db.awrite_one(_PG_UPDATE_CHECKED, {**params, **check, **audit.params()}))
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
@@ -596,14 +584,21 @@ class _NotOwner(Exception):
     """A delete limited to an owner found another owner's credential (its savepoint rolls it back)."""
 
 
-def _insert_counted(tx: Tx, row: Mapping[str, Any], audit: Entry) -> None:
-    tx.run(_INSERT, row)  # a duplicate name fails here, on the (owner, name) unique index
+def _insert_counted(tx: Tx, row: Mapping[str, Any], audit: Entry) -> bool:
+    """SQLite: insert, count and audit the row; with `token_hash` and `now` in `row`, only while that token is
+    a valid token of the row's owner (False if not). Its first change is the only step that can fail for a
+    reason of its own (a duplicate name, on the (owner, name) unique index): a `one_change` write."""
+    if not tx.run(_INSERT_CHECKED if "token_hash" in row else _INSERT, row):
+        return False
     tx.count(row["owner_id"], row["credential_type"], +1)
     append_in(tx, audit, postgres=False)
+    return True
 
 
 def _swap_audited(tx: Tx, params: Mapping[str, Any], audit: Entry) -> int:
-    swapped = tx.run(_UPDATE, params)
+    """SQLite: the compare-and-swap update and its audit record (while the token in `params` is valid, when
+    there is one); a `one_change` write like `_insert_counted`."""
+    swapped = tx.run(_UPDATE_CHECKED if "token_hash" in params else _UPDATE, params)
     if swapped:
         append_in(tx, audit, postgres=False)
     return swapped
