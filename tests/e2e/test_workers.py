@@ -334,3 +334,43 @@ def test_an_s3_intake_is_parsed_by_the_chunk_tasks(
     with psycopg.connect(dsn) as conn:
         found = conn.execute(f"SELECT id, note, amount FROM {table} ORDER BY id").fetchall()
     assert found == rows
+
+
+def test_a_worker_keeps_a_jobs_output_from_chunk_to_chunk(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """One worker writing a job's 15 chunks opens the output's credential once (one audited use, beside the
+    producer's and the finish step's) and reuses its connections from chunk to chunk instead of logging in to
+    the store for each; once the job is done it keeps none open."""
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+
+    def sessions() -> int:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def open_connections() -> int:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'strongroom' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    workers.append(start_worker(srv, "keeps"))
+    table = unique("kept").replace("-", "_")
+    before = sessions()
+    with client(srv, srv.new_user("w")) as api:
+        job = _output_job(api, peer, table)
+        done = lambda: (j := _job(api, job["id"]))["status"] in ("COMPLETED", "FAILED", "ABORTED") and j  # noqa: E731
+        ended = _until(done, 60, "the job's end")
+        assert ended["status"] == "COMPLETED", ended["statusDetails"]
+        cred = job["jobSpec"]["outputSettings"]["credentialId"]
+        uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
+    assert len(uses) == 3, uses  # the producer's (it clears earlier runs' tables), the chunks', the finish step's
+    _until(lambda: open_connections() == 0, 10, "the worker's connections to the store closed")
+    opened = sessions() - before - 3  # this test's own three sessions
+    assert len(_chunks(srv, job["id"])) == ROWS // 2 and opened < ROWS // 2, opened

@@ -53,7 +53,7 @@ from sqlalchemy.engine import Connection
 
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.services import s3
-from strongroom.services.connections import Connector, Target, explain
+from strongroom.services.connections import Connector, Target, connected, explain
 
 Scorer = Callable[[pa.RecordBatch], pa.RecordBatch]
 STAGE_CHUNK = "_sr_chunk"
@@ -720,8 +720,11 @@ class TableOutput:
         job_id: str,
         statement_timeout: float,
         generation: int = 0,
+        pooled: bool = False,
     ) -> None:
         self.connector, self.where, self.user, self.password = connector, where, user, password
+        # `pooled`: kept from chunk to chunk (a worker's), so its connections stay open for the next chunk
+        self.engine = connector.pool(where, user, password, statement_timeout=statement_timeout) if pooled else None
         self.settings = settings
         self.table, self.schema = str(settings["table"]), settings.get("schema")
         # One staging table per generation of a queued job: a chunk of an earlier run that was still writing
@@ -735,7 +738,14 @@ class TableOutput:
 
     def connect(self) -> Any:
         """A connection to the output store under the job's timeouts."""
+        if self.engine is not None:
+            return connected(self.engine, self.where)
         return self.connector.connect(self.where, self.user, self.password, statement_timeout=self.timeout)
+
+    def close(self) -> None:
+        """Close the connections it keeps (a pooled output)."""
+        if self.engine is not None:
+            self.engine.dispose()
 
     def _prepare(self, conn: Connection, batch: pa.RecordBatch) -> sa.Table:
         """The staging table (created on the first chunk, reused by a resumed job) with the target's column

@@ -57,6 +57,24 @@ def _plain(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
     return address
 
 
+@contextmanager
+def connected(engine: sa.Engine, where: Target) -> Iterator[Connection]:
+    """A connection of `engine` to the store at `where`; any driver failure, opening it or using it, becomes a
+    ConnectionFailed that says why (the driver's own text may quote anything)."""
+    try:
+        conn = engine.connect()
+    except Exception as exc:  # every driver failure becomes a reason
+        raise explain(exc, where) from None
+    try:
+        yield conn
+    except Exception as exc:  # SQLAlchemy's wrapper, or the driver's own error through its raw connection
+        if isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.split(".", 1)[0] in _DRIVER_MODULES:
+            raise explain(exc, where) from None
+        raise
+    finally:
+        conn.close()
+
+
 class Connector:
     """Opens connections to data stores under the settings' timeouts and address rules."""
 
@@ -91,6 +109,22 @@ class Connector:
     ) -> Iterator[Connection]:
         """An open connection to the store as `user` (ConnectionFailed saying why when it cannot be made);
         `statement_timeout` replaces the settings' bound on each statement (batch jobs run longer ones)."""
+        engine = self._engine(where, user, password, statement_timeout, pooled=False)
+        try:
+            with connected(engine, where) as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def pool(self, where: Target, user: str, password: str, *, statement_timeout: float | None = None) -> sa.Engine:
+        """An engine that keeps a few connections to the store open for reuse (a batch job's chunks in one
+        worker), each checked with a round trip before it is handed out; use it through `connected`, and
+        `dispose` it when done. The address is checked once, here."""
+        return self._engine(where, user, password, statement_timeout, pooled=True)
+
+    def _engine(
+        self, where: Target, user: str, password: str, statement_timeout: float | None, *, pooled: bool
+    ) -> sa.Engine:
         driver = where.driver
         address = self.address(where.host, where.port)
         timeout = max(2, math.ceil(self.connect_timeout))
@@ -112,22 +146,11 @@ class Connector:
                 "read_timeout": seconds,
                 "write_timeout": seconds,
             }
-        engine = sa.create_engine(url, poolclass=NullPool, connect_args=args, hide_parameters=True)
-        try:
-            try:
-                conn = engine.connect()
-            except Exception as exc:  # every driver failure becomes a reason; the driver's text may quote anything
-                raise explain(exc, where) from None
-            try:
-                yield conn
-            except Exception as exc:  # SQLAlchemy's wrapper, or the driver's own error through its raw connection
-                if isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.split(".", 1)[0] in _DRIVER_MODULES:
-                    raise explain(exc, where) from None
-                raise
-            finally:
-                conn.close()
-        finally:
-            engine.dispose()
+        if pooled:
+            return sa.create_engine(
+                url, pool_size=2, max_overflow=6, pool_pre_ping=True, connect_args=args, hide_parameters=True
+            )
+        return sa.create_engine(url, poolclass=NullPool, connect_args=args, hide_parameters=True)
 
     # ---- what a connection is used for ------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     import procrastinate
 
     from strongroom.services.batch import warm_up
-    from strongroom.services.runners import QueuedJobs
+    from strongroom.services.runners import KEEP_OUTPUT_SECONDS, QueuedJobs
 
     ensure_schema(services)
     warm_up()
@@ -144,11 +144,21 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
                 for worker in workers:
                     worker.stop()
 
+            async def close_idle() -> None:
+                while True:
+                    await asyncio.sleep(KEEP_OUTPUT_SECONDS / 3)
+                    await loop.run_in_executor(None, steps.close_idle)
+
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
-            await asyncio.gather(*(worker.run() for worker in workers))
+            sweeper = asyncio.ensure_future(close_idle())
+            try:
+                await asyncio.gather(*(worker.run() for worker in workers))
+            finally:
+                sweeper.cancel()
 
     try:
         asyncio.run(run())
     finally:
+        steps.close()
         sync_app.close()

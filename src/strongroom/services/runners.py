@@ -23,6 +23,7 @@ from strongroom.services.jobs import ACTIVE, LEASE, JobService, moment, s3_locat
 from strongroom.store.models import utcnow
 
 _log = logging.getLogger("strongroom.jobs")
+KEEP_OUTPUT_SECONDS = 30.0  # a worker closes a job's jdbc output (its open connections) this long after its last chunk
 
 
 # ---- the embedded runner ----------------------------------------------------------------------------------
@@ -321,11 +322,12 @@ def open_sink(
     purpose: Mapping[str, Any],
     generation: int = 0,
     keep_chunks: bool = True,
+    pooled: bool = False,
 ) -> Any:
     """The job's output adapter, its credential opened (audited): a credential that no longer works fails the
     job before any row is read. `generation`: the run of a queued job whose staging table a jdbc output uses.
     `keep_chunks=False`: an s3 output does not spool the chunks written through it (a run that starts over
-    from its intake never reads them again)."""
+    from its intake never reads them again). `pooled`: a jdbc output keeps its connections open (`close` it)."""
     from strongroom.services import batch
 
     folder = service.root / job_id / "out"
@@ -337,9 +339,8 @@ def open_sink(
             )
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
-        return batch.TableOutput(
-            service.connector, where, user, password, output, job_id, service.settings.job_statement_timeout, generation
-        )
+        timeout = service.settings.job_statement_timeout
+        return batch.TableOutput(service.connector, where, user, password, output, job_id, timeout, generation, pooled)
     if output["type"] == "s3":
         location = s3_location(output, "outputSettings")
         keys = service.s3_keys(who, output, {**purpose, "side": "output"})
@@ -423,6 +424,9 @@ class QueuedJobs:
         self.defer = defer
         self.worker = worker
         self.stopping = threading.Event()  # set on SIGTERM: producers give their job back
+        self._outputs: dict[tuple[str, int], tuple[Any, float]] = {}  # (job, generation) -> (table output, last use)
+        self._outputs_lock = threading.Lock()
+        self._opening: dict[tuple[str, int], threading.Lock] = {}  # held while that output is being opened
 
     def start(self, job_id: str) -> None:
         """Queue a job's producer."""
@@ -448,7 +452,57 @@ class QueuedJobs:
         purpose = {"purpose": "batchJob", "jobId": row["id"]}
         return spec, principal_for(row), batch.csv_options(spec.get("csvSettings")), purpose
 
+    def _table_output(
+        self, job_id: str, generation: int, who: Principal, output: Mapping[str, Any], options: Any, purpose: Any
+    ) -> Any:
+        """A job's jdbc output in this worker, kept from chunk to chunk: its staging table is looked up once, its
+        connections stay open, and the credential is opened (and its use audited) once per worker and run, not
+        per chunk. `close_idle` closes what is no longer used."""
+        key = (job_id, generation)
+        with self._outputs_lock:
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:  # two chunks of the job starting together open it once
+            with self._outputs_lock:
+                kept = self._outputs.get(key)
+                if kept is not None:
+                    self._outputs[key] = (kept[0], time.monotonic())
+                    self._opening.pop(key, None)
+                    return kept[0]
+            sink = open_sink(self.service, job_id, who, output, options, purpose, generation, pooled=True)
+            with self._outputs_lock:
+                self._outputs[key] = (sink, time.monotonic())
+                self._opening.pop(key, None)
+            return sink
+
+    def _forget_outputs(self, job_id: str) -> None:
+        """Close what this worker keeps for the job (it ended, or moved its output into place)."""
+        with self._outputs_lock:
+            closing = [self._outputs.pop(k)[0] for k in list(self._outputs) if k[0] == job_id]
+            for key in [k for k in self._opening if k[0] == job_id]:
+                del self._opening[key]
+        for sink in closing:
+            sink.close()
+
+    def close_idle(self) -> None:
+        """Close the outputs no chunk of this worker used for `KEEP_OUTPUT_SECONDS` (their job ended elsewhere,
+        or moved on to other workers): their connections to the store do not stay open."""
+        now = time.monotonic()
+        with self._outputs_lock:
+            idle = [k for k, (_, used) in self._outputs.items() if now - used > KEEP_OUTPUT_SECONDS]
+            closing = [self._outputs.pop(k)[0] for k in idle]
+        for sink in closing:
+            sink.close()
+
+    def close(self) -> None:
+        """Close every kept output (the worker is stopping)."""
+        with self._outputs_lock:
+            closing = [sink for sink, _ in self._outputs.values()]
+            self._outputs.clear()
+        for sink in closing:
+            sink.close()
+
     def _discard(self, job_id: str) -> None:
+        self._forget_outputs(job_id)
         row = self.jobs.get(job_id)
         if row is None:
             return
@@ -551,7 +605,7 @@ class QueuedJobs:
         scored = batch.scorer(deployment["entry_point"], columns)(batch.read_spooled(path))
         output = spec["outputSettings"]
         if output["type"] == "jdbc":
-            sink = open_sink(self.service, job_id, who, output, options, purpose, generation)
+            sink = self._table_output(job_id, generation, who, output, options, purpose)
             try:
                 sink.write(number, scored, attempt)
             except batch.JobFailed:
@@ -592,6 +646,7 @@ class QueuedJobs:
         total = int(row["total_chunks"])
         spec, who, options, purpose = self._context(row)
         output = spec["outputSettings"]
+        self._forget_outputs(job_id)
         sink = open_sink(self.service, job_id, who, output, options, purpose, int(row["generation"]))
         try:
             sink.finish(total)
