@@ -892,7 +892,7 @@ class _SqliteTx:
         self._savepoint = False  # this write has opened its savepoint
         self._needs_savepoint = True
         self._pending: dict[tuple[str, str], int] = {}
-        self._changed = False  # this write has changed a row
+        self._changed = False  # this write has run a statement that may change rows
         self.memo: dict[Hashable, Any] = {}
         self._deferred: dict[Hashable, tuple[Executable, Mapping[str, Any]]] = {}
 
@@ -900,13 +900,13 @@ class _SqliteTx:
         sql, values = self._db._sqlite_bind(statement, params)
         if sql is None:
             raise ValueError("write statements with expanding IN lists are not supported on this path")
+        dml = getattr(statement, "is_dml", False)
         try:
-            if self._needs_savepoint and not self._savepoint and getattr(statement, "is_dml", False):
+            if self._needs_savepoint and not self._savepoint and dml:
                 self._conn.execute("SAVEPOINT w")
                 self._savepoint = True
             cursor = self._conn.execute(sql, values)
-            if cursor.rowcount > 0:
-                self._changed = True
+            self._changed = self._changed or dml  # may have changed rows (RETURNING counts them only as read)
             return cursor
         except sqlite3.Error as exc:
             raise _wrap(exc, sql) from exc
