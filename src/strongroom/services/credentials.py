@@ -359,7 +359,7 @@ class CredentialService:
             found = self.credentials.current(credential_id, who.user_id)
             role, read_revision, row = self._patched(found, credential_id, body, if_match)
             try:
-                written = self.credentials.swap(read_revision, row, _update_event(who, row, body))
+                written = self.credentials.swap(read_revision, row, _update_event(who, row, body), _read(found))
             except NameTaken:
                 raise _name_taken(str(body.get("name"))) from None
             if written:
@@ -376,7 +376,7 @@ class CredentialService:
             found = await self.credentials.acurrent(credential_id, who.user_id)
             role, read_revision, row = await self.barrier.run(self._patched, found, credential_id, body, if_match)
             try:
-                written = await self.credentials.aswap(read_revision, row, _update_event(who, row, body))
+                written = await self.credentials.aswap(read_revision, row, _update_event(who, row, body), _read(found))
             except NameTaken:
                 raise _name_taken(str(body.get("name"))) from None
             if written:
@@ -410,7 +410,7 @@ class CredentialService:
         audit = _update_event(who, row, body)
         try:
             written = await self.credentials.aswap_if_token(
-                read_revision, row, audit, token_hash, who.user_id, utcnow()
+                read_revision, row, audit, token_hash, who.user_id, utcnow(), _read(found)
             )
         except NameTaken:  # the row was tried, so the token was valid
             raise _name_taken(str(body.get("name"))) from None
@@ -559,7 +559,7 @@ class CredentialService:
                     continue
                 self._seal(row, secret)
                 upkeep = Event("credential.reseal", 200, credential_id=row["id"], owner_id=row["owner_id"])
-                done += self.credentials.swap(int(found["revision"]), row, upkeep.entry())
+                done += self.credentials.swap(int(found["revision"]), row, upkeep.entry(), found)
         self.credentials.mark_seals_upgraded(utcnow())
         return done
 
@@ -637,6 +637,11 @@ def _event(action: str, status: int, who: Principal, row: Mapping[str, Any], **d
         owner_id=row["owner_id"],
         detail=detail,
     ).entry()
+
+
+def _read(found: tuple[dict[str, Any], int | None] | None) -> dict[str, Any] | None:
+    """The row as read (`current`), for the write to compare with."""
+    return found[0] if found else None
 
 
 def _update_event(who: Principal, row: Mapping[str, Any], body: Mapping[str, Any]) -> Entry:

@@ -112,10 +112,10 @@ _ONE = Credential.id == bindparam("id")
 _MINE = (_ONE, Credential.owner_id == bindparam("owner"))
 _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in COLUMNS})
 _CURRENT = select(*COLUMNS, _CALLER_ROLE).where(_ONE)
-_UPDATE = (  # compare-and-swap on the revision read: a concurrent change makes it match no row
-    update(Credential)
-    .where(Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
-    .values({c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED})
+# Compare-and-swap on the revision read: a concurrent change makes an update match no row.
+_CAS = (Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
+_UPDATE = (
+    update(Credential).where(*_CAS).values({c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED})
 )
 _DELETE = delete(Credential).where(_ONE).returning(Credential.owner_id, Credential.credential_type)
 _DELETE_AT = (
@@ -190,8 +190,7 @@ _PG_DELETE_ANY = _pg_counted(delete(Credential).where(_ONE), -1)  # after the ca
 _SWAPPED = _UPDATE.returning(Credential.revision).cte("changed")
 _PG_UPDATE = pg_audited(select(_SWAPPED.c.revision), _SWAPPED)  # one autocommit statement: atomic on its own
 # The same, only while the caller's token (`token_hash`, of user `owner_id`) is still valid.
-_UPDATE_CHECKED = _UPDATE.where(_TOKEN_STILL_VALID)
-_SWAPPED_CHECKED = _UPDATE_CHECKED.returning(Credential.revision).cte("changed")
+_SWAPPED_CHECKED = _UPDATE.where(_TOKEN_STILL_VALID).returning(Credential.revision).cte("changed")
 _PG_UPDATE_CHECKED = pg_audited(select(_SWAPPED_CHECKED.c.revision), _SWAPPED_CHECKED)
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
@@ -455,23 +454,38 @@ class CredentialRepository:
             params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
             return bool(await self.db.awrite_one(_PG_CREATE_CHECKED, params))
 
-    def swap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
-        """Write the changed row, and its audit record, if the credential is still at `read_revision`."""
+    def swap(
+        self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Write the changed row, and its audit record, if the credential is still at `read_revision`. `before`,
+        the row as read, lets SQLite leave alone the indexes of columns that did not change."""
         params = _swap_params(read_revision, row)
         with _NamesUnique():
             if self.db.is_sqlite:
-                return bool(self.db.transact(lambda tx: _swap_audited(tx, params, audit), one_change=True))
+                kept = _kept(before, row)
+                return bool(self.db.transact(lambda tx: _swap_audited(tx, params, audit, kept), one_change=True))
             return bool(self.db.write_one(_PG_UPDATE, {**params, **audit.params()}))
 
-    async def aswap(self, read_revision: int, row: Mapping[str, Any], audit: Entry) -> bool:
+    async def aswap(
+        self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any] | None = None
+    ) -> bool:
         params = _swap_params(read_revision, row)
         with _NamesUnique():
             if self.db.is_sqlite:
-                return bool(await self.db.atransact(lambda tx: _swap_audited(tx, params, audit), one_change=True))
+                kept = _kept(before, row)
+                swap = lambda tx: _swap_audited(tx, params, audit, kept)  # noqa: E731
+                return bool(await self.db.atransact(swap, one_change=True))
             return bool(await self.db.awrite_one(_PG_UPDATE, {**params, **audit.params()}))
 
     async def aswap_if_token(
-        self, read_revision: int, row: Mapping[str, Any], audit: Entry, token_hash: str, user_id: str, now: datetime
+        self,
+        read_revision: int,
+        row: Mapping[str, Any],
+        audit: Entry,
+        token_hash: str,
+        user_id: str,
+        now: datetime,
+        before: Mapping[str, Any] | None = None,
     ) -> bool:
         """`aswap` only while `token_hash` is a valid token of user `user_id`, checked in the same transaction
         (PostgreSQL: the same statement); False if it is not, or if the revision moved (the caller cannot tell
@@ -480,8 +494,9 @@ class CredentialRepository:
         check = {"token_hash": token_hash, "owner_id": user_id, "now": now}
         with _NamesUnique():
             if self.db.is_sqlite:
-                checked = {**params, **check}
-                return bool(await self.db.atransact(lambda tx: _swap_audited(tx, checked, audit), one_change=True))
+                checked, kept = {**params, **check}, _kept(before, row)
+                swap = lambda tx: _swap_audited(tx, checked, audit, kept)  # noqa: E731
+                return bool(await self.db.atransact(swap, one_change=True))
             return bool(await self.db.awrite_one(_PG_UPDATE_CHECKED, {**params, **check, **audit.params()}))
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
@@ -595,13 +610,30 @@ def _insert_counted(tx: Tx, row: Mapping[str, Any], audit: Entry) -> bool:
     return True
 
 
-def _swap_audited(tx: Tx, params: Mapping[str, Any], audit: Entry) -> int:
+def _swap_audited(tx: Tx, params: Mapping[str, Any], audit: Entry, kept: frozenset[str] = frozenset()) -> int:
     """SQLite: the compare-and-swap update and its audit record (while the token in `params` is valid, when
-    there is one); a `one_change` write like `_insert_counted`."""
-    swapped = tx.run(_UPDATE_CHECKED if "token_hash" in params else _UPDATE, params)
+    there is one); a `one_change` write like `_insert_counted`. The `kept` indexed columns are left out of the
+    update: SQLite rewrites an index entry for every indexed column assigned, even to the value it had."""
+    swapped = tx.run(_sqlite_update(kept, "token_hash" in params), params)
     if swapped:
         append_in(tx, audit, postgres=False)
     return swapped
+
+
+_INDEXED = ("name", "key_version")  # updatable columns with an index of their own (the name's: two, and a trigger)
+
+
+def _kept(before: Mapping[str, Any] | None, row: Mapping[str, Any]) -> frozenset[str]:
+    """The indexed columns an update leaves as they were read (none known without `before`)."""
+    return frozenset(c for c in _INDEXED if before is not None and before[c] == row[c])
+
+
+@cache
+def _sqlite_update(kept: frozenset[str], checked: bool) -> Executable:
+    """`_UPDATE` without assigning the `kept` columns (only while the caller's token is valid, when `checked`)."""
+    values = {c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED and c.name not in kept}
+    base = update(Credential).where(*_CAS)
+    return base.where(_TOKEN_STILL_VALID).values(values) if checked else base.values(values)
 
 
 def _swap_params(read_revision: int, row: Mapping[str, Any]) -> dict[str, Any]:
