@@ -267,6 +267,8 @@ def measure(
     warm_up: float = 2,
 ) -> Result:
     url = srv.base
+    if args.pace:
+        env = {**env, "BENCH_PACE_MS": str(args.pace)}
     warm = min(warm_up, args.duration) if args.warm_up is None else args.warm_up
     if warm > 0:
         wrk(script, url, env, warm, args.connections, args.load_core)  # discarded
@@ -523,6 +525,14 @@ def main(argv: list[str] | None = None) -> int:
         "0: none, for a smoke run that only checks every scenario answers)",
     )
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--pace",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="each connection waits MS ms between requests: a smoke run that checks every scenario answers without "
+        "loading the machine (its figures then measure nothing)",
+    )
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 10000, 100000])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--only", type=lambda v: v.split(","), default=[], help="scenarios to run, e.g. get,create")

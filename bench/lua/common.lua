@@ -3,6 +3,14 @@ local token = os.getenv("BENCH_TOKEN")
 wrk.headers["Authorization"] = "Bearer " .. token
 wrk.headers["Content-Type"] = "application/json"
 
+-- `--pace MS` (smoke runs): each connection waits that long between requests.
+local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
+if pace then
+  function delay()
+    return pace
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
