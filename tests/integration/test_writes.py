@@ -40,6 +40,15 @@ def _user(svc: Services, name: str) -> Principal:
     return svc.accounts.authenticate(svc.accounts.create_token(name)[1])
 
 
+async def _queued(service: Services, writes: int) -> None:
+    """Wait until `writes` writes wait in the SQLite committer's queue (behind the one it is running)."""
+    for _ in range(1000):
+        if service.db._jobs.qsize() >= writes:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{writes} writes were not queued in 10 s")
+
+
 def _in_threads(n: int, work: object) -> None:
     threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]  # type: ignore[arg-type]
     for t in threads:
@@ -216,7 +225,7 @@ def test_a_caller_cancelled_while_its_write_waits_does_not_fail_the_rest_of_its_
             service.credentials.acreate(who, {"name": "gone", "user": "u", "password": "p"})
         )
         kept = asyncio.ensure_future(service.credentials.acreate(who, {"name": "kept", "user": "u", "password": "p"}))
-        await asyncio.sleep(0.05)  # both are queued behind `hold`
+        await _queued(service, 2)  # both are queued behind `hold`
         cancelled.cancel()
         release.set()
         await blocker
@@ -259,7 +268,7 @@ def test_a_batch_keeps_one_audit_chain_through_writes_that_fail(service: Service
         writes.insert(1, service.credentials.acreate(who, {"name": "taken", "user": "u", "password": "p"}))
         writes.insert(3, service.db.atransact(audited_then_fail))
         pending = [asyncio.ensure_future(w) for w in writes]
-        await asyncio.sleep(0.05)  # all queued behind `hold`: one batch
+        await _queued(service, 5)  # all queued behind `hold`: one batch
         release.set()
         await blocker
         return await asyncio.gather(*pending, return_exceptions=True)
@@ -299,7 +308,7 @@ def test_a_write_without_savepoint_that_fails_after_its_change_fails_its_whole_b
         first = asyncio.ensure_future(service.credentials.acreate(who, {"name": "c1", "user": "u", "password": "p"}))
         broken = asyncio.ensure_future(service.db.atransact(rename_then_fail, one_change=True))
         last = asyncio.ensure_future(service.credentials.acreate(who, {"name": "c2", "user": "u", "password": "p"}))
-        await asyncio.sleep(0.05)
+        await _queued(service, 3)  # one batch
         release.set()
         await blocker
         return await asyncio.gather(first, broken, last, return_exceptions=True)
