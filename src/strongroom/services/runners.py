@@ -426,7 +426,7 @@ class QueuedJobs:
         self.stopping = threading.Event()  # set on SIGTERM: producers give their job back
         self._outputs: dict[tuple[str, int], tuple[Any, float]] = {}  # (job, generation) -> (table output, last use)
         self._outputs_lock = threading.Lock()
-        self._opening: dict[tuple[str, int], threading.Lock] = {}  # held while that output is being opened
+        self._opening = threading.Lock()  # held while an output is being opened
 
     def start(self, job_id: str) -> None:
         """Queue a job's producer."""
@@ -459,47 +459,38 @@ class QueuedJobs:
         connections stay open, and the credential is opened (and its use audited) once per worker and run, not
         per chunk. `close_idle` closes what is no longer used."""
         key = (job_id, generation)
-        with self._outputs_lock:
-            opening = self._opening.setdefault(key, threading.Lock())
-        with opening:  # two chunks of the job starting together open it once
+        with self._opening:  # one open at a time (rare: once per job): two chunks starting together open it once
             with self._outputs_lock:
                 kept = self._outputs.get(key)
                 if kept is not None:
                     self._outputs[key] = (kept[0], time.monotonic())
-                    self._opening.pop(key, None)
                     return kept[0]
             sink = open_sink(self.service, job_id, who, output, options, purpose, generation, pooled=True)
             with self._outputs_lock:
                 self._outputs[key] = (sink, time.monotonic())
-                self._opening.pop(key, None)
             return sink
+
+    def _close_outputs(self, which: Callable[[tuple[str, int], float], bool]) -> None:
+        """Close the kept outputs `which(key, last use)` picks (their connections to the store)."""
+        with self._outputs_lock:
+            picked = [key for key, (_, used) in self._outputs.items() if which(key, used)]
+            closing = [self._outputs.pop(key)[0] for key in picked]
+        for sink in closing:
+            sink.close()
 
     def _forget_outputs(self, job_id: str) -> None:
         """Close what this worker keeps for the job (it ended, or moved its output into place)."""
-        with self._outputs_lock:
-            closing = [self._outputs.pop(k)[0] for k in list(self._outputs) if k[0] == job_id]
-            for key in [k for k in self._opening if k[0] == job_id]:
-                del self._opening[key]
-        for sink in closing:
-            sink.close()
+        self._close_outputs(lambda key, _: key[0] == job_id)
 
     def close_idle(self) -> None:
         """Close the outputs no chunk of this worker used for `KEEP_OUTPUT_SECONDS` (their job ended elsewhere,
         or moved on to other workers): their connections to the store do not stay open."""
         now = time.monotonic()
-        with self._outputs_lock:
-            idle = [k for k, (_, used) in self._outputs.items() if now - used > KEEP_OUTPUT_SECONDS]
-            closing = [self._outputs.pop(k)[0] for k in idle]
-        for sink in closing:
-            sink.close()
+        self._close_outputs(lambda _, used: now - used > KEEP_OUTPUT_SECONDS)
 
     def close(self) -> None:
         """Close every kept output (the worker is stopping)."""
-        with self._outputs_lock:
-            closing = [sink for sink, _ in self._outputs.values()]
-            self._outputs.clear()
-        for sink in closing:
-            sink.close()
+        self._close_outputs(lambda _, __: True)
 
     def _discard(self, job_id: str) -> None:
         self._forget_outputs(job_id)
