@@ -43,7 +43,7 @@ def _user(svc: Services, name: str) -> Principal:
 async def _queued(service: Services, writes: int) -> None:
     """Wait until `writes` writes wait in the SQLite committer's queue (behind the one it is running)."""
     for _ in range(1000):
-        if service.db._jobs.qsize() >= writes:
+        if service.db.queued_writes() >= writes:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{writes} writes were not queued in 10 s")
@@ -320,3 +320,22 @@ def test_a_write_without_savepoint_that_fails_after_its_change_fails_its_whole_b
     assert names == {"victim"}
     assert service.audit.verify().first_bad is None
     assert make_credential(service, who, {"name": "c1", "user": "u", "password": "p"})["name"] == "c1"
+
+
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the committer is SQLite's
+def test_an_event_loops_concurrent_writes_share_one_batch(service: Services) -> None:
+    """Writes that an event loop starts in one iteration reach the committer together and commit in one
+    transaction (one fsync), even though each update reads its row first (a read lets the committer run)."""
+    who = _user(service, "gina")
+    ids = [
+        make_credential(service, who, {"name": f"c{i}", "user": "u", "password": "p"})["credentialId"]
+        for i in range(20)
+    ]
+
+    async def scenario() -> list[tuple[str, int]]:
+        return await asyncio.gather(*(service.credentials.aupdate(who, i, {"password": "new"}) for i in ids))
+
+    before = service.db.batches
+    assert [revision for _, revision in asyncio.run(scenario())] == [2] * 20
+    assert service.db.batches - before == 1
+    assert {service.credentials.secrets(who, i)["password"] for i in ids} == {"new"}

@@ -44,6 +44,7 @@ _GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at mos
 T = TypeVar("T")
 Waiter = Future[Any] | asyncio.Future[Any]  # a committer job's: a thread's future or the event loop's
 W = TypeVar("W", bound=Waiter)
+_Job = tuple[Callable[["Tx"], Any] | None, Waiter | None]  # a write and who waits for it; (None, None) stops
 # SQLite primary result codes that mean "the file is busy or unusable right now", not "the query is wrong":
 # BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14, 15})
@@ -221,7 +222,11 @@ class Database:
         self._loop_pool: LoopPool | None = None
         self._planned_pool: LoopPool | None = None  # connections free to sort, for `afetch_planned`
         self._writer = sessionmaker(self.engine.execution_options(writer=True), expire_on_commit=False)
-        self._jobs: queue.SimpleQueue[tuple[Callable[[Tx], Any] | None, Waiter | None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[list[_Job]] = queue.SimpleQueue()
+        self._held: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # an event loop's writes of this iteration
+        self._queued = 0  # writes handed to the committer and not yet taken
+        self._queued_lock = threading.Lock()
+        self.batches = 0  # transactions the SQLite committer has committed
         self._committer: threading.Thread | None = None
         self._committer_lock = threading.Lock()
 
@@ -715,11 +720,34 @@ class Database:
 
     def _enqueue(self, fn: Callable[[Tx], T], one_change: bool, waiter: W) -> W:
         """Queue `fn` for the committer's next batch; `waiter` (a thread's or the event loop's future) gets
-        its outcome once the batch is durable."""
-        self._jobs.put((_OneChange(fn) if one_change else fn, waiter))
+        its outcome once the batch is durable. An event loop's writes are handed over together once per
+        iteration of the loop: handed one at a time, the committer (woken at once, on a shared core) took them
+        one at a time, and most batches held a single write and paid a whole fsync for it."""
+        job: _Job = (_OneChange(fn) if one_change else fn, waiter)
+        if not isinstance(waiter, asyncio.Future):
+            self._hand_over([job])
+            return waiter
+        loop = waiter.get_loop()
+        held = self._held.get(loop)
+        if held is None:
+            self._held[loop] = held = []
+            loop.call_soon(self._release, loop)
+        held.append(job)
+        return waiter
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._hand_over(self._held.pop(loop))
+
+    def _hand_over(self, jobs: list[_Job]) -> None:
+        with self._queued_lock:
+            self._queued += len(jobs)
+        self._jobs.put(jobs)
         if self._committer is None:
             self._start_committer()
-        return waiter
+
+    def queued_writes(self) -> int:
+        """How many writes wait for the SQLite committer to take them (not those of its running batch)."""
+        return self._queued
 
     def _start_committer(self) -> None:
         with self._committer_lock:
@@ -738,12 +766,14 @@ class Database:
         stopping = False
         try:
             while not stopping:
-                batch = [self._jobs.get()]
+                batch = self._jobs.get()
                 while len(batch) < _GROUP_MAX:
                     try:
-                        batch.append(self._jobs.get_nowait())
+                        batch += self._jobs.get_nowait()
                     except queue.Empty:
                         break
+                with self._queued_lock:
+                    self._queued -= len(batch)
                 stopping = any(fn is None for fn, _ in batch)
                 batch = [job for job in batch if job[0] is not None]
                 if not batch:
@@ -782,7 +812,7 @@ class Database:
     def dispose(self) -> None:
         """Close every connection; queued writes are finished first."""
         if self._committer is not None:
-            self._jobs.put((None, None))  # the committer finishes what is queued, then exits
+            self._jobs.put([(None, None)])  # the committer finishes what is queued, then exits
             self._committer.join()
             self._committer = None
         for conn in self._thread_conns:
@@ -959,6 +989,7 @@ class _SqliteTx:
                 self.run(statement, params)
             _apply_counts(self, "sqlite", counts)
             conn.execute("COMMIT")
+            self._db.batches += 1
         except Exception as exc:  # BEGIN, a savepoint or COMMIT failed: nothing in the batch is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
