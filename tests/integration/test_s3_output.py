@@ -4,6 +4,8 @@ still make the object the chunks in order, and a part that fails to upload fails
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,28 @@ def test_the_object_is_the_chunks_in_order(peer: S3Peer, tmp_path: Path) -> None
     # every part went up with its CRC32, which S3 checked and combined, as boto3's own transfer manager does
     found = peer.client().get_object_attributes(Bucket=peer.bucket, Key="ordered.csv", ObjectAttributes=["Checksum"])
     assert found["Checksum"]["ChecksumType"] == "COMPOSITE" and found["Checksum"]["ChecksumCRC32"]
+
+
+def test_a_part_goes_to_the_socket_in_one_send(peer: S3Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part's body is handed to the socket whole: sent in http.client's 16 KiB blocks, each block had to win
+    the GIL back from the intake's reader, and a table-to-S3 job's parts went up only once the table was read."""
+    sizes: list[int] = []
+    lock = threading.Lock()
+    sendall = socket.socket.sendall
+
+    def recorded(self: socket.socket, data: Any, *args: Any) -> Any:
+        with lock:
+            sizes.append(len(data))
+        return sendall(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", recorded)
+    out = _output(peer, tmp_path, "whole.csv")
+    out.write(0, _chunk(0))
+    out.finish(1)
+    monkeypatch.undo()
+    assert max(sizes) >= PART
+    body = peer.client().get_object(Bucket=peer.bucket, Key="whole.csv")["Body"].read()
+    assert body.count(b"\n") == 200_001
 
 
 def test_a_part_that_fails_to_upload_fails_the_job(peer: S3Peer, tmp_path: Path) -> None:

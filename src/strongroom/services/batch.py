@@ -1010,6 +1010,16 @@ def split_s3(
         yield from split_csv(body, options, size, "s3 intake", progress)
 
 
+class _WholeReads(io.BytesIO):
+    """A part's bytes for botocore, handing over all that is left on every read: the HTTP body then goes to the
+    socket in one `sendall` and is hashed in one call, each releasing the GIL once. Read in http.client's 16 KiB
+    blocks, every block had to win the GIL back from the intake's reader, and the parts of a table-to-S3 job went
+    up only after the table had been read."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read()
+
+
 class S3Output:
     """s3 output: each chunk's CSV is spooled under its number; the contiguous run of written chunks is cut into
     parts of `part_bytes` (part k+1 is the k-th such slice, so the mapping from chunks to parts depends only on
@@ -1152,7 +1162,7 @@ class S3Output:
                     UploadId=self.upload_id,
                     PartNumber=number,
                     ChecksumAlgorithm="CRC32",
-                    Body=data,
+                    Body=_WholeReads(data),
                 )
                 part = {"ETag": done["ETag"], "PartNumber": number}
                 if "ChecksumCRC32" in done:  # a server that keeps part checksums wants them back at completion
