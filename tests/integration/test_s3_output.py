@@ -60,8 +60,8 @@ def test_the_object_is_the_chunks_in_order(peer: S3Peer, tmp_path: Path) -> None
 
 
 def test_a_part_goes_to_the_socket_in_one_send(peer: S3Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A part's body is handed to the socket whole: sent in http.client's 16 KiB blocks, each block had to win
-    the GIL back from the intake's reader, and a table-to-S3 job's parts went up only once the table was read."""
+    """A part's body is handed to the socket whole: sent in blocks (128 KiB), each block had to win the GIL back
+    from the intake's reader, and a table-to-S3 job's parts went up only once the table was read."""
     sizes: list[int] = []
     lock = threading.Lock()
     sendall = socket.socket.sendall

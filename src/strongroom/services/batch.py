@@ -1012,9 +1012,9 @@ def split_s3(
 
 class _WholeReads(io.BytesIO):
     """A part's bytes for botocore, handing over all that is left on every read: the HTTP body then goes to the
-    socket in one `sendall` and is hashed in one call, each releasing the GIL once. Read in http.client's 16 KiB
-    blocks, every block had to win the GIL back from the intake's reader, and the parts of a table-to-S3 job went
-    up only after the table had been read."""
+    socket in one `sendall` and is hashed in one call, each releasing the GIL once. Read in blocks (128 KiB here),
+    every block had to win the GIL back from the intake's reader, and the parts of a table-to-S3 job went up only
+    after the table had been read."""
 
     def read(self, size: int | None = -1) -> bytes:
         return super().read()

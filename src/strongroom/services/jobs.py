@@ -166,7 +166,7 @@ class JobService:
     def get(self, who: Principal, job_id: str) -> dict[str, Any]:
         """The caller's job (an administrator's: anyone's); 404 otherwise."""
         who.require("read")
-        row = self.jobs.view(job_id) if is_id(job_id) else None
+        row = self.jobs.get(job_id) if is_id(job_id) else None
         if row is None or (row["owner_id"] != who.user_id and not who.admin):
             raise NotFound("batch job not found", {"batchPredictionJobId": "unknown"})
         return row

@@ -38,6 +38,7 @@ JOB_KEYS = (
 _JOB_COLUMNS = tuple(getattr(BatchJob, k) for k in JOB_KEYS)
 _WITH_OWNER = select(*_JOB_COLUMNS, User.username).join(User, User.id == BatchJob.owner_id)
 _ONE_JOB = _WITH_OWNER.where(BatchJob.id == bindparam("id"))
+_MOMENTS = ("created_at", "started_at", "finished_at")
 
 
 def _one_of(statuses: Sequence[str]) -> Any:
@@ -50,6 +51,8 @@ def _job(values: Sequence[Any]) -> dict[str, Any]:
     row = dict(zip(JOB_KEYS, values[: len(JOB_KEYS)], strict=True))
     row["owner"] = values[len(JOB_KEYS)]
     row["intake_ready"] = bool(row["intake_ready"])
+    for key in _MOMENTS:  # the fast read path hands back SQLite's dates as text
+        row[key] = Database.as_datetime(row[key])
     return row
 
 
@@ -98,14 +101,7 @@ class JobRepository:
         self.db.transact(add)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        """The job with its owner's username, or None."""
-        with self.db.read() as s:
-            found = s.execute(_WITH_OWNER.where(BatchJob.id == job_id)).first()
-        return _job(found) if found else None
-
-    def view(self, job_id: str) -> dict[str, Any] | None:
-        """`get` on the prebuilt fast read path, for showing a job (polled often): on SQLite its dates may be
-        text, which `Database.as_datetime` reads."""
+        """The job with its owner's username, or None (one prebuilt statement: a job is polled often)."""
         found = self.db.fetch(_ONE_JOB, {"id": job_id})
         return _job(found[0]) if found else None
 
