@@ -114,9 +114,6 @@ _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in COLUMNS}
 _CURRENT = select(*COLUMNS, _CALLER_ROLE).where(_ONE)
 # Compare-and-swap on the revision read: a concurrent change makes an update match no row.
 _CAS = (Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
-_UPDATE = (
-    update(Credential).where(*_CAS).values({c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED})
-)
 _DELETE = delete(Credential).where(_ONE).returning(Credential.owner_id, Credential.credential_type)
 _DELETE_AT = (
     delete(Credential)
@@ -185,12 +182,22 @@ _INSERT_CHECKED = insert(Credential).from_select(
     ).where(_TOKEN_STILL_VALID),
 )
 _PG_CREATE_CHECKED = _pg_counted(_INSERT_CHECKED, +1)
+
+
+@cache
+def _update(kept: frozenset[str] = frozenset(), checked: bool = False) -> Any:
+    """The compare-and-swap update of every column but the fixed ones and the `kept` (SQLite rewrites an index
+    entry for every indexed column assigned, even to the value it had); with `checked`, only while the caller's
+    token (`token_hash`, of user `owner_id`) is still valid."""
+    values = {c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED and c.name not in kept}
+    return update(Credential).where(*_CAS, *((_TOKEN_STILL_VALID,) if checked else ())).values(values)
+
+
 _PG_DELETE = _pg_counted(delete(Credential).where(*_MINE), -1)  # the owner's, in one statement
 _PG_DELETE_ANY = _pg_counted(delete(Credential).where(_ONE), -1)  # after the caller's role was checked
-_SWAPPED = _UPDATE.returning(Credential.revision).cte("changed")
+_SWAPPED = _update().returning(Credential.revision).cte("changed")
 _PG_UPDATE = pg_audited(select(_SWAPPED.c.revision), _SWAPPED)  # one autocommit statement: atomic on its own
-# The same, only while the caller's token (`token_hash`, of user `owner_id`) is still valid.
-_SWAPPED_CHECKED = _UPDATE.where(_TOKEN_STILL_VALID).returning(Credential.revision).cte("changed")
+_SWAPPED_CHECKED = _update(checked=True).returning(Credential.revision).cte("changed")  # while the token is valid
 _PG_UPDATE_CHECKED = pg_audited(select(_SWAPPED_CHECKED.c.revision), _SWAPPED_CHECKED)
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
@@ -614,7 +621,7 @@ def _swap_audited(tx: Tx, params: Mapping[str, Any], audit: Entry, kept: frozens
     """SQLite: the compare-and-swap update and its audit record (while the token in `params` is valid, when
     there is one); a `one_change` write like `_insert_counted`. The `kept` indexed columns are left out of the
     update: SQLite rewrites an index entry for every indexed column assigned, even to the value it had."""
-    swapped = tx.run(_sqlite_update(kept, "token_hash" in params), params)
+    swapped = tx.run(_update(kept, "token_hash" in params), params)
     if swapped:
         append_in(tx, audit, postgres=False)
     return swapped
@@ -626,14 +633,6 @@ _INDEXED = ("name", "key_version")  # updatable columns with an index of their o
 def _kept(before: Mapping[str, Any] | None, row: Mapping[str, Any]) -> frozenset[str]:
     """The indexed columns an update leaves as they were read (none known without `before`)."""
     return frozenset(c for c in _INDEXED if before is not None and before[c] == row[c])
-
-
-@cache
-def _sqlite_update(kept: frozenset[str], checked: bool) -> Executable:
-    """`_UPDATE` without assigning the `kept` columns (only while the caller's token is valid, when `checked`)."""
-    values = {c.name: bindparam(f"new_{c.name}") for c in COLUMNS if c.name not in FIXED and c.name not in kept}
-    base = update(Credential).where(*_CAS)
-    return base.where(_TOKEN_STILL_VALID).values(values) if checked else base.values(values)
 
 
 def _swap_params(read_revision: int, row: Mapping[str, Any]) -> dict[str, Any]:
