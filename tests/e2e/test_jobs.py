@@ -492,6 +492,39 @@ def test_jdbc_to_s3_and_back(api: httpx.Client, token: str, peers: dict[str, Pee
     assert sorted(u["detail"]["side"] for u in uses) == ["intake", "output"]
 
 
+def test_null_and_the_empty_string_survive_postgres_to_s3_and_back(
+    api: httpx.Client, token: str, peers: dict[str, PeerDatabase], bucket: S3Peer
+) -> None:
+    """PostgreSQL -> S3 writes COPY's CSV (NULL unquoted, the empty string quoted); S3 -> PostgreSQL hands that CSV
+    to COPY as it is, so a new table holds the same NULLs, empty strings, booleans and quoted newlines (parsed
+    with pyarrow's defaults, the NULL text would come back as the empty string)."""
+    peer = peers["postgres"]
+    _flags(peer, "roundflags")
+    store, cred, keys = _store(api, peer), _basic(api, peer.user, peer.password), _s3_credential(api, bucket)
+    s3 = {"type": "s3", "url": f"{bucket.url}/{unique('flags')}.csv", "credential_id": keys,
+          "endpoint_url": bucket.endpoint_url}  # fmt: skip
+    out = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "jdbc", "data_store_id": store, "table": "roundflags", "credential_id": cred},
+        output_settings=s3,
+    )
+    assert _wait(api, out.id)["status"] == "COMPLETED"
+    table = unique("flagsback").replace("-", "_")
+    back = dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings=s3,
+        output_settings={"type": "jdbc", "data_store_id": store, "table": table, "statement_type": "create_table",
+                         "credential_id": cred},
+        chunk_size=20,
+    )  # fmt: skip
+    assert _wait(api, back.id)["status"] == "COMPLETED"
+    assert _wait(api, back.id)["scoredRows"] == 4
+    assert _execute(peer, f"SELECT id, label, flag FROM {table} ORDER BY id") == _execute(
+        peer, "SELECT id, label, flag FROM roundflags ORDER BY id"
+    )
+    assert _execute(peer, f"SELECT count(*) FROM {table} WHERE label IS NULL") == [(1,)]
+
+
 def test_an_s3_output_of_several_parts_is_the_input(api: httpx.Client, bucket: S3Peer, tmp_path: Path) -> None:
     """A localFile intake of ~8 MiB to S3: chunks are cut into 5 MiB parts of one multipart upload, and the
     object is the input, row for row, in order."""

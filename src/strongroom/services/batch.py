@@ -48,14 +48,14 @@ import pyarrow.ipc
 import sqlalchemy as sa
 from psycopg import pq
 from psycopg import sql as psycopg_sql
-from psycopg.errors import error_from_result
+from psycopg.errors import DataError, error_from_result
 from sqlalchemy.engine import Connection
 
 from strongroom.errors import InvalidInput, StrongroomError
 from strongroom.services import s3
 from strongroom.services.connections import Connector, Target, connected, explain
 
-Scorer = Callable[[pa.RecordBatch], pa.RecordBatch]
+Scorer = Callable[["pa.RecordBatch | CsvSlice"], "pa.RecordBatch | CsvSlice"]
 STAGE_CHUNK = "_sr_chunk"
 STAGE_ROW = "_sr_row"
 _ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -119,7 +119,11 @@ def scorer(entry_point: str | None, passthrough_columns: Sequence[str] | None) -
     passthrough columns (all of them unless `passthrough_columns` lists some)."""
     fn = load_function(entry_point) if entry_point else None
 
-    def score(batch: pa.RecordBatch) -> pa.RecordBatch:
+    def score(batch: pa.RecordBatch | CsvSlice) -> pa.RecordBatch | CsvSlice:
+        if isinstance(batch, CsvSlice):
+            if batch.copy and fn is None and passthrough_columns is None:
+                return batch  # every column unchanged, into PostgreSQL's COPY: never parsed here
+            batch = batch.parse()
         kept = batch
         if passthrough_columns is not None:
             missing = [c for c in passthrough_columns if c not in batch.schema.names]
@@ -292,7 +296,7 @@ def spool_batch(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path) -> None
         if isinstance(batch, CsvChunk):
             metadata = {_SPOOLED_CSV: str(batch.num_rows).encode()}
         else:
-            described = {"options": dict(batch.options), "adapter": batch.adapter}
+            described = {"options": dict(batch.options), "adapter": batch.adapter, "copy": batch.copy}
             metadata = {
                 _SPOOLED_SLICE: json.dumps(described).encode(),
                 b"schema": batch.schema.serialize().to_pybytes(),
@@ -305,8 +309,8 @@ def spool_batch(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path) -> None
     os.replace(aside, path)
 
 
-def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk:
-    """A chunk spooled by `spool_batch` (a CsvSlice parsed here, into its batch)."""
+def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk | CsvSlice:
+    """A chunk spooled by `spool_batch` (a CsvSlice as it was, its bytes not parsed)."""
     with pa.OSFile(str(path), "rb") as source:
         batch = pa.ipc.open_stream(source).read_next_batch()
     metadata = batch.schema.metadata or {}
@@ -316,21 +320,23 @@ def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk:
         described = json.loads(metadata[_SPOOLED_SLICE])
         schema = pa.ipc.read_schema(pa.py_buffer(metadata[b"schema"]))
         data = batch.column(0)[0].as_buffer()
-        return CsvSlice(data, schema, described["options"], described["adapter"]).parse()
+        return CsvSlice(data, schema, described["options"], described["adapter"], described.get("copy", False))
     return batch
 
 
-def csv_bytes(batch: pa.RecordBatch | CsvChunk, header: bool, options: Mapping[str, str]) -> Any:
+def csv_bytes(batch: pa.RecordBatch | CsvChunk | CsvSlice, header: bool, options: Mapping[str, str]) -> Any:
     """One chunk's CSV as a bytes-like object: a CsvChunk's bytes as they are, a batch rendered by pyarrow."""
     if isinstance(batch, CsvChunk):
         return batch.data
+    if isinstance(batch, CsvSlice):
+        batch = batch.parse()
     sink = pa.BufferOutputStream()
     write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
     pacsv.write_csv(batch, sink, write)
     return sink.getvalue()
 
 
-def write_csv(batch: pa.RecordBatch | CsvChunk, path: Path, header: bool, options: Mapping[str, str]) -> Any:
+def write_csv(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path, header: bool, options: Mapping[str, str]) -> Any:
     """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt); what was
     written, as a bytes-like object."""
     data = csv_bytes(batch, header, options)
@@ -345,12 +351,19 @@ class CsvSlice:
     """Whole rows of an intake's CSV as they were read (no header), not parsed yet: a queued job's producer cuts an
     S3 object at row ends and each chunk task parses its own slice, so the parsing runs on every worker instead
     of only on the producer's. `schema` holds the column names and the types inferred from the object's first
-    block (so every slice parses alike, as one streaming reader would), `options` the job's csvSettings."""
+    MiB (so every slice parses alike, as one streaming reader would), `options` the job's csvSettings.
 
-    __slots__ = ("adapter", "data", "options", "schema")
+    `copy`: the slice goes to PostgreSQL's `COPY … FROM STDIN (FORMAT csv)` as it is (a passthrough into a
+    PostgreSQL table), so it is read by COPY's rules throughout: types are inferred with only an unquoted empty
+    field as NULL (a quoted one is the empty string, and `NA`, `null` or `NaN` are values), and `parse` reads it
+    the same way."""
 
-    def __init__(self, data: Any, schema: pa.Schema, options: Mapping[str, str], adapter: str) -> None:
-        self.data, self.schema, self.options, self.adapter = data, schema, options, adapter
+    __slots__ = ("adapter", "copy", "data", "options", "schema")
+
+    def __init__(
+        self, data: Any, schema: pa.Schema, options: Mapping[str, str], adapter: str, copy: bool = False
+    ) -> None:
+        self.data, self.schema, self.options, self.adapter, self.copy = data, schema, options, adapter, copy
 
     def parse(self) -> pa.RecordBatch:
         """The slice's rows as one batch of `schema` (JobFailed naming the adapter when they do not parse)."""
@@ -361,15 +374,36 @@ class CsvSlice:
                 pa.BufferReader(self.data),
                 read_options=pacsv.ReadOptions(column_names=self.schema.names, encoding=self.options["encoding"]),
                 parse_options=_parse_options(self.options),
-                convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in self.schema}),
+                convert_options=_convert_options(self.copy, {f.name: f.type for f in self.schema}),
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise _unreadable(self.adapter, exc) from None
         return _one_batch(table) if table.num_rows else pa.RecordBatch.from_pylist([], schema=self.schema)
 
+    def copies_as_is(self) -> bool:
+        """Whether COPY may be given these bytes as they are: no `\\.` (COPY's end-of-data line), and in a
+        single column no blank line (COPY reads it as a NULL row where `parse` skips it; with more columns COPY
+        refuses it, and the writer then falls back to `parse`, as for a mix of line ends)."""
+        unsafe = _COPY_UNSAFE_ONE if len(self.schema) == 1 else _COPY_UNSAFE
+        return unsafe.search(memoryview(self.data)) is None
+
+
+_COPY_UNSAFE = re.compile(rb"\\\.")
+_COPY_UNSAFE_ONE = re.compile(rb"\\\.|\n\r?\n|\A\r?\n")
+
 
 def _parse_options(options: Mapping[str, str]) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True)
+
+
+def _convert_options(copy: bool, types: Mapping[str, pa.DataType] | None = None) -> pacsv.ConvertOptions:
+    """pyarrow's defaults (empty, `NA`, `null`, `NaN` … are NULL except in text), or, for `copy`, COPY's: only an
+    unquoted empty field is NULL, in every column."""
+    if copy:
+        return pacsv.ConvertOptions(
+            column_types=types or {}, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
+        )
+    return pacsv.ConvertOptions(column_types=types or {})
 
 
 def splits_at_bytes(options: Mapping[str, str]) -> bool:
@@ -396,12 +430,19 @@ def _row_end(data: bytearray, start: int, quote: bytes) -> int:
 
 
 def split_csv(
-    stream: Any, options: Mapping[str, str], size: int, adapter: str, progress: Callable[[int], None] | None = None
+    stream: Any,
+    options: Mapping[str, str],
+    size: ChunkSize | int,
+    adapter: str,
+    progress: Callable[[int], None] | None = None,
+    copy: bool = False,
 ) -> Iterator[CsvSlice]:
     """A CSV stream (`read(n)`, with its header) cut into slices of whole rows, each the first row end at or past
-    `size` bytes (at least one slice, empty when there are no rows). Types are inferred from the first 1 MiB of
-    rows, as the streaming reader infers them from its first block. `progress` gets the stream's estimated row
-    count from that first MiB (`total` bytes, if the caller knows it, is read from `stream.total`)."""
+    `size` bytes (a ChunkSize of rows: that many rows' bytes at the first MiB's average; at least one slice,
+    empty when there are no rows). Types are inferred from the first 1 MiB of
+    rows, as the streaming reader infers them from its first block (by COPY's rules for `copy` slices). `progress`
+    gets the stream's estimated row count from that first MiB (`total` bytes, if the caller knows it, is read
+    from `stream.total`)."""
     quote = options["quotechar"].encode(options["encoding"])
     data = bytearray()
     ended = False
@@ -424,7 +465,7 @@ def split_csv(
     header = bytes(data[: cut(0)])
     del data[: len(header)]
     if not header.strip():
-        yield CsvSlice(b"", pa.schema([]), options, adapter)
+        yield CsvSlice(b"", pa.schema([]), options, adapter, copy)
         return
     fill(1 << 20)
     first = bytes(data[: cut(1 << 20)]) if len(data) > 1 << 20 else bytes(data)
@@ -433,9 +474,12 @@ def split_csv(
             pa.BufferReader(header + first),
             read_options=pacsv.ReadOptions(block_size=1 << 20, encoding=options["encoding"]),
             parse_options=_parse_options(options),
+            convert_options=_convert_options(copy),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _unreadable(adapter, exc) from None
+    if isinstance(size, ChunkSize):
+        size = size.bytes or size.rows_at(len(first) / max(sample.num_rows, 1))
     total = getattr(stream, "total", 0)
     if progress is not None and total and first:
         progress(round(sample.num_rows * (total - len(header)) / len(first)))
@@ -446,10 +490,10 @@ def split_csv(
             break
         end = cut(max(size - 1, 0))
         produced = True
-        yield CsvSlice(bytes(data[:end]), sample.schema, options, adapter)
+        yield CsvSlice(bytes(data[:end]), sample.schema, options, adapter, copy)
         del data[:end]
     if not produced:
-        yield CsvSlice(b"", sample.schema, options, adapter)
+        yield CsvSlice(b"", sample.schema, options, adapter, copy)
 
 
 # ---- databases ------------------------------------------------------------------------------------------------
@@ -705,6 +749,21 @@ def _transient(exc: sa.exc.DBAPIError) -> bool:
 
 
 _COPY_ROWS = 8192  # rows rendered per write of a chunk's COPY (about 1 MB of CSV here)
+_CHUNK_NAME = "strongroom.chunk"  # set for its transaction by each chunk's write to a PostgreSQL staging table
+_CHUNK_SETTING = sa.text(f"(current_setting('{_CHUNK_NAME}'))::integer")
+_REFUSED_AT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
+
+
+def _refused(exc: Exception, table: str, number: int) -> str:
+    """Why PostgreSQL refused a chunk's CSV: the kind of error, the line of the chunk and the column, never the
+    value (the driver's message quotes it)."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(exc).__name__).lower()
+    context = getattr(getattr(exc, "diag", None), "context", None) or ""
+    found = _REFUSED_AT.search(context)
+    where = ""
+    if found:
+        where = f" at line {found[1]} of chunk {number}" + (f", column {found[2]}" if found[2] else "")
+    return f"PostgreSQL refused the CSV for {table!r}{where} ({kind})"
 
 
 class TableOutput:
@@ -768,16 +827,15 @@ class TableOutput:
                     raise JobFailed(f"jdbc output: the table {self.table!r} has no column {field.name!r}")
                 kind = self.target_columns[field.name] if self.target_columns is not None else sql_type(field.type)
                 columns.append(sa.Column(field.name, kind, nullable=True))
-            stage = sa.Table(
-                self.stage_name,
-                sa.MetaData(),
-                *columns,
-                # MySQL/InnoDB clusters rows on a primary key; PostgreSQL's staging table has no index to keep up
-                # (a chunk's first attempt deletes nothing, a rare retry scans).
-                sa.Column(STAGE_CHUNK, sa.Integer, primary_key=mysql, nullable=False),
-                sa.Column(STAGE_ROW, sa.Integer, primary_key=mysql, nullable=False),
-                schema=self.schema,
-            )
+            if mysql:  # InnoDB clusters rows on a primary key: the chunk and the row's place in it
+                tags = [
+                    sa.Column(STAGE_CHUNK, sa.Integer, primary_key=True, nullable=False),
+                    sa.Column(STAGE_ROW, sa.Integer, primary_key=True, nullable=False),
+                ]
+            else:  # no index to keep up (a chunk's first attempt deletes nothing, a rare retry scans); the chunk
+                # number comes from the writing transaction's setting, so COPY sends the intake's columns only
+                tags = [sa.Column(STAGE_CHUNK, sa.Integer, server_default=_CHUNK_SETTING, nullable=False)]
+            stage = sa.Table(self.stage_name, sa.MetaData(), *columns, *tags, schema=self.schema)
             try:
                 stage.create(conn, checkfirst=True)
                 conn.commit()
@@ -788,47 +846,89 @@ class TableOutput:
             self.stage = stage
             return stage
 
-    def write(self, number: int, batch: pa.RecordBatch, attempt: int = 2) -> None:
-        """Replace chunk `number`'s rows in the staging table, in one transaction (PostgreSQL: `COPY … FROM
-        STDIN` of the chunk as CSV; MySQL/MariaDB: a multi-row INSERT). A first attempt has nothing to replace:
-        an attempt that died before its commit left nothing."""
+    @property
+    def postgres(self) -> bool:
+        """Whether the output store is PostgreSQL (where a `CsvSlice` is written by COPY as it is)."""
+        return self.where.driver.dialect.startswith("postgresql")
+
+    def write(self, number: int, batch: pa.RecordBatch | CsvSlice, attempt: int = 2) -> int:
+        """Replace chunk `number`'s rows in the staging table, in one transaction; how many rows it holds.
+        PostgreSQL: `COPY … FROM STDIN` of the chunk as CSV (a `copy` slice's bytes as they came, unless COPY
+        would read them otherwise than `parse`); MySQL/MariaDB: a multi-row INSERT. A first attempt has nothing to
+        replace: an attempt that died before its commit left nothing."""
         with self.connect() as conn:
             stage = self._prepare(conn, batch)
             postgres = conn.dialect.name == "postgresql"
+            if isinstance(batch, CsvSlice) and not (postgres and batch.copy and batch.copies_as_is()):
+                batch = batch.parse()
+            return self._replace(conn, stage, number, batch, attempt)
+
+    def _replace(self, conn: Connection, stage: sa.Table, number: int, batch: Any, attempt: int) -> int:
+        """`write`'s transaction, tried again on a deadlock or serialisation failure; a slice COPY refuses as it
+        is goes again parsed (a blank line, mixed line ends), so that `parse` names what it cannot read."""
+        postgres = conn.dialect.name == "postgresql"
+        if isinstance(batch, pa.RecordBatch) and not postgres:  # MySQL: the chunk and row tags of the key
             ones = pa.repeat(pa.scalar(1, pa.int32()), batch.num_rows)
-            tagged = batch.append_column(STAGE_CHUNK, pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
-            tagged = tagged.append_column(STAGE_ROW, pc.subtract(pc.cumulative_sum(ones), 1))
-            if conn.in_transaction():
-                conn.commit()
-            for tries in range(_RETRIES):
-                try:
-                    with conn.begin():  # COPY goes through the driver: the transaction must be SQLAlchemy's
-                        if attempt > 1 or tries > 0:
-                            conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
-                        if batch.num_rows and postgres:
-                            self._copy_in(conn, stage, tagged)
-                        elif batch.num_rows:
-                            conn.execute(stage.insert(), tagged.to_pylist())
-                    return
-                except sa.exc.OperationalError as exc:
-                    if tries == _RETRIES - 1 or not _transient(exc):
-                        raise
-                    time.sleep(0.05 * (tries + 1))
+            batch = batch.append_column(STAGE_CHUNK, pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
+            batch = batch.append_column(STAGE_ROW, pc.subtract(pc.cumulative_sum(ones), 1))
+        if conn.in_transaction():
+            conn.commit()
+        for tries in range(_RETRIES):
+            try:
+                with conn.begin():  # COPY goes through the driver: the transaction must be SQLAlchemy's
+                    if postgres:
+                        conn.execute(sa.select(sa.func.set_config(_CHUNK_NAME, str(number), True)))
+                    if attempt > 1 or tries > 0:
+                        conn.execute(stage.delete().where(stage.c[STAGE_CHUNK] == number))
+                    if isinstance(batch, CsvSlice):
+                        return self._copy_slice(conn, stage, batch)
+                    if batch.num_rows and postgres:
+                        self._copy_in(conn, stage, batch)
+                    elif batch.num_rows:
+                        conn.execute(stage.insert(), batch.to_pylist())
+                return int(batch.num_rows)
+            except DataError as exc:
+                if not isinstance(batch, CsvSlice):
+                    raise JobFailed(f"jdbc output: {_refused(exc, self.table, number)}") from None
+                batch = batch.parse()
+            except sa.exc.OperationalError as exc:
+                if tries == _RETRIES - 1 or not _transient(exc):
+                    raise
+                time.sleep(0.05 * (tries + 1))
+        raise AssertionError("unreachable: the last try returns or raises")
 
     @staticmethod
-    def _copy_in(conn: Connection, stage: sa.Table, tagged: pa.RecordBatch) -> None:
+    def _copy_slice(conn: Connection, stage: sa.Table, piece: CsvSlice) -> int:
+        """`COPY stage FROM STDIN` of a slice's bytes as they are, in the connection's transaction; the rows
+        COPY stored."""
+        if not len(piece.data):
+            return 0
+        preparer = conn.dialect.identifier_preparer
+        columns = ", ".join(preparer.quote(name) for name in piece.schema.names)
+        delimiter, quote = (piece.options[k].replace("'", "''") for k in ("delimiter", "quotechar"))
+        statement = (
+            f"COPY {preparer.format_table(stage)} ({columns}) FROM STDIN "
+            f"WITH (FORMAT csv, DELIMITER '{delimiter}', QUOTE '{quote}')"
+        )
+        with conn.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                copy.write(piece.data)
+            return int(cursor.rowcount)
+
+    @staticmethod
+    def _copy_in(conn: Connection, stage: sa.Table, batch: pa.RecordBatch) -> None:
         """`COPY stage FROM STDIN` of a chunk as CSV (an unquoted empty field is NULL, a quoted one the empty
         string), in the connection's transaction; rendered `_COPY_ROWS` rows at a time, so the chunk's CSV is
         never held whole."""
         preparer = conn.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(name) for name in tagged.schema.names)
+        columns = ", ".join(preparer.quote(name) for name in batch.schema.names)
         target = preparer.format_table(stage)
         raw = conn.connection.driver_connection
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            for start in range(0, tagged.num_rows, _COPY_ROWS):
+            for start in range(0, batch.num_rows, _COPY_ROWS):
                 sink = pa.BufferOutputStream()
-                pacsv.write_csv(tagged.slice(start, _COPY_ROWS), sink, options)
+                pacsv.write_csv(batch.slice(start, _COPY_ROWS), sink, options)
                 copy.write(memoryview(sink.getvalue()))
 
     def finish(self, total: int) -> None:
@@ -845,10 +945,9 @@ class TableOutput:
                 if self.target_columns is None and conn.dialect.name == "postgresql":
                     preparer = conn.dialect.identifier_preparer
                     staged = preparer.format_table(stage)
-                    conn.exec_driver_sql(
-                        f"ALTER TABLE {staged} DROP COLUMN {preparer.quote(STAGE_CHUNK)}, "
-                        f"DROP COLUMN {preparer.quote(STAGE_ROW)}"
-                    )
+                    tags = [c.name for c in stage.columns if c.name in (STAGE_CHUNK, STAGE_ROW)]
+                    dropped = ", ".join(f"DROP COLUMN {preparer.quote(name)}" for name in tags)
+                    conn.exec_driver_sql(f"ALTER TABLE {staged} {dropped}")
                     conn.exec_driver_sql(f"ALTER TABLE {staged} RENAME TO {preparer.quote(self.table)}")
                     conn.commit()
                     self._drop(self.older_stages)
@@ -1001,13 +1100,14 @@ def split_s3(
     where: s3.Location,
     keys: s3.Keys,
     options: Mapping[str, str],
-    size: int,
+    size: ChunkSize | int,
     progress: Callable[[int], None] | None = None,
+    copy: bool = False,
 ) -> Iterator[CsvSlice]:
     """The object's CSV cut into slices of whole rows of about `size` bytes, unparsed (see `split_csv`)."""
     with _s3_object(connector, where, keys) as found:
         body = _Counted(found["Body"], int(found.get("ContentLength") or 0))
-        yield from split_csv(body, options, size, "s3 intake", progress)
+        yield from split_csv(body, options, size, "s3 intake", progress, copy)
 
 
 class _WholeReads(io.BytesIO):
@@ -1077,8 +1177,10 @@ class S3Output:
                 return None
             raise JobFailed(f"s3 output: {s3.explain(exc, self.where).message}") from None
 
-    def write(self, number: int, batch: pa.RecordBatch, attempt: int = 2) -> None:
-        """Spool chunk `number`, then upload whatever whole parts the written chunks now fill."""
+    def write(self, number: int, batch: pa.RecordBatch | CsvChunk | CsvSlice, attempt: int = 2) -> int:
+        """Spool chunk `number`, then upload whatever whole parts the written chunks now fill; its rows."""
+        if isinstance(batch, CsvSlice):
+            batch = batch.parse()
         if self.keep_chunks:
             data = write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
         else:
@@ -1087,6 +1189,7 @@ class S3Output:
             if number >= self.next_chunk:
                 self.written[number] = memoryview(data)
         self._advance()
+        return batch.num_rows
 
     def _advance(self) -> None:
         """Take the written chunks in order (from memory, or the spool when another process wrote them) and cut

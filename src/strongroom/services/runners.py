@@ -129,7 +129,8 @@ class JobRunner:
         if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
             sink.discard()  # what the stopped run staged: every chunk is written again
         self._outputs[job_id] = sink
-        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw) as chunks:
+        copy = copies_slices(deployment, columns, intake, sink, options)
+        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, copy=copy) as chunks:
             total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
         if job_id in self.cancelled:
             self._cleanup_output(job_id)
@@ -169,12 +170,12 @@ class JobRunner:
                 attempt = self.jobs.chunk_started(job_id, number, self.worker, now, now + LEASE)
                 scored = score(chunk)
                 try:
-                    sink.write(number, scored, attempt)
+                    rows = sink.write(number, scored, attempt)
                 except batch.JobFailed:
                     raise
                 except StrongroomError as exc:
                     raise batch.JobFailed(_prefixed(exc, f"{output_kind} output")) from None
-                self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow())
+                self.jobs.chunk_done(job_id, number, rows, utcnow())
             except BaseException as exc:
                 failures.append(exc)
             finally:
@@ -212,12 +213,14 @@ def open_intake(
     purpose: Mapping[str, Any],
     raw: bool = False,
     split: bool = False,
+    copy: bool = False,
 ) -> Any:
     """The intake's chunks of `size` (a `batch.ChunkSize`), in a context that holds its connection open (failures
     name the adapter). `raw`: a PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a
     passthrough into a CSV output. `split`: an s3 intake's chunks are unparsed slices of whole rows of about
-    `size.bytes` (`CsvSlice`s, parsed by whoever writes them). An s3 intake keeps the job's expected rows (its
-    percentage) estimated as it reads."""
+    `size.bytes` (`CsvSlice`s, parsed by whoever writes them). `copy`: an s3 intake's chunks are such slices
+    for PostgreSQL's COPY, of `size` in bytes or rows (see `copies_slices`). An s3 intake keeps the job's
+    expected rows (its percentage) estimated as it reads."""
     from contextlib import contextmanager
 
     from strongroom.services import batch
@@ -231,8 +234,8 @@ def open_intake(
             location = s3_location(intake, "intakeSettings")
             keys = service.s3_keys(who, intake, {**purpose, "side": "intake"})
             expect = lambda rows: service.jobs.set(job_id, {"expected_rows": rows})  # noqa: E731
-            if split and size.bytes and batch.splits_at_bytes(options):
-                yield batch.split_s3(service.connector, location, keys, options, size.bytes, expect)
+            if batch.splits_at_bytes(options) and (copy or (split and size.bytes)):
+                yield batch.split_s3(service.connector, location, keys, options, size, expect, copy)
             else:
                 yield batch.read_s3(service.connector, location, keys, options, size, expect)
             return
@@ -313,6 +316,19 @@ def passes_csv_through(
     return plain and output["type"] in ("localFile", "s3") and batch.passes_csv_through(options)
 
 
+def copies_slices(
+    deployment: Mapping[str, Any], columns: Any, intake: Mapping[str, Any], sink: Any, options: Mapping[str, str]
+) -> bool:
+    """Whether the job hands its intake's CSV to PostgreSQL's COPY as it is: the built-in passthrough of every
+    column from an s3 intake into a PostgreSQL table, in UTF-8. PostgreSQL then parses the rows (an unquoted
+    empty field is NULL, a quoted one the empty string), exactly as its own `COPY … FROM STDIN` of the file."""
+    from strongroom.services import batch
+
+    plain = deployment["entry_point"] is None and columns is None
+    into_postgres = isinstance(sink, batch.TableOutput) and sink.postgres
+    return plain and into_postgres and intake["type"] == "s3" and batch.passes_csv_through(options)
+
+
 def open_sink(
     service: JobService,
     job_id: str,
@@ -358,10 +374,13 @@ class _FileOutput:
     def __init__(self, service: JobService, job_id: str, options: Mapping[str, str]) -> None:
         self.service, self.job_id, self.options = service, job_id, options
 
-    def write(self, number: int, batch: Any, attempt: int = 2) -> None:
-        from strongroom.services.batch import write_csv
+    def write(self, number: int, batch: Any, attempt: int = 2) -> int:
+        from strongroom.services.batch import CsvSlice, write_csv
 
+        if isinstance(batch, CsvSlice):
+            batch = batch.parse()
         write_csv(batch, self.service.output_file(self.job_id, number), number == 0, self.options)
+        return int(batch.num_rows)
 
     def finish(self, total: int) -> None:
         return None
@@ -540,7 +559,8 @@ class QueuedJobs:
         raw = passes_csv_through(deployment, columns, spec["outputSettings"], options)
         intake = spec["intakeSettings"]
         # Parsing an s3 intake is left to the chunk tasks, on every worker: the one producer only cuts rows.
-        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, split=True) as chunks:
+        copy = copies_slices(deployment, columns, intake, sink, options)
+        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, True, copy) as chunks:
             try:
                 for number, chunk in enumerate(chunks):
                     while self.jobs.in_flight(job_id) >= limit:
@@ -598,7 +618,7 @@ class QueuedJobs:
         if output["type"] == "jdbc":
             sink = self._table_output(job_id, generation, who, output, options, purpose)
             try:
-                sink.write(number, scored, attempt)
+                rows = sink.write(number, scored, attempt)
             except batch.JobFailed:
                 raise
             except StrongroomError as exc:
@@ -607,9 +627,10 @@ class QueuedJobs:
             folder = self.service.root / job_id / "out"
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             batch.write_csv(scored, folder / f"{number:08d}.csv", number == 0, options)
+            rows = scored.num_rows
         if not self._current(job_id, generation):  # discarded, if ended: this write may have come after
             return
-        if not self.jobs.chunk_done(job_id, number, scored.num_rows, utcnow(), generation):
+        if not self.jobs.chunk_done(job_id, number, rows, utcnow(), generation):
             return
         path.unlink(missing_ok=True)
         self._maybe_finish(job_id)
