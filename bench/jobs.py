@@ -497,7 +497,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, out: Path) -> Path:
         f"# Batch-job benchmark, {date.today().isoformat()}",
         "",
         f"`python -m bench.jobs --sizes {args.sizes} --chunk-size {args.chunk_size} --num-concurrent "
-        f"{args.num_concurrent} --workers-concurrent {args.workers_concurrent} --statement-type "
+        f"{args.num_concurrent} --workers-concurrent {args.workers_concurrent} --worker-concurrency "
+        f"{args.worker_concurrency} --statement-type "
         f"{args.statement_type} --repeat {args.repeat}` (the fastest of the runs counts, for each job and each "
         f"baseline; peak RSS over all of a process's runs); {os.cpu_count()} cores shared with other work "
         "(load averages 1/5/15 min beside each figure). Jobs: the built-in passthrough deployment, in a fresh "
@@ -560,7 +561,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--num-concurrent", type=int, default=2, help="chunks of a job at once (numConcurrent)")
     parser.add_argument("--workers-concurrent", type=int, default=4, help="numConcurrent of the workers' job")
-    parser.add_argument("--worker-concurrency", type=int, default=2, help="each worker's --concurrency")
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=1,
+        help="each worker's --concurrency (1: a worker per core, one chunk at a time, so the second worker is the "
+        "scale-out measured; at 2, one worker already runs two chunks' COPYs on the two cores)",
+    )
     parser.add_argument("--pin-workers", action="store_true", help="worker i on core i (taskset)")
     parser.add_argument(
         "--statement-type", default="create_table", choices=("create_table", "insert"), help="of the jdbc output"

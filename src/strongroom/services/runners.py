@@ -94,6 +94,8 @@ class JobRunner:
         output = self._outputs.pop(job_id, None)
         if output is not None:
             output.discard()
+            if hasattr(output, "close"):
+                output.close()
 
     def _attempt(self, job_id: str) -> None:
         from strongroom.services import batch
@@ -125,23 +127,28 @@ class JobRunner:
             self.jobs.forget_chunks(job_id)
             shutil.rmtree(folder, ignore_errors=True)
         keep = intake["type"] == "localFile"  # a resumed localFile job keeps its finished chunks' output
-        sink = open_sink(self.service, job_id, who, output, options, purpose, keep_chunks=keep)
-        if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
-            sink.discard()  # what the stopped run staged: every chunk is written again
-        self._outputs[job_id] = sink
-        copy = copies_slices(deployment, columns, intake, sink, options)
-        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, copy=copy) as chunks:
-            total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
-        if job_id in self.cancelled:
-            self._cleanup_output(job_id)
-        if self._stopped(job_id):
-            return
+        # pooled: a jdbc output's connections stay open from chunk to chunk (closed when the job ends)
+        sink = open_sink(self.service, job_id, who, output, options, purpose, keep_chunks=keep, pooled=True)
         try:
-            sink.finish(total)
-        except StrongroomError as exc:
-            raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
-        self._outputs.pop(job_id, None)
-        self.service.complete(job_id, total, output["type"])
+            if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
+                sink.discard()  # what the stopped run staged: every chunk is written again
+            self._outputs[job_id] = sink
+            copy = copies_slices(deployment, columns, intake, sink, options)
+            with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, copy=copy) as chunks:
+                total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
+            if job_id in self.cancelled:
+                self._cleanup_output(job_id)
+            if self._stopped(job_id):
+                return
+            try:
+                sink.finish(total)
+            except StrongroomError as exc:
+                raise batch.JobFailed(_prefixed(exc, f"{output['type']} output")) from None
+            self._outputs.pop(job_id, None)
+            self.service.complete(job_id, total, output["type"])
+        finally:
+            if isinstance(sink, batch.TableOutput):
+                sink.close()
 
     def _chunks(
         self,

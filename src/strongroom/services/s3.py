@@ -171,6 +171,15 @@ def client(connector: Connector, where: Location, signing: Keys) -> Any:
 _SESSION_LOCK = threading.Lock()
 
 
+def warm_up() -> None:
+    """Load botocore's S3 model into the process's session now (a client made and closed, no request sent)."""
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    with _SESSION_LOCK:
+        _session().client("s3", region_name="us-east-1", config=Config(signature_version=UNSIGNED)).close()
+
+
 @cache
 def _session() -> Any:
     """The process's boto3 session (credentials are given per client, never taken from it)."""
