@@ -433,7 +433,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     times = []
                     with stack(workdir, f"workers-{count}", target, s3, stores[-1].url, count,
                                args.worker_concurrency, args.pin_workers) as st:  # fmt: skip
-                        st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_w{count}", "create_table"), chunk=chunk,
+                        # warm-up chunks of 4 KiB: every worker takes some (one 5 MB chunk would warm one worker)
+                        st.job(**s3_to_postgres(st, s3, "warm.csv", f"warm_w{count}", "create_table"), chunk=4096,
                                concurrent=args.workers_concurrent)  # fmt: skip
                         for n, pid in enumerate(st.job_pids()):
                             profiler.start(pid, f"workers-{count}-{n}")
