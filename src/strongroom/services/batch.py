@@ -8,12 +8,15 @@ and output adapters that write each chunk under its number, so that a chunk run 
   server-side cursor (`stream_results`, `fetchSize` rows per round trip).
 - localFile output: one spool file per chunk (`out/<number>.csv`, written aside then renamed), streamed in
   chunk order by the download route.
-- s3 intake: the object streamed through a 1 MiB buffer into the same CSV reader.
+- s3 intake: the object streamed through a 1 MiB buffer into the same CSV reader, or cut into slices of whole
+  rows (`CsvSlice`): a queued job's chunk tasks parse their own, and a passthrough into a PostgreSQL table hands
+  each slice to COPY as it was read (what PostgreSQL's own COPY of the file would store).
 - s3 output: chunks spooled as for localFile, the contiguous run of written chunks cut into 8 MiB parts of one
   multipart upload as they fill, completed by `finish` (see `S3Output`).
 - jdbc output: the rows go to a staging table per job (`sr_stage_<job id>`, each row tagged with its chunk
-  number and position; a chunk run again first deletes its earlier rows), and `finish` moves them into the
-  target table in one transaction (create_table on PostgreSQL: renamed into place), then drops the staging table.
+  number, and on MySQL its position; a chunk run again first deletes its earlier rows), and `finish` moves them
+  into the target table in one transaction (create_table on PostgreSQL: renamed into place), then drops the
+  staging table.
 
 A chunk is `ChunkSize` rows: given, or derived from DataRobot's chunkSize in bytes. Memory stays bounded by the
 chunk size times the chunks in flight (see `return_big_buffers` for what the allocator keeps). No secret passes
@@ -957,8 +960,7 @@ class TableOutput:
                 if self.target_columns is None and conn.dialect.name == "postgresql":
                     preparer = conn.dialect.identifier_preparer
                     staged = preparer.format_table(stage)
-                    tags = [c.name for c in stage.columns if c.name in (STAGE_CHUNK, STAGE_ROW)]
-                    dropped = ", ".join(f"DROP COLUMN {preparer.quote(name)}" for name in tags)
+                    dropped = ", ".join(f"DROP COLUMN IF EXISTS {preparer.quote(n)}" for n in (STAGE_CHUNK, STAGE_ROW))
                     conn.exec_driver_sql(f"ALTER TABLE {staged} {dropped}")
                     conn.exec_driver_sql(f"ALTER TABLE {staged} RENAME TO {preparer.quote(self.table)}")
                     conn.commit()
@@ -1004,12 +1006,16 @@ class TableOutput:
     def _reflect(self) -> bool:
         """Find the staging table another process filled (a queued job's chunks run elsewhere); False if none."""
         with self.connect() as conn:
-            inspector = sa.inspect(conn)
-            if not inspector.has_table(self.stage_name, schema=self.schema):
+            if not _exists(conn, self.stage_name, self.schema):
                 return False
-            if inspector.has_table(self.table, schema=self.schema):
+            if _exists(conn, self.table, self.schema):
+                inspector = sa.inspect(conn)
                 self.target_columns = {c["name"]: c["type"] for c in inspector.get_columns(self.table, self.schema)}
-            self.stage = sa.Table(self.stage_name, sa.MetaData(), autoload_with=conn, schema=self.schema)
+            if self.target_columns is None and conn.dialect.name == "postgresql":
+                # renamed into place by `finish`, which needs no more than its name
+                self.stage = sa.Table(self.stage_name, sa.MetaData(), schema=self.schema)
+            else:
+                self.stage = sa.Table(self.stage_name, sa.MetaData(), autoload_with=conn, schema=self.schema)
         return True
 
     def discard(self) -> None:
@@ -1020,7 +1026,7 @@ class TableOutput:
         try:
             with self.connect() as conn:
                 for name in names:
-                    sa.Table(name, sa.MetaData(), schema=self.schema).drop(conn, checkfirst=True)
+                    conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=self.schema), if_exists=True))
                 conn.commit()
         except (StrongroomError, sa.exc.DBAPIError):
             return
