@@ -307,7 +307,9 @@ def spool_batch(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path) -> None
                 _SPOOLED_SLICE: json.dumps(described).encode(),
                 b"schema": batch.schema.serialize().to_pybytes(),
             }
-        data = pa.array([batch.data], pa.large_binary())
+        value = pa.py_buffer(batch.data)  # the bytes as they are, not copied into the array
+        offsets = pa.array([0, value.size], pa.int64()).buffers()[1]
+        data = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, value])
         batch = pa.RecordBatch.from_arrays([data], ["csv"]).replace_schema_metadata(metadata)
     aside = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     with pa.OSFile(str(aside), "wb") as sink, pa.ipc.new_stream(sink, batch.schema) as writer:
@@ -316,8 +318,9 @@ def spool_batch(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path) -> None
 
 
 def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk | CsvSlice:
-    """A chunk spooled by `spool_batch` (a CsvSlice as it was, its bytes not parsed)."""
-    with pa.OSFile(str(path), "rb") as source:
+    """A chunk spooled by `spool_batch` (a CsvSlice as it was, its bytes not parsed; mapped from the file, not
+    read into memory)."""
+    with pa.memory_map(str(path), "r") as source:
         batch = pa.ipc.open_stream(source).read_next_batch()
     metadata = batch.schema.metadata or {}
     if _SPOOLED_CSV in metadata:
@@ -496,9 +499,8 @@ def split_csv(
             break
         end = cut(max(size - 1, 0))
         produced = True
-        with memoryview(data) as view:  # one copy of the slice (`data[:end]` would be another)
-            piece = bytes(view[:end])
-        del data[:end]
+        piece, data = data, data[end:]  # the slice is the buffer itself, cut short; only the rest is copied
+        del piece[end:]
         yield CsvSlice(piece, sample.schema, options, adapter, copy)
     if not produced:
         yield CsvSlice(b"", sample.schema, options, adapter, copy)
