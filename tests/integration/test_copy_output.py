@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from strongroom.config import Settings
 from strongroom.jdbc import Target, target
@@ -116,13 +115,37 @@ def test_parsed_slices_read_the_empty_field_otherwise(output: Any, url: str) -> 
 
 
 def test_a_chunk_written_again_replaces_its_rows(output: Any, url: str) -> None:
+    """A chunk run again (attempt 2: its first run's transaction may have committed) deletes the rows its earlier
+    writers stored, found by their transaction (`xmin`), and leaves the other chunks' rows alone."""
     out = output("again", job="again")
     first, second = _slices(HEADER + ROWS, 60)[:2]
+    rows = (len(first.parse()), len(second.parse()))
     out.write(0, first, attempt=1)
     out.write(1, second, attempt=1)
     out.write(1, second, attempt=2)
-    staged = _run(url, "SELECT _sr_chunk, count(*) FROM sr_stage_again GROUP BY 1 ORDER BY 1")
-    assert staged == [(0, len(first.parse())), (1, len(second.parse()))]
+    out.write(0, first, attempt=3)
+    assert _run(url, "SELECT count(*) FROM sr_stage_again") == [(sum(rows),)]
+    writers = _run(url, "SELECT chunk, count(*) FROM sr_stage_again_tx GROUP BY 1 ORDER BY 1")
+    assert writers == [(0, 1), (1, 1)]
+    per_chunk = _run(
+        url,
+        "SELECT w.chunk, count(*) FROM sr_stage_again s JOIN sr_stage_again_tx w ON s.xmin = w.tx "
+        "GROUP BY 1 ORDER BY 1",
+    )
+    assert per_chunk == [(0, rows[0]), (1, rows[1])]
+
+
+def test_the_staging_rows_hold_the_intake_columns_only(output: Any, url: str) -> None:
+    """COPY stores nothing beside the intake's columns (no chunk column to default per row); finishing renames
+    the staging table into place and drops its record of writers."""
+    out = output("plain", job="plain")
+    out.write(0, _slices(HEADER + ROWS, 10_000)[0], attempt=1)
+    columns = "SELECT column_name FROM information_schema.columns WHERE table_name = '{}' ORDER BY ordinal_position"
+    assert [c[0] for c in _run(url, columns.format("sr_stage_plain"))] == HEADER.strip().split(",")
+    out.finish(1)
+    assert [c[0] for c in _run(url, columns.format("plain"))] == HEADER.strip().split(",")
+    left = "SELECT count(*) FROM pg_class WHERE relname LIKE 'sr_stage_plain%'"
+    assert _run(url, left) == [(0,)]
 
 
 def test_bytes_copy_would_read_otherwise_go_again_parsed(output: Any, url: str) -> None:
@@ -138,6 +161,15 @@ def test_bytes_copy_would_read_otherwise_go_again_parsed(output: Any, url: str) 
     assert not one.copies_as_is()  # one column: COPY would store the blank line as a NULL row
     (marker,) = list(batch.split_csv(io.BytesIO(b"word\na\n\\.\nb\n"), OPTIONS, 100, "s3 intake", copy=True))
     assert not marker.copies_as_is()  # COPY would end the data at `\.` and lose `b`
+
+
+def test_an_insert_leaves_no_staging_table_behind(output: Any, url: str) -> None:
+    _run(url, f"CREATE TABLE existing ({COLUMNS})")
+    out = output("existing", statement="insert", job="existing")
+    out.write(0, _slices(HEADER + ROWS, 10_000)[0], attempt=1)
+    out.finish(1)
+    assert _run(url, "SELECT count(*) FROM existing") == [(6,)]
+    assert _run(url, "SELECT count(*) FROM pg_class WHERE relname LIKE 'sr_stage_existing%'") == [(0,)]
 
 
 def test_a_value_postgres_refuses_names_line_and_column_not_the_value(output: Any, url: str) -> None:
@@ -168,24 +200,3 @@ def test_copy_rules_infer_na_as_text() -> None:
     copied = _slices(csv, 100)[0].schema
     parsed = _slices(csv, 100, copy=False)[0].schema
     assert str(copied.field("count").type) == "string" and str(parsed.field("count").type) == "int64"
-
-
-def test_the_staging_table_tags_rows_by_the_transaction_setting(url: str) -> None:
-    """The chunk number of a PostgreSQL staging row is the writing transaction's `strongroom.chunk`; a write
-    without it fails instead of tagging rows wrongly."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            stage = sa.Table("tagged", sa.MetaData(), sa.Column("v", sa.Text))
-            stage.append_column(sa.Column("_sr_chunk", sa.Integer, server_default=batch._CHUNK_SETTING, nullable=False))
-            stage.create(conn)
-            conn.commit()
-            conn.execute(sa.select(sa.func.set_config("strongroom.chunk", "7", True)))
-            conn.execute(stage.insert().values(v="x"))
-            conn.commit()
-            assert conn.execute(sa.select(stage.c._sr_chunk)).scalar_one() == 7
-            conn.commit()
-            with pytest.raises(sa.exc.DBAPIError):
-                conn.execute(stage.insert().values(v="y"))
-    finally:
-        engine.dispose()
