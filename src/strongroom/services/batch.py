@@ -13,8 +13,9 @@ and output adapters that write each chunk under its number, so that a chunk run 
   each slice to COPY as it was read (what PostgreSQL's own COPY of the file would store).
 - s3 output: chunks spooled as for localFile, the contiguous run of written chunks cut into 8 MiB parts of one
   multipart upload as they fill, completed by `finish` (see `S3Output`).
-- jdbc output: the rows go to a staging table per job (`sr_stage_<job id>`, each row tagged with its chunk
-  number, and on MySQL its position; a chunk run again first deletes its earlier rows), and `finish` moves them
+- jdbc output: the rows go to a staging table per job (`sr_stage_<job id>`; a chunk run again first deletes its
+  earlier rows: on MySQL each row is tagged with its chunk and position, on PostgreSQL the transaction that wrote
+  each chunk is recorded beside it, see `_replace_on_postgres`), and `finish` moves them
   into the target table in one transaction (create_table on PostgreSQL: renamed into place), then drops the
   staging table.
 
