@@ -185,6 +185,28 @@ def test_a_value_postgres_refuses_names_line_and_column_not_the_value(output: An
     assert _run(url, "SELECT count(*) FROM sr_stage_job") == [(0,)]
 
 
+def test_an_upload_in_parts_is_sliced_with_the_first_parts_columns(output: Any, url: str, tmp_path: Path) -> None:
+    """A localFile intake of several parts (each with its header) into PostgreSQL: the parts' slices go to COPY
+    as read, with the first part's types; the table holds what COPY of the whole file holds. A part whose header
+    names other columns fails the job, naming the intake."""
+    lines = ROWS.splitlines(keepends=True)
+    parts = [tmp_path / "part-1.csv", tmp_path / "part-2.csv", tmp_path / "part-3.csv"]
+    parts[0].write_text(HEADER + "".join(lines[:3]))
+    parts[1].write_text(HEADER)  # a part with no rows
+    parts[2].write_text(HEADER + "".join(lines[3:]))
+    slices = list(batch.split_files(parts, OPTIONS, 40, copy=True))
+    assert len(slices) > 2 and all(s.copy and s.schema.equals(slices[0].schema) for s in slices)
+    out = output("uploaded")
+    assert sum(out.write(n, s, attempt=1) for n, s in enumerate(slices)) == 6
+    out.finish(len(slices))
+    assert _run(url, "SELECT * FROM uploaded ORDER BY id") == _copied(url, "uploaded_copy", HEADER + ROWS)
+    parts[1].write_text("id,label,other\n7,x,y\n")
+    with pytest.raises(batch.JobFailed, match=r"^localFile intake: a part's header"):
+        list(batch.split_files(parts, OPTIONS, 40, copy=True))
+    (empty,) = list(batch.split_files([], OPTIONS, 40, copy=True))
+    assert not len(empty.data)
+
+
 def test_a_spooled_copy_slice_reads_back_unparsed(tmp_path: Path) -> None:
     (piece,) = _slices(HEADER + ROWS, 10_000)
     batch.spool_batch(piece, tmp_path / "0.arrow")

@@ -446,13 +446,14 @@ def split_csv(
     adapter: str,
     progress: Callable[[int], None] | None = None,
     copy: bool = False,
+    schema: pa.Schema | None = None,
 ) -> Iterator[CsvSlice]:
     """A CSV stream (`read(n)`, with its header) cut into slices of whole rows, each the first row end at or past
     `size` bytes (a ChunkSize of rows: that many rows' bytes at the first MiB's average; at least one slice,
-    empty when there are no rows). Types are inferred from the first 1 MiB of
-    rows, as the streaming reader infers them from its first block (by COPY's rules for `copy` slices). `progress`
-    gets the stream's estimated row count from that first MiB (`total` bytes, if the caller knows it, is read
-    from `stream.total`)."""
+    empty when there are no rows). Types are inferred from the first 1 MiB of rows, as the streaming reader
+    infers them from its first block (by COPY's rules for `copy` slices), unless `schema` gives them (the header
+    must then name its columns). `progress` gets the stream's estimated row count from that first MiB (`total`
+    bytes, if the caller knows it, is read from `stream.total`)."""
     quote = options["quotechar"].encode(options["encoding"])
     data = bytearray()
     ended = False
@@ -475,7 +476,7 @@ def split_csv(
     header = bytes(data[: cut(0)])
     del data[: len(header)]
     if not header.strip():
-        yield CsvSlice(b"", pa.schema([]), options, adapter, copy)
+        yield CsvSlice(b"", schema or pa.schema([]), options, adapter, copy)
         return
     fill(1 << 20)
     first = bytes(data[: cut(1 << 20)]) if len(data) > 1 << 20 else bytes(data)
@@ -488,6 +489,9 @@ def split_csv(
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _unreadable(adapter, exc) from None
+    if schema is not None and sample.column_names != schema.names:
+        raise JobFailed(f"{adapter}: a part's header names other columns than the first part's")
+    types = schema or sample.schema
     if isinstance(size, ChunkSize):
         size = size.bytes or size.rows_at(len(first) / max(sample.num_rows, 1))
     total = getattr(stream, "total", 0)
@@ -502,9 +506,28 @@ def split_csv(
         produced = True
         piece, data = data, data[end:]  # the slice is the buffer itself, cut short; only the rest is copied
         del piece[end:]
-        yield CsvSlice(piece, sample.schema, options, adapter, copy)
+        yield CsvSlice(piece, types, options, adapter, copy)
     if not produced:
-        yield CsvSlice(b"", sample.schema, options, adapter, copy)
+        yield CsvSlice(b"", types, options, adapter, copy)
+
+
+def split_files(
+    paths: Sequence[Path], options: Mapping[str, str], size: ChunkSize | int, copy: bool = False
+) -> Iterator[CsvSlice]:
+    """An uploaded CSV (one file, or the parts of a multipart upload, each with its header) cut into slices of
+    whole rows as `split_csv` cuts one stream, every part read with the first part's columns and types; at least
+    one slice, empty when there are no rows."""
+    schema: pa.Schema | None = None
+    produced = False
+    for path in paths:
+        with open(path, "rb") as stream:
+            for piece in split_csv(stream, options, size, "localFile intake", copy=copy, schema=schema):
+                schema = piece.schema if schema is None and piece.schema.names else schema
+                if len(piece.data):
+                    produced = True
+                    yield piece
+    if not produced:
+        yield CsvSlice(b"", schema or pa.schema([]), options, "localFile intake", copy)
 
 
 # ---- databases ------------------------------------------------------------------------------------------------

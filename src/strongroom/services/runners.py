@@ -226,8 +226,8 @@ def open_intake(
     name the adapter). `raw`: a PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a
     passthrough into a CSV output. `split`: an s3 intake's chunks are unparsed slices of whole rows of about
     `size.bytes` (`CsvSlice`s, parsed by whoever writes them). `copy`: an s3 intake's chunks are such slices
-    for PostgreSQL's COPY, of `size` in bytes or rows (see `copies_slices`). An s3 intake keeps the job's
-    expected rows (its percentage) estimated as it reads."""
+    for PostgreSQL's COPY (a localFile intake's too), of `size` in bytes or rows (see `copies_slices`). An s3
+    intake keeps the job's expected rows (its percentage) estimated as it reads."""
     from contextlib import contextmanager
 
     from strongroom.services import batch
@@ -235,7 +235,10 @@ def open_intake(
     @contextmanager
     def opened() -> Iterator[Iterator[Any]]:
         if intake["type"] == "localFile":
-            yield batch.read_csv(service.intake_files(job_id), options, size)
+            if copy and batch.splits_at_bytes(options):
+                yield batch.split_files(service.intake_files(job_id), options, size, copy)
+            else:
+                yield batch.read_csv(service.intake_files(job_id), options, size)
             return
         if intake["type"] == "s3":
             location = s3_location(intake, "intakeSettings")
@@ -327,13 +330,14 @@ def copies_slices(
     deployment: Mapping[str, Any], columns: Any, intake: Mapping[str, Any], sink: Any, options: Mapping[str, str]
 ) -> bool:
     """Whether the job hands its intake's CSV to PostgreSQL's COPY as it is: the built-in passthrough of every
-    column from an s3 intake into a PostgreSQL table, in UTF-8. PostgreSQL then parses the rows (an unquoted
-    empty field is NULL, a quoted one the empty string), exactly as its own `COPY … FROM STDIN` of the file."""
+    column from an s3 or localFile intake into a PostgreSQL table, in UTF-8. PostgreSQL then parses the rows (an
+    unquoted empty field is NULL, a quoted one the empty string), exactly as its own `COPY … FROM STDIN` of the
+    file."""
     from strongroom.services import batch
 
     plain = deployment["entry_point"] is None and columns is None
     into_postgres = isinstance(sink, batch.TableOutput) and sink.postgres
-    return plain and into_postgres and intake["type"] == "s3" and batch.passes_csv_through(options)
+    return plain and into_postgres and intake["type"] in ("s3", "localFile") and batch.passes_csv_through(options)
 
 
 def open_sink(
