@@ -94,8 +94,8 @@ def return_big_buffers() -> bool:
 
 def warm_up() -> None:
     """Load now what a worker's first job would otherwise load inside its first steps: pyarrow imports pandas the
-    first time it converts a Python value (about a second of CPU), its CSV reader initialises, and botocore
-    loads its S3 model for the first client (0.2 s here)."""
+    first time it converts a Python value, its CSV reader initialises, and botocore loads its S3 model for the
+    first client."""
     pa.array([0], pa.int32())
     pacsv.read_csv(pa.BufferReader(b"a\n1\n"))
     s3.warm_up()
@@ -805,8 +805,8 @@ def _replace_on_postgres(conn: Connection, stage: sa.Table, number: int, again: 
     """In the transaction writing chunk `number` to a PostgreSQL staging table: record this transaction as its
     writer and, `again`, first delete the rows of its earlier writers (by their `xmin`). The staging rows carry
     no chunk number: COPY then stores the intake's columns and nothing else, as PostgreSQL's own COPY of the
-    file would (a defaulted chunk column cost 17 % of COPY's time here); an attempt that died before its commit
-    left neither rows nor a record."""
+    file would, with no per-row default to compute; an attempt that died before its commit left neither rows
+    nor a record."""
     writes = _writes(stage)
     if again:
         earlier = sa.select(writes.c.tx).where(writes.c.chunk == number)
@@ -832,7 +832,7 @@ def _refused(exc: Exception, table: str, number: int) -> str:
 
 
 def _exists(conn: Connection, table: str, schema: str | None) -> bool:
-    """Whether the table exists: on PostgreSQL one `to_regclass` (the inspector's query costs 5x the CPU)."""
+    """Whether the table exists: on PostgreSQL one `to_regclass`, a fraction of the inspector's query."""
     if conn.dialect.name != "postgresql":
         return bool(sa.inspect(conn).has_table(table, schema=schema))
     name = conn.dialect.identifier_preparer.format_table(sa.table(table, schema=schema))
