@@ -334,19 +334,17 @@ def read_spooled(path: Path) -> pa.RecordBatch | CsvChunk | CsvSlice:
     return batch
 
 
-def csv_bytes(batch: pa.RecordBatch | CsvChunk | CsvSlice, header: bool, options: Mapping[str, str]) -> Any:
+def csv_bytes(batch: pa.RecordBatch | CsvChunk, header: bool, options: Mapping[str, str]) -> Any:
     """One chunk's CSV as a bytes-like object: a CsvChunk's bytes as they are, a batch rendered by pyarrow."""
     if isinstance(batch, CsvChunk):
         return batch.data
-    if isinstance(batch, CsvSlice):
-        batch = batch.parse()
     sink = pa.BufferOutputStream()
     write = pacsv.WriteOptions(include_header=header, delimiter=options["delimiter"], quoting_style="needed")
     pacsv.write_csv(batch, sink, write)
     return sink.getvalue()
 
 
-def write_csv(batch: pa.RecordBatch | CsvChunk | CsvSlice, path: Path, header: bool, options: Mapping[str, str]) -> Any:
+def write_csv(batch: pa.RecordBatch | CsvChunk, path: Path, header: bool, options: Mapping[str, str]) -> Any:
     """Write one chunk's CSV to `path` atomically (aside, then renamed over any earlier attempt); what was
     written, as a bytes-like object."""
     data = csv_bytes(batch, header, options)
@@ -1256,10 +1254,8 @@ class S3Output:
                 return None
             raise JobFailed(f"s3 output: {s3.explain(exc, self.where).message}") from None
 
-    def write(self, number: int, batch: pa.RecordBatch | CsvChunk | CsvSlice, attempt: int = 2) -> int:
+    def write(self, number: int, batch: pa.RecordBatch | CsvChunk, attempt: int = 2) -> int:
         """Spool chunk `number`, then upload whatever whole parts the written chunks now fill; its rows."""
-        if isinstance(batch, CsvSlice):
-            batch = batch.parse()
         if self.keep_chunks:
             data = write_csv(batch, self.spool / f"{number:08d}.csv", number == 0, self.options)
         else:

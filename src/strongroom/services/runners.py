@@ -91,11 +91,13 @@ class JobRunner:
             self.cancelled.discard(job_id)
 
     def _cleanup_output(self, job_id: str) -> None:
+        from strongroom.services.batch import TableOutput
+
         output = self._outputs.pop(job_id, None)
         if output is not None:
             output.discard()
-            if hasattr(output, "close"):
-                output.close()
+            if isinstance(output, TableOutput):
+                output.close()  # the connections its discard opened
 
     def _attempt(self, job_id: str) -> None:
         from strongroom.services import batch
@@ -322,8 +324,16 @@ def passes_csv_through(
     output (localFile or s3) in UTF-8. A registered function, or a jdbc output, gets Arrow batches."""
     from strongroom.services import batch
 
-    plain = deployment["entry_point"] is None and columns is None
-    return plain and output["type"] in ("localFile", "s3") and batch.passes_csv_through(options)
+    return (
+        _every_column(deployment, columns)
+        and output["type"] in ("localFile", "s3")
+        and batch.passes_csv_through(options)
+    )
+
+
+def _every_column(deployment: Mapping[str, Any], columns: Any) -> bool:
+    """Whether the job is the built-in passthrough of every intake column, unchanged."""
+    return deployment["entry_point"] is None and columns is None
 
 
 def copies_slices(
@@ -335,9 +345,13 @@ def copies_slices(
     file."""
     from strongroom.services import batch
 
-    plain = deployment["entry_point"] is None and columns is None
     into_postgres = isinstance(sink, batch.TableOutput) and sink.postgres
-    return plain and into_postgres and intake["type"] in ("s3", "localFile") and batch.passes_csv_through(options)
+    return (
+        _every_column(deployment, columns)
+        and into_postgres
+        and intake["type"] in ("s3", "localFile")
+        and batch.passes_csv_through(options)
+    )
 
 
 def open_sink(
@@ -386,10 +400,8 @@ class _FileOutput:
         self.service, self.job_id, self.options = service, job_id, options
 
     def write(self, number: int, batch: Any, attempt: int = 2) -> int:
-        from strongroom.services.batch import CsvSlice, write_csv
+        from strongroom.services.batch import write_csv
 
-        if isinstance(batch, CsvSlice):
-            batch = batch.parse()
         write_csv(batch, self.service.output_file(self.job_id, number), number == 0, self.options)
         return int(batch.num_rows)
 
