@@ -794,6 +794,13 @@ def _writes(stage: sa.Table) -> sa.Table:
     )
 
 
+def _drop_staged(conn: Connection, stage: sa.Table) -> None:
+    """Drop a staging table and, on PostgreSQL, its record of writers (either may be gone already)."""
+    conn.execute(sa.schema.DropTable(stage, if_exists=True))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.schema.DropTable(_writes(stage), if_exists=True))
+
+
 def _create_writes(conn: Connection, stage: sa.Table) -> None:
     name = conn.dialect.identifier_preparer.format_table(_writes(stage))
     conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {name} (chunk integer NOT NULL, tx xid NOT NULL)")
@@ -1016,7 +1023,7 @@ class TableOutput:
                     preparer = conn.dialect.identifier_preparer
                     staged = preparer.format_table(stage)
                     conn.exec_driver_sql(f"ALTER TABLE {staged} RENAME TO {preparer.quote(self.table)}")
-                    conn.execute(sa.schema.DropTable(_writes(stage), if_exists=True))
+                    _drop_staged(conn, stage)  # renamed away: its record of writers is what is left
                     conn.commit()
                     self._drop(self.older_stages)
                     return
@@ -1051,9 +1058,7 @@ class TableOutput:
                         source = source.where(~sa.exists().where(match))
                     conn.execute(target.insert().from_select(names, source))
                 conn.commit()
-                stage.drop(conn)
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.schema.DropTable(_writes(stage), if_exists=True))
+                _drop_staged(conn, stage)
                 conn.commit()
         except sa.exc.DBAPIError as exc:
             raise JobFailed(f"jdbc output: {explain(exc, self.where).message}") from None
@@ -1082,10 +1087,7 @@ class TableOutput:
         try:
             with self.connect() as conn:
                 for name in names:
-                    table = sa.Table(name, sa.MetaData(), schema=self.schema)
-                    conn.execute(sa.schema.DropTable(table, if_exists=True))
-                    if conn.dialect.name == "postgresql":
-                        conn.execute(sa.schema.DropTable(_writes(table), if_exists=True))
+                    _drop_staged(conn, sa.Table(name, sa.MetaData(), schema=self.schema))
                 conn.commit()
         except (StrongroomError, sa.exc.DBAPIError):
             return
