@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from strongroom.api.pipeline import Pipeline
 from strongroom.api.routing import Routes
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
+from strongroom.services import heap
 
 PREFIX = "/api/v2"
 _log = logging.getLogger("strongroom.server")
@@ -40,13 +40,6 @@ _DOCS = """<!doctype html>
 <script src="%(prefix)s/docs/init.js"></script>
 </body></html>"""
 _DOCS_INIT = 'SwaggerUIBundle({url: document.getElementById("ui").dataset.url, dom_id: "#ui"});\n'
-
-
-def _settle_heap() -> None:
-    """Exempt everything built at start-up from the cyclic garbage collector: the app, schemas and SQLAlchemy
-    metadata live as long as the process, and full collections walking them cost measurable CPU."""
-    gc.collect()
-    gc.freeze()
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Boundary:
@@ -67,7 +60,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             holder["services"] = Services.open(settings)
         holder["services"].db.start_loop_pool(settings.resolved_store_threads)
         holder["services"].db.start_hot_reads()
-        _settle_heap()
+        heap.settle()
         recorder = asyncio.create_task(_record_token_use(holder["services"], executor, settings.last_used_flush))
         jobs = holder["services"].jobs
         queue_app, orphans = None, None

@@ -82,11 +82,13 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     producers, until SIGTERM or SIGINT (then finish the running chunks and give the producers back)."""
     import procrastinate
 
+    from strongroom.services import heap
     from strongroom.services.batch import warm_up
     from strongroom.services.runners import KEEP_OUTPUT_SECONDS, QueuedJobs
 
     ensure_schema(services)
     warm_up()
+    heap.settle()
     defer, sync_app = deferrer(settings)
     steps = QueuedJobs(services.jobs, defer, worker_name())
     services.jobs.queued = steps

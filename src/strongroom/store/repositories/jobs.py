@@ -39,6 +39,9 @@ _JOB_COLUMNS = tuple(getattr(BatchJob, k) for k in JOB_KEYS)
 _WITH_OWNER = select(*_JOB_COLUMNS, User.username).join(User, User.id == BatchJob.owner_id)
 _ONE_JOB = _WITH_OWNER.where(BatchJob.id == bindparam("id"))
 _MOMENTS = ("created_at", "started_at", "finished_at")
+_IN_FLIGHT = select(func.count()).where(
+    BatchJobChunk.job_id == bindparam("id"), or_(BatchJobChunk.status == "PENDING", BatchJobChunk.status == "RUNNING")
+)
 
 
 def _one_of(statuses: Sequence[str]) -> Any:
@@ -276,12 +279,8 @@ class JobRepository:
         )
 
     def in_flight(self, job_id: str) -> int:
-        """How many of the job's chunks are queued or running."""
-        query = select(func.count()).where(
-            BatchJobChunk.job_id == job_id, or_(BatchJobChunk.status == "PENDING", BatchJobChunk.status == "RUNNING")
-        )
-        with self.db.read() as s:
-            return int(s.execute(query).scalar_one())
+        """How many of the job's chunks are queued or running (one prebuilt statement: a producer asks often)."""
+        return int(self.db.fetch(_IN_FLIGHT, {"id": job_id})[0][0])
 
     def last_activity(self, job_id: str) -> datetime | None:
         """The latest change to any of the job's chunks."""
