@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,15 @@ def peer() -> Iterator[PeerDatabase]:
         yield pg
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server on PostgreSQL (jobs go to the queue) with quick heartbeats, stall and orphan timeouts, and workers
-    (given the server's settings) that look for tasks run again every half second."""
+@contextmanager
+def _queue_server(tmp_path_factory: pytest.TempPathFactory, orphan_after: float) -> Iterator[Server]:
+    """A server on PostgreSQL (jobs go to the queue) with quick heartbeats and stall timeout, and workers (given the
+    server's settings) that look for tasks run again every half second."""
     env = {
         "STRONGROOM_WORKER_HEARTBEAT": "0.5",
         "STRONGROOM_WORKER_STALLED_AFTER": "2",
         "STRONGROOM_WORKER_POLL_INTERVAL": "0.5",
-        "STRONGROOM_JOB_ORPHAN_AFTER": "4",
+        "STRONGROOM_JOB_ORPHAN_AFTER": str(orphan_after),
         "STRONGROOM_JOB_CHUNK_ROWS": "2",  # a job without chunkSize
     }
     with backend_database("postgres") as url:
@@ -58,6 +59,21 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A queue server whose jobs FAIL after 4 s without a live worker."""
+    with _queue_server(tmp_path_factory, orphan_after=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def patient_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A queue server that waits 120 s for a worker: a test may stop its only worker and start another, however
+    long the new one takes to start on a loaded machine (4 s was not always enough)."""
+    with _queue_server(tmp_path_factory, orphan_after=120) as server:
+        yield server
 
 
 @pytest.fixture
@@ -208,9 +224,12 @@ def test_worker_refuses_sqlite(tmp_path: Path) -> None:
     assert result.returncode == 1 and "PostgreSQL" in result.stderr
 
 
-def test_sigterm_gives_the_job_back(srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]) -> None:
+def test_sigterm_gives_the_job_back(
+    patient_srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
     """SIGTERM stops a worker soon (its running chunks finished, its producer given back to the queue); a worker
     started later completes the job with every row exactly once."""
+    srv = patient_srv
     workers.append(start_worker(srv, "first"))
     table = unique("term").replace("-", "_")
     with client(srv, srv.new_user("w")) as api:
