@@ -27,11 +27,9 @@ def services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service
             opened.close()
 
 
-def test_a_task_of_a_chunk_already_done_does_not_start_it_again(services: Services) -> None:
-    """procrastinate runs a vanished worker's task again; when that worker had finished its chunk, the second
-    run must not mark it RUNNING (the job's finish waits for every chunk DONE, and its rows are written once).
-    A chunk not yet DONE is taken over as before (the attempt counts up)."""
-    user = services.accounts.create_user("runner")
+def _running_job(services: Services, owner: str) -> tuple[str, int]:
+    """A RUNNING job of a new user `owner`, in its first generation of a queued run: its id and generation."""
+    user = services.accounts.create_user(owner)
     jobs = services.jobs.jobs
     job_id = new_id()
     now = utcnow()
@@ -39,7 +37,16 @@ def test_a_task_of_a_chunk_already_done_does_not_start_it_again(services: Servic
     row |= {"spec": "{}", "status_details": "", "intake_ready": True, "expected_rows": None, "total_chunks": None}
     row |= {"scored_rows": 0, "failed_rows": 0, "generation": 0, "created_at": now, "started_at": now}
     jobs.insert(row | {"finished_at": None}, Event("job.create", 202).entry())
-    generation = jobs.next_generation(job_id)
+    return job_id, jobs.next_generation(job_id)
+
+
+def test_a_task_of_a_chunk_already_done_does_not_start_it_again(services: Services) -> None:
+    """procrastinate runs a vanished worker's task again; when that worker had finished its chunk, the second
+    run must not mark it RUNNING (the job's finish waits for every chunk DONE, and its rows are written once).
+    A chunk not yet DONE is taken over as before (the attempt counts up)."""
+    jobs = services.jobs.jobs
+    job_id, generation = _running_job(services, "runner")
+    now = utcnow()
     lease = now + timedelta(minutes=1)
     for number in (0, 1):
         jobs.chunk_queued(job_id, number, now)
@@ -51,3 +58,23 @@ def test_a_task_of_a_chunk_already_done_does_not_start_it_again(services: Servic
     chunks = {c["number"]: c for c in jobs.chunks(job_id)}
     assert (chunks[0]["status"], chunks[0]["worker"], chunks[0]["rows"]) == ("DONE", "a", 2)
     assert (chunks[1]["status"], chunks[1]["worker"]) == ("RUNNING", "b")
+
+
+def test_in_flight_counts_the_jobs_queued_and_running_chunks(services: Services) -> None:
+    """A producer queues no more chunks while `numConcurrent` of its job's are queued or running: the count takes
+    PENDING and RUNNING chunks of that job, not DONE ones, nor another job's."""
+    jobs = services.jobs.jobs
+    job_id, generation = _running_job(services, "producer")
+    other, _ = _running_job(services, "neighbour")
+    now = utcnow()
+    lease = now + timedelta(minutes=1)
+    assert jobs.in_flight(job_id) == 0
+    for number in (0, 1, 2):
+        jobs.chunk_queued(job_id, number, now)
+    jobs.chunk_queued(other, 0, now)
+    assert jobs.in_flight(job_id) == 3
+    assert jobs.chunk_started(job_id, 0, "a", now, lease, generation) == 1
+    assert jobs.in_flight(job_id) == 3  # running counts as queued did
+    assert jobs.chunk_done(job_id, 0, 2, now, generation)
+    assert jobs.in_flight(job_id) == 2
+    assert jobs.in_flight(other) == 1
