@@ -890,11 +890,10 @@ class TableOutput:
         with self.lock:
             if self.stage is not None:
                 return self.stage
-            if _exists(conn, self.table, self.schema):
-                inspector = sa.inspect(conn)
-                self.target_columns = {c["name"]: c["type"] for c in inspector.get_columns(self.table, self.schema)}
-            elif self.settings["statementType"] in ("update", "insert_update") or (
-                self.settings["statementType"] == "insert" and not self.settings.get("createTableIfNotExists")
+            self.target_columns = self._target_columns(conn)
+            if self.target_columns is None and (
+                self.settings["statementType"] in ("update", "insert_update")
+                or (self.settings["statementType"] == "insert" and not self.settings.get("createTableIfNotExists"))
             ):
                 raise JobFailed(f"jdbc output: the table {self.table!r} does not exist")
             mysql = conn.dialect.name != "postgresql"
@@ -922,6 +921,12 @@ class TableOutput:
                     raise
             self.stage = stage
             return stage
+
+    def _target_columns(self, conn: Connection) -> dict[str, Any] | None:
+        """The target table's column types by name, or None when it does not exist yet."""
+        if not _exists(conn, self.table, self.schema):
+            return None
+        return {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(self.table, self.schema)}
 
     @property
     def postgres(self) -> bool:
@@ -1069,9 +1074,7 @@ class TableOutput:
         with self.connect() as conn:
             if not _exists(conn, self.stage_name, self.schema):
                 return False
-            if _exists(conn, self.table, self.schema):
-                inspector = sa.inspect(conn)
-                self.target_columns = {c["name"]: c["type"] for c in inspector.get_columns(self.table, self.schema)}
+            self.target_columns = self._target_columns(conn)
             if self.target_columns is None and conn.dialect.name == "postgresql":
                 # renamed into place by `finish`, which needs no more than its name
                 self.stage = sa.Table(self.stage_name, sa.MetaData(), schema=self.schema)
