@@ -20,16 +20,21 @@ VALUE_MAX = 32768  # a 4096-bit RSA private key in PEM is about 3.3 KB; leave ro
 LIST_MAX = 100
 DEFAULT_TYPE = "basic"  # DataRobot documents `basic` as the default credentialType
 
-# Character classes written once, in a syntax both Python's `re` and JSON Schema (ECMA-262) read, so the
-# published schema states exactly what validation enforces.
+# Character classes written once, in a syntax both Python's `re` and JSON Schema (ECMA-262, Unicode mode) read,
+# so the published schema states exactly what validation enforces.
 _CC = r"\u0000-\u001f\u007f-\u009f"  # C0, DEL and C1 (NEL, CSI…): Unicode category Cc
 _CC_EXCEPT_LINE_BREAKS = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"  # tab, LF and CR allowed
-# Invisible format characters of the Basic Multilingual Plane (Unicode category Cf): soft hyphen, zero-width
-# space, the bidi marks, embeddings, overrides and isolates (U+202E…), word joiners and the BOM. Zero-width
-# non-joiner and joiner (U+200C, U+200D) stay allowed: scripts such as Persian and emoji sequences need them.
+# Invisible format characters (Unicode category Cf): soft hyphen, zero-width space, the bidi marks, embeddings,
+# overrides and isolates (U+202E…), word joiners and the BOM; beyond the Basic Multilingual Plane, written as the
+# characters themselves (ECMA-262 has no escape for them outside Unicode mode), Egyptian and shorthand format
+# controls, musical formatting (U+1D173…) and the tag characters (U+E0001, U+E0020…U+E007F), which render as
+# nothing after any text. Zero-width non-joiner and joiner (U+200C, U+200D) stay allowed: scripts such as Persian
+# and emoji sequences need them. `tests/unit/test_validation.py` checks this against `unicodedata`.
 _CF = (
     r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b\u200e-\u200f\u202a-\u202e"
     r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
 )
 _CONTROL = re.compile(f"[{_CC}]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(f"[{_CC_EXCEPT_LINE_BREAKS}]")

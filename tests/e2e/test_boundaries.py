@@ -18,7 +18,7 @@ import pytest
 
 from strongroom.api.boundary import forwarded_client
 from strongroom.api.ratelimit import AuthFailureLimiter
-from tests.support import Server
+from tests.support import Server, log_with
 
 LIMIT = 5
 PUBLIC_URL = "https://vault.example.com"
@@ -248,8 +248,17 @@ def test_forwarded_client_walks_right_to_left_over_trusted_hops_only() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["\u200b", "\u200b\u200d\u2060", "\ufeffwarehouse", "invoice\u202efdp.exe", "a\u2066b\u2069", "soft\u00adhyphen"],
-    ids=["zero-width-space", "zero-width-only", "bom", "rlo", "isolate", "soft-hyphen"],
+    [
+        "\u200b",
+        "\u200b\u200d\u2060",
+        "\ufeffwarehouse",
+        "invoice\u202efdp.exe",
+        "a\u2066b\u2069",
+        "soft\u00adhyphen",
+        "pgcred\U000e0041",
+        "pgcred\U0001d173",
+    ],
+    ids=["zero-width-space", "zero-width-only", "bom", "rlo", "isolate", "soft-hyphen", "tag", "musical-format"],
 )
 def test_invisible_and_bidi_characters_in_names_are_422(edge: Server, name: str) -> None:
     with client(edge, edge.new_user("names")) as api:
@@ -295,6 +304,27 @@ def test_a_huge_if_match_is_refused_without_echo(edge: Server) -> None:
         resp = api.patch(f"credentials/{cid}/", json={"description": "x"}, headers={"If-Match": tags})
     error(resp, 400, "If-Match")
     assert len(resp.content) < 512 and '"2999"' not in resp.text
+
+
+def test_path_values_are_quoted_back_capped_and_a_pasted_token_not_at_all(edge: Server) -> None:
+    """Whatever an error quotes from the path or body, the answer stays small (`api.errors`); a token pasted
+    where its id belongs is neither answered, nor audited, nor logged."""
+    admin = edge.new_user("capadmin", admin=True)
+    with client(edge, admin) as api:
+        long = "u" * 20_000
+        resp = api.delete(f"users/{long}/")
+        assert resp.status_code in (404, 422) and len(resp.content) < 2048, resp.status_code
+        group = api.post("groups/", json={"name": "capped"}).json()["id"]
+        resp = api.post(f"groups/{group}/members/", json={"username": "Z" * 300_000})
+        assert 400 <= resp.status_code < 500 and len(resp.content) < 2048, resp.status_code
+        token = edge.new_user("pasted")
+        secret = token.removeprefix("sr_")
+        resp = api.delete(f"account/apiKeys/{token}/")
+        assert error(resp, 404)["message"] == "token not found"
+        records = api.get("auditLog/", params={"limit": 1000}).json()["data"]
+    assert any(r["action"] == "token.revoke" and r["outcome"] == "failed" for r in records)
+    assert secret not in str(records)
+    assert secret.encode() not in log_with(edge, b"/account/apiKeys/sr_")
 
 
 # ---- 6. Host, security headers, docs, duplicate keys -------------------------------------------------------

@@ -25,3 +25,9 @@ def test_a_path_cannot_forge_a_second_line_or_escape_its_quotes() -> None:
     line = _line('/x\n2026-01-01T00:00:00Z 10.0.0.1 admin "DELETE /y" 204\x1b[31m"')
     assert line.count("\n") == 1 and "\x1b" not in line
     assert '"GET /x\\n2026-01-01T00:00:00Z 10.0.0.1 admin \\"DELETE /y\\" 204\\x1b[31m\\"" 404' in line
+
+
+def test_a_token_in_the_path_is_not_logged() -> None:
+    """A token pasted where its id belongs (`DELETE /account/apiKeys/<token>/`) is cut down to its prefix."""
+    line = _line("/api/v2/account/apiKeys/sr_Qhi23wI-abcdefghijklmnopqrstuvwxyz0123456789/")
+    assert "Qhi23wI" not in line and '"GET /api/v2/account/apiKeys/sr_…/" 404' in line

@@ -7,11 +7,15 @@ proven once per kind of answer in `tests/e2e/test_api_create.py` and `tests/e2e/
 
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
 from typing import Any
 
 import pytest
 
 from strongroom import credential_types
+from strongroom.errors import InvalidInput
 from tests.support import (
     EXCLUSIVE_TYPES,
     InProcess,
@@ -55,6 +59,24 @@ def test_c1_control_characters_in_name_are_422(calls: InProcess, name: str) -> N
     """C1 controls are control characters too (Unicode Cc): NEL splits the "single-line" name and CSI can
     drive a terminal that prints it (the CLI lists names)."""
     assert_error(calls.create({"name": name, "user": "u", "password": "p"}), 422, "name")
+
+
+def test_every_format_character_but_the_joiners_is_refused_in_names() -> None:
+    """Every Unicode format character (category Cf) this Python knows, beyond the Basic Multilingual Plane too
+    (the tag characters after "pgcred" look like "pgcred" alone), is refused by the rule and by the published
+    pattern alike; the zero-width non-joiner and joiner stay allowed."""
+    pattern = re.compile(credential_types.NAME_PATTERN)
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) != "Cf":
+            continue
+        name = f"pgcred{char}"
+        if char in "\u200c\u200d":
+            assert credential_types.check_name(name) == name and pattern.search(name)
+            continue
+        with pytest.raises(InvalidInput):
+            credential_types.check_name(name)
+        assert not pattern.search(name), f"U+{code:04X} passes the published pattern"
 
 
 def test_missing_name_is_422(calls: InProcess) -> None:

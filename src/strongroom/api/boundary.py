@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import sys
 import time
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
@@ -24,6 +25,7 @@ from typing import TextIO
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strongroom.api.errors import error_response, unhandled
+from strongroom.services.accounts import TOKEN_PREFIX
 
 MAX_FORWARDED_BYTES = 1024
 CONTENT_SECURITY_POLICY = (
@@ -66,6 +68,7 @@ def forwarded_client(peer: str, forwarded: bytes | None, proxies: Networks) -> s
 REQUEST_ID = "strongroom.request_id"  # scope key: this request's id (also its X-Request-Id answer header)
 USER = "strongroom.user"  # scope key: the authenticated username, once the pipeline knows it
 _PATH_MAX = 200
+_TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[^/]+")
 
 
 class AccessLog:
@@ -86,6 +89,8 @@ class AccessLog:
         always one line."""
         client = scope.get("client")
         path = scope.get("path", "")
+        if TOKEN_PREFIX in path:  # a token pasted where an id belongs (`/account/apiKeys/sr_…/`) is not logged
+            path = _TOKEN.sub(TOKEN_PREFIX + "…", path)
         if len(path) > _PATH_MAX:
             path = path[:_PATH_MAX] + "..."
         if not path.isprintable() or '"' in path:

@@ -2,6 +2,8 @@
 
 A `StrongroomError` carries its own status (see `strongroom.errors`); anything else is a 500 whose log line
 names only the exception's type and where it was raised, never its text (which could quote request data).
+Whatever a message quotes, an answer stays small: at most MESSAGE_MAX characters of message, ERRORS_LISTED
+entries of `errors` (then one saying how many more) and FIELD_MAX characters of each key and value.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import Any
 import orjson
 import starlette.responses
 
+from strongroom.credential_types import ERRORS_LISTED
 from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests
 
 log = logging.getLogger("strongroom.server")
+MESSAGE_MAX = 2000
+FIELD_MAX = 200
 
 
 class JSONResponse(starlette.responses.JSONResponse):
@@ -26,10 +31,19 @@ class JSONResponse(starlette.responses.JSONResponse):
         return orjson.dumps(content)
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def error_response(status: int, message: str, errors: dict[str, str] | None = None, **headers: str) -> JSONResponse:
-    body: dict[str, Any] = {"message": message}
+    """`{"message": …, "errors": {…}}`, capped (see the module's docstring)."""
+    body: dict[str, Any] = {"message": _cut(message, MESSAGE_MAX)}
     if errors:
-        body["errors"] = errors
+        listed = {_cut(k, FIELD_MAX): _cut(str(v), FIELD_MAX) for k, v in list(errors.items())[: ERRORS_LISTED + 1]}
+        if len(errors) > ERRORS_LISTED + 1:
+            listed = dict(list(listed.items())[:ERRORS_LISTED])
+            listed["…"] = f"and {len(errors) - ERRORS_LISTED} more"
+        body["errors"] = listed
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
@@ -41,7 +55,7 @@ def response_for(exc: StrongroomError) -> JSONResponse:
     if isinstance(exc, PreconditionFailed) and exc.current_revision is not None:
         headers["ETag"] = f'"{exc.current_revision}"'
     if exc.status_code >= 500:
-        log.error("%s: %s", type(exc).__name__, exc.message)
+        log.error("%s: %s", type(exc).__name__, _cut(exc.message, MESSAGE_MAX))
     return error_response(exc.status_code, exc.message, exc.errors, **headers)
 
 

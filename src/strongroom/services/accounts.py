@@ -12,7 +12,7 @@ from strongroom import credential_types
 from strongroom.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from strongroom.representation import iso
 from strongroom.store.db import Database
-from strongroom.store.models import ApiToken, User, new_id, utcnow
+from strongroom.store.models import ApiToken, User, is_id, new_id, utcnow
 from strongroom.store.repositories import AccountRepository, UsernameTaken
 from strongroom.store.repositories.accounts import TokenOwner
 from strongroom.store.repositories.audit import Entry
@@ -299,7 +299,8 @@ class AccountService:
             who.require("write")
         entry = _entry("token.revoke", 204, who, {"tokenId": token_id})
         if self.accounts.revoke(token_id, utcnow(), entry, who.user_id if own and who else None) is None:
-            raise NotFound(f"token {token_id!r} not found")
+            # Only an id is quoted back: a token pasted where its id belongs must not reach the answer or audit.
+            raise NotFound(f"token {token_id!r} not found" if is_id(token_id) else "token not found")
 
 
 def _admin(who: Principal | None) -> None:

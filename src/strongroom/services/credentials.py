@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import random
-import re
 import time
 import unicodedata
 from collections.abc import Collection, Mapping
@@ -34,7 +33,7 @@ from strongroom.errors import (
 from strongroom.services.accounts import AccountService, Principal, expired
 from strongroom.services.audit import Event
 from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, role_rank
-from strongroom.store.models import new_id, utcnow
+from strongroom.store.models import is_id, new_id, utcnow
 from strongroom.store.repositories import CredentialRepository, NameTaken, Page, TokenRow
 from strongroom.store.repositories.audit import NAME_SLOT, AuditRepository, Entry
 from strongroom.store.repositories.credentials import WIRE_COLUMNS
@@ -43,15 +42,9 @@ MAX_PAGE = 1000
 MAX_OFFSET = 2**31 - 1  # beyond any store; keeps OFFSET within the databases' integer range
 DEFAULT_PAGE = 100
 ORDERS = ("creationDate", "-creationDate")
-_ID = re.compile(r"[0-9a-f]{24}")
 _UPDATE_TRIES = 20  # optimistic PATCH attempts (with jitter) against concurrent changes to one credential
 log = logging.getLogger("strongroom.credentials")
 Revisions = Collection[int] | None  # an If-Match: the revisions a change may apply to; None: any
-
-
-def is_id(value: str) -> bool:
-    """Whether `value` has the form of a credential id (24 lowercase hex digits)."""
-    return _ID.fullmatch(value) is not None
 
 
 def list_params(offset: int, limit: int, types_filter: list[str] | None, order_by: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +27,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import false
 
 _SEQUENCE = itertools.count(int.from_bytes(os.urandom(3), "big") >> 1)  # wraps past 2**24 after 8M ids at least
+
+
+_ID = re.compile(r"[0-9a-f]{24}")
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the form of an id `new_id` makes (24 lowercase hex digits)."""
+    return _ID.fullmatch(value) is not None
 
 
 def new_id() -> str:
