@@ -378,10 +378,13 @@ class OAuthService:
         """One refresh-token grant at the provider's token endpoint: access_token, token_type, expires_in and the
         rotated refresh_token (or None). _Rejected for a rejected refresh token; ProviderFailed / ProviderTimeout
         naming the host otherwise. Never retried; no token or provider text in any message."""
-        url = provider["token_url"]
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        self.connector.address(host, parts.port or (443 if parts.scheme == "https" else 80))  # SSRF rules
+        url = httpx.URL(provider["token_url"])
+        host = url.host or "?"
+        # The SSRF rules check the address the request then goes to: pinned, so a second lookup cannot answer
+        # another one (DNS rebinding); TLS still names and verifies the host (SNI).
+        address = self.connector.address(host, url.port or (443 if url.scheme == "https" else 80))
+        pinned = url.copy_with(host=address)
+        headers = {"Accept": "application/json", "Host": url.netloc.decode("ascii")}
         client_id, client_secret = client[0] or provider["client_id"], client[1]
         if client_secret is None:  # the provider's own
             binding = RecordBinding("oauth-provider", provider["id"], int(provider["seal_generation"]))
@@ -395,7 +398,7 @@ class OAuthService:
             auth = httpx.BasicAuth(quote(client_id, safe=""), quote(client_secret, safe=""))
         try:
             with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as http:
-                resp = http.post(url, data=data, auth=auth, headers={"Accept": "application/json"})
+                resp = http.post(pinned, data=data, auth=auth, headers=headers, extensions={"sni_hostname": host})
         except httpx.TimeoutException:
             raise ProviderTimeout(
                 f"oauthProvider: the OAuth provider at {host} did not answer in time", {"oauthProvider": "timed out"}
