@@ -18,6 +18,7 @@ import pytest
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
+from strongroom.services.jobs import PASSTHROUGH_ID
 from tests.support import PeerDatabase, S3Peer, Server, s3_server, scram_postgres
 
 ACTIONS = (
@@ -186,3 +187,160 @@ def test_a_store_role_does_not_open_a_credential(
         link = http.put(f"credentials/{things.basic}/associations/dataconnection:{things.store}/", json={})
         assert link.status_code == 404
         assert http.post(f"{store}test/", json={"user": pg.user, "password": pg.password}).status_code == 200
+
+
+def _people(server: Server, *names: str) -> dict[str, Person]:
+    """New users (all-scope tokens) by role in a scenario."""
+    tag = secrets.token_hex(3)
+    services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    try:
+        people = {}
+        for name in names:
+            username = f"ds-{name}-{tag}"
+            services.accounts.create_user(username)
+            people[name] = Person(username, services.accounts.create_token(username)[1])
+        return people
+    finally:
+        services.close()
+
+
+def _new_store(http: httpx.Client, name: str) -> str:
+    """A store of the caller's (nothing connects to it in these tests)."""
+    drivers = http.get("externalDataDrivers/").json()["data"]
+    driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+    params = {"driverId": driver, "jdbcUrl": "jdbc:postgresql://127.0.0.1:5432/x"}
+    return str(_created(http.post("externalDataStores/", json={"canonicalName": name, "params": params}))["id"])
+
+
+def _share(http: httpx.Client, path: str, username: str, role: str) -> None:
+    body = {"operation": "updateRoles", "roles": [{"username": username, "role": role}]}
+    assert http.patch(f"{path}sharedRoles/", json=body).status_code == 204
+
+
+def _default_use(http: httpx.Client, store: str) -> list[tuple[int, str]]:
+    """What a data-store test and a batch job answer when they take the caller's default credential."""
+    intake = {"type": "jdbc", "dataStoreId": store, "table": "orders"}
+    answers = (
+        http.post(f"externalDataStores/{store}/test/", json={}),
+        http.post("batchPredictions/", json={"deploymentId": PASSTHROUGH_ID, "intakeSettings": intake}),
+    )
+    return [(r.status_code, r.json()["message"]) for r in answers]
+
+
+def test_a_revoked_credential_leaves_no_trace_in_associations(world: tuple[Server, dict[str, Person], str]) -> None:
+    """Once the owner sets a consumer to NO_ROLE, the consumer's association of the credential with their own store
+    is neither listed (not even the credential's later name) nor taken as their default: a test and a job answer
+    as for a store where they set none. Losing the role on a store hides the link from the credential's list
+    too. A new role brings the link back."""
+    server = world[0]
+    people = _people(server, "alice", "bob")
+    alice, bob = _client(server, people["alice"].token), _client(server, people["bob"].token)
+    with alice, bob:
+        cid = _created(
+            alice.post(
+                "credentials/",
+                json={"name": secrets.token_hex(4), "description": "alice private desc", "user": "u", "password": "p"},
+            )
+        )["credentialId"]
+        _share(alice, f"credentials/{cid}/", people["bob"].username, "CONSUMER")
+        bob_store, bare_store = _new_store(bob, "bobstore"), _new_store(bob, "bare")
+        link = f"credentials/{cid}/associations/dataconnection:{bob_store}/"
+        assert bob.put(link, json={"isDefault": True}).status_code == 201
+        listed = f"credentials/associations/dataconnection:{bob_store}/"
+        assert [a["credentialId"] for a in bob.get(listed, params={"orderBy": "-isDefault"}).json()["data"]] == [cid]
+        no_default = _default_use(bob, bare_store)
+        assert [status for status, _ in no_default] == [422, 422]
+
+        _share(alice, f"credentials/{cid}/", people["bob"].username, "NO_ROLE")
+        assert alice.patch(f"credentials/{cid}/", json={"name": "renamed-after-revoke"}).status_code == 200
+        answer = bob.get(listed, params={"orderBy": "-isDefault"})
+        assert answer.status_code == 200 and answer.json()["data"] == []
+        assert "renamed-after-revoke" not in answer.text and "alice private desc" not in answer.text
+        assert _default_use(bob, bob_store) == no_default
+        assert bob.get(f"credentials/{cid}/").status_code == 404
+
+        # Bob's own credential linked to Alice's store: gone from his list once the store is no longer shared.
+        alice_store = _new_store(alice, "alicestore")
+        _share(alice, f"externalDataStores/{alice_store}/", people["bob"].username, "CONSUMER")
+        own = _created(bob.post("credentials/", json={"name": secrets.token_hex(4), "user": "u", "password": "p"}))
+        mine = f"credentials/{own['credentialId']}/associations/"
+        assert bob.put(f"{mine}dataconnection:{alice_store}/", json={}).status_code == 201
+        assert [a["objectId"] for a in bob.get(mine).json()["data"]] == [alice_store]
+        _share(alice, f"externalDataStores/{alice_store}/", people["bob"].username, "NO_ROLE")
+        assert bob.get(mine).json()["data"] == []
+
+        _share(alice, f"credentials/{cid}/", people["bob"].username, "CONSUMER")
+        assert [a["name"] for a in bob.get(listed).json()["data"]] == ["renamed-after-revoke"]
+
+
+def test_a_delete_refusal_names_only_stores_the_caller_sees(world: tuple[Server, dict[str, Person], str]) -> None:
+    """A credential that is the default of the owner's store and of a consumer's private store: the owner's plain
+    delete is 409 naming their store and counting the other, never naming or identifying it; someone who may not
+    delete gets the delete's own 404 or 403. Once the consumer loses the role, their link no longer holds the
+    delete up, and afterwards they cannot tell a deleted credential from a revoked one."""
+    server = world[0]
+    people = _people(server, "alice", "bob", "eve")
+    alice, bob = _client(server, people["alice"].token), _client(server, people["bob"].token)
+    eve = _client(server, people["eve"].token)
+    with alice, bob, eve:
+        cid = _created(alice.post("credentials/", json={"name": secrets.token_hex(4), "user": "u", "password": "p"}))[
+            "credentialId"
+        ]
+        _share(alice, f"credentials/{cid}/", people["bob"].username, "CONSUMER")
+        bob_store = _new_store(bob, f"bobstore-{secrets.token_hex(3)}")
+        alice_store = _new_store(alice, f"alicestore-{secrets.token_hex(3)}")
+        for who, store in ((bob, bob_store), (alice, alice_store)):
+            assert (
+                who.put(f"credentials/{cid}/associations/dataconnection:{store}/", json={"isDefault": True}).status_code
+                == 201
+            )
+
+        refused = alice.delete(f"credentials/{cid}/")
+        assert refused.status_code == 409, refused.text
+        message = refused.json()["message"]
+        assert alice_store in message and "1 other user's data store" in message, message
+        assert bob_store not in refused.text and "bobstore" not in refused.text
+        assert eve.delete(f"credentials/{cid}/").status_code == 404
+        assert bob.delete(f"credentials/{cid}/").status_code == 403
+
+        _share(alice, f"credentials/{cid}/", people["bob"].username, "NO_ROLE")
+        revoked = _default_use(bob, bob_store)
+        refused = alice.delete(f"credentials/{cid}/")
+        assert refused.status_code == 409 and "other user" not in refused.json()["message"], refused.text
+        assert alice.delete(f"externalDataStores/{alice_store}/").status_code == 204
+        assert alice.delete(f"credentials/{cid}/").status_code == 204
+        assert _default_use(bob, bob_store) == revoked
+
+
+def test_data_store_sharing_validates_like_credential_sharing(world: tuple[Server, dict[str, Person], str]) -> None:
+    """Every body a credential's sharedRoles refuses, a data store's refuses with the same status and message, and
+    changes nothing: canShare not a boolean, one user twice, too many entries, a huge name (answered briefly),
+    unknown keys in an entry or at the top."""
+    server = world[0]
+    people = _people(server, "alice", "bob")
+    bob = people["bob"].username
+    entry = {"username": bob, "role": "CONSUMER"}
+    bodies = {
+        "canShare string": [{**entry, "canShare": "no"}],
+        "same user twice": [entry, entry],
+        "101 entries": [entry] * 101,
+        "5000 entries": [entry] * 5000,
+        "huge name": [{"username": "nobody" + "X" * 300_000, "role": "CONSUMER"}],
+        "unknown entry key": [{**entry, "canUseData": False}],
+    }
+    with _client(server, people["alice"].token) as alice:
+        cid = _created(alice.post("credentials/", json={"name": secrets.token_hex(4), "user": "u", "password": "p"}))[
+            "credentialId"
+        ]
+        store = _new_store(alice, "validated")
+        cases = [(name, {"operation": "updateRoles", "roles": roles}) for name, roles in bodies.items()]
+        cases.append(("unknown top-level key", {"operation": "updateRoles", "roles": [entry], "force": True}))
+        for name, body in cases:
+            answers = [
+                alice.patch(f"{path}sharedRoles/", json=body)
+                for path in (f"credentials/{cid}/", f"externalDataStores/{store}/")
+            ]
+            assert [a.status_code for a in answers] == [422, 422], (name, [a.text[:200] for a in answers])
+            assert answers[0].json()["message"] == answers[1].json()["message"], name
+            assert len(answers[1].content) < 1000, name
+        assert [r["role"] for r in alice.get(f"externalDataStores/{store}/sharedRoles/").json()["data"]] == ["OWNER"]

@@ -237,6 +237,12 @@ class CredentialService:
         who.require("use")
         return str(self._current(who, credential_id, CONSUMER, "use it")["credential_type"])
 
+    def check_delete(self, who: Principal, credential_id: str) -> None:
+        """Nothing if the caller may delete the credential (`write` scope, OWNER); else what `delete` would
+        answer (404 with no role, 403 with too low a one), without changing anything."""
+        who.require("write")
+        self._current(who, credential_id, OWNER, "delete it")
+
     def record(self, entry: Entry) -> None:
         """Append an audit record of its own (a use or a reveal, which change nothing)."""
         if self.audit is not None:

@@ -5,6 +5,11 @@ A store holds where to connect, never a secret. Its creator is OWNER; other user
 credentials (CONSUMER sees and uses it, EDITOR also changes it, OWNER also deletes and shares it). A test or
 a browse connects with `{credentialId}` (opened by `CredentialService.use`, any role from CONSUMER up, audited),
 `{user, password}` or `{credentialData}` (used once, never stored), or else the caller's default credential.
+
+An association counts only while its user holds a role on both its credential and its store. When they lose
+either, it is dormant: not listed, not taken as their default (the store answers as if they had set none, as
+it does once the credential is deleted), and no reason to refuse the credential's plain delete; it comes back
+if the role does. A 409 for a delete names only the stores the caller holds a role on and counts the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
 from strongroom.services.connections import DRIVERS, MAX_ROWS, Connector, Target, target
 from strongroom.services.credentials import CredentialService, is_id
-from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, role_rank
+from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES
+from strongroom.services.sharing import parse_role_changes, resolve_recipients
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories.datastores import DATACONNECTION, DataStoreRepository
 from strongroom.store.repositories.sharing import SharingRepository
@@ -132,33 +138,16 @@ class DataStoreService:
         return entries
 
     def update_roles(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> None:
-        """Apply an `updateRoles` body (OWNER only; users by username or id, groups by id or name)."""
+        """Apply an `updateRoles` body (OWNER only), validated and resolved exactly as a credential's."""
         who.require("write")
         row = self._store(who, store_id, OWNER, "share it")
-        if body.get("operation") != "updateRoles" or not isinstance(body.get("roles"), list) or not body["roles"]:
-            msg = 'needs operation "updateRoles" and a non-empty roles list'
-            raise InvalidInput(f"roles: {msg}", {"roles": msg})
         changes = []
-        for i, item in enumerate(body["roles"]):
-            where = f"roles[{i}]"
-            if not isinstance(item, dict):
-                raise InvalidInput(f"{where}: must be an object", {where: "must be an object"})
-            kind = item.get("shareRecipientType", "user")
-            key = item.get("username") or item.get("id") or item.get("name")
-            if kind not in ("user", "group") or not isinstance(key, str):
-                raise InvalidInput(f"{where}: needs a user or group", {where: "needs a user or group"})
-            rank = role_rank(item.get("role"), field=f"{where}.role", allow_none=True)
-            if kind == "user":
-                rid = self.sharing.users_named([key]).get(key) or (key if self.sharing.users_by_id([key]) else None)
-            else:
-                rid = (self.sharing.groups_by(ids=[key], names=[key]).get(key) or (None,))[0]
-            if rid is None:
-                raise NotFound(f"{where}: no {kind} {key!r}", {where: f"unknown {kind}"})
+        for kind, rid, rank, can_share in resolve_recipients(self.sharing, parse_role_changes(body)):
             if (kind, rid) == ("user", row["owner_id"]):
                 if rank != OWNER:
                     raise Conflict("roles: a data store keeps its owner", {"roles": "would leave no owner"})
                 continue
-            changes.append((kind, rid, rank, bool(item.get("canShare", rank == OWNER))))
+            changes.append((kind, rid, rank, can_share))
         self.stores.set_roles(store_id, changes, utcnow(), _event("dataStore.share", 204, who, row))
 
     # ---- using a store ----------------------------------------------------------------------------------
@@ -331,17 +320,25 @@ class DataStoreService:
             for kind, oid, default in self.stores.for_credential(credential_id, who.user_id)
         ]
 
-    def check_deletable(self, credential_id: str) -> None:
-        """409 naming the stores that use the credential as a default (the caller may pass ?force=true)."""
-        if not is_id(credential_id):
-            return
-        using = self.stores.defaults_using(credential_id)
-        if using:
-            names = ", ".join(f"{name!r} ({sid})" for sid, name in using[:5])
-            raise Conflict(
-                f"credential is the default credential of data store {names}; delete with ?force=true to proceed",
-                {"credential": "in use as a default"},
-            )
+    def check_deletable(self, who: Principal, credential_id: str) -> None:
+        """Before a plain delete: 409 while a live association makes the credential someone's default (once the
+        caller may delete it; else the delete's own 404/403), naming only stores the caller holds a role on."""
+        using = self.stores.defaults_using(credential_id, who.user_id) if is_id(credential_id) else []
+        if not using:
+            return  # the delete itself checks the caller's role: the common case costs one read here
+        self.credentials.check_delete(who, credential_id)
+        # Another user's store is theirs to keep private: its name and id never reach the credential's owner.
+        seen = [f"{name!r} ({sid})" for sid, name, visible in using if visible]
+        hidden = sum(1 for _, _, visible in using if not visible)
+        parts = []
+        if seen:
+            parts.append(f"data store {', '.join(seen[:5])}" + (f" and {len(seen) - 5} more" if len(seen) > 5 else ""))
+        if hidden:
+            parts.append("1 other user's data store" if hidden == 1 else f"{hidden} other users' data stores")
+        raise Conflict(
+            f"credential is the default credential of {' and of '.join(parts)}; delete with ?force=true to proceed",
+            {"credential": "in use as a default"},
+        )
 
     def _store(self, who: Principal, store_id: str, needed: int, doing: str) -> dict[str, Any]:
         row = self.stores.get(store_id, who.user_id) if is_id(store_id) else None

@@ -67,13 +67,13 @@ class SharingService:
         `name`) gets the role, or loses access with NO_ROLE; all changes apply together or none does."""
         who.require("write")
         owner_id, name, role, can_share = self._access(who, credential_id)
-        changes = self._parse(body)
+        changes = parse_role_changes(body)
         if role != OWNER and not (role == EDITOR and can_share):
             raise Forbidden(
                 f"your role on this credential is {ROLE_NAMES[role]}; sharing needs OWNER, or EDITOR with canShare",
                 {"role": "needs OWNER or EDITOR with canShare"},
             )
-        resolved = self._resolve(changes)
+        resolved = resolve_recipients(self.sharing, changes)
         current = {(kind, rid): r for kind, rid, r, _, _ in self.sharing.roles(credential_id)}
         if role != OWNER:
             for kind, rid, new, _ in resolved:
@@ -126,76 +126,6 @@ class SharingService:
         if not applied:
             raise Conflict("credential: changed by another request during this change; retry", {"credential": "busy"})
 
-    @staticmethod
-    def _parse(body: Mapping[str, Any]) -> list[tuple[str, str, str, int | None, bool]]:
-        """The body's changes as (type, key, key kind, role rank or None, can_share); 422 naming the field."""
-        if body.get("operation") != "updateRoles":
-            raise InvalidInput('operation: must be "updateRoles"', {"operation": 'must be "updateRoles"'})
-        roles = body.get("roles")
-        if not isinstance(roles, list) or not roles:
-            raise InvalidInput("roles: must be a non-empty list", {"roles": "must be a non-empty list"})
-        if len(roles) > MAX_CHANGES:
-            raise InvalidInput(f"roles: at most {MAX_CHANGES} changes", {"roles": f"at most {MAX_CHANGES}"})
-        parsed = []
-        seen = set()
-        for i, item in enumerate(roles):
-            where = f"roles[{i}]"
-            if not isinstance(item, dict):
-                raise InvalidInput(f"{where}: must be an object", {where: "must be an object"})
-            kind = item.get("shareRecipientType", "user")
-            if kind not in RECIPIENT_TYPES:
-                msg = "must be user or group"
-                raise InvalidInput(f"{where}.shareRecipientType: {msg}", {f"{where}.shareRecipientType": msg})
-            if "username" in item:
-                key, key_kind = item["username"], "username"
-            elif "id" in item:
-                key, key_kind = item["id"], "id"
-            elif "name" in item:
-                key, key_kind = item["name"], "name"
-            else:
-                msg = "needs username or id"
-                raise InvalidInput(f"{where}: {msg}", {where: msg})
-            if not isinstance(key, str) or not key or len(key) > credential_types.NAME_MAX:
-                msg = "must be a non-empty string"
-                raise InvalidInput(f"{where}.{key_kind}: {msg}", {f"{where}.{key_kind}": msg})
-            rank = role_rank(item.get("role"), field=f"{where}.role", allow_none=True)
-            share = item.get("canShare", rank == OWNER)
-            if not isinstance(share, bool):
-                raise InvalidInput(f"{where}.canShare: must be true or false", {f"{where}.canShare": "boolean"})
-            if (kind, key) in seen:
-                msg = f"names the same {kind} as an earlier entry"
-                raise InvalidInput(f"{where}: {msg}", {where: msg})
-            seen.add((kind, key))
-            parsed.append((kind, key, key_kind, rank, share))
-        return parsed
-
-    def _resolve(
-        self, changes: Sequence[tuple[str, str, str, int | None, bool]]
-    ) -> list[tuple[str, str, int | None, bool]]:
-        """Recipients by id; 404 naming the first unknown user or group; 422 if two entries name one recipient."""
-        users = [k for kind, k, how, _, _ in changes if kind == "user" and how == "username"]
-        user_ids = [k for kind, k, how, _, _ in changes if kind == "user" and how != "username"]
-        by_name = self.sharing.users_named(users)
-        by_id = self.sharing.users_by_id(user_ids)
-        groups = self.sharing.groups_by(
-            ids=[k for kind, k, how, _, _ in changes if kind == "group" and how == "id"],
-            names=[k for kind, k, how, _, _ in changes if kind == "group" and how != "id"],
-        )
-        resolved = []
-        seen = set()
-        for i, (kind, key, how, rank, share) in enumerate(changes):
-            if kind == "user":
-                rid = by_name.get(key) if how == "username" else (key if key in by_id else None)
-            else:
-                rid = groups[key][0] if key in groups else None
-            if rid is None:
-                raise NotFound(f"roles[{i}]: no {kind} {key!r}", {f"roles[{i}]": f"unknown {kind}"})
-            if (kind, rid) in seen:
-                raise InvalidInput(f"roles[{i}]: names the same {kind} twice", {f"roles[{i}]": "duplicate recipient"})
-            seen.add((kind, rid))
-            resolved.append((kind, rid, rank, share))
-        return resolved
-
     # ---- groups (administrators; the CLI acts as one) ---------------------------------------------------
 
     def create_group(self, who: Principal | None, name: str) -> Group:
@@ -247,6 +177,95 @@ class SharingService:
         if username not in found:
             raise NotFound(f"user {username!r} not found")
         return found[username]
+
+
+# What an `updateRoles` body and each of its entries may hold (DataRobot's `SharingRole` payload); anything
+# else is refused rather than ignored, so a misspelt or unsupported setting never passes as applied.
+BODY_KEYS = frozenset({"operation", "roles"})
+ENTRY_KEYS = frozenset({"shareRecipientType", "username", "id", "name", "role", "canShare"})
+RoleChange = tuple[str, str, str, int | None, bool]  # (type, key, key kind, role rank or None, can_share)
+
+
+def parse_role_changes(body: Mapping[str, Any]) -> list[RoleChange]:
+    """An `updateRoles` body's changes (credentials and data stores alike); 422 naming the first bad field."""
+    _no_other_keys(body, BODY_KEYS, "")
+    if body.get("operation") != "updateRoles":
+        raise InvalidInput('operation: must be "updateRoles"', {"operation": 'must be "updateRoles"'})
+    roles = body.get("roles")
+    if not isinstance(roles, list) or not roles:
+        raise InvalidInput("roles: must be a non-empty list", {"roles": "must be a non-empty list"})
+    if len(roles) > MAX_CHANGES:
+        raise InvalidInput(f"roles: at most {MAX_CHANGES} changes", {"roles": f"at most {MAX_CHANGES}"})
+    parsed = []
+    seen = set()
+    for i, item in enumerate(roles):
+        where = f"roles[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{where}: must be an object", {where: "must be an object"})
+        _no_other_keys(item, ENTRY_KEYS, f"{where}.")
+        kind = item.get("shareRecipientType", "user")
+        if kind not in RECIPIENT_TYPES:
+            msg = "must be user or group"
+            raise InvalidInput(f"{where}.shareRecipientType: {msg}", {f"{where}.shareRecipientType": msg})
+        if "username" in item:
+            key, key_kind = item["username"], "username"
+        elif "id" in item:
+            key, key_kind = item["id"], "id"
+        elif "name" in item:
+            key, key_kind = item["name"], "name"
+        else:
+            msg = "needs username or id"
+            raise InvalidInput(f"{where}: {msg}", {where: msg})
+        if not isinstance(key, str) or not key or len(key) > credential_types.NAME_MAX:
+            msg = "must be a non-empty string"
+            raise InvalidInput(f"{where}.{key_kind}: {msg}", {f"{where}.{key_kind}": msg})
+        rank = role_rank(item.get("role"), field=f"{where}.role", allow_none=True)
+        share = item.get("canShare", rank == OWNER)
+        if not isinstance(share, bool):
+            raise InvalidInput(f"{where}.canShare: must be true or false", {f"{where}.canShare": "boolean"})
+        if (kind, key) in seen:
+            msg = f"names the same {kind} as an earlier entry"
+            raise InvalidInput(f"{where}: {msg}", {where: msg})
+        seen.add((kind, key))
+        parsed.append((kind, key, key_kind, rank, share))
+    return parsed
+
+
+def resolve_recipients(
+    sharing: SharingRepository, changes: Sequence[RoleChange]
+) -> list[tuple[str, str, int | None, bool]]:
+    """The changes with recipients by id; 404 naming the first unknown user or group; 422 if two entries name
+    one recipient."""
+    users = [k for kind, k, how, _, _ in changes if kind == "user" and how == "username"]
+    user_ids = [k for kind, k, how, _, _ in changes if kind == "user" and how != "username"]
+    by_name = sharing.users_named(users)
+    by_id = sharing.users_by_id(user_ids)
+    groups = sharing.groups_by(
+        ids=[k for kind, k, how, _, _ in changes if kind == "group" and how == "id"],
+        names=[k for kind, k, how, _, _ in changes if kind == "group" and how != "id"],
+    )
+    resolved = []
+    seen = set()
+    for i, (kind, key, how, rank, share) in enumerate(changes):
+        if kind == "user":
+            rid = by_name.get(key) if how == "username" else (key if key in by_id else None)
+        else:
+            rid = groups[key][0] if key in groups else None
+        if rid is None:
+            raise NotFound(f"roles[{i}]: no {kind} {key!r}", {f"roles[{i}]": f"unknown {kind}"})
+        if (kind, rid) in seen:
+            raise InvalidInput(f"roles[{i}]: names the same {kind} twice", {f"roles[{i}]": "duplicate recipient"})
+        seen.add((kind, rid))
+        resolved.append((kind, rid, rank, share))
+    return resolved
+
+
+def _no_other_keys(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    """422 naming the first key of `obj` (in sorted order) that is not `allowed`; `where` prefixes its field."""
+    unknown = sorted(k for k in obj if k not in allowed)
+    if unknown:
+        field = f"{where}{unknown[0][:80]}"
+        raise InvalidInput(f"{field}: is not a known setting", {field: "is not a known setting"})
 
 
 def _admin(who: Principal | None) -> None:

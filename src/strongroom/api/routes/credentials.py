@@ -205,7 +205,7 @@ async def delete_credential(call: Call) -> Response:
         raise InvalidInput("force: must be true or false", {"force": "must be true or false"})
     if force == "false":
         stores = call.services.datastores
-        await call.read(lambda: stores.check_deletable(credential_id))
+        await call.read(lambda: stores.check_deletable(who, credential_id))
     if call.on_loop:
         await credentials.adelete(who, credential_id, if_match=if_match)
     else:

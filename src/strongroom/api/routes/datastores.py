@@ -12,6 +12,7 @@ from strongroom.api.errors import JSONResponse
 from strongroom.api.openapi import answers, credential_id_parameter, filter_text, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
+from strongroom.api.routes.sharing import UPDATE_ROLES
 
 
 async def list_drivers(call: Call) -> Response:
@@ -295,7 +296,7 @@ ENDPOINTS = [
         doc={
             "summary": "Give users or groups a role on the data store, or take it away (OWNER)",
             "parameters": [_STORE_ID],
-            "requestBody": json_body({"type": "object", "title": "Role changes"}),
+            "requestBody": json_body(UPDATE_ROLES),
             "responses": {"204": {"description": "Applied"}, **answers(400, 401, 403, 404, 409, 422, 429)},
         },
     ),

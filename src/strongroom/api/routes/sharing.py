@@ -25,9 +25,10 @@ _ENTRY = {
         "canShare": {"type": "boolean"},
     },
 }
-_UPDATE = {
+UPDATE_ROLES = {  # credentials' and data stores' sharedRoles PATCH: one body, validated by one parser
     "type": "object",
     "title": "Role changes",
+    "additionalProperties": False,
     "required": ["operation", "roles"],
     "properties": {
         "operation": {"type": "string", "enum": ["updateRoles"]},
@@ -38,6 +39,7 @@ _UPDATE = {
             "items": {
                 "type": "object",
                 "title": "Role change",
+                "additionalProperties": False,
                 "required": ["role"],
                 "properties": {
                     "shareRecipientType": {"type": "string", "enum": ["user", "group"], "default": "user"},
@@ -154,7 +156,7 @@ ENDPOINTS = [
         doc={
             "summary": "Give users or groups a role on the credential, or take it away (NO_ROLE)",
             "parameters": [credential_id_parameter()],
-            "requestBody": json_body(_UPDATE),
+            "requestBody": json_body(UPDATE_ROLES),
             "responses": {"204": {"description": "Applied"}, **answers(400, 401, 403, 404, 409, 422, 429)},
         },
     ),

@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select
 from strongroom.store.db import Database, Tx
 from strongroom.store.models import Credential, CredentialAssociation, DataStore, DataStoreRole, Group, User
 from strongroom.store.repositories.audit import Entry, append_in
-from strongroom.store.repositories.sharing import OWNER, groups_of
+from strongroom.store.repositories.sharing import OWNER, groups_of, role_of
 
 DATACONNECTION = "dataconnection"
 STORE_COLUMNS = (
@@ -57,6 +57,11 @@ def _shared(store_id: Any, user_id: Any) -> Any:
 def _role(user_id: Any) -> Any:
     return case((DataStore.owner_id == user_id, literal(OWNER)), else_=_shared(DataStore.id, user_id))
 
+
+# An association is live while its user holds a role on both its credential and its store; a link left by a
+# user who has since lost either is dormant: never listed, used or counted (it comes back if the role does).
+_SEES_CREDENTIAL = role_of(Credential.id, Credential.owner_id, CredentialAssociation.user_id).is_not(None)
+_LIVE = and_(_SEES_CREDENTIAL, _role(CredentialAssociation.user_id).is_not(None))
 
 _WITH_ROLE = select(*STORE_COLUMNS, _role(bindparam("user")), User.username).join(User, User.id == DataStore.owner_id)
 _ONE = _WITH_ROLE.where(DataStore.id == bindparam("id"))
@@ -224,7 +229,8 @@ class DataStoreRepository:
         return self.db.transact(link)
 
     def for_store(self, store_id: str, user_id: str) -> list[dict[str, Any]]:
-        """The user's credentials linked to the store, the default first."""
+        """The user's credentials linked to the store that they may still see, the default first (the caller
+        checks their role on the store)."""
         query = (
             select(
                 Credential.id,
@@ -239,6 +245,7 @@ class DataStoreRepository:
                 CredentialAssociation.object_type == DATACONNECTION,
                 CredentialAssociation.object_id == store_id,
                 CredentialAssociation.user_id == user_id,
+                _SEES_CREDENTIAL,
             )
             .order_by(CredentialAssociation.is_default.desc(), CredentialAssociation.created_at)
         )
@@ -248,24 +255,41 @@ class DataStoreRepository:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def for_credential(self, credential_id: str, user_id: str) -> list[tuple[str, str, bool]]:
-        """The user's links of one credential: (object type, object id, is default)."""
-        query = select(
-            CredentialAssociation.object_type, CredentialAssociation.object_id, CredentialAssociation.is_default
-        ).where(CredentialAssociation.credential_id == credential_id, CredentialAssociation.user_id == user_id)
+        """The user's links of one credential to stores they still hold a role on: (object type, object id, is
+        default) (the caller checks their role on the credential)."""
+        query = (
+            select(CredentialAssociation.object_type, CredentialAssociation.object_id, CredentialAssociation.is_default)
+            .join(DataStore, DataStore.id == CredentialAssociation.object_id)
+            .where(
+                CredentialAssociation.credential_id == credential_id,
+                CredentialAssociation.user_id == user_id,
+                CredentialAssociation.object_type == DATACONNECTION,
+                _role(CredentialAssociation.user_id).is_not(None),
+            )
+        )
         with self.db.read() as s:
             return [(t, i, bool(d)) for t, i, d in s.execute(query.order_by(CredentialAssociation.created_at))]
 
-    def defaults_using(self, credential_id: str) -> list[tuple[str, str]]:
-        """Stores that any user has this credential as default for: (store id, canonical name)."""
+    def defaults_using(self, credential_id: str, viewer_id: str) -> list[tuple[str, str, bool]]:
+        """Stores with a live association that makes this credential someone's default: (store id, canonical
+        name, whether `viewer_id` holds a role on the store), by name."""
         query = (
-            select(DataStore.id, DataStore.canonical_name)
-            .join(CredentialAssociation, CredentialAssociation.object_id == DataStore.id)
+            select(DataStore.id, DataStore.canonical_name, _role(bindparam("viewer")).is_not(None))
+            .join(
+                CredentialAssociation,
+                and_(
+                    CredentialAssociation.object_id == DataStore.id, CredentialAssociation.object_type == DATACONNECTION
+                ),
+            )
+            .join(Credential, Credential.id == CredentialAssociation.credential_id)
             .where(
-                CredentialAssociation.credential_id == credential_id,
-                CredentialAssociation.object_type == DATACONNECTION,
+                CredentialAssociation.credential_id == bindparam("credential"),
                 CredentialAssociation.is_default.is_(True),
+                _LIVE,
             )
             .distinct()
+            .order_by(DataStore.canonical_name, DataStore.id)
         )
         with self.db.read() as s:
-            return [(i, n) for i, n in s.execute(query)]
+            rows = s.execute(query, {"credential": credential_id, "viewer": viewer_id})
+            return [(i, n, bool(seen)) for i, n, seen in rows]
