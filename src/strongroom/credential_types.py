@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -328,26 +328,39 @@ def credential_data_schema(ctype: CredentialType) -> dict[str, Any]:
     }
 
 
-def check_name(value: Any) -> str:
+def check_name(value: Any, field: str = "name") -> str:
     """A name is a single-line string of at most NAME_MAX characters with a visible one, free of control and
-    format (bidi, zero-width, BOM) characters; returned in Unicode NFC, so look-alike spellings are one name."""
+    format (bidi, zero-width, BOM) characters; returned in Unicode NFC, so look-alike spellings are one name.
+    `field` is the key the errors name (a data store's `canonicalName` follows the same rules)."""
     if not isinstance(value, str):
-        raise InvalidInput("name: must be a string", {"name": "must be a string"})
+        raise InvalidInput(f"{field}: must be a string", {field: "must be a string"})
     if len(value) > 4 * NAME_MAX:  # before normalising: never spend work on a name that cannot fit
-        raise InvalidInput(f"name: at most {NAME_MAX} characters", {"name": f"at most {NAME_MAX} characters"})
+        raise InvalidInput(f"{field}: at most {NAME_MAX} characters", {field: f"at most {NAME_MAX} characters"})
     value = unicodedata.normalize("NFC", value)
     if not value.strip():
-        raise InvalidInput("name: must not be empty", {"name": "must not be empty"})
+        raise InvalidInput(f"{field}: must not be empty", {field: "must not be empty"})
     if len(value) > NAME_MAX:
-        raise InvalidInput(f"name: at most {NAME_MAX} characters", {"name": f"at most {NAME_MAX} characters"})
+        raise InvalidInput(f"{field}: at most {NAME_MAX} characters", {field: f"at most {NAME_MAX} characters"})
     if _CONTROL.search(value):
-        raise InvalidInput("name: must not contain control characters", {"name": "contains control characters"})
+        raise InvalidInput(f"{field}: must not contain control characters", {field: "contains control characters"})
     if _FORMAT.search(value):
         msg = "must not contain invisible format characters (bidi controls, zero-width spaces, BOM)"
-        raise InvalidInput(f"name: {msg}", {"name": msg})
+        raise InvalidInput(f"{field}: {msg}", {field: msg})
     if not _VISIBLE.search(value):
-        raise InvalidInput("name: must contain a visible character", {"name": "must contain a visible character"})
+        raise InvalidInput(f"{field}: must contain a visible character", {field: "must contain a visible character"})
     return value
+
+
+def shown_key(key: str) -> str:
+    """A client's key as an error may name it: itself when short and free of control characters."""
+    return key if len(key) <= 64 and not _CONTROL.search(key) else "(unprintable)"
+
+
+def reject_unknown(data: Mapping[str, Any], known: Collection[str], what: str, prefix: str = "") -> None:
+    """422 naming the keys of `data` that are not `known` (each as `prefix` + key, the first in the message)."""
+    errors = {f"{prefix}{shown_key(key)}": f"unknown field for {what}" for key in data if key not in known}
+    if errors:
+        raise InvalidInput(_summary(errors), capped(errors))
 
 
 def check_description(value: Any) -> str:
@@ -417,8 +430,7 @@ def parse_fields(ctype: CredentialType, data: Mapping[str, Any], *, allow_null: 
     for key, value in data.items():
         f = ctype.field(key)
         if f is None:
-            shown = key if len(key) <= 64 and not _CONTROL.search(key) else "(unprintable)"
-            errors[shown[:64]] = f"unknown field for credential type {ctype.name!r}"
+            errors[shown_key(key)] = f"unknown field for credential type {ctype.name!r}"
             continue
         if value is None:
             if allow_null:

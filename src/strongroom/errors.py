@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+ECHO_MAX = 100  # characters of a client's value a message may quote
+
+
+def clipped(text: str, limit: int = ECHO_MAX) -> str:
+    """`text` as a message may quote it: at most `limit` characters, the cut marked with `…`."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class StrongroomError(Exception):
     """Base for errors a caller can act on; `message` must never contain a secret value."""

@@ -67,8 +67,10 @@ DRIVERS = {
     )
 }
 _JDBC = re.compile(
-    r"jdbc:(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:?;\[\]]+)(?::(?P<port>\d{1,5}))?/?(?P<db>[^?;]*)"
+    r"jdbc:(?P<scheme>[a-z]+)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:?;\[\]]+)(?::(?P<port>[0-9]{1,5}))?(?:/(?P<db>[^?;]*))?"
 )
+
+_PORT = re.compile("[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def target(driver_id: str | None, jdbc_url: str | None, fields: Sequence[Mapping
         if driver is not None and driver is not by_scheme:
             msg = f"a jdbc:{scheme} URL needs the {by_scheme.canonical_name} driver ({by_scheme.id})"
             raise InvalidInput(f"params.driverId: {msg}", {"params.driverId": msg})
-        host, port, database = found["host"].strip("[]"), found["port"], unquote(found["db"])
+        host, port, database = found["host"].strip("[]"), found["port"], unquote(found["db"] or "")
         driver = by_scheme
     else:
         if driver is None:
@@ -108,9 +110,19 @@ def target(driver_id: str | None, jdbc_url: str | None, fields: Sequence[Mapping
         port, database = named.get("port"), named.get("database") or named.get("dbname") or ""
     if not host:
         raise InvalidInput("params: the store needs a host", {"params": "no host"})
-    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
+    number = _port(port)
+    return Target(driver, str(host), number or driver.default_port, str(database))
+
+
+def _port(value: Any) -> int | None:
+    """A port of 1 to 65535 written in ASCII digits (None: none given); `str.isdigit` would let superscripts
+    and other scripts' digits through to an `int()` that fails or reads them."""
+    if value is None:
+        return None
+    text = str(value)
+    if not _PORT.fullmatch(text) or not 0 < int(text) < 65536:
         raise InvalidInput("params: the port must be 1 to 65535", {"params": "bad port"})
-    return Target(driver, str(host), int(port) if port else driver.default_port, str(database))
+    return int(text)
 
 
 def url_parts(where: Target) -> dict[str, Any]:

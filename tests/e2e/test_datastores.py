@@ -322,3 +322,64 @@ def test_secrets_used_for_tests_browsing_and_reveal_leak_nowhere(
     for secret in (peer.password, wrong):
         assert not any(secret.encode() in b.content for b in bodies)
         assert secret.encode() not in stored and secret.encode() not in log
+
+
+def _plain_store(api: httpx.Client, name: str | None = None) -> dict[str, Any]:
+    """A store that is never connected to (created without a peer database)."""
+    params = {"driverId": "5d0000000000000000000001", "jdbcUrl": "jdbc:postgresql://db.example.test/x"}
+    resp = api.post(
+        "externalDataStores/", json={"type": "jdbc", "canonicalName": name or unique("s"), "params": params}
+    )
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def test_if_match_on_a_store_without_entity_tags(owner: httpx.Client) -> None:
+    """Stores send no ETag, so If-Match with any tag is false: 412 and nothing done (RFC 9110 §13.1.1); `*`
+    passes; a malformed or over-long header is the 400 of /credentials/; a credential's own If-Match still works."""
+    sid = _plain_store(owner)["id"]
+    url = f"externalDataStores/{sid}/"
+    assert_error(owner.delete(url, headers={"If-Match": '"999"'}), 412, "If-Match")
+    assert_error(owner.patch(url, json={"canonicalName": "stale"}, headers={"If-Match": '"1"'}), 412, "If-Match")
+    assert_error(owner.patch(url, json={"canonicalName": "x"}, headers={"If-Match": '"' + "1" * 5000 + '"'}), 400)
+    assert_error(owner.delete(url, headers={"If-Match": "not a tag"}), 400, "If-Match")
+    assert owner.get(url).json()["canonicalName"] != "stale"
+    body = {"type": "jdbc", "canonicalName": unique("s"), "params": {"jdbcUrl": "jdbc:postgresql://h/x"}}
+    assert_error(owner.post("externalDataStores/", json=body, headers={"If-Match": '"1"'}), 412, "If-Match")
+    assert_error(
+        owner.post(
+            "credentials/", json={"name": unique("c"), "user": "u", "password": "p"}, headers={"If-Match": '"1"'}
+        ),
+        412,
+    )
+    cid = _basic(owner, "u", "p")
+    assert owner.patch(f"credentials/{cid}/", json={"description": "d"}, headers={"If-Match": '"1"'}).status_code == 200
+    assert owner.patch(url, json={"canonicalName": "any"}, headers={"If-Match": "*"}).status_code == 200
+    assert owner.delete(url, headers={"If-Match": "*"}).status_code == 204
+    assert_error(owner.delete(url, headers={"If-Match": "*"}), 404)
+
+
+def test_client_mistakes_on_store_routes_are_4xx(owner: httpx.Client) -> None:
+    """What used to be a 500 (a superscript port), a 201 (an unknown field, a password, a bidi name) or a 200
+    (paging parameters on a list that does not page) through HTTP."""
+    port = {"driverId": "5d0000000000000000000001", "fields": [{"id": "a", "name": "host", "value": "h"}]}
+    port["fields"].append({"id": "b", "name": "port", "value": "¹"})
+    assert_error(owner.post("externalDataStores/", json={"type": "jdbc", "canonicalName": "x", "params": port}), 422)
+    sid = _plain_store(owner)["id"]
+    assert_error(owner.patch(f"externalDataStores/{sid}/", json={"params": port}), 422, "params")
+    body = {"type": "jdbc", "canonicalName": unique("s"), "params": {"jdbcUrl": "jdbc:postgresql://h/x"}}
+    assert_error(owner.post("externalDataStores/", json={**body, "extra": 1}), 422, "extra")
+    for url in ("jdbc:postgresql://u:S3CRET-CANARY-123@h/x", "jdbc:postgresql://h/x?password=S3CRET-CANARY-123"):
+        message = assert_error(owner.post("externalDataStores/", json={**body, "params": {"jdbcUrl": url}}), 422)
+        assert "params.jdbcUrl" in message["message"] and "credential" in message["message"]
+        assert "S3CRET" not in str(message)
+    assert_error(
+        owner.post("externalDataStores/", json={**body, "canonicalName": "bidi\u202eevil"}), 422, "canonicalName"
+    )
+    for query in ({"offset": "-1"}, {"limit": "abc"}):
+        assert_error(owner.get("externalDataStores/", params=query), 422, next(iter(query)))
+        assert_error(owner.get("externalDataDrivers/", params=query), 422, next(iter(query)))
+    assert (
+        owner.get("externalDataStores/", params={"substituteUrlParameters": "True", "dataType": "all"}).status_code
+        == 200
+    )

@@ -16,6 +16,7 @@ from strongroom.errors import InvalidInput, MalformedRequest, StrongroomError
 
 JSON_MAX_DEPTH = 1024  # orjson's nesting limit: deeper documents fail to parse instead of exhausting the stack
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+_DIGITS = re.compile("[0-9]+")  # ASCII only: str.isdigit() also takes superscripts, which int() refuses
 _OWS = r"[ \t]*"  # RFC 9110 optional whitespace: spaces and tabs only
 _TAG = '(W/)?"([0-9]{1,18})"'
 _ENTITY_TAG = re.compile(f"{_OWS}{_TAG}{_OWS}")  # one list member, matched whole
@@ -60,7 +61,7 @@ BODY_RECEIVED = "strongroom.body_received"
 async def read_body(request: Request, limit: int, timeout: float = 30) -> bytes | None:
     """Read the body, stopping at the size limit (None: over it) or after `timeout` seconds (408)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and _DIGITS.fullmatch(declared) and (len(declared) > 19 or int(declared) > limit):
         return None
     if request.scope.get(BODY_RECEIVED):  # one message holds it all (the server buffered it)
         message = await request.receive()

@@ -27,6 +27,17 @@ def window(call: Call, default: int = 100) -> tuple[int, int]:
     return offset, limit
 
 
+def unpaged(call: Call) -> None:
+    """A list that answers everything at once (DataRobot's `{data}` lists) takes no paging: `offset` or `limit`
+    is a 422 naming it, not a page the client would wrongly believe it got. Other unknown query parameters are
+    ignored, as everywhere in the API."""
+    query = call.request.query_params
+    for name in ("offset", "limit"):
+        if name in query:
+            msg = "this list is not paged: it answers every item at once"
+            raise InvalidInput(f"{name}: {msg}", {name: msg})
+
+
 def paged(call: Call, data: Any, count: int, total: int, offset: int, limit: int) -> Response:
     """The envelope around `data` (a list, or an orjson.Fragment of one), with links built from the public URL."""
     request = call.request

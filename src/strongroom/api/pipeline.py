@@ -10,6 +10,14 @@ An endpoint may also declare a `fused` handler: a read whose repository checks t
 the `read` scope inside the same statement (one round trip instead of two). It answers only when all is
 well; on any miss the ordinary pipeline runs and explains the failure. Domain errors become their JSON
 answers here, so handlers only raise.
+
+If-Match (RFC 9110 §13.1.1) is evaluated here for every state-changing route (POST, PUT, PATCH, DELETE) whose
+operation does not document the header itself (`Endpoint.evaluates_if_match`: a credential's PATCH and DELETE
+compare it with the credential's revision). Such a resource has no entity tags, so a list of tags can never
+match: after authentication and the scope check, and before the handler, the answer is 412 and nothing changes;
+`*` passes on to the handler (which answers 404 if there is nothing there), and a malformed or over-long header
+is the 400 the credentials answer. The 412 comes before the handler's own checks, so it says nothing about
+whether the id exists or what the caller's role on it is. Such a request never takes a fused path.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from strongroom.config import Settings
 from strongroom.errors import (
     Forbidden,
     Hidden,
+    PreconditionFailed,
     ServiceUnavailable,
     StrongroomError,
     TooManyRequests,
@@ -42,6 +51,7 @@ from strongroom.services.audit import Event
 from strongroom.services.credentials import is_id
 
 T = TypeVar("T")
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Handler = Callable[["Call"], Awaitable[Response]]
 Fused = Callable[["Call"], Awaitable[Response | None]]
 
@@ -59,6 +69,11 @@ class Endpoint:
     # The audit action of a change this endpoint makes (its success is audited by the service, in the same
     # transaction); failures and denials are audited here. None: a read, whose denials only are audited.
     action: str | None = None
+
+    @property
+    def evaluates_if_match(self) -> bool:
+        """Whether the handler compares If-Match with the resource's ETag (its operation documents the header)."""
+        return any(p.get("in") == "header" and p.get("name") == "If-Match" for p in self.doc.get("parameters", ()))
 
 
 class Call:
@@ -162,11 +177,13 @@ class Pipeline:
     def endpoint(self, spec: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         """The Starlette endpoint that runs `spec` through the pipeline."""
         handler, fused, scope, action = spec.handler, spec.fused, spec.scope, spec.action
+        untagged = spec.method in _STATE_CHANGING and not spec.evaluates_if_match
 
         async def run(request: Request) -> Response:
             call = Call(self, request)
+            conditional = untagged and "if-match" in request.headers
             try:
-                if fused is not None:
+                if fused is not None and not conditional:
                     answer = await fused(call)
                     if answer is not None:  # only ever for a valid token
                         call.services.accounts.used(call.token_hash)
@@ -174,6 +191,8 @@ class Pipeline:
                 call.who = await self.authenticate(call)
                 if scope is not None:
                     call.who.require(scope)
+                if conditional and http.if_match(request) is not None:
+                    raise _no_tag_matches()
                 return await handler(call)
             except StrongroomError as exc:
                 await self._audit_refusal(call, exc, action)
@@ -228,6 +247,15 @@ class Pipeline:
         if wait is None:
             return Unauthorized("missing or invalid API token")
         return TooManyRequests(f"too many failed authentications from this client; retry in {wait} s", wait)
+
+
+def _no_tag_matches() -> PreconditionFailed:
+    """The 412 of an If-Match listing entity tags on a resource that has none."""
+    return PreconditionFailed(
+        'If-Match: this resource has no entity tags, so none can match; send no If-Match, or "*"',
+        {"If-Match": "no entity tag matches"},
+        current_revision=None,
+    )
 
 
 def _address(request: Request) -> str | None:

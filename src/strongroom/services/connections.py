@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.pool import NullPool
 
 from strongroom.config import Settings
-from strongroom.errors import Forbidden, InvalidInput, StrongroomError
+from strongroom.errors import Forbidden, InvalidInput, StrongroomError, clipped
 from strongroom.jdbc import DRIVERS, Target, target
 
 Network = Any  # IPv4Network | IPv6Network
@@ -92,7 +92,7 @@ class Connector:
             raise _refused(host, "it is on the server's deny list")
         addresses = [_plain(ip_address(a)) for a in self.resolve(host, port)]
         if not addresses:
-            raise ConnectionFailed(f"host unreachable: {host!r} does not resolve", {"host": "unreachable"})
+            raise ConnectionFailed(f"host unreachable: {clipped(host)!r} does not resolve", {"host": "unreachable"})
         for a in addresses:
             explicitly_allowed = any(a in n for n in self.allow_nets)
             if any(a in n for n in ALWAYS_REFUSED) and not explicitly_allowed:
@@ -225,7 +225,7 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 def _refused(host: str, why: str) -> Forbidden:
-    return Forbidden(f"connection to {host!r} refused: {why}", {"host": "refused by the server's rules"})
+    return Forbidden(f"connection to {clipped(host)!r} refused: {why}", {"host": "refused by the server's rules"})
 
 
 _AUTH = ("password authentication failed", "authentication failed", "access denied for user", "no password supplied")
@@ -247,18 +247,18 @@ def explain(exc: BaseException, where: Target) -> StrongroomError:
     orig = getattr(exc, "orig", exc)
     text = str(orig).lower()
     code = orig.args[0] if isinstance(orig, Exception) and orig.args and isinstance(orig.args[0], int) else None
-    place = f"{where.host}:{where.port}"
+    place, database = f"{clipped(where.host)}:{where.port}", clipped(where.database)
     if code in (1045, 1698) or any(s in text for s in _AUTH):
         return ConnectionFailed(
             f"authentication failed: {place} refused the user name or password", {"credentials": "rejected"}
         )
     if code == 1049 or ("database" in text and "does not exist" in text):
         return ConnectionFailed(
-            f"database does not exist: {place} has no database {where.database!r}", {"database": "does not exist"}
+            f"database does not exist: {place} has no database {database!r}", {"database": "does not exist"}
         )
     if code == 1044:
         return ConnectionFailed(
-            f"authentication failed: the user may not open database {where.database!r} on {place}",
+            f"authentication failed: the user may not open database {database!r} on {place}",
             {"credentials": "no access to the database"},
         )
     if "statement timeout" in text:

@@ -15,8 +15,10 @@ if the role does. A 409 for a delete names only the stores the caller holds a ro
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from strongroom import credential_types
 from strongroom.errors import Conflict, Forbidden, Hidden, InvalidInput, NotFound
@@ -25,7 +27,7 @@ from strongroom.services import s3
 from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
 from strongroom.services.connections import DRIVERS, MAX_ROWS, Connector, Target, target
-from strongroom.services.credentials import CredentialService, is_id
+from strongroom.services.credentials import CredentialService, is_id, name_filters
 from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES
 from strongroom.services.sharing import parse_role_changes, resolve_recipients
 from strongroom.store.models import new_id, utcnow
@@ -34,6 +36,22 @@ from strongroom.store.repositories.sharing import SharingRepository
 
 T = TypeVar("T")
 STORE_TYPES = ("jdbc",)
+# The complete bodies the datarobot client sends (/work/shared/spec: externalDataStores/ and its test/,
+# schemas/ and tables/); preview/ and previewQuery/ are not listed there, so they are not checked.
+_STORE_KEYS = ("type", "canonicalName", "params")
+_CHANGEABLE = ("canonicalName", "params")
+_PARAMS_KEYS = ("driverId", "connectorId", "jdbcUrl", "fields")
+_LOGIN_KEYS = ("credentialId", "user", "password", "credentialData", "useKerberos")
+_USE_KEYS = {"test": _LOGIN_KEYS, "schemas": _LOGIN_KEYS, "tables": (*_LOGIN_KEYS, "schema")}
+# Connection properties and field names that hold secrets, compared lower-cased without separators: these
+# whole names, and names containing one of the parts (password, sslPassword, clientCertificateKeyStorePassword,
+# awsSecretAccessKey, accessToken, ...). A bare "key" part would refuse MySQL's allowPublicKeyRetrieval.
+_SECRET_NAMES = frozenset({"pass", "pw", "key", "apikey", "accesskey", "privatekey", "accountkey"})
+_SECRET_PARTS = ("password", "passwd", "passphrase", "pwd", "secret", "token")
+_SEPARATORS = re.compile(r"[\s_.\-]+")
+_AUTHORITY_END = re.compile(r"[/?;]")  # where a JDBC URL's host part ends
+# A `name=` anywhere after the scheme: query (?a=1&b=2), `;a=1` properties, MySQL's (host=h,password=p) hosts.
+_PROPERTY = re.compile(r"([^=&;?/(),@\s]+)\s*=")
 
 
 class DataStoreService:
@@ -61,12 +79,11 @@ class DataStoreService:
     def list(self, who: Principal, store_type: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
         """The stores the caller has a role on, each with that role; `type` and `name` filter."""
         who.require("read")
-        if name is not None and "\x00" in name:  # no stored name holds one (PostgreSQL text cannot)
-            raise InvalidInput("name: must not contain NUL", {"name": "must not contain NUL"})
+        exact = name_filters(name or None, None).get("name")  # in NFC, as canonical names are stored
         wanted = None if store_type in (None, "", "all") else store_type
         if wanted is not None and wanted not in STORE_TYPES:
             return []  # no store is of another type
-        return [_wire(r) for r in self.stores.visible(who.user_id, wanted, name or None)]
+        return [_wire(r) for r in self.stores.visible(who.user_id, wanted, exact)]
 
     def get(self, who: Principal, store_id: str) -> dict[str, Any]:
         who.require("read")
@@ -75,6 +92,7 @@ class DataStoreService:
     def create(self, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:
         """A new store owned by the caller (audited)."""
         who.require("write")
+        credential_types.reject_unknown(body, _STORE_KEYS, "a data store")
         store_type = body.get("type", "jdbc")
         if store_type not in STORE_TYPES:
             raise InvalidInput("type: must be jdbc", {"type": "must be jdbc"})
@@ -95,7 +113,7 @@ class DataStoreService:
         """Change the name or params (EDITOR or OWNER; audited); the store as it now is."""
         who.require("write")
         row = self._store(who, store_id, EDITOR, "change it")
-        unknown = sorted(set(body) - {"canonicalName", "params"})
+        unknown = [credential_types.shown_key(key) for key in body if key not in _CHANGEABLE]
         if unknown or not body:
             msg = "only canonicalName and params can be changed"
             raise InvalidInput(f"{(unknown or ['body'])[0]}: {msg}", {(unknown or ["body"])[0]: msg})
@@ -183,6 +201,9 @@ class DataStoreService:
         self, who: Principal, store_id: str, body: Mapping[str, Any], purpose: str, fn: Callable[[Target, str, str], T]
     ) -> T:
         who.require("use")
+        known = _USE_KEYS.get(purpose)
+        if known is not None:
+            credential_types.reject_unknown(body, known, f"{purpose}/")
         row = self._store(who, store_id, CONSUMER, "use it")
         where = target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
         user, password = self._login(who, row, body, purpose)
@@ -376,16 +397,15 @@ def _wire(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > credential_types.NAME_MAX:
-        msg = f"must be a non-empty string of at most {credential_types.NAME_MAX} characters"
-        raise InvalidInput(f"canonicalName: {msg}", {"canonicalName": msg})
-    return value
+    """A canonical name under the rules of a credential's name (NFC; no control, format or bidi characters)."""
+    return credential_types.check_name(value, field="canonicalName")
 
 
 def _params(value: Any) -> dict[str, Any]:
     """The store columns of a params object (validated by parsing its target)."""
     if not isinstance(value, dict):
         raise InvalidInput("params: must be an object", {"params": "must be an object"})
+    credential_types.reject_unknown(value, _PARAMS_KEYS, "data store params", prefix="params.")
     driver_id, jdbc_url, fields = value.get("driverId"), value.get("jdbcUrl"), value.get("fields") or []
     if driver_id is not None and not isinstance(driver_id, str):
         raise InvalidInput("params.driverId: must be a string", {"params.driverId": "must be a string"})
@@ -399,9 +419,46 @@ def _params(value: Any) -> dict[str, Any]:
         raise InvalidInput(f"params.fields: {msg}", {"params.fields": msg})
     if not jdbc_url and not fields:
         raise InvalidInput("params: needs jdbcUrl or fields", {"params": "needs jdbcUrl or fields"})
+    _no_nul(driver_id, jdbc_url, fields)
+    _no_secrets(jdbc_url, fields)
     where = target(driver_id, jdbc_url, fields)
     kept = [{"id": f["id"], "name": f["name"], "value": f["value"]} for f in fields]
     return {"driver_id": where.driver.id, "jdbc_url": jdbc_url or None, "fields": json.dumps(kept)}
+
+
+def _no_nul(driver_id: str | None, jdbc_url: str | None, fields: list[dict[str, Any]]) -> None:
+    """422 for a NUL character in any string of the params (PostgreSQL text cannot hold one)."""
+    strings = [("params.driverId", driver_id), ("params.jdbcUrl", jdbc_url)]
+    strings += [(f"params.fields[{i}].{k}", f[k]) for i, f in enumerate(fields) for k in ("id", "name", "value")]
+    for where, text in strings:
+        if text is not None and "\x00" in text:
+            raise InvalidInput(f"{where}: must not contain NUL", {where: "must not contain NUL"})
+
+
+def _secret_like(name: str) -> bool:
+    """Whether a connection property or field name (any case, separators ignored) names a secret."""
+    squeezed = _SEPARATORS.sub("", unquote(name)).lower()
+    return squeezed in _SECRET_NAMES or any(part in squeezed for part in _SECRET_PARTS)
+
+
+def _no_secrets(jdbc_url: str | None, fields: list[dict[str, Any]]) -> None:
+    """422 for a password in a JDBC URL (its userinfo, or a password-like property) or a password-like field:
+    a data store holds where to connect, never a secret, which belongs in a credential."""
+    use = "a data store holds no secret: store it in a credential and connect with its credentialId"
+    if jdbc_url:
+        rest = jdbc_url.partition("//")[2]
+        if "@" in _AUTHORITY_END.split(rest, maxsplit=1)[0]:
+            msg = f"must not hold a user or password before the host; {use}"
+            raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
+        if any(_secret_like(found[1]) for found in _PROPERTY.finditer(rest)):
+            msg = f"must not hold a password-like property; {use}"
+            raise InvalidInput(f"params.jdbcUrl: {msg}", {"params.jdbcUrl": msg})
+    for i, f in enumerate(fields):
+        for key in ("name", "id"):
+            if _secret_like(f[key]):
+                where = f"params.fields[{i}].{key}"
+                msg = f"must not name a password-like field; {use}"
+                raise InvalidInput(f"{where}: {msg}", {where: msg})
 
 
 def _credential_data(data: Any) -> tuple[str, dict[str, Any]]:

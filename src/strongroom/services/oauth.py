@@ -41,6 +41,7 @@ URL_MAX = 2048
 CLIENT_ID_MAX = 1024
 ASSUMED_LIFETIME = timedelta(hours=1)  # a token answer without expires_in
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_LIFETIME = re.compile("[0-9]{1,9}")  # expires_in as a string: seconds, under the 10**9 kept below
 _PROVIDER_FIELDS = ("name", "tokenUrl", "clientId", "clientSecret", "tokenEndpointAuthMethod")
 _CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
 
@@ -427,14 +428,19 @@ class OAuthService:
             raise ProviderFailed(
                 f"oauthProvider: the OAuth provider at {host} answered no access token", {"oauthProvider": "bad"}
             )
-        if isinstance(lifetime, str) and lifetime.isdigit():
-            lifetime = int(lifetime)
         return {
             "access_token": access,
             "refresh_token": rotated if isinstance(rotated, str) and rotated else None,
-            "expires_in": lifetime if isinstance(lifetime, int) and 0 <= lifetime < 10**9 else None,
+            "expires_in": lifetime_of(lifetime),
             "token_type": token_type if isinstance(token_type, str) and _ERROR_CODE.fullmatch(token_type) else "Bearer",
         }
+
+
+def lifetime_of(value: Any) -> int | None:
+    """A token answer's `expires_in` in seconds (a number, or a string of ASCII digits), None if unusable."""
+    if isinstance(value, str) and _LIFETIME.fullmatch(value):  # not str.isdigit(): int() refuses "¹"
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else None
 
 
 class _Rejected(Exception):

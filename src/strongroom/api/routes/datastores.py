@@ -8,18 +8,21 @@ from typing import Any
 
 from starlette.responses import Response
 
+from strongroom import credential_types
 from strongroom.api.errors import JSONResponse
 from strongroom.api.openapi import answers, credential_id_parameter, filter_text, json_body
-from strongroom.api.paging import paged, window
+from strongroom.api.paging import paged, unpaged, window
 from strongroom.api.pipeline import Call, Endpoint
 from strongroom.api.routes.sharing import UPDATE_ROLES
 
 
 async def list_drivers(call: Call) -> Response:
+    unpaged(call)
     return JSONResponse({"data": call.services.datastores.drivers(call.principal)})
 
 
 async def list_stores(call: Call) -> Response:
+    unpaged(call)
     query, stores, who = call.request.query_params, call.services.datastores, call.principal
     found = await call.read(lambda: stores.list(who, query.get("type"), query.get("name")))
     return JSONResponse({"data": found})
@@ -137,8 +140,11 @@ _ASSOCIATION = _path("association", "dataconnection:<data store id>")
 _PARAMS = {
     "type": "object",
     "title": "Data store params",
+    "description": "Where to connect, never a secret: a password in jdbcUrl or fields is refused (use a credential)",
+    "additionalProperties": False,
     "properties": {
         "driverId": {"type": "string"},
+        "connectorId": {"type": "string", "description": "Sent by some clients; not used"},
         "jdbcUrl": {"type": "string", "maxLength": 2048},
         "fields": {
             "type": "array",
@@ -155,9 +161,15 @@ _STORE_BODY = {
     "type": "object",
     "title": "New data store",
     "required": ["type", "canonicalName", "params"],
+    "additionalProperties": False,
     "properties": {
         "type": {"type": "string", "enum": ["jdbc"]},
-        "canonicalName": {"type": "string"},
+        "canonicalName": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": credential_types.NAME_MAX,
+            "pattern": credential_types.NAME_PATTERN,
+        },
         "params": _PARAMS,
     },
 }
@@ -210,7 +222,10 @@ ENDPOINTS = [
         "/externalDataDrivers/",
         "read",
         list_drivers,
-        doc={"summary": "The drivers data stores can use", "responses": {"200": _ok("Drivers"), **answers(401, 429)}},
+        doc={
+            "summary": "The drivers data stores can use",
+            "responses": {"200": _ok("Drivers"), **answers(401, 422, 429)},
+        },
     ),
     Endpoint(
         "GET",
@@ -259,9 +274,14 @@ ENDPOINTS = [
             "summary": "Change a data store's canonicalName or params (EDITOR or OWNER)",
             "parameters": [_STORE_ID],
             "requestBody": json_body(
-                {"type": "object", "title": "Data store change", "properties": _STORE_BODY["properties"]}
+                {
+                    "type": "object",
+                    "title": "Data store change",
+                    "additionalProperties": False,
+                    "properties": {k: v for k, v in _STORE_BODY["properties"].items() if k != "type"},
+                }
             ),
-            "responses": {"200": _ok("Data store"), **answers(400, 401, 403, 404, 422, 429)},
+            "responses": {"200": _ok("Data store"), **answers(400, 401, 403, 404, 412, 422, 429)},
         },
     ),
     Endpoint(
@@ -273,7 +293,7 @@ ENDPOINTS = [
         doc={
             "summary": "Delete a data store (OWNER)",
             "parameters": [_STORE_ID],
-            "responses": {"204": {"description": "Deleted"}, **answers(401, 403, 404, 429)},
+            "responses": {"204": {"description": "Deleted"}, **answers(400, 401, 403, 404, 412, 429)},
         },
     ),
     Endpoint(
