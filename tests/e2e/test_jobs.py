@@ -366,9 +366,25 @@ def test_bad_specs_name_the_field(api: httpx.Client) -> None:
             "outputSettings.statementType",
         ),
         ({"deploymentId": PASSTHROUGH, "csvSettings": {"delimiter": ";;"}}, 422, "csvSettings.delimiter"),
+        ({"deploymentId": PASSTHROUGH, "csvSettings": {"encoding": "utf\u0000-8"}}, 422, "csvSettings.encoding"),
+        ({"deploymentId": PASSTHROUGH, "csvSettings": {"encoding": "rot13"}}, 422, "csvSettings.encoding"),
+        ({"deploymentId": PASSTHROUGH, "csvSettings": {"delimiter": '"'}}, 422, "csvSettings.quotechar"),
     ]
     for spec, status, field in cases:
-        assert_error(api.post("batchPredictions/", json=spec), status, field)
+        resp = api.post("batchPredictions/", json=spec)
+        assert_error(resp, status, field)
+
+
+def test_a_utf16_upload_is_read_in_its_encoding(token: str, tmp_path: Path) -> None:
+    """csvSettings.encoding utf-16 through the real client: the upload is read in it, the output is UTF-8."""
+    out = tmp_path / "out.csv"
+    dr.BatchPredictionJob.score(
+        PASSTHROUGH,
+        intake_settings={"type": "localFile", "file": io.BytesIO(_csv().replace("item", "ïtem").encode("utf-16"))},
+        output_settings={"type": "localFile", "path": str(out)},
+        csv_settings={"encoding": "utf-16"},
+    )
+    assert _rows(out.read_text(encoding="utf-8")) == _rows(_csv().replace("item", "ïtem"))
 
 
 def test_abort(api: httpx.Client) -> None:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from strongroom.services.batch import CsvSlice, JobFailed, split_csv, splits_at_bytes
+from strongroom.services.batch import CsvSlice, JobFailed, read_csv, split_csv, splits_at_bytes
 
 OPTIONS = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
 TRICKY = (
@@ -74,3 +74,31 @@ def test_a_slice_that_does_not_parse_names_the_adapter() -> None:
     assert slices[0].parse().num_rows > 0
     with pytest.raises(JobFailed, match=r"^s3 intake: the CSV cannot be read"):
         slices[-1].parse()
+
+
+NOT_IN_ITS_ENCODING = {
+    "cp1252 without 0x81": ("cp1252", b"id,name\n1,\x81\n"),
+    "utf-16 of an odd length": ("utf-16", b"id,name\n1,2\n"),
+    "utf-8 with a stray byte": ("utf-8", b"id,name\n1,\xff\n"),
+}
+
+
+@pytest.mark.parametrize(("encoding", "data"), NOT_IN_ITS_ENCODING.values(), ids=NOT_IN_ITS_ENCODING.keys())
+def test_a_csv_not_in_its_encoding_fails_naming_the_setting(encoding: str, data: bytes) -> None:
+    """Bytes the job's encoding cannot decode fail the job with the adapter and csvSettings.encoding named (not
+    as an internal error), whether the streaming reader or the slicer meets them."""
+    options = {**OPTIONS, "encoding": encoding}
+    expected = rf"^localFile intake: the CSV is not valid {encoding} \(csvSettings\.encoding\)"
+    with pytest.raises(JobFailed, match=expected):
+        list(read_csv([io.BytesIO(data)], options, 100))
+    if splits_at_bytes(options):
+        with pytest.raises(JobFailed, match=expected):
+            list(split_csv(io.BytesIO(data), options, 100, "localFile intake"))
+
+
+def test_utf16_and_utf32_are_read() -> None:
+    """UTF-16 and UTF-32 uploads (with their byte-order mark) are read by the streaming reader."""
+    text = 'id,name\n1,é\n2,"a,\nb"\n'
+    for encoding in ("utf-16", "utf-32", "utf-16-le"):
+        batches = list(read_csv([io.BytesIO(text.encode(encoding))], {**OPTIONS, "encoding": encoding}, 100))
+        assert pa.Table.from_batches(batches).to_pylist() == [{"id": 1, "name": "é"}, {"id": 2, "name": "a,\nb"}]

@@ -27,8 +27,10 @@ through this module's messages: failures name the adapter and the cause (`connec
 from __future__ import annotations
 
 import codecs
+import csv
 import ctypes
 import ctypes.util
+import functools
 import importlib
 import io
 import json
@@ -74,6 +76,21 @@ class JobFailed(StrongroomError):
 def _unreadable(adapter: str, exc: Exception) -> JobFailed:
     """pyarrow's refusal of a CSV as the job's reason: the adapter and the first 300 characters of its message."""
     return JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})")
+
+
+def _undecodable(adapter: str, options: Mapping[str, str], exc: UnicodeError) -> JobFailed:
+    """A CSV that is not in the job's encoding as the job's reason: the codec's complaint (a byte and its
+    offset, never the text)."""
+    return JobFailed(f"{adapter}: the CSV is not valid {options['encoding']} (csvSettings.encoding): {str(exc)[:300]}")
+
+
+def _check_text(schema: pa.Schema, adapter: str, options: Mapping[str, str]) -> None:
+    """Fail the job when the reader took a column for bytes: its values are not valid UTF-8 (the reader's text
+    after decoding), so the CSV is not in the job's encoding and no output could write them."""
+    for number, column in enumerate(schema):
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            reason = f"column {number + 1} is not valid text"
+            raise JobFailed(f"{adapter}: the CSV is not valid {options['encoding']} (csvSettings.encoding): {reason}")
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -253,6 +270,28 @@ def csv_options(settings: Mapping[str, Any] | None) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=64)
+def reads_csv_in(delimiter: str, quotechar: str, encoding: str) -> bool:
+    """Whether the streaming CSV reader reads CSV written in these settings back as written: a header, and a row
+    whose quoted value holds the delimiter, a quote and a newline (a codec it cannot stream, or one that changes
+    such text, fails here rather than in a job)."""
+    written = [["a", "b"], [f"Xy.{delimiter}{quotechar}\n-1", "Z z"]]
+    sink = io.StringIO()
+    csv.writer(sink, delimiter=delimiter, quotechar=quotechar, lineterminator="\n").writerows(written)
+    options = {"delimiter": delimiter, "quotechar": quotechar, "encoding": encoding}
+    try:
+        data = sink.getvalue().encode(encoding)
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(encoding=encoding),
+            parse_options=_parse_options(options),
+            convert_options=pacsv.ConvertOptions(column_types={"a": pa.string(), "b": pa.string()}),
+        )
+    except Exception:  # any codec's failure, in any form, means this server cannot read it
+        return False
+    return [table.column_names, *map(list, zip(*table.to_pydict().values(), strict=True))] == written
+
+
 def read_csv(
     files: Sequence[Any],
     options: Mapping[str, str],
@@ -277,7 +316,10 @@ def read_csv(
                 if "Empty CSV file" in str(exc):
                     continue
                 raise _unreadable(adapter, exc) from None
+            except UnicodeError as exc:
+                raise _undecodable(adapter, options, exc) from None
             if types is None:
+                _check_text(reader.schema, adapter, options)
                 types = {f.name: f.type for f in reader.schema}
             try:
                 for block in reader:
@@ -286,6 +328,8 @@ def read_csv(
                     yield block
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise _unreadable(adapter, exc) from None
+            except UnicodeError as exc:
+                raise _undecodable(adapter, options, exc) from None
             except OSError as exc:
                 raise JobFailed(f"{adapter}: reading failed ({type(exc).__name__})") from None
 
@@ -386,6 +430,8 @@ class CsvSlice:
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise _unreadable(self.adapter, exc) from None
+        except UnicodeError as exc:
+            raise _undecodable(self.adapter, self.options, exc) from None
         return _one_batch(table) if table.num_rows else pa.RecordBatch.from_pylist([], schema=self.schema)
 
     def copies_as_is(self) -> bool:
@@ -487,6 +533,9 @@ def split_csv(
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _unreadable(adapter, exc) from None
+    except UnicodeError as exc:
+        raise _undecodable(adapter, options, exc) from None
+    _check_text(sample.schema, adapter, options)
     if schema is not None and sample.column_names != schema.names:
         raise JobFailed(f"{adapter}: a part's header names other columns than the first part's")
     types = schema or sample.schema

@@ -14,6 +14,7 @@ from the start (a table may have changed), its chunks replacing their earlier at
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import shutil
@@ -534,23 +535,52 @@ def _int(body: Mapping[str, Any], name: str, default: int, low: int, high: int, 
 
 
 def _csv_settings(value: Any) -> dict[str, str]:
+    """A job's csvSettings, each a value the CSV reader (and PostgreSQL's COPY) takes; 422 naming the setting."""
     if value is None:
         return {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
     if not isinstance(value, dict):
         raise InvalidInput("csvSettings: must be an object", {"csvSettings": "must be an object"})
     _only({"type": "csv", **value}, {"type", "delimiter", "quotechar", "encoding"}, "csvSettings")
-    delimiter = value.get("delimiter") or ","
-    if delimiter != "tab" and (not isinstance(delimiter, str) or len(delimiter) != 1):
-        msg = 'must be one character or "tab"'
-        raise InvalidInput(f"csvSettings.delimiter: {msg}", {"csvSettings.delimiter": msg})
-    quote = value.get("quotechar") or '"'
-    if not isinstance(quote, str) or len(quote) != 1:
-        raise InvalidInput("csvSettings.quotechar: must be one character", {"csvSettings.quotechar": "one character"})
-    encoding = value.get("encoding") or "utf-8"
-    import codecs
+    delimiter = value.get("delimiter")
+    delimiter = "," if delimiter is None else _csv_character(delimiter, "delimiter")
+    quote = value.get("quotechar")
+    quote = '"' if quote is None else _csv_character(quote, "quotechar")
+    if quote == ("\t" if delimiter == "tab" else delimiter):
+        msg = "must differ from csvSettings.delimiter"
+        raise InvalidInput(f"csvSettings.quotechar: {msg}", {"csvSettings.quotechar": msg})
+    encoding = value.get("encoding")
+    encoding = "utf-8" if encoding is None else _csv_encoding(encoding)
+    settings = {"delimiter": delimiter, "quotechar": quote, "encoding": encoding}
+    if encoding != "utf-8" or delimiter != "," or quote != '"':
+        from strongroom.services.batch import csv_options, reads_csv_in
 
+        if not reads_csv_in(**csv_options(settings)):
+            msg = "the CSV reader cannot read this encoding (with this delimiter and quotechar)"
+            raise InvalidInput(f"csvSettings.encoding: {msg}", {"csvSettings.encoding": msg})
+    return settings
+
+
+def _csv_character(value: Any, name: str) -> str:
+    """A delimiter ("tab" too) or quotechar: one ASCII character, printable or a tab (the CSV reader takes one
+    byte, and neither it nor COPY takes a newline, a carriage return or a NUL)."""
+    if name == "delimiter" and value == "tab":
+        return value
+    if not (isinstance(value, str) and len(value) == 1 and value.isascii() and (value.isprintable() or value == "\t")):
+        msg = "must be one printable ASCII character or a tab" + (' ("tab")' if name == "delimiter" else "")
+        raise InvalidInput(f"csvSettings.{name}: {msg}", {f"csvSettings.{name}": msg})
+    return value
+
+
+def _csv_encoding(value: Any) -> str:
+    """The name of a Python text codec (as the DataRobot client reads it too), as given."""
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+        msg = "must be the name of a text encoding, such as utf-8"
+        raise InvalidInput(f"csvSettings.encoding: {msg}", {"csvSettings.encoding": msg})
     try:
-        codecs.lookup(encoding)
-    except (LookupError, TypeError):
+        codec = codecs.lookup(value)
+    except (LookupError, ValueError):
         raise InvalidInput("csvSettings.encoding: unknown encoding", {"csvSettings.encoding": "unknown"}) from None
-    return {"delimiter": delimiter, "quotechar": quote, "encoding": encoding}
+    if not getattr(codec, "_is_text_encoding", True):
+        msg = "is not a text encoding (bytes to text)"
+        raise InvalidInput(f"csvSettings.encoding: {msg}", {"csvSettings.encoding": msg})
+    return value

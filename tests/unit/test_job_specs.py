@@ -1,0 +1,81 @@
+"""Batch job specs through the job service (`JobService.create`): csvSettings are checked when the job is created
+(a 422 naming the setting, never a 500 nor a job that later fails as an internal error)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from strongroom.api.errors import response_for
+from strongroom.bootstrap import Services
+from strongroom.errors import StrongroomError
+from strongroom.services.accounts import Principal
+
+PASSTHROUGH = "5e0000000000000000000001"
+
+
+def _refusal(services: Services, who: Principal, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The status and JSON the API answers creating this job with: it must be refused."""
+    with pytest.raises(StrongroomError) as raised:
+        services.jobs.create(who, body, "http://in-process/api/v2")
+    answer = response_for(raised.value)
+    assert len(answer.body) < 1000, f"{len(answer.body)} bytes: {answer.body[:300]!r}"
+    return answer.status_code, orjson.loads(answer.body)
+
+
+BAD_CSV = {
+    "NUL in encoding": ({"encoding": "utf\u0000-8"}, "csvSettings.encoding"),
+    "unknown encoding": ({"encoding": "no-such-codec"}, "csvSettings.encoding"),
+    "rot13 (text to text)": ({"encoding": "rot13"}, "csvSettings.encoding"),
+    "zlib_codec (bytes to bytes)": ({"encoding": "zlib_codec"}, "csvSettings.encoding"),
+    "hex (bytes to bytes)": ({"encoding": "hex"}, "csvSettings.encoding"),
+    "punycode (not streamable)": ({"encoding": "punycode"}, "csvSettings.encoding"),
+    "undefined (decodes nothing)": ({"encoding": "undefined"}, "csvSettings.encoding"),
+    "empty encoding": ({"encoding": ""}, "csvSettings.encoding"),
+    "long encoding": ({"encoding": "u" * 10_000}, "csvSettings.encoding"),
+    "number encoding": ({"encoding": 8}, "csvSettings.encoding"),
+    "delimiter is the quotechar": ({"delimiter": '"'}, "csvSettings.quotechar"),
+    "tab is the quotechar": ({"delimiter": "tab", "quotechar": "\t"}, "csvSettings.quotechar"),
+    "both set alike": ({"delimiter": ";", "quotechar": ";"}, "csvSettings.quotechar"),
+    "newline delimiter": ({"delimiter": "\n"}, "csvSettings.delimiter"),
+    "carriage return delimiter": ({"delimiter": "\r"}, "csvSettings.delimiter"),
+    "NUL delimiter": ({"delimiter": "\u0000"}, "csvSettings.delimiter"),
+    "non-ASCII delimiter": ({"delimiter": "é"}, "csvSettings.delimiter"),
+    "two-character delimiter": ({"delimiter": ";;"}, "csvSettings.delimiter"),
+    "empty delimiter": ({"delimiter": ""}, "csvSettings.delimiter"),
+    "newline quotechar": ({"quotechar": "\n"}, "csvSettings.quotechar"),
+    "empty quotechar": ({"quotechar": ""}, "csvSettings.quotechar"),
+    "list quotechar": ({"quotechar": ["'"]}, "csvSettings.quotechar"),
+}
+
+
+@pytest.mark.parametrize(("settings", "field"), BAD_CSV.values(), ids=BAD_CSV.keys())
+def test_csv_settings_the_reader_cannot_take_are_422(
+    services: Services, who: Principal, settings: dict[str, Any], field: str
+) -> None:
+    status, body = _refusal(services, who, {"deploymentId": PASSTHROUGH, "csvSettings": settings})
+    assert status == 422 and field in body["message"] and field in body["errors"], body
+
+
+GOOD_CSV = {
+    "utf-16": {"encoding": "utf-16"},
+    "utf-32": {"encoding": "utf-32"},
+    "latin-1": {"encoding": "latin-1"},
+    "cp1252 with tab and a single quote": {"encoding": "cp1252", "delimiter": "tab", "quotechar": "'"},
+    "shift_jis": {"encoding": "shift_jis", "delimiter": ";"},
+    "utf-8-sig": {"encoding": "utf-8-sig"},
+    "UTF8": {"encoding": "UTF8"},
+    "a tab character": {"delimiter": "\t"},
+    "a space": {"delimiter": " ", "quotechar": "|"},
+}
+
+
+@pytest.mark.parametrize("settings", GOOD_CSV.values(), ids=GOOD_CSV.keys())
+def test_csv_settings_the_reader_takes_are_kept_as_given(
+    services: Services, who: Principal, settings: dict[str, str]
+) -> None:
+    job = services.jobs.create(who, {"deploymentId": PASSTHROUGH, "csvSettings": settings}, "http://x/api/v2")
+    kept = job["jobSpec"]["csvSettings"]
+    assert {k: kept[k] for k in settings} == settings
