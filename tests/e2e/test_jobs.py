@@ -369,10 +369,13 @@ def test_bad_specs_name_the_field(api: httpx.Client) -> None:
         ({"deploymentId": PASSTHROUGH, "csvSettings": {"encoding": "utf\u0000-8"}}, 422, "csvSettings.encoding"),
         ({"deploymentId": PASSTHROUGH, "csvSettings": {"encoding": "rot13"}}, 422, "csvSettings.encoding"),
         ({"deploymentId": PASSTHROUGH, "csvSettings": {"delimiter": '"'}}, 422, "csvSettings.quotechar"),
+        ({"deploymentId": PASSTHROUGH, "intakeSettings": {"type": "\u2028" * 349_000}}, 422, "intakeSettings.type"),
+        ({"deploymentId": "\u2028" * 349_000}, 404, "deploymentId"),
     ]
     for spec, status, field in cases:
         resp = api.post("batchPredictions/", json=spec)
         assert_error(resp, status, field)
+        assert len(resp.content) < 1000, f"{field}: {len(resp.content)} bytes"
 
 
 def test_a_utf16_upload_is_read_in_its_encoding(token: str, tmp_path: Path) -> None:

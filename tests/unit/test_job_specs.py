@@ -1,5 +1,6 @@
 """Batch job specs through the job service (`JobService.create`): csvSettings are checked when the job is created
-(a 422 naming the setting, never a 500 nor a job that later fails as an internal error)."""
+(a 422 naming the setting, never a 500 nor a job that later fails as an internal error), and an error quotes at
+most about 100 characters of what the client sent, never a Python repr."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from strongroom.errors import StrongroomError
 from strongroom.services.accounts import Principal
 
 PASSTHROUGH = "5e0000000000000000000001"
+HUGE = "\u2028" * 349_000  # a 1 MiB JSON body of it; Python's repr escapes each to 6 characters
 
 
 def _refusal(services: Services, who: Principal, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -79,3 +81,33 @@ def test_csv_settings_the_reader_takes_are_kept_as_given(
     job = services.jobs.create(who, {"deploymentId": PASSTHROUGH, "csvSettings": settings}, "http://x/api/v2")
     kept = job["jobSpec"]["csvSettings"]
     assert {k: kept[k] for k in settings} == settings
+
+
+QUOTED = {
+    "a 1 MiB adapter type": ({"deploymentId": PASSTHROUGH, "intakeSettings": {"type": HUGE}}, 422),
+    "a 1 MiB deployment id": ({"deploymentId": HUGE}, 404),
+    "50000 strings as the type": ({"deploymentId": PASSTHROUGH, "outputSettings": {"type": ["x"] * 50_000}}, 422),
+    "an object as the type": ({"deploymentId": PASSTHROUGH, "intakeSettings": {"type": {"a": "b" * 10_000}}}, 422),
+    "a 1 MiB unknown key": ({"deploymentId": PASSTHROUGH, HUGE: 1}, 422),
+    "a 1 MiB unknown setting": ({"deploymentId": PASSTHROUGH, "intakeSettings": {"type": "localFile", HUGE: 1}}, 422),
+    "a 1 MiB csv setting name": ({"deploymentId": PASSTHROUGH, "csvSettings": {"x" * (1 << 20): 1}}, 422),
+}
+
+
+@pytest.mark.parametrize(("body", "status"), QUOTED.values(), ids=QUOTED.keys())
+def test_errors_quote_at_most_100_characters_and_no_repr(
+    services: Services, who: Principal, body: dict[str, Any], status: int
+) -> None:
+    """What the client sent comes back cut to 100 characters with "…", unprintable characters as U+FFFD, and a
+    list or an object by its kind only (`_refusal` also holds the whole answer under 1000 bytes)."""
+    answered, error = _refusal(services, who, body)
+    assert answered == status
+    for text in [error["message"], *error.get("errors", {}), *error.get("errors", {}).values()]:
+        assert "\\u2028" not in text and "['x'" not in text and "{'a'" not in text, text
+        assert len(text) < 250, text
+    assert "…" in error["message"] or "(a list)" in error["message"] or "(an object)" in error["message"]
+
+
+def test_a_short_value_is_quoted_whole(services: Services, who: Principal) -> None:
+    status, body = _refusal(services, who, {"deploymentId": PASSTHROUGH, "intakeSettings": {"type": "ftp"}})
+    assert status == 422 and "unsupported type 'ftp';" in body["message"]

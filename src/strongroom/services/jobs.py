@@ -113,7 +113,7 @@ class JobService:
             raise InvalidInput("label: must be 1 to 255 characters", {"label": "must be 1 to 255 characters"})
         check_entry_point(entry_point)
         if label == "passthrough" or any(d["label"] == label for d in self.jobs.deployments()):
-            raise Conflict(f"a deployment named {label!r} exists", {"label": "in use"})
+            raise Conflict(f"a deployment named {_shown(label)} exists", {"label": "in use"})
         row = {"id": new_id(), "label": label, "entry_point": entry_point, "created_at": utcnow()}
         event = Event("deployment.create", 201, who, detail={"deploymentId": row["id"], "entryPoint": entry_point})
         self.jobs.add_deployment(row, event.entry())
@@ -128,7 +128,7 @@ class JobService:
             raise InvalidInput(f"{field}: is required", {field: "is required"})
         found = next((d for d in self._deployments() if deployment_id in (d["id"], d["label"])), None)
         if found is None:
-            raise NotFound(f"{field}: no deployment {deployment_id!r}", {field: "unknown deployment"})
+            raise NotFound(f"{field}: no deployment {_shown(deployment_id)}", {field: "unknown deployment"})
         return found
 
     # ---- jobs -------------------------------------------------------------------------------------------
@@ -332,8 +332,8 @@ class JobService:
         }
         unknown = sorted(k for k in body if k not in known and body[k] is not None)
         if unknown:
-            msg = "is not supported by this server"
-            raise InvalidInput(f"{unknown[0]}: {msg}", {unknown[0]: msg})
+            msg, name = "is not supported by this server", _cut(unknown[0])
+            raise InvalidInput(f"{name}: {msg}", {name: msg})
         deployment = self._deployment(body.get("deploymentId"), "deploymentId")
         spec: dict[str, Any] = {"deploymentId": deployment["id"]}
         spec["numConcurrent"] = _int(body, "numConcurrent", 1, 1, self.settings.job_max_concurrent)
@@ -396,7 +396,7 @@ class JobService:
             raise InvalidInput(f"{field}: must be an object", {field: "must be an object"})
         kind = value.get("type")
         if kind not in ADAPTERS:
-            msg = f"unsupported type {kind!r}; supported: {', '.join(ADAPTERS)}"
+            msg = f"unsupported type {_shown(kind)}; supported: {', '.join(ADAPTERS)}"
             raise InvalidInput(f"{field}.type: {msg}", {f"{field}.type": msg})
         given = {k: v for k, v in value.items() if v is not None}
         intake = field == "intakeSettings"
@@ -506,11 +506,33 @@ def _deployment_wire(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_SHOWN = 100  # characters of a client's value an error message quotes at most
+
+
+def _cut(text: str) -> str:
+    """A client's text as an error may carry it: its first 100 characters, an unprintable one as U+FFFD, and
+    "…" when there were more."""
+    shown = "".join(c if c.isprintable() else "\ufffd" for c in text[:_SHOWN])
+    return shown + "…" if len(text) > _SHOWN else shown
+
+
+def _shown(value: Any) -> str:
+    """A client's JSON value as an error message may quote it: a string cut (`_cut`) in quotes, a number,
+    boolean or null as JSON, a list or an object by its kind only (never its contents)."""
+    if isinstance(value, str):
+        return f"'{_cut(value)}'"
+    if isinstance(value, list):
+        return "(a list)"
+    if isinstance(value, dict):
+        return "(an object)"
+    return _cut(json.dumps(value))
+
+
 def _only(given: Mapping[str, Any], allowed: set[str], field: str) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
-        msg = f"unknown setting for type {given.get('type')}"
-        raise InvalidInput(f"{field}.{unknown[0]}: {msg}", {f"{field}.{unknown[0]}": msg})
+        msg, name = f"unknown setting for type {given.get('type')}", f"{field}.{_cut(unknown[0])}"
+        raise InvalidInput(f"{name}: {msg}", {name: msg})
 
 
 def _string(given: Mapping[str, Any], name: str, field: str, *, required: bool = False) -> Any:
