@@ -6,6 +6,7 @@ failed authentications connects from a loopback address of its own (127.0.0.x), 
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import time
@@ -167,6 +168,41 @@ def test_a_body_that_stops_coming_is_408_and_closed(edge: Server) -> None:
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower()
     assert_still_answering(edge)
+
+
+def test_an_upload_that_stops_coming_is_408_and_closed_and_a_slow_one_is_received(edge: Server) -> None:
+    """A CSV upload that stops arriving is answered 408 (JSON naming csvUpload) and closed once the body timeout
+    (1 s here) passes without a byte, its partial spool deleted; one that keeps coming is received however long
+    it takes in all (here 3 s), and the job then runs on it."""
+    token = edge.new_user("slowupload")
+    with client(edge, token) as api:
+        job = api.post("batchPredictions/", json={"deploymentId": "5e0000000000000000000001"}).json()
+    head = (
+        f"PUT /api/v2/batchPredictions/{job['id']}/csvUpload/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: 8\r\n\r\n"
+    ).encode()
+    with raw_connection(edge) as sock:
+        sock.settimeout(10)
+        sock.sendall(head + b"a,b\n1,")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower(), answer[:200]
+    refusal = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert "csvUpload" in refusal["message"] and "csvUpload" in refusal["errors"]
+    assert [p.name for p in (edge.data_dir / "jobs" / job["id"] / "intake").iterdir()] == []
+    rows = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(8))
+    with raw_connection(edge) as sock:
+        sock.settimeout(10)
+        sock.sendall(head.replace(b"Content-Length: 8", b"Content-Length: %d" % len(rows)))
+        for at in range(0, len(rows), 4):
+            time.sleep(0.4)
+            sock.sendall(rows[at : at + 4])
+        assert sock.recv(1000).startswith(b"HTTP/1.1 202 ")
+    with client(edge, token) as api:
+        deadline = time.monotonic() + 30
+        while (done := api.get(f"batchPredictions/{job['id']}/").json())["status"] != "COMPLETED":
+            assert time.monotonic() < deadline, done
+            time.sleep(0.1)
+        assert api.get(f"batchPredictions/{job['id']}/download/").content.replace(b'"', b"") == rows
 
 
 # ---- 2. authenticate before reading the body ---------------------------------------------------------------

@@ -78,29 +78,38 @@ async def abort_job(call: Call) -> Response:
 
 async def _spool(call: Call, path: Path) -> int:
     """Stream the request body to `path` (aside, then renamed), never holding more than a buffer of it; the
-    number of newlines in it. 422 naming the limit past `job_upload_max_bytes`."""
-    limit = call.pipeline.settings.job_upload_max_bytes
+    number of newlines in it. 422 naming the limit past `job_upload_max_bytes`; 408 (the connection closed, the
+    partial file deleted) when `body_timeout` seconds pass without a byte of it: an upload may take as long as
+    it keeps coming."""
+    settings = call.pipeline.settings
+    limit, idle = settings.job_upload_max_bytes, settings.body_timeout
     loop = asyncio.get_running_loop()
     aside = path.with_name(path.name + ".partial")
     handle = await loop.run_in_executor(call.pipeline.executor, lambda: open(aside, "wb", opener=_private))  # noqa: SIM115
     size = lines = 0
     buffer = bytearray()
     try:
-        async for piece in call.request.stream():
-            size += len(piece)
-            if size > limit:
-                msg = f"the upload exceeds the server's limit of {limit} bytes"
-                raise InvalidInput(f"csvUpload: {msg}", {"csvUpload": msg})
-            lines += piece.count(b"\n")
-            buffer += piece
-            if len(buffer) >= _BUFFER:
-                data, buffer = bytes(buffer), bytearray()
-                await loop.run_in_executor(call.pipeline.executor, handle.write, data)
+        async with asyncio.timeout(idle) as deadline:
+            async for piece in call.request.stream():
+                size += len(piece)
+                if size > limit:
+                    msg = f"the upload exceeds the server's limit of {limit} bytes"
+                    raise InvalidInput(f"csvUpload: {msg}", {"csvUpload": msg})
+                lines += piece.count(b"\n")
+                buffer += piece
+                if len(buffer) >= _BUFFER:
+                    data, buffer = bytes(buffer), bytearray()
+                    deadline.reschedule(None)  # the server's own write is not the client's wait
+                    await loop.run_in_executor(call.pipeline.executor, handle.write, data)
+                deadline.reschedule(loop.time() + idle)
         if buffer:
             await loop.run_in_executor(call.pipeline.executor, handle.write, bytes(buffer))
-    except BaseException:
+    except BaseException as exc:
         handle.close()
         aside.unlink(missing_ok=True)
+        if isinstance(exc, TimeoutError):
+            msg = f"no part of the upload arrived for {idle:g} s"
+            raise http.RequestTimeout(f"csvUpload: {msg}", {"csvUpload": msg}) from None
         raise
     await loop.run_in_executor(call.pipeline.executor, handle.close)
     os.replace(aside, path)
