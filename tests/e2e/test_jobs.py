@@ -399,6 +399,16 @@ def test_abort(api: httpx.Client) -> None:
     assert_error(api.put(f"batchPredictions/{job['id']}/csvUpload/", content=b"a\n1\n"), 409)
 
 
+def test_results_are_not_downloaded_before_they_exist(api: httpx.Client) -> None:
+    """Before a job runs, and once it is aborted, download/ is a 409 saying why (never an empty CSV that looks
+    like a result); the real client waits for the `download` link, which shows only when there are results."""
+    job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+    url = f"batchPredictions/{job['id']}/download/"
+    assert "waiting for its CSV upload" in assert_error(api.get(url), 409, "status")["message"]
+    assert api.delete(f"batchPredictions/{job['id']}/").status_code == 202
+    assert "ABORTED" in assert_error(api.get(url), 409, "status")["message"]
+
+
 def test_cli_runs_and_watches_a_job(srv: Server, token: str, tmp_path: Path) -> None:
     """`strongroom jobs run` uploads, shows progress and writes the output; `jobs watch` follows a job to its end."""
     source = tmp_path / "in.csv"

@@ -269,11 +269,25 @@ class JobService:
         """Chunk `number`'s spooled output of a localFile job."""
         return self.root / job_id / "out" / f"{number:08d}.csv"
 
+    def download_ready(self, who: Principal, job_id: str) -> None:
+        """Check that the caller's job has results to stream: 409 saying why not unless it is RUNNING or
+        COMPLETED (when its `download` link shows), not an empty CSV that looks like a result."""
+        row = self.get(who, job_id)
+        _local_output(row)
+        status = row["status"]
+        if status in ("RUNNING", "COMPLETED"):
+            return
+        if status == "INITIALIZING":
+            waiting = "it is queued" if row["intake_ready"] else "it is waiting for its CSV upload"
+            msg = f"the job's results are not ready (status {status}): {waiting}"
+        else:
+            msg = f"the job ended with status {status}: it has no results to download"
+        raise Conflict(msg, {"status": status})
+
     def download_state(self, who: Principal, job_id: str) -> tuple[str, int | None]:
         """(status, total chunks once known) of the caller's job with a localFile output."""
         row = self.get(who, job_id)
-        if json.loads(row["spec"])["outputSettings"]["type"] != "localFile":
-            raise Conflict("this job's output is not localFile: nothing to download", {"outputSettings": "not local"})
+        _local_output(row)
         return row["status"], row["total_chunks"]
 
     # ---- the API's view of a job ------------------------------------------------------------------------
@@ -492,6 +506,12 @@ def _ids(job_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         adapter = spec[side]
         detail[side] = {k: adapter[k] for k in ("type", "dataStoreId", "credentialId") if k in adapter}
     return detail
+
+
+def _local_output(row: Mapping[str, Any]) -> None:
+    """409 unless the job's output is localFile (the only one downloaded)."""
+    if json.loads(row["spec"])["outputSettings"]["type"] != "localFile":
+        raise Conflict("this job's output is not localFile: nothing to download", {"outputSettings": "not local"})
 
 
 def _deployment_wire(row: Mapping[str, Any]) -> dict[str, Any]:

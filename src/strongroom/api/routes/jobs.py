@@ -153,7 +153,7 @@ async def finalize(call: Call) -> Response:
 
 async def download(call: Call) -> Response:
     job_id, jobs, who = call.path("jobId"), call.services.jobs, call.principal
-    await call.read(lambda: jobs.download_state(who, job_id))
+    await call.read(lambda: jobs.download_ready(who, job_id))
     loop = asyncio.get_running_loop()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -317,7 +317,8 @@ ENDPOINTS = [
         "read",
         download,
         doc={
-            "summary": "A localFile job's output CSV, streamed in chunk order as the chunks are written",
+            "summary": "A localFile job's output CSV, streamed in chunk order as the chunks are written; 409 before "
+            "the job runs (its upload or its turn awaited) or once it has failed or been aborted",
             "parameters": [_JOB_ID],
             "responses": {
                 "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
