@@ -344,3 +344,37 @@ def test_data_store_sharing_validates_like_credential_sharing(world: tuple[Serve
             assert answers[0].json()["message"] == answers[1].json()["message"], name
             assert len(answers[1].content) < 1000, name
         assert [r["role"] for r in alice.get(f"externalDataStores/{store}/sharedRoles/").json()["data"]] == ["OWNER"]
+
+
+def test_pointing_a_store_elsewhere_drops_the_other_users_links(world: tuple[Server, dict[str, Person], str]) -> None:
+    """An EDITOR who changes where a store connects cannot take the owner's default credential with it: the
+    other users' links go in the same change (audited as `repointed`); a new name, or the editor's own link, stays."""
+    server = world[0]
+    people = _people(server, "owner", "editor")
+    owner, editor = _client(server, people["owner"].token), _client(server, people["editor"].token)
+    with owner, editor:
+        store = _new_store(owner, secrets.token_hex(4))
+        _share(owner, f"externalDataStores/{store}/", people["editor"].username, "EDITOR")
+        links = f"credentials/associations/dataconnection:{store}/"
+        for http in (owner, editor):
+            cid = _created(http.post("credentials/", json={"name": secrets.token_hex(4), "user": "u", "password": "p"}))
+            assert http.put(f"credentials/{cid['credentialId']}/{links.split('/', 1)[1]}", json={"isDefault": True})
+        assert len(owner.get(links).json()["data"]) == 1
+
+        assert editor.patch(f"externalDataStores/{store}/", json={"canonicalName": "renamed"}).status_code == 200
+        assert len(owner.get(links).json()["data"]) == 1  # a new name points nowhere new
+        same = owner.get(f"externalDataStores/{store}/").json()["params"]
+        assert editor.patch(f"externalDataStores/{store}/", json={"params": same}).status_code == 200
+        assert len(owner.get(links).json()["data"]) == 1  # nor do the same params
+
+        elsewhere = {**same, "jdbcUrl": "jdbc:postgresql://127.0.0.2:5432/x"}
+        assert editor.patch(f"externalDataStores/{store}/", json={"params": elsewhere}).status_code == 200
+        assert owner.get(links).json()["data"] == []
+        assert [status for status, _ in _default_use(owner, store)] == [422, 422]
+        assert len(editor.get(links).json()["data"]) == 1  # the one who pointed it keeps theirs
+    services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    try:
+        audit, _ = services.audit.list(None, actor=people["editor"].username, action="dataStore.update")
+    finally:
+        services.close()
+    assert [r["detail"]["repointed"] for r in audit] == [False, False, True]

@@ -6,6 +6,9 @@ credentials (CONSUMER sees and uses it, EDITOR also changes it, OWNER also delet
 a browse connects with `{credentialId}` (opened by `CredentialService.use`, any role from CONSUMER up, audited),
 `{user, password}` or `{credentialData}` (used once, never stored), or else the caller's default credential.
 
+A change of where a store connects (its driver, URL or fields) removes every other user's association with
+it, in the same transaction: a default credential is only ever sent where its user last chose to use it.
+
 An association counts only while its user holds a role on both its credential and its store. When they lose
 either, it is dormant: not listed, not taken as their default (the store answers as if they had set none, as
 it does once the credential is deleted), and no reason to refuse the credential's plain delete; it comes back
@@ -119,10 +122,15 @@ class DataStoreService:
             raise InvalidInput(f"{(unknown or ['body'])[0]}: {msg}", {(unknown or ["body"])[0]: msg})
         if "canonicalName" in body:
             row["canonical_name"] = _name(body["canonicalName"])
+        before = tuple(row[k] for k in _TARGET)
         if "params" in body:
             row.update(_params(body["params"]))
         row["updated_at"] = utcnow()
-        if not self.stores.update(row, _event("dataStore.update", 200, who, row, fields=sorted(body))):
+        # Pointed elsewhere: other users' links go, or their default credential would follow the store to
+        # wherever its editor points it (theirs to set again, knowing where it now connects).
+        repointed = before != tuple(row[k] for k in _TARGET)
+        audit = _event("dataStore.update", 200, who, row, fields=sorted(body), repointed=repointed)
+        if not self.stores.update(row, audit, keep_links_of=who.user_id if repointed else None):
             raise _not_found()
         return _wire(row)
 
@@ -399,6 +407,9 @@ def _wire(row: Mapping[str, Any]) -> dict[str, Any]:
 def _name(value: Any) -> str:
     """A canonical name under the rules of a credential's name (NFC; no control, format or bidi characters)."""
     return credential_types.check_name(value, field="canonicalName")
+
+
+_TARGET = ("driver_id", "jdbc_url", "fields")  # the store columns that say where it connects
 
 
 def _params(value: Any) -> dict[str, Any]:

@@ -127,11 +127,22 @@ class DataStoreRepository:
 
         self.db.transact(add)
 
-    def update(self, row: Mapping[str, Any], audit: Entry) -> bool:
+    def update(self, row: Mapping[str, Any], audit: Entry, keep_links_of: str | None = None) -> bool:
+        """Write the store's changed columns, audited; with `keep_links_of`, delete every other user's association
+        with the store in the same transaction. False: no such store."""
         changes = {k: row[k] for k in ("canonical_name", "driver_id", "jdbc_url", "fields", "updated_at")}
 
         def change(tx: Tx) -> bool:
             done = tx.run(update(DataStore).where(DataStore.id == row["id"]).values(**changes), {})
+            if done and keep_links_of is not None:
+                tx.run(
+                    delete(CredentialAssociation).where(
+                        CredentialAssociation.object_type == DATACONNECTION,
+                        CredentialAssociation.object_id == row["id"],
+                        CredentialAssociation.user_id != keep_links_of,
+                    ),
+                    {},
+                )
             append_in(tx, audit, postgres=self.postgres)
             return bool(done)
 
