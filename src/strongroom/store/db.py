@@ -486,12 +486,7 @@ class Database:
 
     def _pool_for_loop(self, planned: bool = False) -> LoopPool | None:
         pool = self._planned_pool if planned else self._loop_pool
-        if pool is None:
-            return None
-        try:
-            return pool if asyncio.get_running_loop() is pool.loop else None
-        except RuntimeError:
-            return None
+        return pool if pool is not None and pool.serves_caller() else None
 
     async def afetch(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """`fetch` for async callers: on the event loop's own PostgreSQL connections when it has them,

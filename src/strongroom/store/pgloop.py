@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -139,12 +140,18 @@ class LoopPool:
 
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
         self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
         self._connect = connect
         self._size = size
         self._open = 0
         self._idle: list[_Connection] = []
         self._queue: collections.deque[asyncio.Future[_Connection]] = collections.deque()
         self._prepared: dict[bytes, tuple[bytes, list[PyFormat]]] = {}  # SQL -> statement name, formats
+
+    def serves_caller(self) -> bool:
+        """Whether the caller runs on this pool's event loop. Its thread is running it: one thread runs one loop
+        at a time. (`asyncio.get_running_loop` asks the kernel for the process id on every call.)"""
+        return threading.get_ident() == self.thread and self.loop.is_running()
 
     async def _acquire(self) -> _Connection:
         while self._idle:
