@@ -19,17 +19,21 @@ def default_data_dir() -> Path:
     return Path(base) / "strongroom"
 
 
+_SECRET_QUERY = ("password", "sslpassword")  # libpq connection parameters that hold a secret
+
+
 def mask_password(url: str) -> str:
-    """The URL with any password replaced by ***, including one in a libpq `password=` query parameter."""
+    """The URL with any password replaced by ***, including libpq's `password=` and `sslpassword=` parameters."""
     from sqlalchemy.engine import make_url
 
     try:
         parsed = make_url(url)
     except Exception:  # not a URL SQLAlchemy reads: show nothing of it rather than risk a secret
         return "***"
-    if "password" in parsed.query:
-        parsed = parsed.update_query_dict({"password": "x"})
-    return parsed.render_as_string(hide_password=True).replace("password=x", "password=***")
+    hidden = {key: "***" for key in parsed.query if key.lower() in _SECRET_QUERY}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
 
 
 class Settings(BaseSettings):

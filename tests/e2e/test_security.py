@@ -234,3 +234,18 @@ def test_postgres_backend_seals_too(tmp_path: Path) -> None:
         wrong = Settings(data_dir=tmp_path, database_url=url, master_key=base64.b64encode(os.urandom(32)).decode())
         with pytest.raises(Exception, match="not the key this database was sealed with"):
             Services.open(wrong)
+
+
+def test_serve_prints_the_database_url_without_its_password_parameter(tmp_path: Path) -> None:
+    """libpq reads a password from the URL's query as well as before the host: `serve`'s banner masks both."""
+    with backend_database("postgres") as url:
+        assert url is not None
+        secret = "PGPASS-CANARY-" + os.urandom(4).hex()  # the machine's PostgreSQL trusts any password
+        srv = Server(data_dir=tmp_path / "pg", database_url=f"{url}?password={secret}&sslmode=disable")
+        srv.start()
+        try:
+            log = srv.log_path.read_text()
+        finally:
+            srv.stop()
+    assert "database: postgresql+psycopg://" in log and "password=***" in log
+    assert secret not in log

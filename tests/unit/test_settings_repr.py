@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from strongroom.config import Settings
+from strongroom.config import Settings, mask_password
 
 
 @pytest.mark.parametrize(
@@ -12,6 +12,8 @@ from strongroom.config import Settings
     [
         "postgresql+psycopg://strongroom:hunter2-S3cret@db.example:5432/strongroom",
         "postgresql+psycopg://strongroom@db.example/strongroom?password=hunter2-S3cret&sslmode=require",
+        "postgresql+psycopg://strongroom@db.example/strongroom?sslmode=require&sslpassword=hunter2-S3cret",
+        "postgresql+psycopg://strongroom@db.example/strongroom?PassWord=hunter2-S3cret",
     ],
 )
 def test_repr_masks_the_database_password(url: str) -> None:
@@ -20,6 +22,8 @@ def test_repr_masks_the_database_password(url: str) -> None:
         assert "hunter2-S3cret" not in text and "bWFzdGVyLWtleS1tYXRlcmlhbA" not in text
         assert "db.example" in text and "***" in text
     assert settings.resolved_database_url == url  # only the display is masked
+    banner = mask_password(url)  # what `strongroom serve` prints
+    assert "hunter2-S3cret" not in banner and banner.startswith("postgresql+psycopg://strongroom") and "***" in banner
 
 
 def test_repr_of_an_unparsable_url_hides_it() -> None:

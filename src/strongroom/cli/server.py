@@ -9,6 +9,7 @@ import typer
 
 from strongroom.cli.output import out
 from strongroom.cli.store import missing_parts, open_services, settings
+from strongroom.config import mask_password
 
 
 def init() -> None:
@@ -31,7 +32,6 @@ def serve(
     """Run the API server (SQLite and a generated master key in the data directory unless configured)."""
     updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     config = settings().model_copy(update=updates)
-    from sqlalchemy.engine import make_url
 
     from strongroom.api import serve as serve_api
 
@@ -41,7 +41,7 @@ def serve(
     finally:
         services.close()
     out.print(f"Strongroom listening on http://{config.host}:{config.port}/api/v2")
-    out.print(f"  database: {make_url(config.resolved_database_url).render_as_string(hide_password=True)}")
+    out.print(f"  database: {mask_password(config.resolved_database_url)}")
     key_source = "STRONGROOM_MASTER_KEY" if config.master_key else str(config.resolved_key_file)
     out.print(f"  master key: {key_source}")
     out.print(f"  API docs: http://{config.host}:{config.port}/api/v2/docs")
