@@ -19,6 +19,7 @@ def default_data_dir() -> Path:
     return Path(base) / "strongroom"
 
 
+_DATABASES = "STRONGROOM_DATABASE_URL must be sqlite:///path or postgresql+psycopg://user@host:port/database"
 _SECRET_QUERY = ("password", "sslpassword")  # libpq connection parameters that hold a secret
 
 
@@ -39,7 +40,8 @@ def mask_password(url: str) -> str:
 class Settings(BaseSettings):
     """Where data and keys live and how the server listens."""
 
-    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
+    # A refused value is never quoted back (a database URL may hold a password).
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
@@ -92,6 +94,33 @@ class Settings(BaseSettings):
     worker_poll_interval: float = 5  # seconds between a worker's looks for tasks no notification announced (retries)
     job_orphan_after: float = 300  # seconds a RUNNING job may go without any live worker before it FAILS
     job_s3_part_bytes: int = 8 * 1024**2  # parts of an s3 output's multipart upload (S3's minimum, 5 MiB, at least)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        """SQLite or PostgreSQL through psycopg 3; `postgres://` and `postgresql://` mean the latter."""
+        if not value:
+            return None
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(value)
+            port = url.port  # a non-numeric port fails here
+        except Exception:
+            raise ValueError(_DATABASES) from None
+        if url.drivername in ("postgres", "postgresql"):
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        if url.drivername not in ("sqlite", "postgresql+psycopg") or (port is not None and not 0 < port < 65536):
+            raise ValueError(_DATABASES)
+        return value
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _synchronous_level(cls, value: str) -> str:
+        """One of SQLite's `synchronous` levels."""
+        if value.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError("STRONGROOM_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+        return value.upper()
 
     @field_validator("public_url")
     @classmethod

@@ -255,3 +255,31 @@ def test_a_new_secret_is_asked_twice_and_never_empty(server: Server) -> None:
     status, shown = _converse(argv, env, replies)
     assert status == 0, shown
     assert "Created credential" in shown and "s3cret" not in shown and "first" not in shown
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("STRONGROOM_PORT", "abc"),
+        ("STRONGROOM_PUBLIC_URL", "ftp://x"),
+        ("STRONGROOM_SQLITE_SYNCHRONOUS", "BOGUS"),
+        ("STRONGROOM_DATABASE_URL", "notaurl"),
+        ("STRONGROOM_DATABASE_URL", "postgresql+psycopg2://u:SECRET-PW@h/db"),
+        ("STRONGROOM_DATABASE_URL", "postgresql://u:SECRET-PW@h:abc/db"),
+        ("STRONGROOM_DATABASE_URL", "mysql://u:SECRET-PW@h/db"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path, setting: str, value: str) -> None:
+    """A setting pydantic or the store cannot read is a refusal naming the variable, not a bug report, and never
+    quotes the value (a database URL may hold a password)."""
+    result = run("users", "list", env={"STRONGROOM_DATA_DIR": str(tmp_path), setting: value})
+    assert result.returncode == 1 and result.stderr.startswith(f"Error: {setting}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "SECRET-PW" not in result.stderr and "bug" not in result.stderr
+
+
+def test_postgres_urls_are_read_as_psycopg() -> None:
+    from strongroom.config import Settings
+
+    for scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        url = Settings(database_url=f"{scheme}://u:p%40ss@db.example:5432/x").database_url
+        assert url == "postgresql+psycopg://u:p%40ss@db.example:5432/x"

@@ -26,5 +26,7 @@ def test_repr_masks_the_database_password(url: str) -> None:
     assert "hunter2-S3cret" not in banner and banner.startswith("postgresql+psycopg://strongroom") and "***" in banner
 
 
-def test_repr_of_an_unparsable_url_hides_it() -> None:
-    assert "x:y@" not in repr(Settings(database_url="not a url x:y@"))
+def test_an_unparsable_url_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ValueError, match="STRONGROOM_DATABASE_URL must be") as refused:
+        Settings(database_url="not a url x:y@")
+    assert "x:y@" not in str(refused.value)

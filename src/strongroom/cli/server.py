@@ -9,7 +9,6 @@ import typer
 
 from strongroom.cli.output import out
 from strongroom.cli.store import missing_parts, open_services, settings
-from strongroom.config import mask_password
 
 
 def init() -> None:
@@ -34,6 +33,7 @@ def serve(
     config = settings().model_copy(update=updates)
 
     from strongroom.api import serve as serve_api
+    from strongroom.config import mask_password
 
     services = open_services(config)  # migrate and verify keys once, before any worker starts
     try:

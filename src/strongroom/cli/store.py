@@ -6,9 +6,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from strongroom.cli.output import fail
+from strongroom.cli.output import CommandError, fail
 
 if TYPE_CHECKING:
     from strongroom.bootstrap import Services
@@ -37,9 +37,24 @@ def server_missing(modules: list[str]) -> str:
 def settings() -> Settings:
     """The server's settings from the environment (STRONGROOM_*); refused on a client-only install."""
     require_server()
+    from pydantic import ValidationError
+
     from strongroom.config import Settings
 
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise CommandError(invalid_settings(exc)) from None
+
+
+def invalid_settings(exc: Any) -> str:
+    """One line naming each setting pydantic refused and why (never the value, which may be a password)."""
+    problems = []
+    for error in exc.errors():
+        name = "STRONGROOM_" + "_".join(str(part) for part in error["loc"]).upper()
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(reason if reason.startswith(name) else f"{name}: {reason}")
+    return "; ".join(problems)
 
 
 def _data_dir_origin() -> str:
