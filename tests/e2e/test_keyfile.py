@@ -177,3 +177,21 @@ def test_library_creates_private_files_whatever_the_umask(tmp_path: Path) -> Non
 def test_env_keyring_needs_no_file(tmp_path: Path) -> None:
     keyring = load_keyring(env_value="A" * 43 + "=", key_file=tmp_path / "absent.key", create=True)
     assert keyring.versions() == {1} and not (tmp_path / "absent.key").exists()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '{"format": "strongroom-keyring-1", "active": 1, "keys": []}',
+        '{"format": "strongroom-keyring-1", "active": 2, "keys": {"1": "' + "A" * 43 + '="}}',
+        '{"format": "strongroom-keyring-1", "active": 1}',
+        "[1, 2]",
+        '{"format": "strongroom-keyring-1", "active": "one", "keys": {}}',
+    ],
+    ids=["keys-a-list", "active-missing", "no-keys", "not-an-object", "active-not-a-number"],
+)
+def test_a_malformed_keyring_is_refused_by_name(tmp_path: Path, document: str) -> None:
+    """A keyring in STRONGROOM_MASTER_KEY (or a key file) that is JSON of the wrong shape is a MasterKeyError
+    naming its source, not an AttributeError from inside the parser."""
+    with pytest.raises(MasterKeyError, match="STRONGROOM_MASTER_KEY"):
+        load_keyring(env_value=document, key_file=tmp_path / "absent.key", create=True)

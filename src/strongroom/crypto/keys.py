@@ -190,9 +190,12 @@ def _parse(text: str, source: str) -> tuple[dict[int, bytes], int]:
             if doc.get("format") != KEYRING_FORMAT:
                 raise MasterKeyError(f"{source}: not a {KEYRING_FORMAT} document")
             keys = {int(v): base64.b64decode(k, validate=True) for v, k in doc["keys"].items()}
-            return keys, int(doc["active"])
+            active = int(doc["active"])
+            if active not in keys:
+                raise MasterKeyError(f"{source}: the keyring has no key of its active version {active}")
+            return keys, active
         return {1: base64.b64decode(text, validate=True)}, 1
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise MasterKeyError(f"{source}: unreadable master key (expected a keyring or base64 of 32 bytes)") from None
 
 
