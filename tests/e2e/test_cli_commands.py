@@ -283,3 +283,27 @@ def test_postgres_urls_are_read_as_psycopg() -> None:
     for scheme in ("postgres", "postgresql", "postgresql+psycopg"):
         url = Settings(database_url=f"{scheme}://u:p%40ss@db.example:5432/x").database_url
         assert url == "postgresql+psycopg://u:p%40ss@db.example:5432/x"
+
+
+def test_backup_verify_and_restore_on_a_terminal_show_a_bar_and_restore_the_cursor(tmp_path: Path) -> None:
+    base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ}
+    source = {"STRONGROOM_DATA_DIR": str(tmp_path / "source")}
+    assert run("init", env=source).returncode == 0 and run("users", "create", "alice", env=source).returncode == 0
+    archive = str(tmp_path / "x.srb")
+    cli = [sys.executable, "-m", "strongroom"]
+    sessions = (
+        ([*cli, "backup", archive], source, []),
+        ([*cli, "backup", "--verify", archive], source, []),
+        ([*cli, "backup", "--passphrase", archive + "p"], source,
+         [("Archive passphrase: ", "correct horse"), ("Repeat for confirmation: ", "correct horse")]),
+        ([*cli, "backup", "--verify", archive + "p"], source, [("Archive passphrase: ", "correct horse")]),
+        ([*cli, "restore", archive + "p"], {"STRONGROOM_DATA_DIR": str(tmp_path / "target")},
+         [("Archive passphrase: ", "correct horse")]),
+    )  # fmt: skip
+    for argv, env, replies in sessions:
+        status, shown = _converse(argv, {**base, "COLUMNS": "200", **env}, replies)
+        assert status == 0, shown
+        assert "Error" not in shown and shown.count("\x1b[?25l") == shown.count("\x1b[?25h"), shown
+    assert "1 user(s)" in shown and "Restored" in shown
+    users = run("users", "list", "--json", env={"STRONGROOM_DATA_DIR": str(tmp_path / "target")})
+    assert [u["username"] for u in json.loads(users.stdout)] == ["alice"]

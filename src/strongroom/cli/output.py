@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from rich.console import Console
     from rich.table import Table
 
@@ -23,18 +25,33 @@ class _LazyConsole:
         self._stderr = stderr
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def real(self) -> Console:
+        """The Console itself, built now if it was not: for rich objects that need a true Console (a Progress)."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr, markup=False, highlight=False, emoji=False, soft_wrap=True)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+    def __enter__(self) -> Console:
+        return self.real().__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.real().__exit__(kind, value, tb)
 
 
 _out = _LazyConsole(stderr=False)
 _err = _LazyConsole(stderr=True)
 out = cast("Console", _out)
 err = cast("Console", _err)
+
+
+def real_err() -> Console:
+    """The true stderr Console behind `err` (rich's Live and Progress enter it as a context manager)."""
+    return _err.real()
 
 
 def forget_consoles() -> None:
