@@ -307,3 +307,38 @@ def test_backup_verify_and_restore_on_a_terminal_show_a_bar_and_restore_the_curs
     assert "1 user(s)" in shown and "Restored" in shown
     users = run("users", "list", "--json", env={"STRONGROOM_DATA_DIR": str(tmp_path / "target")})
     assert [u["username"] for u in json.loads(users.stdout)] == ["alice"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("keys", "rotate", "--pause", "-1", "--settle", "0"),
+        ("keys", "rotate", "--settle", "nan"),
+        ("keys", "rotate", "--pause", "nan", "--settle", "0"),
+        ("keys", "rotate", "--settle", "inf", "--resume"),
+        ("keys", "rotate", "--batch-size", "100000000000000000000"),
+        ("keys", "retire", "99999999999999999999999"),
+        ("keys", "retire", "0"),
+        ("worker", "--concurrency", "-1"),
+        ("worker", "--concurrency", "0"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors_before_anything_changes(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
+    run("init", env=env)
+    keyring = (tmp_path / "master.key").read_text()
+    result = run(*argv, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for" in result.stderr and "unexpected" not in result.stderr
+    assert (tmp_path / "master.key").read_text() == keyring
+    assert [v["version"] for v in json.loads(run("keys", "status", "--json", env=env).stdout)["versions"]] == [1]
+
+
+def test_a_kms_key_id_on_a_local_keyring_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
+    run("init", env=env)
+    keyring = (tmp_path / "master.key").read_text()
+    result = run("keys", "rotate", "--kms-key-id", "arn:aws:kms:eu-west-1:1:key/x", "--settle", "0", env=env)
+    assert result.returncode == 1 and result.stderr.startswith("Error: a KMS key id only applies"), result.stderr
+    assert (tmp_path / "master.key").read_text() == keyring
+    assert [v["version"] for v in json.loads(run("keys", "status", "--json", env=env).stdout)["versions"]] == [1]

@@ -354,6 +354,8 @@ def test_retire_only_once_nothing_uses_the_version(srv: Server) -> None:
 
     cli_json(srv, "keys", "rotate", *NO_SERVER, "--resume")
     srv.cli("keys", "retire", "1")
+    again = srv.cli("keys", "retire", "1", check=False)
+    assert again.returncode == 1 and again.stderr == "Error: master key version 1 is already retired\n"
     keyring = json.loads((srv.data_dir / "master.key").read_text())
     assert list(keyring["keys"]) == ["2"] and keyring["active"] == 2
     assert [v["retired"] for v in cli_json(srv, "keys", "status")["versions"]] == [True, False]

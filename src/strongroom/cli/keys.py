@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from typing import Annotated
@@ -14,6 +15,15 @@ from strongroom.cli.store import store
 
 app = typer.Typer(help="Master keys.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+MAX_SECONDS = 3600.0
+MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers on PostgreSQL
+
+
+def _seconds(value: float) -> float:
+    """A finite wait from 0 to an hour, refused as a usage error (exit 2) before anything changes."""
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise typer.BadParameter(f"{value} is not a number of seconds from 0 to {MAX_SECONDS:g}")
+    return value
 
 
 @app.command("status")
@@ -35,13 +45,23 @@ def keys_status(as_json: JsonOpt = False) -> None:
 
 @app.command("rotate")
 def keys_rotate(
-    batch_size: Annotated[int, typer.Option(help="Data keys re-wrapped per transaction.", min=1)] = 500,
-    pause: Annotated[float, typer.Option(help="Seconds to wait between batches (leaves room for traffic).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Data keys re-wrapped per transaction.", min=1, max=1_000_000)] = 500,
+    pause: Annotated[
+        float,
+        typer.Option(help="Seconds to wait between batches (leaves room for traffic).", callback=_seconds),
+    ] = 0.0,
     kms_key_id: Annotated[
-        str | None, typer.Option(help="AWS KMS: the key for the new version (default: the active one again).")
+        str | None,
+        typer.Option(
+            help="AWS KMS: the key for the new version (default: the active one again); refused when the master "
+            "keys are not in KMS (the provider comes from the settings, never from this option)."
+        ),
     ] = None,
     settle: Annotated[
-        float, typer.Option(help="Seconds for running servers to adopt the new version (0 if none are running).")
+        float,
+        typer.Option(
+            help="Seconds for running servers to adopt the new version (0 if none are running).", callback=_seconds
+        ),
     ] = 2.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Only finish an interrupted rotation; never add a version.")
@@ -82,7 +102,7 @@ def keys_rotate(
 
 @app.command("retire")
 def keys_retire(
-    version: int,
+    version: Annotated[int, typer.Argument(min=1, max=MAX_VERSION)],
     force: Annotated[
         bool, typer.Option("--force", help="Retire it even though recorded master-key backups need it.")
     ] = False,

@@ -13,7 +13,10 @@ from strongroom.cli.store import store
 
 def worker(
     concurrency: Annotated[
-        int, typer.Option(help="Chunks this worker runs at once (and, beside them, as many jobs' producers).")
+        int,
+        typer.Option(
+            help="Chunks this worker runs at once (and, beside them, as many jobs' producers).", min=1, max=1024
+        ),
     ] = 2,
 ) -> None:
     """Run batch jobs' chunks until SIGTERM or SIGINT (the running ones are finished first)."""

@@ -87,6 +87,13 @@ class KeyService:
         Returns the new version, or None when there is one to finish (or nothing to do with `resume_only`):
         rotation progress is only "rows still on other versions", so a rerun after a crash resumes it.
         """
+        if key_ref is not None and not self.keys.remote:
+            raise InvalidInput(
+                f"a KMS key id only applies when the master keys are in AWS KMS; they come from {self.keys.source} "
+                "(the provider is chosen by the settings)"
+            )
+        if key_ref is not None and resume_only:
+            raise InvalidInput("a KMS key id is for a new version, and a resumed rotation adds none")
         self.keys.refresh()
         active = self.keys.active_version()
         if resume_only or self.credentials.count_not_on(active):
@@ -199,6 +206,9 @@ class KeyService:
         self.keys.refresh()
         if version == self.keys.active_version():
             raise Conflict(f"master key version {version} is active; rotate to a new version before retiring it")
+        recorded = self.versions.all().get(version)
+        if recorded is not None and recorded.retired_at is not None and version not in self.keys.versions():
+            raise Conflict(f"master key version {version} is already retired")
         needing = [path for path, _when in self.versions.backups_needing(version)]
         if needing and not force:
             listed = ", ".join(needing[:5]) + (f" and {len(needing) - 5} more" if len(needing) > 5 else "")
