@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from strongroom.client.config import resolve
+from strongroom.client.config import redact_endpoint, resolve
 from strongroom.client.errors import ClientError, ServerError, StrongroomSDKError
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=6.05)  # the datarobot client's connect/read timeouts
+
+T = TypeVar("T")
 
 _default: Client | None = None
 _default_lock = threading.Lock()
@@ -58,7 +60,12 @@ class Client:
         set_client(self)
 
     def __repr__(self) -> str:
-        return f"Client(endpoint={self.endpoint!r})"
+        return f"Client(endpoint={self.shown_endpoint!r})"
+
+    @property
+    def shown_endpoint(self) -> str:
+        """The endpoint as messages show it: without a userinfo password or query values."""
+        return redact_endpoint(self.endpoint)
 
     def __enter__(self) -> Client:
         return self
@@ -87,17 +94,17 @@ class Client:
             response = self.get("version/")
         except ClientError as exc:
             if exc.status_code == 401:
-                message = f"Unable to authenticate to {self.endpoint}: the API token was rejected ({exc.message})"
+                message = f"Unable to authenticate to {self.shown_endpoint}: the API token was rejected ({exc.message})"
             else:
                 message = (
-                    f"{self.endpoint} did not answer GET version/ ({exc.status_code}: {exc.message}); the endpoint "
-                    "must be the API root, e.g. http://127.0.0.1:8484/api/v2"
+                    f"{self.shown_endpoint} did not answer GET version/ ({exc.status_code}: {exc.message}); the "
+                    "endpoint must be the API root, e.g. http://127.0.0.1:8484/api/v2"
                 )
             raise ClientError(message, exc.status_code, exc.json) from None
         body = _json_object(response)
         if body is None or "versionString" not in body:
             raise StrongroomSDKError(
-                f"{self.endpoint} answered GET version/ without a versionString; is it a Strongroom API root?"
+                f"{self.shown_endpoint} answered GET version/ without a versionString; is it a Strongroom API root?"
             )
         version = body["versionString"]
         return version if isinstance(version, str) else None
@@ -106,41 +113,53 @@ class Client:
         self, method: str, url: str, *, params: dict[str, Any] | None = None, json: Any = None
     ) -> httpx.Response:
         """Send a request relative to the endpoint; absolute URLs are refused so the token stays on this host."""
-        if urlsplit(url).scheme or url.startswith("/"):
-            raise StrongroomSDKError(f"refusing a URL outside the endpoint: {url!r}")
-        try:
-            response = self._http.request(method, url, params=params, json=json)
-        except httpx.TimeoutException:
-            raise StrongroomSDKError(f"{method} {self.endpoint}/{url} timed out") from None
-        except httpx.TransportError as exc:
-            raise StrongroomSDKError(f"cannot reach {self.endpoint}: {exc}") from None
+        _inside(url)
+        field = _unencodable(json)
+        if field is not None:
+            raise StrongroomSDKError(f"{field} contains a character that cannot be encoded as UTF-8; it is not shown")
+        response = self._transport(method, url, lambda: self._http.request(method, url, params=params, json=json))
         _raise_for_status(response)
         return response
 
     def send(self, method: str, url: str, *, content: Any, headers: dict[str, str]) -> httpx.Response:
         """Send a raw body (bytes or an iterator of bytes, streamed) relative to the endpoint."""
-        if urlsplit(url).scheme or url.startswith("/"):
-            raise StrongroomSDKError(f"refusing a URL outside the endpoint: {url!r}")
-        try:
-            response = self._http.request(method, url, content=content, headers=headers)
-        except httpx.TransportError as exc:
-            raise StrongroomSDKError(f"cannot reach {self.endpoint}: {exc}") from None
+        _inside(url)
+        response = self._transport(
+            method, url, lambda: self._http.request(method, url, content=content, headers=headers)
+        )
         _raise_for_status(response)
         return response
 
     def stream_to(self, method: str, url: str, sink: Any) -> None:
         """Stream a response body relative to the endpoint into `sink` (a binary file)."""
-        if urlsplit(url).scheme or url.startswith("/"):
-            raise StrongroomSDKError(f"refusing a URL outside the endpoint: {url!r}")
-        try:
+        _inside(url)
+
+        def copy() -> None:
             with self._http.stream(method, url) as response:
                 if response.status_code >= 300:
                     response.read()
                     _raise_for_status(response)
                 for piece in response.iter_bytes():
                     sink.write(piece)
+
+        self._transport(method, url, copy)
+
+    def _transport(self, method: str, url: str, call: Callable[[], T]) -> T:
+        """Run an httpx call, turning its failures into SDK errors raised outside the handler.
+
+        Raising after the `except` block leaves no `__context__`, so nothing reachable from the error holds the
+        httpx exception (whose request carries the token) or a UnicodeEncodeError (whose `.object` is the text).
+        """
+        problem: str
+        try:
+            return call()
+        except httpx.TimeoutException:
+            problem = f"{method} {self.shown_endpoint}/{url} timed out"
         except httpx.TransportError as exc:
-            raise StrongroomSDKError(f"cannot reach {self.endpoint}: {exc}") from None
+            problem = f"cannot reach {self.shown_endpoint}: {str(exc).replace(self.endpoint, self.shown_endpoint)}"
+        except UnicodeEncodeError:
+            problem = f"{method} {url}: the request holds a character that cannot be encoded; it is not shown"
+        raise StrongroomSDKError(problem)
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
         """GET relative to the endpoint (datarobot RESTClientObject-style helper)."""
@@ -181,6 +200,41 @@ class Client:
             link = body["next"]
             page = self.relative(link) if isinstance(link, str) and link else None
             params = None  # the next link carries its own query string
+
+
+def _inside(url: str) -> None:
+    """Refuse an absolute URL, so the token stays on this host."""
+    if urlsplit(url).scheme or url.startswith("/"):
+        raise StrongroomSDKError(f"refusing a URL outside the endpoint: {url!r}")
+
+
+def _unencodable(value: Any, path: str = "") -> str | None:
+    """Which part of a JSON body holds a string UTF-8 cannot encode (a lone surrogate), or None when none does."""
+    where = f"field {path!r}" if path else "the request body"
+    if isinstance(value, str):
+        return None if _encodes(value) else where
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and not _encodes(key):
+                return f"a key in {where}"
+            found = _unencodable(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _unencodable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (the check keeps no exception, which would hold the text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -58,16 +58,30 @@ def _config_file(config_path: str | os.PathLike[str] | None) -> tuple[Path, bool
     return DEFAULT_CONFIG_FILE.expanduser(), False
 
 
+def redact_endpoint(endpoint: str) -> str:
+    """The endpoint as messages and reprs show it: no userinfo password, no query values, no fragment."""
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        return "<the configured endpoint, not a valid URL>"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}{':***' if colon else ''}{at}{host}"
+    pieces = [piece for piece in parts.query.split("&") if piece]
+    query = "&".join(f"{piece.partition('=')[0]}=***" if "=" in piece else "***" for piece in pieces)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 def normalize_endpoint(endpoint: str) -> str:
     """Strip the trailing slash and insist on an absolute http(s) URL, so relative joins are predictable."""
     endpoint = endpoint.strip().rstrip("/")
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(
-            f"endpoint {endpoint!r} must be an http(s) URL ending in /api/v2, e.g. http://127.0.0.1:8484/api/v2"
+            f"endpoint {redact_endpoint(endpoint)!r} must be an http(s) URL ending in /api/v2, e.g. http://127.0.0.1:8484/api/v2"
         )
     if parts.query or parts.fragment:
-        raise ConfigurationError(f"endpoint {endpoint!r} must not have a query string or fragment")
+        raise ConfigurationError(f"endpoint {redact_endpoint(endpoint)!r} must not have a query string or fragment")
     return endpoint
 
 
@@ -95,4 +109,9 @@ def resolve(
     token = token.strip()
     if not token or any(ch in token for ch in "\r\n\x00"):
         raise ConfigurationError("the API token is empty or contains line breaks")
+    if not all(" " <= ch < "\x7f" for ch in token):
+        raise ConfigurationError(
+            "the API token contains a character that cannot be sent in an HTTP header (only printable ASCII is "
+            "allowed); it is not shown"
+        )
     return ClientConfig(endpoint=normalize_endpoint(endpoint), token=token)

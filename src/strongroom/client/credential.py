@@ -85,10 +85,13 @@ class SharingRole:
 def _object_value(f: Field, value: Any) -> dict[str, Any]:
     """An object field (the GCP key) as a dict, parsing a JSON string client-side as datarobot does."""
     if isinstance(value, str):
+        problem = None
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:  # the message gives a position, never the text
-            raise ValueError(f"Could not parse {f.param}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            problem = f"Could not parse {f.param}: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        if problem is not None:  # raised outside the handler: no __context__ holding the error's `.doc` (the key)
+            raise ValueError(problem)
     if not isinstance(value, Mapping):
         raise TypeError(f"{f.param} must be a dict or a JSON object string, not {type(value).__name__}")
     return dict(value)
