@@ -160,7 +160,7 @@ def test_missing_token_speaks_cli(tmp_path: Path) -> None:
     (tmp_path / "none.yaml").write_text("{}\n")
     result = run("credentials", "list", env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "no token configured: set STRONGROOM_API_TOKEN or pass --token" in result.stderr
+    assert "no token configured: set STRONGROOM_API_TOKEN (or write" in result.stderr
     assert "Client(" not in result.stderr
 
 

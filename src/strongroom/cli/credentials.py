@@ -8,6 +8,7 @@ what is missing. The SDK (and its HTTP stack) is imported only when a command ru
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import re
@@ -56,7 +57,7 @@ RefArg = Annotated[str, typer.Argument(metavar="ID|NAME", help="The credential's
 _COMMON = ("name", "description")
 _CLI_SOURCES = {
     "endpoint": "set STRONGROOM_ENDPOINT or pass --endpoint URL",
-    "token": "set STRONGROOM_API_TOKEN or pass --token",
+    "token": "set STRONGROOM_API_TOKEN",
 }
 
 
@@ -110,8 +111,9 @@ def show(cred: Credential, as_json: bool) -> None:
     print_table(grid)
 
 
-def read_json_object(source: str) -> dict[str, Any]:
-    """Load a JSON object from a file or stdin; errors name the position, never the (secret) content."""
+def read_json_object(source: str, given_to: str) -> dict[str, Any]:
+    """Load a JSON object from a file or stdin; errors name the option, never the source or content (maybe a secret)."""
+    where = "standard input" if source == "-" else f"the file given to {given_to}"
     try:
         if source == "-":
             data = json.load(sys.stdin)
@@ -119,13 +121,13 @@ def read_json_object(source: str) -> dict[str, Any]:
             with Path(source).open(encoding="utf-8") as handle:
                 data = json.load(handle)
     except OSError as exc:
-        fail(f"cannot read {source}: {exc.strerror or type(exc).__name__}")
+        fail(f"cannot read {where}: {(exc.strerror or type(exc).__name__).lower()}")
     except UnicodeDecodeError:
-        fail(f"{source} is not UTF-8 text")
+        fail(f"{where} is not UTF-8 text")
     except json.JSONDecodeError as exc:
-        fail(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        fail(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     if not isinstance(data, dict):
-        fail(f"{source} must hold a JSON object")
+        fail(f"{where} must hold a JSON object")
     return data
 
 
@@ -138,10 +140,13 @@ def find_field(ctype: CredentialType, key: str) -> Field | None:
     return None
 
 
-def _unknown(ctype: CredentialType, key: str) -> NoReturn:
-    """Fail before any request, listing the keys this type accepts."""
-    valid = ", ".join([*_COMMON, *(f.name for f in ctype.fields)])
-    fail(f"unknown field {key!r} for credential type {ctype.name!r}; expected one of {valid}")
+def _unknown(ctype: CredentialType, given_to: str, key: str) -> NoReturn:
+    """Fail before any request, listing the keys this type accepts; the key is not repeated (it may be a secret)."""
+    names = [*_COMMON, *(f.name for f in ctype.fields)]
+    close = difflib.get_close_matches(key.strip().lstrip("-"), names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    valid = ", ".join(names)
+    fail(f"{given_to} names a field that credential type {ctype.name!r} does not have{hint}; expected one of {valid}")
 
 
 def split_json(ctype: CredentialType, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -157,14 +162,14 @@ def split_json(ctype: CredentialType, data: Mapping[str, Any]) -> tuple[dict[str
         elif (f := find_field(ctype, key)) is not None:
             fields[f.name] = value
         else:
-            _unknown(ctype, key)
+            _unknown(ctype, "--from-json", key)
     return common, fields
 
 
 def prompt_value(f: Field) -> Any:
     """Ask for one field; a secret is read without echo, twice, and refused empty unless the field may be."""
     if f.kind == "object":
-        return read_json_object(typer.prompt(f"{f.name} (path of a JSON file, or - for stdin)"))
+        return read_json_object(typer.prompt(f"{f.name} (path of a JSON file, or - for stdin)"), f.name)
     label = f"{f.name} (comma-separated)" if f.kind == "string_list" else f.name
     while True:
         value = typer.prompt(label, hide_input=f.secret, confirmation_prompt=f.secret, default="", show_default=False)
@@ -224,14 +229,16 @@ def make_create_command(ctype: CredentialType) -> Callable[..., None]:
         from strongroom.client import Credential
 
         ctx: typer.Context = kwargs.pop("ctx")
-        common, values = split_json(ctype, read_json_object(kwargs["from_json"])) if kwargs["from_json"] else ({}, {})
+        common, values = (
+            split_json(ctype, read_json_object(kwargs["from_json"], "--from-json")) if kwargs["from_json"] else ({}, {})
+        )
         for key in _COMMON:
             if kwargs[key] is not None:
                 common[key] = kwargs[key]
         for pname, f in field_params.items():
             value = kwargs[pname]
             if value is not None and value != []:
-                values[f.name] = read_json_object(value) if f.kind == "object" else value
+                values[f.name] = read_json_object(value, kebab(f)) if f.kind == "object" else value
         if not common.get("name"):
             fail('a name is required: --name NAME (or "name" in --from-json)')
         if sys.stdin.isatty():  # with no terminal, send what we have and let the server name what is missing
@@ -343,7 +350,7 @@ def _set_pairs(ctype: CredentialType, pairs: list[str]) -> tuple[dict[str, Any],
             continue
         f = find_field(ctype, key)
         if f is None:
-            _unknown(ctype, key)
+            _unknown(ctype, "--set", key)
         if not has_value:
             fields[f.name] = prompt_value(f)
         elif f.kind == "string_list":
@@ -384,7 +391,7 @@ def update_credential(
         ctype = TYPES.get(cred.credential_type or "")
         if ctype is None:
             fail(f"credential type {cred.credential_type!r} is not known to this client")
-        common, fields = split_json(ctype, read_json_object(from_json)) if from_json else ({}, {})
+        common, fields = split_json(ctype, read_json_object(from_json, "--from-json")) if from_json else ({}, {})
         set_common, set_fields = _set_pairs(ctype, pairs or [])
         common.update(set_common)
         fields.update(set_fields)

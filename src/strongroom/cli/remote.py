@@ -53,7 +53,7 @@ def target(ctx: typer.Context, endpoint: str | None, token: str | None) -> tuple
     if url and secret:
         return url, secret
     if explicit:
-        fail("--endpoint needs an API token: set STRONGROOM_API_TOKEN or pass --token")
+        fail("--endpoint needs an API token: set STRONGROOM_API_TOKEN")
     return None
 
 
