@@ -75,3 +75,14 @@ def test_a_missing_token_is_asked_for_in_the_environment_not_on_the_command_line
         result = cli_in_process(args, env=env)
         assert result.returncode == 1 and "set STRONGROOM_API_TOKEN" in result.stderr, result.stderr
         assert "--token" not in result.stderr
+
+
+def test_a_passphrase_given_where_its_file_was_expected_is_not_repeated(tmp_path: Path) -> None:
+    env = {"STRONGROOM_DATA_DIR": str(tmp_path / "store")}
+    assert cli_in_process(["init"], env=env).returncode == 0
+    result = cli_in_process(["backup", str(tmp_path / "x.srb"), "--passphrase-file", CANARY], env=env)
+    assert_refused_cleanly(result, "cannot read the file given to --passphrase-file: no such file or directory")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    result = cli_in_process(["backup", str(tmp_path / "y.srb"), "--passphrase-file", str(empty)], env=env)
+    assert_refused_cleanly(result, "the file given to --passphrase-file is empty")

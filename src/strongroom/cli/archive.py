@@ -56,13 +56,18 @@ def _bar() -> Iterator[_Bar]:
 def _read_passphrase(source: Path) -> str:
     from strongroom import backup as archive
 
+    # What was given is never repeated: a passphrase typed where its file's path belongs would be printed.
+    where = "standard input" if str(source) == "-" else "the file given to --passphrase-file"
     try:
         text = sys.stdin.read() if str(source) == "-" else source.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise archive.ArchiveError(f"cannot read the passphrase file {source}: {exc}") from None
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise archive.ArchiveError(f"cannot read {where}: {reason}") from None
+    except UnicodeDecodeError:
+        raise archive.ArchiveError(f"cannot read {where}: it is not UTF-8 text") from None
     passphrase = text.rstrip("\r\n")
     if not passphrase:
-        raise archive.ArchiveError(f"the passphrase file {source} is empty")
+        raise archive.ArchiveError(f"{where} is empty")
     return passphrase
 
 
