@@ -309,6 +309,19 @@ def test_backup_verify_and_restore_on_a_terminal_show_a_bar_and_restore_the_curs
     assert [u["username"] for u in json.loads(users.stdout)] == ["alice"]
 
 
+def test_ctrl_c_at_a_prompt_is_an_interrupt(tmp_path: Path) -> None:
+    """Ctrl-C at a prompt exits 130 like an interrupt anywhere else, not 1 with click's "Aborted!"; nothing is
+    written."""
+    base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ}
+    env = {**base, "STRONGROOM_DATA_DIR": str(tmp_path / "store")}
+    assert run("init", env={"STRONGROOM_DATA_DIR": env["STRONGROOM_DATA_DIR"]}).returncode == 0
+    archive = tmp_path / "x.srb"
+    argv = [sys.executable, "-m", "strongroom", "backup", "--passphrase", str(archive)]
+    status, shown = _converse(argv, env, [("Archive passphrase: ", "\x03")])
+    assert status == 130, shown
+    assert "Aborted" not in shown and "Error" not in shown and not archive.exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

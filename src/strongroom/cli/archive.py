@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strongroom.cli.output import out, real_err
+from strongroom.cli.output import ask, out, real_err
 from strongroom.cli.store import settings, store
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def backup(
     if passphrase_file is not None:
         secret = _read_passphrase(passphrase_file)
     elif passphrase:
-        secret = typer.prompt("Archive passphrase", hide_input=True, confirmation_prompt=True)
+        secret = ask("Archive passphrase", hide_input=True, confirmation_prompt=True)
     if secret is not None:
         archive.check_passphrase(secret)
     with store() as service, _bar() as bar:
@@ -135,7 +135,7 @@ def _archive_passphrase(file: Path, passphrase_file: Path | None) -> str | None:
         return None
     if not sys.stdin.isatty():
         raise archive.ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file")
-    return str(typer.prompt("Archive passphrase", hide_input=True))
+    return str(ask("Archive passphrase", hide_input=True))
 
 
 def restore(

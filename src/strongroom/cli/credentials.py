@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from strongroom.cli.output import err, fail, print_table, table
+from strongroom.cli.output import ask, err, fail, print_table, table
 from strongroom.credential_types import TYPES, CredentialType, Field, snake
 
 if TYPE_CHECKING:
@@ -169,10 +169,10 @@ def split_json(ctype: CredentialType, data: Mapping[str, Any]) -> tuple[dict[str
 def prompt_value(f: Field) -> Any:
     """Ask for one field; a secret is read without echo, twice, and refused empty unless the field may be."""
     if f.kind == "object":
-        return read_json_object(typer.prompt(f"{f.name} (path of a JSON file, or - for stdin)"), f.name)
+        return read_json_object(ask(f"{f.name} (path of a JSON file, or - for stdin)"), f.name)
     label = f"{f.name} (comma-separated)" if f.kind == "string_list" else f.name
     while True:
-        value = typer.prompt(label, hide_input=f.secret, confirmation_prompt=f.secret, default="", show_default=False)
+        value = ask(label, hide_input=f.secret, confirmation_prompt=f.secret, default="", show_default=False)
         if value or f.allow_empty:
             break
         err.print(f"{f.name} cannot be empty.")
@@ -346,7 +346,7 @@ def _set_pairs(ctype: CredentialType, pairs: list[str]) -> tuple[dict[str, Any],
         key, has_value, value = pair.partition("=")
         key = key.strip()
         if key in _COMMON:
-            common[key] = value if has_value else typer.prompt(key)
+            common[key] = value if has_value else ask(key)
             continue
         f = find_field(ctype, key)
         if f is None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from strongroom.cli.output import fail, out, print_rows
+from strongroom.cli.output import ask, fail, out, print_rows
 from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ def connection(ctx: typer.Context, endpoint: EndpointOpt = None, token: TokenOpt
 def _client_secret() -> str:
     """Prompted twice without echo on a terminal; else the first line of stdin."""
     if sys.stdin.isatty():
-        return str(typer.prompt("Client secret", hide_input=True, confirmation_prompt=True))
+        return str(ask("Client secret", hide_input=True, confirmation_prompt=True))
     secret = sys.stdin.readline().rstrip("\r\n")
     if not secret:
         fail("give the client secret on stdin (one line), or run the command on a terminal to be prompted")

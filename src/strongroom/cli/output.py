@@ -69,6 +69,19 @@ class CommandError(Exception):
         self.message = message
 
 
+def ask(text: str, **options: Any) -> Any:
+    """`typer.prompt`, except that Ctrl-C at the prompt stays an interrupt (exit 130, as anywhere else) rather than
+    click's "Aborted!" (exit 1), which end of input still gives."""
+    import typer
+
+    try:
+        return typer.prompt(text, **options)
+    except typer.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # raised "from None" while handling the interrupt
+            raise KeyboardInterrupt from None
+        raise
+
+
 def fail(message: str) -> NoReturn:
     """Stop the command with one clean error line (never a traceback)."""
     raise CommandError(message)
