@@ -395,11 +395,12 @@ def _archive_key(header: Header, keys: KeyProvider | None, passphrase: str | Non
         raise ArchiveError(f"unsupported archive key protection {spec.get('mode')!r}")
     if passphrase is None:
         raise ArchiveError("this archive is protected by a passphrase; give it with --passphrase-file or the prompt")
-    n, r, p = int(spec["n"]), int(spec["r"]), int(spec["p"])
-    if (n, r, p) not in KNOWN_SCRYPT:
+    n, r, p = spec.get("n"), spec.get("r"), spec.get("p")
+    if not all(type(v) is int for v in (n, r, p)) or (n, r, p) not in KNOWN_SCRYPT:  # Infinity, "x", 1e9 too
         known = " or ".join(f"n={n}, r={r}, p={p}" for n, r, p in sorted(KNOWN_SCRYPT))
+        asked = ", ".join(f"{name}={str(value)[:20]}" for name, value in (("n", n), ("r", r), ("p", p)))
         raise ArchiveError(
-            f"the archive header asks for unknown key-derivation costs (scrypt n={n}, r={r}, p={p}; "
+            f"the archive header asks for unknown key-derivation costs (scrypt {asked}; "
             f"Strongroom writes {known}); the header is damaged or altered, refusing it"
         )
     kek = _scrypt(passphrase, base64.b64decode(spec["salt"]), n, r, p)
@@ -438,7 +439,7 @@ def read_header(fh: IO[bytes]) -> Header:
         for spec in tables.values():
             int(spec["rows"]), list(spec["columns"])
         str(doc["schemaRevision"]), str(doc["archiveId"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         raise ArchiveError("the archive header is unreadable; the file is damaged or altered") from None
     return Header(raw, doc)
 
@@ -506,7 +507,7 @@ def _rows(fh: IO[bytes], header: Header, key: bytes) -> Iterator[tuple[Table, di
                 name, values = json.loads(line)
                 table = tables[name]
                 row = _decode_row(table, header.doc["tables"][name]["columns"], values)
-            except (ValueError, KeyError, TypeError, binascii.Error):
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError, binascii.Error):
                 raise ArchiveError(f"chunk {index} holds a row this schema cannot read") from None
             yield table, row
 

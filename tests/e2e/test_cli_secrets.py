@@ -86,3 +86,11 @@ def test_a_passphrase_given_where_its_file_was_expected_is_not_repeated(tmp_path
     empty.write_text("\n")
     result = cli_in_process(["backup", str(tmp_path / "y.srb"), "--passphrase-file", str(empty)], env=env)
     assert_refused_cleanly(result, "the file given to --passphrase-file is empty")
+
+
+def test_json_nested_past_the_readers_depth_is_refused_in_one_line(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    env = {"STRONGROOM_ENDPOINT": "http://127.0.0.1:9/api/v2", "STRONGROOM_API_TOKEN": "sr_x"}
+    result = cli_in_process(["credentials", "create", "basic", "--name", "b", "--from-json", str(deep)], env=env)
+    assert_refused_cleanly(result, "the file given to --from-json nests JSON deeper than this reader follows")

@@ -174,3 +174,18 @@ def test_unknown_scrypt_costs_refused_before_deriving(source: Source, tmp_path: 
             attempt(Settings(data_dir=tmp_path / "target"), hostile, passphrase=PASSPHRASE)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 256 * 1024  # far below the 4 GiB the header asked for
+    for cost in (b'"n":Infinity,"r":8,', b'"n":"131072","r":8,', b'"n":131072.0,"r":8,'):
+        hostile.write_bytes(_with_header(source.passphrase_archive.read_bytes(), b'"n":131072,"r":8,', cost))
+        with pytest.raises(ArchiveError, match="unknown key-derivation costs"):
+            verify_archive(Settings(data_dir=tmp_path / "target"), hostile, passphrase=PASSPHRASE)
+
+
+def test_a_header_nested_past_the_parsers_depth_is_damaged_not_a_crash(source: Source, tmp_path: Path) -> None:
+    deep = tmp_path / "deep.srb"
+    deep.write_bytes(
+        _with_header(
+            source.key_archive.read_bytes(), b'"tables":', b'"x":' + b"[" * 100_000 + b"]" * 100_000 + b',"tables":'
+        )
+    )
+    with pytest.raises(ArchiveError, match="header is unreadable"):
+        verify_archive(Settings(data_dir=source.data_dir), deep)

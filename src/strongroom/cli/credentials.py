@@ -126,6 +126,8 @@ def read_json_object(source: str, given_to: str) -> dict[str, Any]:
         fail(f"{where} is not UTF-8 text")
     except json.JSONDecodeError as exc:
         fail(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        fail(f"{where} nests JSON deeper than this reader follows")
     if not isinstance(data, dict):
         fail(f"{where} must hold a JSON object")
     return data
@@ -358,7 +360,7 @@ def _set_pairs(ctype: CredentialType, pairs: list[str]) -> tuple[dict[str, Any],
         elif f.kind == "object":
             try:
                 fields[f.name] = json.loads(value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 fail(f"--set {f.name}= needs a JSON object (or use --from-json)")
         else:
             fields[f.name] = value
