@@ -31,7 +31,7 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
-        pass
+        """Quiet: the test reads what `seen` recorded, not the server's log."""
 
 
 @pytest.fixture

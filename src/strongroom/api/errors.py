@@ -15,7 +15,7 @@ import orjson
 import starlette.responses
 
 from strongroom.credential_types import ERRORS_LISTED
-from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests
+from strongroom.errors import PreconditionFailed, ServiceUnavailable, StrongroomError, TooManyRequests, clipped
 
 log = logging.getLogger("strongroom.server")
 MESSAGE_MAX = 2000
@@ -31,15 +31,12 @@ class JSONResponse(starlette.responses.JSONResponse):
         return orjson.dumps(content)
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def error_response(status: int, message: str, errors: dict[str, str] | None = None, **headers: str) -> JSONResponse:
     """`{"message": …, "errors": {…}}`, capped (see the module's docstring)."""
-    body: dict[str, Any] = {"message": _cut(message, MESSAGE_MAX)}
+    body: dict[str, Any] = {"message": clipped(message, MESSAGE_MAX)}
     if errors:
-        listed = {_cut(k, FIELD_MAX): _cut(str(v), FIELD_MAX) for k, v in list(errors.items())[: ERRORS_LISTED + 1]}
+        kept = list(errors.items())[: ERRORS_LISTED + 1]
+        listed = {clipped(k, FIELD_MAX): clipped(str(v), FIELD_MAX) for k, v in kept}
         if len(errors) > ERRORS_LISTED + 1:
             listed = dict(list(listed.items())[:ERRORS_LISTED])
             listed["…"] = f"and {len(errors) - ERRORS_LISTED} more"
@@ -55,7 +52,7 @@ def response_for(exc: StrongroomError) -> JSONResponse:
     if isinstance(exc, PreconditionFailed) and exc.current_revision is not None:
         headers["ETag"] = f'"{exc.current_revision}"'
     if exc.status_code >= 500:
-        log.error("%s: %s", type(exc).__name__, _cut(exc.message, MESSAGE_MAX))
+        log.error("%s: %s", type(exc).__name__, clipped(exc.message, MESSAGE_MAX))
     return error_response(exc.status_code, exc.message, exc.errors, **headers)
 
 

@@ -40,6 +40,11 @@ def token(request: Request) -> str | None:
     return None
 
 
+def has_header(request: Request, name: bytes) -> bool:
+    """Whether the request carries header `name` (lower case), read from the raw headers as `token` reads."""
+    return any(key == name for key, _ in request.scope["headers"])
+
+
 def base_url(request: Request, public_url: str | None) -> str:
     """Scheme and authority for absolute links: the configured public URL, else a well-formed `Host`, else the
     address the server listens on (a malformed Host is never reflected)."""

@@ -181,7 +181,7 @@ class Pipeline:
 
         async def run(request: Request) -> Response:
             call = Call(self, request)
-            conditional = untagged and "if-match" in request.headers
+            conditional = untagged and http.has_header(request, b"if-match")
             try:
                 if fused is not None and not conditional:
                     answer = await fused(call)

@@ -39,8 +39,8 @@ from strongroom.store.repositories.sharing import SharingRepository
 
 T = TypeVar("T")
 STORE_TYPES = ("jdbc",)
-# The complete bodies the datarobot client sends (/work/shared/spec: externalDataStores/ and its test/,
-# schemas/ and tables/); preview/ and previewQuery/ are not listed there, so they are not checked.
+# The complete bodies the datarobot client sends (the shared spec's datarobot-use-by-id.md: externalDataStores/
+# and its test/, schemas/ and tables/); preview/ and previewQuery/ are not listed there, so they are not checked.
 _STORE_KEYS = ("type", "canonicalName", "params")
 _CHANGEABLE = ("canonicalName", "params")
 _PARAMS_KEYS = ("driverId", "connectorId", "jdbcUrl", "fields")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from strongroom.config import Settings
-from strongroom.errors import Conflict, InvalidInput, NotFound, StrongroomError
+from strongroom.errors import ECHO_MAX, Conflict, InvalidInput, NotFound, StrongroomError
 from strongroom.representation import iso
 from strongroom.services import s3
 from strongroom.services.accounts import Principal
@@ -526,14 +526,11 @@ def _deployment_wire(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_SHOWN = 100  # characters of a client's value an error message quotes at most
-
-
 def _cut(text: str) -> str:
-    """A client's text as an error may carry it: its first 100 characters, an unprintable one as U+FFFD, and
+    """A client's text as an error may carry it: its first ECHO_MAX characters, an unprintable one as U+FFFD, and
     "…" when there were more."""
-    shown = "".join(c if c.isprintable() else "\ufffd" for c in text[:_SHOWN])
-    return shown + "…" if len(text) > _SHOWN else shown
+    shown = "".join(c if c.isprintable() else "\ufffd" for c in text[:ECHO_MAX])
+    return shown + "…" if len(text) > ECHO_MAX else shown
 
 
 def _shown(value: Any) -> str:
