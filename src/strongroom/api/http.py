@@ -164,6 +164,14 @@ def _malformed(exc: orjson.JSONDecodeError) -> MalformedRequest:
     return MalformedRequest(f"request body is {msg}", {"body": msg})
 
 
+def required_string(body: dict[str, Any], name: str) -> str:
+    """The body's `name` as a non-empty string; anything else is a 422 naming it."""
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name}: must be a non-empty string", {name: "must be a non-empty string"})
+    return value
+
+
 def int_param(query: QueryParams, name: str, default: int) -> int:
     """A whole-number query parameter; anything else is a 422 naming it."""
     raw = query.get(name)

@@ -31,7 +31,7 @@ from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
 from strongroom.services.connections import DRIVERS, MAX_ROWS, Connector, Target, target
 from strongroom.services.credentials import CredentialService, is_id, name_filters
-from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES
+from strongroom.services.roles import CONSUMER, EDITOR, OWNER, ROLE_NAMES, access_entries
 from strongroom.services.sharing import parse_role_changes, resolve_recipients
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories.datastores import DATACONNECTION, DataStoreRepository
@@ -147,21 +147,7 @@ class DataStoreService:
         """Everyone with a role on the store, its owner first (DataRobot's sharedRoles items)."""
         who.require("read")
         row = self._store(who, store_id, CONSUMER, "see it")
-        entries = [
-            {"id": row["owner_id"], "name": row["creator"], "role": "OWNER", "shareRecipientType": "user"}
-            | {"canShare": True}
-        ]
-        for kind, rid, role, can_share, name in self.stores.roles(store_id):
-            entries.append(
-                {
-                    "id": rid,
-                    "name": name or rid,
-                    "role": ROLE_NAMES[role],
-                    "shareRecipientType": kind,
-                    "canShare": can_share or role == OWNER,
-                }
-            )
-        return entries
+        return access_entries(row["owner_id"], row["creator"], self.stores.roles(store_id))
 
     def update_roles(self, who: Principal, store_id: str, body: Mapping[str, Any]) -> None:
         """Apply an `updateRoles` body (OWNER only), validated and resolved exactly as a credential's."""

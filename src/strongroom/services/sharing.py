@@ -18,7 +18,7 @@ from strongroom.errors import Conflict, Forbidden, InvalidInput, NotFound
 from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event
 from strongroom.services.credentials import CredentialService, is_id
-from strongroom.services.roles import EDITOR, OWNER, ROLE_NAMES, role_rank
+from strongroom.services.roles import EDITOR, OWNER, ROLE_NAMES, access_entries, role_rank
 from strongroom.store.models import Group, new_id, utcnow
 from strongroom.store.repositories.sharing import GroupNameTaken, NameTaken, SharingRepository
 
@@ -47,20 +47,7 @@ class SharingService:
         who.require("read")
         owner_id, _, _, _ = self._access(who, credential_id)
         owner_name = self.sharing.users_by_id([owner_id]).get(owner_id, owner_id)
-        entries = [
-            {"id": owner_id, "name": owner_name, "role": "OWNER", "shareRecipientType": "user", "canShare": True}
-        ]
-        for kind, rid, role, can_share, name in self.sharing.roles(credential_id):
-            entries.append(
-                {
-                    "id": rid,
-                    "name": name or rid,
-                    "role": ROLE_NAMES[role],
-                    "shareRecipientType": kind,
-                    "canShare": can_share or role == OWNER,
-                }
-            )
-        return entries
+        return access_entries(owner_id, owner_name, self.sharing.roles(credential_id))
 
     def update_roles(self, who: Principal, credential_id: str, body: Mapping[str, Any]) -> None:
         """Apply a DataRobot `updateRoles` body: each recipient (user by `username` or `id`, group by `id` or

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from strongroom import credential_types
 from strongroom.api.errors import JSONResponse
+from strongroom.api.http import required_string
 from strongroom.api.openapi import answers, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
@@ -90,7 +91,7 @@ async def list_users(call: Call) -> Response:
 
 async def create_user(call: Call) -> Response:
     body = await call.body()
-    username = _string(body, "username")
+    username = required_string(body, "username")
     admin = _boolean(body, "isAdmin", False)
     accounts, who = call.services.accounts, call.principal
     user = await call.write(lambda: accounts.create_user(username, admin=bool(admin), who=who))
@@ -121,7 +122,7 @@ async def list_keys(call: Call) -> Response:
 
 async def create_key(call: Call) -> Response:
     body = await call.body()
-    name = _string(body, "name")
+    name = required_string(body, "name")
     scopes = body.get("scopes")
     if scopes is not None and (
         not isinstance(scopes, list)
@@ -143,13 +144,6 @@ async def revoke_key(call: Call) -> Response:
     accounts, who, key_id = call.services.accounts, call.principal, call.path("keyId")
     await call.write(lambda: accounts.revoke_token(key_id, who, own=True))
     return Response(status_code=204)
-
-
-def _string(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{name}: must be a non-empty string", {name: "must be a non-empty string"})
-    return value
 
 
 def _boolean(body: dict[str, Any], name: str, default: bool | None = None) -> bool | None:

@@ -7,10 +7,10 @@ from typing import Any
 from starlette.responses import Response
 
 from strongroom.api.errors import JSONResponse
+from strongroom.api.http import required_string
 from strongroom.api.openapi import answers, credential_id_parameter, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
-from strongroom.errors import InvalidInput
 
 _ROLE = {"type": "string", "enum": ["OWNER", "EDITOR", "CONSUMER"]}
 _ENTRY = {
@@ -85,14 +85,14 @@ async def list_groups(call: Call) -> Response:
 async def create_group(call: Call) -> Response:
     body = await call.body()
     sharing, who = call.services.sharing, call.principal
-    group = await call.write(lambda: sharing.create_group(who, _string(body, "name")))
+    group = await call.write(lambda: sharing.create_group(who, required_string(body, "name")))
     return JSONResponse({"id": group.id, "name": group.name, "members": []}, status_code=201)
 
 
 async def add_member(call: Call) -> Response:
     body = await call.body()
     sharing, who, group = call.services.sharing, call.principal, call.path("groupId")
-    await call.write(lambda: sharing.add_member(who, group, _string(body, "username")))
+    await call.write(lambda: sharing.add_member(who, group, required_string(body, "username")))
     return Response(status_code=204)
 
 
@@ -106,13 +106,6 @@ async def delete_group(call: Call) -> Response:
     sharing, who, group = call.services.sharing, call.principal, call.path("groupId")
     await call.write(lambda: sharing.delete_group(who, group))
     return Response(status_code=204)
-
-
-def _string(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{name}: must be a non-empty string", {name: "must be a non-empty string"})
-    return value
 
 
 def _path(name: str, doc: str) -> dict[str, Any]:
