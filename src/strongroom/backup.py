@@ -17,10 +17,12 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +43,7 @@ from strongroom.store import Database
 from strongroom.store.db import unavailable
 from strongroom.store.models import AuditHead, Base, Credential, CredentialCount, KeyVersion, utcnow
 from strongroom.store.repositories import KeyRepository
+from strongroom.store.repositories.keys import BACKUP_HEARTBEAT
 from strongroom.store.repositories.sharing import rederive_all
 
 MAGIC = b"STRONGROOM-BACKUP\n"
@@ -154,6 +157,10 @@ def backup(
     archive_id = secrets.token_hex(16)
     tables = archived_tables()
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # A master-key archive holds the versions it may need from before its snapshot until it is recorded, so a
+    # `keys retire` meanwhile is refused rather than leaving the archive unrestorable.
+    claim = None if passphrase is not None else _Claim(db, keys, archive_id, path.resolve())
+    placed = False
     try:
         with _snapshot(db) as conn:
             counts = {t.name: conn.scalar(select(func.count()).select_from(t)) or 0 for t in tables}
@@ -169,9 +176,7 @@ def backup(
                 "key": _protect_key(archive_key, archive_id, keys, passphrase),
             }
             export = _Exporter(keys, archive_key) if passphrase is not None else None
-            needs = (
-                set() if export else {doc["key"]["version"], *conn.scalars(select(Credential.key_version).distinct())}
-            )
+            needs = set() if export else {doc["key"]["version"], *_sealed_versions(conn)}
             if export is not None:
                 doc["dataKeys"] = "archive"
             header = Header(json.dumps(doc, separators=(",", ":")).encode(), doc)
@@ -186,18 +191,63 @@ def backup(
                         for row in batch:
                             writer.add(_encode_row(table, export(table, row) if export else row))
                         reporter.advance(len(batch))
+                        if claim is not None:
+                            claim.alive()
                 writer.close()
                 fh.flush()
                 os.fsync(fh.fileno())
+        if claim is not None:
+            claim.finish(needs)
         os.replace(tmp, path)
+        placed = True
         _fsync_dir(path.parent)
-        if needs:
-            KeyRepository(db).record_backup(archive_id, str(path.resolve()), needs, utcnow())
     except OSError as exc:
         raise ArchiveError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+        if claim is not None and not placed:
+            claim.release()
     return Summary(counts, path.stat().st_size, doc["createdAt"])
+
+
+def _sealed_versions(conn: Connection) -> set[int]:
+    """The master-key versions that wrap the data keys of the snapshot's credentials: a restore opens each."""
+    return {int(v) for v in conn.scalars(select(Credential.key_version).distinct())}
+
+
+class _Claim:
+    """A master-key backup's row in `backups` while it is written: taken before the snapshot (every live version,
+    the writer's host and pid), refreshed as rows are written, made the record of the versions the archive needs
+    once it is complete, or removed if it never is."""
+
+    def __init__(self, db: Database, keys: KeyProvider, archive_id: str, path: Path) -> None:
+        self._repo, self._id, self._path = KeyRepository(db), archive_id, str(path)
+        self._repo.claim_backup(archive_id, self._path, keys.versions(), socket.gethostname(), os.getpid(), utcnow())
+        self._beat = time.monotonic()
+
+    def alive(self) -> None:
+        """A sign of life, at most once per BACKUP_HEARTBEAT; one that cannot be written (the database busy or
+        away) is tried again with the next rows, and never fails the backup: `finish` checks what it must."""
+        if time.monotonic() - self._beat >= BACKUP_HEARTBEAT.total_seconds():
+            with suppress(StrongroomError):
+                self._repo.backup_alive(self._id, utcnow())
+                self._beat = time.monotonic()
+
+    def finish(self, needs: set[int]) -> None:
+        """Record what the complete archive needs; refused if one of those versions was retired meanwhile."""
+        gone = self._repo.finish_backup(self._id, self._path, needs, utcnow())
+        if gone:
+            listed = ", ".join(str(v) for v in gone)
+            raise ArchiveError(
+                f"master key version {listed} was retired while this backup was being written (its hold on the "
+                "versions was taken for that of a backup that had died), so the archive could not be restored; "
+                "nothing was written. Run the backup again"
+            )
+
+    def release(self) -> None:
+        """Remove the claim of a backup that failed; should that fail too, the claim lapses on its own."""
+        with suppress(StrongroomError):
+            self._repo.drop_backup(self._id)
 
 
 def _sealed(table: Table, row: Mapping[str, Any]) -> tuple[str, Binding | RecordBinding]:

@@ -93,7 +93,11 @@ def backup(
     ] = False,
 ) -> None:
     """Write an encrypted archive of the store; a passphrase archive restores on a new machine with only the
-    archive and the passphrase (a fresh master key is made there)."""
+    archive and the passphrase (a fresh master key is made there).
+
+    While a master-key archive is written, `keys retire` of any version it may need is refused (see `keys retire
+    --help` for a backup that died).
+    """
     from strongroom import backup as archive
 
     if verify:

@@ -107,10 +107,18 @@ def keys_retire(
         bool, typer.Option("--force", help="Retire it even though recorded master-key backups need it.")
     ] = False,
 ) -> None:
-    """Forget an old master-key version; refused while it is active or any credential still uses it, and, without
-    --force, while a master-key backup made from this store needs it."""
+    """Forget an old master-key version; refused while it is active or any credential still uses it, while a
+    master-key backup is being written from this store (even with --force), and, without --force, while a
+    master-key backup made from this store needs it.
+
+    A backup being written holds every live version until it finishes. One that died without finishing stops
+    holding them back at once when it ran on this host (its process is gone), otherwise 10 minutes after its
+    last sign of life (a running backup shows one at least every 30 seconds).
+    """
     with store() as services:
-        broken = services.keys.retire(version, force=force)
-    for path in broken:
+        retired = services.keys.retire(version, force=force)
+    for claim in retired.cleared:
+        err.print(f"Note: cleared the claim of a backup that did not finish: {claim}")
+    for path in retired.unrestorable:
         err.print(f"Warning: the backup {path} can no longer be restored")
     out.print(f"Retired master key version {version}")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from strongroom.crypto.barrier import KEY_REFRESH_SECONDS, Barrier, Binding, RecordBinding
@@ -11,6 +15,7 @@ from strongroom.crypto.keys import DecryptionError
 from strongroom.errors import Conflict, InvalidInput, MasterKeyError, NotFound
 from strongroom.store.models import utcnow
 from strongroom.store.repositories import CredentialRepository, KeyRepository
+from strongroom.store.repositories.keys import BACKUP_LAPSE, BackupClaim
 from strongroom.store.repositories.oauth import OAuthRepository
 
 
@@ -200,16 +205,28 @@ class KeyService:
             changes.append((kind, row_id, wrapped, new_version, new_wrapped))
         return self.oauth.rewrap(changes) if changes else 0
 
-    def retire(self, version: int, *, force: bool = False) -> list[str]:
-        """Forget an old master-key version; refused while it is active or any credential still uses it, and,
-        unless `force`, while a recorded master-key backup needs it. Returns the backups it leaves unrestorable."""
+    def retire(self, version: int, *, force: bool = False) -> Retired:
+        """Forget an old master-key version; refused while it is active, any credential still uses it or a backup
+        being written may need it, and, unless `force`, while a recorded master-key backup needs it."""
         self.keys.refresh()
         if version == self.keys.active_version():
             raise Conflict(f"master key version {version} is active; rotate to a new version before retiring it")
         recorded = self.versions.all().get(version)
         if recorded is not None and recorded.retired_at is not None and version not in self.keys.versions():
             raise Conflict(f"master key version {version} is already retired")
-        needing = [path for path, _when in self.versions.backups_needing(version)]
+        now = utcnow()
+        outcome = self.versions.retire(version, now, force=force, lapsed=lambda claim: _lapsed(claim, now))
+        cleared = [_claim_text(c) for c in outcome.cleared]
+        if outcome.running:
+            # Not even --force: the archive being written would be reported as made yet never restore.
+            running = "; ".join(_claim_text(c) for c in outcome.running)
+            raise Conflict(
+                f"master key version {version} may be needed by a backup being written now: {running}. Retire it "
+                "once that backup has finished (--force does not override this). A backup whose process has ended "
+                f"without finishing stops holding versions back at once when it ran on this host, otherwise "
+                f"{_minutes(BACKUP_LAPSE)} minutes after its last sign of life"
+            )
+        needing = [path for path, _when in outcome.needing]
         if needing and not force:
             listed = ", ".join(needing[:5]) + (f" and {len(needing) - 5} more" if len(needing) > 5 else "")
             raise Conflict(
@@ -217,13 +234,56 @@ class KeyService:
                 "retiring it makes them unrestorable. Make a new backup (a passphrase backup needs no master key), "
                 "then pass --force"
             )
-        recorded, used = self.versions.retire(version, utcnow())
-        if not recorded and version not in self.keys.versions():
+        if not outcome.recorded and version not in self.keys.versions():
             raise NotFound(f"master key version {version} does not exist")
-        if used:
+        if outcome.used:
             raise Conflict(
-                f"master key version {version} still wraps the data keys of {used} credential(s) or OAuth secret(s); "
-                "run `strongroom keys rotate` to finish re-wrapping them first"
+                f"master key version {version} still wraps the data keys of {outcome.used} credential(s) or OAuth "
+                "secret(s); run `strongroom keys rotate` to finish re-wrapping them first"
             )
         self.keys.remove_version(version)
-        return needing
+        return Retired(needing, cleared)
+
+
+@dataclass(frozen=True)
+class Retired:
+    """A retirement's aftermath: the recorded backups it leaves unrestorable (with --force), and the unfinished
+    backups whose dead writers' claims it cleared (described)."""
+
+    unrestorable: list[str]
+    cleared: list[str]
+
+
+def _lapsed(claim: BackupClaim, now: datetime) -> bool:
+    """Whether a backup being written has died: silent for BACKUP_LAPSE, or its process gone from this host."""
+    if now - claim.heartbeat_at > BACKUP_LAPSE:
+        return True
+    return claim.host == socket.gethostname() and not _process_exists(claim.pid)
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process of this id runs on this host (a reused id reads as alive: the safe side)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _claim_text(claim: BackupClaim) -> str:
+    return (
+        f"{claim.path} (started {_when(claim.started_at)} by process {claim.pid} on host {claim.host}, "
+        f"last sign of life {_when(claim.heartbeat_at)})"
+    )
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _minutes(span: timedelta) -> int:
+    return int(span.total_seconds() // 60)

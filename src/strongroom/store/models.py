@@ -181,14 +181,21 @@ class StoreState(Base):
 
 class Backup(Base):
     """A master-key backup written from this store, and the key versions it needs to restore, so retiring one of
-    them can name the archives it would make unrestorable. Self-contained (passphrase) backups need none."""
+    them can name the archives it would make unrestorable. Self-contained (passphrase) backups need none.
+
+    A backup holds its row from before its snapshot (`state` "running": every version it may need, its writer's
+    host and pid, `heartbeat_at` refreshed as it writes) until it is done, so no retirement meanwhile breaks it."""
 
     __tablename__ = "backups"
 
     archive_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     key_versions: Mapped[str] = mapped_column(String(255))  # space-separated, e.g. "1 2"
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)  # when done; while running, the start
+    state: Mapped[str] = mapped_column(String(8), default="done", server_default="done")  # "running" or "done"
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the writer's, while running
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Group(Base):
