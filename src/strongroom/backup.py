@@ -41,7 +41,16 @@ from strongroom.crypto.barrier import Barrier, Binding, RecordBinding
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
 from strongroom.store.db import unavailable
-from strongroom.store.models import AuditHead, Base, Credential, CredentialCount, KeyVersion, utcnow
+from strongroom.store.models import (
+    AuditHead,
+    Base,
+    Credential,
+    CredentialCount,
+    KeyVersion,
+    OAuthProvider,
+    OAuthTokenState,
+    utcnow,
+)
 from strongroom.store.repositories import KeyRepository
 from strongroom.store.repositories.keys import BACKUP_HEARTBEAT
 from strongroom.store.repositories.sharing import rederive_all
@@ -211,8 +220,10 @@ def backup(
 
 
 def _sealed_versions(conn: Connection) -> set[int]:
-    """The master-key versions that wrap the data keys of the snapshot's credentials: a restore opens each."""
-    return {int(v) for v in conn.scalars(select(Credential.key_version).distinct())}
+    """The master-key versions that wrap the data keys of the snapshot's sealed rows (credentials, OAuth providers'
+    client secrets, credentials' OAuth token states): a restore opens every one of them."""
+    columns = (Credential.key_version, OAuthProvider.key_version, OAuthTokenState.key_version)
+    return {int(v) for column in columns for v in conn.scalars(select(column).distinct())}
 
 
 class _Claim:

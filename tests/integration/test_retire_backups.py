@@ -266,3 +266,25 @@ def test_on_postgresql_a_retirement_waits_for_a_backup_claim_being_committed(tmp
         finally:
             other.dispose()
             services.close()
+
+
+def test_a_backup_records_the_version_of_oauth_secrets_too(opened: Services, tmp_path: Path) -> None:
+    """A backup made mid-rotation, once the credentials are re-wrapped but not yet the OAuth providers' client
+    secrets (the rotation's last step): its archive needs the old version for the provider, so that version's
+    retirement names it (before, only the credentials' versions were recorded, and the archive broke)."""
+    opened.oauth.create_provider(
+        None, {"name": "idp", "tokenUrl": "https://idp.example/token", "clientId": "c", "clientSecret": "s3cret"}
+    )
+    archive = tmp_path / "b.srb"
+    opened.keys.start_rotation()
+
+    def back_up_once(_done: int, _batch: int) -> None:
+        if not archive.exists():
+            backup(opened.db, opened.barrier.keys, archive)
+
+    assert opened.keys.rewrap(settle=0, on_batch=back_up_once)["left"] == 0
+    with pytest.raises(Conflict) as refused:
+        opened.keys.retire(1)
+    assert str(archive.resolve()) in refused.value.message
+    key_file = tmp_path / "source" / "master.key"
+    assert _restorable(archive, key_file, tmp_path) == ""
