@@ -25,6 +25,7 @@ from tests.support import (
     Server,
     assert_error,
     client,
+    closing_listener,
     mariadb_user,
     s3_server,
     scram_postgres,
@@ -690,3 +691,51 @@ def test_no_secret_is_stored_or_logged(srv: Server, peers: dict[str, PeerDatabas
         data = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in data, f"a secret is in {path.relative_to(srv.data_dir.parent)}"
+
+
+def test_a_job_never_follows_its_store_to_where_it_was_pointed_after_the_job_was_created(
+    srv: Server, api: httpx.Client, token: str, peers: dict[str, PeerDatabase]
+) -> None:
+    """Another user owns a store and lets the job's creator use it; the creator's job writes to it with the
+    creator's own credential. The owner renames the store and saves the same params: the job still runs. The
+    owner then points the store at a host of theirs before the next job of the creator runs: that job fails,
+    naming the store and saying it was changed after the job was created, without opening the credential or
+    connecting to the new host (which sees no connection)."""
+    peer = peers["postgres"]
+    cred = _basic(api, peer.user, peer.password)
+    made = api.get("auditLog/", params={"action": "credential.create", "credentialId": cred}).json()["data"]
+    me = made[0]["actor"]["username"]
+    with client(srv, srv.new_user("store-owner")) as owner, closing_listener() as theirs:
+        store = _store(owner, peer)
+        share = {"operation": "updateRoles", "roles": [{"username": me, "role": "CONSUMER"}]}
+        assert owner.patch(f"externalDataStores/{store}/sharedRoles/", json=share).status_code == 204
+        jobs = []
+        for _ in range(2):
+            table = unique("pinned").replace("-", "_")
+            output = {"type": "jdbc", "dataStoreId": store, "table": table, "statementType": "create_table"}
+            created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output | {
+                "credentialId": cred}})  # fmt: skip
+            assert created.status_code == 202, created.text
+            assert "dataStoreTarget" not in created.json()["jobSpec"]["outputSettings"]
+            jobs.append((created.json(), table))
+
+        params = owner.get(f"externalDataStores/{store}/").json()["params"]
+        renamed = {"canonicalName": unique("renamed"), "params": params}
+        assert owner.patch(f"externalDataStores/{store}/", json=renamed).status_code == 200
+        (kept, table), (pinned, _) = jobs
+        assert api.put(kept["links"]["csvUpload"], content=_csv().encode()).status_code == 202
+        assert _wait(api, kept["id"])["status"] == "COMPLETED"
+        assert len(_execute(peer, f"SELECT id FROM {table}")) == ROWS
+
+        elsewhere = {**params, "jdbcUrl": f"jdbc:postgresql://127.0.0.1:{theirs.port}/{peer.database}"}
+        assert owner.patch(f"externalDataStores/{store}/", json={"params": elsewhere}).status_code == 200
+        assert api.put(pinned["links"]["csvUpload"], content=_csv().encode()).status_code == 202
+        failed = _wait(api, pinned["id"])
+        assert theirs.accepted == []
+    assert failed["status"] == "FAILED"
+    assert failed["statusDetails"].startswith(
+        f"jdbc output: data store '{renamed['canonicalName']}' ({store}) was changed to connect elsewhere after this "
+        "job was created"
+    ), failed["statusDetails"]
+    uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
+    assert [u["detail"]["jobId"] for u in uses] == [kept["id"]]

@@ -17,6 +17,7 @@ if the role does. A 409 for a delete names only the stores the caller holds a ro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -255,9 +256,10 @@ class DataStoreService:
 
     # ---- batch jobs -------------------------------------------------------------------------------------
 
-    def check_job_use(self, who: Principal, store_id: str, credential_id: str | None, field: str) -> str:
+    def check_job_use(self, who: Principal, store_id: str, credential_id: str | None, field: str) -> tuple[str, str]:
         """The credential a job will connect to the store with (the given one or the caller's default), once
-        the caller may use both (404 with no role, 403 with too low a one); nothing is opened or audited."""
+        the caller may use both (404 with no role, 403 with too low a one), and the fingerprint of where the store
+        connects now, which the job keeps (see `job_login`); nothing is opened or audited."""
         who.require("use")
         row = self._store(who, store_id, CONSUMER, "use it")
         target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
@@ -271,15 +273,25 @@ class DataStoreService:
         if kind != "basic":
             msg = f"a database connection needs a basic credential (user and password), not {kind}"
             raise InvalidInput(f"{field}.credentialId: {msg}", {f"{field}.credentialId": msg})
-        return credential_id
+        return credential_id, target_fingerprint(row)
 
     def job_login(
-        self, who: Principal, store_id: str, credential_id: str, purpose: Mapping[str, Any]
+        self, who: Principal, store_id: str, credential_id: str, purpose: Mapping[str, Any], pinned: str | None
     ) -> tuple[Target, str, str]:
         """Where to connect and with which user and password, for a job on the caller's behalf: the roles are
-        checked again and the credential's use is audited with `purpose` (never a value)."""
+        checked again, the store must still connect where it did when the job was created (`pinned`, from
+        `check_job_use`), and only then is the credential opened, its use audited with `purpose` (never a value)."""
         who.require("use")
         row = self._store(who, store_id, CONSUMER, "use it")
+        if pinned != target_fingerprint(row):
+            # Repointed since: the credential was given for the old target, so it goes nowhere (a job created
+            # before fingerprints were kept cannot tell, and fails the same way).
+            raise Conflict(
+                f"data store {row['canonical_name']!r} ({row['id']}) was changed to connect elsewhere after this job "
+                "was created; the job does not connect to its new target. Create the job again to use the store as "
+                "it is now",
+                {"dataStoreId": "changed after the job was created"},
+            )
         where = target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
         kind, fields = self.credentials.use(who, credential_id, {**purpose, "dataStoreId": row["id"]})
         user, password = _basic(kind, fields, "credentialId")
@@ -396,6 +408,12 @@ def _name(value: Any) -> str:
 
 
 _TARGET = ("driver_id", "jdbc_url", "fields")  # the store columns that say where it connects
+
+
+def target_fingerprint(row: Mapping[str, Any]) -> str:
+    """A digest of where a store connects (its `_TARGET` columns): equal exactly while it is not repointed."""
+    where = json.dumps([row[k] for k in _TARGET], separators=(",", ":"))
+    return hashlib.sha256(where.encode()).hexdigest()
 
 
 def _params(value: Any) -> dict[str, Any]:

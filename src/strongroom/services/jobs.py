@@ -2,7 +2,9 @@
 
 A job is validated and its access checked when it is created: the caller must be able to use every data store
 and credential it names (no role: 404, too low a role: 403), before any row is read. Its stored spec holds ids
-and settings only. It then runs as numbered chunks (see services/batch.py): read -> scored -> written under its
+and settings only, and for each data store a fingerprint of where it connected then: should the store be pointed
+elsewhere before the job runs, the job fails naming it instead of sending its credential to the new target. It
+then runs as numbered chunks (see services/batch.py): read -> scored -> written under its
 number. The embedded runner (`JobRunner`, services/runners.py) runs jobs in the server process, `job_threads`
 at a time, each job's chunks `numConcurrent` at a time, never on the event loop. Each run opens the credentials
 it needs through `CredentialService.use`, which writes one `credential.use` audit record per credential.
@@ -49,6 +51,9 @@ ACTIVE = ("INITIALIZING", "RUNNING")
 FINAL = ("COMPLETED", "ABORTED", "FAILED")
 STATUSES = (*ACTIVE, *FINAL)
 CHUNK_NAMES = ("auto", "fixed", "dynamic")
+# A jdbc adapter's record of where its data store connected when the job was created (a fingerprint): the job
+# connects only while the store still does, never where an editor pointed it since. Not shown in `jobSpec`.
+STORE_TARGET = "dataStoreTarget"
 LEASE = timedelta(minutes=10)
 
 
@@ -317,7 +322,7 @@ class JobService:
             "elapsedTimeSec": max(0, int((moment(end) - moment(start)).total_seconds())),
             "statusDetails": row["status_details"] or status.capitalize(),
             "links": links,
-            "jobSpec": spec,
+            "jobSpec": _shown_spec(spec),
             "scoredRows": row["scored_rows"],
             "failedRows": row["failed_rows"],
             "skippedRows": 0,
@@ -475,7 +480,9 @@ class JobService:
                 raise InvalidInput(f"{field}.createTableIfNotExists: {msg}", {f"{field}.createTableIfNotExists": msg})
             spec["createTableIfNotExists"] = create
         credential = _string(given, "credentialId", field)
-        spec["credentialId"] = self.datastores.check_job_use(who, spec["dataStoreId"], credential, field)
+        spec["credentialId"], spec[STORE_TARGET] = self.datastores.check_job_use(
+            who, spec["dataStoreId"], credential, field
+        )
         return spec
 
 
@@ -506,6 +513,14 @@ def _ids(job_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         adapter = spec[side]
         detail[side] = {k: adapter[k] for k in ("type", "dataStoreId", "credentialId") if k in adapter}
     return detail
+
+
+def _shown_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec as `jobSpec` shows it: the adapters without their stores' target fingerprints."""
+    shown = dict(spec)
+    for side in ("intakeSettings", "outputSettings"):
+        shown[side] = {k: v for k, v in spec[side].items() if k != STORE_TARGET}
+    return shown
 
 
 def _local_output(row: Mapping[str, Any]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from strongroom.errors import StrongroomError
 from strongroom.services.accounts import Principal
-from strongroom.services.jobs import ACTIVE, LEASE, JobService, moment, s3_location
+from strongroom.services.jobs import ACTIVE, LEASE, STORE_TARGET, JobService, moment, s3_location
 from strongroom.store.models import utcnow
 
 _log = logging.getLogger("strongroom.jobs")
@@ -254,7 +254,11 @@ def open_intake(
         timeout = service.settings.job_statement_timeout
         try:
             where, user, password = service.datastores.job_login(
-                who, intake["dataStoreId"], intake["credentialId"], {**purpose, "side": "intake"}
+                who,
+                intake["dataStoreId"],
+                intake["credentialId"],
+                {**purpose, "side": "intake"},
+                intake.get(STORE_TARGET),
             )
             counting = _CountAside(service, job_id, intake, (where, user, password), timeout)
             try:
@@ -376,7 +380,11 @@ def open_sink(
     if output["type"] == "jdbc":
         try:
             where, user, password = service.datastores.job_login(
-                who, output["dataStoreId"], output["credentialId"], {**purpose, "side": "output"}
+                who,
+                output["dataStoreId"],
+                output["credentialId"],
+                {**purpose, "side": "output"},
+                output.get(STORE_TARGET),
             )
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
