@@ -40,7 +40,7 @@ from strongroom.crypto import DecryptionError, KeyProvider, Keyring, Sealed, loa
 from strongroom.crypto.barrier import Barrier, Binding, RecordBinding
 from strongroom.errors import MasterKeyError, StrongroomError
 from strongroom.store import Database
-from strongroom.store.db import unavailable
+from strongroom.store.db import sqlite_path, unavailable
 from strongroom.store.models import (
     AuditHead,
     Base,
@@ -597,55 +597,109 @@ def restore(
     """Load an archive into the empty store `settings` names: verified in full first, written in one transaction.
 
     A self-contained (passphrase) archive needs no master key of the source: a target without keys gets a
-    fresh master key, and every data key is re-wrapped under the target's active version.
+    fresh master key, and every data key is re-wrapped under the target's active version. A refused or
+    interrupted restore removes what it created (directories, the SQLite file, the key file), so the target
+    is left as it was found.
     """
     reporter = reporter or _Silent()
     refs: dict[int, str] = {}  # KMS key ids per version, as the archive records them
     self_contained = header_of(path).self_contained
     keys = None if self_contained else _target_keys(settings, refs)  # refuse before creating a store
-    db = Database.from_settings(settings)
-    try:
-        db.migrate()
-        with _open(path) as fh:
-            header = read_header(fh)
-            _check_schema(db, header)
-            with db.read() as s:
-                _require_empty(s.connection())
-                recorded = s.connection().scalar(select(func.count()).select_from(KeyVersion.__table__)) or 0
-            if keys is None:  # a store with recorded versions keeps its key: never a fresh one over them
-                keys = _target_keys(settings, refs, create=not recorded)
-            if header.doc["key"].get("keyRef") and settings.kms_key_id:
-                refs[int(header.doc["key"]["version"])] = header.doc["key"]["keyRef"]
-                keys.refresh()
-            key = _unwrap_archive_key(header, keys, passphrase)
-            start = fh.tell()
-            reporter.start("Verifying", sum(header.rows.values()))
-            rewrapped = _verify(
-                _rows(fh, header, key),
-                header,
-                keys,
-                refs if settings.kms_key_id else None,
-                reporter,
-                archive=_archive_keys(key) if self_contained else None,
-            )
-            fh.seek(start)
-            reporter.start("Restoring", sum(header.rows.values()))
-            with db.write() as s:  # the file is re-authenticated as it is read; any failure rolls all back
-                conn = s.connection()
-                _require_empty(conn)
-                rows = _rows(fh, header, key)
-                if self_contained:  # the target's own key versions stay; the source's mean nothing here
-                    rows = _adopted(rows, rewrapped)
-                    _record_active(conn, keys)
-                else:
-                    conn.execute(KeyVersion.__table__.delete())  # a first start's check row
-                for table in REPLACED:  # the empty target's own: the archive's take their place
-                    conn.execute(Base.metadata.tables[table].delete())
-                _insert(conn, rows, reporter)
-                _recount(conn)
-    finally:
-        db.dispose()
-    return Summary(header.rows, path.stat().st_size, str(header.doc.get("createdAt", "")))
+    size = path.stat().st_size
+    with _Created(settings) as created:
+        db = Database.from_settings(settings)
+        try:
+            db.migrate()
+            with _open(path) as fh:
+                header = read_header(fh)
+                _check_schema(db, header)
+                with db.read() as s:
+                    _require_empty(s.connection())
+                    recorded = s.connection().scalar(select(func.count()).select_from(KeyVersion.__table__)) or 0
+                if keys is None:  # a store with recorded versions keeps its key: never a fresh one over them
+                    keys = _target_keys(settings, refs, create=not recorded)
+                if header.doc["key"].get("keyRef") and settings.kms_key_id:
+                    refs[int(header.doc["key"]["version"])] = header.doc["key"]["keyRef"]
+                    keys.refresh()
+                key = _unwrap_archive_key(header, keys, passphrase)
+                start = fh.tell()
+                reporter.start("Verifying", sum(header.rows.values()))
+                rewrapped = _verify(
+                    _rows(fh, header, key),
+                    header,
+                    keys,
+                    refs if settings.kms_key_id else None,
+                    reporter,
+                    archive=_archive_keys(key) if self_contained else None,
+                )
+                fh.seek(start)
+                reporter.start("Restoring", sum(header.rows.values()))
+                with db.write() as s:  # the file is re-authenticated as it is read; any failure rolls all back
+                    conn = s.connection()
+                    _require_empty(conn)
+                    rows = _rows(fh, header, key)
+                    if self_contained:  # the target's own key versions stay; the source's mean nothing here
+                        rows = _adopted(rows, rewrapped)
+                        _record_active(conn, keys)
+                    else:
+                        conn.execute(KeyVersion.__table__.delete())  # a first start's check row
+                    for table in REPLACED:  # the empty target's own: the archive's take their place
+                        conn.execute(Base.metadata.tables[table].delete())
+                    _insert(conn, rows, reporter)
+                    _recount(conn)
+                created.keep()  # committed: from now on these files are the restored store
+        finally:
+            db.dispose()
+    return Summary(header.rows, size, str(header.doc.get("createdAt", "")))
+
+
+class _Created:
+    """What a restore is about to create locally, noted on entry; removed on exit unless `keep` was called.
+
+    Only what did not exist on entry is removed: an existing store, key file or directory is never touched, and
+    directories go only while empty.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        files: list[Path] = []
+        directories: list[Path] = []
+        database = sqlite_path(settings.resolved_database_url)
+        if database is not None and not os.path.lexists(database):
+            # SQLite's companions only with a new file: an existing store's WAL may be in use by its server
+            files += [database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))]
+            directories.append(database.parent)
+        if not (settings.master_key or settings.kms_key_id):
+            key_file = settings.resolved_key_file
+            files += [key_file, key_file.with_name(key_file.name + ".lock")]
+            directories.append(key_file.parent)
+        self._files = [f for f in files if not os.path.lexists(f)]
+        self._directories = sorted({d for top in directories for d in _missing(top)}, key=lambda d: -len(d.parts))
+        self._keep = False
+
+    def keep(self) -> None:
+        """The restore committed: nothing is removed."""
+        self._keep = True
+
+    def __enter__(self) -> _Created:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._keep:
+            return
+        for file in self._files:
+            file.unlink(missing_ok=True)
+        for directory in self._directories:  # deepest first
+            with suppress(OSError):  # something else was put there meanwhile: it stays
+                directory.rmdir()
+
+
+def _missing(directory: Path) -> list[Path]:
+    """`directory` and its ancestors that do not exist yet (all that creating it with its parents would make)."""
+    missing = []
+    while not os.path.lexists(directory) and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
 
 
 def verify_archive(

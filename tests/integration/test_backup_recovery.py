@@ -189,3 +189,51 @@ def test_a_header_nested_past_the_parsers_depth_is_damaged_not_a_crash(source: S
     )
     with pytest.raises(ArchiveError, match="header is unreadable"):
         verify_archive(Settings(data_dir=source.data_dir), deep)
+
+
+def _tree(root: Path) -> list[str]:
+    """Every path under `root`, relative, sorted (empty for a missing root)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_a_refused_restore_leaves_the_target_as_it_found_it(source: Source, tmp_path: Path) -> None:
+    """A wrong passphrase, a damaged archive or refused parameters leave no store and no fresh key behind, so the
+    next restore (or `serve`) finds the directory as it was; what was there before stays."""
+    damaged = tmp_path / "damaged.srb"
+    good = source.passphrase_archive.read_bytes()
+    at = _chunk_starts(good)[2] + 40
+    damaged.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :])
+    hostile = tmp_path / "hostile.srb"
+    hostile.write_bytes(_with_header(good, b'"n":131072,"r":8,', b'"n":1048576,"r":8,'))
+    new = tmp_path / "new" / "nested"
+    for archive, passphrase in ((source.passphrase_archive, "not the passphrase"), (damaged, PASSPHRASE)):
+        with pytest.raises(ArchiveError):
+            restore(Settings(data_dir=new), archive, passphrase=passphrase)
+        assert not (tmp_path / "new").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArchiveError, match="unknown key-derivation costs"):
+        restore(Settings(data_dir=empty), hostile, passphrase=PASSPHRASE)
+    assert _tree(empty) == []
+    keyed = tmp_path / "keyed"  # the source's key copied over, for its master-key archive
+    keyed.mkdir()
+    (keyed / "master.key").write_bytes((source.data_dir / "master.key").read_bytes())
+    (keyed / "master.key").chmod(0o600)
+    key_damaged = tmp_path / "key-damaged.srb"
+    good = source.key_archive.read_bytes()
+    at = _chunk_starts(good)[2] + 40
+    key_damaged.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :])
+    with pytest.raises(ArchiveError, match="chunk 2 fails authentication"):
+        restore(Settings(data_dir=keyed), key_damaged)
+    assert _tree(keyed) == ["master.key"]
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("not the passphrase\n")
+    result = cli(new, "restore", str(source.passphrase_archive), "--passphrase-file", str(wrong))
+    assert result.returncode == 1 and result.stderr.startswith("Error: wrong passphrase"), result.stderr
+    assert not (tmp_path / "new").exists()
+    # then the right passphrase restores as on a new machine, and an existing store is still refused, untouched
+    restore(Settings(data_dir=new), source.passphrase_archive, passphrase=PASSPHRASE)
+    before = {name: (new / name).read_bytes() for name in ("master.key", "strongroom.db")}
+    with pytest.raises(ArchiveError, match="the target store is not empty"):
+        restore(Settings(data_dir=new), source.passphrase_archive, passphrase=PASSPHRASE)
+    assert {name: (new / name).read_bytes() for name in before} == before

@@ -101,6 +101,13 @@ def unavailable(exc: BaseException) -> ServiceUnavailable | None:
     return None
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another backend or an in-memory database."""
+    parsed = make_url(url)
+    db = parsed.database
+    return Path(db) if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" else None
+
+
 def _describe(exc: BaseException) -> str:
     """The driver's error class and code, for logs: never its message, which could quote query parameters."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
@@ -297,8 +304,7 @@ class Database:
     @property
     def path(self) -> Path | None:
         """The SQLite file, if that is the backend."""
-        db = self.engine.url.database
-        return Path(db) if self.is_sqlite and db and db != ":memory:" else None
+        return sqlite_path(str(self.engine.url))
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent, safe with several processes)."""
