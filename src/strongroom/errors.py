@@ -100,3 +100,10 @@ class MasterKeyError(StrongroomError):
     """The master key needed to open stored secrets is missing or wrong; raised at start, not per request."""
 
     status_code = 500
+
+
+class DatabaseFileError(StrongroomError):
+    """The SQLite file cannot be trusted as configured (a symbolic link); raised when the store opens, not per
+    request."""
+
+    status_code = 500

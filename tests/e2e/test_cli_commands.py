@@ -68,6 +68,35 @@ def test_init_creates_a_store_once_then_commands_use_it(tmp_path: Path) -> None:
     assert [u["username"] for u in json.loads(run("users", "list", "--json", env=env).stdout)] == ["alice"]
 
 
+def test_a_symlinked_database_file_is_refused_but_a_symlinked_directory_is_not(tmp_path: Path) -> None:
+    """The SQLite file itself must not be a symbolic link (as the key file must not): `init` and the commands that
+    open a store refuse it in one line naming it, creating nothing and writing nothing where it points. A data
+    directory reached through a linked parent (as /tmp is on some systems) is fine."""
+    elsewhere = tmp_path / "elsewhere"
+    assert run("init", env={"STRONGROOM_DATA_DIR": str(elsewhere)}).returncode == 0
+    for target in (tmp_path / "nowhere.db", elsewhere / "strongroom.db"):  # dangling, and another store's file
+        store = tmp_path / f"linked-to-{target.stem}"
+        store.mkdir()
+        (store / "strongroom.db").symlink_to(target)
+        before = target.read_bytes() if target.exists() else None
+        opening = [("users", "create", "mallory")] if before is not None else []  # else: no store here
+        for command in [("init",), *opening]:
+            key = {"STRONGROOM_MASTER_KEY_FILE": str(elsewhere / "master.key")} if opening else {}
+            result = run(*command, env={"STRONGROOM_DATA_DIR": str(store), **key})
+            assert result.returncode == 1, result.stdout
+            assert result.stderr == (
+                f"Error: the database file {store / 'strongroom.db'} is a symbolic link; refusing to follow it "
+                "(move the file itself there, or set STRONGROOM_DATABASE_URL to where it really is)\n"
+            )
+            assert sorted(p.name for p in store.iterdir()) == ["strongroom.db"]
+            assert (target.read_bytes() if target.exists() else None) == before
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real", target_is_directory=True)
+    result = run("init", env={"STRONGROOM_DATA_DIR": str(tmp_path / "via" / "store")})
+    assert result.returncode == 0 and result.stdout.startswith("Created a store"), result.stderr
+    assert (tmp_path / "real" / "store" / "strongroom.db").is_file()
+
+
 def test_user_data_with_markup_is_printed_verbatim(tmp_path: Path) -> None:
     env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
     run("init", env=env)

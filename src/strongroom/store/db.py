@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from strongroom.config import Settings
-from strongroom.errors import ServiceUnavailable
+from strongroom.errors import DatabaseFileError, ServiceUnavailable
 from strongroom.store.models import COUNT_SHARDS, CredentialCount
 from strongroom.store.unchanged import UnchangedReads
 
@@ -143,7 +143,14 @@ def _sqlite_setup(engine: Engine, synchronous: str, busy_ms: int) -> None:
 
 
 def _create_private(path: Path) -> None:
-    """Create the SQLite file owner-only before SQLite does (its WAL and shm files then take the same mode)."""
+    """Create the SQLite file owner-only before SQLite does (its WAL and shm files then take the same mode);
+    refuse a file or companion that is a symbolic link (its parent directories may be links)."""
+    for file in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))):
+        if os.path.islink(file):  # SQLite would follow it: the store's writes would land wherever it points
+            raise DatabaseFileError(
+                f"the database file {file} is a symbolic link; refusing to follow it (move the file itself "
+                "there, or set STRONGROOM_DATABASE_URL to where it really is)"
+            )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
@@ -177,9 +184,9 @@ class Database:
         self.where = self._where(url)
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                _create_private(Path(parsed.database))
+            if (file := sqlite_path(url)) is not None:
+                file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _create_private(file)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": timeout}
             kwargs["pool_size"] = 8
             kwargs["max_overflow"] = 32
