@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import os
@@ -38,9 +39,9 @@ from strongroom import __version__
 from strongroom.config import Settings
 from strongroom.crypto import DecryptionError, KeyProvider, Keyring, Sealed, load_keyring
 from strongroom.crypto.barrier import Barrier, Binding, RecordBinding
-from strongroom.errors import MasterKeyError, StrongroomError
+from strongroom.errors import MasterKeyError, ServiceUnavailable, StrongroomError
 from strongroom.store import Database
-from strongroom.store.db import sqlite_path, unavailable
+from strongroom.store.db import disk_full, full_disk, sqlite_path, unavailable
 from strongroom.store.models import (
     AuditHead,
     Base,
@@ -601,7 +602,16 @@ def restore(
     interrupted restore removes what it created (directories, the SQLite file, the key file), so the target
     is left as it was found.
     """
-    reporter = reporter or _Silent()
+    try:
+        return _restore(settings, path, passphrase, reporter or _Silent())
+    except OSError as exc:  # creating the directory, the SQLite file or the key file (SQLite's own are mapped)
+        where = exc.filename or settings.data_dir
+        if exc.errno == errno.ENOSPC:
+            raise ArchiveError(full_disk(str(where))) from None
+        raise ArchiveError(f"cannot restore into {where}: {(exc.strerror or type(exc).__name__).lower()}") from None
+
+
+def _restore(settings: Settings, path: Path, passphrase: str | None, reporter: Reporter) -> Summary:
     refs: dict[int, str] = {}  # KMS key ids per version, as the archive records them
     self_contained = header_of(path).self_contained
     keys = None if self_contained else _target_keys(settings, refs)  # refuse before creating a store
@@ -648,6 +658,10 @@ def restore(
                     _insert(conn, rows, reporter)
                     _recount(conn)
                 created.keep()  # committed: from now on these files are the restored store
+        except ServiceUnavailable as exc:
+            if disk_full(exc.__cause__):  # the store's 503 names no path (API clients read it); a restore names it
+                raise ArchiveError(full_disk(f"the database {db.where}")) from None
+            raise
         finally:
             db.dispose()
     return Summary(header.rows, size, str(header.doc.get("createdAt", "")))

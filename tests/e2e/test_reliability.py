@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from strongroom.bootstrap import Services
@@ -364,6 +364,24 @@ def test_only_outage_errors_become_503(tmp_path: Path) -> None:
     waiter.close()
     error = unavailable(locked.value)
     assert error is not None and error.status_code == 503 and error.retry_after > 0
+
+
+def test_a_full_database_disk_says_so_not_retry_shortly(tmp_path: Path) -> None:
+    """SQLITE_FULL (here from max_page_count, as a full disk gives it) says the disk is full: retrying shortly would
+    not help. At start the database is named; a 503 to API clients names no server path. The restore test on a
+    small tmpfs covers a real full disk (as root)."""
+    path = tmp_path / "full.db"
+    db = Database(f"sqlite:///{path}")
+    event.listen(db.engine, "connect", lambda conn, _record: conn.execute("PRAGMA max_page_count=2"))
+    try:
+        with pytest.raises(ServiceUnavailable) as full:
+            db.migrate()  # the schema needs far more than two pages
+    finally:
+        db.dispose()
+    advice = "is full (no space left on the device); free some space, then try again"
+    assert full.value.message == f"the disk holding the database {path} {advice}"
+    served = unavailable(full.value.__cause__)
+    assert served is not None and served.message == f"the disk holding the database {advice}"
 
 
 def test_sqlite_writes_fail_with_503_while_the_file_cannot_be_opened_then_recover(tmp_path: Path) -> None:

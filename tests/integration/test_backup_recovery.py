@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import resource
+import secrets
+import shutil
 import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +71,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     yield Source(root / "source", secrets, root / "pass.srb", root / "key.srb", passphrase_file)
 
 
-def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(data_dir: Path, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env["STRONGROOM_DATA_DIR"] = str(data_dir)
+    env.update(extra or {})
     return subprocess.run(
         [sys.executable, "-m", "strongroom", *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -237,3 +241,70 @@ def test_a_refused_restore_leaves_the_target_as_it_found_it(source: Source, tmp_
     with pytest.raises(ArchiveError, match="the target store is not empty"):
         restore(Settings(data_dir=new), source.passphrase_archive, passphrase=PASSPHRASE)
     assert {name: (new / name).read_bytes() for name in before} == before
+
+
+@contextmanager
+def small_disk(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `mountpoint` for the test's duration; skips, saying why, where it cannot be."""
+    mountpoint.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk is simulated with a small tmpfs, which needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs failed (no CAP_SYS_ADMIN in this container?)")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_a_full_disk_during_restore_says_so(tmp_path: Path) -> None:
+    """ENOSPC (SQLite's SQLITE_FULL) while the rows are written is reported as a full disk naming the database, not
+    as a busy database to retry shortly; the store it was restoring into is left as it was."""
+    big = tmp_path / "big"
+    services = Services.open(Settings(data_dir=big))
+    try:
+        services.accounts.create_user("alice")
+        who = services.accounts.authenticate(services.accounts.create_token("alice")[1])
+        for i in range(24):  # about 600 KiB of incompressible secrets, far more than the space left below
+            body = {"name": f"big-{i}", "credentialType": "basic", "user": "u", "password": secrets.token_hex(12_000)}
+            make_credential(services, who, body)
+        backup(services.db, services.barrier.keys, tmp_path / "big.srb", passphrase=PASSPHRASE)
+    finally:
+        services.close()
+    (tmp_path / "pass.txt").write_text(PASSPHRASE)
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        store = disk / "store"
+        Services.open(Settings(data_dir=store)).close()  # an empty store, as `strongroom init` makes
+        key = (store / "master.key").read_bytes()
+        free = os.statvfs(disk)
+        (disk / "filler").write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 96 * 1024))
+        result = cli(store, "restore", str(tmp_path / "big.srb"), "--passphrase-file", str(tmp_path / "pass.txt"))
+        assert result.returncode == 1, result.stdout
+        assert (
+            f"Error: the disk holding the database {store / 'strongroom.db'} is full (no space left on the device)"
+            in result.stderr
+        ), result.stderr
+        assert "retry shortly" not in result.stderr and "Traceback" not in result.stderr
+        new = disk / "new"  # a new store does not even fit its schema: refused the same way, and nothing is left
+        result = cli(new, "restore", str(tmp_path / "big.srb"), "--passphrase-file", str(tmp_path / "pass.txt"))
+        assert result.returncode == 1, result.stdout
+        assert f"Error: the disk holding the database {new / 'strongroom.db'} is full" in result.stderr, result.stderr
+        assert not new.exists()
+        with (disk / "filler").open("ab") as filler, pytest.raises(OSError, match="No space left"):
+            filler.write(b"\0" * (1 << 20))  # not a byte left, for a key file there
+            filler.flush()
+        elsewhere, key_file = tmp_path / "elsewhere", disk / "keys" / "master.key"
+        args = ("restore", str(tmp_path / "big.srb"), "--passphrase-file", str(tmp_path / "pass.txt"))
+        result = cli(elsewhere, *args, extra={"STRONGROOM_MASTER_KEY_FILE": str(key_file)})
+        assert result.returncode == 1, result.stdout
+        full = f"Error: the disk holding {key_file} is full (no space left on the device)"
+        assert result.stderr == f"{full}; free some space, then try again\n"
+        assert not elsewhere.exists() and not key_file.parent.exists()
+        (disk / "filler").unlink()
+        assert (store / "master.key").read_bytes() == key
+        services = Services.open(Settings(data_dir=store))
+        try:
+            assert services.accounts.list_users() == [] and all_secrets(services) == {}
+        finally:
+            services.close()

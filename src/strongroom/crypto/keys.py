@@ -237,10 +237,12 @@ def write_key_file(path: Path, content: str) -> None:
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # os.write names no file (a full disk): say which one could not be written
         raise
     _fsync_dir(path.parent)
 

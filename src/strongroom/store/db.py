@@ -48,6 +48,8 @@ _Job = tuple[Callable[["Tx"], Any] | None, Waiter | None]  # a write and who wai
 # SQLite primary result codes that mean "the file is busy or unusable right now", not "the query is wrong":
 # BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14, 15})
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
 log = logging.getLogger("strongroom.store")
 
 
@@ -83,9 +85,12 @@ def _import_postgres() -> None:
 
 
 def unavailable(exc: BaseException) -> ServiceUnavailable | None:
-    """The 503 for a driver error that means "the database cannot serve now" (down, lost, locked), else None."""
+    """The 503 for a driver error that means "the database cannot serve now" (down, lost, locked, its disk full),
+    else None. Its message may reach API clients: it never names the server's paths."""
     if isinstance(exc, PoolTimeoutError):
         return ServiceUnavailable("the database is busy (no free connection); retry shortly")
+    if disk_full(exc):  # not "retry shortly": waiting does not help, freeing space does
+        return ServiceUnavailable(full_disk("the database"))
     orig: BaseException | None = exc
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
@@ -99,6 +104,19 @@ def unavailable(exc: BaseException) -> ServiceUnavailable | None:
     if primary in _SQLITE_UNAVAILABLE:
         return ServiceUnavailable("the database file cannot be used; retry shortly")
     return None
+
+
+def full_disk(what: str) -> str:
+    """The message for a full disk under `what`: what to do about it, not "retry shortly"."""
+    return f"the disk holding {what} is full (no space left on the device); free some space, then try again"
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether a driver error says the database's disk is full: SQLite's SQLITE_FULL, PostgreSQL's disk_full."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -333,6 +351,8 @@ class Database:
         except (DBAPIError, PoolTimeoutError) as exc:
             if unavailable(exc) is None:
                 raise
+            if disk_full(exc):  # at start, not to an API client: the database may be named
+                raise ServiceUnavailable(full_disk(f"the database {self.where}")) from exc
             raise ServiceUnavailable(f"cannot use the database at {self.where}: {self._reason(exc)}") from exc
 
     def _at_head(self) -> bool:
