@@ -97,6 +97,20 @@ def test_a_symlinked_database_file_is_refused_but_a_symlinked_directory_is_not(t
     assert (tmp_path / "real" / "store" / "strongroom.db").is_file()
 
 
+def test_concurrent_inits_say_created_only_once(tmp_path: Path) -> None:
+    """Three `strongroom init` processes at once on one empty data directory: one creates the store and says so,
+    the others find it and say it already exists (exit 0, as for an existing store); one key is made."""
+    base = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME") if k in os.environ}
+    env = {**base, "STRONGROOM_DATA_DIR": str(tmp_path / "store")}
+    argv = [sys.executable, "-m", "strongroom", "init"]
+    inits = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "abc"]
+    results = [(*p.communicate(timeout=60), p.returncode) for p in inits]
+    assert [code for _, _, code in results] == [0, 0, 0], results
+    said = sorted(out.split(" at ")[0] for out, _, _ in results)
+    assert said == ["A store already exists", "A store already exists", "Created a store"], results
+    assert json.loads((tmp_path / "store" / "master.key").read_text())["keys"].keys() == {"1"}
+
+
 def test_user_data_with_markup_is_printed_verbatim(tmp_path: Path) -> None:
     env = {"STRONGROOM_DATA_DIR": str(tmp_path)}
     run("init", env=env)

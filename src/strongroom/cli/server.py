@@ -8,15 +8,14 @@ from typing import Annotated
 import typer
 
 from strongroom.cli.output import out
-from strongroom.cli.store import missing_parts, open_services, settings
+from strongroom.cli.store import creating, open_services, settings
 
 
 def init() -> None:
     """Create the store (database and master key) where the settings point, or confirm the one already there."""
     config = settings()
-    missing = missing_parts(config)
-    services = open_services(config)
-    services.close()
+    with creating(config) as missing:
+        open_services(config).close()
     where = "STRONGROOM_DATABASE_URL" if config.database_url else str(config.data_dir)
     key = "STRONGROOM_MASTER_KEY" if config.master_key else "AWS KMS" if config.kms_key_id else config.resolved_key_file
     verb = "Created a store" if missing else "A store already exists"
@@ -35,7 +34,8 @@ def serve(
     from strongroom.api import serve as serve_api
     from strongroom.config import mask_password
 
-    services = open_services(config)  # migrate and verify keys once, before any worker starts
+    with creating(config):
+        services = open_services(config)  # migrate and verify keys once, before any worker starts
     try:
         has_users = bool(services.accounts.list_users())
     finally:

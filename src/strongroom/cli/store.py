@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +96,23 @@ def require_store(config: Settings) -> None:
             + ". Point STRONGROOM_DATA_DIR at an existing store, or create one with `strongroom init` "
             "(or `strongroom serve`)."
         )
+
+
+@contextmanager
+def creating(config: Settings) -> Iterator[list[str]]:
+    """What the store lacks (`missing_parts`), held true while the block runs: commands that may create the store
+    (init, serve) take turns on a lock of its directory, so of several started at once only one finds it missing."""
+    if not missing_parts(config):
+        yield []  # complete: nothing will be created, no need to wait for anyone
+        return
+    directory = config.data_dir if config.database_url is None else config.resolved_key_file.parent
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a lock on the directory itself: no lock file is left behind
+        yield missing_parts(config)  # again: another command may have created it meanwhile
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def open_services(config: Settings) -> Services:
