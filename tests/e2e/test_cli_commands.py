@@ -9,8 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -109,6 +114,78 @@ def test_concurrent_inits_say_created_only_once(tmp_path: Path) -> None:
     said = sorted(out.split(" at ")[0] for out, _, _ in results)
     assert said == ["A store already exists", "A store already exists", "Created a store"], results
     assert json.loads((tmp_path / "store" / "master.key").read_text())["keys"].keys() == {"1"}
+
+
+HOSTILE = "evil\x1b]0;owned\x07\x1b[2J\r\u202egnp.exe\x9b31m\nnext"  # retitle, clear, overwrite, reorder
+RAW = ("\x1b", "\x07", "\r", "\u202e", "\x9b")
+
+
+@contextmanager
+def hostile_server() -> Iterator[str]:
+    """A fake API (not Strongroom's, which refuses such names) whose credential fields and error messages hold
+    terminal control sequences; yields its API root."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/api/v2/version/":
+                self.answer(200, {"versionString": "2.0"})
+            elif url.path == "/api/v2/credentials/" and "search=" not in url.query:
+                item = {"credentialId": "c1" + HOSTILE, "name": HOSTILE, "credentialType": "basic"}
+                self.answer(200, {"data": [{**item, "description": HOSTILE, "user": HOSTILE}], "next": None})
+            elif url.path == "/api/v2/auditLog/":
+                record = {"action": "credential.read", "actor": {"username": HOSTILE}, "target": {"name": HOSTILE}}
+                self.answer(200, {"data": [record], "next": None})
+            else:
+                self.answer(403, {"message": HOSTILE})
+
+        def do_POST(self) -> None:  # a new token of the caller's
+            self.rfile.read(int(self.headers["Content-Length"]))
+            key = {"id": "k1", "name": HOSTILE, "prefix": "sr_", "scopes": ["read"], "revoked": False}
+            self.answer(201, {**key, "token": "sr_" + HOSTILE})
+
+        def answer(self, status: int, body: dict[str, object]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the test reads the CLI's output, not the server's log."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hostile_servers_names_and_messages_cannot_drive_the_terminal() -> None:
+    """Names, ids and error messages from a server are printed with their control and bidi characters escaped
+    (tables, plain lines, errors), so a hostile or compromised server cannot rewrite the user's terminal."""
+    with hostile_server() as api:
+        env = {"STRONGROOM_ENDPOINT": api, "STRONGROOM_API_TOKEN": "sr_test"}
+        listed = run("credentials", "list", env=env)
+        shown = run("credentials", "get", "evil", env=env)
+        refused = run("credentials", "list", "--search", "x", env=env)
+        as_json = run("credentials", "list", "--json", env=env)
+        audit = run("audit", "list", env=env)
+        audit_json = run("audit", "list", "--json", env=env)
+        token = run("tokens", "create", "--name", "t", env=env)
+    escaped = "evil\\x1b]0;owned\\x07\\x1b[2J\\x0d\\u202egnp.exe\\x9b31m\\x0anext"
+    for result in (listed, shown, audit, token):
+        assert result.returncode == 0 and escaped in result.stdout + result.stderr, result
+    assert token.stdout == f"sr_{escaped}\n"
+    assert refused.returncode == 1 and refused.stderr == f"Error: {escaped}\n"
+    # JSON escapes them its own way, and the value is kept
+    assert json.loads(as_json.stdout)[0]["name"] == json.loads(audit_json.stdout)["actor"]["username"] == HOSTILE
+    for result in (listed, shown, refused, as_json, audit, audit_json, token):
+        assert not any(raw in result.stdout + result.stderr for raw in RAW), result
 
 
 def test_user_data_with_markup_is_printed_verbatim(tmp_path: Path) -> None:

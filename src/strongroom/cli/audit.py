@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from strongroom.cli.output import err, fail, out, print_table, table
+from strongroom.cli.output import err, fail, json_text, out, print_table, table
 from strongroom.cli.store import store
 
 app = typer.Typer(help="Read, export and verify the audit trail.", no_args_is_help=True)
@@ -96,7 +95,7 @@ def audit_list(
         records = _local_records({**filters, **_moments(since, until)})
     if as_json:
         for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            sys.stdout.write(json_text(record, sort_keys=True) + "\n")
         return
     grid = table("time", "actor", "action", "outcome", "status", "credential", "request id")
     for r in records:

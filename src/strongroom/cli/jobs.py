@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from strongroom.cli.credentials import EndpointOpt, TokenOpt, session
-from strongroom.cli.output import fail, out
+from strongroom.cli.output import fail, out, plain, visible
 
 if TYPE_CHECKING:
     from strongroom.client.jobs import BatchJob
@@ -75,15 +75,17 @@ def _follow(job: BatchJob, as_json: bool, quiet: bool) -> None:
 
     try:
         with Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # the server's words: no markup, controls escaped
             BarColumn(),
             TextColumn("{task.percentage:>5.1f}%"),
             TimeElapsedColumn(),
             console=Console(stderr=True, markup=False, highlight=False, emoji=False),
             disable=quiet,
         ) as bar:
-            task = bar.add_task(f"job {job.id}", total=100)
-            job.wait(progress=lambda j: bar.update(task, completed=j.percentage_completed, description=j.status))
+            task = bar.add_task(visible(f"job {job.id}"), total=100)
+            job.wait(
+                progress=lambda j: bar.update(task, completed=j.percentage_completed, description=visible(j.status))
+            )
     except JobFailedError as exc:
         fail(exc.message)
     if as_json:
@@ -118,7 +120,7 @@ def jobs_run(
     with session(ctx, endpoint, token):
         job = BatchJob.create(spec, csv=csv)
         if detach:
-            print(job.id)
+            plain(job.id)
             return
         local_output = "download" in job.links or (spec.get("outputSettings") or {}).get("type", "localFile") == (
             "localFile"

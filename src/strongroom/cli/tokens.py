@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strongroom.cli.output import err, fail, out, print_rows
+from strongroom.cli.output import err, fail, out, plain, print_rows
 from strongroom.cli.remote import EndpointOpt, TokenOpt, either, remember, target
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def tokens_create(
         return
     until = f", expires {shown['expiresAt']}" if shown["expiresAt"] else ""
     err.print(f"Token {shown['id']} for {owner} (scopes: {' '.join(shown['scopes'])}{until}). It is shown only now:")
-    print(raw)
+    plain(raw)
 
 
 @app.command("list")
