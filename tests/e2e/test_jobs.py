@@ -739,3 +739,68 @@ def test_a_job_never_follows_its_store_to_where_it_was_pointed_after_the_job_was
     ), failed["statusDetails"]
     uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
     assert [u["detail"]["jobId"] for u in uses] == [kept["id"]]
+
+
+def test_an_administrator_without_a_role_never_reads_or_feeds_another_users_job(srv: Server, api: httpx.Client) -> None:
+    """An administrator's token is no key to another user's job: its status, results, upload, parts, finalize
+    and abort are each 404 byte for byte as an unknown id (the results are rows read, and an upload rows written,
+    with the owner's credentials); the job is not in their list and takes no row from them."""
+    done = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+    assert api.put(f"batchPredictions/{done['id']}/csvUpload/", content=_csv(3)).status_code == 202
+    assert _wait(api, done["id"])["status"] == "COMPLETED"
+    waiting = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+    unknown = "0" * 24
+    with client(srv, srv.new_user("jobsadmin", admin=True)) as admin:
+        for job in (done["id"], waiting["id"]):
+            asked = {
+                "status": lambda j: admin.get(f"batchPredictions/{j}/"),
+                "download": lambda j: admin.get(f"batchPredictions/{j}/download/"),
+                "upload": lambda j: admin.put(f"batchPredictions/{j}/csvUpload/", content=b"who,what\nroot,here\n"),
+                "part": lambda j: admin.put(f"batchPredictions/{j}/csvUpload/part/0/", content=b"who\nroot\n"),
+                "finalize": lambda j: admin.post(f"batchPredictions/{j}/csvUpload/finalizeMultipart/"),
+            }
+            for name, ask in asked.items():
+                resp, control = ask(job), ask(unknown)
+                assert resp.status_code == 404, (name, resp.text)
+                assert resp.content == control.content, name
+        assert admin.delete(f"batchPredictions/{waiting['id']}/").status_code == 404
+        assert all(j["id"] not in (done["id"], waiting["id"]) for j in admin.get("batchPredictions/").json()["data"])
+    still = api.get(f"batchPredictions/{waiting['id']}/").json()
+    assert still["status"] == "INITIALIZING" and "csvUpload" in still["links"]
+    assert _rows(api.get(f"batchPredictions/{done['id']}/download/").text) == _rows(_csv(3))
+
+
+def test_the_owners_download_and_each_upload_are_audited(srv: Server, api: httpx.Client) -> None:
+    """Each upload (a whole one, each part, the finalize) and each download of results leaves an audit record
+    naming the job and the caller, never a row; an administrator's refused upload is audited as failed."""
+    single = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()["id"]
+    assert api.put(f"batchPredictions/{single}/csvUpload/", content=_csv(3)).status_code == 202
+    parts = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()["id"]
+    lines = _csv(4).splitlines(keepends=True)
+    for n, rows in enumerate((lines[1:3], lines[3:])):
+        assert (
+            api.put(f"batchPredictions/{parts}/csvUpload/part/{n}/", content="".join([lines[0], *rows])).status_code
+            == 202
+        )
+    assert api.post(f"batchPredictions/{parts}/csvUpload/finalizeMultipart/").status_code == 202
+    for job in (single, parts):
+        assert _wait(api, job)["status"] == "COMPLETED"
+        assert api.get(f"batchPredictions/{job}/download/").status_code == 200
+    admin_token = srv.new_user("auditadmin", admin=True)
+    with client(srv, admin_token) as admin:
+        assert admin.put(f"batchPredictions/{single}/csvUpload/", content=b"x\n1\n").status_code == 404
+        log = admin.get("auditLog/", params={"since": "1h", "limit": 1000})
+    records = [r for r in log.json()["data"] if r["action"] in ("batchJob.upload", "batchJob.download")]
+    ours = [r for r in records if r["detail"].get("jobId") in (single, parts)]
+    assert len({r["actor"]["userId"] for r in ours}) == 1
+    mine = [(r["action"], r["outcome"], r["detail"]) for r in ours]
+    size = len(_csv(3).encode())
+    assert ("batchJob.upload", "success", {"jobId": single, "bytes": size}) in mine
+    for n in (0, 1):
+        assert any(a == "batchJob.upload" and d.get("jobId") == parts and d.get("part") == n for a, _, d in mine)
+    assert ("batchJob.upload", "success", {"jobId": parts, "finalized": True, "parts": 2}) in mine
+    for job in (single, parts):
+        assert ("batchJob.download", "success", {"jobId": job, "status": "COMPLETED"}) in mine
+    refused = [r for r in records if r not in ours and r["outcome"] == "failed"]
+    assert any(r["action"] == "batchJob.upload" and r["status"] == 404 for r in refused)
+    assert "item, 1" not in log.text and "item, 2" not in log.text

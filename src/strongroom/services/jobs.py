@@ -170,10 +170,11 @@ class JobService:
         return self.wire({**row, "owner": who.username}, base)
 
     def get(self, who: Principal, job_id: str) -> dict[str, Any]:
-        """The caller's job (an administrator's: anyone's); 404 otherwise."""
+        """The caller's own job; 404 otherwise, for an administrator too: a job's results are rows read, and its
+        upload rows written, with its owner's credentials, which an administrator without a role never uses."""
         who.require("read")
         row = self.jobs.get(job_id) if is_id(job_id) else None
-        if row is None or (row["owner_id"] != who.user_id and not who.admin):
+        if row is None or row["owner_id"] != who.user_id:
             raise NotFound("batch job not found", {"batchPredictionJobId": "unknown"})
         return row
 
@@ -247,17 +248,26 @@ class JobService:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder / ("upload.csv" if part is None else f"part-{part:05d}.csv")
 
-    def upload_complete(self, who: Principal, job_id: str, lines: int) -> None:
-        """The intake is complete (`lines` newlines counted in it): queue the job."""
+    def uploaded(self, who: Principal, job_id: str, size: int, part: int | None) -> None:
+        """Audit an upload (or a part of one) the caller's job received: its size, never its rows."""
+        self.get(who, job_id)
+        detail = {"jobId": job_id, "bytes": size, **({} if part is None else {"part": part})}
+        self.jobs.record(Event("batchJob.upload", 202, who, detail=detail).entry())
+
+    def upload_complete(self, who: Principal, job_id: str, lines: int, *, finalize: bool = False) -> None:
+        """The intake is complete (`lines` newlines counted in it): queue the job (a multipart upload's
+        `finalize` audited with the job's change)."""
         row = self.get(who, job_id)
         files = self.intake_files(job_id)
         if not files:
             raise InvalidInput("csvUpload: nothing was uploaded", {"csvUpload": "no data"})
         headers = len(files)
+        audit = Event("batchJob.upload", 202, who, detail={"jobId": job_id, "finalized": True, "parts": headers})
         moved = self.jobs.transition(
             job_id,
             ("INITIALIZING",),
             {"intake_ready": True, "expected_rows": max(lines - headers, 0), "status_details": "Queued"},
+            audit.entry() if finalize else None,
         )
         if moved and not row["intake_ready"]:
             self.dispatch(job_id)
@@ -275,12 +285,14 @@ class JobService:
         return self.root / job_id / "out" / f"{number:08d}.csv"
 
     def download_ready(self, who: Principal, job_id: str) -> None:
-        """Check that the caller's job has results to stream: 409 saying why not unless it is RUNNING or
-        COMPLETED (when its `download` link shows), not an empty CSV that looks like a result."""
+        """Check that the caller's job has results to stream, and audit their download (batchJob.download, never
+        a row): 409 saying why not unless it is RUNNING or COMPLETED (when its `download` link shows), not an empty
+        CSV that looks like a result."""
         row = self.get(who, job_id)
         _local_output(row)
         status = row["status"]
         if status in ("RUNNING", "COMPLETED"):
+            self.jobs.record(Event("batchJob.download", 200, who, detail={"jobId": job_id, "status": status}).entry())
             return
         if status == "INITIALIZING":
             waiting = "it is queued" if row["intake_ready"] else "it is waiting for its CSV upload"

@@ -126,6 +126,8 @@ async def upload(call: Call) -> Response:
     job_id, jobs, who = call.path("jobId"), call.services.jobs, call.principal
     target = await call.write(lambda: jobs.upload_target(who, job_id, None))
     lines = await _spool(call, target)
+    size = target.stat().st_size
+    await call.write(lambda: jobs.uploaded(who, job_id, size, None))
     await call.write(lambda: jobs.upload_complete(who, job_id, lines))
     return JSONResponse({"message": "upload complete"}, status_code=202)
 
@@ -136,6 +138,8 @@ async def upload_part(call: Call) -> Response:
     target = await call.write(lambda: jobs.upload_target(who, job_id, number))
     lines = await _spool(call, target)
     target.with_name(target.name + ".lines").write_text(str(lines))
+    size = target.stat().st_size
+    await call.write(lambda: jobs.uploaded(who, job_id, size, number))
     return JSONResponse({"message": f"part {number} received"}, status_code=202)
 
 
@@ -145,7 +149,7 @@ async def finalize(call: Call) -> Response:
 
     def complete() -> None:
         lines = sum(int(p.with_name(p.name + ".lines").read_text()) for p in jobs.intake_files(job_id))
-        jobs.upload_complete(who, job_id, lines)
+        jobs.upload_complete(who, job_id, lines, finalize=True)
 
     await call.write(complete)
     return JSONResponse({"message": "upload complete"}, status_code=202)
@@ -281,6 +285,7 @@ ENDPOINTS = [
         _JOB + "csvUpload/",
         "use",
         upload,
+        action="batchJob.upload",
         doc={
             "summary": "Upload a localFile job's whole CSV intake (streamed to the server's disk)",
             "parameters": [_JOB_ID],
@@ -293,6 +298,7 @@ ENDPOINTS = [
         _JOB + "csvUpload/part/{part}/",
         "use",
         upload_part,
+        action="batchJob.upload",
         doc={
             "summary": "Upload one part of a localFile job's CSV intake (each part with its header)",
             "parameters": [_JOB_ID, _path("part", "The part's number, from 0")],
@@ -305,6 +311,7 @@ ENDPOINTS = [
         _JOB + "csvUpload/finalizeMultipart/",
         "use",
         finalize,
+        action="batchJob.upload",
         doc={
             "summary": "Mark a multipart upload complete: the job starts",
             "parameters": [_JOB_ID],
@@ -316,6 +323,7 @@ ENDPOINTS = [
         _JOB + "download/",
         "read",
         download,
+        action="batchJob.download",
         doc={
             "summary": "A localFile job's output CSV, streamed in chunk order as the chunks are written; 409 before "
             "the job runs (its upload or its turn awaited) or once it has failed or been aborted",

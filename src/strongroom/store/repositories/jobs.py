@@ -103,6 +103,10 @@ class JobRepository:
 
         self.db.transact(add)
 
+    def record(self, audit: Entry) -> None:
+        """Append an audit record of its own (a download or an upload, which change no row)."""
+        self.db.transact(lambda tx: append_in(tx, audit, postgres=self.postgres))
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         """The job with its owner's username, or None (one prebuilt statement: a job is polled often)."""
         found = self.db.fetch(_ONE_JOB, {"id": job_id})
