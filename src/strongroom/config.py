@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     connect_deny: str = ""  # comma-separated hosts or networks never connected to
     # OAuth access tokens (POST credentials/{id}/accessToken/): refreshed when they expire within this many seconds.
     oauth_refresh_margin: float = 60
-    oauth_failure_backoff: float = 5  # seconds a provider that failed (unreachable, timed out) is not called again
+    # seconds a provider that was down (unreachable, timed out, 5xx) for a grant is not called again for that grant
+    oauth_failure_backoff: float = 5
     # Batch jobs (services/jobs.py): the embedded runner and its limits.
     job_threads: int = 2  # jobs run at once by the server's embedded runner (each on its own thread)
     job_max_concurrent: int = 4  # upper bound of a job's numConcurrent (chunks of one job at once)

@@ -166,7 +166,7 @@ TYPES: dict[str, CredentialType] = {
             data_fields=(
                 _s("oauthRefreshToken", "OAuth refresh token."),
                 _s("oauthClientId", "OAuth client id (default: the provider's)."),
-                _s("oauthClientSecret", "OAuth client secret (default: the provider's)."),
+                _s("oauthClientSecret", "OAuth client secret (default: the provider's, with its own client id only)."),
                 _s("oauthAccessToken", "OAuth access token (not used: a new one is obtained)."),
             ),
             data_requires=(("oauthRefreshToken",),),

@@ -4,12 +4,16 @@ across threads and processes, a revoked refresh token, the consumer's view, and 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -478,3 +482,138 @@ def test_a_passphrase_backup_carries_oauth_secrets_to_a_new_master_key(peer: OAu
     finally:
         srv.stop()
         restored.stop()
+
+
+def test_one_callers_refused_client_never_makes_the_provider_look_down(
+    api: httpx.Client, other_api: httpx.Client, peer: OAuthPeer, providers: dict[str, str]
+) -> None:
+    """At the real provider: another user's inline call with a client the provider does not know is a 502
+    naming invalid_client, and neither it nor its repetition keeps anyone from the provider: the owner's credential
+    refreshes at once, and the other user's next call reaches the provider again (no "not tried again")."""
+    cid, _ = _credential(api, peer, providers["app"], "app")
+    bogus = {"credentialType": "oauth", "oauthRefreshToken": "x", "oauthClientId": "bogus"}
+    body = {"credentialData": bogus, "oauthProviderId": providers["app"]}
+    refused = assert_error(other_api.post("credentials/accessToken/", json=body), 502, "oauthProvider")
+    assert "invalid_client" in refused["message"] and "not tried again" not in refused["message"]
+    answer = api.post(f"credentials/{cid}/accessToken/")
+    assert answer.status_code == 200, answer.text
+    again = assert_error(other_api.post("credentials/accessToken/", json=body), 502, "oauthProvider")
+    assert "not tried again" not in again["message"]
+
+
+@dataclass
+class _TokenEndpoint:
+    """A tiny token endpoint in this test's process, for what a real provider cannot show: the client
+    authentication each request carried (path /ok: client `good` gets tokens, any other 401 invalid_client),
+    a provider that fails (/down: 503) and one whose answer is larger than any token answer (/huge)."""
+
+    port: int
+    seen: list[tuple[str, str | None, dict[str, list[str]]]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def calls(self, path: str) -> int:
+        return sum(1 for p, _, _ in self.seen if p == f"/{path}")
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[_TokenEndpoint]:
+    state = _TokenEndpoint(0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+            auth = self.headers.get("Authorization")
+            state.seen.append((self.path, auth, form))
+            basic = base64.b64decode(auth[6:]).decode() if auth and auth.startswith("Basic ") else ""
+            client_id = basic.split(":")[0] if basic else form.get("client_id", [""])[0]
+            if self.path == "/down":
+                status, out = 503, b'{"error": "temporarily_unavailable"}'
+            elif self.path == "/huge":
+                status, out = 200, b'{"access_token": "' + b"a" * (2 << 20) + b'"}'
+            elif client_id != "good":
+                status, out = 401, b'{"error": "invalid_client"}'
+            else:
+                status, out = 200, b'{"access_token": "at", "expires_in": 3600}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = int(httpd.server_address[1])
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_the_providers_secret_goes_only_with_its_own_client_id(
+    server: Server, api: httpx.Client, endpoint: _TokenEndpoint, method: str
+) -> None:
+    """Inline data naming another client than the provider's, without a secret, is sent as that public client
+    (its id in the body, no Authorization, no secret at all), never with the provider's secret; data without a
+    client id (or with the provider's) is sent as the provider's client, with its secret (a fake token endpoint
+    in the test records each request's client authentication, which a real provider does not show)."""
+    secret = "ProviderSecretCanary" + unique("")
+    body = {"name": unique("fake"), "tokenUrl": endpoint.url("ok"), "clientId": "good", "clientSecret": secret}
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        created = admin.post("oauthProviders/", json={**body, "tokenEndpointAuthMethod": method})
+    assert created.status_code == 201, created.text
+    provider = created.json()["id"]
+
+    def inline(**extra: str) -> httpx.Response:
+        data = {"credentialType": "oauth", "oauthRefreshToken": "rt", **extra}
+        return api.post("credentials/accessToken/", json={"credentialData": data, "oauthProviderId": provider})
+
+    start = len(endpoint.seen)
+    assert_error(inline(oauthClientId="bogus"), 502, "oauthProvider")
+    (_, auth, form), *_ = endpoint.seen[start:]
+    assert auth is None and form["client_id"] == ["bogus"] and "client_secret" not in form
+    assert all(secret not in json.dumps([a, f]) for _, a, f in endpoint.seen)
+    for extra in ({}, {"oauthClientId": "good"}):
+        assert inline(**extra).status_code == 200
+        _, auth, form = endpoint.seen[-1]
+        presented = (
+            base64.b64decode(auth[6:]).decode() if auth else f"{form['client_id'][0]}:{form['client_secret'][0]}"
+        )
+        assert presented == f"good:{secret}"
+
+
+def test_a_provider_that_fails_is_spared_per_grant_and_a_huge_answer_is_refused(
+    server: Server, api: httpx.Client, other_api: httpx.Client, endpoint: _TokenEndpoint
+) -> None:
+    """A 5xx from the provider is remembered for the grant that met it: its next call is answered without the
+    provider, while another user's call still reaches it. An answer over 1 MiB is a 502 naming the provider's
+    host (read no further), and is not taken for the provider being down (a fake token endpoint in the test
+    serves both, which a real provider cannot be made to do)."""
+    with client(server, server.new_user("admin", admin=True)) as admin:
+        ids = {}
+        for path in ("down", "huge"):
+            made = {"name": unique(path), "tokenUrl": endpoint.url(path), "clientId": "good", "clientSecret": "s"}
+            ids[path] = admin.post("oauthProviders/", json=made).json()["id"]
+    body = {"name": unique("oauth"), "credentialType": "oauth", "token": "t", "refreshToken": "r"}
+    cid = api.post("credentials/", json={**body, "oauthProviderId": ids["down"]}).json()["credentialId"]
+    failed = assert_error(api.post(f"credentials/{cid}/accessToken/"), 502, "oauthProvider")
+    assert "127.0.0.1 failed (temporarily_unavailable)" in failed["message"]
+    calls = endpoint.calls("down")
+    spared = assert_error(api.post(f"credentials/{cid}/accessToken/"), 502, "oauthProvider")
+    assert "not tried again" in spared["message"] and endpoint.calls("down") == calls
+    data = {"credentialType": "oauth", "oauthRefreshToken": "other"}
+    other = assert_error(
+        other_api.post("credentials/accessToken/", json={"credentialData": data, "oauthProviderId": ids["down"]}), 502
+    )
+    assert "not tried again" not in other["message"] and endpoint.calls("down") == calls + 1
+    huge = {"credentialData": data, "oauthProviderId": ids["huge"]}
+    calls = endpoint.calls("huge")
+    for _ in range(2):
+        refused = assert_error(api.post("credentials/accessToken/", json=huge), 502, "oauthProvider")
+        assert "127.0.0.1 answered more than 1 MiB" in refused["message"]
+    assert endpoint.calls("huge") == calls + 2

@@ -12,6 +12,8 @@ credential's secret is replaced.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -40,6 +42,7 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 URL_MAX = 2048
 CLIENT_ID_MAX = 1024
 ASSUMED_LIFETIME = timedelta(hours=1)  # a token answer without expires_in
+ANSWER_MAX = 1 << 20  # bytes of a token endpoint's answer read (a real one is a few KiB)
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LIFETIME = re.compile("[0-9]{1,9}")  # expires_in as a string: seconds, under the 10**9 kept below
 _PROVIDER_FIELDS = ("name", "tokenUrl", "clientId", "clientSecret", "tokenEndpointAuthMethod")
@@ -50,6 +53,11 @@ class ProviderFailed(StrongroomError):
     """The OAuth provider could not be reached or answered with an error that is not about the refresh token."""
 
     status_code = 502
+
+
+class ProviderDown(ProviderFailed):
+    """The OAuth provider itself failed (unreachable, or a 5xx answer), whoever asked: worth not calling again for a
+    few seconds, unlike an answer about the caller's own grant or client."""
 
 
 class ProviderTimeout(StrongroomError):
@@ -151,7 +159,8 @@ class OAuthService:
         self.margin = timedelta(seconds=settings.oauth_refresh_margin)
         self.timeout = httpx.Timeout(settings.statement_timeout, connect=settings.connect_timeout)
         self.backoff = settings.oauth_failure_backoff
-        self._down: dict[str, tuple[float, StrongroomError]] = {}  # provider id -> (when it failed, how)
+        # (provider id, grant) -> (when the provider failed for that grant, how): see _refresh_unless_down
+        self._down: dict[tuple[str, str], tuple[float, StrongroomError]] = {}
 
     # ---- providers (administrators) -------------------------------------------------------------------------
 
@@ -251,7 +260,7 @@ class OAuthService:
                 return Flight(audit=_use(who, row, refreshed=False), result=_answer(tokens))
             generation = tokens.seal_generation + 1
             try:
-                answer = self._refresh_unless_down(provider, tokens.refresh)
+                answer = self._refresh_unless_down(provider, tokens.refresh, grant=credential_id)
             except _Rejected as rejected:
                 marked = {"refresh": tokens.refresh, "access": None, "source": source}
                 state_row = self._state_row(credential_id, row, generation, marked, None, tokens.token_type)
@@ -297,8 +306,9 @@ class OAuthService:
         provider = self._provider(provider_id)
         refresh = str(values["oauthRefreshToken"])
         client = (values.get("oauthClientId"), values.get("oauthClientSecret"))
+        grant = hashlib.sha256(f"{client[0] or ''}\0{refresh}".encode()).hexdigest()  # the data's own key, no token
         try:
-            answer = self._refresh_unless_down(provider, refresh, client)
+            answer = self._refresh_unless_down(provider, refresh, client, grant=f"data:{grant}")
         except _Rejected as rejected:
             raise ReauthorisationNeeded(
                 f"credentialData.oauthRefreshToken: the OAuth provider rejected the refresh token ({rejected.code}): "
@@ -358,19 +368,32 @@ class OAuthService:
         }
 
     def _refresh_unless_down(
-        self, provider: Mapping[str, Any], refresh_token: str, client: tuple[str | None, str | None] = (None, None)
+        self,
+        provider: Mapping[str, Any],
+        refresh_token: str,
+        client: tuple[str | None, str | None] = (None, None),
+        *,
+        grant: str,
     ) -> dict[str, Any]:
-        """`_refresh`, except while the provider failed (unreachable, timed out) less than `backoff` seconds ago:
-        then the same error at once, so waiting callers do not each wait out a timeout (no retry storm)."""
-        down = self._down.get(provider["id"])
+        """`_refresh`, except while the provider was down (unreachable, timed out, a 5xx) for this `grant` (a
+        credential's id, or a digest of inline data) less than `backoff` seconds ago: then the same error at once,
+        so waiting callers do not each wait out a timeout (no retry storm)."""
+        # Keyed by the grant, and only for the provider's own failures: an answer about a caller's grant or
+        # client (invalid_client, invalid_grant…), or any failure of another user's request, never makes the
+        # provider look down to anyone else.
+        key = (str(provider["id"]), grant)
+        down = self._down.get(key)
         if down is not None and time.monotonic() - down[0] < self.backoff:
             error = down[1]
             retry = f"; not tried again for {self.backoff:g} s"
             raise type(error)(error.message + retry, error.errors)
         try:
             return self._refresh(provider, refresh_token, client)
-        except (ProviderFailed, ProviderTimeout) as exc:
-            self._down[provider["id"]] = (time.monotonic(), exc)
+        except (ProviderDown, ProviderTimeout) as exc:
+            now = time.monotonic()
+            for old in [k for k, (at, _) in list(self._down.items()) if now - at >= self.backoff]:
+                self._down.pop(old, None)  # forgotten once over, so inline callers cannot grow it without end
+            self._down[key] = (now, exc)
             raise
 
     def _refresh(
@@ -385,39 +408,45 @@ class OAuthService:
         # another one (DNS rebinding); TLS still names and verifies the host (SNI).
         address = self.connector.address(host, url.port or (443 if url.scheme == "https" else 80))
         pinned = url.copy_with(host=address)
-        headers = {"Accept": "application/json", "Host": url.netloc.decode("ascii")}
-        client_id, client_secret = client[0] or provider["client_id"], client[1]
-        if client_secret is None:  # the provider's own
-            binding = RecordBinding("oauth-provider", provider["id"], int(provider["seal_generation"]))
-            sealed = Sealed(provider["key_version"], bytes(provider["wrapped_key"]), bytes(provider["ciphertext"]))
-            client_secret = str(self.barrier.open(binding, sealed)["clientSecret"])
+        # The answer is read undecoded and bounded (ANSWER_MAX), so no compressed answer is expanded.
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity", "Host": url.netloc.decode("ascii")}
+        client_id, client_secret = self._client(provider, client)
         data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         auth: httpx.Auth | None = None
-        if provider["auth_method"] == "client_secret_post":
+        if client_secret is None:  # RFC 6749 3.2.1: a public client names itself in the body
+            data["client_id"] = client_id
+        elif provider["auth_method"] == "client_secret_post":
             data.update(client_id=client_id, client_secret=client_secret)
         else:  # RFC 6749 2.3.1: both form-encoded before Basic
             auth = httpx.BasicAuth(quote(client_id, safe=""), quote(client_secret, safe=""))
         try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as http:
-                resp = http.post(pinned, data=data, auth=auth, headers=headers, extensions={"sni_hostname": host})
+            with (
+                httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as http,
+                http.stream(
+                    "POST", pinned, data=data, auth=auth, headers=headers, extensions={"sni_hostname": host}
+                ) as resp,
+            ):
+                status, raw = resp.status_code, _bounded(resp, host)
         except httpx.TimeoutException:
             raise ProviderTimeout(
                 f"oauthProvider: the OAuth provider at {host} did not answer in time", {"oauthProvider": "timed out"}
             ) from None
         except httpx.HTTPError:
-            raise ProviderFailed(
+            raise ProviderDown(
                 f"oauthProvider: the OAuth provider at {host} is unreachable", {"oauthProvider": "unreachable"}
             ) from None
         try:
-            body = resp.json()
+            body = json.loads(raw)
         except ValueError:
             body = None
         body = body if isinstance(body, dict) else {}
         error = body.get("error")
-        code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else f"http_{resp.status_code}"
-        if resp.status_code in (400, 401) and code not in ("invalid_client", "unauthorized_client"):
+        code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else f"http_{status}"
+        if status in (400, 401) and code not in ("invalid_client", "unauthorized_client"):
             raise _Rejected(code)
-        if resp.status_code != 200:
+        if status >= 500:
+            raise ProviderDown(f"oauthProvider: the OAuth provider at {host} failed ({code})", {"oauthProvider": code})
+        if status != 200:
             raise ProviderFailed(
                 f"oauthProvider: the OAuth provider at {host} refused the refresh ({code}); check its settings",
                 {"oauthProvider": code},
@@ -434,6 +463,35 @@ class OAuthService:
             "expires_in": lifetime_of(lifetime),
             "token_type": token_type if isinstance(token_type, str) and _ERROR_CODE.fullmatch(token_type) else "Bearer",
         }
+
+    def _client(self, provider: Mapping[str, Any], client: tuple[str | None, str | None]) -> tuple[str, str | None]:
+        """The client id and secret a refresh presents: the data's own client when it names another one than the
+        provider's (with its own secret, or none: a public client), else the provider's client. The provider's
+        stored secret goes only with the provider's own client id, never paired with a caller's."""
+        given_id, given_secret = client
+        if given_id is not None and given_id != provider["client_id"]:
+            return given_id, given_secret
+        if given_secret is not None:
+            return str(provider["client_id"]), given_secret
+        binding = RecordBinding("oauth-provider", provider["id"], int(provider["seal_generation"]))
+        sealed = Sealed(provider["key_version"], bytes(provider["wrapped_key"]), bytes(provider["ciphertext"]))
+        return str(provider["client_id"]), str(self.barrier.open(binding, sealed)["clientSecret"])
+
+
+def _bounded(resp: httpx.Response, host: str) -> bytes:
+    """A token endpoint's answer as sent, at most ANSWER_MAX bytes (a 502 naming the host past that, and for an
+    encoding that was not asked for, which would have to be expanded first)."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        msg = f"the OAuth provider at {host} answered in an encoding it was not asked for"
+        raise ProviderFailed(f"oauthProvider: {msg}", {"oauthProvider": "unexpected encoding"})
+    raw = bytearray()
+    for piece in resp.iter_raw():
+        raw += piece
+        if len(raw) > ANSWER_MAX:
+            msg = f"the OAuth provider at {host} answered more than {ANSWER_MAX >> 20} MiB"
+            raise ProviderFailed(f"oauthProvider: {msg}", {"oauthProvider": "answer too large"})
+    return bytes(raw)
 
 
 def lifetime_of(value: Any) -> int | None:
@@ -479,4 +537,4 @@ def _reauthorise(row: Mapping[str, Any], code: str | None) -> ReauthorisationNee
     )
 
 
-__all__ = ["AUTH_METHODS", "OAuthService", "ProviderFailed", "ProviderTimeout", "ReauthorisationNeeded"]
+__all__ = ["AUTH_METHODS", "OAuthService", "ProviderDown", "ProviderFailed", "ProviderTimeout", "ReauthorisationNeeded"]
