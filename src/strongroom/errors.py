@@ -40,9 +40,14 @@ class Unauthorized(StrongroomError):
 
 
 class Forbidden(StrongroomError):
-    """The token is valid but lacks the scope for this action."""
+    """The token is valid but lacks the scope or role for this action; `target` names the credential refused,
+    for the audit record, when the route's own id does not."""
 
     status_code = 403
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None, *, target: str | None = None) -> None:
+        super().__init__(message, errors)
+        self.target = target
 
 
 class NotFound(StrongroomError):

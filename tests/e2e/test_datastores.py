@@ -218,8 +218,8 @@ def other(srv: Server) -> Iterator[httpx.Client]:
 
 
 def test_a_consumer_uses_but_never_reveals(srv: Server, owner: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
-    """Shared as CONSUMER (credential and store): test and browse work; reveal is 403; the owner's reveal
-    returns the secret with Cache-Control: no-store, and both are audited."""
+    """Shared as CONSUMER (credential and store) and linked to the store by the owner: test and browse work;
+    reveal is 403; the owner's reveal returns the secret with Cache-Control: no-store, and both are audited."""
     peer = peers["postgres"]
     username, token = _user(srv, "consumer")
     store = _store(owner, peer)
@@ -227,6 +227,7 @@ def test_a_consumer_uses_but_never_reveals(srv: Server, owner: httpx.Client, pee
     share = {"operation": "updateRoles", "roles": [{"username": username, "role": "CONSUMER"}]}
     assert owner.patch(f"credentials/{cid}/sharedRoles/", json=share).status_code == 204
     assert owner.patch(f"externalDataStores/{store['id']}/sharedRoles/", json=share).status_code == 204
+    assert owner.put(f"credentials/{cid}/associations/dataconnection:{store['id']}/", json={}).status_code == 201
     with client(srv, token) as consumer:
         assert consumer.get(f"externalDataStores/{store['id']}/").json()["role"] == "CONSUMER"
         tested = consumer.post(f"externalDataStores/{store['id']}/test/", json={"credentialId": cid})

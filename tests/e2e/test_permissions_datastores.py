@@ -2,8 +2,9 @@
 a real server, against the scram-sha-256 PostgreSQL cluster and the signature-checking S3 peer.
 
 Each row's person holds the same role on a data store and on the basic credential it logs in with (and on an
-s3 credential); 404 means "must not learn it exists", 403 "can see it, may not do this". The README's
-data-store permission table is this one.
+s3 credential), which the owner has linked to the store (but for the unlinked consumer's row: a CONSUMER of a
+credential logs in with it only where its owner or an editor linked it); 404 means "must not learn it exists",
+403 "can see it, may not do this". The README's data-store permission table is this one.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ MATRIX = {
     "editor": (200, 200, 200, 403, 200, 200, 200, 200, 200, 200, 200, 201, 200, 200, 200, 403),
     "consumer": (200, 403, 200, 403, 200, 200, 200, 200, 200, 200, 403, 201, 200, 200, 403, 403),
     "group consumer": (200, 403, 200, 403, 200, 200, 200, 200, 200, 200, 403, 201, 200, 200, 403, 403),
+    "unlinked consumer": (200, 403, 200, 403, 403, 403, 403, 403, 403, 200, 403, 201, 200, 200, 403, 403),
     "no role": (404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404),
 }
-ROLE_OF = {"editor": "EDITOR", "consumer": "CONSUMER"}
+ROLE_OF = {"editor": "EDITOR", "consumer": "CONSUMER", "unlinked consumer": "CONSUMER"}
 
 
 @dataclass
@@ -122,6 +124,9 @@ def _things(server: Server, people: dict[str, Person], team: str, role: str, pg:
             body = {"operation": "updateRoles", "roles": [share]}
             for path in (f"externalDataStores/{store}/", f"credentials/{things.basic}/", f"credentials/{things.s3}/"):
                 assert http.patch(f"{path}sharedRoles/", json=body).status_code == 204
+            if role != "unlinked consumer":
+                link = f"credentials/{things.basic}/associations/dataconnection:{store}/"
+                assert http.put(link, json={}).status_code == 201
     return things
 
 

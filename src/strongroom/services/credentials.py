@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from strongroom import credential_types, representation
@@ -42,6 +42,8 @@ MAX_PAGE = 1000
 MAX_OFFSET = 2**31 - 1  # beyond any store; keeps OFFSET within the databases' integer range
 DEFAULT_PAGE = 100
 ORDERS = ("creationDate", "-creationDate")
+# Given the caller's role rank on a credential, raises to refuse a use that the role alone would allow.
+Guard = Callable[[int], None]
 _UPDATE_TRIES = 20  # optimistic PATCH attempts (with jitter) against concurrent changes to one credential
 log = logging.getLogger("strongroom.credentials")
 Revisions = Collection[int] | None  # an If-Match: the revisions a change may apply to; None: any
@@ -215,11 +217,14 @@ class CredentialService:
         self.record(_event("credential.reveal", 200, who, row))
         return {"credentialId": row["id"], "name": row["name"], "credentialType": row["credential_type"], **fields}
 
-    def use(self, who: Principal, credential_id: str, purpose: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    def use(
+        self, who: Principal, credential_id: str, purpose: Mapping[str, Any], *, guard: Guard | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """Open a credential for the server's own use on the caller's behalf (`use` scope, any role from
-        CONSUMER up): its type and every field; audited as credential.use with `purpose` (never a value)."""
+        CONSUMER up, then `guard` given the caller's role): its type and every field; audited as credential.use
+        with `purpose` (never a value)."""
         who.require("use")
-        row = self._current(who, credential_id, CONSUMER, "use it")
+        row = self._current(who, credential_id, CONSUMER, "use it", guard)
         fields = {**json.loads(row["public_data"]), **self._open(row)}
         self.record(_event("credential.use", 200, who, row, **purpose))
         return str(row["credential_type"]), fields
@@ -231,11 +236,12 @@ class CredentialService:
         row = self._current(who, credential_id, CONSUMER, "use it")
         return row, {**json.loads(row["public_data"]), **self._open(row)}
 
-    def check_use(self, who: Principal, credential_id: str) -> str:
-        """The credential's type if the caller may use it (`use` scope, CONSUMER or above; 404 with no role, 403
-        with too low a one), without opening it or writing an audit record (a job checks before it starts)."""
+    def check_use(self, who: Principal, credential_id: str, *, guard: Guard | None = None) -> str:
+        """The credential's type if the caller may use it (`use` scope, CONSUMER or above, then `guard`; 404 with
+        no role, 403 with too low a one), without opening it or writing an audit record (a job checks before it
+        starts)."""
         who.require("use")
-        return str(self._current(who, credential_id, CONSUMER, "use it")["credential_type"])
+        return str(self._current(who, credential_id, CONSUMER, "use it", guard)["credential_type"])
 
     def check_delete(self, who: Principal, credential_id: str) -> None:
         """Nothing if the caller may delete the credential (`write` scope, OWNER); else what `delete` would
@@ -248,11 +254,16 @@ class CredentialService:
         if self.audit is not None:
             self.audit.append(entry)
 
-    def _current(self, who: Principal, credential_id: str, needed: int, doing: str) -> dict[str, Any]:
+    def _current(
+        self, who: Principal, credential_id: str, needed: int, doing: str, guard: Guard | None = None
+    ) -> dict[str, Any]:
         """Every column of a credential the caller holds at least the `needed` role on (404 with no role, 403
-        with too low a role)."""
+        with too low a role), once `guard` accepts that role."""
         found = self.credentials.current(credential_id, who.user_id) if is_id(credential_id) else None
-        return _allowed(found, credential_id, needed, doing)
+        row = _allowed(found, credential_id, needed, doing)
+        if guard is not None and found is not None and found[1] is not None:
+            guard(found[1])
+        return row
 
     # ---- create -----------------------------------------------------------------------------------------
 

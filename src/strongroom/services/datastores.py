@@ -5,6 +5,8 @@ A store holds where to connect, never a secret. Its creator is OWNER; other user
 credentials (CONSUMER sees and uses it, EDITOR also changes it, OWNER also deletes and shares it). A test or
 a browse connects with `{credentialId}` (opened by `CredentialService.use`, any role from CONSUMER up, audited),
 `{user, password}` or `{credentialData}` (used once, never stored), or else the caller's default credential.
+A credential's OWNER and EDITORs log in with it anywhere; a user who is only its CONSUMER (and may not see its
+password) only at a store one of them has linked it to, so a store of theirs cannot send it to a server of theirs.
 
 A change of where a store connects (its driver, URL or fields) removes every other user's association with
 it, in the same transaction: a default credential is only ever sent where its user last chose to use it.
@@ -219,7 +221,10 @@ class DataStoreService:
             if not isinstance(credential_id, str):
                 raise InvalidInput("credentialId: must be a string", {"credentialId": "must be a string"})
             kind, fields = self.credentials.use(
-                who, credential_id, {"purpose": f"dataStore.{purpose}", "dataStoreId": row["id"]}
+                who,
+                credential_id,
+                {"purpose": f"dataStore.{purpose}", "dataStoreId": row["id"]},
+                guard=self._linked_for(credential_id, row["id"], "credentialId"),
             )
             return _basic(kind, fields, "credentialId")
         data = body.get("credentialData")
@@ -269,7 +274,9 @@ class DataStoreService:
                 msg = "give credentialId: you have no default credential for this data store"
                 raise InvalidInput(f"{field}.credentialId: {msg}", {f"{field}.credentialId": msg})
             credential_id = str(defaults[0]["credential_id"])
-        kind = self.credentials.check_use(who, credential_id)
+        kind = self.credentials.check_use(
+            who, credential_id, guard=self._linked_for(credential_id, row["id"], f"{field}.credentialId")
+        )
         if kind != "basic":
             msg = f"a database connection needs a basic credential (user and password), not {kind}"
             raise InvalidInput(f"{field}.credentialId: {msg}", {f"{field}.credentialId": msg})
@@ -293,7 +300,12 @@ class DataStoreService:
                 {"dataStoreId": "changed after the job was created"},
             )
         where = target(row["driver_id"], row["jdbc_url"], json.loads(row["fields"]))
-        kind, fields = self.credentials.use(who, credential_id, {**purpose, "dataStoreId": row["id"]})
+        kind, fields = self.credentials.use(
+            who,
+            credential_id,
+            {**purpose, "dataStoreId": row["id"]},
+            guard=self._linked_for(credential_id, row["id"], "credentialId"),
+        )
         user, password = _basic(kind, fields, "credentialId")
         return where, user, password
 
@@ -366,6 +378,23 @@ class DataStoreService:
             f"credential is the default credential of {' and of '.join(parts)}; delete with ?force=true to proceed",
             {"credential": "in use as a default"},
         )
+
+    def _linked_for(self, credential_id: str, store_id: str, field: str) -> Callable[[int], None]:
+        """The check before a credential logs in to a store: its OWNER and EDITORs use it anywhere, a CONSUMER
+        only with a store one of them has linked it to (else 403 naming `field`, before any connection). A
+        consumer never sees the secret, so a store of theirs pointed at a server of theirs must not receive it."""
+
+        def check(role: int) -> None:
+            if role >= EDITOR or self.stores.vouched(credential_id, store_id):
+                return
+            msg = (
+                f"{field}: your role on credential {credential_id} is CONSUMER: a credential you may only use may "
+                "only be used with data stores its owner has linked it to; ask its owner (or an editor) to link it "
+                f"to this data store (credentials/{credential_id}/associations/dataconnection:{store_id}/)"
+            )
+            raise Forbidden(msg, {field: "not linked to this data store by its owner"}, target=credential_id)
+
+        return check
 
     def _store(self, who: Principal, store_id: str, needed: int, doing: str) -> dict[str, Any]:
         row = self.stores.get(store_id, who.user_id) if is_id(store_id) else None

@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, case, delete, func, literal, or_, select
 from strongroom.store.db import Database, Tx
 from strongroom.store.models import Credential, CredentialAssociation, DataStore, DataStoreRole, Group, User
 from strongroom.store.repositories.audit import Entry, append_in
-from strongroom.store.repositories.sharing import OWNER, groups_of, role_of
+from strongroom.store.repositories.sharing import EDITOR, OWNER, groups_of, role_of
 
 DATACONNECTION = "dataconnection"
 STORE_COLUMNS = (
@@ -62,6 +62,22 @@ def _role(user_id: Any) -> Any:
 # user who has since lost either is dormant: never listed, used or counted (it comes back if the role does).
 _SEES_CREDENTIAL = role_of(Credential.id, Credential.owner_id, CredentialAssociation.user_id).is_not(None)
 _LIVE = and_(_SEES_CREDENTIAL, _role(CredentialAssociation.user_id).is_not(None))
+
+# A link of a credential to a store by someone who may reveal the credential (OWNER or EDITOR) and still holds a
+# role on the store: what lets a mere CONSUMER of the credential log in there with it.
+_VOUCHED = (
+    select(CredentialAssociation.user_id)
+    .join(Credential, Credential.id == CredentialAssociation.credential_id)
+    .join(DataStore, DataStore.id == CredentialAssociation.object_id)
+    .where(
+        CredentialAssociation.credential_id == bindparam("credential"),
+        CredentialAssociation.object_type == DATACONNECTION,
+        CredentialAssociation.object_id == bindparam("store"),
+        role_of(Credential.id, Credential.owner_id, CredentialAssociation.user_id) >= EDITOR,
+        _role(CredentialAssociation.user_id).is_not(None),
+    )
+    .limit(1)
+)
 
 _WITH_ROLE = select(*STORE_COLUMNS, _role(bindparam("user")), User.username).join(User, User.id == DataStore.owner_id)
 _ONE = _WITH_ROLE.where(DataStore.id == bindparam("id"))
@@ -280,6 +296,11 @@ class DataStoreRepository:
         )
         with self.db.read() as s:
             return [(t, i, bool(d)) for t, i, d in s.execute(query.order_by(CredentialAssociation.created_at))]
+
+    def vouched(self, credential_id: str, store_id: str) -> bool:
+        """Whether a user who holds OWNER or EDITOR on the credential, and a role on the store, has a link of the
+        credential to the store (the store's repointing deletes every link but its editor's)."""
+        return bool(self.db.fetch(_VOUCHED, {"credential": credential_id, "store": store_id}))
 
     def defaults_using(self, credential_id: str, viewer_id: str) -> list[tuple[str, str, bool]]:
         """Stores with a live association that makes this credential someone's default: (store id, canonical
