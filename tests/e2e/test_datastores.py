@@ -167,6 +167,54 @@ def test_api_uses_the_default_credential_and_previews(owner: httpx.Client, peers
     assert owner.delete(f"credentials/{cid}/", params={"force": "true"}).status_code == 204
 
 
+def _peer_rows(peer: PeerDatabase, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of `sql` run on the peer as its user, outside the server."""
+    if peer.scheme == "postgresql":
+        import psycopg
+
+        dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+        with psycopg.connect(dsn) as conn:
+            return list(conn.execute(sql).fetchall())
+    import pymysql
+
+    conn = pymysql.connect(
+        host=peer.host, port=peer.port, user=peer.user, password=peer.password, database=peer.database
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("which", ["postgres", "mariadb"])
+def test_preview_query_runs_one_read_only_statement(
+    owner: httpx.Client, peers: dict[str, PeerDatabase], which: str
+) -> None:
+    """A leading COMMIT cannot end previewQuery's read-only transaction: several statements are refused (4xx
+    naming sql) and nothing is written; one statement is read-only; a plain SELECT (with a literal %) works."""
+    peer = peers[which]
+    sid, cid = _store(owner, peer)["id"], _basic(owner, peer.user, peer.password)
+    table = unique("pwn").replace("-", "_")
+    escapes = (
+        f"COMMIT; CREATE TABLE {table} (x int); INSERT INTO orders VALUES (-1, 'written'); SELECT 1",
+        "SELECT 1; SELECT 2",
+        f"CREATE TABLE {table} (x int)",
+        "INSERT INTO orders VALUES (-1, 'written')",
+    )
+    for sql in escapes:
+        answer = owner.post(f"externalDataStores/{sid}/previewQuery/", json={"credentialId": cid, "sql": sql})
+        assert_error(answer, 422, "sql")
+    catalog = f"SELECT table_name FROM information_schema.tables WHERE table_name = '{table}'"
+    assert _peer_rows(peer, catalog) == []
+    assert _peer_rows(peer, "SELECT id FROM orders ORDER BY id") == [(1,), (2,)]
+    query = {"credentialId": cid, "sql": "SELECT item, '50%' AS share FROM orders ORDER BY id"}
+    fine = owner.post(f"externalDataStores/{sid}/previewQuery/", json=query)
+    assert fine.status_code == 200, fine.text
+    assert fine.json() == {"columns": ["item", "share"], "records": [["apple", "50%"], ["pear", "50%"]]}
+
+
 def test_failures_say_why(owner: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
     """Unreachable host, missing database and wrong password each get their own message."""
     peer = peers["postgres"]

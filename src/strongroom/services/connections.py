@@ -184,15 +184,36 @@ class Connector:
             return _rows(conn.execute(statement), rows)
 
     def query(self, where: Target, user: str, password: str, sql: str, rows: int) -> dict[str, Any]:
-        """Run `sql` in a read-only transaction, rolled back; at most `rows` rows."""
+        """Run `sql`, exactly one statement, in a read-only transaction, rolled back; at most `rows` rows."""
         with self.connect(where, user, password) as conn:
-            if where.driver.dialect.startswith("mysql"):
+            mysql = where.driver.dialect.startswith("mysql")
+            if mysql:
                 conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
                 conn.exec_driver_sql("START TRANSACTION READ ONLY")
             else:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             try:
-                return _rows(conn.exec_driver_sql(sql), rows)
+                # On the driver's own cursor, without parameters (a `%` is not a placeholder). Several statements
+                # would let a leading COMMIT end the read-only transaction: psycopg's simple protocol runs them
+                # all, so the query goes through the extended protocol (prepare=True), which takes one; PyMySQL
+                # sends them only with CLIENT.MULTI_STATEMENTS, which is never set.
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    try:
+                        if mysql:
+                            cursor.execute(sql)
+                        else:
+                            cursor.execute(sql, prepare=True)
+                    except Exception as exc:  # the driver's own error (its text may quote anything)
+                        if type(exc).__module__.split(".", 1)[0] not in _DRIVER_MODULES:
+                            raise
+                        raise _statement_failure(exc, where) from None
+                    if cursor.description is None:
+                        return {"columns": [], "records": []}
+                    columns = [d[0] for d in cursor.description]
+                    return {"columns": columns, "records": [[_json(v) for v in r] for r in cursor.fetchmany(rows)]}
+                finally:
+                    cursor.close()
             finally:
                 conn.rollback()
 
@@ -240,6 +261,22 @@ _UNREACHABLE = (
     "could not translate host name",
     "name or service not known",
 )
+
+
+_MYSQL_READ_ONLY = 1792  # "Cannot execute statement in a READ ONLY transaction" (an OperationalError)
+_STATEMENT_ERRORS = ("ProgrammingError", "DataError", "InternalError")  # PEP 249's kinds for a refused statement
+
+
+def _statement_failure(exc: BaseException, where: Target) -> StrongroomError:
+    """`explain` for a driver's own error from a previewQuery statement: several statements, or a statement the
+    database refused (one of PEP 249's statement kinds, or MySQL's read-only refusal), is the fault of `sql`."""
+    if "multiple commands" in str(exc):  # PostgreSQL's extended protocol takes one statement
+        msg = "must be exactly one statement (previewQuery runs one, read-only)"
+        return InvalidInput(f"sql: {msg}", {"sql": msg})
+    kinds = {k.__name__ for k in type(exc).__mro__}
+    if kinds & set(_STATEMENT_ERRORS) or (exc.args and exc.args[0] == _MYSQL_READ_ONLY):
+        return InvalidInput(f"sql: the data store rejected the statement ({type(exc).__name__})", {"sql": "rejected"})
+    return explain(exc, where)
 
 
 def explain(exc: BaseException, where: Target) -> StrongroomError:
