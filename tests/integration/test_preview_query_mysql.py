@@ -17,7 +17,7 @@ def test_store_connections_cannot_send_several_statements() -> None:
         connector = Connector(Settings())
         where = target(None, peer.jdbc_url, [])
         with connector.connect(where, peer.user, peer.password) as conn:
-            flags = conn.connection.driver_connection.client_flag  # type: ignore[union-attr]
+            flags = conn.connection.driver_connection.client_flag
         assert not flags & CLIENT.MULTI_STATEMENTS
         with pytest.raises(InvalidInput) as refused:
             connector.query(where, peer.user, peer.password, "COMMIT; CREATE TABLE pwn (x int); SELECT 1", 1)

@@ -197,7 +197,7 @@ class Connector:
                 # would let a leading COMMIT end the read-only transaction: psycopg's simple protocol runs them
                 # all, so the query goes through the extended protocol (prepare=True), which takes one; PyMySQL
                 # sends them only with CLIENT.MULTI_STATEMENTS, which is never set.
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                cursor = conn.connection.driver_connection.cursor()
                 try:
                     try:
                         if mysql:
