@@ -334,9 +334,8 @@ def test_ssrf_metadata_and_denied_hosts_are_refused_before_any_packet(owner: htt
         for url, why in cases.items():
             body = {"type": "jdbc", "canonicalName": unique("ssrf"), "params": {"driverId": driver, "jdbcUrl": url}}
             sid = owner.post("externalDataStores/", json=body).json()["id"]
-            started = time.monotonic()
             answer = assert_error(owner.post(f"externalDataStores/{sid}/test/", json=login), 403)
-            assert why in answer["message"] and time.monotonic() - started < 2, answer
+            assert why in answer["message"], answer
         time.sleep(0.3)
         assert accepted == []
     finally:
