@@ -5,11 +5,14 @@ parsed, the slices are the rows a streaming reader reads, in order."""
 from __future__ import annotations
 
 import io
+import re
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from strongroom.services import batch
 from strongroom.services.batch import CsvSlice, JobFailed, read_csv, split_csv, splits_at_bytes
 
 OPTIONS = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
@@ -102,3 +105,77 @@ def test_utf16_and_utf32_are_read() -> None:
     for encoding in ("utf-16", "utf-32", "utf-16-le"):
         batches = list(read_csv([io.BytesIO(text.encode(encoding))], {**OPTIONS, "encoding": encoding}, 100))
         assert pa.Table.from_batches(batches).to_pylist() == [{"id": 1, "name": "é"}, {"id": 2, "name": "a,\nb"}]
+
+
+class _Endless:
+    """A stream whose second row opens a quote that never closes, followed by `limit` bytes without a newline
+    (a file far bigger than the splitter may hold); `given` counts the bytes read from it."""
+
+    def __init__(self, limit: int) -> None:
+        self.head, self.limit, self.given = b'id,text\n1,plain\n2,"never closed\n', limit, 0
+
+    def read(self, size: int) -> bytes:
+        piece = self.head or b"x" * min(size, self.limit - self.given)
+        self.head = b""
+        self.given += len(piece)
+        return piece
+
+
+def test_a_row_longer_than_the_bound_fails_naming_its_line_and_holds_no_more() -> None:
+    """An unclosed quote makes the rest of the file one row: the splitter fails when that row passes its bound,
+    naming the line where the row starts, having read no more than the slice size, the bound and one read
+    (it used to read, and hold, the whole stream)."""
+    stream = _Endless(64 << 20)
+    size, bound = 1000, 100_000
+    with pytest.raises(JobFailed) as failed:
+        list(split_csv(stream, OPTIONS, size, "s3 intake", max_row=bound))
+    assert stream.given <= size + bound + (1 << 20) + 64
+    assert re.match(r"s3 intake: the CSV has a row longer than 100000 bytes at line 3 \(", failed.value.message)
+
+
+def test_a_long_row_later_in_the_file_names_its_line() -> None:
+    """Lines count from the file's start across slices (a quoted newline is a line too); rows up to the bound
+    pass, the last row without a newline counts."""
+    rows = '1,"a\nb"\n' + "".join(f"{i},x\n" for i in range(2, 50))
+    text = "id,text\n" + rows + "50," + "y" * 300 + "\n51,z\n"
+    assert len(_slices(text, 30)) > 5
+    with pytest.raises(JobFailed, match=r"row longer than 200 bytes at line 52 "):
+        list(split_csv(io.BytesIO(text.encode()), OPTIONS, 30, "s3 intake", max_row=200))
+    with pytest.raises(JobFailed, match=r"row longer than 200 bytes at line 3 "):
+        list(split_csv(io.BytesIO(b"id,text\n1,x\n2," + b"z" * 300), OPTIONS, 30, "s3 intake", max_row=200))
+    assert [s.parse().num_rows for s in split_csv(io.BytesIO(text.encode()), OPTIONS, 30, "s3", max_row=400)]
+
+
+class _CountingBuffer(bytearray):
+    """A buffer that counts the bytes its searches examine."""
+
+    examined = 0
+
+    def find(self, sub: Any, start: Any = 0, end: Any = None) -> int:
+        found = super().find(sub, start, end)
+        stop = len(self) if end is None else end
+        type(self).examined += (found + 1 if found >= 0 else stop) - start
+        return found
+
+    def count(self, sub: Any, start: Any = 0, end: Any = None) -> int:
+        type(self).examined += (len(self) if end is None else end) - start
+        return super().count(sub, start, end)
+
+
+def test_looking_for_a_row_end_scans_each_byte_once() -> None:
+    """A row end looked for again after every read (an unclosed quote, a long row) continues where the last
+    search stopped: the bytes examined grow with the buffer, not with its square."""
+    rows = batch._Rows(b'"', "s3 intake", 1 << 30)
+    data = _CountingBuffer(b'1,"never closed\n')
+    for _ in range(2000):
+        data.extend(b"x" * 500 + b"\n" + b"y" * 500)
+        assert rows.end(data, 0) == -1
+    assert _CountingBuffer.examined <= 3 * len(data)
+
+
+def test_the_streaming_reader_names_the_same_bound() -> None:
+    """The streaming reader cannot read a row that spans more than a block (MAX_ROW_BYTES): the job's reason says
+    so in the slicer's words, not as pyarrow's "straddling object"."""
+    data = b'id,text\n1,"' + b"x" * (3 * batch.MAX_ROW_BYTES) + b'"\n'
+    with pytest.raises(JobFailed, match=r"^localFile intake: the CSV has a row longer than 1 MiB \(an unclosed"):
+        list(read_csv([io.BytesIO(data)], OPTIONS, 100))

@@ -74,7 +74,10 @@ class JobFailed(StrongroomError):
 
 
 def _unreadable(adapter: str, exc: Exception) -> JobFailed:
-    """pyarrow's refusal of a CSV as the job's reason: the adapter and the first 300 characters of its message."""
+    """pyarrow's refusal of a CSV as the job's reason: the adapter and the first 300 characters of its message (a
+    row longer than its block, in the words the slicer uses for it)."""
+    if "straddling object straddles two block boundaries" in str(exc):
+        return _too_long(adapter, MAX_ROW_BYTES)
     return JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})")
 
 
@@ -470,17 +473,62 @@ def splits_at_bytes(options: Mapping[str, str]) -> bool:
         return False
 
 
-def _row_end(data: bytearray, start: int, quote: bytes) -> int:
-    """The index just past the first line end at or after `start` that is outside quotes (`data` starts at the
-    start of a row, and a quote inside a quoted value is doubled, so an even count of quotes before a newline
-    means it ends a row); -1 when `data` has none yet."""
-    inside = data.count(quote, 0, start) % 2
-    while (newline := data.find(b"\n", start)) >= 0:
-        inside = (inside + data.count(quote, start, newline)) % 2
-        if not inside:
-            return newline + 1
-        start = newline + 1
-    return -1
+MAX_ROW_BYTES = 1 << 20  # the CSV reader's block size: it cannot read a longer row either
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+
+
+def _too_long(adapter: str, limit: int, line: int | None = None) -> JobFailed:
+    """A row longer than the limit as the job's reason: mostly a quote that never closes, which makes the rest of
+    the file one value."""
+    where = f" at line {line}" if line is not None else ""
+    return JobFailed(f"{adapter}: the CSV has a row longer than {_size(limit)}{where} (an unclosed quote?)")
+
+
+class _Rows:
+    """Row ends in a buffer that starts at a row's start and grows at its end, each byte scanned once however
+    often it is asked (a rescan from the same start for every MiB read made an unclosed quote quadratic), and no
+    row longer than `limit` bytes (JobFailed naming its line: the buffer would otherwise grow with the file).
+    `line` is the line number of the buffer's first byte."""
+
+    __slots__ = ("adapter", "inside", "limit", "line", "lines", "quote", "row", "row_lines", "scanned", "searched")
+
+    def __init__(self, quote: bytes, adapter: str, limit: int) -> None:
+        self.quote, self.adapter, self.limit, self.line = quote, adapter, limit, 1
+        self.restart()
+
+    def restart(self) -> None:
+        """Scan the buffer from its start again."""
+        self.scanned = self.searched = self.row = self.lines = self.row_lines = 0
+        self.inside = 0
+
+    def moved(self) -> None:
+        """The buffer was cut at the row end `end` returned last: it now starts there."""
+        self.line += self.lines
+        self.restart()
+
+    def end(self, data: bytearray, at: int) -> int:
+        """The index just past the first line end at or after `at` that is outside quotes (a quote inside a quoted
+        value is doubled, so an even count of quotes before a newline means it ends a row); -1 when `data` has
+        none yet."""
+        if self.row > at:  # a row end at or after `at` was passed: from the start again
+            self.restart()
+        while (newline := data.find(b"\n", max(self.scanned, self.searched))) >= 0:
+            self.inside = (self.inside + data.count(self.quote, self.scanned, newline)) % 2
+            self.scanned = newline + 1
+            self.lines += 1
+            if not self.inside:
+                if self.scanned - self.row > self.limit:
+                    raise _too_long(self.adapter, self.limit, self.line + self.row_lines)
+                self.row, self.row_lines = self.scanned, self.lines
+                if newline >= at:
+                    return self.scanned
+        self.searched = len(data)
+        if len(data) - self.row > self.limit:
+            raise _too_long(self.adapter, self.limit, self.line + self.row_lines)
+        return -1
 
 
 def split_csv(
@@ -491,14 +539,16 @@ def split_csv(
     progress: Callable[[int], None] | None = None,
     copy: bool = False,
     schema: pa.Schema | None = None,
+    max_row: int = MAX_ROW_BYTES,
 ) -> Iterator[CsvSlice]:
     """A CSV stream (`read(n)`, with its header) cut into slices of whole rows, each the first row end at or past
     `size` bytes (a ChunkSize of rows: that many rows' bytes at the first MiB's average; at least one slice,
     empty when there are no rows). Types are inferred from the first 1 MiB of rows, as the streaming reader
     infers them from its first block (by COPY's rules for `copy` slices), unless `schema` gives them (the header
     must then name its columns). `progress` gets the stream's estimated row count from that first MiB (`total`
-    bytes, if the caller knows it, is read from `stream.total`)."""
-    quote = options["quotechar"].encode(options["encoding"])
+    bytes, if the caller knows it, is read from `stream.total`). A row longer than `max_row` bytes fails the job
+    (naming its line): the buffer holds at most `size` plus `max_row` plus one read, whatever the stream holds."""
+    rows = _Rows(options["quotechar"].encode(options["encoding"]), adapter, max_row)
     data = bytearray()
     ended = False
 
@@ -512,13 +562,14 @@ def split_csv(
                 ended = True
 
     def cut(at: int) -> int:
-        while (end := _row_end(data, min(at, len(data)), quote)) < 0 and not ended:
+        while (end := rows.end(data, min(at, len(data)))) < 0 and not ended:
             fill(len(data) + (1 << 20))
         return end if end >= 0 else len(data)
 
     fill(1 << 20)
     header = bytes(data[: cut(0)])
     del data[: len(header)]
+    rows.moved()
     if not header.strip():
         yield CsvSlice(b"", schema or pa.schema([]), options, adapter, copy)
         return
@@ -553,6 +604,7 @@ def split_csv(
         produced = True
         piece, data = data, data[end:]  # the slice is the buffer itself, cut short; only the rest is copied
         del piece[end:]
+        rows.moved()
         yield CsvSlice(piece, types, options, adapter, copy)
     if not produced:
         yield CsvSlice(b"", types, options, adapter, copy)
