@@ -179,3 +179,28 @@ def test_the_streaming_reader_names_the_same_bound() -> None:
     data = b'id,text\n1,"' + b"x" * (3 * batch.MAX_ROW_BYTES) + b'"\n'
     with pytest.raises(JobFailed, match=r"^localFile intake: the CSV has a row longer than 1 MiB \(an unclosed"):
         list(read_csv([io.BytesIO(data)], OPTIONS, 100))
+
+
+CANARY = "canary-7f3a"
+QUOTING = {
+    "a row with more columns": f"id,n\n1,2\n3,4,{CANARY}\n",
+    "a row with fewer columns": f"id,n\n1,2\n{CANARY}\n",
+    "a value of another type": "id,n\n" + "".join(f"{i},{i}\n" for i in range(100_000)) + f"{CANARY},5\n",
+}
+
+
+@pytest.mark.parametrize("text", QUOTING.values(), ids=QUOTING.keys())
+def test_a_row_that_does_not_parse_is_not_quoted(text: str) -> None:
+    """pyarrow's refusal ends with the row (or the value) it could not read: the job's reason keeps the reason
+    and drops the text, from the streaming reader, the slicer's sample and a slice's parse alike."""
+    failures = []
+    with pytest.raises(JobFailed) as failed:
+        list(read_csv([io.BytesIO(text.encode())], OPTIONS, 100))
+    failures.append(failed.value.message)
+    with pytest.raises(JobFailed) as failed:
+        for piece in split_csv(io.BytesIO(text.encode()), OPTIONS, 500_000, "s3 intake"):
+            piece.parse()
+    failures.append(failed.value.message)
+    for message in failures:
+        assert "the CSV cannot be read (" in message and CANARY not in message, message
+    assert re.search(r"Expected 2 columns, got [13]\)$|CSV conversion error to int64: invalid value\)$", message)

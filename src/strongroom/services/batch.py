@@ -73,12 +73,19 @@ class JobFailed(StrongroomError):
     status_code = 409
 
 
+# what pyarrow's refusals quote of the data: the row after a column count, the value after "invalid value"
+_QUOTED_ROW = re.compile(r"(Expected \d+ columns?, got \d+): .*", re.DOTALL)
+_QUOTED_VALUE = re.compile(r"invalid value .*", re.DOTALL)
+
+
 def _unreadable(adapter: str, exc: Exception) -> JobFailed:
-    """pyarrow's refusal of a CSV as the job's reason: the adapter and the first 300 characters of its message (a
-    row longer than its block, in the words the slicer uses for it)."""
-    if "straddling object straddles two block boundaries" in str(exc):
+    """pyarrow's refusal of a CSV as the job's reason: the adapter and its reason (with the row number when it
+    gives one), never the row or the value it quotes; a row longer than its block in the slicer's words."""
+    text = str(exc)
+    if "straddling object straddles two block boundaries" in text:
         return _too_long(adapter, MAX_ROW_BYTES)
-    return JobFailed(f"{adapter}: the CSV cannot be read ({str(exc)[:300]})")
+    text = _QUOTED_VALUE.sub("invalid value", _QUOTED_ROW.sub(r"\1", text))
+    return JobFailed(f"{adapter}: the CSV cannot be read ({text[:300]})")
 
 
 def _undecodable(adapter: str, options: Mapping[str, str], exc: UnicodeError) -> JobFailed:
