@@ -341,6 +341,60 @@ def test_a_wrong_password_fails_the_job_naming_adapter_and_cause(
     assert wrong.encode() not in srv.log_path.read_bytes()
 
 
+def _upload_fails(api: httpx.Client, data: bytes, output: dict[str, Any]) -> dict[str, Any]:
+    """A localFile job of `data` into `output`, once it has failed."""
+    created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
+    assert api.put(created["links"]["csvUpload"], content=data).status_code == 202
+    failed = _wait(api, created["id"])
+    assert failed["status"] == "FAILED", failed
+    return failed
+
+
+def test_a_csv_that_cannot_be_a_table_fails_naming_the_mistake(
+    srv: Server, api: httpx.Client, peers: dict[str, PeerDatabase]
+) -> None:
+    """Hostile uploads fail as the client's mistakes, naming what is wrong: a repeated or empty header field
+    (which column), more columns than a PostgreSQL table or a job may have, a row that does not parse (its
+    reason, never its text: the canary is in no statusDetails and not in the server's log), a missing intake
+    table (named, not blamed on the connection); none is logged as an internal error."""
+    peer = peers["postgres"]
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+
+    def table() -> dict[str, Any]:
+        name = unique("wide").replace("-", "_")
+        return {
+            "type": "jdbc",
+            "dataStoreId": store,
+            "credentialId": cred,
+            "table": name,
+            "statementType": "create_table",
+        }
+
+    def header(columns: int) -> bytes:
+        return (",".join(f"c{i}" for i in range(columns)) + "\n" + ",".join("1" * columns) + "\n").encode()
+
+    canary = unique("canary")
+    cases = [
+        (b"a,a,a\n1,2,3\n", table(), "jdbc output: column 2 of the intake has the name of column 1 ('a')"),
+        (b",,\n1,2,3\n", table(), "jdbc output: column 1 of the intake has no name"),
+        (header(2000), table(), "jdbc output: the intake has 2000 columns; a PostgreSQL table holds at most 1600"),
+        (header(10_001), {"type": "localFile"}, "localFile intake: the CSV has 10001 columns; a job reads at most"),
+        (f"a,b\n1,2,3,{canary}\n".encode(), {"type": "localFile"}, "localFile intake: the CSV cannot be read (CSV"),
+        (f"a,b\n1,2,3,{canary}\n".encode(), table(), "localFile intake: the CSV cannot be read (CSV"),
+    ]
+    failed = [(_upload_fails(api, data, output), expected) for data, output, expected in cases]
+    missing = unique("nope").replace("-", "_")
+    intake = {"type": "jdbc", "dataStoreId": store, "table": missing, "credentialId": cred}
+    created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
+    failed.append((_wait(api, created.json()["id"]), f"jdbc intake: the table '{missing}' does not exist"))
+    for job, expected in failed:
+        assert job["statusDetails"].startswith(expected), (job["statusDetails"], expected)
+        assert canary not in job["statusDetails"]
+    log = srv.log_path.read_text()
+    assert canary not in log
+    assert not [job["id"] for job, _ in failed if f"job {job['id']} failed" in log]
+
+
 def _client_raises(failed: dict[str, Any], reason: str, secret: str) -> None:
     """The real client's `wait_for_completion` on a FAILED job raises on its first poll, as its `get` does, with
     the reason and never the secret."""

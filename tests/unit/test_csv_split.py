@@ -204,3 +204,33 @@ def test_a_row_that_does_not_parse_is_not_quoted(text: str) -> None:
     for message in failures:
         assert "the CSV cannot be read (" in message and CANARY not in message, message
     assert re.search(r"Expected 2 columns, got [13]\)$|CSV conversion error to int64: invalid value\)$", message)
+
+
+def _wide(columns: int, rows: int = 1) -> bytes:
+    return (",".join(f"c{i}" for i in range(columns)) + "\n" + (",".join("1" * columns) + "\n") * rows).encode()
+
+
+def test_more_columns_than_a_job_reads_fail_before_pyarrow_reads_them() -> None:
+    """A header of more than MAX_COLUMNS columns fails the job, naming the limit, before pyarrow builds its
+    columns (100 000 columns held ~1 GiB of the server's memory after the job), from every source the reader
+    takes: a file, a stream, and the slicer; MAX_COLUMNS columns are read."""
+    over = _wide(batch.MAX_COLUMNS + 1)
+    expected = rf"^localFile intake: the CSV has {batch.MAX_COLUMNS + 1} columns; a job reads at most"
+    with pytest.raises(JobFailed, match=expected):
+        list(read_csv([io.BytesIO(over)], OPTIONS, 100))
+    with pytest.raises(JobFailed, match=expected):
+        list(split_csv(io.BytesIO(over), OPTIONS, 100, "localFile intake"))
+    (batch_,) = read_csv([io.BytesIO(_wide(batch.MAX_COLUMNS))], OPTIONS, 100)
+    assert batch_.num_columns == batch.MAX_COLUMNS
+
+
+def test_a_header_longer_than_a_row_may_be_fails(tmp_path: Any) -> None:
+    """A header that does not end within MAX_ROW_BYTES (an unclosed quote in it) fails before the reader takes
+    it, from a file as from a stream; one that ends within it is read, and the stream is read from its start."""
+    path = tmp_path / "upload.csv"
+    path.write_bytes(b'a,"b\n' + b"x" * (2 * batch.MAX_ROW_BYTES))
+    with pytest.raises(JobFailed, match=r"^localFile intake: the CSV's header is longer than 1 MiB"):
+        list(read_csv([path], OPTIONS, 100))
+    long_names = ",".join(f"c{i}" for i in range(100)) + "\n1" + ",1" * 99 + "\n"
+    (read,) = read_csv([io.BufferedReader(io.BytesIO(long_names.encode()), 7)], OPTIONS, 100)
+    assert read.num_columns == 100 and read.num_rows == 1

@@ -57,9 +57,9 @@ from psycopg import sql as psycopg_sql
 from psycopg.errors import DataError, error_from_result
 from sqlalchemy.engine import Connection
 
-from strongroom.errors import InvalidInput, StrongroomError
+from strongroom.errors import InvalidInput, StrongroomError, clipped
 from strongroom.services import s3
-from strongroom.services.connections import Connector, Target, connected, explain
+from strongroom.services.connections import Connector, Target, connected, explain, missing_table
 
 Scorer = Callable[["pa.RecordBatch | CsvSlice"], "pa.RecordBatch | CsvSlice"]
 STAGE_CHUNK = "_sr_chunk"
@@ -315,6 +315,7 @@ def read_csv(
     def batches() -> Iterator[pa.RecordBatch]:
         types: dict[str, pa.DataType] | None = None
         for source in files:
+            source = _checked(source, options, adapter)
             try:
                 reader = pacsv.open_csv(
                     source,
@@ -460,6 +461,68 @@ def _parse_options(options: Mapping[str, str]) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(delimiter=options["delimiter"], quote_char=options["quotechar"], newlines_in_values=True)
 
 
+def _check_header(head: bytes, options: Mapping[str, str], adapter: str) -> None:
+    """Fail the job, before pyarrow builds anything for its columns, when the CSV whose first bytes are `head`
+    (up to `MAX_ROW_BYTES` and one more byte) has a header longer than `MAX_ROW_BYTES` or more than
+    `MAX_COLUMNS` columns (100 000 columns held ~1 GiB of the server's memory after the job)."""
+    try:
+        text = codecs.getincrementaldecoder(options["encoding"])(errors="replace").decode(head)
+    except UnicodeError:
+        return  # the reader meets it too, and names the encoding
+    columns, ended = 1, False
+    for number, part in enumerate(text.split(options["quotechar"])):
+        if number % 2:
+            continue  # inside quotes (a doubled quote is an empty part outside)
+        newline = part.find("\n")
+        columns += part.count(options["delimiter"], 0, newline if newline >= 0 else len(part))
+        if newline >= 0:
+            ended = True
+            break
+    if not ended and len(head) > MAX_ROW_BYTES:
+        raise JobFailed(f"{adapter}: the CSV's header is longer than {_size(MAX_ROW_BYTES)} (an unclosed quote?)")
+    if columns > MAX_COLUMNS:
+        raise JobFailed(f"{adapter}: the CSV has {columns} columns; a job reads at most {MAX_COLUMNS}")
+
+
+class _Prefixed(io.RawIOBase):
+    """A binary stream whose first bytes (`head`) were read already, read from its start again."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head, self.at, self.rest = memoryview(head), 0, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.at < len(self.head):
+            taken = self.head[self.at : self.at + len(buffer)]
+            buffer[: len(taken)] = taken
+            self.at += len(taken)
+            return len(taken)
+        data = self.rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _head(stream: Any) -> bytes:
+    """The first `MAX_ROW_BYTES` and one more bytes of a stream (fewer at its end)."""
+    head = bytearray()
+    while len(head) <= MAX_ROW_BYTES and (piece := stream.read(MAX_ROW_BYTES + 1 - len(head))):
+        head += piece
+    return bytes(head)
+
+
+def _checked(source: Any, options: Mapping[str, str], adapter: str) -> Any:
+    """A file path or binary stream for the CSV reader, its header checked first (`_check_header`)."""
+    if isinstance(source, str | Path):
+        with open(source, "rb") as file:
+            _check_header(_head(file), options, adapter)
+        return source
+    head = _head(source)
+    _check_header(head, options, adapter)
+    return io.BufferedReader(_Prefixed(head, source), 1 << 20)
+
+
 def _convert_options(copy: bool, types: Mapping[str, pa.DataType] | None = None) -> pacsv.ConvertOptions:
     """pyarrow's defaults (empty, `NA`, `null`, `NaN` … are NULL except in text), or, for `copy`, COPY's: only an
     unquoted empty field is NULL, in every column."""
@@ -481,6 +544,7 @@ def splits_at_bytes(options: Mapping[str, str]) -> bool:
 
 
 MAX_ROW_BYTES = 1 << 20  # the CSV reader's block size: it cannot read a longer row either
+MAX_COLUMNS = 10_000  # pyarrow's reader holds ~10 KB per column: 10 000 columns peak at ~100 MiB more per job
 
 
 def _size(limit: int) -> str:
@@ -580,6 +644,7 @@ def split_csv(
     if not header.strip():
         yield CsvSlice(b"", schema or pa.schema([]), options, adapter, copy)
         return
+    _check_header(header, options, adapter)
     fill(1 << 20)
     first = bytes(data[: cut(1 << 20)]) if len(data) > 1 << 20 else bytes(data)
     try:
@@ -662,6 +727,26 @@ def _intake_statement(settings: Mapping[str, Any]) -> Any:
     return sa.select(sa.text("*")).select_from(_relation(settings["table"], settings.get("schema")))
 
 
+def _names_missing_table(read: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """An intake reader whose store's "no such table" fails the job naming the intake's table (a client's
+    mistake, not a failed connection)."""
+
+    @functools.wraps(read)
+    def reading(conn: Connection, settings: Mapping[str, Any], *args: Any) -> Iterator[Any]:
+        try:
+            yield from read(conn, settings, *args)
+        except Exception as exc:
+            if not missing_table(exc):
+                raise
+            if settings.get("query"):
+                raise JobFailed("jdbc intake: a table the query names does not exist") from None
+            where = f" in schema {clipped(settings['schema'])!r}" if settings.get("schema") else ""
+            raise JobFailed(f"jdbc intake: the table {clipped(settings['table'])!r}{where} does not exist") from None
+
+    return reading
+
+
+@_names_missing_table
 def read_table(conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int) -> Iterator[pa.RecordBatch]:
     """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `size`."""
     size = ChunkSize.of(size)
@@ -819,6 +904,7 @@ def passes_csv_through(options: Mapping[str, str]) -> bool:
     return codecs.lookup(options["encoding"]).name == "utf-8"
 
 
+@_names_missing_table
 def read_table_csv(
     conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int, options: Mapping[str, str]
 ) -> Iterator[CsvChunk]:
@@ -952,6 +1038,24 @@ def _exists(conn: Connection, table: str, schema: str | None) -> bool:
     return conn.execute(sa.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}).scalar_one() is True
 
 
+def _check_columns(names: Sequence[str], mysql: bool) -> None:
+    """Fail the job, naming the column, when the intake's columns cannot be a table's: more than the store's
+    limit, a column without a name, or one named as an earlier one (case apart on MySQL, where names ignore it)."""
+    store, limit = ("MySQL", 4096) if mysql else ("PostgreSQL", 1600)
+    if len(names) > limit:
+        raise JobFailed(f"jdbc output: the intake has {len(names)} columns; a {store} table holds at most {limit}")
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, 1):
+        if not name.strip():
+            raise JobFailed(f"jdbc output: column {number} of the intake has no name (its header field is empty)")
+        key = name.casefold() if mysql else name
+        if key in seen:
+            raise JobFailed(
+                f"jdbc output: column {number} of the intake has the name of column {seen[key]} ({clipped(name)!r})"
+            )
+        seen[key] = number
+
+
 class TableOutput:
     """jdbc output through a per-job staging table, moved into the target in one final transaction."""
 
@@ -1005,6 +1109,7 @@ class TableOutput:
             ):
                 raise JobFailed(f"jdbc output: the table {self.table!r} does not exist")
             mysql = conn.dialect.name != "postgresql"
+            _check_columns(batch.schema.names, mysql)
             columns = []
             for field in batch.schema:
                 if self.target_columns is not None and field.name not in self.target_columns:

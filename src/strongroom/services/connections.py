@@ -279,12 +279,27 @@ def _statement_failure(exc: BaseException, where: Target) -> StrongroomError:
     return explain(exc, where)
 
 
+def _code(orig: BaseException) -> int | None:
+    """MySQL's error number (the first argument of a PyMySQL error)."""
+    return orig.args[0] if isinstance(orig, Exception) and orig.args and isinstance(orig.args[0], int) else None
+
+
+def missing_table(exc: BaseException) -> bool:
+    """Whether a driver error says that a table the statement names does not exist (a client's mistake)."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) == "42P01" or _code(orig) == 1146
+
+
 def explain(exc: BaseException, where: Target) -> StrongroomError:
     """Which of the known reasons a driver error is; its own text is never passed on (it may quote input)."""
     orig = getattr(exc, "orig", exc)
     text = str(orig).lower()
-    code = orig.args[0] if isinstance(orig, Exception) and orig.args and isinstance(orig.args[0], int) else None
+    code = _code(orig)
     place, database = f"{clipped(where.host)}:{where.port}", clipped(where.database)
+    if missing_table(exc):  # before the texts below: a table's name may hold any of them
+        return InvalidInput(f"table does not exist: {place} has no table the statement names", {"table": "unknown"})
+    if getattr(orig, "sqlstate", None) == "54011" or code == 1117:
+        return InvalidInput(f"too many columns: {place} refused a table of that many columns", {"table": "too wide"})
     if code in (1045, 1698) or any(s in text for s in _AUTH):
         return ConnectionFailed(
             f"authentication failed: {place} refused the user name or password", {"credentials": "rejected"}
@@ -311,4 +326,4 @@ def explain(exc: BaseException, where: Target) -> StrongroomError:
     return ConnectionFailed(f"connection to {place} failed ({type(orig).__name__})", {"host": "failed"})
 
 
-__all__ = ["DRIVERS", "MAX_ROWS", "ConnectionFailed", "Connector", "Target", "explain", "target"]
+__all__ = ["DRIVERS", "MAX_ROWS", "ConnectionFailed", "Connector", "Target", "explain", "missing_table", "target"]
