@@ -627,6 +627,21 @@ class PeerDatabase:
         return f"jdbc:{self.scheme}://{self.host}:{self.port}/{self.database}"
 
 
+def busy_backends(peer: PeerDatabase, like: str = "%") -> list[tuple[str, str]]:
+    """(state, query) of the peer database's other backends that run a statement or hold a transaction open
+    ('active', 'idle in transaction'), their query LIKE `like`."""
+    import psycopg
+
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction') AND query LIKE %s",
+            (like,),
+        ).fetchall()
+    return [(str(state), str(query)) for state, query in rows]
+
+
 def _as_postgres(args: list[str]) -> list[str]:
     """Run a PostgreSQL binary as the `postgres` user when the tests run as root (initdb refuses root)."""
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args

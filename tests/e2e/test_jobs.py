@@ -24,6 +24,7 @@ from tests.support import (
     S3Peer,
     Server,
     assert_error,
+    busy_backends,
     client,
     closing_listener,
     mariadb_user,
@@ -227,6 +228,37 @@ def test_jdbc_intake_to_local_file(
     assert sorted(int(r[0]) for r in rows[1:]) == list(range(ROWS))
     uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
     assert len(uses) == 1 and uses[0]["detail"]["jobId"] == job.id
+
+
+def _until(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.1)
+    return found
+
+
+def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
+    """Aborting the jobs on both of the runner's threads while their PostgreSQL intake still runs (pg_sleep)
+    cancels it: they end ABORTED, a job queued behind them runs to its end, and no backend of the database is left
+    running a statement or holding a transaction. Before, each job thread closed its connection while the
+    abandoned COPY held psycopg's lock: both hung for good, and the next job stayed queued forever."""
+    peer = peers["postgres"]
+    _items(peer, "after_abort")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    intake = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "query": "SELECT pg_sleep(60) AS s, 1 AS x"}
+    slow = {"deploymentId": PASSTHROUGH, "intakeSettings": intake, "outputSettings": {"type": "localFile"}}
+    jobs = [api.post("batchPredictions/", json=slow).json()["id"] for _ in range(2)]
+    _until(lambda: len(busy_backends(peer, "COPY%pg_sleep(60)%")) == 2, 30, "both intakes reading")
+    for job_id in jobs:
+        assert api.delete(f"batchPredictions/{job_id}/").json()["status"] == "ABORTED"
+    table = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": "after_abort"}
+    quick = {**slow, "intakeSettings": table}
+    after = api.post("batchPredictions/", json=quick).json()["id"]
+    ended = _wait(api, after, timeout=45)  # a fraction of the aborted statements' 60 s
+    assert ended["status"] == "COMPLETED", ended["statusDetails"]
+    assert [_wait(api, j)["status"] for j in jobs] == ["ABORTED", "ABORTED"]
+    _until(lambda: not busy_backends(peer), 30, "every backend idle")
 
 
 FLAGS_CSV = 'id,label,flag\n1,plain,true\n2,"two\nlines, ""quoted""",false\n3,"",\n4,,true\n'

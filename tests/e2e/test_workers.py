@@ -23,6 +23,7 @@ from tests.support import (
     PeerDatabase,
     Server,
     backend_database,
+    busy_backends,
     client,
     s3_server,
     scram_postgres,
@@ -32,6 +33,7 @@ from tests.support import (
 
 pytestmark = pytest.mark.postgres
 ROWS = 30
+PASSTHROUGH = "5e0000000000000000000001"
 
 
 @pytest.fixture(scope="module")
@@ -396,3 +398,43 @@ def test_a_worker_keeps_a_jobs_output_from_chunk_to_chunk(
     _until(lambda: open_connections() == 0, 10, "the worker's connections to the store closed")
     opened = sessions() - before - 3  # this test's own three sessions
     assert len(_chunks(srv, job["id"])) == ROWS // 2 and opened < ROWS // 2, opened
+
+
+def test_an_abort_and_sigterm_end_a_producers_statement(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A one-slot worker's producer waiting on its PostgreSQL intake (pg_sleep) stops when its job is aborted: the
+    statement is cancelled and the next job runs to its end in the freed slot. On SIGTERM the worker exits though
+    a producer is reading, giving its job back. No backend is left running or holding a transaction. Before,
+    the producer waited for the statement, and then hung closing its connection, holding the slot for good."""
+    workers.append(start_worker(srv, "reader", "--concurrency", "1"))
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS quick_in")
+        conn.execute("CREATE TABLE quick_in AS SELECT i AS id FROM generate_series(1, 5) AS i")
+    with client(srv, srv.new_user("w")) as api:
+        drivers = api.get("externalDataDrivers/").json()["data"]
+        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+        params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
+        store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
+        cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
+        login = {"type": "jdbc", "dataStoreId": store.json()["id"], "credentialId": cred.json()["credentialId"]}
+        sleeping = {"intakeSettings": {**login, "query": "SELECT pg_sleep(60) AS s"}, "deploymentId": PASSTHROUGH}
+        reading = lambda: busy_backends(peer, "COPY%pg_sleep(60)%")  # noqa: E731
+
+        first = api.post("batchPredictions/", json=sleeping).json()
+        _until(reading, 60, "the first job's intake reading")
+        assert api.delete(f"batchPredictions/{first['id']}/").json()["status"] == "ABORTED"
+        quick = api.post("batchPredictions/", json={**sleeping, "intakeSettings": {**login, "table": "quick_in"}})
+        done = lambda: (j := _job(api, quick.json()["id"]))["status"] not in ("INITIALIZING", "RUNNING") and j  # noqa: E731
+        ended = _until(done, 45, "the next job's end")  # a fraction of the aborted statement's 60 s
+        assert ended["status"] == "COMPLETED", ended["statusDetails"]
+        _until(lambda: not busy_backends(peer), 30, "every backend idle")
+
+        last = api.post("batchPredictions/", json=sleeping).json()
+        _until(reading, 60, "the last job's intake reading")
+        workers[0].send_signal(signal.SIGTERM)
+        assert workers[0].wait(timeout=45) == 0
+        assert _job(api, last["id"])["status"] == "RUNNING"  # given back, for another worker
+        _until(lambda: not busy_backends(peer), 30, "every backend idle")
+        api.delete(f"batchPredictions/{last['id']}/")

@@ -732,9 +732,9 @@ def _names_missing_table(read: Callable[..., Iterator[Any]]) -> Callable[..., It
     mistake, not a failed connection)."""
 
     @functools.wraps(read)
-    def reading(conn: Connection, settings: Mapping[str, Any], *args: Any) -> Iterator[Any]:
+    def reading(conn: Connection, settings: Mapping[str, Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
         try:
-            yield from read(conn, settings, *args)
+            yield from read(conn, settings, *args, **kwargs)
         except Exception as exc:
             if not missing_table(exc):
                 raise
@@ -747,13 +747,16 @@ def _names_missing_table(read: Callable[..., Iterator[Any]]) -> Callable[..., It
 
 
 @_names_missing_table
-def read_table(conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int) -> Iterator[pa.RecordBatch]:
-    """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `size`."""
+def read_table(
+    conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int, stop: ReadStop | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The intake's rows through one server-side cursor, `fetchSize` rows per round trip, in chunks of `size`
+    (on PostgreSQL a COPY that `stop` ends)."""
     size = ChunkSize.of(size)
     fetch = int(settings.get("fetchSize") or min(size.rows or 10_000, 10_000))
     statement = _intake_statement(settings)
     if conn.dialect.name == "postgresql":
-        yield from _copy_out(conn, statement, size)
+        yield from _copy_out(conn, statement, size, stop)
         return
     result = conn.execution_options(stream_results=True, max_row_buffer=fetch).execute(statement)
     names = list(result.keys())
@@ -780,31 +783,59 @@ def _batch(rows: Sequence[Any], names: Sequence[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([_array(c) for c in columns], names=list(names))
 
 
+class ReadStop:
+    """Ends a PostgreSQL COPY read that is abandoned (its job stopped, or left the read before its end): a
+    reader waiting on the server gives up within `STOP_POLL_MS` with a JobFailed, never a truncated intake.
+    pyarrow's CSV reader reads ahead on a thread of its own, which may be inside the driver when the job
+    leaves: `settle` waits for it, so that closing the COPY and the connection never races a reader."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.busy = threading.Lock()  # held by a reader while it is inside the driver
+
+    def set(self) -> None:
+        """Tell readers to stop (safe from any thread)."""
+        self.event.set()
+
+    def settle(self) -> None:
+        """Tell readers to stop, and wait until none is inside the driver."""
+        self.event.set()
+        with self.busy:
+            pass
+
+
+STOP_POLL_MS = 200  # how long a COPY reader waits on the server before it looks at its ReadStop again
+
+
 class _CopyRows:
     """The rows of a PostgreSQL `COPY … TO STDOUT` in progress (one CopyData message each), appended straight
     from libpq's receive queue; at the end, COPY's result is taken and its error (a statement timeout, say)
     raised. psycopg's `Copy.read` hands out the same rows through a wait-generator round each: about three times
     the CPU per row, which bounded a table-to-S3 job."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, stop: ReadStop | None = None) -> None:
         self.pgconn = raw.pgconn
         self.ready = select.poll()
         self.ready.register(self.pgconn.socket, select.POLLIN)
         self.ended = False
+        self.stop = stop or ReadStop()
 
     def take(self, data: bytearray, rows: int) -> int:
         """Append up to `rows` rows to `data`; how many were appended (fewer only at the end)."""
-        get, taken = self.pgconn.get_copy_data, 0
-        while taken < rows and not self.ended:
-            nbytes, piece = get(1)
-            if nbytes > 0:
-                data += piece
-                taken += 1
-            elif nbytes == 0:  # no whole message received yet
-                self.ready.poll()
-                self.pgconn.consume_input()
-            else:
-                self._end()
+        get, taken, stopped = self.pgconn.get_copy_data, 0, self.stop.event.is_set
+        with self.stop.busy:
+            while taken < rows and not self.ended:
+                if stopped():
+                    raise JobFailed("jdbc intake: the read was stopped")
+                nbytes, piece = get(1)
+                if nbytes > 0:
+                    data += piece
+                    taken += 1
+                elif nbytes == 0:  # no whole message received yet
+                    self.ready.poll(STOP_POLL_MS)
+                    self.pgconn.consume_input()
+                else:
+                    self._end()
         return taken
 
     def _end(self) -> None:
@@ -879,14 +910,18 @@ def _copy_statement(conn: Connection, statement: Any, options: Mapping[str, str]
     )
 
 
-def _copy_out(conn: Connection, statement: Any, size: ChunkSize) -> Iterator[pa.RecordBatch]:
+def _copy_out(conn: Connection, statement: Any, size: ChunkSize, stop: ReadStop | None) -> Iterator[pa.RecordBatch]:
     """PostgreSQL intake as `COPY (…) TO STDOUT` in CSV, parsed by the streaming CSV reader: the rows never
     become Python objects (types as CSV inference sees them)."""
     options = {"delimiter": ",", "quotechar": '"', "encoding": "utf-8"}
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)):
-        stream = io.BufferedReader(_CopyOut(_CopyRows(raw)), 1 << 20)
-        yield from read_csv([stream], options, size, "jdbc intake")
+        copied = _CopyRows(raw, stop)
+        try:
+            yield from read_csv([io.BufferedReader(_CopyOut(copied), 1 << 20)], options, size, "jdbc intake")
+        finally:
+            if not copied.ended:  # left early: pyarrow's read-ahead thread leaves the driver before COPY is ended
+                copied.stop.settle()
 
 
 class CsvChunk:
@@ -906,16 +941,20 @@ def passes_csv_through(options: Mapping[str, str]) -> bool:
 
 @_names_missing_table
 def read_table_csv(
-    conn: Connection, settings: Mapping[str, Any], size: ChunkSize | int, options: Mapping[str, str]
+    conn: Connection,
+    settings: Mapping[str, Any],
+    size: ChunkSize | int,
+    options: Mapping[str, str],
+    stop: ReadStop | None = None,
 ) -> Iterator[CsvChunk]:
     """A PostgreSQL intake as COPY's CSV (`csvSettings`' delimiter and quote, booleans `true`/`false`), in
     chunks of `size` cut at COPY's own row boundaries (one CopyData message per row, so a quoted newline never
-    splits a row); the header once, at the start of chunk 0. Rows are never parsed."""
+    splits a row); the header once, at the start of chunk 0. Rows are never parsed; `stop` ends the COPY."""
     size = ChunkSize.of(size)
     statement = _intake_statement(settings)
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(_copy_statement(conn, statement, options)):
-        copied = _CopyRows(raw)
+        copied = _CopyRows(raw, stop)
         data = bytearray()
         copied.take(data, 1)  # the header
         sample: deque[bytearray] = deque()

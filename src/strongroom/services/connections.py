@@ -116,6 +116,19 @@ class Connector:
         finally:
             engine.dispose()
 
+    def cancel(self, where: Target, user: str, password: str, raw: Any) -> None:
+        """Ask the store to end the statement that `raw` (a driver connection another thread is using) runs:
+        PostgreSQL's cancel request, MySQL's `KILL QUERY` from a second connection of the same user. Failures are
+        ignored: a caller asks again while the statement still runs (a cancel sent before it started is lost)."""
+        try:
+            if where.driver.dialect.startswith("postgresql"):
+                raw.cancel_safe(timeout=max(2.0, self.connect_timeout))
+            else:
+                with self.connect(where, user, password) as conn:
+                    conn.exec_driver_sql(f"KILL QUERY {int(raw.thread_id())}")
+        except Exception:  # any failure: the statement may have ended, or the next attempt gets through
+            return
+
     def pool(self, where: Target, user: str, password: str, *, statement_timeout: float | None = None) -> sa.Engine:
         """An engine that keeps a few connections to the store open for reuse (a batch job's chunks in one
         worker), each checked with a round trip before it is handed out; use it through `connected`, and

@@ -78,6 +78,9 @@ class JobRunner:
         try:
             self._attempt(job_id)
         except Exception as exc:  # the job fails with a reason; the runner goes on with the next
+            if self.closing:  # its read was cut short by the stop: the job resumes at the next start
+                _log.info("job %s stopped with the server (%s)", job_id, type(exc).__name__)
+                return
             reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
             if not isinstance(exc, StrongroomError):
                 _log.error("job %s failed: %s", job_id, type(exc).__name__)
@@ -136,7 +139,10 @@ class JobRunner:
                 sink.discard()  # what the stopped run staged: every chunk is written again
             self._outputs[job_id] = sink
             copy = copies_slices(deployment, columns, intake, sink, options)
-            with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, copy=copy) as chunks:
+            stopped = lambda: self._stopped(job_id)  # noqa: E731
+            with open_intake(
+                self.service, who, job_id, intake, size, options, purpose, raw, copy=copy, stopped=stopped
+            ) as chunks:
                 total = self._chunks(job_id, chunks, done, score, sink, int(spec["numConcurrent"]), intake, output)
             if job_id in self.cancelled:
                 self._cleanup_output(job_id)
@@ -223,13 +229,16 @@ def open_intake(
     raw: bool = False,
     split: bool = False,
     copy: bool = False,
+    stopped: Callable[[], bool] | None = None,
 ) -> Any:
     """The intake's chunks of `size` (a `batch.ChunkSize`), in a context that holds its connection open (failures
     name the adapter). `raw`: a PostgreSQL intake's chunks are its COPY CSV as they come (`CsvChunk`s), for a
     passthrough into a CSV output. `split`: an s3 intake's chunks are unparsed slices of whole rows of about
     `size.bytes` (`CsvSlice`s, parsed by whoever writes them). `copy`: an s3 intake's chunks are such slices
     for PostgreSQL's COPY (a localFile intake's too), of `size` in bytes or rows (see `copies_slices`). An s3
-    intake keeps the job's expected rows (its percentage) estimated as it reads."""
+    intake keeps the job's expected rows (its percentage) estimated as it reads. A jdbc intake's statement is
+    cancelled once `stopped()` (the job was aborted, or its runner stops), and when the job leaves the read
+    before its end (see `_Reading`)."""
     from contextlib import contextmanager
 
     from strongroom.services import batch
@@ -263,10 +272,15 @@ def open_intake(
             counting = _CountAside(service, job_id, intake, (where, user, password), timeout)
             try:
                 with service.connector.connect(where, user, password, statement_timeout=timeout) as conn:
+                    reading = _Reading(service, (where, user, password), conn, stopped)
                     if raw and conn.dialect.name == "postgresql":
-                        yield batch.read_table_csv(conn, intake, size, options)
+                        chunks = batch.read_table_csv(conn, intake, size, options, reading.stop)
                     else:
-                        yield batch.read_table(conn, intake, size)
+                        chunks = batch.read_table(conn, intake, size, reading.stop)
+                    try:
+                        yield chunks
+                    finally:
+                        reading.end(chunks)
             finally:
                 counting.stop()
         except batch.JobFailed:
@@ -275,6 +289,59 @@ def open_intake(
             raise batch.JobFailed(_prefixed(exc, "jdbc intake")) from None
 
     return opened()
+
+
+WATCH_SECONDS = 0.25  # how often a jdbc intake's read looks whether its job stopped
+
+
+class _Reading:
+    """A jdbc intake's read in progress. While it runs, a thread looks every `WATCH_SECONDS` whether `stopped()`
+    and then cancels its statement (again until the read ends: a cancel sent before the statement started is
+    lost). `end` cancels a read the job left before its end, waits for a reader still inside the driver, and
+    closes the chunks' generator (which ends the COPY): the connection then closes without waiting on a lock an
+    abandoned reader holds, and the store's backend ends its statement and transaction."""
+
+    def __init__(
+        self, service: JobService, login: tuple[Any, str, str], conn: Any, stopped: Callable[[], bool] | None
+    ) -> None:
+        from strongroom.services.batch import ReadStop
+
+        self.connector, self.login = service.connector, login
+        self.raw = conn.connection.driver_connection
+        self.stop = ReadStop()
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+        if stopped is not None:
+            self.thread = threading.Thread(target=self._watch, args=(stopped,), name="strongroom-read", daemon=True)
+            self.thread.start()
+
+    def _watch(self, stopped: Callable[[], bool]) -> None:
+        while not self.done.wait(WATCH_SECONDS):
+            if _stopped_now(stopped):
+                self.stop.set()
+                self.connector.cancel(*self.login, self.raw)
+
+    def end(self, chunks: Iterator[Any]) -> None:
+        """The job left the read: cancel what still runs, wait for readers, close the generator."""
+        import inspect
+
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        if inspect.getgeneratorstate(chunks) != inspect.GEN_CLOSED:  # left before its end
+            self.stop.set()
+            self.connector.cancel(*self.login, self.raw)
+        self.stop.settle()
+        chunks.close()  # type: ignore[attr-defined]
+
+
+def _stopped_now(stopped: Callable[[], bool]) -> bool:
+    """`stopped()`, False when it cannot tell (its job could not be looked up: the store is away); asked again."""
+    try:
+        return stopped()
+    except Exception as exc:  # any failure of the look-up: the read goes on
+        _log.info("job state not read (%s)", type(exc).__name__)
+        return False
 
 
 class _CountAside:
@@ -444,6 +511,10 @@ def remove_spool(root: Path, job_id: str) -> None:
 # ---- the PostgreSQL queue: `strongroom worker` processes -----------------------------------------------------
 
 
+def _running(row: Mapping[str, Any] | None, generation: int) -> bool:
+    return row is not None and row["status"] == "RUNNING" and row["generation"] == generation
+
+
 Defer = Callable[[str, dict[str, Any], "str | None"], None]
 
 
@@ -591,26 +662,38 @@ class QueuedJobs:
         intake = spec["intakeSettings"]
         # Parsing an s3 intake is left to the chunk tasks, on every worker: the one producer only cuts rows.
         copy = copies_slices(deployment, columns, intake, sink, options)
-        with open_intake(self.service, who, job_id, intake, size, options, purpose, raw, True, copy) as chunks:
-            try:
-                for number, chunk in enumerate(chunks):
-                    while self.jobs.in_flight(job_id) >= limit:
-                        if not self._current(job_id, generation):
-                            return
+        # a read waiting on its store ends (its statement cancelled) when the job ends or the worker stops
+        stopped = lambda: self.stopping.is_set() or not self._runs(job_id, generation)  # noqa: E731
+        try:
+            with open_intake(
+                self.service, who, job_id, intake, size, options, purpose, raw, True, copy, stopped
+            ) as chunks:
+                try:
+                    for number, chunk in enumerate(chunks):
+                        while self.jobs.in_flight(job_id) >= limit:
+                            if not self._current(job_id, generation):
+                                return
+                            if self.stopping.is_set():
+                                raise _GiveBack
+                            time.sleep(0.05)
                         if self.stopping.is_set():
                             raise _GiveBack
-                        time.sleep(0.05)
-                    if self.stopping.is_set():
-                        raise _GiveBack
-                    if not self._current(job_id, generation):
-                        return
-                    batch.spool_batch(chunk, folder / "in" / f"{generation}-{number:08d}.arrow")
-                    self.jobs.chunk_queued(job_id, number, utcnow())
-                    self.defer("strongroom.chunk", {"job_id": job_id, "number": number, "generation": generation}, None)
-            except batch.JobFailed:
-                raise
-            except StrongroomError as exc:
-                raise batch.JobFailed(_prefixed(exc, f"{spec['intakeSettings']['type']} intake")) from None
+                        if not self._current(job_id, generation):
+                            return
+                        batch.spool_batch(chunk, folder / "in" / f"{generation}-{number:08d}.arrow")
+                        self.jobs.chunk_queued(job_id, number, utcnow())
+                        task = {"job_id": job_id, "number": number, "generation": generation}
+                        self.defer("strongroom.chunk", task, None)
+                except batch.JobFailed:
+                    raise
+                except StrongroomError as exc:
+                    raise batch.JobFailed(_prefixed(exc, f"{spec['intakeSettings']['type']} intake")) from None
+        except StrongroomError:
+            if self.stopping.is_set():  # the read was cut short by the stop: another worker runs the job
+                raise _GiveBack from None
+            if not self._current(job_id, generation):  # it ended meanwhile (aborted): discarded there
+                return
+            raise
         if self._current(job_id, generation):
             self.jobs.set(job_id, {"total_chunks": number + 1})
             self._maybe_finish(job_id)
@@ -619,11 +702,15 @@ class QueuedJobs:
         """Whether the job still runs this generation. A job that ended (aborted or failed) has what it left
         discarded here: whichever of its tasks sees the end cleans up, since none may come after it."""
         row = self.jobs.get(job_id)
-        if row is not None and row["status"] == "RUNNING" and row["generation"] == generation:
+        if _running(row, generation):
             return True
         if row is not None and row["status"] in ("ABORTED", "FAILED"):
             self._discard(job_id)
         return False
+
+    def _runs(self, job_id: str, generation: int) -> bool:
+        """Whether the job still runs this generation (nothing discarded)."""
+        return _running(self.jobs.get(job_id), generation)
 
     def chunk(self, job_id: str, number: int, generation: int) -> None:
         """Score one spooled chunk and write it under its number (a task)."""
