@@ -238,6 +238,17 @@ def _until(check: Any, timeout: float, what: str) -> Any:
     return found
 
 
+def _sleepers(api: httpx.Client, peer: PeerDatabase) -> list[str]:
+    """Two jobs of `api`'s user on both of the runner's threads, their intake asleep in PostgreSQL for 60 s
+    (abort them to free the threads); their ids."""
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    intake = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "query": "SELECT pg_sleep(60) AS s, 1 AS x"}
+    slow = {"deploymentId": PASSTHROUGH, "intakeSettings": intake, "outputSettings": {"type": "localFile"}}
+    jobs = [api.post("batchPredictions/", json=slow).json()["id"] for _ in range(2)]
+    _until(lambda: len(busy_backends(peer, "COPY%pg_sleep(60)%")) >= 2, 30, "both intakes reading")
+    return jobs
+
+
 def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
     """Aborting the jobs on both of the runner's threads while their PostgreSQL intake still runs (pg_sleep)
     cancels it: they end ABORTED, a job queued behind them runs to its end, and no backend of the database is left
@@ -245,20 +256,47 @@ def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, 
     abandoned COPY held psycopg's lock: both hung for good, and the next job stayed queued forever."""
     peer = peers["postgres"]
     _items(peer, "after_abort")
-    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
-    intake = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "query": "SELECT pg_sleep(60) AS s, 1 AS x"}
-    slow = {"deploymentId": PASSTHROUGH, "intakeSettings": intake, "outputSettings": {"type": "localFile"}}
-    jobs = [api.post("batchPredictions/", json=slow).json()["id"] for _ in range(2)]
-    _until(lambda: len(busy_backends(peer, "COPY%pg_sleep(60)%")) == 2, 30, "both intakes reading")
+    jobs = _sleepers(api, peer)
     for job_id in jobs:
         assert api.delete(f"batchPredictions/{job_id}/").json()["status"] == "ABORTED"
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
     table = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": "after_abort"}
-    quick = {**slow, "intakeSettings": table}
-    after = api.post("batchPredictions/", json=quick).json()["id"]
+    after = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": table}).json()["id"]
     ended = _wait(api, after, timeout=45)  # a fraction of the aborted statements' 60 s
     assert ended["status"] == "COMPLETED", ended["statusDetails"]
     assert [_wait(api, j)["status"] for j in jobs] == ["ABORTED", "ABORTED"]
     _until(lambda: not busy_backends(peer), 30, "every backend idle")
+
+
+@pytest.mark.parametrize("how", ["disabled", "revoked"])
+def test_a_queued_job_does_not_run_for_an_owner_who_may_no_longer_act(
+    srv: Server, api: httpx.Client, peers: dict[str, PeerDatabase], how: str
+) -> None:
+    """A job queued before its owner was disabled (or the token that created it revoked) FAILS when its turn
+    comes, saying why, without opening its credential: the audit log holds a denied batchJob.run and no
+    credential.use. Before, it ran as its owner, and the credential's use was audited as a success."""
+    peer = peers["postgres"]
+    _items(peer, "owner_gone")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    intake = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": "owner_gone"}
+    with client(srv, srv.new_user("sleeper")) as sleeper, client(srv, srv.new_user("admin", admin=True)) as admin:
+        sleeping = _sleepers(sleeper, peer)
+        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake}).json()
+        assert api.get(f"batchPredictions/{job['id']}/").json()["statusDetails"] == "Queued"
+        if how == "disabled":
+            owner = api.get(f"batchPredictions/{job['id']}/").json()["createdBy"]["username"]
+            assert admin.patch(f"users/{owner}/", json={"disabled": True}).status_code == 200
+        else:
+            (key,) = api.get("account/apiKeys/").json()["data"]
+            assert api.delete(f"account/apiKeys/{key['id']}/").status_code in (200, 204)
+        for job_id in sleeping:
+            assert sleeper.delete(f"batchPredictions/{job_id}/").status_code == 202
+        ended = _wait(admin, job["id"])
+        assert ended["status"] == "FAILED" and "may no longer act" in ended["statusDetails"], ended
+        audit = lambda action: admin.get("auditLog/", params={"action": action}).json()["data"]  # noqa: E731
+        assert not [e for e in audit("credential.use") if (e.get("target") or {}).get("credentialId") == cred]
+        denied = [e for e in audit("batchJob.run") if e["detail"]["jobId"] == job["id"]]
+        assert [e["outcome"] for e in denied] == ["denied"]
 
 
 FLAGS_CSV = 'id,label,flag\n1,plain,true\n2,"two\nlines, ""quoted""",false\n3,"",\n4,,true\n'

@@ -196,6 +196,14 @@ class JobService:
             job_id, ACTIVE, {"status": "FAILED", "status_details": reason[:2000], "finished_at": utcnow()}
         )
 
+    def refuse(self, job_id: str, who: Principal, reason: str) -> bool:
+        """FAIL an unfinished job its owner may no longer run (`who`: the owner as the job acts), auditing the
+        denial; True if it was unfinished."""
+        event = Event("batchJob.run", 401, who, outcome="denied", detail={"jobId": job_id, "reason": reason})
+        return self.jobs.transition(
+            job_id, ACTIVE, {"status": "FAILED", "status_details": reason, "finished_at": utcnow()}, event.entry()
+        )
+
     def complete(self, job_id: str, total: int, output: str) -> None:
         """Mark a RUNNING job COMPLETED with its chunk and row counts, and delete its spooled intake (and its
         output spool unless it is a localFile output, which is downloaded from there)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.errors import StrongroomError
-from strongroom.services.accounts import Principal
+from strongroom.services.accounts import Principal, expired
 from strongroom.services.jobs import ACTIVE, LEASE, STORE_TARGET, JobService, moment, s3_location
 from strongroom.store.models import utcnow
 
@@ -38,7 +38,6 @@ class JobRunner:
         return_big_buffers()
         self.service = service
         self.jobs = service.jobs
-        self.principal_of = principal_for
         self._outputs: dict[str, Any] = {}
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="strongroom-job")
         self.worker = worker
@@ -116,7 +115,7 @@ class JobRunner:
         ):
             return
         spec = json.loads(row["spec"])
-        who = self.principal_of(row)
+        who = principal_for(self.service, row)
         intake, output = spec["intakeSettings"], spec["outputSettings"]
         size = batch.chunk_size(spec, self.service.settings.job_chunk_rows)
         options = batch.csv_options(spec.get("csvSettings"))
@@ -491,16 +490,29 @@ def _prefixed(exc: StrongroomError, adapter: str) -> str:
     return exc.message if exc.message.startswith(adapter) else f"{adapter}: {exc.message}"
 
 
-def principal_for(row: Mapping[str, Any]) -> Principal:
+def principal_for(service: JobService, row: Mapping[str, Any]) -> Principal:
     """The job's owner as the runner acts for them: the owner's token id and the `use` scope; roles on what the
-    job names are checked again when it runs."""
-    return Principal(
+    job names are checked again when it runs. As for a request, the owner must be enabled and the token that
+    created the job unrevoked and unexpired: otherwise the job FAILS (a denial audited) before any credential is
+    opened."""
+    from strongroom.services import batch
+
+    who = Principal(
         user_id=row["owner_id"],
         username=row.get("owner") or row["owner_id"],
         token_id=row["token_id"],
         scopes=frozenset({"read", "use"}),
         request_id=f"job-{row['id']}",
     )
+    found = service.jobs.token_expiry(row["token_id"], row["owner_id"])
+    if found is None or expired(found[0]):
+        reason = (
+            "the job's owner may no longer act: the user is disabled, or the API token that created the job was "
+            "revoked or has expired"
+        )
+        service.refuse(row["id"], who, reason)
+        raise batch.JobFailed(reason)
+    return who
 
 
 def remove_spool(root: Path, job_id: str) -> None:
@@ -571,7 +583,7 @@ class QueuedJobs:
 
         spec = json.loads(row["spec"])
         purpose = {"purpose": "batchJob", "jobId": row["id"]}
-        return spec, principal_for(row), batch.csv_options(spec.get("csvSettings")), purpose
+        return spec, principal_for(self.service, row), batch.csv_options(spec.get("csvSettings")), purpose
 
     def _table_output(
         self, job_id: str, generation: int, who: Principal, output: Mapping[str, Any], options: Any, purpose: Any
@@ -618,8 +630,8 @@ class QueuedJobs:
         row = self.jobs.get(job_id)
         if row is None:
             return
-        spec, who, options, purpose = self._context(row)
-        try:
+        try:  # a job whose owner may no longer act keeps what it staged: its credential is not opened
+            spec, who, options, purpose = self._context(row)
             generation = int(row["generation"])
             open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose, generation).discard()
         except StrongroomError:

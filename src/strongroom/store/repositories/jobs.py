@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, or_, select, text, update
 
 from strongroom.store.db import Database, Tx
-from strongroom.store.models import BatchJob, BatchJobChunk, Deployment, User
+from strongroom.store.models import ApiToken, BatchJob, BatchJobChunk, Deployment, User
 from strongroom.store.repositories.audit import Entry, append_in
 
 JOB_KEYS = (
@@ -39,6 +39,17 @@ _JOB_COLUMNS = tuple(getattr(BatchJob, k) for k in JOB_KEYS)
 _WITH_OWNER = select(*_JOB_COLUMNS, User.username).join(User, User.id == BatchJob.owner_id)
 _ONE_JOB = _WITH_OWNER.where(BatchJob.id == bindparam("id"))
 _MOMENTS = ("created_at", "started_at", "finished_at")
+# A job's token while it still authenticates (unrevoked, its user enabled), as a request's token is checked.
+_OWNER_TOKEN = (
+    select(ApiToken.expires_at)
+    .join(User, User.id == ApiToken.user_id)
+    .where(
+        ApiToken.id == bindparam("token_id"),
+        ApiToken.user_id == bindparam("owner_id"),
+        ApiToken.revoked_at.is_(None),
+        User.disabled_at.is_(None),
+    )
+)
 _IN_FLIGHT = select(func.count()).where(
     BatchJobChunk.job_id == bindparam("id"), or_(BatchJobChunk.status == "PENDING", BatchJobChunk.status == "RUNNING")
 )
@@ -111,6 +122,12 @@ class JobRepository:
         """The job with its owner's username, or None (one prebuilt statement: a job is polled often)."""
         found = self.db.fetch(_ONE_JOB, {"id": job_id})
         return _job(found[0]) if found else None
+
+    def token_expiry(self, token_id: str, owner_id: str) -> tuple[Any] | None:
+        """(expiry,) of the owner's token while it is unrevoked and the owner enabled (the expiry is the caller's
+        to check); None otherwise."""
+        rows = self.db.fetch(_OWNER_TOKEN, {"token_id": token_id, "owner_id": owner_id})
+        return (rows[0][0],) if rows else None
 
     def page(self, owner_id: str, statuses: Sequence[str], offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """A page of the owner's jobs, newest first, and how many there are in all."""
