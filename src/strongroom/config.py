@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     job_max_concurrent: int = 4  # upper bound of a job's numConcurrent (chunks of one job at once)
     job_chunk_rows: int = 10_000  # rows per chunk when a job gives no chunkSize
     job_statement_timeout: float = 3600  # seconds a job's statement on a data store may run
-    job_upload_max_bytes: int = 5 * 1024**3  # the largest localFile intake a job accepts
+    job_upload_max_bytes: int = 5 * 1024**3  # the largest localFile intake a job accepts (all its parts together)
+    job_upload_expiry: float = 86400  # seconds a job waits for its upload to be finished before it FAILS
     job_queue: str = "auto"  # auto: procrastinate workers on PostgreSQL, the embedded runner on SQLite; or embedded
     worker_heartbeat: float = 10  # seconds between a `strongroom worker`'s heartbeats
     worker_stalled_after: float = 30  # seconds without a heartbeat after which a worker's tasks are run again

@@ -804,6 +804,75 @@ def test_an_upload_over_the_limit_is_refused(api: httpx.Client) -> None:
     assert _wait(api, job["id"])["status"] == "COMPLETED"
 
 
+@pytest.fixture(scope="module")
+def small_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose jobs take uploads of 1000 bytes at most."""
+    server = Server(
+        data_dir=tmp_path_factory.mktemp("small") / "srv", extra_env={"STRONGROOM_JOB_UPLOAD_MAX_BYTES": "1000"}
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_multipart_upload_is_limited_as_a_whole(small_srv: Server) -> None:
+    """The upload limit is the job's: a part that would take the parts received so far past it is a 422 naming
+    the part and the limit (a part sent again replaces its earlier copy), as a single PUT over it is. Before,
+    every part had the whole limit to itself, up to 100 000 parts."""
+    row = b"1," + b"x" * 97 + b"\n"  # 100 bytes
+    part = b"a,b\n" + row * 5  # 504 bytes
+    with client(small_srv, small_srv.new_user("limit")) as api:
+        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+        upload = job["links"]["csvUpload"]
+        assert "1000 bytes" in assert_error(api.put(upload, content=part * 2 + row), 422, "csvUpload")["message"]
+        assert api.put(f"{upload}part/0/", content=part).status_code == 202
+        over = assert_error(api.put(f"{upload}part/1/", content=part), 422, "csvUpload")["message"]
+        assert "part 1" in over and "1000 bytes" in over
+        assert api.put(f"{upload}part/99999/", content=part[:304]).status_code == 202
+        assert api.put(f"{upload}part/0/", content=part).status_code == 202  # replaces part 0: 808 bytes in all
+        assert_error(api.put(f"{upload}part/5/", content=part[:304]), 422, "csvUpload")
+        assert api.post(f"{upload}finalizeMultipart/").status_code == 202
+        ended = _wait(api, job["id"])
+        assert ended["status"] == "COMPLETED" and ended["scoredRows"] == 8, ended
+
+
+def test_ended_jobs_leave_no_spool(small_srv: Server) -> None:
+    """A FAILED job's spool and an ABORTED one's (its upload half sent) are deleted; a COMPLETED job keeps only
+    its localFile output, to download. Before, failed and aborted jobs kept their intake for good."""
+    spool = small_srv.data_dir / "jobs"
+    with client(small_srv, small_srv.new_user("spools")) as api:
+        failed = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+        assert api.put(failed["links"]["csvUpload"], content=b"a,b\n1,2,3\n").status_code == 202
+        assert _wait(api, failed["id"])["status"] == "FAILED"
+        aborted = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+        assert api.put(f"{aborted['links']['csvUpload']}part/0/", content=b"a,b\n1,2\n").status_code == 202
+        assert api.delete(f"batchPredictions/{aborted['id']}/").status_code == 202
+        done = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+        assert api.put(done["links"]["csvUpload"], content=b"a,b\n1,2\n").status_code == 202
+        assert _wait(api, done["id"])["status"] == "COMPLETED"
+    _until(lambda: not (spool / failed["id"]).exists(), 30, "the failed job's spool deleted")
+    assert not (spool / aborted["id"]).exists()
+    assert {p.name for p in (spool / done["id"]).iterdir()} == {"out"}
+
+
+def test_an_upload_not_finished_in_time_fails_the_job(tmp_path: Path) -> None:
+    """With STRONGROOM_JOB_UPLOAD_EXPIRY at 2 s, a job whose multipart upload is never finalized FAILS, saying
+    why, what it received is deleted, and a later part is refused (409). Before, it waited for good."""
+    server = Server(data_dir=tmp_path / "srv", extra_env={"STRONGROOM_JOB_UPLOAD_EXPIRY": "2"})
+    server.start()
+    try:
+        with client(server, server.new_user("late")) as api:
+            job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+            upload = job["links"]["csvUpload"]
+            assert api.put(f"{upload}part/0/", content=b"a,b\n1,2\n").status_code == 202
+            ended = _wait(api, job["id"])
+            assert ended["status"] == "FAILED" and "not finished within 2 s" in ended["statusDetails"], ended
+            assert not (server.data_dir / "jobs" / job["id"]).exists()
+            assert_error(api.put(f"{upload}part/1/", content=b"a,b\n3,4\n"), 409)
+    finally:
+        server.stop()
+
+
 def test_no_secret_is_stored_or_logged(srv: Server, peers: dict[str, PeerDatabase], bucket: S3Peer) -> None:
     """After every job of this module (named by stored credentials: database passwords, an S3 secret key, right
     and wrong), no secret is in the store's files (database, WAL), the jobs' spools or the server's log."""

@@ -78,3 +78,51 @@ def test_in_flight_counts_the_jobs_queued_and_running_chunks(services: Services)
     assert jobs.chunk_done(job_id, 0, 2, now, generation)
     assert jobs.in_flight(job_id) == 2
     assert jobs.in_flight(other) == 1
+
+
+def _job(services: Services, status: str, output: str = "localFile", **values: object) -> str:
+    """A job of a new user in `status` (a localFile intake, `output` out) with a spool of every kind on disk."""
+    user = services.accounts.create_user(f"u-{new_id()}")
+    job_id, now = new_id(), utcnow()
+    spec = f'{{"intakeSettings": {{"type": "localFile"}}, "outputSettings": {{"type": "{output}"}}}}'
+    row = {"id": job_id, "owner_id": user.id, "token_id": "t", "deployment_id": "d", "status": status}
+    row |= {"spec": spec, "status_details": "", "intake_ready": True, "expected_rows": None, "total_chunks": None}
+    row |= {"scored_rows": 0, "failed_rows": 0, "generation": 0, "created_at": now, "started_at": None}
+    services.jobs.jobs.insert(row | {"finished_at": None} | values, Event("job.create", 202).entry())
+    for part in ("intake", "in", "out"):
+        (services.jobs.root / job_id / part).mkdir(parents=True)
+        (services.jobs.root / job_id / part / "data.csv").write_text("a\n1\n")
+    return job_id
+
+
+def _spooled(services: Services, job_id: str) -> set[str]:
+    folder = services.jobs.root / job_id
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def test_spools_of_ended_jobs_are_swept(services: Services) -> None:
+    """At start-up, what ended jobs left on disk (their runner was killed first) is deleted: everything of a FAILED
+    or ABORTED job, a COMPLETED one's intake and chunks (its localFile output stays, to download); an active job's
+    spool is left alone."""
+    failed, aborted = _job(services, "FAILED"), _job(services, "ABORTED")
+    kept, sent = _job(services, "COMPLETED"), _job(services, "COMPLETED", "s3")
+    running, waiting = _job(services, "RUNNING"), _job(services, "INITIALIZING", intake_ready=False)
+    assert services.jobs.sweep_spools() == 4
+    assert _spooled(services, failed) == _spooled(services, aborted) == _spooled(services, sent) == set()
+    assert _spooled(services, kept) == {"out"}
+    assert _spooled(services, running) == _spooled(services, waiting) == {"intake", "in", "out"}
+
+
+def test_an_upload_not_finished_in_time_fails_its_job(services: Services) -> None:
+    """A job still waiting for its upload `job_upload_expiry` seconds after its creation FAILS, saying why, and
+    what it received is deleted; a younger one, or one whose upload was finished, is left alone."""
+    old = utcnow() - timedelta(seconds=services.jobs.settings.job_upload_expiry + 5)
+    stale = _job(services, "INITIALIZING", intake_ready=False, created_at=old)
+    young = _job(services, "INITIALIZING", intake_ready=False)
+    queued = _job(services, "INITIALIZING", created_at=old)
+    assert services.jobs.expire_uploads() == [stale]
+    row = services.jobs.jobs.get(stale)
+    assert row is not None and row["status"] == "FAILED" and "upload was not finished" in row["status_details"]
+    assert _spooled(services, stale) == set()
+    assert [services.jobs.jobs.get(j)["status"] for j in (young, queued)] == ["INITIALIZING", "INITIALIZING"]  # type: ignore[index]
+    assert _spooled(services, young) == {"intake", "in", "out"}

@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         heap.settle()
         recorder = asyncio.create_task(_record_token_use(holder["services"], executor, settings.last_used_flush))
         jobs = holder["services"].jobs
+        await asyncio.get_running_loop().run_in_executor(executor, _sweep_spools, holder["services"])
+        expiry = asyncio.create_task(_expire_uploads(holder["services"], executor, settings))
         queue_app, orphans = None, None
         if jobs.uses_queue():
             queue_app = await asyncio.get_running_loop().run_in_executor(executor, _open_queue, holder["services"])
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         jobs.stop_runner()
         if orphans is not None:
             orphans.cancel()
+        expiry.cancel()
         if queue_app is not None:
             queue_app.close()
         recorder.cancel()
@@ -164,6 +167,31 @@ def _open_queue(services: Services) -> Any:
     defer, app = queue.deferrer(services.jobs.settings)
     services.jobs.queued = QueuedJobs(services.jobs, defer, queue.worker_name())
     return app
+
+
+def _sweep_spools(services: Services) -> None:
+    """Delete what jobs that ended while no server or worker could clean up left on disk (logged, never fatal)."""
+    try:
+        swept = services.jobs.sweep_spools()
+    except Exception as exc:
+        _log.warning("could not sweep the spools of ended batch jobs: %s", type(exc).__name__)
+        return
+    if swept:
+        _log.info("removed the spools of %d ended batch job(s)", swept)
+
+
+async def _expire_uploads(services: Services, executor: ThreadPoolExecutor, settings: Settings) -> None:
+    """Now and then, FAIL the jobs whose upload was not finished within `job_upload_expiry` seconds."""
+    every = max(0.5, min(60.0, settings.job_upload_expiry / 3))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            expired = await asyncio.get_running_loop().run_in_executor(executor, services.jobs.expire_uploads)
+        except Exception as exc:
+            _log.warning("could not expire waiting batch job uploads: %s", type(exc).__name__)
+            continue
+        if expired:
+            _log.info("failed %d batch job(s) whose upload was not finished in time", len(expired))
 
 
 async def _fail_orphans(services: Services, executor: ThreadPoolExecutor, settings: Settings) -> None:

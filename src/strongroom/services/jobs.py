@@ -219,8 +219,45 @@ class JobService:
                 "finished_at": utcnow(),
             },
         )
+        self._tidy_completed(job_id, output)
+
+    def _tidy_completed(self, job_id: str, output: str) -> None:
         for part in ("intake", "in", *(("out",) if output != "localFile" else ())):
             shutil.rmtree(self.root / job_id / part, ignore_errors=True)
+
+    def remove_spool(self, job_id: str) -> None:
+        """Delete everything a job spooled (it failed or was aborted: nothing of it is read again)."""
+        shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    def sweep_spools(self) -> int:
+        """Delete what ended jobs left in the data directory (a server or worker stopped, or was killed, before it
+        could): every spool of a FAILED or ABORTED job, and a COMPLETED one's intake (and its output unless it is
+        downloaded from there); how many jobs' spools were swept. Run at start-up."""
+        if not self.root.is_dir():
+            return 0
+        swept = 0
+        for folder in self.root.iterdir():
+            row = self.jobs.get(folder.name) if is_id(folder.name) and folder.is_dir() else None
+            if row is None or row["status"] in ACTIVE:
+                continue
+            if row["status"] == "COMPLETED":
+                self._tidy_completed(row["id"], json.loads(row["spec"])["outputSettings"]["type"])
+            else:
+                self.remove_spool(row["id"])
+            swept += 1
+        return swept
+
+    def expire_uploads(self) -> list[str]:
+        """FAIL the jobs whose upload was not finished within `job_upload_expiry` seconds of their creation, and
+        delete what they received; their ids."""
+        limit = self.settings.job_upload_expiry
+        expired = []
+        for job_id in self.jobs.waiting_uploads(utcnow() - timedelta(seconds=limit)):
+            reason = f"the CSV upload was not finished within {limit:g} s of the job's creation"
+            if self.jobs.expire_upload(job_id, {"status": "FAILED", "status_details": reason, "finished_at": utcnow()}):
+                self.remove_spool(job_id)
+                expired.append(job_id)
+        return expired
 
     def abort(self, who: Principal, job_id: str) -> dict[str, Any]:
         """Abort a job that has not finished (audited); a finished job is left as it is. The job as it now is."""
@@ -236,6 +273,9 @@ class JobService:
             )
             if done and self.runner is not None:
                 self.runner.cancel(job_id)
+            # A job no runner has started loses its spool now; one running loses it when its runner lets go.
+            if done and row["status"] == "INITIALIZING" and (self.runner is None or not self.runner.holds(job_id)):
+                self.remove_spool(job_id)
         return self.get(who, job_id)
 
     # ---- localFile intake and output ----------------------------------------------------------------------
@@ -262,6 +302,19 @@ class JobService:
         detail = {"jobId": job_id, "bytes": size, **({} if part is None else {"part": part})}
         self.jobs.record(Event("batchJob.upload", 202, who, detail=detail).entry())
 
+    def upload_used(self, target: Path) -> int:
+        """Bytes the job's intake holds beside `target` (the upload or part being written, which replaces its
+        earlier copy), parts still arriving included: a job's whole upload stays within job_upload_max_bytes."""
+        used = 0
+        for path in target.parent.iterdir():
+            name = path.name.removesuffix(".partial")
+            if name.endswith(".csv") and name != target.name:
+                try:
+                    used += path.stat().st_size
+                except FileNotFoundError:  # a part renamed into place meanwhile: counted under its own name
+                    continue
+        return used
+
     def upload_complete(self, who: Principal, job_id: str, lines: int, *, finalize: bool = False) -> None:
         """The intake is complete (`lines` newlines counted in it): queue the job (a multipart upload's
         `finalize` audited with the job's change)."""
@@ -270,6 +323,10 @@ class JobService:
         if not files:
             raise InvalidInput("csvUpload: nothing was uploaded", {"csvUpload": "no data"})
         headers = len(files)
+        used, limit = sum(f.stat().st_size for f in files), self.settings.job_upload_max_bytes
+        if used > limit:  # parts sent side by side may each have found room for themselves
+            msg = f"the job's upload ({used} bytes in all) exceeds the server's limit of {limit} bytes"
+            raise InvalidInput(f"csvUpload: {msg}", {"csvUpload": msg})
         audit = Event("batchJob.upload", 202, who, detail={"jobId": job_id, "finalized": True, "parts": headers})
         moved = self.jobs.transition(
             job_id,
@@ -277,7 +334,9 @@ class JobService:
             {"intake_ready": True, "expected_rows": max(lines - headers, 0), "status_details": "Queued"},
             audit.entry() if finalize else None,
         )
-        if moved and not row["intake_ready"]:
+        if not moved:  # it ended meanwhile (aborted, or its upload expired)
+            raise Conflict("this job takes no more upload (it has ended)", {"status": "ended"})
+        if not row["intake_ready"]:
             self.dispatch(job_id)
 
     def intake_files(self, job_id: str) -> list[Path]:

@@ -87,6 +87,7 @@ def run_worker(services: Any, settings: Settings, concurrency: int) -> None:
     from strongroom.services.runners import KEEP_OUTPUT_SECONDS, QueuedJobs
 
     ensure_schema(services)
+    services.jobs.sweep_spools()  # what ended jobs left while no worker ran
     warm_up()
     heap.settle()
     defer, sync_app = deferrer(settings)

@@ -64,6 +64,11 @@ class JobRunner:
         """Stop a job after the chunks it is writing (it was aborted)."""
         self.cancelled.add(job_id)
 
+    def holds(self, job_id: str) -> bool:
+        """Whether the job is queued or running here (its spool is removed when it lets go)."""
+        with self.lock:
+            return job_id in self.running
+
     def close(self) -> None:
         """Finish no new chunk, and wait for the chunks being written (their jobs are resumed at the next start)."""
         with self.lock:
@@ -91,6 +96,9 @@ class JobRunner:
             with self.lock:
                 self.running.pop(job_id, None)
             self.cancelled.discard(job_id)
+            ended = self.jobs.get(job_id)
+            if ended is not None and ended["status"] in ("FAILED", "ABORTED"):
+                self.service.remove_spool(job_id)  # nothing of it is read again
 
     def _cleanup_output(self, job_id: str) -> None:
         from strongroom.services.batch import TableOutput
@@ -636,6 +644,8 @@ class QueuedJobs:
             open_sink(self.service, job_id, who, spec["outputSettings"], options, purpose, generation).discard()
         except StrongroomError:
             return
+        finally:
+            self.service.remove_spool(job_id)  # a task still writing sees the end after its write, and comes here
 
     def produce(self, job_id: str) -> None:
         """Read the intake into spooled chunks and queue them (a task); a stopping worker queues it again."""

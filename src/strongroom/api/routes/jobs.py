@@ -21,7 +21,7 @@ from strongroom.api.errors import JSONResponse
 from strongroom.api.openapi import answers, json_body
 from strongroom.api.paging import paged, window
 from strongroom.api.pipeline import Call, Endpoint
-from strongroom.errors import InvalidInput
+from strongroom.errors import Conflict, InvalidInput
 from strongroom.services.jobs import STATUSES
 
 _BUFFER = 1 << 20
@@ -76,25 +76,38 @@ async def abort_job(call: Call) -> Response:
     return JSONResponse(jobs.wire(row, root), status_code=202)
 
 
-async def _spool(call: Call, path: Path) -> int:
+def _over(limit: int, used: int, part: int | None) -> InvalidInput:
+    """The 422 of an upload that would take the job's intake past `limit` (`used`: bytes its other parts hold)."""
+    if not used:
+        msg = f"the upload exceeds the server's limit of {limit} bytes"
+    else:
+        what = "the upload" if part is None else f"part {part}"
+        msg = f"{what} takes the job's upload past the server's limit of {limit} bytes ({used} received before)"
+    return InvalidInput(f"csvUpload: {msg}", {"csvUpload": msg})
+
+
+async def _spool(call: Call, path: Path, part: int | None = None) -> int:
     """Stream the request body to `path` (aside, then renamed), never holding more than a buffer of it; the
-    number of newlines in it. 422 naming the limit past `job_upload_max_bytes`; 408 (the connection closed, the
-    partial file deleted) when `body_timeout` seconds pass without a byte of it: an upload may take as long as
-    it keeps coming."""
-    settings = call.pipeline.settings
+    number of newlines in it. 422 naming the limit when the job's whole upload (every part) would pass
+    `job_upload_max_bytes`; 408 (the connection closed, the partial file deleted) when `body_timeout` seconds
+    pass without a byte of it: an upload may take as long as it keeps coming. 409 if the job ended meanwhile."""
+    settings, jobs = call.pipeline.settings, call.services.jobs
     limit, idle = settings.job_upload_max_bytes, settings.body_timeout
     loop = asyncio.get_running_loop()
     aside = path.with_name(path.name + ".partial")
-    handle = await loop.run_in_executor(call.pipeline.executor, lambda: open(aside, "wb", opener=_private))  # noqa: SIM115
+    try:
+        used = await call.write(lambda: jobs.upload_used(path))
+        handle = await loop.run_in_executor(call.pipeline.executor, lambda: open(aside, "wb", opener=_private))  # noqa: SIM115
+    except FileNotFoundError:  # its spool was removed: the job ended (aborted, or its upload expired)
+        raise await _ended(call) from None
     size = lines = 0
     buffer = bytearray()
     try:
         async with asyncio.timeout(idle) as deadline:
             async for piece in call.request.stream():
                 size += len(piece)
-                if size > limit:
-                    msg = f"the upload exceeds the server's limit of {limit} bytes"
-                    raise InvalidInput(f"csvUpload: {msg}", {"csvUpload": msg})
+                if used + size > limit:
+                    raise _over(limit, used, part)
                 lines += piece.count(b"\n")
                 buffer += piece
                 if len(buffer) >= _BUFFER:
@@ -112,10 +125,28 @@ async def _spool(call: Call, path: Path) -> int:
             raise http.RequestTimeout(f"csvUpload: {msg}", {"csvUpload": msg}) from None
         raise
     await loop.run_in_executor(call.pipeline.executor, handle.close)
-    os.replace(aside, path)
+    try:
+        os.replace(aside, path)
+        used = await call.write(lambda: jobs.upload_used(path))  # again: parts sent side by side
+    except FileNotFoundError:
+        raise await _ended(call) from None
+    if used + size > limit:
+        path.unlink(missing_ok=True)
+        raise _over(limit, used, part)
     if size and not buffer.endswith(b"\n") and lines == 0:
         lines = 1
     return lines
+
+
+async def _ended(call: Call) -> Exception:
+    """What an upload into a spool that was removed answers: the job's own refusal (409: it has ended)."""
+    jobs, who, job_id = call.services.jobs, call.principal, call.path("jobId")
+    try:
+        await call.read(lambda: jobs.upload_target(who, job_id, None))
+    except Exception as exc:  # the refusal to answer with
+        return exc
+    msg = "the job's upload was removed meanwhile; send it again"
+    return Conflict(f"csvUpload: {msg}", {"csvUpload": msg})
 
 
 def _private(path: str, flags: int) -> int:
@@ -136,7 +167,7 @@ async def upload_part(call: Call) -> Response:
     job_id, jobs, who = call.path("jobId"), call.services.jobs, call.principal
     number = http.int_param({"part": call.path("part")}, "part", 0)
     target = await call.write(lambda: jobs.upload_target(who, job_id, number))
-    lines = await _spool(call, target)
+    lines = await _spool(call, target, number)
     target.with_name(target.name + ".lines").write_text(str(lines))
     size = target.stat().st_size
     await call.write(lambda: jobs.uploaded(who, job_id, size, number))

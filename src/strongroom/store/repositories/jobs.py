@@ -166,6 +166,24 @@ class JobRepository:
 
         return self.db.transact(change)
 
+    def waiting_uploads(self, created_before: datetime) -> list[str]:
+        """Ids of the jobs created before `created_before` that still wait for their upload."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(BatchJob.id).where(
+                    BatchJob.status == "INITIALIZING",
+                    BatchJob.intake_ready.is_(False),
+                    BatchJob.created_at < created_before,
+                )
+            )
+            return [r[0] for r in rows]
+
+    def expire_upload(self, job_id: str, values: Mapping[str, Any]) -> bool:
+        """Set `values` (FAILED) if the job still waits for its upload (not while its upload is being completed:
+        one of the two wins); True if it did."""
+        waiting = (BatchJob.id == job_id, BatchJob.status == "INITIALIZING", BatchJob.intake_ready.is_(False))
+        return bool(self.db.transact(lambda tx: tx.run(update(BatchJob).where(*waiting).values(**values), {})))
+
     def set(self, job_id: str, values: Mapping[str, Any]) -> None:
         """Set columns of a job whatever its status (counters, expected rows)."""
         self.db.transact(lambda tx: tx.run(update(BatchJob).where(BatchJob.id == job_id).values(**values), {}))
