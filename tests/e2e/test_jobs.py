@@ -268,6 +268,31 @@ def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, 
     _until(lambda: not busy_backends(peer), 30, "every backend idle")
 
 
+def test_sigterm_stops_a_server_whose_jobs_are_reading(tmp_path: Path, peers: dict[str, PeerDatabase]) -> None:
+    """SIGTERM stops a server whose runner's threads wait on PostgreSQL intakes (pg_sleep): their statements are
+    cancelled, the server exits, no backend is left busy, and the jobs stay RUNNING (resumed at the next start)
+    rather than FAILED. Before, the server waited for the statements, and then hung closing their connections."""
+    peer = peers["postgres"]
+    server = Server(data_dir=tmp_path / "srv")
+    server.start()
+    try:
+        with client(server, server.new_user("term")) as api:
+            jobs = _sleepers(api, peer)
+        server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert server.proc.wait(timeout=45) in (0, -signal.SIGTERM)  # type: ignore[union-attr] # uvicorn re-raises it
+        _until(lambda: not busy_backends(peer), 30, "every backend idle")
+        from strongroom.bootstrap import Services
+        from strongroom.config import Settings
+
+        services = Services.open(Settings(data_dir=server.data_dir))
+        try:
+            assert [services.jobs.jobs.get(j)["status"] for j in jobs] == ["RUNNING", "RUNNING"]  # type: ignore[index]
+        finally:
+            services.close()
+    finally:
+        server.stop(signal.SIGKILL)
+
+
 @pytest.mark.parametrize("how", ["disabled", "revoked"])
 def test_a_queued_job_does_not_run_for_an_owner_who_may_no_longer_act(
     srv: Server, api: httpx.Client, peers: dict[str, PeerDatabase], how: str
