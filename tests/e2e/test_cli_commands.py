@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import Server, cli_in_process
+from tests.support import Server, cli_in_process, default_signals
 
 HEAVY = ("sqlalchemy", "starlette", "cryptography", "alembic", "pydantic_settings", "httpx", "uvicorn", "rich")
 
@@ -326,7 +326,8 @@ def _converse(argv: list[str], env: dict[str, str], replies: list[tuple[str, str
     import select
 
     pid, fd = pty.fork()
-    if pid == 0:  # the child: exec at once, nothing else
+    if pid == 0:  # the child: Ctrl-C handled as usual even when this run ignores SIGINT (nohup), then exec
+        default_signals()
         os.execve(argv[0], argv, env)  # noqa: S606 - a fixed interpreter and arguments, no shell
     seen = b""
     position = 0
