@@ -599,8 +599,8 @@ def restore(
 
     A self-contained (passphrase) archive needs no master key of the source: a target without keys gets a
     fresh master key, and every data key is re-wrapped under the target's active version. A refused or
-    interrupted restore removes what it created (directories, the SQLite file, the key file), so the target
-    is left as it was found.
+    interrupted restore removes what it created (directories, the SQLite file, the key file, and the tables of a
+    PostgreSQL database that was empty), so the target is left as it was found.
     """
     try:
         return _restore(settings, path, passphrase, reporter or _Silent())
@@ -618,7 +618,9 @@ def _restore(settings: Settings, path: Path, passphrase: str | None, reporter: R
     size = path.stat().st_size
     with _Created(settings) as created:
         db = Database.from_settings(settings)
+        blank = None  # PostgreSQL: what an empty database held before the migration (None: not ours to clean)
         try:
+            blank = db.blank_schema()
             db.migrate()
             with _open(path) as fh:
                 header = read_header(fh)
@@ -663,6 +665,9 @@ def _restore(settings: Settings, path: Path, passphrase: str | None, reporter: R
                 raise ArchiveError(full_disk(f"the database {db.where}")) from None
             raise
         finally:
+            if blank is not None and not created.kept:
+                with suppress(StrongroomError, DBAPIError):  # the refusal is the error to report, not a failed drop
+                    db.drop_created(blank)
             db.dispose()
     return Summary(header.rows, size, str(header.doc.get("createdAt", "")))
 
@@ -693,6 +698,11 @@ class _Created:
     def keep(self) -> None:
         """The restore committed: nothing is removed."""
         self._keep = True
+
+    @property
+    def kept(self) -> bool:
+        """Whether the restore committed."""
+        return self._keep
 
     def __enter__(self) -> _Created:
         return self

@@ -23,7 +23,7 @@ from strongroom.backup import MAGIC, ArchiveError, backup, header_of, restore, v
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.store.models import Credential
-from tests.support import make_credential, secrets_of
+from tests.support import backend_database, make_credential, secrets_of
 
 PASSPHRASE = "correct horse battery staple"
 BODIES: list[dict[str, Any]] = [
@@ -241,6 +241,61 @@ def test_a_refused_restore_leaves_the_target_as_it_found_it(source: Source, tmp_
     with pytest.raises(ArchiveError, match="the target store is not empty"):
         restore(Settings(data_dir=new), source.passphrase_archive, passphrase=PASSPHRASE)
     assert {name: (new / name).read_bytes() for name in before} == before
+
+
+def _pg_objects(url: str) -> list[tuple[str, str]]:
+    """Every relation (table, sequence, view…) and user-defined type in the public schema of the database at `url`."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        rows = conn.execute(
+            "SELECT c.relkind::text, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' UNION ALL SELECT 'type', t.typname FROM pg_type t JOIN pg_namespace n"
+            " ON n.oid = t.typnamespace WHERE n.nspname = 'public' AND t.typtype <> 'b' AND t.typrelid = 0"
+        ).fetchall()
+    return sorted((str(kind), str(name)) for kind, name in rows)
+
+
+@pytest.mark.postgres
+def test_a_refused_restore_into_an_empty_postgres_database_leaves_it_empty(source: Source, tmp_path: Path) -> None:
+    """A wrong passphrase, a damaged archive or refused parameters drop the tables, sequences and Alembic's table
+    the restore's migration made in an empty PostgreSQL database; a database that held anything keeps all of it."""
+    good = source.passphrase_archive.read_bytes()
+    at = _chunk_starts(good)[2] + 40
+    damaged = tmp_path / "damaged.srb"
+    damaged.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :])
+    hostile = tmp_path / "hostile.srb"
+    hostile.write_bytes(_with_header(good, b'"n":131072,"r":8,', b'"n":1048576,"r":8,'))
+    refusals = (
+        (source.passphrase_archive, "not the passphrase", "wrong passphrase"),
+        (damaged, PASSPHRASE, "chunk 2 fails authentication"),
+        (hostile, PASSPHRASE, "unknown key-derivation costs"),
+    )
+    with backend_database("postgres") as url:
+        assert url is not None
+        settings = Settings(data_dir=tmp_path / "target", database_url=url)
+        for archive, passphrase, message in refusals:
+            with pytest.raises(ArchiveError, match=message):
+                restore(settings, archive, passphrase=passphrase)
+            assert _pg_objects(url) == []
+        # then the right passphrase restores, and the restored store is refused again and left whole
+        restore(settings, source.passphrase_archive, passphrase=PASSPHRASE)
+        restored = _pg_objects(url)
+        assert ("r", "alembic_version") in restored and ("r", "credentials") in restored
+        with pytest.raises(ArchiveError, match="the target store is not empty"):
+            restore(settings, source.passphrase_archive, passphrase=PASSPHRASE)
+        assert _pg_objects(url) == restored
+    with backend_database("postgres") as url:  # a database with a table of its own before: never dropped
+        assert url is not None
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            conn.execute("CREATE TABLE theirs (id serial PRIMARY KEY)")
+        settings = Settings(data_dir=tmp_path / "shared", database_url=url)
+        with pytest.raises(ArchiveError, match="wrong passphrase"):
+            restore(settings, source.passphrase_archive, passphrase="not the passphrase")
+        after = _pg_objects(url)
+        assert ("r", "theirs") in after and ("S", "theirs_id_seq") in after
 
 
 @contextmanager

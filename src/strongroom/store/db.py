@@ -50,6 +50,19 @@ _Job = tuple[Callable[["Tx"], Any] | None, Waiter | None]  # a write and who wai
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14, 15})
 _SQLITE_FULL = 13
 _PG_DISK_FULL = "53100"
+# What a schema holds, as (kind, name): relations by pg_class.relkind, user-defined types as "t" (composite
+# types of relations and array types are their relation's or element's, not listed).
+_PG_OBJECTS = """
+SELECT c.relkind::text, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')
+UNION ALL
+SELECT 't', t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname = current_schema() AND t.typtype IN ('e', 'd', 'r', 'm')
+"""
+_PG_RELATIONS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE"}
+_PG_KINDS = {**_PG_RELATIONS, "S": "SEQUENCE", "c": "TYPE", "t": "TYPE"}
+# Dependents before what they depend on: views on tables, tables on (and owning) sequences and on types.
+_PG_DROP_ORDER = ("MATERIALIZED VIEW", "VIEW", "FOREIGN TABLE", "TABLE", "SEQUENCE", "TYPE")
 log = logging.getLogger("strongroom.store")
 
 
@@ -367,6 +380,27 @@ class Database:
         except DBAPIError:  # no such table yet (a new store), or the database cannot answer: let Alembic say
             return False
         return current == [head]
+
+    def blank_schema(self) -> frozenset[tuple[str, str]] | None:
+        """PostgreSQL: when the connection's schema holds no table or view, the (kind, name) of what it does hold
+        (sequences, types), for `drop_created`; None when it holds one (a store or anything else) or on SQLite."""
+        if self.is_sqlite:
+            return None
+        with self._outage_is_unavailable(), self.engine.connect() as conn:
+            held = frozenset((str(kind), str(name)) for kind, name in conn.execute(text(_PG_OBJECTS)))
+        return None if any(kind in _PG_RELATIONS for kind, _ in held) else held
+
+    def drop_created(self, before: frozenset[tuple[str, str]]) -> None:
+        """Drop from a schema `blank_schema` found blank (`before`) every table, view, sequence and type it did not
+        hold then, in one transaction: a refused restore leaves the database as empty as it found it."""
+        quote = self.engine.dialect.identifier_preparer.quote
+        with self._outage_is_unavailable(), self.engine.begin() as conn:
+            schema = quote(str(conn.scalar(text("SELECT current_schema()"))))
+            made = sorted({(str(k), str(n)) for k, n in conn.execute(text(_PG_OBJECTS))} - before)
+            for kind in _PG_DROP_ORDER:
+                names = [f"{schema}.{quote(name)}" for k, name in made if _PG_KINDS.get(k, k) == kind]
+                if names:  # one statement per kind, so foreign keys among them need no order
+                    conn.execute(text(f"DROP {kind} IF EXISTS {', '.join(names)} CASCADE"))
 
     def _reason(self, exc: BaseException) -> str:
         """The driver's first line of explanation (libpq names host and port), with any password masked."""
