@@ -269,6 +269,38 @@ def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, 
     _until(lambda: not busy_backends(peer), 30, "every backend idle")
 
 
+def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
+    """Aborting a job whose jdbc output waits on a lock another session holds on the output table cancels the
+    write: while the lock is still held, the job ends ABORTED, its staging table is dropped and no backend of its
+    connections is left running a statement or holding a transaction; the table never gets its rows. Before, the
+    write waited for the lock (up to the hour's statement timeout) and only then noticed the abort."""
+    peer = peers["postgres"]
+    table = unique("locked").replace("-", "_")
+    _execute(peer, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} (id integer, item text, price float)")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    output = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": table, "statementType": "insert"}
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn) as locker:
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        holder = locker.info.backend_pid
+        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
+        source = "id,item,price\n" + "".join(f"{i},item {i},{i}.5\n" for i in range(ROWS))
+        assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
+        waiting = f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{table}%'"
+        _until(lambda: _execute(peer, waiting), 30, "the output's write waiting on the lock")
+        assert api.delete(f"batchPredictions/{job['id']}/").json()["status"] == "ABORTED"
+        others = (
+            "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
+            f"pg_backend_pid() AND pid <> {holder} AND state IN ('active', 'idle in transaction')"
+        )
+        stage = f"SELECT to_regclass('sr_stage_{job['id']}') IS NULL"
+        _until(lambda: not _execute(peer, others) and _execute(peer, stage) == [(True,)], 30, "the write ended")
+        assert _wait(api, job["id"])["status"] == "ABORTED"
+        assert locker.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted").fetchone()
+        locker.rollback()  # the lock is released only now
+    assert _execute(peer, f"SELECT count(*) FROM {table}") == [(0,)]
+
+
 def test_sigterm_stops_a_server_whose_jobs_are_reading(tmp_path: Path, peers: dict[str, PeerDatabase]) -> None:
     """SIGTERM stops a server whose runner's threads wait on PostgreSQL intakes (pg_sleep): their statements are
     cancelled, the server exits, no backend is left busy, and the jobs stay RUNNING (resumed at the next start)

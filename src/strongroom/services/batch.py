@@ -34,6 +34,7 @@ import functools
 import importlib
 import io
 import json
+import logging
 import os
 import queue
 import re
@@ -65,6 +66,7 @@ Scorer = Callable[["pa.RecordBatch | CsvSlice"], "pa.RecordBatch | CsvSlice"]
 STAGE_CHUNK = "_sr_chunk"
 STAGE_ROW = "_sr_row"
 _ENTRY_POINT = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_log = logging.getLogger("strongroom.jobs")
 
 
 class JobFailed(StrongroomError):
@@ -805,6 +807,56 @@ class ReadStop:
 
 
 STOP_POLL_MS = 200  # how long a COPY reader waits on the server before it looks at its ReadStop again
+WATCH_SECONDS = 0.25  # how often a jdbc read or write in progress looks whether its job stopped
+
+
+class StatementWatch:
+    """A jdbc statement in progress on the driver connection `raw`: while open, a thread looks every
+    `WATCH_SECONDS` whether `stopped()` and then calls `on_stop` and cancels the statement (again until closed:
+    a cancel sent before the statement started is lost). `fired`: it did."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        login: tuple[Target, str, str],
+        raw: Any,
+        stopped: Callable[[], bool] | None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.connector, self.login, self.raw, self.on_stop = connector, login, raw, on_stop
+        self.done = threading.Event()
+        self.fired = False
+        self.thread: threading.Thread | None = None
+        if stopped is not None:
+            self.thread = threading.Thread(target=self._watch, args=(stopped,), name="strongroom-watch", daemon=True)
+            self.thread.start()
+
+    def _watch(self, stopped: Callable[[], bool]) -> None:
+        while not self.done.wait(WATCH_SECONDS):
+            if _stopped_now(stopped):
+                self.fired = True
+                if self.on_stop is not None:
+                    self.on_stop()
+                self.cancel()
+
+    def cancel(self) -> None:
+        """Ask the store to end the statement now (PostgreSQL's cancel request, MySQL's KILL QUERY)."""
+        self.connector.cancel(*self.login, self.raw)
+
+    def close(self) -> None:
+        """Stop watching (the statement ended, or the caller cancels it itself from here)."""
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _stopped_now(stopped: Callable[[], bool]) -> bool:
+    """`stopped()`, False when it cannot tell (its job could not be looked up: the store is away); asked again."""
+    try:
+        return stopped()
+    except Exception as exc:  # any failure of the look-up: the statement goes on
+        _log.info("job state not read (%s)", type(exc).__name__)
+        return False
 
 
 class _CopyRows:
@@ -1109,8 +1161,10 @@ class TableOutput:
         statement_timeout: float,
         generation: int = 0,
         pooled: bool = False,
+        stopped: Callable[[], bool] | None = None,
     ) -> None:
         self.connector, self.where, self.user, self.password = connector, where, user, password
+        self.stopped = stopped  # the job was aborted (or its runner stops): a write in progress is cancelled
         # `pooled`: kept from chunk to chunk (a worker's), so its connections stay open for the next chunk
         self.engine = connector.pool(where, user, password, statement_timeout=statement_timeout) if pooled else None
         self.settings = settings
@@ -1134,6 +1188,21 @@ class TableOutput:
         """Close the connections it keeps (a pooled output)."""
         if self.engine is not None:
             self.engine.dispose()
+
+    @contextmanager
+    def _watched(self, conn: Connection) -> Iterator[None]:
+        """Cancel the statement `conn` runs once `stopped()` (a COPY or INSERT waiting on a lock, or long): its
+        transaction rolls back, and the write ends as a JobFailed saying it was stopped."""
+        raw = conn.connection.driver_connection
+        watch = StatementWatch(self.connector, (self.where, self.user, self.password), raw, self.stopped)
+        try:
+            yield
+        except (sa.exc.DBAPIError, StrongroomError):
+            if watch.fired:
+                raise JobFailed("jdbc output: the write was stopped") from None
+            raise
+        finally:
+            watch.close()
 
     def _prepare(self, conn: Connection, batch: pa.RecordBatch) -> sa.Table:
         """The staging table (created on the first chunk, reused by a resumed job) with the target's column
@@ -1190,7 +1259,7 @@ class TableOutput:
         PostgreSQL: `COPY … FROM STDIN` of the chunk as CSV (a `copy` slice's bytes as they came, unless COPY
         would read them otherwise than `parse`); MySQL/MariaDB: a multi-row INSERT. A first attempt has nothing to
         replace: an attempt that died before its commit left nothing."""
-        with self.connect() as conn:
+        with self.connect() as conn, self._watched(conn):
             stage = self._prepare(conn, batch)
             postgres = conn.dialect.name == "postgresql"
             if isinstance(batch, CsvSlice) and not (postgres and batch.copy and batch.copies_as_is()):
@@ -1275,7 +1344,7 @@ class TableOutput:
         names = [c.name for c in stage.columns if c.name not in (STAGE_CHUNK, STAGE_ROW)]
         kind = self.settings["statementType"]
         try:
-            with self.connect() as conn:
+            with self.connect() as conn, self._watched(conn):
                 if self.target_columns is None and conn.dialect.name == "postgresql":
                     preparer = conn.dialect.identifier_preparer
                     staged = preparer.format_table(stage)

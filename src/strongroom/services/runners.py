@@ -140,13 +140,15 @@ class JobRunner:
             shutil.rmtree(folder, ignore_errors=True)
         keep = intake["type"] == "localFile"  # a resumed localFile job keeps its finished chunks' output
         # pooled: a jdbc output's connections stay open from chunk to chunk (closed when the job ends)
-        sink = open_sink(self.service, job_id, who, output, options, purpose, keep_chunks=keep, pooled=True)
+        stopped = lambda: self._stopped(job_id)  # noqa: E731
+        sink = open_sink(
+            self.service, job_id, who, output, options, purpose, keep_chunks=keep, pooled=True, stopped=stopped
+        )
         try:
             if resumed and intake["type"] != "localFile" and output["type"] == "jdbc":
                 sink.discard()  # what the stopped run staged: every chunk is written again
             self._outputs[job_id] = sink
             copy = copies_slices(deployment, columns, intake, sink, options)
-            stopped = lambda: self._stopped(job_id)  # noqa: E731
             with open_intake(
                 self.service, who, job_id, intake, size, options, purpose, raw, copy=copy, stopped=stopped
             ) as chunks:
@@ -298,57 +300,31 @@ def open_intake(
     return opened()
 
 
-WATCH_SECONDS = 0.25  # how often a jdbc intake's read looks whether its job stopped
-
-
 class _Reading:
-    """A jdbc intake's read in progress. While it runs, a thread looks every `WATCH_SECONDS` whether `stopped()`
-    and then cancels its statement (again until the read ends: a cancel sent before the statement started is
-    lost). `end` cancels a read the job left before its end, waits for a reader still inside the driver, and
-    closes the chunks' generator (which ends the COPY): the connection then closes without waiting on a lock an
-    abandoned reader holds, and the store's backend ends its statement and transaction."""
+    """A jdbc intake's read in progress. While it runs, a `StatementWatch` cancels its statement once `stopped()`.
+    `end` cancels a read the job left before its end, waits for a reader still inside the driver, and closes the
+    chunks' generator (which ends the COPY): the connection then closes without waiting on a lock an abandoned
+    reader holds, and the store's backend ends its statement and transaction."""
 
     def __init__(
         self, service: JobService, login: tuple[Any, str, str], conn: Any, stopped: Callable[[], bool] | None
     ) -> None:
-        from strongroom.services.batch import ReadStop
+        from strongroom.services.batch import ReadStop, StatementWatch
 
-        self.connector, self.login = service.connector, login
-        self.raw = conn.connection.driver_connection
         self.stop = ReadStop()
-        self.done = threading.Event()
-        self.thread: threading.Thread | None = None
-        if stopped is not None:
-            self.thread = threading.Thread(target=self._watch, args=(stopped,), name="strongroom-read", daemon=True)
-            self.thread.start()
-
-    def _watch(self, stopped: Callable[[], bool]) -> None:
-        while not self.done.wait(WATCH_SECONDS):
-            if _stopped_now(stopped):
-                self.stop.set()
-                self.connector.cancel(*self.login, self.raw)
+        raw = conn.connection.driver_connection
+        self.watch = StatementWatch(service.connector, login, raw, stopped, self.stop.set)
 
     def end(self, chunks: Iterator[Any]) -> None:
         """The job left the read: cancel what still runs, wait for readers, close the generator."""
         import inspect
 
-        self.done.set()
-        if self.thread is not None:
-            self.thread.join()
+        self.watch.close()
         if inspect.getgeneratorstate(chunks) != inspect.GEN_CLOSED:  # left before its end
             self.stop.set()
-            self.connector.cancel(*self.login, self.raw)
+            self.watch.cancel()
         self.stop.settle()
         chunks.close()  # type: ignore[attr-defined]
-
-
-def _stopped_now(stopped: Callable[[], bool]) -> bool:
-    """`stopped()`, False when it cannot tell (its job could not be looked up: the store is away); asked again."""
-    try:
-        return stopped()
-    except Exception as exc:  # any failure of the look-up: the read goes on
-        _log.info("job state not read (%s)", type(exc).__name__)
-        return False
 
 
 class _CountAside:
@@ -442,11 +418,13 @@ def open_sink(
     generation: int = 0,
     keep_chunks: bool = True,
     pooled: bool = False,
+    stopped: Callable[[], bool] | None = None,
 ) -> Any:
     """The job's output adapter, its credential opened (audited): a credential that no longer works fails the
     job before any row is read. `generation`: the run of a queued job whose staging table a jdbc output uses.
     `keep_chunks=False`: an s3 output does not spool the chunks written through it (a run that starts over
-    from its intake never reads them again). `pooled`: a jdbc output keeps its connections open (`close` it)."""
+    from its intake never reads them again). `pooled`: a jdbc output keeps its connections open (`close` it).
+    `stopped`: a jdbc output's write in progress is cancelled once it is true (the job was aborted)."""
     from strongroom.services import batch
 
     folder = service.root / job_id / "out"
@@ -463,7 +441,9 @@ def open_sink(
         except StrongroomError as exc:
             raise batch.JobFailed(_prefixed(exc, "jdbc output")) from None
         timeout = service.settings.job_statement_timeout
-        return batch.TableOutput(service.connector, where, user, password, output, job_id, timeout, generation, pooled)
+        return batch.TableOutput(
+            service.connector, where, user, password, output, job_id, timeout, generation, pooled, stopped
+        )
     if output["type"] == "s3":
         location = s3_location(output, "outputSettings")
         keys = service.s3_keys(who, output, {**purpose, "side": "output"})
@@ -606,7 +586,10 @@ class QueuedJobs:
                 if kept is not None:
                     self._outputs[key] = (kept[0], time.monotonic())
                     return kept[0]
-            sink = open_sink(self.service, job_id, who, output, options, purpose, generation, pooled=True)
+            stopped = self._ends(job_id, generation)
+            sink = open_sink(
+                self.service, job_id, who, output, options, purpose, generation, pooled=True, stopped=stopped
+            )
             with self._outputs_lock:
                 self._outputs[key] = (sink, time.monotonic())
             return sink
@@ -685,7 +668,7 @@ class QueuedJobs:
         # Parsing an s3 intake is left to the chunk tasks, on every worker: the one producer only cuts rows.
         copy = copies_slices(deployment, columns, intake, sink, options)
         # a read waiting on its store ends (its statement cancelled) when the job ends or the worker stops
-        stopped = lambda: self.stopping.is_set() or not self._runs(job_id, generation)  # noqa: E731
+        stopped = self._ends(job_id, generation)
         try:
             with open_intake(
                 self.service, who, job_id, intake, size, options, purpose, raw, True, copy, stopped
@@ -729,6 +712,11 @@ class QueuedJobs:
         if row is not None and row["status"] in ("ABORTED", "FAILED"):
             self._discard(job_id)
         return False
+
+    def _ends(self, job_id: str, generation: int) -> Callable[[], bool]:
+        """Whether a statement of the job's run should end now: the job ended (or started again), or the worker
+        is stopping."""
+        return lambda: self.stopping.is_set() or not self._runs(job_id, generation)
 
     def _runs(self, job_id: str, generation: int) -> bool:
         """Whether the job still runs this generation (nothing discarded)."""
@@ -799,7 +787,9 @@ class QueuedJobs:
         spec, who, options, purpose = self._context(row)
         output = spec["outputSettings"]
         self._forget_outputs(job_id)
-        sink = open_sink(self.service, job_id, who, output, options, purpose, int(row["generation"]))
+        generation = int(row["generation"])
+        stopped = self._ends(job_id, generation)
+        sink = open_sink(self.service, job_id, who, output, options, purpose, generation, stopped=stopped)
         try:
             sink.finish(total)
         except batch.JobFailed:
