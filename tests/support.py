@@ -363,6 +363,30 @@ def memory_services(directory: Path) -> Iterator[Services]:
         database.dispose()
 
 
+def named_user(server: Server, prefix: str) -> tuple[str, str]:
+    """(username, all-scope token) of a new user named after `prefix`, made in the server's own store."""
+    services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
+    try:
+        username = unique(prefix)
+        services.accounts.create_user(username)
+        return username, services.accounts.create_token(username)[1]
+    finally:
+        services.close()
+
+
+def wait_for_job(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The batch job once it has ended (the 409 body's job for a FAILED one); fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = api.get(f"batchPredictions/{job_id}/")
+        job = resp.json()["job"] if resp.status_code == 409 else resp.json()
+        if job["status"] in ("COMPLETED", "FAILED", "ABORTED"):
+            return dict(job)
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end in {timeout} s: {job}")
+
+
 def new_principal(services: Services, prefix: str = "user") -> Principal:
     """A fresh user, authenticated through a new token of all scopes."""
     username = unique(prefix)

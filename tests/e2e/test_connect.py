@@ -15,10 +15,18 @@ import pytest
 import sqlalchemy as sa
 
 from strongroom import connect
-from strongroom.bootstrap import Services
 from strongroom.client import Client, ClientError, StrongroomSDKError
-from strongroom.config import Settings
-from tests.support import PeerDatabase, S3Peer, Server, client, mariadb_user, s3_server, scram_postgres, unique
+from tests.support import (
+    PeerDatabase,
+    S3Peer,
+    Server,
+    client,
+    mariadb_user,
+    named_user,
+    s3_server,
+    scram_postgres,
+    unique,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +49,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def _user(server: Server, prefix: str) -> tuple[str, str]:
-    services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
-    try:
-        username = unique(prefix)
-        services.accounts.create_user(username)
-        return username, services.accounts.create_token(username)[1]
-    finally:
-        services.close()
-
-
 @pytest.fixture(scope="module")
 def owner_token(srv: Server) -> str:
-    return _user(srv, "owner")[1]
+    return named_user(srv, "owner")[1]
 
 
 @pytest.fixture
@@ -139,7 +137,7 @@ def test_a_consumer_gets_a_clear_403(
         owner,
         {"credentialType": "s3", "awsAccessKeyId": s3.access_key_id, "awsSecretAccessKey": s3.secret_access_key},
     )
-    username, token = _user(srv, "consumer")
+    username, token = named_user(srv, "consumer")
     share = {"operation": "updateRoles", "roles": [{"username": username, "role": "CONSUMER"}]}
     for path in (f"credentials/{cid}/", f"credentials/{s3_cid}/", f"externalDataStores/{store}/"):
         assert owner.patch(f"{path}sharedRoles/", json=share).status_code == 204

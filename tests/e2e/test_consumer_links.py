@@ -5,7 +5,6 @@ jobs at creation and at run time), through a real server against a scram-sha-256
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +20,10 @@ from tests.support import (
     assert_error,
     client,
     closing_listener,
+    named_user,
     scram_postgres,
     unique,
+    wait_for_job,
 )
 
 PASSTHROUGH = "5e0000000000000000000001"
@@ -50,16 +51,6 @@ def listener() -> Iterator[Listener]:
         yield found
 
 
-def _user(server: Server, prefix: str) -> tuple[str, str]:
-    services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
-    try:
-        username = unique(prefix)
-        services.accounts.create_user(username)
-        return username, services.accounts.create_token(username)[1]
-    finally:
-        services.close()
-
-
 def _store(api: httpx.Client, jdbc_url: str) -> str:
     drivers = api.get("externalDataDrivers/").json()["data"]
     driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
@@ -75,17 +66,6 @@ def _share(api: httpx.Client, path: str, username: str, role: str) -> None:
     assert resp.status_code == 204, resp.text
 
 
-def _wait(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        resp = api.get(f"batchPredictions/{job_id}/")
-        job = resp.json()["job"] if resp.status_code == 409 else resp.json()
-        if job["status"] in ("COMPLETED", "FAILED", "ABORTED"):
-            return dict(job)
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end in {timeout} s")
-
-
 def _audit(server: Server, credential_id: str) -> list[dict[str, Any]]:
     services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
     try:
@@ -98,8 +78,8 @@ def _audit(server: Server, credential_id: str) -> list[dict[str, Any]]:
 def shared(srv: Server, peer: PeerDatabase) -> Iterator[tuple[httpx.Client, httpx.Client, str, str]]:
     """(owner, consumer, consumer's username, credential id): the owner's basic credential for the peer, shared
     with the consumer as CONSUMER."""
-    _, owner_token = _user(srv, "owner")
-    username, token = _user(srv, "consumer")
+    _, owner_token = named_user(srv, "owner")
+    username, token = named_user(srv, "consumer")
     with client(srv, owner_token) as owner, client(srv, token) as consumer:
         resp = owner.post("credentials/", json={"name": unique("db"), "user": peer.user, "password": peer.password})
         cid = str(resp.json()["credentialId"])
@@ -165,7 +145,7 @@ def test_an_owner_link_lets_a_consumer_use_it_until_the_store_is_repointed(
     intake = {"type": "jdbc", "dataStoreId": store, "table": "orders", "credentialId": cid}
     created = consumer.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
     assert created.status_code == 202, created.text
-    assert _wait(consumer, created.json()["id"])["status"] == "COMPLETED"
+    assert wait_for_job(consumer, created.json()["id"])["status"] == "COMPLETED"
     drivers = consumer.get("externalDataDrivers/").json()["data"]
     driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
     repoint = {"params": {"driverId": driver, "jdbcUrl": f"jdbc:postgresql://127.0.0.1:{listener.port}/x"}}
@@ -180,7 +160,7 @@ def test_owners_and_editors_use_it_with_any_store(
 ) -> None:
     """An EDITOR of the credential (who may reveal it anyway) tests it with a store of their own no one linked."""
     owner, _, _, cid = shared
-    username, token = _user(srv, "editor")
+    username, token = named_user(srv, "editor")
     _share(owner, f"credentials/{cid}", username, "EDITOR")
     with client(srv, token) as editor:
         store = _store(editor, peer.jdbc_url)
@@ -204,7 +184,7 @@ def test_a_job_whose_user_became_a_consumer_fails_before_connecting(
     job = created.json()
     _share(owner, f"credentials/{cid}", username, "CONSUMER")
     assert consumer.put(job["links"]["csvUpload"], content=b"a,b\n1,2\n").status_code == 202
-    failed = _wait(consumer, job["id"])
+    failed = wait_for_job(consumer, job["id"])
     assert failed["status"] == "FAILED" and failed["statusDetails"].startswith("jdbc output: "), failed
     assert NOT_LINKED in failed["statusDetails"], failed
     assert listener.accepted == []

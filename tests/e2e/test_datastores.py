@@ -23,6 +23,7 @@ from tests.support import (
     assert_error,
     client,
     mariadb_user,
+    named_user,
     scram_postgres,
     unique,
 )
@@ -50,20 +51,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
-def _user(server: Server, prefix: str) -> tuple[str, str]:
-    """(username, all-scope token) of a new user."""
-    services = Services.open(Settings(data_dir=server.data_dir, database_url=server.database_url))
-    try:
-        username = unique(prefix)
-        services.accounts.create_user(username)
-        return username, services.accounts.create_token(username)[1]
-    finally:
-        services.close()
-
-
 @pytest.fixture
 def owner(srv: Server) -> Iterator[httpx.Client]:
-    with client(srv, _user(srv, "owner")[1]) as c:
+    with client(srv, named_user(srv, "owner")[1]) as c:
         yield c
 
 
@@ -97,7 +87,7 @@ def test_the_datarobot_client_tests_and_browses_a_store(
     """The issue's "Done when" with the real client: drivers, create, test by id / by user+password / setting
     the default, schemas and tables; a wrong password fails saying authentication failed, and never echoes it."""
     peer = peers[which]
-    _, token = _user(srv, "dr")
+    _, token = named_user(srv, "dr")
     dr.Client(endpoint=srv.api, token=token)
     drivers = dr.DataDriver.list()
     wanted = "postgres" if which == "postgres" else "mysql"
@@ -261,7 +251,7 @@ def test_crud_and_patch_echo(owner: httpx.Client, other: httpx.Client, peers: di
 
 @pytest.fixture
 def other(srv: Server) -> Iterator[httpx.Client]:
-    with client(srv, _user(srv, "other")[1]) as c:
+    with client(srv, named_user(srv, "other")[1]) as c:
         yield c
 
 
@@ -269,7 +259,7 @@ def test_a_consumer_uses_but_never_reveals(srv: Server, owner: httpx.Client, pee
     """Shared as CONSUMER (credential and store) and linked to the store by the owner: test and browse work;
     reveal is 403; the owner's reveal returns the secret with Cache-Control: no-store, and both are audited."""
     peer = peers["postgres"]
-    username, token = _user(srv, "consumer")
+    username, token = named_user(srv, "consumer")
     store = _store(owner, peer)
     cid = _basic(owner, peer.user, peer.password)
     share = {"operation": "updateRoles", "roles": [{"username": username, "role": "CONSUMER"}]}

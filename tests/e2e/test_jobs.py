@@ -32,6 +32,7 @@ from tests.support import (
     s3_server,
     scram_postgres,
     unique,
+    wait_for_job,
 )
 
 PASSTHROUGH = "5e0000000000000000000001"
@@ -139,18 +140,6 @@ def _items(peer: PeerDatabase, table: str, rows: int = ROWS) -> None:
     )
 
 
-def _wait(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    """The job once it has ended (the 409 body's job for a FAILED one)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        resp = api.get(f"batchPredictions/{job_id}/")
-        job = resp.json()["job"] if resp.status_code == 409 else resp.json()
-        if job["status"] in ("COMPLETED", "FAILED", "ABORTED"):
-            return dict(job)
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end in {timeout} s: {job}")
-
-
 def test_local_file_passthrough_equals_input(token: str, tmp_path: Path) -> None:
     """localFile in -> passthrough -> localFile out, in several chunks two at a time: the output is the input."""
     out = tmp_path / "out.csv"
@@ -202,7 +191,7 @@ def test_a_multipart_upload_is_one_intake(api: httpx.Client) -> None:
         assert resp.status_code == 202, resp.text
     assert api.get(f"batchPredictions/{job['id']}/").json()["status"] == "INITIALIZING"
     assert api.post(f"{upload}finalizeMultipart/").status_code == 202
-    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    assert wait_for_job(api, job["id"])["status"] == "COMPLETED"
     assert _rows(api.get(f"batchPredictions/{job['id']}/download/").text) == _rows(_csv(12))
 
 
@@ -263,9 +252,9 @@ def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, 
     store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
     table = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": "after_abort"}
     after = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": table}).json()["id"]
-    ended = _wait(api, after, timeout=45)  # a fraction of the aborted statements' 60 s
+    ended = wait_for_job(api, after, timeout=45)  # a fraction of the aborted statements' 60 s
     assert ended["status"] == "COMPLETED", ended["statusDetails"]
-    assert [_wait(api, j)["status"] for j in jobs] == ["ABORTED", "ABORTED"]
+    assert [wait_for_job(api, j)["status"] for j in jobs] == ["ABORTED", "ABORTED"]
     _until(lambda: not busy_backends(peer), 30, "every backend idle")
 
 
@@ -295,7 +284,7 @@ def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, Peer
         )
         stage = f"SELECT to_regclass('sr_stage_{job['id']}') IS NULL"
         _until(lambda: not _execute(peer, others) and _execute(peer, stage) == [(True,)], 30, "the write ended")
-        assert _wait(api, job["id"])["status"] == "ABORTED"
+        assert wait_for_job(api, job["id"])["status"] == "ABORTED"
         assert locker.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted").fetchone()
         locker.rollback()  # the lock is released only now
     assert _execute(peer, f"SELECT count(*) FROM {table}") == [(0,)]
@@ -397,7 +386,7 @@ def test_postgres_booleans_are_true_and_false_in_the_csv(
                            "credentialId": cred},
     }  # fmt: skip
     job = api.post("batchPredictions/", json=spec).json()
-    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    assert wait_for_job(api, job["id"])["status"] == "COMPLETED"
     body = api.get(f"batchPredictions/{job['id']}/download/").text
     assert _rows(body) == _rows(FLAGS_CSV)
     if deployment == "passthrough":
@@ -427,7 +416,7 @@ def test_local_file_to_jdbc_output(
         chunk_size=9,
         num_concurrent=2,
     )
-    assert _wait(api, job.id)["status"] == "COMPLETED"
+    assert wait_for_job(api, job.id)["status"] == "COMPLETED"
     job.wait_for_completion()
     found = _execute(peer, f"SELECT id, item, price, quantity FROM {table} ORDER BY id")
     expected = [(int(r[0]), r[1], float(r[2]), int(r[3])) for r in _rows(_csv())[1:]]
@@ -465,7 +454,7 @@ def test_a_wrong_password_fails_the_job_naming_adapter_and_cause(
     store, cred = _store(api, peer), _basic(api, peer.user, wrong)
     intake = {"type": "jdbc", "dataStoreId": store, "table": "orders", "credentialId": cred}
     created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
-    failed = _wait(api, created.json()["id"])
+    failed = wait_for_job(api, created.json()["id"])
     assert failed["status"] == "FAILED"
     assert failed["statusDetails"].startswith("jdbc intake: authentication failed"), failed["statusDetails"]
     _client_raises(failed, "jdbc intake: authentication failed", wrong)
@@ -479,7 +468,7 @@ def _upload_fails(api: httpx.Client, data: bytes, output: dict[str, Any]) -> dic
     """A localFile job of `data` into `output`, once it has failed."""
     created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
     assert api.put(created["links"]["csvUpload"], content=data).status_code == 202
-    failed = _wait(api, created["id"])
+    failed = wait_for_job(api, created["id"])
     assert failed["status"] == "FAILED", failed
     return failed
 
@@ -520,7 +509,7 @@ def test_a_csv_that_cannot_be_a_table_fails_naming_the_mistake(
     missing = unique("nope").replace("-", "_")
     intake = {"type": "jdbc", "dataStoreId": store, "table": missing, "credentialId": cred}
     created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
-    failed.append((_wait(api, created.json()["id"]), f"jdbc intake: the table '{missing}' does not exist"))
+    failed.append((wait_for_job(api, created.json()["id"]), f"jdbc intake: the table '{missing}' does not exist"))
     for job, expected in failed:
         assert job["statusDetails"].startswith(expected), (job["statusDetails"], expected)
         assert canary not in job["statusDetails"]
@@ -630,7 +619,7 @@ def test_a_job_survives_a_server_restart(tmp_path: Path) -> None:
         server.stop(signal.SIGKILL)
         server.start()
         with client(server, token) as api:
-            ended = _wait(api, job["id"])
+            ended = wait_for_job(api, job["id"])
             assert ended["status"] == "COMPLETED", ended["statusDetails"]
             assert _rows(api.get(f"batchPredictions/{job['id']}/download/").text) == _rows(_csv(30))
         from strongroom.bootstrap import Services
@@ -678,7 +667,7 @@ def test_jdbc_to_s3_and_back(api: httpx.Client, token: str, peers: dict[str, Pee
         chunk_size=12,
         num_concurrent=2,
     )
-    assert _wait(api, out.id)["status"] == "COMPLETED"
+    assert wait_for_job(api, out.id)["status"] == "COMPLETED"
     body = bucket.client().get_object(Bucket=bucket.bucket, Key=key)["Body"].read().decode()
     rows = _rows(body)
     assert rows[0] == ["id", "item", "price"]
@@ -702,7 +691,7 @@ def test_jdbc_to_s3_and_back(api: httpx.Client, token: str, peers: dict[str, Pee
         },
         chunk_size=7,
     )
-    assert _wait(api, back.id)["status"] == "COMPLETED"
+    assert wait_for_job(api, back.id)["status"] == "COMPLETED"
     assert _execute(peer, f"SELECT id, item, price FROM {table} ORDER BY id") == _execute(
         peer, "SELECT id, item, price FROM s3items ORDER BY id"
     )
@@ -726,7 +715,7 @@ def test_null_and_the_empty_string_survive_postgres_to_s3_and_back(
         intake_settings={"type": "jdbc", "data_store_id": store, "table": "roundflags", "credential_id": cred},
         output_settings=s3,
     )
-    assert _wait(api, out.id)["status"] == "COMPLETED"
+    assert wait_for_job(api, out.id)["status"] == "COMPLETED"
     table = unique("flagsback").replace("-", "_")
     back = dr.BatchPredictionJob.score(
         PASSTHROUGH,
@@ -735,8 +724,8 @@ def test_null_and_the_empty_string_survive_postgres_to_s3_and_back(
                          "credential_id": cred},
         chunk_size=20,
     )  # fmt: skip
-    assert _wait(api, back.id)["status"] == "COMPLETED"
-    assert _wait(api, back.id)["scoredRows"] == 4
+    assert wait_for_job(api, back.id)["status"] == "COMPLETED"
+    assert wait_for_job(api, back.id)["scoredRows"] == 4
     assert _execute(peer, f"SELECT id, label, flag FROM {table} ORDER BY id") == _execute(
         peer, "SELECT id, label, flag FROM roundflags ORDER BY id"
     )
@@ -758,7 +747,7 @@ def test_an_s3_output_of_several_parts_is_the_input(api: httpx.Client, bucket: S
     }  # fmt: skip
     job = api.post("batchPredictions/", json=spec).json()
     assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
-    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    assert wait_for_job(api, job["id"])["status"] == "COMPLETED"
     head = bucket.client().head_object(Bucket=bucket.bucket, Key=key, PartNumber=1)
     assert head["PartsCount"] >= 2
     body = bucket.client().get_object(Bucket=bucket.bucket, Key=key)["Body"].read().decode()
@@ -798,7 +787,7 @@ def test_chunk_size_is_bytes(api: httpx.Client) -> None:
     job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": 2200}).json()
     assert job["jobSpec"]["chunkSize"] == 2200
     assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
-    done = _wait(api, job["id"])
+    done = wait_for_job(api, job["id"])
     assert done["statusDetails"] == "Completed: 1000 rows in 10 chunks", done
     assert _rows(api.get(f"batchPredictions/{job['id']}/download/").text) == _rows(source)
     named = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": "dynamic"}).json()
@@ -813,7 +802,7 @@ def test_a_wrong_secret_key_fails_the_s3_job(api: httpx.Client, token: str, buck
     keys = _s3_credential(api, bucket, secret=wrong)
     intake = {"type": "s3", "url": f"{bucket.url}/in.csv", "credentialId": keys, "endpointUrl": bucket.endpoint_url}
     created = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": intake})
-    failed = _wait(api, created.json()["id"])
+    failed = wait_for_job(api, created.json()["id"])
     assert failed["status"] == "FAILED"
     assert failed["statusDetails"].startswith("s3 intake: signature mismatch"), failed["statusDetails"]
     _client_raises(failed, "s3 intake: signature mismatch", wrong)
@@ -849,7 +838,7 @@ def test_update_and_insert_update(api: httpx.Client, peers: dict[str, PeerDataba
     job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "chunkSize": 3, "outputSettings": output})
     source = "id,item\n" + "".join(f"{i},new\n" for i in range(5, 15))
     assert api.put(job.json()["links"]["csvUpload"], content=source.encode()).status_code == 202
-    assert _wait(api, job.json()["id"])["status"] == "COMPLETED"
+    assert wait_for_job(api, job.json()["id"])["status"] == "COMPLETED"
     found = _execute(peer, f"SELECT id, item FROM {table} ORDER BY id")
     expected = [(i, "old" if i < 5 else "new") for i in range(15 if statement == "insert_update" else 10)]
     assert found == expected
@@ -865,7 +854,7 @@ def test_an_upload_over_the_limit_is_refused(api: httpx.Client) -> None:
     again = api.get(f"batchPredictions/{job['id']}/").json()
     assert again["status"] == "INITIALIZING" and "csvUpload" in again["links"]
     assert api.put(job["links"]["csvUpload"], content=_csv().encode()).status_code == 202
-    assert _wait(api, job["id"])["status"] == "COMPLETED"
+    assert wait_for_job(api, job["id"])["status"] == "COMPLETED"
 
 
 @pytest.fixture(scope="module")
@@ -896,7 +885,7 @@ def test_a_multipart_upload_is_limited_as_a_whole(small_srv: Server) -> None:
         assert api.put(f"{upload}part/0/", content=part).status_code == 202  # replaces part 0: 808 bytes in all
         assert_error(api.put(f"{upload}part/5/", content=part[:304]), 422, "csvUpload")
         assert api.post(f"{upload}finalizeMultipart/").status_code == 202
-        ended = _wait(api, job["id"])
+        ended = wait_for_job(api, job["id"])
         assert ended["status"] == "COMPLETED" and ended["scoredRows"] == 8, ended
 
 
@@ -907,13 +896,13 @@ def test_ended_jobs_leave_no_spool(small_srv: Server) -> None:
     with client(small_srv, small_srv.new_user("spools")) as api:
         failed = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
         assert api.put(failed["links"]["csvUpload"], content=b"a,b\n1,2,3\n").status_code == 202
-        assert _wait(api, failed["id"])["status"] == "FAILED"
+        assert wait_for_job(api, failed["id"])["status"] == "FAILED"
         aborted = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
         assert api.put(f"{aborted['links']['csvUpload']}part/0/", content=b"a,b\n1,2\n").status_code == 202
         assert api.delete(f"batchPredictions/{aborted['id']}/").status_code == 202
         done = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
         assert api.put(done["links"]["csvUpload"], content=b"a,b\n1,2\n").status_code == 202
-        assert _wait(api, done["id"])["status"] == "COMPLETED"
+        assert wait_for_job(api, done["id"])["status"] == "COMPLETED"
     _until(lambda: not (spool / failed["id"]).exists(), 30, "the failed job's spool deleted")
     assert not (spool / aborted["id"]).exists()
     assert {p.name for p in (spool / done["id"]).iterdir()} == {"out"}
@@ -929,7 +918,7 @@ def test_an_upload_not_finished_in_time_fails_the_job(tmp_path: Path) -> None:
             job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
             upload = job["links"]["csvUpload"]
             assert api.put(f"{upload}part/0/", content=b"a,b\n1,2\n").status_code == 202
-            ended = _wait(api, job["id"])
+            ended = wait_for_job(api, job["id"])
             assert ended["status"] == "FAILED" and "not finished within 2 s" in ended["statusDetails"], ended
             assert not (server.data_dir / "jobs" / job["id"]).exists()
             assert_error(api.put(f"{upload}part/1/", content=b"a,b\n3,4\n"), 409)
@@ -981,13 +970,13 @@ def test_a_job_never_follows_its_store_to_where_it_was_pointed_after_the_job_was
         assert owner.patch(f"externalDataStores/{store}/", json=renamed).status_code == 200
         (kept, table), (pinned, _) = jobs
         assert api.put(kept["links"]["csvUpload"], content=_csv().encode()).status_code == 202
-        assert _wait(api, kept["id"])["status"] == "COMPLETED"
+        assert wait_for_job(api, kept["id"])["status"] == "COMPLETED"
         assert len(_execute(peer, f"SELECT id FROM {table}")) == ROWS
 
         elsewhere = {**params, "jdbcUrl": f"jdbc:postgresql://127.0.0.1:{theirs.port}/{peer.database}"}
         assert owner.patch(f"externalDataStores/{store}/", json={"params": elsewhere}).status_code == 200
         assert api.put(pinned["links"]["csvUpload"], content=_csv().encode()).status_code == 202
-        failed = _wait(api, pinned["id"])
+        failed = wait_for_job(api, pinned["id"])
         assert theirs.accepted == []
     assert failed["status"] == "FAILED"
     assert failed["statusDetails"].startswith(
@@ -1004,7 +993,7 @@ def test_an_administrator_without_a_role_never_reads_or_feeds_another_users_job(
     with the owner's credentials); the job is not in their list and takes no row from them."""
     done = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
     assert api.put(f"batchPredictions/{done['id']}/csvUpload/", content=_csv(3)).status_code == 202
-    assert _wait(api, done["id"])["status"] == "COMPLETED"
+    assert wait_for_job(api, done["id"])["status"] == "COMPLETED"
     waiting = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
     unknown = "0" * 24
     with client(srv, srv.new_user("jobsadmin", admin=True)) as admin:
@@ -1041,7 +1030,7 @@ def test_the_owners_download_and_each_upload_are_audited(srv: Server, api: httpx
         )
     assert api.post(f"batchPredictions/{parts}/csvUpload/finalizeMultipart/").status_code == 202
     for job in (single, parts):
-        assert _wait(api, job)["status"] == "COMPLETED"
+        assert wait_for_job(api, job)["status"] == "COMPLETED"
         assert api.get(f"batchPredictions/{job}/download/").status_code == 200
     admin_token = srv.new_user("auditadmin", admin=True)
     with client(srv, admin_token) as admin:
