@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -372,6 +372,15 @@ def named_user(server: Server, prefix: str) -> tuple[str, str]:
         return username, services.accounts.create_token(username)[1]
     finally:
         services.close()
+
+
+def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """`check()`'s first truthy answer, asked every 0.1 s; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.1)
+    return found
 
 
 def wait_for_job(api: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from tests.support import (
     s3_server,
     scram_postgres,
     unique,
+    until,
     wait_for_job,
 )
 
@@ -220,14 +221,6 @@ def test_jdbc_intake_to_local_file(
     assert len(uses) == 1 and uses[0]["detail"]["jobId"] == job.id
 
 
-def _until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
-        time.sleep(0.1)
-    return found
-
-
 def _sleepers(api: httpx.Client, peer: PeerDatabase) -> list[str]:
     """Two jobs of `api`'s user on both of the runner's threads, their intake asleep in PostgreSQL for 60 s
     (abort them to free the threads); their ids."""
@@ -235,7 +228,7 @@ def _sleepers(api: httpx.Client, peer: PeerDatabase) -> list[str]:
     intake = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "query": "SELECT pg_sleep(60) AS s, 1 AS x"}
     slow = {"deploymentId": PASSTHROUGH, "intakeSettings": intake, "outputSettings": {"type": "localFile"}}
     jobs = [api.post("batchPredictions/", json=slow).json()["id"] for _ in range(2)]
-    _until(lambda: len(busy_backends(peer, "COPY%pg_sleep(60)%")) >= 2, 30, "both intakes reading")
+    until(lambda: len(busy_backends(peer, "COPY%pg_sleep(60)%")) >= 2, 30, "both intakes reading")
     return jobs
 
 
@@ -255,7 +248,7 @@ def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, 
     ended = wait_for_job(api, after, timeout=45)  # a fraction of the aborted statements' 60 s
     assert ended["status"] == "COMPLETED", ended["statusDetails"]
     assert [wait_for_job(api, j)["status"] for j in jobs] == ["ABORTED", "ABORTED"]
-    _until(lambda: not busy_backends(peer), 30, "every backend idle")
+    until(lambda: not busy_backends(peer), 30, "every backend idle")
 
 
 def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
@@ -276,14 +269,14 @@ def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, Peer
         source = "id,item,price\n" + "".join(f"{i},item {i},{i}.5\n" for i in range(ROWS))
         assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
         waiting = f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{table}%'"
-        _until(lambda: _execute(peer, waiting), 30, "the output's write waiting on the lock")
+        until(lambda: _execute(peer, waiting), 30, "the output's write waiting on the lock")
         assert api.delete(f"batchPredictions/{job['id']}/").json()["status"] == "ABORTED"
         others = (
             "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
             f"pg_backend_pid() AND pid <> {holder} AND state IN ('active', 'idle in transaction')"
         )
         stage = f"SELECT to_regclass('sr_stage_{job['id']}') IS NULL"
-        _until(lambda: not _execute(peer, others) and _execute(peer, stage) == [(True,)], 30, "the write ended")
+        until(lambda: not _execute(peer, others) and _execute(peer, stage) == [(True,)], 30, "the write ended")
         assert wait_for_job(api, job["id"])["status"] == "ABORTED"
         assert locker.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted").fetchone()
         locker.rollback()  # the lock is released only now
@@ -302,7 +295,7 @@ def test_sigterm_stops_a_server_whose_jobs_are_reading(tmp_path: Path, peers: di
             jobs = _sleepers(api, peer)
         server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert server.proc.wait(timeout=45) in (0, -signal.SIGTERM)  # type: ignore[union-attr] # uvicorn re-raises it
-        _until(lambda: not busy_backends(peer), 30, "every backend idle")
+        until(lambda: not busy_backends(peer), 30, "every backend idle")
         from strongroom.bootstrap import Services
         from strongroom.config import Settings
 
@@ -341,11 +334,9 @@ def test_a_queued_job_does_not_run_for_an_owner_who_may_no_longer_act(
         # Neither its owner (disabled, or without a token) nor an administrator (no role) may read the job now:
         # its row is read from the store itself.
         with open_service(srv) as service:
-            deadline = time.monotonic() + 60
-            while (row := service.jobs.jobs.get(job["id"])) and row["status"] not in ("FAILED", "COMPLETED"):
-                assert time.monotonic() < deadline, row
-                time.sleep(0.1)
-        assert row and row["status"] == "FAILED" and "may no longer act" in row["status_details"], row
+            ended = lambda: (r := service.jobs.jobs.get(job["id"])) and r["status"] in ("FAILED", "COMPLETED") and r  # noqa: E731
+            row = until(ended, 60, "the job's end")
+        assert row["status"] == "FAILED" and "may no longer act" in row["status_details"], row
         audit = lambda action: admin.get("auditLog/", params={"action": action}).json()["data"]  # noqa: E731
         assert not [e for e in audit("credential.use") if (e.get("target") or {}).get("credentialId") == cred]
         denied = [e for e in audit("batchJob.run") if e["detail"]["jobId"] == job["id"]]
@@ -903,7 +894,7 @@ def test_ended_jobs_leave_no_spool(small_srv: Server) -> None:
         done = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
         assert api.put(done["links"]["csvUpload"], content=b"a,b\n1,2\n").status_code == 202
         assert wait_for_job(api, done["id"])["status"] == "COMPLETED"
-    _until(lambda: not (spool / failed["id"]).exists(), 30, "the failed job's spool deleted")
+    until(lambda: not (spool / failed["id"]).exists(), 30, "the failed job's spool deleted")
     assert not (spool / aborted["id"]).exists()
     assert {p.name for p in (spool / done["id"]).iterdir()} == {"out"}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.support import (
     scram_postgres,
     start_worker,
     unique,
+    until,
 )
 
 pytestmark = pytest.mark.postgres
@@ -105,28 +105,24 @@ def _job(api: httpx.Client, job_id: str) -> dict[str, Any]:
     return dict(resp.json()["job"] if resp.status_code == 409 else resp.json())
 
 
-def _until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
-        time.sleep(0.1)
-    return found
+def _jdbc_login(api: httpx.Client, peer: PeerDatabase) -> tuple[str, str]:
+    """(data store id, credential id) of a new PostgreSQL store at `peer` and a basic credential for it."""
+    drivers = api.get("externalDataDrivers/").json()["data"]
+    driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
+    params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
+    store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
+    cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
+    return str(store.json()["id"]), str(cred.json()["credentialId"])
 
 
 def _output_job(api: httpx.Client, peer: PeerDatabase, table: str) -> dict[str, Any]:
     """A slow localFile -> PostgreSQL job (15 chunks of 2 rows, 2 at once) with its intake uploaded."""
-    drivers = api.get("externalDataDrivers/").json()["data"]
-    driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
-    store = api.post(
-        "externalDataStores/",
-        json={"type": "jdbc", "canonicalName": unique("s"), "params": {"driverId": driver, "jdbcUrl": peer.jdbc_url}},
-    ).json()["id"]
-    cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password}).json()
+    store, cred = _jdbc_login(api, peer)
     spec = {
         "deploymentId": "slow",
         "numConcurrent": 2,
         "outputSettings": {"type": "jdbc", "dataStoreId": store, "table": table, "statementType": "create_table",
-                           "credentialId": cred["credentialId"]},
+                           "credentialId": cred},
     }  # fmt: skip
     created = api.post("batchPredictions/", json=spec)
     assert created.status_code == 202, created.text
@@ -144,10 +140,10 @@ def test_a_killed_worker_leaves_the_job_to_the_others(
     table = unique("out").replace("-", "_")
     with client(srv, srv.new_user("w")) as api:
         job = _output_job(api, peer, table)
-        _until(lambda: len({c["worker"] for c in _chunks(srv, job["id"])}) == 2, 60, "both workers running chunks")
-        _until(lambda: _job(api, job["id"])["scoredRows"] >= 10, 60, "10 rows scored")
+        until(lambda: len({c["worker"] for c in _chunks(srv, job["id"])}) == 2, 60, "both workers running chunks")
+        until(lambda: _job(api, job["id"])["scoredRows"] >= 10, 60, "10 rows scored")
         workers[0].send_signal(signal.SIGKILL)
-        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 90, "the job's end")
+        ended = until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 90, "the job's end")
         assert ended["status"] == "COMPLETED", ended["statusDetails"]
         assert ended["scoredRows"] == ROWS
     dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
@@ -165,9 +161,9 @@ def test_a_job_whose_workers_all_vanished_fails(
     workers.append(start_worker(srv, "only"))
     with client(srv, srv.new_user("w")) as api:
         job = _output_job(api, peer, unique("gone").replace("-", "_"))
-        _until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
+        until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
         workers[0].send_signal(signal.SIGKILL)
-        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 60, "the job's end")
+        ended = until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 60, "the job's end")
     assert ended["status"] == "FAILED" and "no strongroom worker" in ended["statusDetails"]
 
 
@@ -182,7 +178,7 @@ def test_a_job_left_without_tasks_fails_while_workers_live(
     workers.append(start_worker(srv, "first"))
     with client(srv, srv.new_user("w")) as api:
         job = _output_job(api, peer, unique("lost").replace("-", "_"))
-        _until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
+        until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=15)
         with psycopg.connect(srv.database_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
@@ -192,7 +188,7 @@ def test_a_job_left_without_tasks_fails_while_workers_live(
                 (job["id"],),
             )
         workers.append(start_worker(srv, "alive"))
-        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 60, "the job's end")
+        ended = until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 60, "the job's end")
     assert ended["status"] == "FAILED" and "no task on the queue" in ended["statusDetails"], ended
 
 
@@ -210,7 +206,7 @@ def test_one_worker_runs_as_many_jobs_at_once_as_it_has_slots(
         jobs = [_output_job(api, peer, table) for table in tables]
         for job in jobs:
             done = lambda job=job: (j := _job(api, job["id"]))["status"] in ("COMPLETED", "FAILED", "ABORTED") and j  # noqa: E731
-            ended = _until(done, 60, "a job's end")
+            ended = until(done, 60, "a job's end")
             assert ended["status"] == "COMPLETED", ended["statusDetails"]
     dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
     with psycopg.connect(dsn) as conn:
@@ -239,12 +235,12 @@ def test_sigterm_gives_the_job_back(
     table = unique("term").replace("-", "_")
     with client(srv, srv.new_user("w")) as api:
         job = _output_job(api, peer, table)
-        _until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
+        until(lambda: _job(api, job["id"])["scoredRows"] >= 4, 60, "4 rows scored")
         workers[0].send_signal(signal.SIGTERM)
         assert workers[0].wait(timeout=30) == 0
         assert _job(api, job["id"])["status"] == "RUNNING"
         workers.append(start_worker(srv, "second"))
-        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 90, "the job's end")
+        ended = until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j, 90, "the job's end")
         assert ended["status"] == "COMPLETED", ended["statusDetails"]
     dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
     with psycopg.connect(dsn) as conn:
@@ -268,10 +264,10 @@ def test_an_aborted_job_leaves_nothing_in_the_target(
     with client(srv, srv.new_user("w")) as api:
         job = _output_job(api, peer, table)
         staged = lambda: {t for t in tables() if t.startswith(f"sr_stage_{job['id']}")}  # noqa: E731 - one per run
-        _until(staged, 60, "the staging table")
+        until(staged, 60, "the staging table")
         resp = api.delete(f"batchPredictions/{job['id']}/")
         assert resp.status_code == 202 and resp.json()["status"] == "ABORTED"
-        _until(lambda: not staged(), 30, "the staging tables dropped")
+        until(lambda: not staged(), 30, "the staging tables dropped")
         assert _job(api, job["id"])["status"] == "ABORTED" and table not in tables()
 
 
@@ -292,13 +288,9 @@ def test_a_postgres_table_passes_through_the_workers_as_csv(
             (ROWS - 1,),
         )
     with client(srv, srv.new_user("w")) as api:
-        drivers = api.get("externalDataDrivers/").json()["data"]
-        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
-        params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
-        store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
-        cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
-        intake = {"type": "jdbc", "dataStoreId": store.json()["id"], "query": "SELECT * FROM rows_out ORDER BY id"}
-        intake["credentialId"] = cred.json()["credentialId"]
+        store, cred = _jdbc_login(api, peer)
+        intake = {"type": "jdbc", "dataStoreId": store, "query": "SELECT * FROM rows_out ORDER BY id"}
+        intake["credentialId"] = cred
         spec = {
             "deploymentId": "5e0000000000000000000001",
             "chunkSize": 1,
@@ -306,7 +298,7 @@ def test_a_postgres_table_passes_through_the_workers_as_csv(
             "intakeSettings": intake,
         }
         job = api.post("batchPredictions/", json=spec).json()
-        ended = _until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j["status"] != "INITIALIZING"
+        ended = until(lambda: (j := _job(api, job["id"]))["status"] != "RUNNING" and j["status"] != "INITIALIZING"
                        and j, 90, "the job's end")  # fmt: skip
         assert ended["status"] == "COMPLETED", ended["statusDetails"]
         body = api.get(f"batchPredictions/{job['id']}/download/").text
@@ -332,11 +324,7 @@ def test_an_s3_intake_is_parsed_by_the_chunk_tasks(
     table = unique("split").replace("-", "_")
     with s3_server() as bucket, client(srv, srv.new_user("w")) as api:
         bucket.client().put_object(Bucket=bucket.bucket, Key="in.csv", Body=body.encode())
-        drivers = api.get("externalDataDrivers/").json()["data"]
-        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
-        params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
-        store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
-        cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
+        store, cred = _jdbc_login(api, peer)
         keys = api.post("credentials/", json={"name": unique("k"), "credentialType": "s3",
                                               "awsAccessKeyId": bucket.access_key_id,
                                               "awsSecretAccessKey": bucket.secret_access_key})  # fmt: skip
@@ -346,11 +334,11 @@ def test_an_s3_intake_is_parsed_by_the_chunk_tasks(
             "numConcurrent": 3,
             "intakeSettings": {"type": "s3", "url": f"{bucket.url}/in.csv", "credentialId": keys.json()["credentialId"],
                                "endpointUrl": bucket.endpoint_url},
-            "outputSettings": {"type": "jdbc", "dataStoreId": store.json()["id"], "table": table,
-                               "statementType": "create_table", "credentialId": cred.json()["credentialId"]},
+            "outputSettings": {"type": "jdbc", "dataStoreId": store, "table": table,
+                               "statementType": "create_table", "credentialId": cred},
         }  # fmt: skip
         job = api.post("batchPredictions/", json=spec).json()
-        ended = _until(lambda: (j := _job(api, job["id"]))["status"] not in ("INITIALIZING", "RUNNING") and j, 90,
+        ended = until(lambda: (j := _job(api, job["id"]))["status"] not in ("INITIALIZING", "RUNNING") and j, 90,
                        "the job's end")  # fmt: skip
         assert ended["status"] == "COMPLETED", ended["statusDetails"]
     assert len(_chunks(srv, job["id"])) > 3
@@ -390,12 +378,12 @@ def test_a_worker_keeps_a_jobs_output_from_chunk_to_chunk(
     with client(srv, srv.new_user("w")) as api:
         job = _output_job(api, peer, table)
         done = lambda: (j := _job(api, job["id"]))["status"] in ("COMPLETED", "FAILED", "ABORTED") and j  # noqa: E731
-        ended = _until(done, 60, "the job's end")
+        ended = until(done, 60, "the job's end")
         assert ended["status"] == "COMPLETED", ended["statusDetails"]
         cred = job["jobSpec"]["outputSettings"]["credentialId"]
         uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
     assert len(uses) == 3, uses  # the producer's (it clears earlier runs' tables), the chunks', the finish step's
-    _until(lambda: open_connections() == 0, 10, "the worker's connections to the store closed")
+    until(lambda: open_connections() == 0, 10, "the worker's connections to the store closed")
     opened = sessions() - before - 3  # this test's own three sessions
     assert len(_chunks(srv, job["id"])) == ROWS // 2 and opened < ROWS // 2, opened
 
@@ -413,28 +401,24 @@ def test_an_abort_and_sigterm_end_a_producers_statement(
         conn.execute("DROP TABLE IF EXISTS quick_in")
         conn.execute("CREATE TABLE quick_in AS SELECT i AS id FROM generate_series(1, 5) AS i")
     with client(srv, srv.new_user("w")) as api:
-        drivers = api.get("externalDataDrivers/").json()["data"]
-        driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
-        params = {"driverId": driver, "jdbcUrl": peer.jdbc_url}
-        store = api.post("externalDataStores/", json={"type": "jdbc", "canonicalName": unique("s"), "params": params})
-        cred = api.post("credentials/", json={"name": unique("c"), "user": peer.user, "password": peer.password})
-        login = {"type": "jdbc", "dataStoreId": store.json()["id"], "credentialId": cred.json()["credentialId"]}
+        store, cred = _jdbc_login(api, peer)
+        login = {"type": "jdbc", "dataStoreId": store, "credentialId": cred}
         sleeping = {"intakeSettings": {**login, "query": "SELECT pg_sleep(60) AS s"}, "deploymentId": PASSTHROUGH}
         reading = lambda: busy_backends(peer, "COPY%pg_sleep(60)%")  # noqa: E731
 
         first = api.post("batchPredictions/", json=sleeping).json()
-        _until(reading, 60, "the first job's intake reading")
+        until(reading, 60, "the first job's intake reading")
         assert api.delete(f"batchPredictions/{first['id']}/").json()["status"] == "ABORTED"
         quick = api.post("batchPredictions/", json={**sleeping, "intakeSettings": {**login, "table": "quick_in"}})
         done = lambda: (j := _job(api, quick.json()["id"]))["status"] not in ("INITIALIZING", "RUNNING") and j  # noqa: E731
-        ended = _until(done, 45, "the next job's end")  # a fraction of the aborted statement's 60 s
+        ended = until(done, 45, "the next job's end")  # a fraction of the aborted statement's 60 s
         assert ended["status"] == "COMPLETED", ended["statusDetails"]
-        _until(lambda: not busy_backends(peer), 30, "every backend idle")
+        until(lambda: not busy_backends(peer), 30, "every backend idle")
 
         last = api.post("batchPredictions/", json=sleeping).json()
-        _until(reading, 60, "the last job's intake reading")
+        until(reading, 60, "the last job's intake reading")
         workers[0].send_signal(signal.SIGTERM)
         assert workers[0].wait(timeout=45) == 0
         assert _job(api, last["id"])["status"] == "RUNNING"  # given back, for another worker
-        _until(lambda: not busy_backends(peer), 30, "every backend idle")
+        until(lambda: not busy_backends(peer), 30, "every backend idle")
         api.delete(f"batchPredictions/{last['id']}/")
