@@ -296,10 +296,10 @@ class JobService:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder / ("upload.csv" if part is None else f"part-{part:05d}.csv")
 
-    def uploaded(self, who: Principal, job_id: str, size: int, part: int | None) -> None:
-        """Audit an upload (or a part of one) the caller's job received: its size, never its rows."""
+    def uploaded(self, who: Principal, job_id: str, size: int, part: int) -> None:
+        """Audit a part of a multipart upload the caller's job received: its size, never its rows."""
         self.get(who, job_id)
-        detail = {"jobId": job_id, "bytes": size, **({} if part is None else {"part": part})}
+        detail = {"jobId": job_id, "bytes": size, "part": part}
         self.jobs.record(Event("batchJob.upload", 202, who, detail=detail).entry())
 
     def upload_used(self, target: Path) -> int:
@@ -315,9 +315,11 @@ class JobService:
                     continue
         return used
 
-    def upload_complete(self, who: Principal, job_id: str, lines: int, *, finalize: bool = False) -> None:
-        """The intake is complete (`lines` newlines counted in it): queue the job (a multipart upload's
-        `finalize` audited with the job's change)."""
+    def upload_complete(
+        self, who: Principal, job_id: str, lines: int, *, size: int | None = None, finalize: bool = False
+    ) -> None:
+        """The intake is complete (`lines` newlines counted in it): queue the job, audited with the job's change
+        (a single upload's `size`, or a multipart upload's `finalize`)."""
         row = self.get(who, job_id)
         files = self.intake_files(job_id)
         if not files:
@@ -327,12 +329,15 @@ class JobService:
         if used > limit:  # parts sent side by side may each have found room for themselves
             msg = f"the job's upload ({used} bytes in all) exceeds the server's limit of {limit} bytes"
             raise InvalidInput(f"csvUpload: {msg}", {"csvUpload": msg})
-        audit = Event("batchJob.upload", 202, who, detail={"jobId": job_id, "finalized": True, "parts": headers})
+        detail = (
+            {"jobId": job_id, "finalized": True, "parts": headers} if finalize else {"jobId": job_id, "bytes": size}
+        )
+        audit = Event("batchJob.upload", 202, who, detail=detail)
         moved = self.jobs.transition(
             job_id,
             ("INITIALIZING",),
             {"intake_ready": True, "expected_rows": max(lines - headers, 0), "status_details": "Queued"},
-            audit.entry() if finalize else None,
+            audit.entry() if finalize or size is not None else None,
         )
         if not moved:  # it ended meanwhile (aborted, or its upload expired)
             raise Conflict("this job takes no more upload (it has ended)", {"status": "ended"})

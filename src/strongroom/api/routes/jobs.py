@@ -158,8 +158,7 @@ async def upload(call: Call) -> Response:
     target = await call.write(lambda: jobs.upload_target(who, job_id, None))
     lines = await _spool(call, target)
     size = target.stat().st_size
-    await call.write(lambda: jobs.uploaded(who, job_id, size, None))
-    await call.write(lambda: jobs.upload_complete(who, job_id, lines))
+    await call.write(lambda: jobs.upload_complete(who, job_id, lines, size=size))
     return JSONResponse({"message": "upload complete"}, status_code=202)
 
 
