@@ -53,6 +53,7 @@ from strongroom.store.models import (
     utcnow,
 )
 from strongroom.store.repositories import KeyRepository
+from strongroom.store.repositories.credentials import index_all_names
 from strongroom.store.repositories.keys import BACKUP_HEARTBEAT
 from strongroom.store.repositories.sharing import rederive_all
 
@@ -659,6 +660,7 @@ def _restore(settings: Settings, path: Path, passphrase: str | None, reporter: R
                         conn.execute(Base.metadata.tables[table].delete())
                     _insert(conn, rows, reporter)
                     _recount(conn)
+                    index_all_names(conn)
                 created.keep()  # committed: from now on these files are the restored store
         except ServiceUnavailable as exc:
             if disk_full(exc.__cause__):  # the store's 503 names no path (API clients read it); a restore names it

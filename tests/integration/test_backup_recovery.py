@@ -23,6 +23,7 @@ from strongroom.backup import MAGIC, ArchiveError, backup, header_of, restore, v
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.store.models import Credential
+from strongroom.store.repositories.credentials import _NAMES_BEHIND
 from tests.support import backend_database, make_credential, secrets_of
 
 PASSPHRASE = "correct horse battery staple"
@@ -90,6 +91,9 @@ def test_passphrase_archive_restores_on_a_new_machine(source: Source, tmp_path: 
     services = Services.open(Settings(data_dir=new))  # the server's own start-up checks pass
     try:
         assert all_secrets(services) == source.secrets
+        with services.db.engine.connect() as conn:  # the restored names are in the trigram index, none waits
+            assert conn.exec_driver_sql(_NAMES_BEHIND).scalar_one() == 0
+            assert conn.exec_driver_sql("SELECT count(*) FROM credential_names").scalar_one() == len(source.secrets)
         assert {row["version"] for row in services.keys.status()["versions"]} == {1}
         who = services.accounts.authenticate(services.accounts.create_token("alice")[1])
         made = make_credential(services, who, {**BODIES[0], "name": "after-restore"})  # sealed under the new key

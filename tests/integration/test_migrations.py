@@ -19,6 +19,7 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.services.accounts import token_hash_of
 from strongroom.store.db import MIGRATIONS, Database, head_revision
+from strongroom.store.repositories.credentials import _NAMES_BEHIND
 from tests.support import backend_database, fetch_credential, make_credential
 
 
@@ -178,3 +179,37 @@ def test_upgrade_derives_the_access_of_roles_and_members_already_stored(backend:
             assert [json.loads(w)["role"] for w in service.credentials.list(carol).items] == ["EDITOR"]
         finally:
             service.close()
+
+
+def test_names_waiting_for_the_trigram_index_survive_a_downgrade_and_an_upgrade(tmp_path: Path) -> None:
+    """SQLite, migration 0017: a downgrade indexes the names that wait and puts back the insert trigger; the upgrade
+    counts every name indexed by then as indexed. Each way, a search finds every name through the index."""
+    settings = Settings(data_dir=tmp_path)
+    service = Services.open(settings)
+    service.accounts.create_user("old")
+    token = service.accounts.create_token("old")[1]
+    make_credential(service, service.accounts.authenticate(token), {"name": "waiting-1", "user": "u", "password": "p"})
+    service.close()
+
+    db = _downgrade(settings.resolved_database_url, "0016")
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO credentials SELECT 'x' || substr(id, 2), owner_id, 'waiting-2', credential_type, "
+                "description, public_data, key_version, wrapped_key, ciphertext, revision, created_at, updated_at, "
+                "replace(wire, 'waiting-1', 'waiting-2'), seal_generation FROM credentials"
+            )
+            found = "SELECT count(*) FROM credential_names WHERE credential_names MATCH '\"waiting-\"'"
+            assert conn.exec_driver_sql(found).scalar_one() == 2  # one by the downgrade, one by the trigger
+    finally:
+        db.dispose()
+
+    service = Services.open(settings)
+    try:
+        with service.db.engine.connect() as conn:
+            assert conn.exec_driver_sql(_NAMES_BEHIND).scalar_one() == 0
+        who = service.accounts.authenticate(token)
+        names = sorted(c["name"] for c in service.credentials.list(who, search="AITING-").credentials())
+        assert names == ["waiting-1", "waiting-2"]
+    finally:
+        service.close()

@@ -15,16 +15,20 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import InvalidInput
 from strongroom.services.accounts import Principal
-from strongroom.store.repositories.credentials import _shared_page
-from tests.support import BACKENDS, backend_database, make_credential
+from strongroom.store import db as db_module
+from strongroom.store.repositories import credentials as credentials_repository
+from strongroom.store.repositories.credentials import _NAMES_BEHIND, _shared_page, index_all_names
+from tests.support import BACKENDS, backend_database, make_credential, until
 
 Store = tuple[Services, Principal, Principal]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, "sqlite-indexed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A store with alice (who owns a few credentials) and bob (who shares one of his named like one of hers)."""
-    with backend_database(request.param, migrated=True) as url:
+    """A store with alice (who owns a few credentials) and bob (who shares one of his named like one of hers).
+    SQLite's names wait to join the trigram index (migration 0017) until many more are created: `sqlite` searches
+    them as they wait, `sqlite-indexed` once indexed."""
+    with backend_database(request.param.removesuffix("-indexed"), migrated=True) as url:
         services = Services.open(Settings(data_dir=tmp_path, database_url=url))
         tokens = []
         for name in ("alice", "bob"):
@@ -41,11 +45,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
             {"operation": "updateRoles", "roles": [{"username": "alice", "role": "CONSUMER"}]},
         )
         alice = services.accounts.authenticate(tokens[0])  # as a request after the share sees her: `shared`
+        if request.param == "sqlite-indexed":
+            _index_names(services)
         assert alice.shared and not bob.shared  # bob sees only his own: the owner-only statement serves him
         try:
             yield services, alice, bob
         finally:
             services.close()
+
+
+def _index_names(services: Services) -> None:
+    """SQLite: index every name that waits, as the committer does once enough of them wait."""
+    with services.db.engine.begin() as conn:
+        index_all_names(conn)
+    assert _waiting(services) == 0
+
+
+def _waiting(services: Services) -> int:
+    """SQLite: how many credentials' names wait to join the trigram index."""
+    with services.db.engine.connect() as conn:
+        return int(conn.exec_driver_sql(_NAMES_BEHIND).scalar_one())
 
 
 def _found(services: Services, who: Principal, **filters: Any) -> list[tuple[str, str]]:
@@ -150,6 +169,7 @@ def test_search_reads_the_trigram_index_once(store: Store, owner_only: bool) -> 
         first = plan.index("credential_names VIRTUAL TABLE INDEX")
         assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan[first:], plan
         assert "(owner_id=?)" not in plan, plan
+        assert "SEARCH credentials USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan  # names not indexed yet
         assert plan.count("MATERIALIZE hits") == 1, plan
     else:
         assert plan.count("Index Scan on ix_credentials_name_trgm") == 1, plan
@@ -229,3 +249,54 @@ def test_a_nul_in_a_filter_is_refused_not_a_server_error(store: Store, key: str)
         services.datastores.list(alice, None, "a\x00b")
     assert caught.value.errors == {"name": "must not contain NUL"}
     assert services.datastores.list(alice, "\x00bogus", None) == []
+
+
+def _indexed(services: Services, phrase: str) -> int:
+    """SQLite: how many names the trigram index itself holds for `phrase`."""
+    with services.db.engine.connect() as conn:
+        sql = "SELECT count(*) FROM credential_names WHERE credential_names MATCH ?"
+        return int(conn.exec_driver_sql(sql, (f'"{phrase}"',)).scalar_one())
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_names_join_the_index_in_bulk_or_when_writes_pause(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create leaves its name out of the trigram index (migration 0017); the committer indexes the waiting names
+    once `NAMES_BULK` wait, or when no write has come for a second, and a search finds them all along."""
+    services, alice, _ = store
+    waiting = _waiting(services)  # the fixture's
+    monkeypatch.setattr(credentials_repository, "NAMES_BULK", waiting + 5)
+    monkeypatch.setattr(db_module, "UPKEEP_IDLE", 3600)  # only the bulk can index them
+    for n in range(4):
+        make_credential(services, alice, {"name": f"bulk-{n}", "user": "u", "password": "p"})
+    assert _waiting(services) == waiting + 4 and _indexed(services, "bulk-") == 0
+    assert len(_found(services, alice, search="BULK-")) == 4
+    make_credential(services, alice, {"name": "bulk-last", "user": "u", "password": "p"})
+    until(lambda: _waiting(services) == 0, 15, "indexing the names after the batch that made enough of them wait")
+    assert _indexed(services, "bulk-") == 5
+    assert len(_found(services, alice, search="BULK-")) == 5
+    monkeypatch.setattr(db_module, "UPKEEP_IDLE", 0.2)
+    make_credential(services, alice, {"name": "later-1", "user": "u", "password": "p"})
+    until(lambda: _waiting(services) == 0, 15, "indexing the name left waiting once writes paused")
+    assert _indexed(services, "later-") == 1
+    assert _found(services, alice, search="ater-1") == [("later-1", "OWNER")]
+
+
+@pytest.mark.parametrize("store", ["sqlite-indexed"], indirect=True)
+def test_a_name_created_after_the_newest_rows_were_deleted_is_still_found(store: Store) -> None:
+    """SQLite gives a new row the highest rowid plus one: after the newest rows are deleted, a new credential may get
+    a rowid the index had counted as indexed. The delete lowers that mark, so the new name is searched as waiting."""
+    services, alice, _ = store
+    newest = [make_credential(services, alice, {"name": f"gone-{n}", "user": "u", "password": "p"}) for n in range(3)]
+    _index_names(services)
+    for item in newest:
+        services.credentials.delete(alice, item["credentialId"])
+    assert _indexed(services, "gone-") == 0
+    fresh = make_credential(services, alice, {"name": "phoenix", "user": "u", "password": "p"})
+    assert _found(services, alice, search="HOENI") == [("phoenix", "OWNER")]
+    _index_names(services)
+    assert _indexed(services, "hoeni") == 1  # indexed once, not twice
+    assert _found(services, alice, search="HOENI") == [("phoenix", "OWNER")]
+    services.credentials.update(alice, fresh["credentialId"], {"name": "phoebe"})
+    assert _found(services, alice, search="HOENI") == [] and _found(services, alice, search="oeb") == [
+        ("phoebe", "OWNER")
+    ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,9 +22,10 @@ from strongroom.errors import Conflict
 from strongroom.services.accounts import Principal
 from strongroom.services.audit import Event, Verdict
 from strongroom.store import Tx
+from strongroom.store import db as db_module
 from strongroom.store.models import Credential, CredentialCount
 from strongroom.store.repositories.audit import append_in
-from tests.support import backend_database, fetch_credential, make_credential, secrets_of
+from tests.support import backend_database, fetch_credential, make_credential, secrets_of, until
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -339,3 +342,30 @@ def test_an_event_loops_concurrent_writes_share_one_batch(service: Services) -> 
     assert [revision for _, revision in asyncio.run(scenario())] == [2] * 20
     assert service.db.batches - before == 1
     assert {service.credentials.secrets(who, i)["password"] for i in ids} == {"new"}
+
+
+def test_a_failing_upkeep_never_fails_the_writes_it_follows(
+    service: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite: the committer's upkeeps (`Database.keep_up`) run after a batch is answered; one that fails is logged
+    by its error class only, and the writes before and after it commit as if it had not run."""
+    if not service.db.is_sqlite:
+        pytest.skip("the committer and its upkeeps are SQLite's")
+    monkeypatch.setattr(db_module, "UPKEEP_IDLE", 0.05)  # and when idle: never a busy loop over the failure
+    calls: list[bool] = []
+
+    def failing(conn: sqlite3.Connection, idle: bool) -> bool:
+        calls.append(idle)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO credential_names_indexed (one, through) VALUES (1, 0)")  # taken: IntegrityError
+        return False
+
+    service.db.keep_up("failing", failing)
+    alice = _user(service, "alice")
+    made = [make_credential(service, alice, {"name": f"after-{n}", "user": "u", "password": "p"}) for n in range(3)]
+    until(lambda: True in calls, 10, "the upkeep's idle call")
+    time.sleep(0.3)
+    assert len(calls) < 20, calls  # once per batch and once per idle pause, not in a loop
+    names = [fetch_credential(service, alice, m["credentialId"])["name"] for m in made]
+    assert names == ["after-0", "after-1", "after-2"]
+    assert "store upkeep failing failed: IntegrityError SQLITE_CONSTRAINT_PRIMARYKEY" in caplog.text

@@ -41,6 +41,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
 _WAL_KEEP_BYTES = 0  # the WAL is truncated to what the first commit after a checkpoint wrote
 _GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at most
+UPKEEP_IDLE = 1.0  # seconds without a write after which the committer finishes its upkeeps' work
+Upkeep = Callable[[sqlite3.Connection, bool], bool]  # see Database.keep_up
 T = TypeVar("T")
 Waiter = Future[Any] | asyncio.Future[Any]  # a committer job's: a thread's future or the event loop's
 W = TypeVar("W", bound=Waiter)
@@ -274,6 +276,7 @@ class Database:
         self.batches = 0  # transactions the SQLite committer has committed
         self._committer: threading.Thread | None = None
         self._committer_lock = threading.Lock()
+        self._upkeep: dict[str, Upkeep] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -807,6 +810,26 @@ class Database:
         if self._committer is None:
             self._start_committer()
 
+    def keep_up(self, name: str, upkeep: Upkeep) -> None:
+        """SQLite: have the committer call `upkeep(conn, idle)` on its connection, outside any transaction,
+        after each batch it commits (`idle` False) and, while an upkeep says it has work left (returns True),
+        whenever no write has come for `UPKEEP_IDLE` seconds (`idle` True). An upkeep commits its own work;
+        its failure is logged and never reaches a write. One upkeep per `name`."""
+        self._upkeep[name] = upkeep
+
+    def _keep_up(self, conn: sqlite3.Connection, idle: bool) -> tuple[bool, bool]:
+        """Run the upkeeps: (whether one has work left, whether one failed)."""
+        behind = failed = False
+        for name, upkeep in list(self._upkeep.items()):
+            try:
+                behind = upkeep(conn, idle) or behind
+            except Exception as exc:  # the writes it follows are durable and answered: log, retry later
+                log.warning("store upkeep %s failed: %s", name, _describe(exc))
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                behind = failed = True
+        return behind, failed
+
     def queued_writes(self) -> int:
         """How many writes wait for the SQLite committer to take them (not those of its running batch)."""
         return self._queued
@@ -826,9 +849,17 @@ class Database:
         """
         proxy: Any = None
         stopping = False
+        behind = False  # an upkeep has work left for an idle moment
         try:
             while not stopping:
-                batch = self._jobs.get()
+                try:
+                    batch = self._jobs.get(timeout=UPKEEP_IDLE if behind and proxy is not None else None)
+                except queue.Empty:
+                    while self._jobs.empty():
+                        behind, failed = self._keep_up(proxy.driver_connection, idle=True)
+                        if not behind or failed:
+                            break
+                    continue
                 while len(batch) < _GROUP_MAX:
                     try:
                         batch += self._jobs.get_nowait()
@@ -844,7 +875,8 @@ class Database:
                     if proxy is None:  # pragmas applied, autocommit: BEGIN is issued by the batch itself
                         proxy = self._fetch_engine.raw_connection()
                         tx = _SqliteTx(self, proxy.driver_connection)
-                    tx.commit_batch(batch)
+                    if tx.commit_batch(batch) and self._upkeep:
+                        behind = self._keep_up(proxy.driver_connection, idle=False)[0]
                 except Exception as exc:
                     error = _wrap(exc, "BEGIN") if isinstance(exc, sqlite3.Error) else exc
                     _settle([waiter for _, waiter in batch], [(False, error)] * len(batch))
@@ -1038,8 +1070,9 @@ class _SqliteTx:
             counts[key] = counts.get(key, 0) + delta
         return True, result
 
-    def commit_batch(self, batch: list[tuple[Any, Any]]) -> None:
-        """One transaction for the batch; futures resolve only after COMMIT returned (the data is on disk)."""
+    def commit_batch(self, batch: list[tuple[Any, Any]]) -> bool:
+        """One transaction for the batch; futures resolve only after COMMIT returned (the data is on disk).
+        True if it committed."""
         conn = self._conn
         counts: dict[tuple[str, str], int] = {}
         self.memo, self._deferred = {}, {}
@@ -1056,8 +1089,10 @@ class _SqliteTx:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = _wrap(exc, "COMMIT") if isinstance(exc, sqlite3.Error) else exc
-            outcomes = [(False, error)] * len(batch)
+            _settle([waiter for _, waiter in batch], [(False, error)] * len(batch))
+            return False
         _settle([waiter for _, waiter in batch], outcomes)
+        return True
 
 
 def _settle(waiters: Sequence[Waiter], outcomes: Sequence[tuple[bool, Any]]) -> None:

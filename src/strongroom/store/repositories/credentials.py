@@ -8,6 +8,7 @@ here, never by a use case. Rows come back as the store holds them; dates via `Da
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    Connection,
     Executable,
     LargeBinary,
     bindparam,
@@ -287,6 +289,8 @@ class CredentialRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        if db.is_sqlite:
+            db.keep_up("credential names", index_names)
 
     @property
     def on_loop(self) -> bool:
@@ -655,7 +659,39 @@ def _row(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, Any], int | None] | N
     return {c.name: value for c, value in zip(COLUMNS, values, strict=True)}, None if role is None else int(role)
 
 
-_NAMES = table("credential_names", column("rowid"), column("name"))  # SQLite's trigram index of names
+# SQLite's trigram index of names (migrations 0013, 0017) holds every credential whose rowid is at most
+# `credential_names_indexed.through`; a search reads the rows above it directly until the committer indexes them
+# in bulk (`index_names`): indexed one create at a time, names cost a create more than all its other statements.
+_NAMES = table("credential_names", column("rowid"), column("name"))
+_INDEXED_THROUGH = select(column("through")).select_from(table("credential_names_indexed")).scalar_subquery()
+NAMES_BULK = 512  # names waiting that make the committer index them after its batch
+NAMES_CHUNK = 4096  # rowids indexed in one transaction at most
+_HIGHEST = "(SELECT coalesce(max(rowid), 0) FROM credentials)"
+_THROUGH = "(SELECT through FROM credential_names_indexed)"
+_NAMES_BEHIND = f"SELECT {_HIGHEST} - {_THROUGH}"
+_NAMES_FROM = f"SELECT rowid, name FROM credentials WHERE rowid > {_THROUGH}"
+_NAMES_INDEX = f"INSERT INTO credential_names (rowid, name) {_NAMES_FROM} AND rowid <= ? + {_THROUGH}"
+_NAMES_THROUGH = f"UPDATE credential_names_indexed SET through = min(through + ?, {_HIGHEST})"
+
+
+def index_names(conn: sqlite3.Connection, idle: bool) -> bool:
+    """The SQLite committer's upkeep (`Database.keep_up`): index the names of up to `NAMES_CHUNK` new
+    credentials in one transaction once `NAMES_BULK` wait, or any number when `idle`; True while some wait."""
+    behind = conn.execute(_NAMES_BEHIND).fetchone()[0]
+    if behind <= 0 or (behind < NAMES_BULK and not idle):
+        return behind > 0
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(_NAMES_INDEX, (NAMES_CHUNK,))
+    conn.execute(_NAMES_THROUGH, (NAMES_CHUNK,))
+    conn.execute("COMMIT")
+    return behind > NAMES_CHUNK
+
+
+def index_all_names(conn: Connection) -> None:
+    """SQLite: index every name still waiting, in the caller's transaction (a restore's)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"INSERT INTO credential_names (rowid, name) {_NAMES_FROM}")
+        conn.exec_driver_sql(f"UPDATE credential_names_indexed SET through = {_HIGHEST}")
 
 
 @cache
@@ -702,11 +738,13 @@ def _shared_page(
         literal(OWNER).label("prole"),
         key.label("pkey"),
     ).where(owner == user, *by_names, *by_type)
-    if narrowed:
+    if narrowed:  # the names the index finds, and those it does not hold yet
         rowid = literal_column("credentials.rowid")
-        owned = owned.select_from(_NAMES.join(Credential, rowid == _NAMES.c.rowid)).where(
+        indexed = owned.select_from(_NAMES.join(Credential, rowid == _NAMES.c.rowid)).where(
             literal_column("credential_names").op("MATCH")(bindparam("phrase"))
         )
+        both = union_all(indexed, owned.where(rowid > _INDEXED_THROUGH)).subquery("named")
+        owned = select(both.c.pid, both.c.pat, both.c.prole, both.c.pkey)
     visible: Any = owned
     if not owner_only:
         if by_role:  # the owner's rows are all OWNER
