@@ -780,8 +780,13 @@ class Database:
         if not self.is_sqlite:
             return await asyncio.get_running_loop().run_in_executor(None, lambda: self.transact(fn))
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        with self._outage_is_unavailable():
+        try:  # `_outage_is_unavailable`, inline: a generator-based context manager per write costs more
             return await self._enqueue(fn, one_change, waiter)
+        except (DBAPIError, PoolTimeoutError) as exc:
+            error = self._unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def _enqueue(self, fn: Callable[[Tx], T], one_change: bool, waiter: W) -> W:
         """Queue `fn` for the committer's next batch; `waiter` (a thread's or the event loop's future) gets
