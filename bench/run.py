@@ -32,6 +32,7 @@ from strongroom.representation import render_credential
 from strongroom.services.audit import Event
 from strongroom.store.models import Credential, CredentialRole, new_id, utcnow
 from strongroom.store.repositories.audit import append_in, pg_audited
+from strongroom.store.repositories.credentials import index_all_names
 from strongroom.store.repositories.sharing import rederive_all
 
 HERE = Path(__file__).parent
@@ -136,6 +137,7 @@ def seed(
             )
         with service.db.write() as s:
             s.execute(insert(Credential), rows)
+            index_all_names(s.connection())  # as a restore does: a bulk load leaves no name waiting for SQLite's index
         ids.extend(r["id"] for r in rows)
     # the bulk insert bypassed the per-owner counts that list pages' totalCount reads
     service.credentials.credentials.rebuild_counts()

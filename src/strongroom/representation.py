@@ -23,6 +23,15 @@ def compact_json(value: Any, *, sort_keys: bool = False) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
 
 
+def parse_json(text: str | bytes) -> Any:
+    """JSON text as `compact_json` writes it: orjson, and the standard library for what orjson refuses (an integer
+    beyond 64 bits, which `compact_json` stored through the standard library)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def in_utc(moment: datetime) -> datetime:
     """`moment` in UTC (naive means UTC already); a moment that in UTC falls beyond either end of the calendar
     (year 1 with a positive offset, year 9999 with a negative one) is that end."""
@@ -52,7 +61,7 @@ def credential(row: Sequence[Any]) -> dict[str, Any]:
         "creationDate": iso(created_at),
     }
     if public_data and public_data != "{}":
-        out.update(json.loads(public_data))
+        out.update(parse_json(public_data))
     return out
 
 

@@ -7,6 +7,7 @@ create and update bodies through the real service on a real SQLite store, as the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strongroom import credential_types
+from strongroom import credential_types, representation
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import InvalidInput, StrongroomError
@@ -186,3 +187,18 @@ def test_service_update_takes_any_object(store: tuple[Services, Principal, str],
         assert fetch_credential(service, who, credential_id) == before, "a rejected PATCH changed the credential"
         return
     assert fetch_credential(service, who, credential_id) == updated
+
+
+@given(json_values)
+def test_stored_json_reads_back_as_written(value: Any) -> None:
+    """`parse_json` reads back whatever `compact_json` stores, integers beyond orjson's 64 bits included."""
+    stored = representation.compact_json(value)
+    assert representation.parse_json(stored) == value
+    assert representation.parse_json(stored.encode()) == value
+
+
+def test_a_principal_in_another_request_keeps_everything_but_where_it_came_from() -> None:
+    """`Principal.at` spells out every field: one added later must be carried too."""
+    every = {f.name: f"value-{f.name}" for f in dataclasses.fields(Principal)}
+    moved = Principal(**every).at("10.0.0.9", "rid-2")  # type: ignore[arg-type]
+    assert dataclasses.asdict(moved) == {**every, "address": "10.0.0.9", "request_id": "rid-2"}

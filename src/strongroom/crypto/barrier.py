@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 
 from strongroom.crypto.envelope import Envelope, Sealed
 from strongroom.crypto.keys import DecryptionError, KeyProvider
-from strongroom.representation import compact_json
+from strongroom.representation import compact_json, parse_json
 
 T = TypeVar("T")
 KEY_CHECK = b"strongroom key check v1"
@@ -112,7 +111,7 @@ class Barrier:
         if binding.generation < 1 and not legacy:
             raise DecryptionError("a seal without a generation outside the upgrade")
         self._know_version(sealed.key_version)
-        result: dict[str, Any] = json.loads(self.envelope.open(sealed, binding.aad()))
+        result: dict[str, Any] = parse_json(self.envelope.open(sealed, binding.aad()))
         return result
 
     def rewrap(self, binding: Binding, version: int, wrapped: bytes) -> tuple[int, bytes]:

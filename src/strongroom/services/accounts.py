@@ -39,6 +39,21 @@ class Principal:
     request_id: str | None = None
     expires_at: datetime | None = None  # the token's expiry
 
+    def at(self, address: str | None, request_id: str | None) -> Principal:
+        """This principal in another request (its address and id): `dataclasses.replace` without its generic
+        work, on every write by a remembered token."""
+        return Principal(
+            self.user_id,
+            self.username,
+            self.token_id,
+            self.scopes,
+            self.is_admin,
+            self.shared,
+            address,
+            request_id,
+            self.expires_at,
+        )
+
     @property
     def admin(self) -> bool:
         """Acting as an administrator: an admin user with a token that has the `admin` scope."""

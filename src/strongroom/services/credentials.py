@@ -8,8 +8,6 @@ stored API JSON text, which the server sends untouched.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import random
 import time
@@ -206,14 +204,14 @@ class CredentialService:
         """Every field of the credential, secret ones included (for local administration and backups)."""
         who.require("use")
         row = self._current(who, credential_id, EDITOR, "reveal its secrets")
-        return {**json.loads(row["public_data"]), **self._open(row)}
+        return {**representation.parse_json(row["public_data"]), **self._open(row)}
 
     def reveal(self, who: Principal, credential_id: str) -> dict[str, Any]:
         """The credential's metadata and every field, secret ones included (`use` scope, EDITOR or OWNER;
         audited as credential.reveal, naming no value)."""
         who.require("use")
         row = self._current(who, credential_id, EDITOR, "reveal its secrets")
-        fields = {**json.loads(row["public_data"]), **self._open(row)}
+        fields = {**representation.parse_json(row["public_data"]), **self._open(row)}
         self.record(_event("credential.reveal", 200, who, row))
         return {"credentialId": row["id"], "name": row["name"], "credentialType": row["credential_type"], **fields}
 
@@ -225,7 +223,7 @@ class CredentialService:
         with `purpose` (never a value)."""
         who.require("use")
         row = self._current(who, credential_id, CONSUMER, "use it", guard)
-        fields = {**json.loads(row["public_data"]), **self._open(row)}
+        fields = {**representation.parse_json(row["public_data"]), **self._open(row)}
         self.record(_event("credential.use", 200, who, row, **purpose))
         return str(row["credential_type"]), fields
 
@@ -234,7 +232,7 @@ class CredentialService:
         every field, secret ones included. Not audited: the caller audits the use it makes of it."""
         who.require("use")
         row = self._current(who, credential_id, CONSUMER, "use it")
-        return row, {**json.loads(row["public_data"]), **self._open(row)}
+        return row, {**representation.parse_json(row["public_data"]), **self._open(row)}
 
     def check_use(self, who: Principal, credential_id: str, *, guard: Guard | None = None) -> str:
         """The credential's type if the caller may use it (`use` scope, CONSUMER or above, then `guard`; 404 with
@@ -293,7 +291,7 @@ class CredentialService:
         """The principal this process authenticated for the token before, with this request's address and id
         for the audit record; None if it has not."""
         who = None if token_hash is None else self.accounts.remembered(token_hash)
-        return None if who is None else dataclasses.replace(who, address=address, request_id=request_id)
+        return None if who is None else who.at(address, request_id)
 
     async def acreate_for_token(
         self,
@@ -462,7 +460,7 @@ class CredentialService:
             row["description"] = "" if value is None else credential_types.check_description(value)
         patch = credential_types.parse_fields(ctype, data, allow_null=True)
         if patch:
-            current = {**json.loads(row["public_data"]), **self._open(row)}
+            current = {**representation.parse_json(row["public_data"]), **self._open(row)}
             merged = _merge(ctype, current, patch)
             credential_types.check_complete(ctype, merged)
             public, secret = ctype.split(merged)
