@@ -189,7 +189,13 @@ def test_service_update_takes_any_object(store: tuple[Services, Principal, str],
     assert fetch_credential(service, who, credential_id) == updated
 
 
-@given(json_values)
+stored_values = st.recursive(  # what JSON can hold: no infinity (orjson writes it as null)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+)
+
+
+@given(stored_values)
 def test_stored_json_reads_back_as_written(value: Any) -> None:
     """`parse_json` reads back whatever `compact_json` stores, integers beyond orjson's 64 bits included."""
     stored = representation.compact_json(value)
