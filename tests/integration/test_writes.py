@@ -344,13 +344,12 @@ def test_an_event_loops_concurrent_writes_share_one_batch(service: Services) -> 
     assert {service.credentials.secrets(who, i)["password"] for i in ids} == {"new"}
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the committer and its upkeeps are SQLite's
 def test_a_failing_upkeep_never_fails_the_writes_it_follows(
     service: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SQLite: the committer's upkeeps (`Database.keep_up`) run after a batch is answered; one that fails is logged
     by its error class only, and the writes before and after it commit as if it had not run."""
-    if not service.db.is_sqlite:
-        pytest.skip("the committer and its upkeeps are SQLite's")
     monkeypatch.setattr(db_module, "UPKEEP_IDLE", 0.05)  # and when idle: never a busy loop over the failure
     calls: list[bool] = []
 
