@@ -219,7 +219,7 @@ class Pipeline:
             raise self._failed(call.request) from None
         accounts.used(call.token_hash)
         call.request.scope[USER] = who.username
-        return replace(who, address=call.address, request_id=call.request_id)
+        return who.at(call.address, call.request_id)
 
     async def _audit_refusal(self, call: Call, exc: StrongroomError, action: str | None) -> None:
         """Audit a failed authentication, an authorisation denial, or a change that failed; reads that fail

@@ -41,7 +41,7 @@ class Principal:
 
     def at(self, address: str | None, request_id: str | None) -> Principal:
         """This principal in another request (its address and id): `dataclasses.replace` without its generic
-        work, on every write by a remembered token."""
+        work, on every authenticated request and every write by a remembered token."""
         return Principal(
             self.user_id,
             self.username,
