@@ -218,6 +218,14 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.log_path.read_text()}")
 
+    def __enter__(self) -> Server:
+        """Started; stopped on leaving the block, whatever happened in it."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self, sig: int | None = None) -> None:
         if self.proc is not None and self.proc.poll() is None:
             if sig is None:

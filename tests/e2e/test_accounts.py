@@ -20,13 +20,11 @@ from tests.support import BACKENDS, Server, backend_database
 @pytest.fixture(scope="module", params=BACKENDS)
 def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of its own that writes tokens' last use every 0.2 s (instead of 30 s)."""
-    with backend_database(request.param) as url:
-        server = Server(tmp_path_factory.mktemp("accounts"), url, {"STRONGROOM_LAST_USED_FLUSH": "0.2"})
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with (
+        backend_database(request.param) as url,
+        Server(tmp_path_factory.mktemp("accounts"), url, {"STRONGROOM_LAST_USED_FLUSH": "0.2"}) as server,
+    ):
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,8 @@ def s3() -> Iterator[S3Peer]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(data_dir=tmp_path_factory.mktemp("connect") / "srv")
-    server.start()
-    yield server
-    server.stop()
+    with Server(data_dir=tmp_path_factory.mktemp("connect") / "srv") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

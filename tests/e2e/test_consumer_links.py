@@ -38,10 +38,8 @@ def peer() -> Iterator[PeerDatabase]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(data_dir=tmp_path_factory.mktemp("links") / "srv")
-    server.start()
-    yield server
-    server.stop()
+    with Server(data_dir=tmp_path_factory.mktemp("links") / "srv") as server:
+        yield server
 
 
 @pytest.fixture

@@ -45,10 +45,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "STRONGROOM_CONNECT_DENY": f"{DENIED_HOST},{DENIED_ADDRESS}/32",
         "STRONGROOM_CONNECT_TIMEOUT": "3",
     }
-    server = Server(data_dir=tmp_path_factory.mktemp("ds") / "srv", extra_env=env)
-    server.start()
-    yield server
-    server.stop()
+    with Server(data_dir=tmp_path_factory.mktemp("ds") / "srv", extra_env=env) as server:
+        yield server
 
 
 @pytest.fixture

@@ -57,10 +57,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose s3 outputs upload parts of 5 MiB (S3's minimum), so a test of a few MiB has several, and
     whose uploads stop at 10 MiB."""
     env = {"STRONGROOM_JOB_S3_PART_BYTES": str(5 * 1024 * 1024), "STRONGROOM_JOB_UPLOAD_MAX_BYTES": str(10 << 20)}
-    server = Server(data_dir=tmp_path_factory.mktemp("jobs") / "srv", extra_env=env)
-    server.start()
-    yield server
-    server.stop()
+    with Server(data_dir=tmp_path_factory.mktemp("jobs") / "srv", extra_env=env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -851,12 +849,10 @@ def test_an_upload_over_the_limit_is_refused(api: httpx.Client) -> None:
 @pytest.fixture(scope="module")
 def small_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose jobs take uploads of 1000 bytes at most."""
-    server = Server(
+    with Server(
         data_dir=tmp_path_factory.mktemp("small") / "srv", extra_env={"STRONGROOM_JOB_UPLOAD_MAX_BYTES": "1000"}
-    )
-    server.start()
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def test_a_multipart_upload_is_limited_as_a_whole(small_srv: Server) -> None:
@@ -902,19 +898,17 @@ def test_ended_jobs_leave_no_spool(small_srv: Server) -> None:
 def test_an_upload_not_finished_in_time_fails_the_job(tmp_path: Path) -> None:
     """With STRONGROOM_JOB_UPLOAD_EXPIRY at 2 s, a job whose multipart upload is never finalized FAILS, saying
     why, what it received is deleted, and a later part is refused (409). Before, it waited for good."""
-    server = Server(data_dir=tmp_path / "srv", extra_env={"STRONGROOM_JOB_UPLOAD_EXPIRY": "2"})
-    server.start()
-    try:
-        with client(server, server.new_user("late")) as api:
-            job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
-            upload = job["links"]["csvUpload"]
-            assert api.put(f"{upload}part/0/", content=b"a,b\n1,2\n").status_code == 202
-            ended = wait_for_job(api, job["id"])
-            assert ended["status"] == "FAILED" and "not finished within 2 s" in ended["statusDetails"], ended
-            assert not (server.data_dir / "jobs" / job["id"]).exists()
-            assert_error(api.put(f"{upload}part/1/", content=b"a,b\n3,4\n"), 409)
-    finally:
-        server.stop()
+    with (
+        Server(data_dir=tmp_path / "srv", extra_env={"STRONGROOM_JOB_UPLOAD_EXPIRY": "2"}) as server,
+        client(server, server.new_user("late")) as api,
+    ):
+        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH}).json()
+        upload = job["links"]["csvUpload"]
+        assert api.put(f"{upload}part/0/", content=b"a,b\n1,2\n").status_code == 202
+        ended = wait_for_job(api, job["id"])
+        assert ended["status"] == "FAILED" and "not finished within 2 s" in ended["statusDetails"], ended
+        assert not (server.data_dir / "jobs" / job["id"]).exists()
+        assert_error(api.put(f"{upload}part/1/", content=b"a,b\n3,4\n"), 409)
 
 
 def test_no_secret_is_stored_or_logged(srv: Server, peers: dict[str, PeerDatabase], bucket: S3Peer) -> None:

@@ -37,10 +37,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "STRONGROOM_CONNECT_TIMEOUT": "2",
         "STRONGROOM_STATEMENT_TIMEOUT": "1",
     }
-    server = Server(data_dir=tmp_path_factory.mktemp("s3") / "srv", extra_env=env)
-    server.start()
-    yield server
-    server.stop()
+    with Server(data_dir=tmp_path_factory.mktemp("s3") / "srv", extra_env=env) as server:
+        yield server
 
 
 def _user(server: Server, prefix: str, scopes: tuple[str, ...] = SCOPES) -> tuple[str, str]:

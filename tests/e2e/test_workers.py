@@ -53,14 +53,12 @@ def _queue_server(tmp_path_factory: pytest.TempPathFactory, orphan_after: float)
         "STRONGROOM_JOB_ORPHAN_AFTER": str(orphan_after),
         "STRONGROOM_JOB_CHUNK_ROWS": "2",  # a job without chunkSize
     }
-    with backend_database("postgres") as url:
-        server = Server(data_dir=tmp_path_factory.mktemp("workers") / "srv", database_url=url, extra_env=env)
-        server.start()
-        try:
-            server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow")
-            yield server
-        finally:
-            server.stop()
+    with (
+        backend_database("postgres") as url,
+        Server(data_dir=tmp_path_factory.mktemp("workers") / "srv", database_url=url, extra_env=env) as server,
+    ):
+        server.cli("deployments", "create", "slow", "--entry-point", "tests.scoring:slow")
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +214,8 @@ def test_one_worker_runs_as_many_jobs_at_once_as_it_has_slots(
 
 def test_worker_refuses_sqlite(tmp_path: Path) -> None:
     """On SQLite the server runs jobs itself; a worker says so."""
-    server = Server(data_dir=tmp_path / "srv")
-    server.start()
-    try:
+    with Server(data_dir=tmp_path / "srv") as server:
         result = server.cli("worker", check=False)
-    finally:
-        server.stop()
     assert result.returncode == 1 and "PostgreSQL" in result.stderr
 
 
