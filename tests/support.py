@@ -40,6 +40,7 @@ from strongroom.crypto.envelope import Sealed
 from strongroom.crypto.keys import Keyring
 from strongroom.services.accounts import Principal
 from strongroom.store.db import Database
+from strongroom.store.repositories.credentials import _NAMES_BEHIND
 
 # ---- processes and stores ---------------------------------------------------------------------------------
 
@@ -419,6 +420,19 @@ def open_service(server: Server) -> Iterator[Services]:
         yield service
     finally:
         service.close()
+
+
+def names_waiting(services: Services) -> int:
+    """SQLite: how many credentials' names wait to join the trigram index of names (migration 0017)."""
+    with services.db.engine.connect() as conn:
+        return int(conn.exec_driver_sql(_NAMES_BEHIND).scalar_one())
+
+
+def names_indexed(services: Services, phrase: str) -> int:
+    """SQLite: how many names the trigram index itself holds for `phrase`."""
+    with services.db.engine.connect() as conn:
+        sql = "SELECT count(*) FROM credential_names WHERE credential_names MATCH ?"
+        return int(conn.exec_driver_sql(sql, (f'"{phrase}"',)).scalar_one())
 
 
 def make_credential(services: Services, who: Principal, body: Mapping[str, Any]) -> dict[str, Any]:

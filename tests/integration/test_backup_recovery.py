@@ -23,8 +23,7 @@ from strongroom.backup import MAGIC, ArchiveError, backup, header_of, restore, v
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.store.models import Credential
-from strongroom.store.repositories.credentials import _NAMES_BEHIND
-from tests.support import backend_database, make_credential, secrets_of
+from tests.support import backend_database, make_credential, names_waiting, secrets_of
 
 PASSPHRASE = "correct horse battery staple"
 BODIES: list[dict[str, Any]] = [
@@ -91,8 +90,8 @@ def test_passphrase_archive_restores_on_a_new_machine(source: Source, tmp_path: 
     services = Services.open(Settings(data_dir=new))  # the server's own start-up checks pass
     try:
         assert all_secrets(services) == source.secrets
-        with services.db.engine.connect() as conn:  # the restored names are in the trigram index, none waits
-            assert conn.exec_driver_sql(_NAMES_BEHIND).scalar_one() == 0
+        assert names_waiting(services) == 0  # the restored names are in the trigram index, none waits
+        with services.db.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM credential_names").scalar_one() == len(source.secrets)
         assert {row["version"] for row in services.keys.status()["versions"]} == {1}
         who = services.accounts.authenticate(services.accounts.create_token("alice")[1])

@@ -19,8 +19,7 @@ from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.services.accounts import token_hash_of
 from strongroom.store.db import MIGRATIONS, Database, head_revision
-from strongroom.store.repositories.credentials import _NAMES_BEHIND
-from tests.support import backend_database, fetch_credential, make_credential
+from tests.support import backend_database, fetch_credential, make_credential, names_waiting
 
 
 def _body(ctype: credential_types.CredentialType) -> dict[str, Any]:
@@ -206,8 +205,7 @@ def test_names_waiting_for_the_trigram_index_survive_a_downgrade_and_an_upgrade(
 
     service = Services.open(settings)
     try:
-        with service.db.engine.connect() as conn:
-            assert conn.exec_driver_sql(_NAMES_BEHIND).scalar_one() == 0
+        assert names_waiting(service) == 0
         who = service.accounts.authenticate(token)
         names = sorted(c["name"] for c in service.credentials.list(who, search="AITING-").credentials())
         assert names == ["waiting-1", "waiting-2"]

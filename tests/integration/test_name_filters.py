@@ -17,8 +17,8 @@ from strongroom.errors import InvalidInput
 from strongroom.services.accounts import Principal
 from strongroom.store import db as db_module
 from strongroom.store.repositories import credentials as credentials_repository
-from strongroom.store.repositories.credentials import _NAMES_BEHIND, _shared_page, index_all_names
-from tests.support import BACKENDS, backend_database, make_credential, until
+from strongroom.store.repositories.credentials import _shared_page, index_all_names
+from tests.support import BACKENDS, backend_database, make_credential, names_indexed, names_waiting, until
 
 Store = tuple[Services, Principal, Principal]
 
@@ -58,13 +58,7 @@ def _index_names(services: Services) -> None:
     """SQLite: index every name that waits, as the committer does once enough of them wait."""
     with services.db.engine.begin() as conn:
         index_all_names(conn)
-    assert _waiting(services) == 0
-
-
-def _waiting(services: Services) -> int:
-    """SQLite: how many credentials' names wait to join the trigram index."""
-    with services.db.engine.connect() as conn:
-        return int(conn.exec_driver_sql(_NAMES_BEHIND).scalar_one())
+    assert names_waiting(services) == 0
 
 
 def _found(services: Services, who: Principal, **filters: Any) -> list[tuple[str, str]]:
@@ -251,33 +245,26 @@ def test_a_nul_in_a_filter_is_refused_not_a_server_error(store: Store, key: str)
     assert services.datastores.list(alice, "\x00bogus", None) == []
 
 
-def _indexed(services: Services, phrase: str) -> int:
-    """SQLite: how many names the trigram index itself holds for `phrase`."""
-    with services.db.engine.connect() as conn:
-        sql = "SELECT count(*) FROM credential_names WHERE credential_names MATCH ?"
-        return int(conn.exec_driver_sql(sql, (f'"{phrase}"',)).scalar_one())
-
-
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 def test_names_join_the_index_in_bulk_or_when_writes_pause(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """A create leaves its name out of the trigram index (migration 0017); the committer indexes the waiting names
     once `NAMES_BULK` wait, or when no write has come for a second, and a search finds them all along."""
     services, alice, _ = store
-    waiting = _waiting(services)  # the fixture's
+    waiting = names_waiting(services)  # the fixture's
     monkeypatch.setattr(credentials_repository, "NAMES_BULK", waiting + 5)
     monkeypatch.setattr(db_module, "UPKEEP_IDLE", 3600)  # only the bulk can index them
     for n in range(4):
         make_credential(services, alice, {"name": f"bulk-{n}", "user": "u", "password": "p"})
-    assert _waiting(services) == waiting + 4 and _indexed(services, "bulk-") == 0
+    assert names_waiting(services) == waiting + 4 and names_indexed(services, "bulk-") == 0
     assert len(_found(services, alice, search="BULK-")) == 4
     make_credential(services, alice, {"name": "bulk-last", "user": "u", "password": "p"})
-    until(lambda: _waiting(services) == 0, 15, "indexing the names after the batch that made enough of them wait")
-    assert _indexed(services, "bulk-") == 5
+    until(lambda: names_waiting(services) == 0, 15, "indexing the names after the batch that made enough of them wait")
+    assert names_indexed(services, "bulk-") == 5
     assert len(_found(services, alice, search="BULK-")) == 5
     monkeypatch.setattr(db_module, "UPKEEP_IDLE", 0.2)
     make_credential(services, alice, {"name": "later-1", "user": "u", "password": "p"})
-    until(lambda: _waiting(services) == 0, 15, "indexing the name left waiting once writes paused")
-    assert _indexed(services, "later-") == 1
+    until(lambda: names_waiting(services) == 0, 15, "indexing the name left waiting once writes paused")
+    assert names_indexed(services, "later-") == 1
     assert _found(services, alice, search="ater-1") == [("later-1", "OWNER")]
 
 
@@ -290,11 +277,11 @@ def test_a_name_created_after_the_newest_rows_were_deleted_is_still_found(store:
     _index_names(services)
     for item in newest:
         services.credentials.delete(alice, item["credentialId"])
-    assert _indexed(services, "gone-") == 0
+    assert names_indexed(services, "gone-") == 0
     fresh = make_credential(services, alice, {"name": "phoenix", "user": "u", "password": "p"})
     assert _found(services, alice, search="HOENI") == [("phoenix", "OWNER")]
     _index_names(services)
-    assert _indexed(services, "hoeni") == 1  # indexed once, not twice
+    assert names_indexed(services, "hoeni") == 1  # indexed once, not twice
     assert _found(services, alice, search="HOENI") == [("phoenix", "OWNER")]
     services.credentials.update(alice, fresh["credentialId"], {"name": "phoebe"})
     assert _found(services, alice, search="HOENI") == [] and _found(services, alice, search="oeb") == [
