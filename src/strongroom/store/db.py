@@ -1081,6 +1081,7 @@ class _SqliteTx:
         conn = self._conn
         counts: dict[tuple[str, str], int] = {}
         self.memo, self._deferred = {}, {}
+        committed = True
         try:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [self._run_one(fn, counts) for fn, _ in batch]
@@ -1094,10 +1095,9 @@ class _SqliteTx:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = _wrap(exc, "COMMIT") if isinstance(exc, sqlite3.Error) else exc
-            _settle([waiter for _, waiter in batch], [(False, error)] * len(batch))
-            return False
+            outcomes, committed = [(False, error)] * len(batch), False
         _settle([waiter for _, waiter in batch], outcomes)
-        return True
+        return committed
 
 
 def _settle(waiters: Sequence[Waiter], outcomes: Sequence[tuple[bool, Any]]) -> None:
