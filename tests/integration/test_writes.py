@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.errors import Conflict
-from strongroom.services.accounts import Principal
+from strongroom.services import credentials as credential_events
+from strongroom.services.accounts import Principal, hash_token
 from strongroom.services.audit import Event, Verdict
 from strongroom.store import Tx
 from strongroom.store import db as db_module
-from strongroom.store.models import Credential, CredentialCount
+from strongroom.store.models import ApiToken, Credential, CredentialCount, utcnow
 from strongroom.store.repositories.audit import append_in
+from strongroom.store.repositories.credentials import NameTaken
 from tests.support import backend_database, fetch_credential, make_credential, secrets_of, until
 
 
@@ -368,3 +371,59 @@ def test_a_failing_upkeep_never_fails_the_writes_it_follows(
     names = [fetch_credential(service, alice, m["credentialId"])["name"] for m in made]
     assert names == ["after-0", "after-1", "after-2"]
     assert "store upkeep failing failed: IntegrityError SQLITE_CONSTRAINT_PRIMARYKEY" in caplog.text
+
+
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # the event loop's own connections are PostgreSQL's
+def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(service: Services) -> None:
+    """Creates that arrive on the loop while two are in flight go on as one statement: each still gets its own
+    outcome (a name taken earlier or twice among them: 409 for all but the first; a token revoked by another
+    process: not written; an owner that no longer exists: its own error, the others written), and the rows,
+    the counts and the audit chains are what one create at a time would have left."""
+    who = _user(service, "hana")
+    raw = service.accounts.create_token("hana")[1]
+    revoked = service.accounts.create_token("hana")[1]
+    make_credential(service, who, {"name": "taken", "user": "u", "password": "pw-taken"})
+    repo = service.credentials.credentials
+    before = service.audit.verify().checked
+
+    def prepared(name: str, owner: str | None = None) -> tuple[dict[str, object], object]:
+        row = service.credentials._new(who, {"name": name, "user": "u", "password": f"pw-{name}"})
+        if owner is not None:
+            row["owner_id"] = owner
+        return row, credential_events._event("credential.create", 201, who, row)
+
+    names = [f"n{k}" for k in range(30)] + [f"n{k}" for k in range(5)] + ["taken"]
+    rows = [prepared(name) for name in names]
+    stray = prepared("stray", owner="u-no-such-user")
+    unauthorised = prepared("unauthorised")
+    with service.db.write() as s:  # revoked by another process: this one may still hold it as valid
+        s.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(revoked)).values(revoked_at=utcnow()))
+
+    async def scenario() -> tuple[list[object], int]:
+        service.db.start_loop_pool(4)
+        try:
+            calls = [repo.ainsert_if_token(row, hash_token(raw), utcnow(), audit) for row, audit in rows]
+            calls.append(repo.ainsert(*stray))
+            calls.append(repo.ainsert_if_token(*unauthorised[:1], hash_token(revoked), utcnow(), unauthorised[1]))
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            return outcomes, sum(g.carried for g in service.db._loop_pool.gathered.values())
+        finally:
+            service.db.stop_loop_pool()
+
+    outcomes, carried = asyncio.run(scenario())
+    assert carried > 10  # most of the 38 went on together
+    assert outcomes[:30] == [True] * 30
+    assert all(isinstance(o, NameTaken) for o in outcomes[30:36]), outcomes[30:36]
+    assert isinstance(outcomes[36], IntegrityError) and not isinstance(outcomes[36], NameTaken)
+    assert outcomes[37] is False
+    listed = service.credentials.list(who, offset=0, limit=100)
+    assert listed.total == 31 and {c["name"] for c in listed.credentials()} == {"taken", *names[:30]}
+    with service.db.read() as s:
+        counted = s.scalar(select(func.sum(CredentialCount.n)).where(CredentialCount.owner_id == who.user_id))
+    assert counted == 31
+    for item in listed.credentials():  # each row holds its own secret, sealed for its own id
+        assert service.credentials.secrets(who, item["credentialId"])["password"] == f"pw-{item['name']}"
+    verdict = service.audit.verify()
+    assert verdict.first_bad is None and verdict.checked == before + 30
+    records, _ = service.audit.list(None, action="credential.create", limit=100)
+    assert sorted(r["target"]["name"] for r in records) == sorted(["taken", *names[:30]])  # each name in its record

@@ -12,15 +12,17 @@ import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -603,6 +605,42 @@ class Database:
         except _Lost as lost:
             raise lost.error from None
 
+    async def awrite_together(self, together: Together, params: Mapping[str, Any]) -> Any:
+        """`awrite_one` of `together.one(params)`; on the event loop's connections, writes of the same kind that
+        arrive while two are in flight wait and go on together, as one statement (`pgloop.Gathered`)."""
+        pool = self._pool_for_loop()
+        if pool is None:
+            return await self.awrite_one(together.one(params), params)
+        gathered = pool.gathered.get(together)
+        if gathered is None:
+            # `many` runs on the connections where PostgreSQL plans as it chooses: with sorting priced out, as on
+            # the hot path's, its plan ran hundreds of times slower.
+            many = partial(self._write_together, together, self._pool_for_loop(planned=True) or pool)
+            gathered = pool.gathered[together] = pgloop.Gathered(partial(self._write_alone, together), many)
+        return await gathered(params)
+
+    async def _write_alone(self, together: Together, params: Mapping[str, Any]) -> Any:
+        return await self.awrite_one(together.one(params), params)
+
+    async def _write_together(self, together: Together, pool: LoopPool, items: list[Mapping[str, Any]]) -> list[Any]:
+        """Several writes as one statement of `together.many`; if a constraint fails it, each alone, so that
+        only the write that broke it fails, with its own error."""
+        numbered = self._numbered.get(together.many)
+        if numbered is None:
+            numbered = self._numbered[together.many] = pgloop.numbered(together.many)
+        sql = numbered[0]
+        given = []
+        for ord_, params in enumerate(items, 1):
+            bound = self._pg_bind(together.one(params), params)[1]
+            given.append({**{name: bound.get(name) for name in together.fields}, "ord": ord_})
+        try:
+            rows = await self._loop_execute(pool, sql, [orjson.dumps(given, default=_bytea_text)])
+        except _Lost as lost:
+            raise lost.error from None
+        except IntegrityError:
+            return [await pgloop.outcome(self._write_alone(together, p)) for p in items]
+        return together.outcomes(rows, len(items))
+
     async def _loop_execute(self, pool: LoopPool, sql: bytes, values: list[Any]) -> Sequence[Sequence[Any]]:
         """Run on the loop's pool; driver errors leave as SQLAlchemy's classes, outages as ServiceUnavailable
         (or `_Lost`, carrying it, when the connection was lost and a read may retry)."""
@@ -922,6 +960,32 @@ class Database:
         self._fetch_engine.dispose()
         if self._unchanged is not None:  # last: closing its descriptor drops the process's locks on the file
             self._unchanged.close()
+
+
+@dataclass(frozen=True, eq=False)
+class Together:
+    """A PostgreSQL write that may go on together with others of its kind (`Database.awrite_together`).
+
+    `one(params)` is the statement of a write alone. `many` is the SQL of several: its one parameter,
+    `%(given)s`, is a JSON array with an object per write, in order, holding the write's `fields` and `ord`
+    (1, 2, ...); bytes as bytea's text form. `outcomes(rows, n)` gives each of the n writes what `awrite_one`
+    would have returned for it, or the exception it would have raised.
+    """
+
+    one: Callable[[Mapping[str, Any]], Executable]
+    many: str
+    fields: tuple[str, ...]
+    outcomes: Callable[[Sequence[Sequence[Any]], int], list[Any]]
+
+
+def _bytea_text(value: Any) -> str:
+    """JSON for what orjson does not write itself: bytes (or psycopg's `Binary` of them, which SQLAlchemy's
+    bind processor makes), as bytea's hex text form."""
+    if isinstance(value, psycopg.Binary):
+        value = value.obj
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    raise TypeError(type(value).__name__)
 
 
 class _Lost(Exception):

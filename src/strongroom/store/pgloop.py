@@ -12,12 +12,15 @@ import asyncio
 import collections
 import re
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 
@@ -147,6 +150,7 @@ class LoopPool:
         self._idle: list[_Connection] = []
         self._queue: collections.deque[asyncio.Future[_Connection]] = collections.deque()
         self._prepared: dict[bytes, tuple[bytes, list[PyFormat]]] = {}  # SQL -> statement name, formats
+        self.gathered: dict[object, Gathered[Any, Any]] = {}  # writes that go on together, by kind (`Gathered`)
 
     def serves_caller(self) -> bool:
         """Whether the caller runs on this pool's event loop. Its thread is running it: one thread runs one loop
@@ -237,3 +241,79 @@ def _hand_over(task: asyncio.Task[_Connection], waiter: asyncio.Future[_Connecti
         pool._release(conn)
     else:
         waiter.set_result(conn)
+
+
+class Gathered(Generic[T, R]):
+    """Writes of one kind that arrive while `lanes` of them are in flight wait, and go on together (at most `most`
+    at once) as one statement: a group commit, which spreads PostgreSQL's per-statement and per-commit work over
+    the writes it carries. Alone, a write goes at once, by `one`; `many` returns each write's result or the
+    exception that write raises, in order, and whatever it raises itself reaches every write it carried."""
+
+    def __init__(
+        self,
+        one: Callable[[T], Awaitable[R]],
+        many: Callable[[list[T]], Awaitable[list[R | BaseException]]],
+        lanes: int = 2,
+        most: int = 64,
+    ) -> None:
+        self._one = one
+        self._many = many
+        self._lanes = lanes
+        self._most = most
+        self._busy = 0
+        self._waiting: collections.deque[tuple[T, asyncio.Future[R]]] = collections.deque()
+        self.carried = 0  # writes that went on with others (for tests and diagnosis)
+
+    async def __call__(self, item: T) -> R:
+        if self._busy < self._lanes and not self._waiting:
+            self._busy += 1
+            try:
+                return await self._one(item)
+            finally:
+                self._busy -= 1
+                self._next()
+        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, waiter))
+        return await waiter
+
+    def _next(self) -> None:
+        if not self._waiting or self._busy >= self._lanes:
+            return
+        batch = []
+        while self._waiting and len(batch) < self._most:
+            item, waiter = self._waiting.popleft()
+            if not waiter.done():  # its caller was cancelled while it waited: it was never sent
+                batch.append((item, waiter))
+        if batch:
+            self._busy += 1
+            asyncio.get_running_loop().create_task(self._send(batch))
+
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            if len(batch) == 1:
+                outcomes: list[R | BaseException] = [await outcome(self._one(batch[0][0]))]
+            else:
+                outcomes = await self._many([item for item, _ in batch])
+                self.carried += len(batch)
+        except BaseException as exc:  # handed to every caller it concerns
+            outcomes = [exc] * len(batch)
+        finally:
+            self._busy -= 1
+        for (_, waiter), result in zip(batch, outcomes, strict=True):
+            if waiter.done():
+                continue
+            if isinstance(result, asyncio.CancelledError):
+                waiter.cancel()
+            elif isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
+        self._next()
+
+
+async def outcome(call: Awaitable[R]) -> R | BaseException:
+    """What `call` returns, or the exception it raises."""
+    try:
+        return await call
+    except Exception as exc:  # the caller's to raise
+        return exc

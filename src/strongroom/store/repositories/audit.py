@@ -138,6 +138,60 @@ def pg_audited(statement: Any, changed: Any | None = None, name: Any | None = No
     return statement.add_cte(head, logged)
 
 
+# The audit fields of an entry, as `Entry.params` names them and `pg_audited_many` reads them from `done`.
+ENTRY_FIELDS = ("a_at", "a_actor", "a_action", "a_credential", "a_owner", "a_status", "a_content")
+ENTRY_TYPES = {
+    name: col.type.compile(dialect=postgresql.dialect())
+    for name, col in zip(
+        ENTRY_FIELDS,
+        (
+            AuditRecord.at,
+            AuditRecord.actor,
+            AuditRecord.action,
+            AuditRecord.credential_id,
+            AuditRecord.owner_id,
+            AuditRecord.status,
+            AuditRecord.content,
+        ),
+        strict=True,
+    )
+}
+
+
+def pg_audited_many(done: str) -> str:
+    """PostgreSQL: the CTEs (SQL text, to follow other CTEs of a `WITH RECURSIVE`) that append one entry per row
+    of the CTE `done` (columns `k` = 1, 2, ... in the order to append, `content`, and the other `ENTRY_FIELDS`)
+    to the connection's chain, hashing each after the one before it (a recursive CTE), and advance its head.
+
+    The head row is locked (`FOR UPDATE`, which reads its newest version) before the chain is computed, so two
+    statements on one chain extend it one after the other, as `pg_audited`'s do."""
+    return f"""head AS (
+    SELECT shard, seq, hash::text AS hash FROM audit_heads
+    WHERE shard = pg_backend_pid() %% {AUDIT_SHARDS} AND EXISTS (SELECT 1 FROM {done}) FOR UPDATE
+), chain AS (
+    SELECT 0::bigint AS k, hash FROM head
+    UNION ALL
+    SELECT d.k, encode(sha256(convert_to(chain.hash || d.content, 'UTF8')), 'hex')
+    FROM chain JOIN {done} AS d ON d.k = chain.k + 1
+), logged AS (
+    INSERT INTO audit_log (shard, seq, at, actor, action, credential_id, owner_id, status, content, hash)
+    SELECT head.shard, head.seq + d.k, d.a_at, d.a_actor, d.a_action, d.a_credential, d.a_owner, d.a_status,
+           d.content, chain.hash
+    FROM head, {done} AS d JOIN chain ON chain.k = d.k
+    RETURNING seq
+), advanced AS (
+    UPDATE audit_heads SET seq = head.seq + last.k, hash = last.hash
+    FROM head, (SELECT k, hash FROM chain ORDER BY k DESC LIMIT 1) AS last
+    WHERE audit_heads.shard = head.shard
+    RETURNING audit_heads.seq
+)"""
+
+
+def name_in_content(content: str, name: str) -> str:
+    """SQL: `content` (an entry's JSON) with `NAME_SLOT`'s JSON replaced by the JSON of `name` (SQL too)."""
+    return f"replace({content}, '{_NAME_SLOT_JSON}', coalesce(to_json({name})::text, 'null'))"
+
+
 class AuditRepository:
     """Appending to and reading the audit log."""
 

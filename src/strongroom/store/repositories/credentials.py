@@ -41,8 +41,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import false
 
-from strongroom.store.db import Database, Tx, count_shard
+from strongroom.store.db import Database, Together, Tx, count_shard
 from strongroom.store.models import (
+    COUNT_SHARDS,
     ApiToken,
     Credential,
     CredentialAccess,
@@ -51,7 +52,15 @@ from strongroom.store.models import (
     User,
     UTCDateTime,
 )
-from strongroom.store.repositories.audit import Entry, append_in, pg_audited
+from strongroom.store.repositories.audit import (
+    ENTRY_FIELDS,
+    ENTRY_TYPES,
+    Entry,
+    append_in,
+    name_in_content,
+    pg_audited,
+    pg_audited_many,
+)
 from strongroom.store.repositories.sharing import OWNER, role_of
 
 COLUMNS = tuple(Credential.__table__.c)  # a credential row, in table order (`row` and `current` use it)
@@ -165,14 +174,23 @@ def _pg_counted(change: Any, delta: int) -> Executable:
 
 
 _PG_CREATE = _pg_counted(_INSERT, +1)
+
+
 # The insert happens only if the token is still valid for that owner: a revocation, expiry or disabling since
 # the token was last authenticated takes effect at once, and no separate lookup is needed.
-_TOKEN_STILL_VALID = exists().where(
-    ApiToken.token_hash == bindparam("token_hash"),
-    ApiToken.user_id == bindparam("owner_id"),
-    ApiToken.revoked_at.is_(None),
-    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now", type_=UTCDateTime())),
-    _ENABLED,
+def _token_still_valid(token_hash: Any, owner_id: Any, now: Any) -> Any:
+    """Whether `token_hash` is a token of user `owner_id` that is valid at `now` (each a bind or a column)."""
+    return exists().where(
+        ApiToken.token_hash == token_hash,
+        ApiToken.user_id == owner_id,
+        ApiToken.revoked_at.is_(None),
+        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        _ENABLED,
+    )
+
+
+_TOKEN_STILL_VALID = _token_still_valid(
+    bindparam("token_hash"), bindparam("owner_id"), bindparam("now", type_=UTCDateTime())
 )
 _INSERT_CHECKED = insert(Credential).from_select(
     [c.name for c in COLUMNS],
@@ -184,6 +202,62 @@ _INSERT_CHECKED = insert(Credential).from_select(
     ).where(_TOKEN_STILL_VALID),
 )
 _PG_CREATE_CHECKED = _pg_counted(_INSERT_CHECKED, +1)
+
+
+def _pg_create_many() -> str:
+    """PostgreSQL: several creates as one statement, each as `_PG_CREATE` (no `token_hash`) or
+    `_PG_CREATE_CHECKED` would make it: its row where the owner has not used its name (a name used twice among
+    them goes to the first), its count and its audit entry. One row per create, in order: whether it was
+    inserted, and whether its token was valid."""
+    pg = postgresql.dialect()
+    types = {c.name: c.type.compile(dialect=pg) for c in COLUMNS}
+    types |= {"token_hash": ApiToken.token_hash.type.compile(dialect=pg), "now": "TIMESTAMP WITHOUT TIME ZONE"}
+    types |= ENTRY_TYPES
+    names = list(types)
+    given = table("given", *(column(name) for name in (*names, "ord")))
+    token = given.c.token_hash
+    allowed = select(given.c.ord).where(or_(token.is_(None), _token_still_valid(token, given.c.owner_id, given.c.now)))
+    allowed_sql = str(allowed.compile(dialect=pg))  # no parameter of its own: every value is a column of `given`
+    columns = ", ".join(c.name for c in COLUMNS)
+    fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
+    content = name_in_content("g.a_content", "g.name")
+    return f"""WITH RECURSIVE given AS (
+    SELECT * FROM json_to_recordset(%(given)s::json)
+    AS given({", ".join(f"{name} {types[name]}" for name in names)}, ord BIGINT)
+), allowed AS (
+    {allowed_sql}
+), changed AS (
+    INSERT INTO credentials ({columns})
+    SELECT {columns} FROM given WHERE ord IN (SELECT ord FROM allowed) ORDER BY ord
+    ON CONFLICT (owner_id, name) DO NOTHING
+    RETURNING id, owner_id, credential_type
+), done AS (
+    SELECT row_number() OVER (ORDER BY g.ord) AS k, {fields}, {content} AS content
+    FROM given AS g JOIN changed ON changed.id = g.id
+), {pg_audited_many("done")}, counted AS (
+    INSERT INTO credential_counts (owner_id, credential_type, shard, n)
+    SELECT owner_id, credential_type, pg_backend_pid() %% {COUNT_SHARDS}, count(*) FROM changed
+    GROUP BY owner_id, credential_type
+    ON CONFLICT (owner_id, credential_type, shard) DO UPDATE SET n = credential_counts.n + excluded.n
+    RETURNING n
+)
+SELECT changed.id IS NOT NULL, allowed.ord IS NOT NULL
+FROM given LEFT JOIN changed ON changed.id = given.id LEFT JOIN allowed ON allowed.ord = given.ord
+ORDER BY given.ord"""
+
+
+def _created(rows: Sequence[Sequence[Any]], n: int) -> list[Any]:
+    """Each create's result as its statement alone returns it (a row if inserted, none if its token was no
+    longer valid), or NameTaken."""
+    return [[(1,)] if inserted else (NameTaken() if allowed else []) for inserted, allowed in rows]
+
+
+_PG_CREATES = Together(
+    one=lambda params: _PG_CREATE if params.get("token_hash") is None else _PG_CREATE_CHECKED,
+    many=_pg_create_many(),
+    fields=(*(c.name for c in COLUMNS), "token_hash", "now", *ENTRY_FIELDS),
+    outcomes=_created,
+)
 
 
 @cache
@@ -453,7 +527,7 @@ class CredentialRepository:
             if self.db.is_sqlite:
                 await self.db.atransact(lambda tx: _insert_counted(tx, row, audit), one_change=True)
             else:
-                await self.db.awrite_one(_PG_CREATE, {**row, **audit.params()})
+                await self.db.awrite_together(_PG_CREATES, {**row, **audit.params()})
 
     async def ainsert_if_token(self, row: Mapping[str, Any], token_hash: str, now: datetime, audit: Entry) -> bool:
         """Insert only while `token_hash` is a valid token of the row's owner, checked in the same transaction
@@ -463,7 +537,7 @@ class CredentialRepository:
                 checked = {**row, "token_hash": token_hash, "now": now}
                 return await self.db.atransact(lambda tx: _insert_counted(tx, checked, audit), one_change=True)
             params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
-            return bool(await self.db.awrite_one(_PG_CREATE_CHECKED, params))
+            return bool(await self.db.awrite_together(_PG_CREATES, params))
 
     def swap(
         self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any] | None = None
