@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from strongroom.bootstrap import Services
@@ -427,3 +427,92 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
     assert verdict.first_bad is None and verdict.checked == before + 30
     records, _ = service.audit.list(None, action="credential.create", limit=100)
     assert sorted(r["target"]["name"] for r in records) == sorted(["taken", *names[:30]])  # each name in its record
+
+
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # the event loop's own connections are PostgreSQL's
+def test_updates_on_the_event_loop_go_together_and_keep_their_own_outcomes(service: Services) -> None:
+    """Updates that arrive on the loop while two are in flight go on as one statement, each a compare-and-swap
+    of its own: of two read at one revision one is written; one read at an older revision is not; one whose
+    token another process revoked is not; a rename to a taken name is refused alone. Rows, secrets and the
+    audit chains are what one update at a time would have left."""
+    who = _user(service, "iris")
+    raw = service.accounts.create_token("iris")[1]
+    revoked = service.accounts.create_token("iris")[1]
+    ids = [
+        make_credential(service, who, {"name": f"c{k}", "user": "u", "password": "p"})["credentialId"]
+        for k in range(24)
+    ]
+    stale_id = ids[23]
+    service.credentials.update(who, stale_id, {"password": "moved on"})  # now at revision 2
+    before = service.audit.verify().checked
+    svc = service.credentials
+
+    def patched(credential_id: str, body: dict[str, object], revision: int | None = None) -> tuple[object, ...]:
+        found = svc.credentials.current(credential_id, who.user_id)
+        _, read_revision, row = svc._patched(found, credential_id, body, None)
+        return (revision or read_revision, row, credential_events._update_event(who, row, body))
+
+    writes = [patched(i, {"password": f"new-{i}"}) for i in ids[:20]]
+    writes.append(patched(ids[0], {"password": "rival"}))  # read at revision 1 like writes[0]: one of them wins
+    writes.append(patched(stale_id, {"password": "too late"}, revision=1))  # read before it moved on
+    writes.append(patched(ids[21], {"name": "c22"}))  # a name c22 holds
+    unauthorised = patched(ids[22], {"password": "unauthorised"})
+    with service.db.write() as s:
+        s.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(revoked)).values(revoked_at=utcnow()))
+
+    async def scenario() -> tuple[list[object], int]:
+        service.db.start_loop_pool(4)
+        try:
+            now = utcnow()
+            calls = [svc.credentials.aswap_if_token(*w, hash_token(raw), who.user_id, now) for w in writes]
+            calls.append(svc.credentials.aswap_if_token(*unauthorised, hash_token(revoked), who.user_id, now))
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            return outcomes, sum(g.carried for g in service.db._loop_pool.gathered.values())
+        finally:
+            service.db.stop_loop_pool()
+
+    outcomes, carried = asyncio.run(scenario())
+    assert carried > 10
+    assert outcomes[1:20] == [True] * 19
+    assert sorted([outcomes[0], outcomes[20]]) == [False, True]  # exactly one of the two rivals
+    assert outcomes[21] is False and outcomes[23] is False
+    assert isinstance(outcomes[22], NameTaken)
+    expected = {i: f"new-{i}" for i in ids[1:20]} | {stale_id: "moved on", ids[22]: "p", ids[21]: "p"}
+    expected[ids[0]] = f"new-{ids[0]}" if outcomes[0] is True else "rival"
+    for credential_id, password in expected.items():
+        assert svc.secrets(who, credential_id)["password"] == password
+    assert fetch_credential(service, who, ids[21])["name"] == "c21"
+    verdict = service.audit.verify()
+    assert verdict.first_bad is None and verdict.checked == before + 20
+
+
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)
+def test_a_statement_of_several_writes_ended_by_a_deadlock_is_tried_again_write_by_write(service: Services) -> None:
+    """PostgreSQL ends one side of a deadlock (SQLSTATE 40P01): the writes that statement carried each go again
+    alone and are written, instead of all failing with an error none of them caused. (The deadlock is raised by
+    the statement itself here: two real ones deadlock only by timing.)"""
+    with service.db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE together_probe (n integer PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION together_deadlock() RETURNS SETOF boolean LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+        )
+    single = text("INSERT INTO together_probe (n) VALUES (:n) RETURNING n")
+    together = db_module.Together(
+        one=lambda params: single,
+        many="SELECT together_deadlock() FROM json_to_recordset(%(given)s::json) AS given(n integer, ord bigint)",
+        fields=("n",),
+        outcomes=lambda rows, n: [AssertionError("the statement of several cannot succeed")] * n,
+    )
+
+    async def scenario() -> tuple[list[object], int]:
+        service.db.start_loop_pool(4)
+        try:
+            outcomes = await asyncio.gather(*(service.db.awrite_together(together, {"n": n}) for n in range(12)))
+            return outcomes, service.db._loop_pool.gathered[together].carried
+        finally:
+            service.db.stop_loop_pool()
+
+    outcomes, carried = asyncio.run(scenario())
+    assert carried > 0
+    assert outcomes == [[(n,)] for n in range(12)]

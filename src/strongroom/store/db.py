@@ -43,6 +43,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5354524F  # "STRO": serialises migrations across server processes
 _WAL_KEEP_BYTES = 0  # the WAL is truncated to what the first commit after a checkpoint wrote
 _GROUP_MAX = 128  # writes sharing one SQLite transaction (and one fsync) at most
+_DEADLOCK = "40P01"  # SQLSTATE of a statement PostgreSQL ended to break a deadlock
 UPKEEP_IDLE = 1.0  # seconds without a write after which the committer finishes its upkeeps' work
 Upkeep = Callable[[sqlite3.Connection, bool], bool]  # see Database.keep_up
 T = TypeVar("T")
@@ -623,8 +624,9 @@ class Database:
         return await self.awrite_one(together.one(params), params)
 
     async def _write_together(self, together: Together, pool: LoopPool, items: list[Mapping[str, Any]]) -> list[Any]:
-        """Several writes as one statement of `together.many`; if a constraint fails it, each alone, so that
-        only the write that broke it fails, with its own error."""
+        """Several writes as one statement of `together.many`. If a constraint fails it, or PostgreSQL ends it
+        as one side of a deadlock, each write goes again alone: only a write that breaks a constraint fails, with
+        its own error."""
         numbered = self._numbered.get(together.many)
         if numbered is None:
             numbered = self._numbered[together.many] = pgloop.numbered(together.many)
@@ -637,7 +639,10 @@ class Database:
             rows = await self._loop_execute(pool, sql, [orjson.dumps(given, default=_bytea_text)])
         except _Lost as lost:
             raise lost.error from None
-        except IntegrityError:
+        except (IntegrityError, ServiceUnavailable) as exc:
+            # an outage reaches every write; a deadlock (classed with outages, as a 503) is only this statement's
+            if isinstance(exc, ServiceUnavailable) and getattr(exc.__cause__, "sqlstate", None) != _DEADLOCK:
+                raise
             return [await pgloop.outcome(self._write_alone(together, p)) for p in items]
         return together.outcomes(rows, len(items))
 

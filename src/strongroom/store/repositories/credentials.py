@@ -204,31 +204,51 @@ _INSERT_CHECKED = insert(Credential).from_select(
 _PG_CREATE_CHECKED = _pg_counted(_INSERT_CHECKED, +1)
 
 
+_PG_TOKEN_TYPES = {"token_hash": "VARCHAR(64)", "owner_id": "VARCHAR(24)", "now": "TIMESTAMP WITHOUT TIME ZONE"}
+
+
+def _pg_given(types: Mapping[str, str]) -> str:
+    """SQL: the rows of `Together`'s `%(given)s`, with the columns and types of `types` and `ord`."""
+    columns = ", ".join(f"{name} {type_}" for name, type_ in types.items())
+    return f"SELECT * FROM json_to_recordset(%(given)s::json) AS given({columns}, ord BIGINT)"
+
+
+def _pg_allowed() -> str:
+    """SQL: the `ord` of each row of `given` whose write needs no token (`token_hash` null) or whose token is
+    still valid for user `owner_id` at `now`, as `_TOKEN_STILL_VALID` checks one."""
+    given = table("given", column("ord"), column("token_hash"), column("owner_id"), column("now"))
+    token = given.c.token_hash
+    allowed = select(given.c.ord).where(or_(token.is_(None), _token_still_valid(token, given.c.owner_id, given.c.now)))
+    return str(allowed.compile(dialect=postgresql.dialect()))  # no parameter: every value is a column of `given`
+
+
+_PG_TYPES = {c.name: c.type.compile(dialect=postgresql.dialect()) for c in COLUMNS}
+_CREATE_TYPES = {**_PG_TYPES, "token_hash": _PG_TOKEN_TYPES["token_hash"], "now": _PG_TOKEN_TYPES["now"], **ENTRY_TYPES}
+_UPDATE_TYPES = {
+    "target": _PG_TYPES["id"],
+    "read_revision": _PG_TYPES["revision"],
+    **{f"new_{name}": type_ for name, type_ in _PG_TYPES.items() if name not in FIXED},
+    **_PG_TOKEN_TYPES,
+    **ENTRY_TYPES,
+}
+
+
 def _pg_create_many() -> str:
     """PostgreSQL: several creates as one statement, each as `_PG_CREATE` (no `token_hash`) or
     `_PG_CREATE_CHECKED` would make it: its row where the owner has not used its name (a name used twice among
-    them goes to the first), its count and its audit entry. One row per create, in order: whether it was
+    them goes to the first), its count and its audit entry. Rows go in in name order, so two such statements
+    wait on each other's names in one order and cannot deadlock. One row per create, in order: whether it was
     inserted, and whether its token was valid."""
-    pg = postgresql.dialect()
-    types = {c.name: c.type.compile(dialect=pg) for c in COLUMNS}
-    types |= {"token_hash": ApiToken.token_hash.type.compile(dialect=pg), "now": "TIMESTAMP WITHOUT TIME ZONE"}
-    types |= ENTRY_TYPES
-    names = list(types)
-    given = table("given", *(column(name) for name in (*names, "ord")))
-    token = given.c.token_hash
-    allowed = select(given.c.ord).where(or_(token.is_(None), _token_still_valid(token, given.c.owner_id, given.c.now)))
-    allowed_sql = str(allowed.compile(dialect=pg))  # no parameter of its own: every value is a column of `given`
     columns = ", ".join(c.name for c in COLUMNS)
-    fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
     content = name_in_content("g.a_content", "g.name")
+    fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
     return f"""WITH RECURSIVE given AS (
-    SELECT * FROM json_to_recordset(%(given)s::json)
-    AS given({", ".join(f"{name} {types[name]}" for name in names)}, ord BIGINT)
+    {_pg_given(_CREATE_TYPES)}
 ), allowed AS (
-    {allowed_sql}
+    {_pg_allowed()}
 ), changed AS (
     INSERT INTO credentials ({columns})
-    SELECT {columns} FROM given WHERE ord IN (SELECT ord FROM allowed) ORDER BY ord
+    SELECT {columns} FROM given WHERE ord IN (SELECT ord FROM allowed) ORDER BY owner_id, name, ord
     ON CONFLICT (owner_id, name) DO NOTHING
     RETURNING id, owner_id, credential_type
 ), done AS (
@@ -246,6 +266,32 @@ FROM given LEFT JOIN changed ON changed.id = given.id LEFT JOIN allowed ON allow
 ORDER BY given.ord"""
 
 
+def _pg_update_many() -> str:
+    """PostgreSQL: several compare-and-swap updates as one statement, each as `_PG_UPDATE` (no `token_hash`) or
+    `_PG_UPDATE_CHECKED` would make it, with its audit entry. The rows are locked in id order first, so two such
+    statements cannot deadlock. One row per update, in order: the new revision, or null if it was not written
+    (the revision moved, or the token is no longer valid); of two updates of one row read at the same revision
+    one is written."""
+    sets = ", ".join(f"{name} = given.new_{name}" for name in _PG_TYPES if name not in FIXED)
+    fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
+    return f"""WITH RECURSIVE given AS (
+    {_pg_given(_UPDATE_TYPES)}
+), allowed AS (
+    {_pg_allowed()}
+), locked AS MATERIALIZED (
+    SELECT id FROM credentials WHERE id IN (SELECT target FROM given) ORDER BY id FOR UPDATE
+), changed AS (
+    UPDATE credentials SET {sets} FROM given
+    WHERE credentials.id = given.target AND credentials.revision = given.read_revision
+      AND credentials.id IN (SELECT id FROM locked) AND given.ord IN (SELECT ord FROM allowed)
+    RETURNING given.ord, credentials.revision
+), done AS (
+    SELECT row_number() OVER (ORDER BY g.ord) AS k, {fields}, g.a_content AS content
+    FROM given AS g JOIN changed ON changed.ord = g.ord
+), {pg_audited_many("done")}
+SELECT changed.revision FROM given LEFT JOIN changed ON changed.ord = given.ord ORDER BY given.ord"""
+
+
 def _created(rows: Sequence[Sequence[Any]], n: int) -> list[Any]:
     """Each create's result as its statement alone returns it (a row if inserted, none if its token was no
     longer valid), or NameTaken."""
@@ -255,7 +301,7 @@ def _created(rows: Sequence[Sequence[Any]], n: int) -> list[Any]:
 _PG_CREATES = Together(
     one=lambda params: _PG_CREATE if params.get("token_hash") is None else _PG_CREATE_CHECKED,
     many=_pg_create_many(),
-    fields=(*(c.name for c in COLUMNS), "token_hash", "now", *ENTRY_FIELDS),
+    fields=tuple(_CREATE_TYPES),
     outcomes=_created,
 )
 
@@ -275,6 +321,12 @@ _SWAPPED = _update().returning(Credential.revision).cte("changed")
 _PG_UPDATE = pg_audited(select(_SWAPPED.c.revision), _SWAPPED)  # one autocommit statement: atomic on its own
 _SWAPPED_CHECKED = _update(checked=True).returning(Credential.revision).cte("changed")  # while the token is valid
 _PG_UPDATE_CHECKED = pg_audited(select(_SWAPPED_CHECKED.c.revision), _SWAPPED_CHECKED)
+_PG_UPDATES = Together(
+    one=lambda params: _PG_UPDATE if params.get("token_hash") is None else _PG_UPDATE_CHECKED,
+    many=_pg_update_many(),
+    fields=tuple(_UPDATE_TYPES),
+    outcomes=lambda rows, n: [[] if revision is None else [(revision,)] for (revision,) in rows],
+)
 _TOTAL = select(func.coalesce(func.sum(CredentialCount.n), 0))
 _COUNT = _TOTAL.where(CredentialCount.owner_id == bindparam("owner"))
 _COUNT_TYPES = _COUNT.where(CredentialCount.credential_type.in_(bindparam("types", expanding=True)))
@@ -560,7 +612,7 @@ class CredentialRepository:
                 kept = _kept(before, row)
                 swap = lambda tx: _swap_audited(tx, params, audit, kept)  # noqa: E731
                 return bool(await self.db.atransact(swap, one_change=True))
-            return bool(await self.db.awrite_one(_PG_UPDATE, {**params, **audit.params()}))
+            return bool(await self.db.awrite_together(_PG_UPDATES, {**params, **audit.params()}))
 
     async def aswap_if_token(
         self,
@@ -582,7 +634,7 @@ class CredentialRepository:
                 checked, kept = {**params, **check}, _kept(before, row)
                 swap = lambda tx: _swap_audited(tx, checked, audit, kept)  # noqa: E731
                 return bool(await self.db.atransact(swap, one_change=True))
-            return bool(await self.db.awrite_one(_PG_UPDATE_CHECKED, {**params, **check, **audit.params()}))
+            return bool(await self.db.awrite_together(_PG_UPDATES, {**params, **check, **audit.params()}))
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
         """Delete and uncount the credential (only if `owner_id` owns it, when given) with its audit record;
