@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
@@ -377,7 +377,8 @@ def test_a_failing_upkeep_never_fails_the_writes_it_follows(
 def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(service: Services) -> None:
     """Creates that arrive on the loop while two are in flight go on as one statement: each still gets its own
     outcome (a name taken earlier or twice among them: 409 for all but the first; a token revoked by another
-    process: not written; an owner that no longer exists: its own error, the others written), and the rows,
+    process: not written; an owner that no longer exists or a value too long: its own error, the others
+    written), and the rows,
     the counts and the audit chains are what one create at a time would have left."""
     who = _user(service, "hana")
     raw = service.accounts.create_token("hana")[1]
@@ -396,6 +397,8 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
     rows = [prepared(name) for name in names]
     stray = prepared("stray", owner="u-no-such-user")
     unauthorised = prepared("unauthorised")
+    overlong = prepared("overlong")
+    overlong[0]["credential_type"] = "t" * 100  # longer than its column: a value error, this write's alone
     with service.db.write() as s:  # revoked by another process: this one may still hold it as valid
         s.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(revoked)).values(revoked_at=utcnow()))
 
@@ -405,6 +408,7 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
             calls = [repo.ainsert_if_token(row, hash_token(raw), utcnow(), audit) for row, audit in rows]
             calls.append(repo.ainsert(*stray))
             calls.append(repo.ainsert_if_token(*unauthorised[:1], hash_token(revoked), utcnow(), unauthorised[1]))
+            calls.append(repo.ainsert(*overlong))
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
             return outcomes, sum(g.carried for g in service.db._loop_pool.gathered.values())
         finally:
@@ -416,6 +420,7 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
     assert all(isinstance(o, NameTaken) for o in outcomes[30:36]), outcomes[30:36]
     assert isinstance(outcomes[36], IntegrityError) and not isinstance(outcomes[36], NameTaken)
     assert outcomes[37] is False
+    assert isinstance(outcomes[38], DataError)
     listed = service.credentials.list(who, offset=0, limit=100)
     assert listed.total == 31 and {c["name"] for c in listed.credentials()} == {"taken", *names[:30]}
     with service.db.read() as s:

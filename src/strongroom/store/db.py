@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import Connection, Engine, Executable, bindparam, create_engine, event, func, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -624,9 +624,9 @@ class Database:
         return await self.awrite_one(together.one(params), params)
 
     async def _write_together(self, together: Together, pool: LoopPool, items: list[Mapping[str, Any]]) -> list[Any]:
-        """Several writes as one statement of `together.many`. If a constraint fails it, or PostgreSQL ends it
-        as one side of a deadlock, each write goes again alone: only a write that breaks a constraint fails, with
-        its own error."""
+        """Several writes as one statement of `together.many`. If a constraint or a value fails it, or
+        PostgreSQL ends it as one side of a deadlock, each write goes again alone: only a write that caused the
+        failure fails, with its own error."""
         numbered = self._numbered.get(together.many)
         if numbered is None:
             numbered = self._numbered[together.many] = pgloop.numbered(together.many)
@@ -639,7 +639,7 @@ class Database:
             rows = await self._loop_execute(pool, sql, [orjson.dumps(given, default=_bytea_text)])
         except _Lost as lost:
             raise lost.error from None
-        except (IntegrityError, ServiceUnavailable) as exc:
+        except (IntegrityError, DataError, ServiceUnavailable) as exc:
             # an outage reaches every write; a deadlock (classed with outages, as a 503) is only this statement's
             if isinstance(exc, ServiceUnavailable) and getattr(exc.__cause__, "sqlstate", None) != _DEADLOCK:
                 raise
