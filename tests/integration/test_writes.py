@@ -28,6 +28,7 @@ from strongroom.store import db as db_module
 from strongroom.store.models import ApiToken, Credential, CredentialCount, utcnow
 from strongroom.store.repositories.audit import append_in
 from strongroom.store.repositories.credentials import NameTaken
+from strongroom.store.repositories.sharing import OWNER
 from tests.support import backend_database, fetch_credential, make_credential, secrets_of, until
 
 
@@ -505,7 +506,9 @@ def test_a_statement_of_several_writes_ended_by_a_deadlock_is_tried_again_write_
     single = text("INSERT INTO together_probe (n) VALUES (:n) RETURNING n")
     together = db_module.Together(
         one=lambda params: single,
-        many="SELECT together_deadlock() FROM json_to_recordset(%(given)s::json) AS given(n integer, ord bigint)",
+        many=text(
+            "SELECT together_deadlock() FROM json_to_recordset(CAST(:given AS json)) AS given(n integer, ord bigint)"
+        ),
         fields=("n",),
         outcomes=lambda rows, n: [AssertionError("the statement of several cannot succeed")] * n,
     )
@@ -521,3 +524,44 @@ def test_a_statement_of_several_writes_ended_by_a_deadlock_is_tried_again_write_
     outcomes, carried = asyncio.run(scenario())
     assert carried > 0
     assert outcomes == [[(n,)] for n in range(12)]
+
+
+@pytest.mark.parametrize("service", ["postgres"], indirect=True)  # the event loop's own connections are PostgreSQL's
+def test_reads_by_token_on_the_event_loop_go_together_and_each_gets_its_own_answer(service: Services) -> None:
+    """GETs with a token that arrive on the loop while two are in flight go on as one statement: each gets its own
+    credential and its own token's scopes and role (none for another's credential not shared with it), or
+    nothing (an id that does not exist, a token revoked by another process)."""
+    owner = _user(service, "jo")
+    _user(service, "kim")
+    owner_token, reader_token = service.accounts.create_token("jo")[1], service.accounts.create_token("kim")[1]
+    revoked = service.accounts.create_token("jo")[1]
+    made = [make_credential(service, owner, {"name": f"g{k}", "user": "u", "password": "p"}) for k in range(20)]
+    ids = [m["credentialId"] for m in made]
+    service.sharing.update_roles(
+        owner, ids[0], {"operation": "updateRoles", "roles": [{"username": "kim", "role": "CONSUMER"}]}
+    )
+    with service.db.write() as s:
+        s.execute(update(ApiToken).where(ApiToken.token_hash == hash_token(revoked)).values(revoked_at=utcnow()))
+    repo = service.credentials.credentials
+    asked = [(owner_token, i) for i in ids] + [(reader_token, ids[0]), (reader_token, ids[1])]
+    asked += [(owner_token, "0" * 24), (revoked, ids[2])]
+
+    async def scenario() -> tuple[list[object], int]:
+        service.db.start_loop_pool(4)
+        try:
+            got = await asyncio.gather(*(repo.aget_for_token(hash_token(t), i) for t, i in asked))
+            return got, sum(g.carried for g in service.db._loop_pool.gathered.values())
+        finally:
+            service.db.stop_loop_pool()
+
+    got, carried = asyncio.run(scenario())
+    assert carried > 10
+    for (_, credential_id), found in zip(asked[:20], got[:20], strict=True):
+        assert found is not None and json.loads(found[0])["credentialId"] == credential_id and found[1] == 1
+        assert found[3] == OWNER
+    shared = got[20]
+    assert shared is not None and json.loads(shared[0])["credentialId"] == ids[0] and shared[3] is not None
+    assert shared[3] < OWNER
+    unshared = got[21]  # the row and the token, with no role: the caller refuses it (404), as for one read alone
+    assert unshared is not None and json.loads(unshared[0])["credentialId"] == ids[1] and unshared[3] is None
+    assert got[22:] == [None, None]

@@ -627,16 +627,9 @@ class Database:
         """Several writes as one statement of `together.many`. If a constraint or a value fails it, or
         PostgreSQL ends it as one side of a deadlock, each write goes again alone: only a write that caused the
         failure fails, with its own error."""
-        numbered = self._numbered.get(together.many)
-        if numbered is None:
-            numbered = self._numbered[together.many] = pgloop.numbered(together.many)
-        sql = numbered[0]
-        given = []
-        for ord_, params in enumerate(items, 1):
-            bound = self._pg_bind(together.one(params), params)[1]
-            given.append({**{name: bound.get(name) for name in together.fields}, "ord": ord_})
+        sql, values = self._together(together, items)
         try:
-            rows = await self._loop_execute(pool, sql, [orjson.dumps(given, default=_bytea_text)])
+            rows = await self._loop_execute(pool, sql, values)
         except _Lost as lost:
             raise lost.error from None
         except (IntegrityError, DataError, ServiceUnavailable) as exc:
@@ -645,6 +638,46 @@ class Database:
                 raise
             return [await pgloop.outcome(self._write_alone(together, p)) for p in items]
         return together.outcomes(rows, len(items))
+
+    async def afetch_together(self, together: Together, params: Mapping[str, Any]) -> Any:
+        """`afetch` of `together.one(params)`; on the event loop's connections, reads of the same kind that
+        arrive while two are in flight wait and go on together, as one statement (`pgloop.Gathered`)."""
+        pool = self._pool_for_loop()
+        if pool is None:
+            return await self.afetch(together.one(params), params)
+        gathered = pool.gathered.get(together)
+        if gathered is None:
+            one = partial(self._fetch_alone, together)
+            gathered = pool.gathered[together] = pgloop.Gathered(one, partial(self._fetch_together, together, pool))
+        return await gathered(params)
+
+    async def _fetch_alone(self, together: Together, params: Mapping[str, Any]) -> Any:
+        return await self.afetch(together.one(params), params)
+
+    async def _fetch_together(self, together: Together, pool: LoopPool, items: list[Mapping[str, Any]]) -> list[Any]:
+        """Several reads as one statement of `together.many`, retried once on a fresh connection if a pooled
+        one went stale (as `afetch` does)."""
+        sql, values = self._together(together, items)
+        try:
+            rows = await self._loop_execute(pool, sql, values)
+        except _Lost:
+            try:
+                rows = await self._loop_execute(pool, sql, values)
+            except _Lost as lost:
+                raise lost.error from None
+        return together.outcomes(rows, len(items))
+
+    def _together(self, together: Together, items: list[Mapping[str, Any]]) -> tuple[bytes, list[Any]]:
+        """`together.many`'s SQL and values for `items`: their `fields`, bound as their statement alone binds
+        them, in the one JSON parameter `given`."""
+        given = []
+        for ord_, params in enumerate(items, 1):
+            bound = self._pg_bind(together.one(params), params)[1]
+            given.append({**{name: bound.get(name) for name in together.fields}, "ord": ord_})
+        sql, values = self._pg_numbered(together.many, {"given": orjson.dumps(given, default=_bytea_text)})
+        if sql is None:
+            raise TypeError("a statement of several must compile to SQL the loop's connections can send")
+        return sql, values
 
     async def _loop_execute(self, pool: LoopPool, sql: bytes, values: list[Any]) -> Sequence[Sequence[Any]]:
         """Run on the loop's pool; driver errors leave as SQLAlchemy's classes, outages as ServiceUnavailable
@@ -969,16 +1002,17 @@ class Database:
 
 @dataclass(frozen=True, eq=False)
 class Together:
-    """A PostgreSQL write that may go on together with others of its kind (`Database.awrite_together`).
+    """A PostgreSQL write (or read) that may go on together with others of its kind (`Database.awrite_together`).
 
-    `one(params)` is the statement of a write alone. `many` is the SQL of several: its one parameter,
-    `%(given)s`, is a JSON array with an object per write, in order, holding the write's `fields` and `ord`
-    (1, 2, ...); bytes as bytea's text form. `outcomes(rows, n)` gives each of the n writes what `awrite_one`
-    would have returned for it, or the exception it would have raised.
+    `one(params)` is the statement of a write alone. `many` is the statement of several: its parameter `given`
+    is a JSON array with an object per write, in order, holding the write's `fields` and `ord` (1, 2, ...);
+    bytes as bytea's text form. `outcomes(rows, n)` gives each of the n writes what `awrite_one` would have
+    returned for it, or the exception it would have raised. (A read goes together the same way, through
+    `afetch_together`.)
     """
 
     one: Callable[[Mapping[str, Any]], Executable]
-    many: str
+    many: Executable
     fields: tuple[str, ...]
     outcomes: Callable[[Sequence[Sequence[Any]], int], list[Any]]
 

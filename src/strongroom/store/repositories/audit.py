@@ -167,7 +167,7 @@ def pg_audited_many(done: str) -> str:
     statements on one chain extend it one after the other, as `pg_audited`'s do."""
     return f"""head AS (
     SELECT shard, seq, hash::text AS hash FROM audit_heads
-    WHERE shard = pg_backend_pid() %% {AUDIT_SHARDS} AND EXISTS (SELECT 1 FROM {done}) FOR UPDATE
+    WHERE shard = pg_backend_pid() % {AUDIT_SHARDS} AND EXISTS (SELECT 1 FROM {done}) FOR UPDATE
 ), chain AS (
     SELECT 0::bigint AS k, hash FROM head
     UNION ALL

@@ -17,9 +17,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Executable,
     LargeBinary,
+    Select,
+    TextClause,
     bindparam,
     cast,
     column,
@@ -33,12 +36,15 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
     true,
     union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.expression import false
 
 from strongroom.store.db import Database, Together, Tx, count_shard
@@ -117,12 +123,50 @@ _GET_WITH_TOKEN = select(
     _ENABLED,
     Credential.id == bindparam("id"),
 )
+
+
+def _read_many(statement: Select[Any], types: Mapping[str, Any]) -> Executable:
+    """PostgreSQL: `statement` (a read by the parameters named in `types`, with their SQL types) for several
+    readers at once, as `Together.many`: each reader's rows, after its `ord`."""
+    given = (
+        func.json_to_recordset(bindparam("given"))
+        .table_valued(*(column(name, type_) for name, type_ in types.items()), column("ord", BigInteger))
+        .render_derived(name="given", with_types=True)
+    )
+
+    def by_column(element: Any) -> Any:
+        return given.c[element.key] if isinstance(element, BindParameter) and element.key in types else None
+
+    found = visitors.replacement_traverse(statement, {}, by_column).lateral("found")
+    return select(given.c.ord, found).select_from(given).join(found, true())
+
+
+def _by_ord(rows: Sequence[Sequence[Any]], n: int) -> list[Any]:
+    """Each reader's rows from `_read_many`'s (`ord` first)."""
+    out: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
+    for ord_, *values in rows:
+        out[ord_ - 1].append(tuple(values))
+    return out
+
+
+_GETS_WITH_TOKEN = Together(
+    one=lambda params: _GET_WITH_TOKEN,
+    many=_read_many(_GET_WITH_TOKEN, {"token_hash": ApiToken.token_hash.type, "id": Credential.id.type}),
+    fields=("token_hash", "id"),
+    outcomes=_by_ord,
+)
 _CALLER_ROLE = role_of(Credential.id, Credential.owner_id, bindparam("user"))
 _GET = select(Credential.wire, Credential.revision, _CALLER_ROLE).where(Credential.id == bindparam("id"))
 _ONE = Credential.id == bindparam("id")
 _MINE = (_ONE, Credential.owner_id == bindparam("owner"))
 _INSERT = insert(Credential).values({c.name: bindparam(c.name) for c in COLUMNS})
 _CURRENT = select(*COLUMNS, _CALLER_ROLE).where(_ONE)
+_CURRENTS = Together(
+    one=lambda params: _CURRENT,
+    many=_read_many(_CURRENT, {"id": Credential.id.type, "user": Credential.owner_id.type}),
+    fields=("id", "user"),
+    outcomes=_by_ord,
+)
 # Compare-and-swap on the revision read: a concurrent change makes an update match no row.
 _CAS = (Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
 _DELETE = delete(Credential).where(_ONE).returning(Credential.owner_id, Credential.credential_type)
@@ -210,7 +254,7 @@ _PG_TOKEN_TYPES = {"token_hash": "VARCHAR(64)", "owner_id": "VARCHAR(24)", "now"
 def _pg_given(types: Mapping[str, str]) -> str:
     """SQL: the rows of `Together`'s `%(given)s`, with the columns and types of `types` and `ord`."""
     columns = ", ".join(f"{name} {type_}" for name, type_ in types.items())
-    return f"SELECT * FROM json_to_recordset(%(given)s::json) AS given({columns}, ord BIGINT)"
+    return f"SELECT * FROM json_to_recordset(CAST(:given AS json)) AS given({columns}, ord BIGINT)"
 
 
 def _pg_allowed() -> str:
@@ -233,7 +277,7 @@ _UPDATE_TYPES = {
 }
 
 
-def _pg_create_many() -> str:
+def _pg_create_many() -> TextClause:
     """PostgreSQL: several creates as one statement, each as `_PG_CREATE` (no `token_hash`) or
     `_PG_CREATE_CHECKED` would make it: its row where the owner has not used its name (a name used twice among
     them goes to the first), its count and its audit entry. Rows go in in name order, so two such statements
@@ -242,7 +286,7 @@ def _pg_create_many() -> str:
     columns = ", ".join(c.name for c in COLUMNS)
     content = name_in_content("g.a_content", "g.name")
     fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
-    return f"""WITH RECURSIVE given AS (
+    return text(f"""WITH RECURSIVE given AS (
     {_pg_given(_CREATE_TYPES)}
 ), allowed AS (
     {_pg_allowed()}
@@ -256,17 +300,17 @@ def _pg_create_many() -> str:
     FROM given AS g JOIN changed ON changed.id = g.id
 ), {pg_audited_many("done")}, counted AS (
     INSERT INTO credential_counts (owner_id, credential_type, shard, n)
-    SELECT owner_id, credential_type, pg_backend_pid() %% {COUNT_SHARDS}, count(*) FROM changed
+    SELECT owner_id, credential_type, pg_backend_pid() % {COUNT_SHARDS}, count(*) FROM changed
     GROUP BY owner_id, credential_type
     ON CONFLICT (owner_id, credential_type, shard) DO UPDATE SET n = credential_counts.n + excluded.n
     RETURNING n
 )
 SELECT changed.id IS NOT NULL, allowed.ord IS NOT NULL
 FROM given LEFT JOIN changed ON changed.id = given.id LEFT JOIN allowed ON allowed.ord = given.ord
-ORDER BY given.ord"""
+ORDER BY given.ord""")
 
 
-def _pg_update_many() -> str:
+def _pg_update_many() -> TextClause:
     """PostgreSQL: several compare-and-swap updates as one statement, each as `_PG_UPDATE` (no `token_hash`) or
     `_PG_UPDATE_CHECKED` would make it, with its audit entry. The rows are locked in id order first, so two such
     statements cannot deadlock. One row per update, in order: the new revision, or null if it was not written
@@ -274,7 +318,7 @@ def _pg_update_many() -> str:
     one is written."""
     sets = ", ".join(f"{name} = given.new_{name}" for name in _PG_TYPES if name not in FIXED)
     fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
-    return f"""WITH RECURSIVE given AS (
+    return text(f"""WITH RECURSIVE given AS (
     {_pg_given(_UPDATE_TYPES)}
 ), allowed AS (
     {_pg_allowed()}
@@ -289,7 +333,7 @@ def _pg_update_many() -> str:
     SELECT row_number() OVER (ORDER BY g.ord) AS k, {fields}, g.a_content AS content
     FROM given AS g JOIN changed ON changed.ord = g.ord
 ), {pg_audited_many("done")}
-SELECT changed.revision FROM given LEFT JOIN changed ON changed.ord = given.ord ORDER BY given.ord"""
+SELECT changed.revision FROM given LEFT JOIN changed ON changed.ord = given.ord ORDER BY given.ord""")
 
 
 def _created(rows: Sequence[Sequence[Any]], n: int) -> list[Any]:
@@ -437,7 +481,7 @@ class CredentialRepository:
         return _got(self.db.fetch_hot(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
 
     async def aget_for_token(self, token_hash: str, credential_id: str) -> tuple[str, int, TokenRow, int | None] | None:
-        return _got(await self.db.afetch(_GET_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
+        return _got(await self.db.afetch_together(_GETS_WITH_TOKEN, {"token_hash": token_hash, "id": credential_id}))
 
     def page(self, owner_id: str, params: Mapping[str, Any], newest_first: bool) -> Page:
         """A page of the owner's credentials (`params`: offset, limit and optionally types)."""
@@ -562,7 +606,7 @@ class CredentialRepository:
         return _row(self.db.fetch(_CURRENT, {"id": credential_id, "user": user_id}))
 
     async def acurrent(self, credential_id: str, user_id: str) -> tuple[dict[str, Any], int | None] | None:
-        return _row(await self.db.afetch(_CURRENT, {"id": credential_id, "user": user_id}))
+        return _row(await self.db.afetch_together(_CURRENTS, {"id": credential_id, "user": user_id}))
 
     # ---- writes (each with its audit record, in the same transaction or statement) -----------------------
 
