@@ -248,11 +248,15 @@ _INSERT_CHECKED = insert(Credential).from_select(
 _PG_CREATE_CHECKED = _pg_counted(_INSERT_CHECKED, +1)
 
 
-_PG_TOKEN_TYPES = {"token_hash": "VARCHAR(64)", "owner_id": "VARCHAR(24)", "now": "TIMESTAMP WITHOUT TIME ZONE"}
+_PG_TOKEN_TYPES = {
+    "token_hash": ApiToken.token_hash.type.compile(dialect=postgresql.dialect()),
+    "owner_id": ApiToken.user_id.type.compile(dialect=postgresql.dialect()),
+    "now": ApiToken.expires_at.type.compile(dialect=postgresql.dialect()),
+}
 
 
 def _pg_given(types: Mapping[str, str]) -> str:
-    """SQL: the rows of `Together`'s `%(given)s`, with the columns and types of `types` and `ord`."""
+    """SQL: the rows of `Together`'s parameter `given`, with the columns and types of `types` and `ord`."""
     columns = ", ".join(f"{name} {type_}" for name, type_ in types.items())
     return f"SELECT * FROM json_to_recordset(CAST(:given AS json)) AS given({columns}, ord BIGINT)"
 
