@@ -126,3 +126,39 @@ def test_no_more_than_the_lanes_are_ever_in_flight(lanes: int) -> None:
         return most
 
     assert asyncio.run(scenario()) <= lanes
+
+
+def test_a_statement_cancelled_as_the_loop_closes_cancels_its_callers_and_sends_nothing_more() -> None:
+    async def scenario() -> tuple[list[object], list[list[int]]]:
+        sent: list[list[int]] = []
+        go = asyncio.Event()
+
+        async def one(item: int) -> str:
+            sent.append([item])
+            await go.wait()
+            return f"one {item}"
+
+        async def many(items: list[int]) -> list[str | BaseException]:
+            sent.append(items)
+            await asyncio.Event().wait()  # never answers
+            return []
+
+        gathered = Gathered(one, many, lanes=1)
+        first = asyncio.ensure_future(gathered(1))
+        waiting = [asyncio.ensure_future(gathered(i)) for i in (2, 3)]
+        await asyncio.sleep(0)
+        go.set()
+        await first  # 2 and 3 now go together, and hang
+        await asyncio.sleep(0)
+        later = asyncio.ensure_future(gathered(4))  # waits behind them
+        await asyncio.sleep(0)
+        (sending,) = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "Gathered._send"]  # type: ignore[union-attr]
+        sending.cancel()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        later.cancel()
+        return [*outcomes, first.result()], sent
+
+    outcomes, sent = asyncio.run(scenario())
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes[:2]) and outcomes[2] == "one 1"
+    assert sent == [[1], [2, 3]]  # the write that waited behind them was never sent

@@ -295,7 +295,11 @@ class Gathered(Generic[T, R]):
             else:
                 outcomes = await self._many([item for item, _ in batch])
                 self.carried += len(batch)
-        except BaseException as exc:  # handed to every caller it concerns
+        except asyncio.CancelledError:  # the loop is closing: so are the callers, and nothing more is sent
+            for _, waiter in batch:
+                waiter.cancel()
+            raise
+        except Exception as exc:  # handed to every caller it concerns
             outcomes = [exc] * len(batch)
         finally:
             self._busy -= 1
