@@ -379,8 +379,7 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
     """Creates that arrive on the loop while two are in flight go on as one statement: each still gets its own
     outcome (a name taken earlier or twice among them: 409 for all but the first; a token revoked by another
     process: not written; an owner that no longer exists or a value too long: its own error, the others
-    written), and the rows,
-    the counts and the audit chains are what one create at a time would have left."""
+    written), and the rows, the counts and the audit chains are what one create at a time would have left."""
     who = _user(service, "hana")
     raw = service.accounts.create_token("hana")[1]
     revoked = service.accounts.create_token("hana")[1]
@@ -408,7 +407,7 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
         try:
             calls = [repo.ainsert_if_token(row, hash_token(raw), utcnow(), audit) for row, audit in rows]
             calls.append(repo.ainsert(*stray))
-            calls.append(repo.ainsert_if_token(*unauthorised[:1], hash_token(revoked), utcnow(), unauthorised[1]))
+            calls.append(repo.ainsert_if_token(unauthorised[0], hash_token(revoked), utcnow(), unauthorised[1]))
             calls.append(repo.ainsert(*overlong))
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
             return outcomes, sum(g.carried for g in service.db._loop_pool.gathered.values())
@@ -416,7 +415,7 @@ def test_creates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
             service.db.stop_loop_pool()
 
     outcomes, carried = asyncio.run(scenario())
-    assert carried > 10  # most of the 38 went on together
+    assert carried > 10  # most of the 39 went on together
     assert outcomes[:30] == [True] * 30
     assert all(isinstance(o, NameTaken) for o in outcomes[30:36]), outcomes[30:36]
     assert isinstance(outcomes[36], IntegrityError) and not isinstance(outcomes[36], NameTaken)
