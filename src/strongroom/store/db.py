@@ -9,7 +9,7 @@ import queue
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -609,19 +609,36 @@ class Database:
     async def awrite_together(self, together: Together, params: Mapping[str, Any]) -> Any:
         """`awrite_one` of `together.one(params)`; on the event loop's connections, writes of the same kind that
         arrive while two are in flight wait and go on together, as one statement (`pgloop.Gathered`)."""
+        # `many` runs on the connections where PostgreSQL plans as it chooses: with sorting priced out, as on the
+        # hot path's, its plan ran hundreds of times slower.
+        return await self._gathered(together, params, self.awrite_one, self._write_together, planned=True)
+
+    async def afetch_together(self, together: Together, params: Mapping[str, Any]) -> Any:
+        """`afetch` of `together.one(params)`; on the event loop's connections, reads of the same kind that
+        arrive while two are in flight wait and go on together, as one statement (`pgloop.Gathered`)."""
+        return await self._gathered(together, params, self.afetch, self._fetch_together, planned=False)
+
+    async def _gathered(
+        self,
+        together: Together,
+        params: Mapping[str, Any],
+        alone: Callable[[Executable, Mapping[str, Any]], Awaitable[Any]],
+        many: Callable[[Together, LoopPool, list[Mapping[str, Any]]], Awaitable[list[Any]]],
+        *,
+        planned: bool,
+    ) -> Any:
+        """`alone` of `together.one(params)` without the loop's connections; with them, through the `Gathered`
+        this loop keeps for `together`: alone while fewer than two are in flight, else by `many` (on the
+        `planned` connections, if so)."""
         pool = self._pool_for_loop()
         if pool is None:
-            return await self.awrite_one(together.one(params), params)
+            return await alone(together.one(params), params)
         gathered = pool.gathered.get(together)
         if gathered is None:
-            # `many` runs on the connections where PostgreSQL plans as it chooses: with sorting priced out, as on
-            # the hot path's, its plan ran hundreds of times slower.
-            many = partial(self._write_together, together, self._pool_for_loop(planned=True) or pool)
-            gathered = pool.gathered[together] = pgloop.Gathered(partial(self._write_alone, together), many)
+            one = partial(_alone, alone, together)
+            several = partial(many, together, (self._pool_for_loop(planned=True) if planned else None) or pool)
+            gathered = pool.gathered[together] = pgloop.Gathered(one, several)
         return await gathered(params)
-
-    async def _write_alone(self, together: Together, params: Mapping[str, Any]) -> Any:
-        return await self.awrite_one(together.one(params), params)
 
     async def _write_together(self, together: Together, pool: LoopPool, items: list[Mapping[str, Any]]) -> list[Any]:
         """Several writes as one statement of `together.many`. If a constraint or a value fails it, or
@@ -636,23 +653,8 @@ class Database:
             # an outage reaches every write; a deadlock (classed with outages, as a 503) is only this statement's
             if isinstance(exc, ServiceUnavailable) and getattr(exc.__cause__, "sqlstate", None) != _DEADLOCK:
                 raise
-            return [await pgloop.outcome(self._write_alone(together, p)) for p in items]
+            return [await pgloop.outcome(_alone(self.awrite_one, together, p)) for p in items]
         return together.outcomes(rows, len(items))
-
-    async def afetch_together(self, together: Together, params: Mapping[str, Any]) -> Any:
-        """`afetch` of `together.one(params)`; on the event loop's connections, reads of the same kind that
-        arrive while two are in flight wait and go on together, as one statement (`pgloop.Gathered`)."""
-        pool = self._pool_for_loop()
-        if pool is None:
-            return await self.afetch(together.one(params), params)
-        gathered = pool.gathered.get(together)
-        if gathered is None:
-            one = partial(self._fetch_alone, together)
-            gathered = pool.gathered[together] = pgloop.Gathered(one, partial(self._fetch_together, together, pool))
-        return await gathered(params)
-
-    async def _fetch_alone(self, together: Together, params: Mapping[str, Any]) -> Any:
-        return await self.afetch(together.one(params), params)
 
     async def _fetch_together(self, together: Together, pool: LoopPool, items: list[Mapping[str, Any]]) -> list[Any]:
         """Several reads as one statement of `together.many`, retried once on a fresh connection if a pooled
@@ -1015,6 +1017,13 @@ class Together:
     many: Executable
     fields: tuple[str, ...]
     outcomes: Callable[[Sequence[Sequence[Any]], int], list[Any]]
+
+
+async def _alone(
+    run: Callable[[Executable, Mapping[str, Any]], Awaitable[Any]], together: Together, params: Mapping[str, Any]
+) -> Any:
+    """`run` (`awrite_one` or `afetch`) of one write or read of `together`, alone."""
+    return await run(together.one(params), params)
 
 
 def _bytea_text(value: Any) -> str:

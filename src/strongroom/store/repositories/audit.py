@@ -98,6 +98,26 @@ def append_in(tx: Tx, entry: Entry, *, postgres: bool) -> None:
     tx.at_commit(key, _ADVANCE, {"a_shard": 0, "a_seq": values["a_seq"], "a_hash": values["a_hash"]})
 
 
+# The audit fields of an entry, as `Entry.params` names them, and the audit_log column each fills.
+ENTRY_COLUMNS = {
+    "a_at": AuditRecord.at,
+    "a_actor": AuditRecord.actor,
+    "a_action": AuditRecord.action,
+    "a_credential": AuditRecord.credential_id,
+    "a_owner": AuditRecord.owner_id,
+    "a_status": AuditRecord.status,
+    "a_content": AuditRecord.content,
+}
+ENTRY_FIELDS = tuple(ENTRY_COLUMNS)
+ENTRY_TYPES = {name: col.type.compile(dialect=postgresql.dialect()) for name, col in ENTRY_COLUMNS.items()}
+_LOGGED = ("shard", "seq", *(col.name for col in ENTRY_COLUMNS.values()), "hash")  # a record's columns, in order
+
+
+def entry_values(alias: str) -> str:
+    """SQL: the columns of `alias` named after the `ENTRY_FIELDS` but the content, in their order."""
+    return ", ".join(f"{alias}.{name}" for name in ENTRY_FIELDS if name != "a_content")
+
+
 def pg_audited(statement: Any, changed: Any | None = None, name: Any | None = None) -> Executable:
     """PostgreSQL: `statement` (a SELECT over data-modifying CTEs) that also appends the audit entry whose
     `a_*` parameters are bound, in the same statement; only if the CTE `changed` returned a row, when given.
@@ -121,41 +141,10 @@ def pg_audited(statement: Any, changed: Any | None = None, name: Any | None = No
         .returning(AuditHead.shard, AuditHead.seq, AuditHead.hash)
         .cte("audit_head")
     )
-    rows = select(
-        head.c.shard,
-        head.c.seq,
-        bindparam("a_at", type_=AuditRecord.at.type),
-        bindparam("a_actor", type_=AuditRecord.actor.type),
-        bindparam("a_action", type_=AuditRecord.action.type),
-        bindparam("a_credential", type_=AuditRecord.credential_id.type),
-        bindparam("a_owner", type_=AuditRecord.owner_id.type),
-        bindparam("a_status", type_=AuditRecord.status.type),
-        content,
-        head.c.hash,
-    )
-    columns = ["shard", "seq", "at", "actor", "action", "credential_id", "owner_id", "status", "content", "hash"]
-    logged = postgresql.insert(AuditRecord).from_select(columns, rows).returning(AuditRecord.seq).cte("audit_logged")
+    fields = (bindparam(name, type_=col.type) for name, col in ENTRY_COLUMNS.items() if name != "a_content")
+    rows = select(head.c.shard, head.c.seq, *fields, content, head.c.hash)
+    logged = postgresql.insert(AuditRecord).from_select(_LOGGED, rows).returning(AuditRecord.seq).cte("audit_logged")
     return statement.add_cte(head, logged)
-
-
-# The audit fields of an entry, as `Entry.params` names them and `pg_audited_many` reads them from `done`.
-ENTRY_FIELDS = ("a_at", "a_actor", "a_action", "a_credential", "a_owner", "a_status", "a_content")
-ENTRY_TYPES = {
-    name: col.type.compile(dialect=postgresql.dialect())
-    for name, col in zip(
-        ENTRY_FIELDS,
-        (
-            AuditRecord.at,
-            AuditRecord.actor,
-            AuditRecord.action,
-            AuditRecord.credential_id,
-            AuditRecord.owner_id,
-            AuditRecord.status,
-            AuditRecord.content,
-        ),
-        strict=True,
-    )
-}
 
 
 def pg_audited_many(done: str) -> str:
@@ -174,9 +163,8 @@ def pg_audited_many(done: str) -> str:
     SELECT d.k, encode(sha256(convert_to(chain.hash || d.content, 'UTF8')), 'hex')
     FROM chain JOIN {done} AS d ON d.k = chain.k + 1
 ), logged AS (
-    INSERT INTO audit_log (shard, seq, at, actor, action, credential_id, owner_id, status, content, hash)
-    SELECT head.shard, head.seq + d.k, d.a_at, d.a_actor, d.a_action, d.a_credential, d.a_owner, d.a_status,
-           d.content, chain.hash
+    INSERT INTO audit_log ({", ".join(_LOGGED)})
+    SELECT head.shard, head.seq + d.k, {entry_values("d")}, d.content, chain.hash
     FROM head, {done} AS d JOIN chain ON chain.k = d.k
     RETURNING seq
 ), advanced AS (

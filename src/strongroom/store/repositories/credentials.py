@@ -59,10 +59,10 @@ from strongroom.store.models import (
     UTCDateTime,
 )
 from strongroom.store.repositories.audit import (
-    ENTRY_FIELDS,
     ENTRY_TYPES,
     Entry,
     append_in,
+    entry_values,
     name_in_content,
     pg_audited,
     pg_audited_many,
@@ -270,6 +270,13 @@ def _pg_allowed() -> str:
     return str(allowed.compile(dialect=postgresql.dialect()))  # no parameter: every value is a column of `given`
 
 
+def _pg_done(content: str, joined: str) -> str:
+    """SQL: the audit entries (`pg_audited_many`'s `done`) of the rows of `given` (as `g`) that `changed` holds,
+    `joined` by the condition given, with `content` (SQL) as each entry's content."""
+    return f"""SELECT row_number() OVER (ORDER BY g.ord) AS k, {entry_values("g")}, {content} AS content
+    FROM given AS g JOIN changed ON {joined}"""
+
+
 _PG_TYPES = {c.name: c.type.compile(dialect=postgresql.dialect()) for c in COLUMNS}
 _CREATE_TYPES = {**_PG_TYPES, "token_hash": _PG_TOKEN_TYPES["token_hash"], "now": _PG_TOKEN_TYPES["now"], **ENTRY_TYPES}
 _UPDATE_TYPES = {
@@ -288,8 +295,6 @@ def _pg_create_many() -> TextClause:
     wait on each other's names in one order and cannot deadlock. One row per create, in order: whether it was
     inserted, and whether its token was valid."""
     columns = ", ".join(c.name for c in COLUMNS)
-    content = name_in_content("g.a_content", "g.name")
-    fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
     return text(f"""WITH RECURSIVE given AS (
     {_pg_given(_CREATE_TYPES)}
 ), allowed AS (
@@ -300,8 +305,7 @@ def _pg_create_many() -> TextClause:
     ON CONFLICT (owner_id, name) DO NOTHING
     RETURNING id, owner_id, credential_type
 ), done AS (
-    SELECT row_number() OVER (ORDER BY g.ord) AS k, {fields}, {content} AS content
-    FROM given AS g JOIN changed ON changed.id = g.id
+    {_pg_done(name_in_content("g.a_content", "g.name"), "changed.id = g.id")}
 ), {pg_audited_many("done")}, counted AS (
     INSERT INTO credential_counts (owner_id, credential_type, shard, n)
     SELECT owner_id, credential_type, pg_backend_pid() % {COUNT_SHARDS}, count(*) FROM changed
@@ -321,7 +325,6 @@ def _pg_update_many() -> TextClause:
     (the revision moved, or the token is no longer valid); of two updates of one row read at the same revision
     one is written."""
     sets = ", ".join(f"{name} = given.new_{name}" for name in _PG_TYPES if name not in FIXED)
-    fields = ", ".join(f"g.{name}" for name in ENTRY_FIELDS if name != "a_content")
     return text(f"""WITH RECURSIVE given AS (
     {_pg_given(_UPDATE_TYPES)}
 ), allowed AS (
@@ -334,8 +337,7 @@ def _pg_update_many() -> TextClause:
       AND credentials.id IN (SELECT id FROM locked) AND given.ord IN (SELECT ord FROM allowed)
     RETURNING given.ord, credentials.revision
 ), done AS (
-    SELECT row_number() OVER (ORDER BY g.ord) AS k, {fields}, g.a_content AS content
-    FROM given AS g JOIN changed ON changed.ord = g.ord
+    {_pg_done("g.a_content", "changed.ord = g.ord")}
 ), {pg_audited_many("done")}
 SELECT changed.revision FROM given LEFT JOIN changed ON changed.ord = given.ord ORDER BY given.ord""")
 
