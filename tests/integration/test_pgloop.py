@@ -13,13 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
 from strongroom.store.db import Database
 from strongroom.store.pgloop import ConnectionLost, LoopPool
-from tests.support import PG_ADMIN_URL, Server, backend_database, postgres_store
+from tests.support import PG_ADMIN_URL, Server, backend_database, http_client, postgres_store
 
 pytestmark = pytest.mark.postgres
 
@@ -113,6 +112,46 @@ def test_server_closing_idle_connections_is_survived(db: Database) -> None:
     assert asyncio.run(main()) == ["after0", "after1", "after2"]
 
 
+def test_a_lost_connections_descriptor_number_taken_by_another_socket_is_left_alone(db: Database) -> None:
+    """libpq closes its socket as soon as it reads the connection's end, and the process may open another socket
+    under that number at once (the server accepting a client) before the pool drops the lost connection:
+    dropping it must not touch the new socket's registration. It did: the loop refused to remove a reader
+    from a descriptor its transport owned, and the PATCH waiting for a connection answered 500."""
+    database = db.engine.url.database
+    assert database is not None
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        pool = LoopPool(db._pg_connect, 1)
+        transports: list[asyncio.BaseTransport] = []
+        try:
+            await pool.execute(b"SELECT 1", [])
+            (lost,) = pool._idle
+            number = lost.conn.pgconn.socket
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                for pid in _backend_pids(database):
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await asyncio.sleep(0.3)  # the loop reads the end; libpq closes its socket
+            assert lost.broken
+            for _ in range(64):  # the lowest free number first: soon the one libpq gave back
+                transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+                transports.append(transport)
+                if transport.get_extra_info("socket").fileno() == number:
+                    break
+            else:
+                pytest.fail(f"no new socket took descriptor {number}")
+            return await pool.execute(b"SELECT 2", [])  # drops the lost connection, opens another
+        finally:
+            pool.close()
+            for transport in transports:
+                transport.close()
+            listener.close()
+
+    assert asyncio.run(main()) == [(2,)]
+
+
 def test_server_answers_after_its_connections_are_killed(tmp_path: Path) -> None:
     """Through a real server: killed connections cost no failed request, reads and writes alike."""
     with backend_database("postgres") as url:
@@ -121,7 +160,7 @@ def test_server_answers_after_its_connections_are_killed(tmp_path: Path) -> None
         srv.start()
         try:
             token = srv.new_user("killed")
-            with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
                 cid = http.post("/credentials/", json={"name": "c0", "user": "u", "password": "p"}).json()[
                     "credentialId"
                 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,13 +63,23 @@ class _Connection:
         self.conn = conn
         self.pg = conn.pgconn
         self.pg.nonblocking = 1
-        self.fd = self.pg.socket
+        # The loop watches a duplicate of libpq's socket: libpq closes its own descriptor the moment it reads the
+        # connection's end, and the process may reuse that number at once (for a client the server accepts)
+        # while the loop still watches it. The duplicate's number stays this connection's until `close`.
+        self.fd = os.dup(self.pg.socket)
         self.loop = loop
         self.transformer = Transformer(conn)
         self.prepared: set[bytes] = set()
         self.waiter: asyncio.Future[None] | None = None
         self.broken = False
+        self.watched = True
         loop.add_reader(self.fd, self._readable)
+
+    def _unwatch(self) -> None:
+        if self.watched:
+            self.watched = False
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.fd)
 
     def _readable(self) -> None:
         try:
@@ -76,7 +87,7 @@ class _Connection:
         except psycopg.OperationalError:
             self.broken = True
         if self.broken:  # closed by the server: stop watching it (its end would keep it readable)
-            self.loop.remove_reader(self.fd)
+            self._unwatch()
         if self.waiter is not None and not self.waiter.done() and (self.broken or not self.pg.is_busy()):
             self.waiter.set_result(None)
 
@@ -133,8 +144,10 @@ class _Connection:
             raise psycopg.errors.error_from_result(result, encoding=self.conn.info.encoding)
 
     def close(self) -> None:
-        if not self.loop.is_closed():
-            self.loop.remove_reader(self.fd)
+        if self.fd >= 0:
+            self._unwatch()
+            os.close(self.fd)
+            self.fd = -1
         self.conn.close()
 
 
