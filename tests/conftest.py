@@ -60,7 +60,7 @@ def token(server: Server) -> str:
 @pytest.fixture
 def api(server: Server, token: str) -> Iterator[httpx.Client]:
     """An HTTP client for the raw REST API, authenticated as a fresh user."""
-    with httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+    with client(server, token) as c:
         yield c
 
 

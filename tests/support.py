@@ -34,6 +34,7 @@ from bench import server as bench_server
 
 from strongroom import credential_types
 from strongroom.bootstrap import Services
+from strongroom.client.client import tls_context
 from strongroom.config import Settings
 from strongroom.crypto.barrier import Binding
 from strongroom.crypto.envelope import Sealed
@@ -169,6 +170,7 @@ class Server:
     port: int = field(default_factory=free_port)
     launcher: list[str] = field(default_factory=list)  # e.g. ["taskset", "-c", "1"] for benchmarks
     proc: subprocess.Popen[bytes] | None = None
+    _services: Services | None = field(default=None, repr=False, compare=False)
 
     @property
     def base(self) -> str:
@@ -209,14 +211,15 @@ class Server:
             preexec_fn=default_signals,
         )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
+        with http_client(timeout=1) as probe:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+                try:
+                    if probe.get(f"{self.base}/healthz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    time.sleep(0.1)
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.log_path.read_text()}")
 
     def __enter__(self) -> Server:
@@ -228,6 +231,9 @@ class Server:
         self.stop()
 
     def stop(self, sig: int | None = None) -> None:
+        if self._services is not None:
+            self._services.close()
+            self._services = None
         if self.proc is not None and self.proc.poll() is None:
             if sig is None:
                 self.proc.terminate()
@@ -266,18 +272,13 @@ class Server:
 
     def new_user(self, prefix: str = "user", *, admin: bool = False) -> str:
         """Create a user (an administrator with `admin`) with a token through the service (fast), returning the
-        raw token."""
-        from strongroom.bootstrap import Services
-        from strongroom.config import Settings
-
-        settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
-        service = Services.open(settings)
-        try:
-            username = f"{prefix}-{secrets.token_hex(4)}"
-            service.accounts.create_user(username, admin=admin)
-            return service.accounts.create_token(username)[1]
-        finally:
-            service.close()
+        raw token. The services stay open until the server stops: opening them (migrations checked, keys
+        verified against every stored version) cost more than the user."""
+        if self._services is None:
+            self._services = Services.open(Settings(data_dir=self.data_dir, database_url=self.database_url))
+        username = f"{prefix}-{secrets.token_hex(4)}"
+        self._services.accounts.create_user(username, admin=admin)
+        return self._services.accounts.create_token(username)[1]
 
 
 def start_worker(server: Server, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -588,8 +589,14 @@ def list_names(api: httpx.Client, **params: Any) -> list[str]:
     return [item["name"] for page in pages for item in page["data"]]
 
 
+def http_client(**kwargs: Any) -> httpx.Client:
+    """An `httpx.Client` (keyword arguments passed on) sharing the process's one TLS context: httpx otherwise
+    builds one per client, loading the CA bundle (20-180 ms here, a third of an end-to-end test's CPU)."""
+    return httpx.Client(verify=tls_context(), **kwargs)
+
+
 def client(server: Server, token: str, scheme: str = "Bearer") -> httpx.Client:
-    return httpx.Client(base_url=server.api, headers={"Authorization": f"{scheme} {token}"}, timeout=30)
+    return http_client(base_url=server.api, headers={"Authorization": f"{scheme} {token}"}, timeout=30)
 
 
 def padded(size: int) -> bytes:
@@ -814,7 +821,7 @@ class OAuthPeer:
 
     def refreshes(self, client_id: str) -> dict[str, int]:
         """Refresh-token grants the provider has answered for the client: `success` and `error` counts."""
-        counts = httpx.get(f"{self.base}/test/counts", timeout=10).json()
+        counts = httpx.get(f"{self.base}/test/counts", timeout=10, verify=tls_context()).json()
         return {"success": 0, "error": 0, **counts.get(client_id, {})}
 
     def authorize(self, client_id: str = "app") -> dict[str, Any]:
@@ -836,7 +843,7 @@ class OAuthPeer:
             "code_challenge": challenge,
             "code_challenge_method": "S256",
         }
-        with httpx.Client(base_url=self.base, follow_redirects=False, timeout=10) as browser:
+        with http_client(base_url=self.base, follow_redirects=False, timeout=10) as browser:
             answer = browser.get("/auth", params=params)
             for _ in range(10):
                 location = answer.headers.get("location", "")
@@ -857,18 +864,24 @@ class OAuthPeer:
         """A request to the token endpoint as the client (Basic, or in the body for `post`)."""
         secret = self.secrets[client_id]
         if client_id == "post":
-            return httpx.post(self.token_url, data={**data, "client_id": client_id, "client_secret": secret})
-        return httpx.post(self.token_url, data=data, auth=(client_id, secret))
+            return httpx.post(
+                self.token_url, data={**data, "client_id": client_id, "client_secret": secret}, verify=tls_context()
+            )
+        return httpx.post(self.token_url, data=data, auth=(client_id, secret), verify=tls_context())
 
     def revoke(self, client_id: str, token: str) -> None:
         """Revoke a token at the provider (RFC 7009)."""
         secret = self.secrets[client_id]
-        answer = httpx.post(f"{self.base}/token/revocation", data={"token": token}, auth=(client_id, secret))
+        answer = httpx.post(
+            f"{self.base}/token/revocation", data={"token": token}, auth=(client_id, secret), verify=tls_context()
+        )
         assert answer.status_code == 200, answer.text
 
     def userinfo(self, access_token: str) -> httpx.Response:
         """The provider's userinfo answer for an access token (200 only for a valid one)."""
-        return httpx.get(f"{self.base}/me", headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
+        return httpx.get(
+            f"{self.base}/me", headers={"Authorization": f"Bearer {access_token}"}, timeout=10, verify=tls_context()
+        )
 
 
 @contextmanager
@@ -892,7 +905,7 @@ def oauth_peer(log_dir: Path) -> Iterator[OAuthPeer]:
             if proc.poll() is not None:
                 raise RuntimeError(f"the OAuth peer exited with {proc.returncode}: see {log.name}")
             try:
-                if httpx.get(f"{peer.base}/test/counts", timeout=1).status_code == 200:
+                if httpx.get(f"{peer.base}/test/counts", timeout=1, verify=tls_context()).status_code == 200:
                     break
             except httpx.TransportError:
                 if time.monotonic() > deadline:

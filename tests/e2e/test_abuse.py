@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import BACKENDS, Server, assert_error, backend_database, create_basic, log_with, unique
+from tests.support import BACKENDS, Server, assert_error, backend_database, create_basic, http_client, log_with, unique
 
 LIMIT, WINDOW, BODY_LIMIT = 5, 2, 4096
 
@@ -48,7 +48,7 @@ class Recorder:
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        c = httpx.Client(
+        c = http_client(
             base_url=self.server.api,
             headers=headers,
             timeout=30,

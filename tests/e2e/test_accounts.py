@@ -14,7 +14,7 @@ import pytest
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from tests.support import BACKENDS, Server, backend_database
+from tests.support import BACKENDS, Server, backend_database, client
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -35,10 +35,6 @@ def root(srv: Server) -> str:
     return str(json.loads(srv.cli("tokens", "create", name, "--json").stdout)["token"])
 
 
-def _http(srv: Server, token: str) -> httpx.Client:
-    return httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-
 def _local_user(srv: Server, prefix: str = "u") -> tuple[str, str]:
     name = f"{prefix}-{secrets.token_hex(3)}"
     srv.cli("users", "create", name)
@@ -56,7 +52,7 @@ def _records(srv: Server, action: str) -> list[dict[str, Any]]:
 
 def test_admins_manage_users_over_rest(srv: Server, root: str) -> None:
     name = f"bob-{secrets.token_hex(3)}"
-    with _http(srv, root) as admin:
+    with client(srv, root) as admin:
         made = admin.post("/users/", json={"username": name})
         assert made.status_code == 201, made.text
         assert made.json()["username"] == name and made.json()["isAdmin"] is False
@@ -67,7 +63,7 @@ def test_admins_manage_users_over_rest(srv: Server, root: str) -> None:
         assert everyone[name] == {**made.json(), "disabled": False}
 
         token = str(json.loads(srv.cli("tokens", "create", name, "--json").stdout)["token"])
-        with _http(srv, token) as bob:
+        with client(srv, token) as bob:
             assert bob.get("/credentials/").status_code == 200
             refused = bob.get("/users/")
             assert refused.status_code == 403 and "administrator" in refused.json()["message"]
@@ -101,7 +97,7 @@ def test_admins_manage_users_over_rest(srv: Server, root: str) -> None:
 
 
 def test_admins_cannot_lock_themselves_out(srv: Server, root: str) -> None:
-    with _http(srv, root) as admin:
+    with client(srv, root) as admin:
         me = next(u for u in admin.get("/users/", params={"limit": 1000}).json()["data"] if u["isAdmin"])
         assert admin.patch(f"/users/{me['username']}/", json={"disabled": True}).status_code == 409
         assert admin.delete(f"/users/{me['username']}/").status_code == 409
@@ -110,7 +106,7 @@ def test_admins_cannot_lock_themselves_out(srv: Server, root: str) -> None:
 def test_api_keys_are_each_users_own(srv: Server, root: str) -> None:
     name, token = _local_user(srv, "carol")
     _, other_token = _local_user(srv, "dave")
-    with _http(srv, token) as carol, _http(srv, other_token) as dave:
+    with client(srv, token) as carol, client(srv, other_token) as dave:
         made = carol.post("/account/apiKeys/", json={"name": "ci", "scopes": ["read"]})
         assert made.status_code == 201, made.text
         key = made.json()
@@ -120,7 +116,7 @@ def test_api_keys_are_each_users_own(srv: Server, root: str) -> None:
         assert {k["name"] for k in listed.json()["data"]} == {"default", "ci"}
         assert all("token" not in k for k in listed.json()["data"])
 
-        with _http(srv, key["token"]) as ci:
+        with client(srv, key["token"]) as ci:
             assert ci.get("/credentials/").status_code == 200
             denied = ci.post("/account/apiKeys/", json={"name": "more"})
             assert denied.status_code == 403 and "'write'" in denied.json()["message"]
@@ -151,16 +147,16 @@ def test_api_keys_are_each_users_own(srv: Server, root: str) -> None:
 
 
 def _last_used(srv: Server, token: str, key_id: str) -> str | None:
-    with _http(srv, token) as http:
+    with client(srv, token) as http:
         return {k["id"]: k for k in http.get("/account/apiKeys/").json()["data"]}[key_id]["lastUsedAt"]  # type: ignore[no-any-return]
 
 
 def test_last_use_is_recorded_once_a_minute(srv: Server) -> None:
     _, token = _local_user(srv, "erin")
-    with _http(srv, token) as erin:
+    with client(srv, token) as erin:
         key = erin.post("/account/apiKeys/", json={"name": "job", "scopes": ["read"]}).json()
         cid = erin.post("/credentials/", json={"name": "c", "user": "u", "password": "p"}).json()["credentialId"]
-    with _http(srv, key["token"]) as job:
+    with client(srv, key["token"]) as job:
         assert job.get(f"/credentials/{cid}/").status_code == 200  # the fused GET path
         deadline = time.monotonic() + 10
         while (first := _last_used(srv, token, key["id"])) is None and time.monotonic() < deadline:
@@ -249,7 +245,7 @@ def test_cli_local_users_and_groups(srv: Server) -> None:
     srv.cli("users", "disable", name)
     assert httpx.get(f"{srv.api}/version/", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     srv.cli("users", "enable", name)
-    with _http(srv, token) as http:
+    with client(srv, token) as http:
         assert http.get("/users/").status_code == 200  # an administrator made with --admin
         http.post("/credentials/", json={"name": "c", "user": "u", "password": "p"})
     kept = srv.cli("users", "delete", name, check=False)
@@ -274,7 +270,7 @@ def test_local_changes_reach_the_servers_repeated_reads_at_once(srv: Server) -> 
     """A GET repeated while nothing changes may be answered from memory (SQLite); a change made by another
     process on the same store (the local CLI, a second server) shows in the very next answer."""
     name, token = _local_user(srv, "hot")
-    with _http(srv, token) as http:
+    with client(srv, token) as http:
         cid = http.post("/credentials/", json={"name": "hot", "user": "u", "password": "p"}).json()["credentialId"]
         for _ in range(3):
             assert http.get(f"/credentials/{cid}/").json()["name"] == "hot"
@@ -290,7 +286,7 @@ def test_local_changes_reach_the_servers_repeated_reads_at_once(srv: Server) -> 
         reader, reader_token = _local_user(srv, "reader")
         share = {"operation": "updateRoles", "roles": [{"username": reader, "role": "CONSUMER"}]}
         assert http.patch(f"/credentials/{cid}/sharedRoles/", json=share).status_code == 204
-        with _http(srv, reader_token) as consumer:
+        with client(srv, reader_token) as consumer:
             for _ in range(3):
                 assert [c["credentialId"] for c in consumer.get("/credentials/").json()["data"]] == [cid]
             services = Services.open(Settings(data_dir=srv.data_dir, database_url=srv.database_url))

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from strongroom.bootstrap import Services
+from strongroom.client.client import tls_context
 from strongroom.services.accounts import token_hash_of
 from strongroom.store.models import ApiToken
 from tests.support import (
@@ -75,7 +76,7 @@ def test_bad_token_is_401_json_with_challenge(
 ) -> None:
     """A 401 must be JSON (the client reads `.json`) and carry `WWW-Authenticate` (RFC 9110)."""
     headers = {"Authorization": header} if header is not None else {}
-    resp = httpx.request(method, f"{server.api}/{path}", headers=headers, json=body, timeout=30)
+    resp = httpx.request(method, f"{server.api}/{path}", headers=headers, json=body, timeout=30, verify=tls_context())
     assert_error(resp, 401)
     assert resp.headers.get("www-authenticate", "").startswith("Bearer")
 
@@ -236,4 +237,4 @@ def test_token_checked_before_body(server: Server, method: str, path: str, conte
     """Authentication comes first: an anonymous caller learns nothing about validation and cannot make the
     server read and parse a body. Today `create_credential`/`update_credential` read the body before
     `call()` authenticates."""
-    assert_error(httpx.request(method, f"{server.api}/{path}", content=content, timeout=30), 401)
+    assert_error(httpx.request(method, f"{server.api}/{path}", content=content, timeout=30, verify=tls_context()), 401)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Server, assert_error, create_basic
+from tests.support import Server, assert_error, create_basic, http_client
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 REPEAT = re.compile(r"(.)\u00d7(\d+)")  # the table writes c, a multiplication sign, N: c repeated N times
@@ -65,7 +65,7 @@ def test_the_table_is_there() -> None:
 def table_api(server: Server) -> Iterator[httpx.Client]:
     """One user for the whole table (a user per row would cost more than the rows)."""
     token = server.new_user("table")
-    with httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+    with http_client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
         yield client
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from strongroom.api.boundary import forwarded_client
 from strongroom.api.ratelimit import AuthFailureLimiter
-from tests.support import Server, log_with
+from tests.support import Server, http_client, log_with
 
 LIMIT = 5
 PUBLIC_URL = "https://vault.example.com"
@@ -62,7 +62,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def client(server: Server, token: str | None = None, source: str = "127.0.0.1") -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     transport = httpx.HTTPTransport(local_address=source)
-    return httpx.Client(base_url=server.api, headers=headers, timeout=30, transport=transport)
+    return http_client(base_url=server.api, headers=headers, timeout=30, transport=transport)
 
 
 def error(resp: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import PeerDatabase, S3Peer, Server, log_with, s3_server, scram_postgres, stored_bytes
+from tests.support import PeerDatabase, S3Peer, Server, http_client, log_with, s3_server, scram_postgres, stored_bytes
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_secrets_used_through_the_server_leak_nowhere(
     ]
     token = server.new_user("canary-use")
     answers: list[httpx.Response] = []
-    with httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+    with http_client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
 
         def call(method: str, url: str, status: int, body: dict[str, Any] | None = None) -> httpx.Response:
             resp = api.request(method, url, json=body)

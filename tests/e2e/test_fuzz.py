@@ -12,7 +12,6 @@ import os
 from collections import Counter
 from typing import Any
 
-import httpx
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 from schemathesis.config import SchemathesisConfig
 
-from tests.support import LeakGuard, Server, complete_body, create
+from tests.support import LeakGuard, Server, complete_body, create, http_client
 
 CASES = int(os.environ.get("STRONGROOM_FUZZ_CASES", "300"))
 # Cases per operation at least: every operation gets drawn often enough (in each mode) that the main answers
@@ -55,7 +54,7 @@ def seed_credentials(server: Server, token: str) -> list[str]:
     """One stored credential of every type, so fuzzed ids include real ones."""
     from strongroom import credential_types
 
-    with httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+    with http_client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         return [create(api, complete_body(t, LeakGuard()))["credentialId"] for t in credential_types.TYPES.values()]
 
 

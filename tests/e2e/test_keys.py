@@ -34,6 +34,7 @@ from tests.support import (
     binding_of,
     default_signals,
     free_port,
+    http_client,
     make_credential,
     secrets_of,
     stored_bytes,
@@ -134,7 +135,7 @@ class Traffic:
     errors: list[str] = field(default_factory=list)
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        return http_client(base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
     def _record(self, kind: str, resp: httpx.Response, ok: int) -> bool:
         self.log.append((time.monotonic(), kind, resp.status_code))
@@ -211,7 +212,7 @@ def test_rotation_under_concurrent_load(store_server: Server, tmp_path: Path) ->
     assert report["rewrapped"] >= 60, report
     assert {"get", "create", "patch"} <= {kind for kind, _ in during}, "no traffic ran during the rotation"
 
-    with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
+    with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
         after = f"after-{secrets.token_hex(8)}"
         resp = client.post("credentials/", json={"name": "after-rotation", "user": "u", "password": after})
         assert resp.status_code == 201
@@ -231,7 +232,7 @@ def test_running_server_writes_with_the_new_version_without_restart(srv: Server)
     """Creates only (no PATCH meets a re-wrapped row): the server re-reads the changed key file by itself."""
     token, _ = seed(srv, 2)
     srv.start()
-    with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
+    with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
         assert client.post("credentials/", json={"name": "before", "user": "u", "password": "p"}).status_code == 201
         assert cli_json(srv, "keys", "rotate")["newVersion"] == 2
         resp = client.post("credentials/", json={"name": "after", "user": "u", "password": "after"})
@@ -421,7 +422,7 @@ def test_missing_or_wrong_key_version_refused_at_start(srv: Server) -> None:
 
     key_file.write_text(rotated)
     srv.start()
-    with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
+    with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
         cid = client.get("credentials/").json()["data"][0]["credentialId"]
         assert client.patch(f"credentials/{cid}/", json={"password": "new"}).status_code == 200
     srv.stop()
@@ -440,7 +441,7 @@ def test_kms_provider_against_a_local_kms(srv: Server, kms: Any, kms_endpoint: s
     token, _ = seed(srv, 0)
     srv.start()
     expected = {}
-    with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
+    with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}) as client:
         for i in range(20):
             password = f"kms-canary-{i}-{secrets.token_hex(8)}"
             resp = client.post("credentials/", json={"name": f"k{i}", "user": "u", "password": password})

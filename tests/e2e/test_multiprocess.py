@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import Server, backend_database
+from tests.support import Server, backend_database, http_client
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -27,7 +26,7 @@ def two_servers(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Server,
 def test_write_through_one_read_through_other_at_once(two_servers: tuple[Server, Server]) -> None:
     a, b = two_servers
     headers = {"Authorization": f"Bearer {a.new_user()}"}
-    with httpx.Client(headers=headers, timeout=30) as http:
+    with http_client(headers=headers, timeout=30) as http:
         for i in range(20):
             created = http.post(f"{a.api}/credentials/", json={"name": f"c{i}", "user": "u", "password": "p"})
             assert created.status_code == 201

@@ -15,7 +15,7 @@ import pytest
 
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
-from tests.support import Server
+from tests.support import Server, client
 
 ACTIONS = ("list", "get", "reveal", "update name", "replace secret", "share", "delete")
 # role -> the status each action answers, in ACTIONS order ("seen"/"unseen": whether list shows it).
@@ -56,13 +56,9 @@ def world(server: Server) -> Iterator[tuple[Server, dict[str, Person]]]:
     yield server, people
 
 
-def _client(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-
 def _credential(server: Server, owner: Person, role: str, people: dict[str, Person], tag: str) -> str:
     """A credential of `owner`'s, shared so that `role`'s person holds that role."""
-    with _client(server, owner.token) as http:
+    with client(server, owner.token) as http:
         made = http.post("/credentials/", json={"name": f"m-{tag}", "user": "u", "password": "p"})
         assert made.status_code == 201, made.text
         cid = made.json()["credentialId"]
@@ -113,7 +109,7 @@ def test_permission_matrix(world: tuple[Server, dict[str, Person]], role: str) -
             services.accounts.set_disabled(people[role].username, True)
         finally:
             services.close()
-    with _client(server, people[role].token) as http:
+    with client(server, people[role].token) as http:
         got = tuple(_act(http, action, cid, people) for action in ACTIONS)
     assert dict(zip(ACTIONS, got, strict=True)) == dict(zip(ACTIONS, MATRIX[role], strict=True))
 
@@ -122,7 +118,7 @@ def test_unknown_id_answers_exactly_as_a_hidden_one(world: tuple[Server, dict[st
     """404 for a credential one has no role on is byte-for-byte the 404 of an id that does not exist."""
     server, people = world
     cid = _credential(server, people["owner"], "owner", people, "hidden")
-    with _client(server, people["unrelated user"].token) as http:
+    with client(server, people["unrelated user"].token) as http:
         hidden = http.get(f"/credentials/{cid}/")
         unknown = http.get(f"/credentials/{'0' * 24}/")
     assert (hidden.status_code, hidden.json()) == (unknown.status_code, unknown.json())
@@ -144,7 +140,7 @@ def test_scopes_limit_what_a_token_may_do(world: tuple[Server, dict[str, Person]
         token = services.accounts.create_token(people["owner"].username, name="scoped", scopes=scopes)[1]
     finally:
         services.close()
-    with _client(server, token) as http:
+    with client(server, token) as http:
         got = tuple(_act(http, action, cid, people) for action in ACTIONS)
         forbidden = http.delete(f"/credentials/{cid}/") if "write" not in scopes else None
     assert dict(zip(ACTIONS, got, strict=True)) == dict(zip(ACTIONS, SCOPED[scopes], strict=True))
@@ -154,9 +150,9 @@ def test_scopes_limit_what_a_token_may_do(world: tuple[Server, dict[str, Person]
 
 def test_admin_scope_needs_an_admin_user(world: tuple[Server, dict[str, Person]]) -> None:
     server, people = world
-    with _client(server, people["owner"].token) as http:
+    with client(server, people["owner"].token) as http:
         refused = http.get("/groups/")
-    with _client(server, people["admin"].token) as http:
+    with client(server, people["admin"].token) as http:
         allowed = http.get("/groups/")
     assert refused.status_code == 403 and "administrator" in refused.json()["message"]
     assert allowed.status_code == 200

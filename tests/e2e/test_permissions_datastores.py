@@ -20,7 +20,7 @@ import pytest
 from strongroom.bootstrap import Services
 from strongroom.config import Settings
 from strongroom.services.jobs import PASSTHROUGH_ID
-from tests.support import PeerDatabase, S3Peer, Server, s3_server, scram_postgres
+from tests.support import PeerDatabase, S3Peer, Server, client, s3_server, scram_postgres
 
 ACTIONS = (
     "get",
@@ -93,10 +93,6 @@ def world(server: Server) -> Iterator[tuple[Server, dict[str, Person], str]]:
     yield server, people, team
 
 
-def _client(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-
 def _created(resp: httpx.Response) -> dict[str, Any]:
     assert resp.status_code == 201, resp.text
     body: dict[str, Any] = resp.json()
@@ -106,7 +102,7 @@ def _created(resp: httpx.Response) -> dict[str, Any]:
 def _things(server: Server, people: dict[str, Person], team: str, role: str, pg: PeerDatabase, s3: S3Peer) -> Things:
     """The owner's store and credentials, shared so that `role`'s person holds that role on each."""
     tag = secrets.token_hex(3)
-    with _client(server, people["owner"].token) as http:
+    with client(server, people["owner"].token) as http:
         drivers = http.get("externalDataDrivers/").json()["data"]
         driver = next(d["id"] for d in drivers if d["databaseDriver"] == "postgres")
         params = {"driverId": driver, "jdbcUrl": pg.jdbc_url}
@@ -170,7 +166,7 @@ def test_data_store_permission_matrix(
     server, people, team = world
     pg, s3 = peers
     things = _things(server, people, team, role, pg, s3)
-    with _client(server, people[role].token) as http:
+    with client(server, people[role].token) as http:
         got = tuple(_act(http, action, things, people, s3) for action in ACTIONS)
     assert dict(zip(ACTIONS, got, strict=True)) == dict(zip(ACTIONS, MATRIX[role], strict=True))
 
@@ -184,9 +180,9 @@ def test_a_store_role_does_not_open_a_credential(
     pg, s3 = peers
     things = _things(server, people, team, "owner", pg, s3)
     share = {"operation": "updateRoles", "roles": [{"username": people["consumer"].username, "role": "CONSUMER"}]}
-    with _client(server, people["owner"].token) as http:
+    with client(server, people["owner"].token) as http:
         assert http.patch(f"externalDataStores/{things.store}/sharedRoles/", json=share).status_code == 204
-    with _client(server, people["consumer"].token) as http:
+    with client(server, people["consumer"].token) as http:
         store = f"externalDataStores/{things.store}/"
         assert http.post(f"{store}test/", json={"credentialId": things.basic}).status_code == 404
         link = http.put(f"credentials/{things.basic}/associations/dataconnection:{things.store}/", json={})
@@ -239,7 +235,7 @@ def test_a_revoked_credential_leaves_no_trace_in_associations(world: tuple[Serve
     too. A new role brings the link back."""
     server = world[0]
     people = _people(server, "alice", "bob")
-    alice, bob = _client(server, people["alice"].token), _client(server, people["bob"].token)
+    alice, bob = client(server, people["alice"].token), client(server, people["bob"].token)
     with alice, bob:
         cid = _created(
             alice.post(
@@ -285,8 +281,8 @@ def test_a_delete_refusal_names_only_stores_the_caller_sees(world: tuple[Server,
     delete up, and afterwards they cannot tell a deleted credential from a revoked one."""
     server = world[0]
     people = _people(server, "alice", "bob", "eve")
-    alice, bob = _client(server, people["alice"].token), _client(server, people["bob"].token)
-    eve = _client(server, people["eve"].token)
+    alice, bob = client(server, people["alice"].token), client(server, people["bob"].token)
+    eve = client(server, people["eve"].token)
     with alice, bob, eve:
         cid = _created(alice.post("credentials/", json={"name": secrets.token_hex(4), "user": "u", "password": "p"}))[
             "credentialId"
@@ -333,7 +329,7 @@ def test_data_store_sharing_validates_like_credential_sharing(world: tuple[Serve
         "huge name": [{"username": "nobody" + "X" * 300_000, "role": "CONSUMER"}],
         "unknown entry key": [{**entry, "canUseData": False}],
     }
-    with _client(server, people["alice"].token) as alice:
+    with client(server, people["alice"].token) as alice:
         cid = _created(alice.post("credentials/", json={"name": secrets.token_hex(4), "user": "u", "password": "p"}))[
             "credentialId"
         ]
@@ -356,7 +352,7 @@ def test_pointing_a_store_elsewhere_drops_the_other_users_links(world: tuple[Ser
     other users' links go in the same change (audited as `repointed`); a new name, or the editor's own link, stays."""
     server = world[0]
     people = _people(server, "owner", "editor")
-    owner, editor = _client(server, people["owner"].token), _client(server, people["editor"].token)
+    owner, editor = client(server, people["owner"].token), client(server, people["editor"].token)
     with owner, editor:
         store = _new_store(owner, secrets.token_hex(4))
         _share(owner, f"externalDataStores/{store}/", people["editor"].username, "EDITOR")

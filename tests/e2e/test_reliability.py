@@ -28,7 +28,7 @@ from strongroom.config import Settings
 from strongroom.errors import ServiceUnavailable
 from strongroom.store.db import Database, unavailable
 from strongroom.store.models import Credential, CredentialCount, User
-from tests.support import Server, backend_database, free_port, secrets_of
+from tests.support import Server, backend_database, free_port, http_client, secrets_of
 
 PG_BIN = Path(os.environ.get("STRONGROOM_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DSN_PASSWORD = "dsn-pw-canary-" + secrets.token_hex(4)  # trust auth ignores it; it must never be echoed
@@ -50,7 +50,7 @@ class Writers:
 
     def run(self, n: int) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
-        with httpx.Client(base_url=self.api, headers=headers, timeout=30) as http:
+        with http_client(base_url=self.api, headers=headers, timeout=30) as http:
             i = 0
             while not self.stop.is_set():
                 name, password = f"{self.label}-w{n}-{i}", secrets.token_hex(16)
@@ -139,7 +139,7 @@ def test_acknowledged_creates_survive_sigkill(backend: str, tmp_path: Path) -> N
                 acked.update(writers.acked)
                 rows = _verify_store(settings, token, acked)
                 srv.start()  # the same data, after the crash
-                with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+                with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
                     page = http.get("/credentials/", params={"limit": 1000}).json()
                     total, listed = page["totalCount"], page["data"]
                     while page["next"]:  # group commit can land more than one page of creates before a kill
@@ -211,7 +211,7 @@ def _fill_pools(srv: Server, token: str, cid: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
 
     def work(n: int) -> None:
-        with httpx.Client(base_url=srv.api, headers=headers, timeout=30) as http:
+        with http_client(base_url=srv.api, headers=headers, timeout=30) as http:
             for _ in range(5):
                 assert http.get(f"/credentials/{cid}/").status_code == 200
                 assert http.get("/credentials/").status_code == 200
@@ -236,7 +236,7 @@ def test_postgres_outage_is_503_and_recovers_without_restart(cluster: ThrowawayC
     srv.start()
     try:
         token = srv.new_user("outage")
-        with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             cid = http.post("/credentials/", json={"name": "before", "user": "u", "password": "p"}).json()[
                 "credentialId"
             ]
@@ -312,7 +312,7 @@ def test_sqlite_locked_beyond_busy_timeout_is_503(tmp_path: Path) -> None:
     srv.start()
     try:
         token = srv.new_user("locked")
-        with httpx.Client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        with http_client(base_url=srv.api, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
             cid = http.post("/credentials/", json={"name": "a", "user": "u", "password": "p"}).json()["credentialId"]
             holder = sqlite3.connect(srv.data_dir / "strongroom.db", isolation_level=None)
             holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock for longer than busy_timeout

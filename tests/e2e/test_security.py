@@ -23,6 +23,7 @@ from tests.support import (
     backend_database,
     canary,
     canary_body,
+    http_client,
     log_with,
     make_credential,
     secrets_of,
@@ -35,7 +36,7 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
     token = server.new_user("canary")
     responses: list[bytes] = []
     headers = {"Authorization": f"Token {token}"}
-    with httpx.Client(base_url=server.api, headers=headers, timeout=30) as api:
+    with http_client(base_url=server.api, headers=headers, timeout=30) as api:
 
         def call(method: str, url: str, **kw: Any) -> httpx.Response:
             resp = api.request(method, url, **kw)
@@ -77,7 +78,7 @@ def test_canary_secrets_never_stored_logged_or_returned(server: Server, tmp_path
 
     # The audit trail of that session, read over the API and the CLI and exported for a SIEM, names what
     # happened to each credential and holds no planted secret and no token.
-    with httpx.Client(base_url=server.api, headers=headers, timeout=30) as api:
+    with http_client(base_url=server.api, headers=headers, timeout=30) as api:
         records = api.get("auditLog/", params={"limit": 1000})
     assert records.status_code == 200, records.text
     about = {(r["target"] or {}).get("credentialId") for r in records.json()["data"]}
@@ -130,7 +131,7 @@ def test_user_isolation(server: Server, api: httpx.Client) -> None:
     assert created.status_code == 201
     cid = created.json()["credentialId"]
     unknown = "0" * 24
-    other = httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {server.new_user('other')}"})
+    other = http_client(base_url=server.api, headers={"Authorization": f"Bearer {server.new_user('other')}"})
     with other:
         assert other.get("credentials/").json()["data"] == []
         for method, kw in (("GET", {}), ("PATCH", {"json": {"name": "stolen"}}), ("DELETE", {})):

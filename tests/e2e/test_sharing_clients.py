@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
 import strongroom
-from tests.support import Server, client, open_service, unique
+from tests.support import Server, client, http_client, open_service, unique
 
 
 def _user(server: Server, prefix: str) -> tuple[str, str, str]:
@@ -84,7 +82,7 @@ def test_cli_shares_and_shows_who_has_access(server: Server) -> None:
     assert all(name in table for name in (alice, bob, team)) and "EDITOR" in table
     server.cli("credentials", "share", cid, "--user", bob, "--role", "NO_ROLE", *auth)
     assert _sees(server, bob_token, cid) == 404
-    with httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {bob_token}"}) as http:
+    with http_client(base_url=server.api, headers={"Authorization": f"Bearer {bob_token}"}) as http:
         assert http.get(f"credentials/{cid}/sharedRoles/").status_code == 404
     refused = server.cli("credentials", "share", cid, "--user", bob, "--role", "BOSS", *auth, check=False)
     assert refused.returncode == 1 and "--role" in refused.stderr

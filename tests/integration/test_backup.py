@@ -25,7 +25,15 @@ from strongroom.config import Settings
 from strongroom.crypto import load_keyring
 from strongroom.store import Database
 from strongroom.store.models import Base, Credential, utcnow
-from tests.support import PgDatabase, Server, canary_body, make_credential, pg_unreachable_reason, secrets_of
+from tests.support import (
+    PgDatabase,
+    Server,
+    canary_body,
+    client,
+    make_credential,
+    pg_unreachable_reason,
+    secrets_of,
+)
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -45,15 +53,11 @@ class Source:
         return Settings(data_dir=self.server.data_dir)
 
 
-def _api(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.api, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-
 def _listings(server: Server, tokens: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     """Every credential each user sees through the API, list and get alike."""
     seen = {}
     for username, token in tokens.items():
-        with _api(server, token) as api:
+        with client(server, token) as api:
             listed = api.get("credentials/", params={"limit": 1000}).json()["data"]
             assert [api.get(f"credentials/{c['credentialId']}/").json() for c in listed] == listed
             assert api.get("credentials/", params={"limit": 1}).json()["totalCount"] == len(listed)
@@ -74,7 +78,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
     service.accounts.revoke_token(revoked[0].id)
     service.close()
     planted: list[str] = []
-    with _api(srv, tokens["alice"]) as alice, _api(srv, tokens["bob"]) as bob:
+    with client(srv, tokens["alice"]) as alice, client(srv, tokens["bob"]) as bob:
         for ctype in credential_types.TYPES.values():
             assert alice.post("credentials/", json=canary_body(ctype, planted)).status_code == 201
         body = canary_body(credential_types.TYPES["basic"], planted)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from functools import cache
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -20,6 +22,13 @@ T = TypeVar("T")
 
 _default: Client | None = None
 _default_lock = threading.Lock()
+
+
+@cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR as the process started),
+    built once: httpx otherwise builds one and loads the bundle for every client."""
+    return httpx.create_ssl_context()
 
 
 class Client:
@@ -51,6 +60,7 @@ class Client:
             },
             timeout=timeout,
             follow_redirects=False,  # a redirect could carry the token elsewhere; report it instead
+            verify=tls_context(),
         )
         try:
             self.server_version = self._handshake()

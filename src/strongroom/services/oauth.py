@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -47,6 +49,13 @@ _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _LIFETIME = re.compile("[0-9]{1,9}")  # expires_in as a string: seconds, under the 10**9 kept below
 _PROVIDER_FIELDS = ("name", "tokenUrl", "clientId", "clientSecret", "tokenEndpointAuthMethod")
 _CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """The TLS context of every refresh (certifi's CA bundle), built once: httpx builds one per client otherwise,
+    loading the bundle each time (more than the refresh's round trip on loopback)."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
 class ProviderFailed(StrongroomError):
@@ -421,7 +430,9 @@ class OAuthService:
             auth = httpx.BasicAuth(quote(client_id, safe=""), quote(client_secret, safe=""))
         try:
             with (
-                httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False) as http,
+                httpx.Client(
+                    timeout=self.timeout, follow_redirects=False, trust_env=False, verify=_tls_context()
+                ) as http,
                 http.stream(
                     "POST", pinned, data=data, auth=auth, headers=headers, extensions={"sni_hostname": host}
                 ) as resp,
