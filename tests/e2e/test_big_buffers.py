@@ -12,7 +12,7 @@ import pytest
 PROBE = textwrap.dedent(
     """
     import sys
-    from strongroom.services.batch import return_big_buffers
+    from strongroom.services.heap import return_big_buffers
 
     def rss():
         for line in open("/proc/self/status"):

@@ -20,7 +20,7 @@ and output adapters that write each chunk under its number, so that a chunk run 
   staging table.
 
 A chunk is `ChunkSize` rows: given, or derived from DataRobot's chunkSize in bytes. Memory stays bounded by the
-chunk size times the chunks in flight (see `return_big_buffers` for what the allocator keeps). No secret passes
+chunk size times the chunks in flight (see `heap.return_big_buffers` for what the allocator keeps). No secret passes
 through this module's messages: failures name the adapter and the cause (`connections.explain` for drivers).
 """
 
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import ctypes
-import ctypes.util
 import functools
 import importlib
 import io
@@ -103,22 +101,6 @@ def _check_text(schema: pa.Schema, adapter: str, options: Mapping[str, str]) -> 
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             reason = f"column {number + 1} is not valid text"
             raise JobFailed(f"{adapter}: the CSV is not valid {options['encoding']} (csvSettings.encoding): {reason}")
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 4 << 20
-
-
-def return_big_buffers() -> bool:
-    """Make glibc's malloc serve every allocation of `MMAP_THRESHOLD` bytes or more (a chunk's CSV, an S3 part)
-    with its own mapping, given back to the system when freed; whether it could (glibc only). Left alone,
-    glibc raises that threshold to the largest block freed so far, after which such buffers come from its
-    per-thread arenas and stay there: a job's peak RSS then grows with the data it moves."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
 
 
 def warm_up() -> None:

@@ -21,10 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from strongroom import credential_types
 from strongroom.config import Settings
@@ -39,6 +37,9 @@ from strongroom.services.credentials import CredentialService, is_id
 from strongroom.store.db import Database
 from strongroom.store.models import new_id, utcnow
 from strongroom.store.repositories.oauth import Flight, OAuthRepository, ProviderNameTaken
+
+if TYPE_CHECKING:  # httpx (and the rich console its command line brings) loads at the first refresh
+    import httpx
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 URL_MAX = 2048
@@ -55,6 +56,8 @@ _CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
 def _tls_context() -> ssl.SSLContext:
     """The TLS context of every refresh (certifi's CA bundle), built once: httpx builds one per client otherwise,
     loading the bundle each time (more than the refresh's round trip on loopback)."""
+    import httpx
+
     return httpx.create_ssl_context(trust_env=False)
 
 
@@ -166,7 +169,7 @@ class OAuthService:
         self.barrier = barrier
         self.connector = connector
         self.margin = timedelta(seconds=settings.oauth_refresh_margin)
-        self.timeout = httpx.Timeout(settings.statement_timeout, connect=settings.connect_timeout)
+        self.timeouts = (settings.statement_timeout, settings.connect_timeout)
         self.backoff = settings.oauth_failure_backoff
         # (provider id, grant) -> (when the provider failed for that grant, how): see _refresh_unless_down
         self._down: dict[tuple[str, str], tuple[float, StrongroomError]] = {}
@@ -411,6 +414,8 @@ class OAuthService:
         """One refresh-token grant at the provider's token endpoint: access_token, token_type, expires_in and the
         rotated refresh_token (or None). _Rejected for a rejected refresh token; ProviderFailed / ProviderTimeout
         naming the host otherwise. Never retried; no token or provider text in any message."""
+        import httpx
+
         url = httpx.URL(provider["token_url"])
         host = url.host or "?"
         # The SSRF rules check the address the request then goes to: pinned, so a second lookup cannot answer
@@ -431,7 +436,10 @@ class OAuthService:
         try:
             with (
                 httpx.Client(
-                    timeout=self.timeout, follow_redirects=False, trust_env=False, verify=_tls_context()
+                    timeout=httpx.Timeout(self.timeouts[0], connect=self.timeouts[1]),
+                    follow_redirects=False,
+                    trust_env=False,
+                    verify=_tls_context(),
                 ) as http,
                 http.stream(
                     "POST", pinned, data=data, auth=auth, headers=headers, extensions={"sni_hostname": host}

@@ -33,7 +33,7 @@ class JobRunner:
     """Runs jobs in this process: `threads` jobs at once, each job's chunks `numConcurrent` at once."""
 
     def __init__(self, service: JobService, threads: int, worker: str) -> None:
-        from strongroom.services.batch import return_big_buffers
+        from strongroom.services.heap import return_big_buffers
 
         return_big_buffers()
         self.service = service
@@ -537,7 +537,7 @@ class QueuedJobs:
     """
 
     def __init__(self, service: JobService, defer: Defer, worker: str) -> None:
-        from strongroom.services.batch import return_big_buffers
+        from strongroom.services.heap import return_big_buffers
 
         return_big_buffers()
         self.service = service
