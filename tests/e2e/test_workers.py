@@ -70,9 +70,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def patient_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A queue server that waits 20 s for a worker: a test may stop its only worker and start another, however
+    """A queue server that waits 12 s for a worker: a test may stop its only worker and start another, however
     long the new one takes to start on a loaded machine (4 s was not always enough; 1.5 to 2.5 s unloaded)."""
-    with _queue_server(tmp_path_factory, orphan_after=20) as server:
+    with _queue_server(tmp_path_factory, orphan_after=12) as server:
         yield server
 
 
@@ -169,7 +169,7 @@ def test_a_job_left_without_tasks_fails_while_workers_live(
     patient_srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
 ) -> None:
     """A job whose tasks all ended without finishing it (as when a worker loses the database mid-step) is FAILED
-    once idle (20 s here), even with a live worker beside it, not RUNNING forever. (On the patient server: the
+    once idle (12 s here), even with a live worker beside it, not RUNNING forever. (On the patient server: the
     second worker may take longer to start than the other server's 4 s without a worker, a failure that reads
     otherwise.)"""
     srv = patient_srv
