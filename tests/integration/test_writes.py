@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, func, select, text, update
@@ -29,7 +30,7 @@ from strongroom.store.models import ApiToken, Credential, CredentialCount, utcno
 from strongroom.store.repositories.audit import append_in
 from strongroom.store.repositories.credentials import NameTaken
 from strongroom.store.repositories.sharing import OWNER
-from tests.support import backend_database, fetch_credential, make_credential, secrets_of, until
+from tests.support import backend_database, fetch_credential, make_credential, new_principal, secrets_of, until
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -452,10 +453,11 @@ def test_updates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
     before = service.audit.verify().checked
     svc = service.credentials
 
-    def patched(credential_id: str, body: dict[str, object], revision: int | None = None) -> tuple[object, ...]:
+    def patched(credential_id: str, body: dict[str, object], revision: int | None = None) -> tuple[Any, ...]:
         found = svc.credentials.current(credential_id, who.user_id)
         _, read_revision, row = svc._patched(found, credential_id, body, None)
-        return (revision or read_revision, row, credential_events._update_event(who, row, body))
+        assert found is not None
+        return (revision or read_revision, row, credential_events._update_event(who, row, body), found[0])
 
     writes = [patched(i, {"password": f"new-{i}"}) for i in ids[:20]]
     writes.append(patched(ids[0], {"password": "rival"}))  # read at revision 1 like writes[0]: one of them wins
@@ -469,8 +471,9 @@ def test_updates_on_the_event_loop_go_together_and_keep_their_own_outcomes(servi
         service.db.start_loop_pool(4)
         try:
             now = utcnow()
-            calls = [svc.credentials.aswap_if_token(*w, hash_token(raw), who.user_id, now) for w in writes]
-            calls.append(svc.credentials.aswap_if_token(*unauthorised, hash_token(revoked), who.user_id, now))
+            calls = [svc.credentials.aswap_if_token(*w[:3], hash_token(raw), who.user_id, now, w[3]) for w in writes]
+            u = unauthorised
+            calls.append(svc.credentials.aswap_if_token(*u[:3], hash_token(revoked), who.user_id, now, u[3]))
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
             return outcomes, sum(g.carried for g in service.db._loop_pool.gathered.values())
         finally:
@@ -564,3 +567,40 @@ def test_reads_by_token_on_the_event_loop_go_together_and_each_gets_its_own_answ
     unshared = got[21]  # the row and the token, with no role: the caller refuses it (404), as for one read alone
     assert unshared is not None and json.loads(unshared[0])["credentialId"] == ids[1] and unshared[3] is None
     assert got[22:] == [None, None]
+
+
+@pytest.mark.parametrize("patch", [{"description": "after"}, {"password": "changed"}], ids=["metadata", "secret"])
+def test_an_update_read_before_a_rotation_rewrapped_the_row_never_undoes_it(
+    service: Services, patch: dict[str, str]
+) -> None:
+    """A PATCH reads the row, a rotation re-wraps that row's data key under the new version, then the PATCH
+    writes: the row must still open and hold the new version (the PATCH goes again from a fresh read). It did
+    not: the compare-and-swap was on the revision alone, which a re-wrap leaves as it is, so the PATCH wrote the
+    data key wrapped under the old version back (under the new version's number on SQLite, which then opened
+    under neither; under the old one on PostgreSQL, which a retirement of the old version would strand)."""
+    who = new_principal(service)
+    made = make_credential(service, who, {"name": "rotated", "credentialType": "basic", "user": "u", "password": "p"})
+    cid = made["credentialId"]
+    real_current = service.credentials.credentials.current
+    reads: list[int] = []
+
+    def current_then_rotate(credential_id: str, user_id: str) -> tuple[dict[str, Any], int | None] | None:
+        found = real_current(credential_id, user_id)
+        reads.append(1)
+        if len(reads) == 1:  # between this PATCH's read and its write
+            service.keys.start_rotation()
+            assert service.keys.rewrap(settle=0)["left"] == 0
+        return found
+
+    service.credentials.credentials.current = current_then_rotate  # type: ignore[method-assign]
+    try:
+        service.credentials.update(who, cid, patch)
+    finally:
+        del service.credentials.credentials.current
+    assert len(reads) == 2  # the first write was refused, the second read found the re-wrapped row
+    with service.db.read() as s:
+        row = s.get(Credential, cid)
+        assert row is not None and row.key_version == service.keys.active_version() == 2
+        assert secrets_of(service, row) == {"user": "u", "password": patch.get("password", "p")}
+    shown = fetch_credential(service, who, cid)
+    assert shown.get("description", "") == patch.get("description", "")

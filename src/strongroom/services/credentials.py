@@ -647,9 +647,11 @@ def _event(action: str, status: int, who: Principal, row: Mapping[str, Any], **d
     ).entry()
 
 
-def _read(found: tuple[dict[str, Any], int | None] | None) -> dict[str, Any] | None:
-    """The row as read (`current`), for the write to compare with."""
-    return found[0] if found else None
+def _read(found: tuple[dict[str, Any], int | None] | None) -> dict[str, Any]:
+    """The row as read (`current`), for the write to compare with (`_patched` refuses a missing one first)."""
+    if found is None:
+        raise _not_found()
+    return found[0]
 
 
 def _update_event(who: Principal, row: Mapping[str, Any], body: Mapping[str, Any]) -> Entry:

@@ -167,8 +167,13 @@ _CURRENTS = Together(
     fields=("id", "user"),
     outcomes=_by_ord,
 )
-# Compare-and-swap on the revision read: a concurrent change makes an update match no row.
-_CAS = (Credential.id == bindparam("target"), Credential.revision == bindparam("read_revision"))
+# Compare-and-swap on the revision and master-key version read: a concurrent change, or a rotation's re-wrap
+# (which leaves the revision alone), makes an update match no row; else it would put back the old wrapped key.
+_CAS = (
+    Credential.id == bindparam("target"),
+    Credential.revision == bindparam("read_revision"),
+    Credential.key_version == bindparam("read_key_version"),
+)
 _DELETE = delete(Credential).where(_ONE).returning(Credential.owner_id, Credential.credential_type)
 _DELETE_AT = (
     delete(Credential)
@@ -282,6 +287,7 @@ _CREATE_TYPES = {**_PG_TYPES, "token_hash": _PG_TOKEN_TYPES["token_hash"], "now"
 _UPDATE_TYPES = {
     "target": _PG_TYPES["id"],
     "read_revision": _PG_TYPES["revision"],
+    "read_key_version": _PG_TYPES["key_version"],
     **{f"new_{name}": type_ for name, type_ in _PG_TYPES.items() if name not in FIXED},
     **_PG_TOKEN_TYPES,
     **ENTRY_TYPES,
@@ -322,8 +328,8 @@ def _pg_update_many() -> TextClause:
     """PostgreSQL: several compare-and-swap updates as one statement, each as `_PG_UPDATE` (no `token_hash`) or
     `_PG_UPDATE_CHECKED` would make it, with its audit entry. The rows are locked in id order first, so two such
     statements cannot deadlock. One row per update, in order: the new revision, or null if it was not written
-    (the revision moved, or the token is no longer valid); of two updates of one row read at the same revision
-    one is written."""
+    (the revision or key version moved, or the token is no longer valid); of two updates of one row read at the
+    same revision one is written."""
     sets = ", ".join(f"{name} = given.new_{name}" for name in _PG_TYPES if name not in FIXED)
     return text(f"""WITH RECURSIVE given AS (
     {_pg_given(_UPDATE_TYPES)}
@@ -334,6 +340,7 @@ def _pg_update_many() -> TextClause:
 ), changed AS (
     UPDATE credentials SET {sets} FROM given
     WHERE credentials.id = given.target AND credentials.revision = given.read_revision
+      AND credentials.key_version = given.read_key_version
       AND credentials.id IN (SELECT id FROM locked) AND given.ord IN (SELECT ord FROM allowed)
     RETURNING given.ord, credentials.revision
 ), done AS (
@@ -641,22 +648,19 @@ class CredentialRepository:
             params = {**row, **audit.params(), "token_hash": token_hash, "now": now}
             return bool(await self.db.awrite_together(_PG_CREATES, params))
 
-    def swap(
-        self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any] | None = None
-    ) -> bool:
-        """Write the changed row, and its audit record, if the credential is still at `read_revision`. `before`,
-        the row as read, lets SQLite leave alone the indexes of columns that did not change."""
-        params = _swap_params(read_revision, row)
+    def swap(self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any]) -> bool:
+        """Write the changed row, and its audit record, if the credential is still at `read_revision` and under the
+        master-key version of `before`, the row as read (which also lets SQLite leave alone the indexes of columns
+        that did not change)."""
+        params = _swap_params(read_revision, row, before)
         with _NamesUnique():
             if self.db.is_sqlite:
                 kept = _kept(before, row)
                 return bool(self.db.transact(lambda tx: _swap_audited(tx, params, audit, kept), one_change=True))
             return bool(self.db.write_one(_PG_UPDATE, {**params, **audit.params()}))
 
-    async def aswap(
-        self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any] | None = None
-    ) -> bool:
-        params = _swap_params(read_revision, row)
+    async def aswap(self, read_revision: int, row: Mapping[str, Any], audit: Entry, before: Mapping[str, Any]) -> bool:
+        params = _swap_params(read_revision, row, before)
         with _NamesUnique():
             if self.db.is_sqlite:
                 kept = _kept(before, row)
@@ -672,12 +676,12 @@ class CredentialRepository:
         token_hash: str,
         user_id: str,
         now: datetime,
-        before: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any],
     ) -> bool:
         """`aswap` only while `token_hash` is a valid token of user `user_id`, checked in the same transaction
         (PostgreSQL: the same statement); False if it is not, or if the revision moved (the caller cannot tell
         which: it starts over on the ordinary path)."""
-        params = _swap_params(read_revision, row)
+        params = _swap_params(read_revision, row, before)
         check = {"token_hash": token_hash, "owner_id": user_id, "now": now}
         with _NamesUnique():
             if self.db.is_sqlite:
@@ -810,15 +814,15 @@ def _swap_audited(tx: Tx, params: Mapping[str, Any], audit: Entry, kept: frozens
 _INDEXED = ("name", "key_version")  # updatable columns with an index of their own (the name's: two, and a trigger)
 
 
-def _kept(before: Mapping[str, Any] | None, row: Mapping[str, Any]) -> frozenset[str]:
-    """The indexed columns an update leaves as they were read (none known without `before`)."""
-    return frozenset(c for c in _INDEXED if before is not None and before[c] == row[c])
+def _kept(before: Mapping[str, Any], row: Mapping[str, Any]) -> frozenset[str]:
+    """The indexed columns an update leaves as they were read."""
+    return frozenset(c for c in _INDEXED if before[c] == row[c])
 
 
-def _swap_params(read_revision: int, row: Mapping[str, Any]) -> dict[str, Any]:
+def _swap_params(read_revision: int, row: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
     new = {f"new_{c.name}": row[c.name] for c in COLUMNS if c.name not in FIXED}
     new["new_updated_at"] = Database.as_datetime(new["new_updated_at"])  # as read from SQLite: text
-    return {"target": row["id"], "read_revision": read_revision, **new}
+    return {"target": row["id"], "read_revision": read_revision, "read_key_version": before["key_version"], **new}
 
 
 def _got(rows: Sequence[Sequence[Any]]) -> tuple[str, int, TokenRow, int | None] | None:
