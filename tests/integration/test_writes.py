@@ -604,3 +604,37 @@ def test_an_update_read_before_a_rotation_rewrapped_the_row_never_undoes_it(
         assert secrets_of(service, row) == {"user": "u", "password": patch.get("password", "p")}
     shown = fetch_credential(service, who, cid)
     assert shown.get("description", "") == patch.get("description", "")
+
+
+def test_updates_that_go_together_refuse_one_read_under_another_key_version(service: Services) -> None:
+    """In a statement of several updates too, an update read under a master-key version the row is no longer under
+    (a rotation re-wrapped it since) is not written, and the others are."""
+    who = new_principal(service)
+    ids = [
+        make_credential(service, who, {"name": f"k{k}", "user": "u", "password": "p"})["credentialId"] for k in range(6)
+    ]
+    svc = service.credentials
+    writes = []
+    for credential_id in ids:
+        found = svc.credentials.current(credential_id, who.user_id)
+        _, read_revision, row = svc._patched(found, credential_id, {"description": "after"}, None)
+        assert found is not None
+        writes.append(
+            (read_revision, row, credential_events._update_event(who, row, {"description": "after"}), found[0])
+        )
+    revision, row, event, read = writes[-1]  # the last waits for the first two, so it goes with others
+    writes[-1] = (revision, row, event, {**read, "key_version": read["key_version"] + 1})
+
+    async def scenario() -> tuple[list[bool], int]:
+        service.db.start_loop_pool(4)
+        try:
+            outcomes = await asyncio.gather(*(svc.credentials.aswap(*w) for w in writes))
+            pool = service.db._loop_pool  # None on SQLite, whose committer takes them in one transaction anyway
+            return outcomes, 2 if pool is None else sum(g.carried for g in pool.gathered.values())
+        finally:
+            service.db.stop_loop_pool()
+
+    outcomes, carried = asyncio.run(scenario())
+    assert outcomes == [True] * 5 + [False]
+    assert carried >= 2
+    assert [fetch_credential(service, who, i).get("description", "") for i in ids] == ["after"] * 5 + [""]
