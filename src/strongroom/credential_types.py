@@ -48,6 +48,11 @@ DESCRIPTION_PATTERN = f"^[^{_CC_EXCEPT_LINE_BREAKS}]*$"
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+def has_control(value: str) -> bool:
+    """Whether `value` holds a control character (Unicode Cc: C0, DEL, C1; PostgreSQL's text cannot hold NUL)."""
+    return _CONTROL.search(value) is not None
+
+
 def snake(name: str) -> str:
     """camelCase -> snake_case, as the DataRobot client converts keyword arguments the other way."""
     return _CAMEL_BOUNDARY.sub("_", name).lower()

@@ -203,8 +203,13 @@ def parse_role_changes(body: Mapping[str, Any]) -> list[RoleChange]:
         else:
             msg = "needs username or id"
             raise InvalidInput(f"{where}: {msg}", {where: msg})
-        if not isinstance(key, str) or not key or len(key) > credential_types.NAME_MAX:
-            msg = "must be a non-empty string"
+        if (
+            not isinstance(key, str)
+            or not key
+            or len(key) > credential_types.NAME_MAX
+            or credential_types.has_control(key)
+        ):
+            msg = "must be a non-empty string without control characters"
             raise InvalidInput(f"{where}.{key_kind}: {msg}", {f"{where}.{key_kind}": msg})
         rank = role_rank(item.get("role"), field=f"{where}.role", allow_none=True)
         share = item.get("canShare", rank == OWNER)
