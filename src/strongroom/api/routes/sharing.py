@@ -6,6 +6,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from strongroom import credential_types
 from strongroom.api.errors import JSONResponse
 from strongroom.api.http import required_string
 from strongroom.api.openapi import answers, credential_id_parameter, json_body
@@ -25,6 +26,12 @@ _ENTRY = {
         "canShare": {"type": "boolean"},
     },
 }
+_KEY = {  # a recipient's username, id or name (`sharing.parse_role_changes`)
+    "type": "string",
+    "minLength": 1,
+    "maxLength": credential_types.NAME_MAX,
+    "pattern": credential_types.NO_CONTROL_PATTERN,
+}
 UPDATE_ROLES = {  # credentials' and data stores' sharedRoles PATCH: one body, validated by one parser
     "type": "object",
     "title": "Role changes",
@@ -43,9 +50,9 @@ UPDATE_ROLES = {  # credentials' and data stores' sharedRoles PATCH: one body, v
                 "required": ["role"],
                 "properties": {
                     "shareRecipientType": {"type": "string", "enum": ["user", "group"], "default": "user"},
-                    "username": {"type": "string", "minLength": 1},
-                    "id": {"type": "string", "minLength": 1},
-                    "name": {"type": "string", "minLength": 1},
+                    "username": _KEY,
+                    "id": _KEY,
+                    "name": _KEY,
                     "role": {"type": "string", "enum": ["OWNER", "EDITOR", "CONSUMER", "NO_ROLE"]},
                     "canShare": {"type": "boolean"},
                 },
