@@ -169,7 +169,7 @@ class OAuthService:
         self.barrier = barrier
         self.connector = connector
         self.margin = timedelta(seconds=settings.oauth_refresh_margin)
-        self.timeouts = (settings.statement_timeout, settings.connect_timeout)
+        self.read_timeout, self.connect_timeout = settings.statement_timeout, settings.connect_timeout
         self.backoff = settings.oauth_failure_backoff
         # (provider id, grant) -> (when the provider failed for that grant, how): see _refresh_unless_down
         self._down: dict[tuple[str, str], tuple[float, StrongroomError]] = {}
@@ -436,7 +436,7 @@ class OAuthService:
         try:
             with (
                 httpx.Client(
-                    timeout=httpx.Timeout(self.timeouts[0], connect=self.timeouts[1]),
+                    timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
                     follow_redirects=False,
                     trust_env=False,
                     verify=_tls_context(),

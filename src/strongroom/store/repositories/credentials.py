@@ -679,8 +679,8 @@ class CredentialRepository:
         before: Mapping[str, Any],
     ) -> bool:
         """`aswap` only while `token_hash` is a valid token of user `user_id`, checked in the same transaction
-        (PostgreSQL: the same statement); False if it is not, or if the revision moved (the caller cannot tell
-        which: it starts over on the ordinary path)."""
+        (PostgreSQL: the same statement); False if it is not, or if the revision or key version moved (the caller
+        cannot tell which: it starts over on the ordinary path)."""
         params = _swap_params(read_revision, row, before)
         check = {"token_hash": token_hash, "owner_id": user_id, "now": now}
         with _NamesUnique():
