@@ -8,6 +8,7 @@ statement that never hands a busy connection to the next caller, and connections
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -204,6 +205,40 @@ def test_a_planned_read_retries_once_when_its_pooled_connection_died(db: Databas
     with pytest.raises(DBAPIError, match="division by zero"):
         db.fetch_planned(broken, {})
     assert db.fetch_planned(statement, {}) == [(1,)]
+
+
+def _spoil_socket(conn: psycopg.Connection[Any]) -> None:
+    """Put a non-socket under libpq's descriptor: its next read fails on the client's side ("Socket operation on
+    non-socket"), an OperationalError without a SQLSTATE while libpq's status still says OK, as when the socket
+    was closed under it ("connection socket closed"). The descriptor stays libpq's to close."""
+    fd = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(fd, conn.pgconn.socket)
+    finally:
+        os.close(fd)
+
+
+def test_a_read_retries_when_its_connection_failed_on_the_clients_side(db: Database) -> None:
+    """A connection that fails on the client's side (no SQLSTATE, libpq still saying OK) is lost too: the hot
+    path and the planned reads drop it and retry on a fresh one. They handed the error on (and the hot path put
+    the connection back in the pool) while only the server's SQLSTATEs or libpq's BAD status counted as lost."""
+    from sqlalchemy import literal, select
+
+    statement = select(literal(1).label("one"))
+    assert db.fetch(statement, {}) == [(1,)]
+    conn, cur = db._pg_idle.get_nowait()
+    assert db._pg_idle.empty()
+    _spoil_socket(conn)
+    db._pg_idle.put((conn, cur))
+    assert db.fetch(statement, {}) == [(1,)]
+    assert conn.closed
+    assert db.fetch_planned(statement, {}) == [(1,)]
+    proxy = db._fetch_engine.raw_connection()
+    pooled = proxy.driver_connection
+    proxy.close()
+    _spoil_socket(pooled)
+    assert db.fetch_planned(statement, {}) == [(1,)]
+    assert pooled.closed
 
 
 def test_a_connection_ended_while_being_set_up_is_lost_not_failed(db: Database) -> None:

@@ -319,7 +319,8 @@ class Database:
 
     def _discard_pool_on_disconnect(self, other: Engine) -> Any:
         def on_error(ctx: ExceptionContext) -> None:
-            if not ctx.is_disconnect and pgloop.connection_ended(getattr(ctx.original_exception, "sqlstate", None)):
+            original = ctx.original_exception
+            if not ctx.is_disconnect and isinstance(original, psycopg.Error) and pgloop.connection_lost(original):
                 ctx.is_disconnect = True  # SQLAlchemy looks at libpq's status, which may not say BAD yet
             if ctx.is_disconnect:
                 other.dispose(close=False)
@@ -505,7 +506,7 @@ class Database:
             cur.execute(sql, named)
             return cur.fetchall()
         except psycopg.Error as exc:
-            broken = bool(proxy.driver_connection.broken) or pgloop.connection_ended(exc.sqlstate)
+            broken = pgloop.connection_lost(exc, proxy.driver_connection)
             if broken:  # the server went away: so did the pools' other connections
                 proxy.invalidate()
                 self._discard_pools()
@@ -742,7 +743,7 @@ class Database:
             cur.execute(sql, params)
             rows = cur.fetchall() if cur.pgresult.status == ExecStatus.TUPLES_OK else []
         except psycopg.Error as exc:
-            broken = bool(conn.broken) or pgloop.connection_ended(exc.sqlstate)
+            broken = pgloop.connection_lost(exc, conn)
             if broken:  # the server went away: this connection and every idle sibling are dead
                 conn.close()
                 self._discard_pools()

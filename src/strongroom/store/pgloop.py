@@ -56,6 +56,15 @@ def connection_ended(sqlstate: str | None) -> bool:
     return sqlstate is not None and (sqlstate in _ENDING or sqlstate.startswith("08"))
 
 
+def connection_lost(exc: psycopg.Error, conn: psycopg.Connection[Any] | None = None) -> bool:
+    """Whether `exc` leaves its connection unusable: the server ended it (`connection_ended`), libpq says it is
+    broken or closed, or the client failed on the connection itself (an `OperationalError` without a SQLSTATE,
+    such as "connection socket closed", raised while libpq's status still says OK)."""
+    if conn is not None and (conn.broken or conn.closed):
+        return True
+    return connection_ended(exc.sqlstate) or (isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None)
+
+
 class _Connection:
     """One libpq connection driven by the loop: a reader callback wakes the statement waiting on it."""
 
