@@ -622,3 +622,89 @@ def test_updates_that_go_together_refuse_one_read_under_another_key_version(serv
     assert outcomes == [True] * 5 + [False]
     assert carried is None or carried >= 2
     assert [fetch_credential(service, who, i).get("description", "") for i in ids] == ["after"] * 5 + [""]
+
+
+def _token_holder(service: Services, name: str) -> tuple[Principal, str, str]:
+    """A new user, a token of theirs this process has authenticated (so it takes the remembered path,
+    `aupdate_for_token`) and its hash."""
+    service.accounts.create_user(name)
+    raw = service.accounts.create_token(name)[1]
+    return service.accounts.authenticate(raw), raw, hash_token(raw)
+
+
+def _remembered_updates(service: Services, token_hash: str, credential_id: str, *bodies: dict[str, str]) -> list[Any]:
+    """`aupdate_for_token` of each body in turn on one event loop: each answer, (API JSON, revision) or None."""
+
+    async def updates() -> list[Any]:
+        return [await service.credentials.aupdate_for_token(token_hash, credential_id, body) for body in bodies]
+
+    return _on_the_loop(service, lambda: [updates()])[0][0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("elsewhere", "mine"),
+    [({"description": "elsewhere"}, {"password": "mine"}), ({"password": "elsewhere"}, {"user": "mine"}), (None, {})],
+    ids=["metadata-elsewhere", "secret-elsewhere", "rotation"],
+)
+def test_an_owners_update_from_the_row_it_last_wrote_never_undoes_a_change_made_since(
+    service: Services, tmp_path: Path, elsewhere: dict[str, str] | None, mine: dict[str, str]
+) -> None:
+    """An owner's update by a remembered token starts from the row as this process last wrote it (SQLite: no read).
+    A change made since by another process, or a rotation's re-wrap, must survive the next update, which goes
+    again from a fresh read: the compare-and-swap on the revision and key version refuses the guess."""
+    who, token, token_hash = _token_holder(service, "kept-owner")
+    cid = make_credential(service, who, {"name": "kept", "user": "u", "password": "p"})["credentialId"]
+    first = _remembered_updates(service, token_hash, cid, {"description": "first"})[0]
+    assert first is not None and first[1] == 2
+    if elsewhere is None:
+        service.keys.start_rotation()
+        assert service.keys.rewrap(settle=0)["left"] == 0
+    else:  # another process of the same store (a second server, the CLI)
+        url = None if service.db.is_sqlite else service.db.engine.url.render_as_string(hide_password=False)
+        other = Services.open(Settings(data_dir=tmp_path, database_url=url))
+        try:
+            other.credentials.update(other.accounts.authenticate(token), cid, elsewhere)
+        finally:
+            other.close()
+    body = {"description": "mine", **mine} if elsewhere is None else mine
+    second = _remembered_updates(service, token_hash, cid, body)[0]
+    assert second is not None and second[1] == (3 if elsewhere is None else 4)
+    expected = {"user": "u", "password": "p", "description": "first", **(elsewhere or {}), **body}
+    assert fetch_credential(service, who, cid)["description"] == expected["description"]
+    with service.db.read() as s:
+        row = s.get(Credential, cid)
+        assert row is not None and row.key_version == service.keys.active_version()
+        assert secrets_of(service, row) == {"user": expected["user"], "password": expected["password"]}
+
+
+def test_an_editors_update_never_starts_from_a_row_kept_after_the_role_was_taken_away(service: Services) -> None:
+    """Only an owner's update starts from the row this process last wrote: the write checks the revision, the
+    key version and the token, not a shared role, so an editor whose role was taken away since must be refused."""
+    owner = _token_holder(service, "kept-sharer")[0]
+    token_hash = _token_holder(service, "kept-editor")[2]
+    cid = make_credential(service, owner, {"name": "shared", "user": "u", "password": "p"})["credentialId"]
+    roles = {"operation": "updateRoles", "roles": [{"username": "kept-editor", "role": "EDITOR"}]}
+    service.sharing.update_roles(owner, cid, roles)
+    assert _remembered_updates(service, token_hash, cid, {"description": "edited"})[0] is not None
+    roles["roles"] = [{"username": "kept-editor", "role": "NO_ROLE"}]
+    service.sharing.update_roles(owner, cid, roles)
+    assert _remembered_updates(service, token_hash, cid, {"description": "after"}) == [None]
+    assert fetch_credential(service, owner, cid)["description"] == "edited"
+
+
+def test_an_owners_updates_keep_the_row_they_wrote_and_a_delete_forgets_it(service: Services) -> None:
+    """SQLite keeps the row an owner's update wrote (its revision, for the next update to compare), only for its
+    owner; PostgreSQL, whose servers are many, keeps none; a delete forgets it."""
+    who, _, token_hash = _token_holder(service, "kept-deleter")
+    cid = make_credential(service, who, {"name": "gone", "user": "u", "password": "p"})["credentialId"]
+    assert _remembered_updates(service, token_hash, cid, {"description": "a"}, {"description": "b"})[1][1] == 3
+    repository = service.credentials.credentials
+    kept = repository.last_written(cid, who.user_id)
+    if service.db.is_sqlite:
+        assert kept is not None and kept["revision"] == 3 and kept["description"] == "b"
+        assert repository.last_written(cid, "someone-else") is None
+    else:
+        assert kept is None
+    service.credentials.delete(who, cid)
+    assert repository.last_written(cid, who.user_id) is None
+    assert _remembered_updates(service, token_hash, cid, {"description": "c"}) == [None]

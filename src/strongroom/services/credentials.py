@@ -411,10 +411,42 @@ class CredentialService:
             return None
         try:
             self._check_update(who, credential_id, body)
-            found = await self.credentials.acurrent(credential_id, who.user_id)
-            role, read_revision, row = await self.barrier.run(self._patched, found, credential_id, body, if_match)
         except StrongroomError:
             return None
+        # The owner's row as this process last wrote it spares the read; the write's compare-and-swap checks that
+        # guess (not with If-Match: a 412 must come from the stored revision).
+        kept = None if if_match is not None else self.credentials.last_written(credential_id, who.user_id)
+        try:
+            if kept is not None:
+                updated = await self._aswap_patched(who, token_hash, credential_id, body, (kept, OWNER))
+                if updated is not None:
+                    return updated
+                self.credentials.forget_written(credential_id)  # changed since: read it and try once more
+            updated = await self._aswap_patched(who, token_hash, credential_id, body, None, if_match)
+        except _Refused:
+            return None
+        if updated is None:  # the token is no longer valid, or the credential changed meanwhile
+            self.accounts.forget(token_hash)
+        return updated
+
+    async def _aswap_patched(
+        self,
+        who: Principal,
+        token_hash: str,
+        credential_id: str,
+        body: Mapping[str, Any],
+        found: tuple[dict[str, Any], int | None] | None,
+        if_match: Revisions = None,
+    ) -> tuple[str, int] | None:
+        """`aupdate_for_token`'s write of the PATCH applied to `found` (None: the row read now): the API JSON and
+        revision, None if the token or the row moved; `_Refused` if the read or the PATCH itself failed (the
+        ordinary path answers why). The write's own errors are the caller's."""
+        try:
+            if found is None:
+                found = await self.credentials.acurrent(credential_id, who.user_id)
+            role, read_revision, row = await self.barrier.run(self._patched, found, credential_id, body, if_match)
+        except StrongroomError:
+            raise _Refused from None
         audit = _update_event(who, row, body)
         try:
             written = await self.credentials.aswap_if_token(
@@ -422,8 +454,7 @@ class CredentialService:
             )
         except NameTaken:  # the row was tried, so the token was valid
             raise _name_taken(str(body.get("name"))) from None
-        if not written:  # the token is no longer valid, or the credential changed meanwhile
-            self.accounts.forget(token_hash)
+        if not written:
             return None
         return representation.with_role(row["wire"], ROLE_NAMES[role]), int(row["revision"])
 
@@ -661,6 +692,10 @@ def _update_event(who: Principal, row: Mapping[str, Any], body: Mapping[str, Any
     fields = sorted(k for k in body if k != "credentialType")
     secret = any((f := ctype.field(k)) is not None and f.secret for k in fields)
     return _event("credential.replace_secret" if secret else "credential.update", 200, who, row, fields=fields)
+
+
+class _Refused(Exception):
+    """The remembered path cannot answer this request: the ordinary one must (and says why)."""
 
 
 def _not_found() -> NotFound:

@@ -467,13 +467,35 @@ class _NamesUnique:
             raise NameTaken from None
 
 
+_WRITTEN_MAX = 4096  # rows `last_written` keeps at most (then it starts over)
+
+
 class CredentialRepository:
     """Credentials and their per-owner counts."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._written: dict[str, dict[str, Any]] = {}  # SQLite: rows as this process's updates wrote them, by id
         if db.is_sqlite:
             db.keep_up("credential names", index_names)
+
+    def last_written(self, credential_id: str, owner_id: str) -> dict[str, Any] | None:
+        """SQLite (one server process): the credential as this process's last update wrote it, if `owner_id` owns
+        it; None if it was not kept. A guess, not a read: an update from it must compare-and-swap on its revision
+        and key version, which every other change moves (a miss means: read the row and start again)."""
+        row = self._written.get(credential_id)
+        return row if row is not None and row["owner_id"] == owner_id else None
+
+    def forget_written(self, credential_id: str) -> None:
+        """Drop what `last_written` kept of the credential."""
+        self._written.pop(credential_id, None)
+
+    def _wrote(self, row: Mapping[str, Any]) -> None:
+        if not self.db.is_sqlite:
+            return
+        if len(self._written) >= _WRITTEN_MAX:
+            self._written.clear()  # one atomic step: a worker thread may be forgetting a row meanwhile
+        self._written[row["id"]] = dict(row)
 
     @property
     def on_loop(self) -> bool:
@@ -653,6 +675,7 @@ class CredentialRepository:
         master-key version of `before`, the row as read (which also lets SQLite leave alone the indexes of columns
         that did not change)."""
         params = _swap_params(read_revision, row, before)
+        self.forget_written(row["id"])
         with _NamesUnique():
             if self.db.is_sqlite:
                 kept = _kept(before, row)
@@ -665,7 +688,7 @@ class CredentialRepository:
             if self.db.is_sqlite:
                 kept = _kept(before, row)
                 swap = lambda tx: _swap_audited(tx, params, audit, kept)  # noqa: E731
-                return bool(await self.db.atransact(swap, one_change=True))
+                return self._swapped(row, bool(await self.db.atransact(swap, one_change=True)))
             return bool(await self.db.awrite_together(_PG_UPDATES, {**params, **audit.params()}))
 
     async def aswap_if_token(
@@ -687,12 +710,21 @@ class CredentialRepository:
             if self.db.is_sqlite:
                 checked, kept = {**params, **check}, _kept(before, row)
                 swap = lambda tx: _swap_audited(tx, checked, audit, kept)  # noqa: E731
-                return bool(await self.db.atransact(swap, one_change=True))
+                return self._swapped(row, bool(await self.db.atransact(swap, one_change=True)))
             return bool(await self.db.awrite_together(_PG_UPDATES, {**params, **check, **audit.params()}))
+
+    def _swapped(self, row: Mapping[str, Any], written: bool) -> bool:
+        """Keep a row an update wrote for `last_written`; forget what was kept of one whose update found it moved."""
+        if written:
+            self._wrote(row)
+        else:
+            self.forget_written(row["id"])
+        return written
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
         """Delete and uncount the credential (only if `owner_id` owns it, when given) with its audit record;
         False if there is no such credential."""
+        self.forget_written(credential_id)
         if not self.db.is_sqlite:
             if owner_id is None:
                 return bool(self.db.write_one(_PG_DELETE_ANY, {"id": credential_id, **audit.params()}))
@@ -722,6 +754,7 @@ class CredentialRepository:
         ("deleted", r), ("missing", None), ("stale", r), or ("raced", None) when it changed meanwhile."""
         one = {"id": credential_id}
         postgres = not self.db.is_sqlite
+        self.forget_written(credential_id)
 
         def remove_at_revision(tx: Tx) -> tuple[str, int | None]:
             found = tx.rows(_REVISION, one)
@@ -759,6 +792,7 @@ class CredentialRepository:
     def rewrap(self, changes: Sequence[Mapping[str, Any]]) -> int:
         """Apply re-wrapped data keys (target, old_version, old_wrapped, new_version, new_wrapped) where the row
         still holds the key that was read; returns how many applied (a concurrent change wins)."""
+        self._written.clear()
         return self.db.transact(lambda tx: sum(tx.run(_REWRAP, change) for change in changes))
 
     def legacy_seals(self, after: str, limit: int) -> list[dict[str, Any]]:
