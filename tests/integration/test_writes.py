@@ -694,7 +694,7 @@ def test_an_editors_update_never_starts_from_a_row_kept_after_the_role_was_taken
 
 def test_an_owners_updates_keep_the_row_they_wrote_and_a_delete_forgets_it(service: Services) -> None:
     """SQLite keeps the row an owner's update wrote (its revision, for the next update to compare), only for its
-    owner; PostgreSQL, whose servers are many, keeps none; a delete forgets it."""
+    owner and unless it is large; PostgreSQL, whose servers are many, keeps none; a delete forgets it."""
     who, _, token_hash = _token_holder(service, "kept-deleter")
     cid = make_credential(service, who, {"name": "gone", "user": "u", "password": "p"})["credentialId"]
     assert _remembered_updates(service, token_hash, cid, {"description": "a"}, {"description": "b"})[1][1] == 3
@@ -705,6 +705,11 @@ def test_an_owners_updates_keep_the_row_they_wrote_and_a_delete_forgets_it(servi
         assert repository.last_written(cid, "someone-else") is None
     else:
         assert kept is None
+    big = {"user": "u" * 32768, "password": "p" * 32768}  # a row of more than 64 KiB is not kept
+    assert _remembered_updates(service, token_hash, cid, big)[0][1] == 4
+    assert repository.last_written(cid, who.user_id) is None
+    assert _remembered_updates(service, token_hash, cid, {"user": "u", "password": "small again"})[0][1] == 5
+    assert (repository.last_written(cid, who.user_id) is not None) == service.db.is_sqlite
     service.credentials.delete(who, cid)
     assert repository.last_written(cid, who.user_id) is None
-    assert _remembered_updates(service, token_hash, cid, {"description": "c"}) == [None]
+    assert _remembered_updates(service, token_hash, cid, {"description": "d"}) == [None]

@@ -467,7 +467,9 @@ class _NamesUnique:
             raise NameTaken from None
 
 
-_WRITTEN_MAX = 4096  # rows `last_written` keeps at most (then it starts over)
+_SIZED = ("name", "description", "public_data", "wire", "wrapped_key", "ciphertext")  # a kept row's large columns
+_WRITTEN_BYTES = 8 << 20  # what `last_written` keeps at most, in bytes of its rows' text (then it starts over)
+_WRITTEN_ROW_BYTES = 64 << 10  # a larger row is not kept
 
 
 class CredentialRepository:
@@ -476,6 +478,7 @@ class CredentialRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._written: dict[str, dict[str, Any]] = {}  # SQLite: rows as this process's updates wrote them, by id
+        self._written_bytes = 0  # their size as `_wrote` counted it (a row forgotten since still counts)
         if db.is_sqlite:
             db.keep_up("credential names", index_names)
 
@@ -491,11 +494,18 @@ class CredentialRepository:
         self._written.pop(credential_id, None)
 
     def _wrote(self, row: Mapping[str, Any]) -> None:
+        """Keep `row` for `last_written` (SQLite; on the event loop only, the one thread that adds rows)."""
         if not self.db.is_sqlite:
             return
-        if len(self._written) >= _WRITTEN_MAX:
+        size = sum(len(row[c]) for c in _SIZED)
+        if size > _WRITTEN_ROW_BYTES:
+            self.forget_written(row["id"])
+            return
+        if self._written_bytes + size > _WRITTEN_BYTES:
             self._written.clear()  # one atomic step: a worker thread may be forgetting a row meanwhile
+            self._written_bytes = 0
         self._written[row["id"]] = dict(row)
+        self._written_bytes += size
 
     @property
     def on_loop(self) -> bool:
@@ -792,7 +802,7 @@ class CredentialRepository:
     def rewrap(self, changes: Sequence[Mapping[str, Any]]) -> int:
         """Apply re-wrapped data keys (target, old_version, old_wrapped, new_version, new_wrapped) where the row
         still holds the key that was read; returns how many applied (a concurrent change wins)."""
-        self._written.clear()
+        self._written.clear()  # the compare-and-swap would refuse them anyway: spare it the misses
         return self.db.transact(lambda tx: sum(tx.run(_REWRAP, change) for change in changes))
 
     def legacy_seals(self, after: str, limit: int) -> list[dict[str, Any]]:
