@@ -497,7 +497,7 @@ class CredentialRepository:
         """Keep `row` for `last_written` (SQLite; on the event loop only, the one thread that adds rows)."""
         if not self.db.is_sqlite:
             return
-        size = sum(len(row[c]) for c in _SIZED)
+        size = sum(len(row[c] or "") for c in _SIZED)
         if size > _WRITTEN_ROW_BYTES:
             self.forget_written(row["id"])
             return
