@@ -249,6 +249,32 @@ def test_an_abort_ends_the_intake_statement(api: httpx.Client, peers: dict[str, 
     until(lambda: not busy_backends(peer), 30, "every backend idle")
 
 
+def test_an_abort_ends_a_mariadb_intake_statement(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
+    """MySQL and MariaDB have no cancel request: aborting the jobs on both of the runner's threads while their
+    MariaDB intake still runs (SLEEP) ends each statement with `KILL QUERY` from a second connection of the same
+    user. The jobs end ABORTED, a job queued behind them runs to its end, and no statement of theirs is left running
+    (the store's own PROCESSLIST, which shows a user their own connections)."""
+    peer = peers["mariadb"]
+    _items(peer, "after_kill")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    intake = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "query": "SELECT SLEEP(60) AS s, 1 AS x"}
+    slow = {"deploymentId": PASSTHROUGH, "intakeSettings": intake, "outputSettings": {"type": "localFile"}}
+    jobs = [api.post("batchPredictions/", json=slow).json()["id"] for _ in range(2)]
+    sleeping = (
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND INFO LIKE '%SLEEP(60)%' "
+        "AND INFO NOT LIKE '%PROCESSLIST%'"
+    )
+    until(lambda: len(_execute(peer, sleeping)) >= 2, 30, "both intakes reading")
+    for job_id in jobs:
+        assert api.delete(f"batchPredictions/{job_id}/").json()["status"] == "ABORTED"
+    table = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": "after_kill"}
+    after = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "intakeSettings": table}).json()["id"]
+    ended = wait_for_job(api, after, timeout=45)  # a fraction of the aborted statements' 60 s
+    assert ended["status"] == "COMPLETED", ended["statusDetails"]
+    assert [wait_for_job(api, j)["status"] for j in jobs] == ["ABORTED", "ABORTED"]
+    until(lambda: not _execute(peer, sleeping), 30, "no intake statement left")
+
+
 def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
     """Aborting a job whose jdbc output waits on a lock another session holds on the output table cancels the
     write: while the lock is still held, the job ends ABORTED, its staging table is dropped and no backend of its

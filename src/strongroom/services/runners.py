@@ -331,7 +331,7 @@ class _CountAside:
     """A jdbc intake's rows counted (the job's expected rows, for percentageCompleted) on a connection of its own,
     beside the read: counting first held every job back by a scan of the intake (1M rows: 60-80 ms here). A
     count that fails leaves the percentage to the rows read; the job goes on. `stop` cancels a count still
-    running (PostgreSQL) and waits for it."""
+    running and waits for it."""
 
     def __init__(
         self, service: JobService, job_id: str, intake: Mapping[str, Any], login: tuple[Any, str, str], timeout: float
@@ -360,8 +360,8 @@ class _CountAside:
     def stop(self) -> None:
         while self.thread.is_alive():  # again until it ends: a cancel that came before the statement is lost
             running = self.running
-            if running is not None and hasattr(running, "cancel"):
-                running.cancel()  # psycopg's cancel request: safe from another thread
+            if running is not None:  # PostgreSQL's cancel request, MySQL's KILL QUERY: safe from another thread
+                self.service.connector.cancel(*self.login, running)
             self.thread.join(0.2)
 
 
