@@ -416,3 +416,43 @@ def test_an_abort_and_sigterm_end_a_producers_statement(
         assert _job(api, last["id"])["status"] == "RUNNING"  # given back, for another worker
         until(lambda: not busy_backends(peer), 30, "every backend idle")
         api.delete(f"batchPredictions/{last['id']}/")
+
+
+def test_an_abort_ends_a_workers_output_write(
+    srv: Server, peer: PeerDatabase, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A worker's jdbc output write waiting on a lock another session holds on the output table (the finish, moving
+    the staged rows in) is cancelled when its job is aborted: while the lock is still held, no backend of the job's
+    connections is left running a statement or holding a transaction and its staging tables are gone; the table
+    never gets its rows. Before, the cancelled finish left its staging tables behind: the job was ABORTED already,
+    so failing it changed nothing, and nothing discarded its output."""
+    workers.append(start_worker(srv, "writer"))
+    table = unique("locked").replace("-", "_")
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id integer, item text, price float, quantity integer)")
+    with client(srv, srv.new_user("w")) as api, psycopg.connect(dsn) as locker:
+        store, cred = _jdbc_login(api, peer)
+        output = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": table, "statementType": "insert"}
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        holder = locker.info.backend_pid
+        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
+        assert api.put(job["links"]["csvUpload"], content=_csv().encode()).status_code == 202
+
+        def others(query: str) -> list[tuple[Any, ...]]:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return conn.execute(query).fetchall()
+
+        waiting = f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{table}%'"
+        until(lambda: others(waiting), 60, "the output's write waiting on the lock")
+        assert api.delete(f"batchPredictions/{job['id']}/").json()["status"] == "ABORTED"
+        busy = (
+            "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
+            f"pg_backend_pid() AND pid <> {holder} AND state IN ('active', 'idle in transaction')"
+        )
+        staged = f"SELECT tablename FROM pg_tables WHERE tablename LIKE 'sr_stage_{job['id']}%'"
+        until(lambda: not others(busy) and not others(staged), 30, "the write ended, its staging table dropped")
+        assert _job(api, job["id"])["status"] == "ABORTED"
+        locker.rollback()  # the lock is released only now
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)

@@ -554,7 +554,9 @@ class QueuedJobs:
         self.defer("strongroom.produce", {"job_id": job_id}, None)
 
     def _guarded(self, job_id: str, step: Callable[[], None]) -> None:
-        """Run a step of a job; a failure fails the job with its reason (the output discarded)."""
+        """Run a step of a job; a failure fails the job with its reason (the output discarded). A step that failed
+        because its job was aborted or failed meanwhile (its statement cancelled) discards the output too: a
+        finish stopped that way has no later step to clean up after it."""
         try:
             step()
         except _GiveBack:
@@ -563,8 +565,13 @@ class QueuedJobs:
             reason = exc.message if isinstance(exc, StrongroomError) else f"internal error ({type(exc).__name__})"
             if not isinstance(exc, StrongroomError):
                 _log.error("job %s failed: %s", job_id, type(exc).__name__)
-            if self.service.fail(job_id, reason):
+            if self.service.fail(job_id, reason) or self._ended(job_id):
                 self._discard(job_id)
+
+    def _ended(self, job_id: str) -> bool:
+        """Whether the job was aborted or failed (not completed)."""
+        row = self.jobs.get(job_id)
+        return row is not None and row["status"] in ("ABORTED", "FAILED")
 
     def _context(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], Principal, dict[str, str], dict[str, Any]]:
         from strongroom.services import batch
