@@ -124,6 +124,8 @@ def test_api_keys_are_each_users_own(srv: Server, root: str) -> None:
         assert admin_scope.status_code == 403 and "administrator" in admin_scope.json()["message"]
         default = carol.post("/account/apiKeys/", json={"name": "d"}).json()
         assert default["scopes"] == ["read", "write", "use"]  # a non-admin's new token never gets `admin`
+        nulled = carol.post("/account/apiKeys/", json={"name": "n", "scopes": None, "expiresAt": None}).json()
+        assert nulled["scopes"] == default["scopes"]  # null is absent, as the OpenAPI document says
         bad = carol.post("/account/apiKeys/", json={"name": "x", "expiresAt": "2001-01-01T00:00:00Z"})
         assert bad.status_code == 422
         # An offset that carries the calendar's first or last minute beyond it in UTC (found by the fuzzer: 500):

@@ -302,7 +302,7 @@ ENDPOINTS = [
                             "pattern": credential_types.NAME_PATTERN,
                         },
                         "scopes": {
-                            "type": "array",
+                            "type": ["array", "null"],  # null, as absent: the caller's token's scopes
                             "minItems": 1,
                             "uniqueItems": True,
                             "items": {"type": "string", "enum": list(SCOPES)},
