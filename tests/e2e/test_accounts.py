@@ -76,6 +76,9 @@ def test_admins_manage_users_over_rest(srv: Server, root: str) -> None:
             assert bob.get(f"/credentials/{cid}/").status_code == 401
             assert admin.patch(f"/users/{name}/", json={"disabled": False}).json()["disabled"] is False
             assert bob.get(f"/credentials/{cid}/").status_code == 200
+            left = admin.patch(f"/users/{name}/", json={"disabled": None, "isAdmin": False})  # null: left as it is
+            assert left.status_code == 200 and (left.json()["disabled"], left.json()["isAdmin"]) == (False, False)
+            assert admin.patch(f"/users/{name}/", json={"disabled": None, "isAdmin": None}).status_code == 422
 
             kept = admin.delete(f"/users/{name}/")
             assert kept.status_code == 409 and "owns 1 credential" in kept.json()["message"]
@@ -90,10 +93,9 @@ def test_admins_manage_users_over_rest(srv: Server, root: str) -> None:
         mine = [r for r in _records(srv, action) if r["detail"].get("username") == name]
         successes = [r for r in mine if r["outcome"] == "success"]
         assert successes and all(r["status"] == status for r in successes), action
-    assert [r["detail"]["disabled"] for r in _records(srv, "user.update") if r["detail"].get("username") == name] == [
-        True,
-        False,
-    ]
+    changes = [r["detail"] for r in _records(srv, "user.update") if r["detail"].get("username") == name]
+    assert [c.get("disabled") for c in changes] == [True, False, None]  # the last one left it as it was
+    assert changes[-1]["isAdmin"] is False
 
 
 def test_admins_cannot_lock_themselves_out(srv: Server, root: str) -> None:

@@ -230,7 +230,10 @@ ENDPOINTS = [
                     "type": "object",
                     "title": "New user",
                     "required": ["username"],
-                    "properties": {"username": {"type": "string"}, "isAdmin": {"type": "boolean", "default": False}},
+                    "properties": {
+                        "username": {"type": "string"},
+                        "isAdmin": {"type": ["boolean", "null"], "default": False},  # null, as absent: false
+                    },
                 }
             ),
             "responses": {"201": {**_ONE_USER, "description": "Created"}, **answers(400, 401, 403, 409, 422, 429)},
@@ -250,7 +253,10 @@ ENDPOINTS = [
                 {
                     "type": "object",
                     "title": "User changes",
-                    "properties": {"disabled": {"type": "boolean"}, "isAdmin": {"type": "boolean"}},
+                    "properties": {  # null, as absent: left as it is
+                        "disabled": {"type": ["boolean", "null"]},
+                        "isAdmin": {"type": ["boolean", "null"]},
+                    },
                 }
             ),
             "responses": {"200": _ONE_USER, **answers(400, 401, 403, 404, 409, 422, 429)},
