@@ -420,8 +420,7 @@ class CredentialService:
             if kept is not None:
                 updated = await self._aswap_patched(who, token_hash, credential_id, body, (kept, OWNER))
                 if updated is not None:
-                    return updated
-                self.credentials.forget_written(credential_id)  # changed since: read it and try once more
+                    return updated  # else it changed since (the repository forgot its row): read it, try once more
             updated = await self._aswap_patched(who, token_hash, credential_id, body, None, if_match)
         except _Refused:
             return None

@@ -48,6 +48,7 @@ PASSTHROUGH_ID = "5e0000000000000000000001"
 ADAPTERS = ("localFile", "s3", "jdbc")
 STATEMENT_TYPES = ("insert", "create_table", "update", "insert_update")
 ACTIVE = ("INITIALIZING", "RUNNING")
+STOPPED = ("FAILED", "ABORTED")  # ended without completing: nothing of the job is kept
 FINAL = ("COMPLETED", "ABORTED", "FAILED")
 STATUSES = (*ACTIVE, *FINAL)
 CHUNK_NAMES = ("auto", "fixed", "dynamic")

@@ -19,7 +19,7 @@ from typing import Any
 
 from strongroom.errors import StrongroomError
 from strongroom.services.accounts import Principal, expired
-from strongroom.services.jobs import ACTIVE, LEASE, STORE_TARGET, JobService, moment, s3_location
+from strongroom.services.jobs import ACTIVE, LEASE, STOPPED, STORE_TARGET, JobService, moment, s3_location
 from strongroom.store.models import utcnow
 
 _log = logging.getLogger("strongroom.jobs")
@@ -97,7 +97,7 @@ class JobRunner:
                 self.running.pop(job_id, None)
             self.cancelled.discard(job_id)
             ended = self.jobs.get(job_id)
-            if ended is not None and ended["status"] in ("FAILED", "ABORTED"):
+            if ended is not None and ended["status"] in STOPPED:
                 self.service.remove_spool(job_id)  # nothing of it is read again
 
     def _cleanup_output(self, job_id: str) -> None:
@@ -571,7 +571,7 @@ class QueuedJobs:
     def _ended(self, job_id: str) -> bool:
         """Whether the job was aborted or failed (not completed)."""
         row = self.jobs.get(job_id)
-        return row is not None and row["status"] in ("ABORTED", "FAILED")
+        return row is not None and row["status"] in STOPPED
 
     def _context(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], Principal, dict[str, str], dict[str, Any]]:
         from strongroom.services import batch
@@ -716,7 +716,7 @@ class QueuedJobs:
         row = self.jobs.get(job_id)
         if _running(row, generation):
             return True
-        if row is not None and row["status"] in ("ABORTED", "FAILED"):
+        if row is not None and row["status"] in STOPPED:
             self._discard(job_id)
         return False
 
@@ -786,7 +786,7 @@ class QueuedJobs:
         from strongroom.services import batch
 
         row = self.jobs.get(job_id)
-        if row is not None and row["status"] in ("ABORTED", "FAILED"):
+        if row is not None and row["status"] in STOPPED:
             self._discard(job_id)  # ended after its last chunk: nothing else will clean up
         if row is None or row["status"] != "RUNNING" or row["total_chunks"] is None:
             return

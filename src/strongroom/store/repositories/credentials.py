@@ -489,17 +489,15 @@ class CredentialRepository:
         row = self._written.get(credential_id)
         return row if row is not None and row["owner_id"] == owner_id else None
 
-    def forget_written(self, credential_id: str) -> None:
-        """Drop what `last_written` kept of the credential."""
+    def _forget_written(self, credential_id: str) -> None:
+        """Drop what `last_written` kept of the credential (from any thread: one atomic step)."""
         self._written.pop(credential_id, None)
 
     def _wrote(self, row: Mapping[str, Any]) -> None:
         """Keep `row` for `last_written` (SQLite; on the event loop only, the one thread that adds rows)."""
-        if not self.db.is_sqlite:
-            return
         size = sum(len(row[c] or "") for c in _SIZED)
         if size > _WRITTEN_ROW_BYTES:
-            self.forget_written(row["id"])
+            self._forget_written(row["id"])
             return
         if self._written_bytes + size > _WRITTEN_BYTES:
             self._written.clear()  # one atomic step: a worker thread may be forgetting a row meanwhile
@@ -685,7 +683,7 @@ class CredentialRepository:
         master-key version of `before`, the row as read (which also lets SQLite leave alone the indexes of columns
         that did not change)."""
         params = _swap_params(read_revision, row, before)
-        self.forget_written(row["id"])
+        self._forget_written(row["id"])
         with _NamesUnique():
             if self.db.is_sqlite:
                 kept = _kept(before, row)
@@ -728,13 +726,13 @@ class CredentialRepository:
         if written:
             self._wrote(row)
         else:
-            self.forget_written(row["id"])
+            self._forget_written(row["id"])
         return written
 
     def delete(self, credential_id: str, owner_id: str | None, audit: Entry) -> bool:
         """Delete and uncount the credential (only if `owner_id` owns it, when given) with its audit record;
         False if there is no such credential."""
-        self.forget_written(credential_id)
+        self._forget_written(credential_id)
         if not self.db.is_sqlite:
             if owner_id is None:
                 return bool(self.db.write_one(_PG_DELETE_ANY, {"id": credential_id, **audit.params()}))
@@ -764,7 +762,7 @@ class CredentialRepository:
         ("deleted", r), ("missing", None), ("stale", r), or ("raced", None) when it changed meanwhile."""
         one = {"id": credential_id}
         postgres = not self.db.is_sqlite
-        self.forget_written(credential_id)
+        self._forget_written(credential_id)
 
         def remove_at_revision(tx: Tx) -> tuple[str, int | None]:
             found = tx.rows(_REVISION, one)
