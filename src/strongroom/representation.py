@@ -7,6 +7,7 @@ It holds only what every viewer sees alike; per-viewer fields (such as a sharing
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +24,17 @@ def compact_json(value: Any, *, sort_keys: bool = False) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
 
 
+# 19 digits in a row: possibly an integer beyond 64 bits, which orjson reads as a float (losing digits) or refuses.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGIT_BYTES = re.compile(rb"\d{19}")
+
+
 def parse_json(text: str | bytes) -> Any:
-    """JSON text as `compact_json` writes it: orjson, and the standard library for what orjson refuses (an integer
-    beyond 64 bits, which `compact_json` stored through the standard library)."""
+    """JSON text as `compact_json` writes it: orjson, and the standard library for text that may hold an integer
+    beyond 64 bits (which `compact_json` stored through the standard library) or that orjson refuses."""
+    long_digits = _LONG_DIGITS if isinstance(text, str) else _LONG_DIGIT_BYTES
+    if long_digits.search(text) is not None:  # type: ignore[arg-type]
+        return json.loads(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
