@@ -196,7 +196,7 @@ stored_values = st.recursive(  # what JSON can hold: no infinity (orjson writes 
 
 
 @given(stored_values)
-@example(-(2**63) - 1)  # orjson reads it as a float, not refusing it: found by this test in a CI run
+@example(-(2**63) - 1)  # orjson reads it as a float, not refusing it: found by this test
 @example([2**64, "12345678901234567890"])
 def test_stored_json_reads_back_as_written(value: Any) -> None:
     """`parse_json` reads back whatever `compact_json` stores, integers beyond orjson's 64 bits included."""
