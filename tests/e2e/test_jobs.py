@@ -307,6 +307,37 @@ def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, Peer
     assert _execute(peer, f"SELECT count(*) FROM {table}") == [(0,)]
 
 
+def test_a_store_pointed_elsewhere_mid_run_leaves_the_running_job_on_its_target(
+    api: httpx.Client, peers: dict[str, PeerDatabase]
+) -> None:
+    """The server's runner logs a job's jdbc output in once per run. The store is pointed at another host while
+    the job's write waits on a lock another session holds on the output table. The job still completes into the
+    table it was created for, the new host sees no connection, and the credential was used once."""
+    peer = peers["postgres"]
+    table = unique("moved").replace("-", "_")
+    _execute(peer, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} (id integer, item text, price float)")
+    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
+    output = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": table, "statementType": "insert"}
+    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
+    with psycopg.connect(dsn) as locker, closing_listener() as elsewhere:
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
+        source = "id,item,price\n" + "".join(f"{i},item {i},{i}.5\n" for i in range(ROWS))
+        assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
+        waiting = f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{table}%'"
+        until(lambda: _execute(peer, waiting), 30, "the output's write waiting on the lock")
+        params = api.get(f"externalDataStores/{store}/").json()["params"]
+        moved = {**params, "jdbcUrl": f"jdbc:postgresql://127.0.0.1:{elsewhere.port}/{peer.database}"}
+        assert api.patch(f"externalDataStores/{store}/", json={"params": moved}).status_code == 200
+        locker.rollback()  # the write goes on now
+        done = wait_for_job(api, job["id"])
+        assert elsewhere.accepted == []
+    assert done["status"] == "COMPLETED", done["statusDetails"]
+    assert _execute(peer, f"SELECT count(*) FROM {table}") == [(ROWS,)]
+    uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
+    assert [u["detail"]["jobId"] for u in uses] == [job["id"]]
+
+
 def test_sigterm_stops_a_server_whose_jobs_are_reading(tmp_path: Path, peers: dict[str, PeerDatabase]) -> None:
     """SIGTERM stops a server whose runner's threads wait on PostgreSQL intakes (pg_sleep): their statements are
     cancelled, the server exits, no backend is left busy, and the jobs stay RUNNING (resumed at the next start)
