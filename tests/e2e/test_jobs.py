@@ -10,6 +10,8 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -275,36 +277,56 @@ def test_an_abort_ends_a_mariadb_intake_statement(api: httpx.Client, peers: dict
     until(lambda: not _execute(peer, sleeping), 30, "no intake statement left")
 
 
-def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
-    """Aborting a job whose jdbc output waits on a lock another session holds on the output table cancels the
-    write: while the lock is still held, the job ends ABORTED, its staging table is dropped and no backend of its
-    connections is left running a statement or holding a transaction; the table never gets its rows. Before, the
-    write waited for the lock (up to the hour's statement timeout) and only then noticed the abort."""
-    peer = peers["postgres"]
-    table = unique("locked").replace("-", "_")
+@dataclass
+class _Waiting:
+    """A jdbc output job whose write waits on the lock `locker` holds on its new output table."""
+
+    locker: psycopg.Connection[Any]
+    job: dict[str, Any]
+    table: str
+    store: str
+    credential: str
+
+
+@contextmanager
+def _output_waiting_on_a_lock(api: httpx.Client, peer: PeerDatabase, prefix: str) -> Iterator[_Waiting]:
+    """A job inserting `ROWS` rows into a new table on `peer`, created and fed while another session holds an
+    ACCESS EXCLUSIVE lock on that table, yielded once the job's write waits on it (the lock held until the caller
+    rolls `locker` back, or leaves)."""
+    table = unique(prefix).replace("-", "_")
     _execute(peer, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} (id integer, item text, price float)")
     store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
     output = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": table, "statementType": "insert"}
     dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
     with psycopg.connect(dsn) as locker:
         locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        holder = locker.info.backend_pid
         job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
         source = "id,item,price\n" + "".join(f"{i},item {i},{i}.5\n" for i in range(ROWS))
         assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
         waiting = f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{table}%'"
         until(lambda: _execute(peer, waiting), 30, "the output's write waiting on the lock")
+        yield _Waiting(locker, job, table, store, cred)
+
+
+def test_an_abort_ends_the_output_write(api: httpx.Client, peers: dict[str, PeerDatabase]) -> None:
+    """Aborting a job whose jdbc output waits on a lock another session holds on the output table cancels the
+    write: while the lock is still held, the job ends ABORTED, its staging table is dropped and no backend of its
+    connections is left running a statement or holding a transaction; the table never gets its rows. Before, the
+    write waited for the lock (up to the hour's statement timeout) and only then noticed the abort."""
+    peer = peers["postgres"]
+    with _output_waiting_on_a_lock(api, peer, "locked") as held:
+        job, locker = held.job, held.locker
         assert api.delete(f"batchPredictions/{job['id']}/").json()["status"] == "ABORTED"
         others = (
             "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
-            f"pg_backend_pid() AND pid <> {holder} AND state IN ('active', 'idle in transaction')"
+            f"pg_backend_pid() AND pid <> {locker.info.backend_pid} AND state IN ('active', 'idle in transaction')"
         )
         stage = f"SELECT to_regclass('sr_stage_{job['id']}') IS NULL"
         until(lambda: not _execute(peer, others) and _execute(peer, stage) == [(True,)], 30, "the write ended")
         assert wait_for_job(api, job["id"])["status"] == "ABORTED"
         assert locker.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted").fetchone()
         locker.rollback()  # the lock is released only now
-    assert _execute(peer, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert _execute(peer, f"SELECT count(*) FROM {held.table}") == [(0,)]
 
 
 def test_a_store_pointed_elsewhere_mid_run_leaves_the_running_job_on_its_target(
@@ -314,28 +336,17 @@ def test_a_store_pointed_elsewhere_mid_run_leaves_the_running_job_on_its_target(
     the job's write waits on a lock another session holds on the output table. The job still completes into the
     table it was created for, the new host sees no connection, and the credential was used once."""
     peer = peers["postgres"]
-    table = unique("moved").replace("-", "_")
-    _execute(peer, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} (id integer, item text, price float)")
-    store, cred = _store(api, peer), _basic(api, peer.user, peer.password)
-    output = {"type": "jdbc", "dataStoreId": store, "credentialId": cred, "table": table, "statementType": "insert"}
-    dsn = f"host={peer.host} port={peer.port} user={peer.user} password={peer.password} dbname={peer.database}"
-    with psycopg.connect(dsn) as locker, closing_listener() as elsewhere:
-        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        job = api.post("batchPredictions/", json={"deploymentId": PASSTHROUGH, "outputSettings": output}).json()
-        source = "id,item,price\n" + "".join(f"{i},item {i},{i}.5\n" for i in range(ROWS))
-        assert api.put(job["links"]["csvUpload"], content=source.encode()).status_code == 202
-        waiting = f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{table}%'"
-        until(lambda: _execute(peer, waiting), 30, "the output's write waiting on the lock")
-        params = api.get(f"externalDataStores/{store}/").json()["params"]
+    with _output_waiting_on_a_lock(api, peer, "moved") as held, closing_listener() as elsewhere:
+        params = api.get(f"externalDataStores/{held.store}/").json()["params"]
         moved = {**params, "jdbcUrl": f"jdbc:postgresql://127.0.0.1:{elsewhere.port}/{peer.database}"}
-        assert api.patch(f"externalDataStores/{store}/", json={"params": moved}).status_code == 200
-        locker.rollback()  # the write goes on now
-        done = wait_for_job(api, job["id"])
+        assert api.patch(f"externalDataStores/{held.store}/", json={"params": moved}).status_code == 200
+        held.locker.rollback()  # the write goes on now
+        done = wait_for_job(api, held.job["id"])
         assert elsewhere.accepted == []
     assert done["status"] == "COMPLETED", done["statusDetails"]
-    assert _execute(peer, f"SELECT count(*) FROM {table}") == [(ROWS,)]
-    uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": cred}).json()["data"]
-    assert [u["detail"]["jobId"] for u in uses] == [job["id"]]
+    assert _execute(peer, f"SELECT count(*) FROM {held.table}") == [(ROWS,)]
+    uses = api.get("auditLog/", params={"action": "credential.use", "credentialId": held.credential}).json()["data"]
+    assert [u["detail"]["jobId"] for u in uses] == [held.job["id"]]
 
 
 def test_sigterm_stops_a_server_whose_jobs_are_reading(tmp_path: Path, peers: dict[str, PeerDatabase]) -> None:
